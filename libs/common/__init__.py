@@ -1,0 +1,1 @@
+"""Shared runtime plumbing: NATS bus, embedded servers, process groups, settings."""

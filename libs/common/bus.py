@@ -1,0 +1,142 @@
+"""The NATS JetStream bus every service uses: publish with dedup, fold, pull, dead-letter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+
+from callmeter_events import ALL_STREAMS, Event, EventDecodeError, StreamDef, decode, encode
+from callmeter_events.streams import deadletter_subject
+
+log = logging.getLogger(__name__)
+
+FoldHandler = Callable[[int, Event], Awaitable[None]]
+BatchHandler = Callable[[list[tuple[Msg, Event]]], Awaitable[None]]
+
+
+@dataclass
+class Bus:
+    nc: Client
+    js: JetStreamContext
+    service: str
+
+    @classmethod
+    async def connect(cls, url: str, service: str) -> Bus:
+        nc = await nats.connect(
+            url, name=f"callmeter-{service}", max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        )
+        return cls(nc, nc.jetstream(timeout=10), service)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def ensure_streams(self, streams: Sequence[StreamDef] = ALL_STREAMS) -> None:
+        """Create or update the streams; safe to call from every service at start-up."""
+        for sd in streams:
+            config = api.StreamConfig(
+                name=sd.name,
+                subjects=list(sd.subjects),
+                max_age=float(sd.max_age_s),
+                duplicate_window=float(sd.duplicate_window_s),
+                storage=api.StorageType.FILE,
+            )
+            try:
+                await self.js.stream_info(sd.name)
+                await self.js.update_stream(config)
+            except NotFoundError:
+                await self.js.add_stream(config)
+
+    async def publish(self, event: Event) -> int:
+        """Publish with a deterministic Nats-Msg-Id; returns the stream sequence."""
+        ack = await self.js.publish(
+            event.subject(), encode(event), headers={"Nats-Msg-Id": event.msg_id()}
+        )
+        return int(ack.seq)
+
+    async def publish_many(self, events: Sequence[Event], concurrency: int = 256) -> None:
+        """Publish many events concurrently (order across events is not kept)."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(event: Event) -> None:
+            async with gate:
+                await self.publish(event)
+
+        await asyncio.gather(*(one(e) for e in events))
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Park a message this service cannot handle, with the reason, and move on."""
+        headers = {"CallMeter-Reason": reason[:500], "CallMeter-Service": self.service}
+        await self.js.publish(deadletter_subject(self.service, msg.subject), msg.data, headers=headers)
+        log.warning("dead-lettered %s: %s", msg.subject, reason)
+
+    async def last_seq(self, stream: str) -> int:
+        info = await self.js.stream_info(stream)
+        return int(info.state.last_seq)
+
+    async def fold(
+        self, stream: StreamDef, start_seq: int, handler: FoldHandler,
+        deliver_policy: api.DeliverPolicy = api.DeliverPolicy.BY_START_SEQUENCE,
+    ) -> JetStreamContext.PushSubscription:
+        """Feed every event of `stream` from `start_seq` on to `handler`, in order, live.
+
+        Projections keep their own position (in memory or next to their rows), so an
+        ordered consumer is the right tool: no acks, no server-side state to lose.
+        A payload that does not decode is dead-lettered and skipped.
+        """
+
+        async def on_msg(msg: Msg) -> None:
+            seq = msg.metadata.sequence.stream
+            try:
+                event = decode(msg.data)
+            except EventDecodeError as exc:
+                await self.dead_letter(msg, str(exc))
+                return
+            await handler(seq, event)
+
+        config = api.ConsumerConfig(deliver_policy=deliver_policy)
+        if deliver_policy == api.DeliverPolicy.BY_START_SEQUENCE:
+            config.opt_start_seq = max(1, start_seq)
+        return await self.js.subscribe(
+            stream.subjects[0] if len(stream.subjects) == 1 else ">",
+            stream=stream.name, cb=on_msg, ordered_consumer=True, config=config,
+            pending_msgs_limit=1_000_000,
+        )
+
+    async def pull_loop(
+        self, stream: StreamDef, durable: str, filters: Sequence[str], handler: BatchHandler,
+        stop: asyncio.Event, batch: int = 256, max_deliver: int = 20, ack_wait_s: float = 30,
+    ) -> None:
+        """Durable pull consumer: fetch batches, decode, hand over; the handler acks.
+
+        Undecodable messages go to the dead-letter subject and are acked here, so a
+        bad payload never blocks the batch behind it.
+        """
+        config = api.ConsumerConfig(
+            durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT, max_deliver=max_deliver,
+            ack_wait=ack_wait_s, filter_subjects=list(filters), max_ack_pending=batch * 40,
+        )
+        await self.js.add_consumer(stream.name, config)
+        sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=0.5)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            good: list[tuple[Msg, Event]] = []
+            for msg in msgs:
+                try:
+                    good.append((msg, decode(msg.data)))
+                except EventDecodeError as exc:
+                    await self.dead_letter(msg, str(exc))
+                    await msg.ack()
+            if good:
+                await handler(good)

@@ -1,0 +1,18 @@
+"""One typed settings object per process, read from CALLMETER_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Where the platform's servers are. Services extend this with their own knobs."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLMETER_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/callmeter"
+    data_dir: Path = Path(".callmeter")
+    log_level: str = "INFO"

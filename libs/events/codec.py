@@ -1,0 +1,101 @@
+"""bytes <-> event through one discriminated union, with upcasting of old versions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from .base import Event
+from .endpoint_events import (
+    CallAttempted, CallEnded, CallEstablished, CallFailed, CallProgress, DtmfReceived,
+    EndpointAssigned, EndpointFinished, EndpointPhaseChanged, EndpointRegistered,
+    RegistrationFailed, ScenarioActionExecuted,
+)  # fmt: skip
+from .metric_events import MetricSample, SipMessage
+from .run_events import (
+    RunCompleted, RunCreated, RunDispatching, RunFailed, RunQueued, RunRejected, RunStarted,
+    RunStopping, StopRequested, TestDeleted, TestSaved,
+)  # fmt: skip
+from .worker_events import WorkerHeartbeat, WorkerLost, WorkerOffline, WorkerOnline
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    TestSaved, TestDeleted, RunCreated, RunQueued, RunRejected, RunDispatching, RunStarted,
+    StopRequested, RunStopping, RunCompleted, RunFailed, EndpointAssigned, EndpointPhaseChanged,
+    EndpointRegistered, RegistrationFailed, CallAttempted, CallProgress, CallEstablished,
+    CallFailed, ScenarioActionExecuted, DtmfReceived, CallEnded, EndpointFinished,
+    WorkerOnline, WorkerHeartbeat, WorkerOffline, WorkerLost, MetricSample, SipMessage,
+)  # fmt: skip
+BY_TYPE: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
+
+AnyEvent = Annotated[
+    TestSaved | TestDeleted | RunCreated | RunQueued | RunRejected | RunDispatching | RunStarted
+    | StopRequested | RunStopping | RunCompleted | RunFailed | EndpointAssigned
+    | EndpointPhaseChanged | EndpointRegistered | RegistrationFailed | CallAttempted
+    | CallProgress | CallEstablished | CallFailed | ScenarioActionExecuted | DtmfReceived
+    | CallEnded | EndpointFinished | WorkerOnline | WorkerHeartbeat | WorkerOffline | WorkerLost
+    | MetricSample | SipMessage,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+# (event type, version it upgrades from) -> function returning the next version's payload.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class EventDecodeError(ValueError):
+    """The one error type for a payload that is not a valid, known event."""
+
+
+def register_upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Declare how a stored `event_type` payload at `from_version` becomes version+1."""
+
+    def wrap(fn: Upcaster) -> Upcaster:
+        UPCASTERS[(event_type, from_version)] = fn
+        return fn
+
+    return wrap
+
+
+def current_version(event_type: str) -> int:
+    """The schema version new events of this type are written with."""
+    return BY_TYPE[event_type].model_fields["schema_version"].default  # type: ignore[no-any-return]
+
+
+def upcast(payload: dict[str, Any]) -> dict[str, Any]:
+    """Apply registered upcasters until the payload is at the current version."""
+    event_type = payload.get("type")
+    if event_type not in BY_TYPE:
+        raise EventDecodeError(f"unknown event type {event_type!r}")
+    target = current_version(event_type)
+    version = int(payload.get("schema_version", 1))
+    while version < target:
+        step = UPCASTERS.get((event_type, version))
+        if step is None:
+            raise EventDecodeError(f"no upcaster for {event_type} v{version}")
+        payload = {**step(payload), "schema_version": version + 1}
+        version += 1
+    return payload
+
+
+def encode(event: Event) -> bytes:
+    """Serialise an event to JSON bytes."""
+    return event.model_dump_json().encode()
+
+
+def decode(data: bytes) -> Event:
+    """Parse JSON bytes into the right event class, upcasting older versions."""
+    try:
+        payload = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise EventDecodeError("event payload must be a JSON object")
+    payload = upcast(payload)
+    try:
+        return _ADAPTER.validate_python(payload)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        raise EventDecodeError(f"invalid {payload.get('type')}: {exc.errors()[:3]}") from exc

@@ -1,0 +1,155 @@
+"""Per-endpoint events (stream CALLMETER_EVENTS), emitted by workers and the dispatcher."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .base import Event
+from .testdef import Codec, Registrar, SipAccount
+
+Phase = Literal[
+    "INITIALIZING", "REGISTERED", "CALLING", "RINGING", "NEGOTIATING", "INCALL",
+    "DISCONNECTING", "CLOSED",
+]  # fmt: skip
+PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
+
+Outcome = Literal[
+    "SUCCESS", "COMPLETED_WITH_WARNINGS", "REGISTRATION_FAILED", "CALL_FAILED",
+    "NEGOTIATION_FAILED", "TIMEOUT", "MEDIA_ERROR", "TEARDOWN_ERROR", "WORKER_LOST", "OSERROR",
+]  # fmt: skip
+OUTCOMES: tuple[str, ...] = Outcome.__args__  # type: ignore[attr-defined]
+Role = Literal["caller", "receiver", "idle"]
+
+
+class EndpointConfig(BaseModel):
+    """Everything a worker needs to run one endpoint."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group: str
+    role: Role
+    codecs: list[Codec]
+    duration_s: float
+    start_delay_s: float = 0.0
+    username: str
+    target_uri: str | None = None
+    registrar: Registrar | None = None
+    account: SipAccount | None = None
+    drop_tx_pct: float = 0.0
+    drop_rx_pct: float = 0.0
+
+
+class _EndpointEvent(Event):
+    run_id: str
+    endpoint_id: str
+    token: ClassVar[str] = ""
+
+    def subject(self) -> str:
+        return f"callmeter.run.{self.run_id}.endpoint.{self.endpoint_id}.{self.token}"
+
+
+class EndpointAssigned(Event):
+    """The dispatcher gives one endpoint to one worker (subject names the worker)."""
+
+    type: Literal["EndpointAssigned"] = "EndpointAssigned"
+    run_id: str
+    endpoint_id: str
+    worker_id: str
+    config: EndpointConfig
+
+    def subject(self) -> str:
+        return f"callmeter.run.{self.run_id}.worker.{self.worker_id}.assigned"
+
+    def dedup_key(self) -> str | None:
+        return f"EndpointAssigned:{self.run_id}:{self.endpoint_id}"
+
+
+class EndpointPhaseChanged(_EndpointEvent):
+    type: Literal["EndpointPhaseChanged"] = "EndpointPhaseChanged"
+    token: ClassVar[str] = "phase"
+    phase: Phase
+
+
+class EndpointRegistered(_EndpointEvent):
+    """Registered with the registrar, or ready to receive in direct mode."""
+
+    type: Literal["EndpointRegistered"] = "EndpointRegistered"
+    token: ClassVar[str] = "registered"
+    contact_uri: str
+    time_to_register_ms: float | None = None
+    expires_s: int | None = None
+
+
+class RegistrationFailed(_EndpointEvent):
+    type: Literal["RegistrationFailed"] = "RegistrationFailed"
+    token: ClassVar[str] = "registration_failed"
+    sip_code: int | None = None
+    reason: str
+
+
+class CallAttempted(_EndpointEvent):
+    type: Literal["CallAttempted"] = "CallAttempted"
+    token: ClassVar[str] = "call_attempted"
+    target_uri: str
+
+
+class CallProgress(_EndpointEvent):
+    type: Literal["CallProgress"] = "CallProgress"
+    token: ClassVar[str] = "call_progress"
+    sip_code: int
+    reason: str = ""
+    ms_since_invite: float | None = None
+
+
+class CallEstablished(_EndpointEvent):
+    type: Literal["CallEstablished"] = "CallEstablished"
+    token: ClassVar[str] = "call_established"
+    codec: str | None = None
+    time_to_trying_ms: float | None = None
+    time_to_ringing_ms: float | None = None
+    post_dial_delay_ms: float | None = None
+    call_setup_ms: float | None = None
+
+
+class CallFailed(_EndpointEvent):
+    type: Literal["CallFailed"] = "CallFailed"
+    token: ClassVar[str] = "call_failed"
+    sip_code: int | None = None
+    reason: str
+
+
+class ScenarioActionExecuted(_EndpointEvent):
+    type: Literal["ScenarioActionExecuted"] = "ScenarioActionExecuted"
+    token: ClassVar[str] = "scenario_action"
+    action: str
+    ok: bool
+    detail: str = ""
+
+
+class DtmfReceived(_EndpointEvent):
+    type: Literal["DtmfReceived"] = "DtmfReceived"
+    token: ClassVar[str] = "dtmf_received"
+    digits: str
+    method: str
+
+
+class CallEnded(_EndpointEvent):
+    type: Literal["CallEnded"] = "CallEnded"
+    token: ClassVar[str] = "call_ended"
+    sip_code: int | None = None
+    reason: str = ""
+    duration_s: float | None = None
+
+
+class EndpointFinished(_EndpointEvent):
+    type: Literal["EndpointFinished"] = "EndpointFinished"
+    token: ClassVar[str] = "finished"
+    outcome: Outcome
+    reason: str = ""
+    sip_code: int | None = None
+
+    def dedup_key(self) -> str | None:
+        # An endpoint finishes once; a worker-lost verdict and a late report collapse.
+        return f"EndpointFinished:{self.run_id}:{self.endpoint_id}"

@@ -1,0 +1,92 @@
+"""Test and run lifecycle events (stream CALLMETER_EVENTS)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from .base import Event
+from .testdef import TestDefinition
+
+
+class TestSaved(Event):
+    type: Literal["TestSaved"] = "TestSaved"
+    test_id: str
+    definition: TestDefinition
+
+    def subject(self) -> str:
+        return f"callmeter.test.{self.test_id}.saved"
+
+
+class TestDeleted(Event):
+    type: Literal["TestDeleted"] = "TestDeleted"
+    test_id: str
+
+    def subject(self) -> str:
+        return f"callmeter.test.{self.test_id}.deleted"
+
+
+class _RunEvent(Event):
+    run_id: str
+    status_token: ClassVar[str] = ""
+
+    def subject(self) -> str:
+        return f"callmeter.run.{self.run_id}.status.{self.status_token}"
+
+    def dedup_key(self) -> str | None:
+        # One status fact per run: a re-derived decision is dropped by JetStream.
+        return f"{type(self).__name__}:{self.run_id}"
+
+
+class RunCreated(_RunEvent):
+    type: Literal["RunCreated"] = "RunCreated"
+    status_token: ClassVar[str] = "created"
+    test_id: str
+    definition: TestDefinition
+
+
+class RunQueued(_RunEvent):
+    type: Literal["RunQueued"] = "RunQueued"
+    status_token: ClassVar[str] = "queued"
+
+
+class RunRejected(_RunEvent):
+    """PENDING -> CANNOT_RUN_FOR_NOW, with a reason a user can act on."""
+
+    type: Literal["RunRejected"] = "RunRejected"
+    status_token: ClassVar[str] = "rejected"
+    reason: str
+
+
+class RunDispatching(_RunEvent):
+    type: Literal["RunDispatching"] = "RunDispatching"
+    status_token: ClassVar[str] = "dispatching"
+    worker_ids: list[str]
+
+
+class RunStarted(_RunEvent):
+    type: Literal["RunStarted"] = "RunStarted"
+    status_token: ClassVar[str] = "started"
+
+
+class StopRequested(_RunEvent):
+    """A command: the user asked to stop the run early."""
+
+    type: Literal["StopRequested"] = "StopRequested"
+    status_token: ClassVar[str] = "stop_requested"
+
+
+class RunStopping(_RunEvent):
+    type: Literal["RunStopping"] = "RunStopping"
+    status_token: ClassVar[str] = "stopping"
+
+
+class RunCompleted(_RunEvent):
+    type: Literal["RunCompleted"] = "RunCompleted"
+    status_token: ClassVar[str] = "completed"
+    stopped: bool = False
+
+
+class RunFailed(_RunEvent):
+    type: Literal["RunFailed"] = "RunFailed"
+    status_token: ClassVar[str] = "failed"
+    reason: str

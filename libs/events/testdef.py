@@ -1,0 +1,79 @@
+"""The test definition users save and run; validated once, here.
+
+Every error names the field it is about, so the API can return it as is.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Codec = Literal["PCMU", "PCMA", "G722", "GSM", "speex", "iLBC"]
+Transport = Literal["udp", "tcp", "tls"]
+# Group names become NATS subject tokens and endpoint ids: keep them plain.
+GroupName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Registrar(_Frozen):
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(default=5060, ge=1, le=65535)
+    transport: Transport = "udp"
+    domain: str | None = Field(default=None, max_length=255)
+    outbound_proxy: str | None = Field(default=None, max_length=255)
+
+
+class SipAccount(_Frozen):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(default="", max_length=128)
+    auth_username: str | None = Field(default=None, max_length=128)
+
+
+class Group(_Frozen):
+    name: GroupName
+    endpoints: int = Field(ge=1, le=10_000)
+    codecs: list[Codec] = Field(default_factory=lambda: ["PCMU"], min_length=1)
+    calls: GroupName | None = None
+    target_uri: str | None = Field(default=None, max_length=512)
+    registrar: Registrar | None = None
+    accounts: list[SipAccount] = Field(default_factory=list)
+    region: str | None = Field(default=None, max_length=64)
+    drop_tx_pct: float = Field(default=0.0, ge=0, le=100)
+    drop_rx_pct: float = Field(default=0.0, ge=0, le=100)
+
+
+class TestDefinition(_Frozen):
+    name: str = Field(min_length=1, max_length=200)
+    duration_s: float = Field(gt=0, le=86_400)
+    buildup_s: float = Field(default=0.0, ge=0, le=3_600)
+    groups: list[Group] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _groups_consistent(self) -> TestDefinition:
+        names = [g.name for g in self.groups]
+        for i, group in enumerate(self.groups):
+            if names.count(group.name) > 1:
+                raise ValueError(f"groups.{i}.name: duplicate group name {group.name!r}")
+            if group.calls is not None and group.calls not in names:
+                raise ValueError(f"groups.{i}.calls: no group named {group.calls!r}")
+            if group.calls == group.name:
+                raise ValueError(f"groups.{i}.calls: a group cannot call itself")
+            if group.calls is not None and group.target_uri is not None:
+                raise ValueError(f"groups.{i}.target_uri: give either calls or target_uri")
+        return self
+
+    def callee_groups(self) -> set[str]:
+        """Names of groups that some other group calls (they receive)."""
+        return {g.calls for g in self.groups if g.calls}
+
+    def total_endpoints(self) -> int:
+        return sum(g.endpoints for g in self.groups)
+
+
+def endpoint_id(group: str, index: int) -> str:
+    """Endpoint ids are `<group>-<n>`, n from 1: readable and subject-safe."""
+    return f"{group}-{index}"
