@@ -75,7 +75,9 @@ class Bus:
     async def dead_letter(self, msg: Msg, reason: str) -> None:
         """Park a message this service cannot handle, with the reason, and move on."""
         headers = {"CallMeter-Reason": reason[:500], "CallMeter-Service": self.service}
-        await self.js.publish(deadletter_subject(self.service, msg.subject), msg.data, headers=headers)
+        await self.js.publish(
+            deadletter_subject(self.service, msg.subject), msg.data, headers=headers
+        )
         log.warning("dead-lettered %s: %s", msg.subject, reason)
 
     async def last_seq(self, stream: str) -> int:
@@ -83,7 +85,10 @@ class Bus:
         return int(info.state.last_seq)
 
     async def fold(
-        self, stream: StreamDef, start_seq: int, handler: FoldHandler,
+        self,
+        stream: StreamDef,
+        start_seq: int,
+        handler: FoldHandler,
         deliver_policy: api.DeliverPolicy = api.DeliverPolicy.BY_START_SEQUENCE,
     ) -> JetStreamContext.PushSubscription:
         """Feed every event of `stream` from `start_seq` on to `handler`, in order, live.
@@ -107,13 +112,23 @@ class Bus:
             config.opt_start_seq = max(1, start_seq)
         return await self.js.subscribe(
             stream.subjects[0] if len(stream.subjects) == 1 else ">",
-            stream=stream.name, cb=on_msg, ordered_consumer=True, config=config,
+            stream=stream.name,
+            cb=on_msg,
+            ordered_consumer=True,
+            config=config,
             pending_msgs_limit=1_000_000,
         )
 
     async def pull_loop(
-        self, stream: StreamDef, durable: str, filters: Sequence[str], handler: BatchHandler,
-        stop: asyncio.Event, batch: int = 256, max_deliver: int = 20, ack_wait_s: float = 30,
+        self,
+        stream: StreamDef,
+        durable: str,
+        filters: Sequence[str],
+        handler: BatchHandler,
+        stop: asyncio.Event,
+        batch: int = 256,
+        max_deliver: int = 20,
+        ack_wait_s: float = 30,
     ) -> None:
         """Durable pull consumer: fetch batches, decode, hand over; the handler acks.
 
@@ -121,8 +136,12 @@ class Bus:
         bad payload never blocks the batch behind it.
         """
         config = api.ConsumerConfig(
-            durable_name=durable, ack_policy=api.AckPolicy.EXPLICIT, max_deliver=max_deliver,
-            ack_wait=ack_wait_s, filter_subjects=list(filters), max_ack_pending=batch * 40,
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait_s,
+            filter_subjects=list(filters),
+            max_ack_pending=batch * 40,
         )
         await self.js.add_consumer(stream.name, config)
         sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)

@@ -20,14 +20,20 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
 
 
 def spawn(
-    argv: Sequence[str], log_path: Path | None = None, env: dict[str, str] | None = None,
+    argv: Sequence[str],
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
     **kwargs: object,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` as the leader of a new process group, output to `log_path`."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-        list(argv), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, **(env or {})}, **kwargs,
+        list(argv),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        **kwargs,
     )
 
 

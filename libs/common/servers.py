@@ -89,9 +89,19 @@ def start_postgres(data_dir: Path, port: int | None = None, database: str = "cal
         pgdata.mkdir(parents=True, exist_ok=True)
         _chown_tree(pgdata, demote)
         subprocess.run(
-            [str(_pg_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-             "--encoding=utf8", "--no-sync"],
-            check=True, capture_output=True, **demote,  # type: ignore[arg-type]
+            [
+                str(_pg_bin() / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=utf8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            **demote,  # type: ignore[arg-type]
         )
     _chown_tree(pgdata, demote)
     argv = [

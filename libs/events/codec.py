@@ -31,12 +31,35 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 BY_TYPE: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
 
 AnyEvent = Annotated[
-    TestSaved | TestDeleted | RunCreated | RunQueued | RunRejected | RunDispatching | RunStarted
-    | StopRequested | RunStopping | RunCompleted | RunFailed | EndpointAssigned
-    | EndpointPhaseChanged | EndpointRegistered | RegistrationFailed | CallAttempted
-    | CallProgress | CallEstablished | CallFailed | ScenarioActionExecuted | DtmfReceived
-    | CallEnded | EndpointFinished | WorkerOnline | WorkerHeartbeat | WorkerOffline | WorkerLost
-    | MetricSample | SipMessage,
+    TestSaved
+    | TestDeleted
+    | RunCreated
+    | RunQueued
+    | RunRejected
+    | RunDispatching
+    | RunStarted
+    | StopRequested
+    | RunStopping
+    | RunCompleted
+    | RunFailed
+    | EndpointAssigned
+    | EndpointPhaseChanged
+    | EndpointRegistered
+    | RegistrationFailed
+    | CallAttempted
+    | CallProgress
+    | CallEstablished
+    | CallFailed
+    | ScenarioActionExecuted
+    | DtmfReceived
+    | CallEnded
+    | EndpointFinished
+    | WorkerOnline
+    | WorkerHeartbeat
+    | WorkerOffline
+    | WorkerLost
+    | MetricSample
+    | SipMessage,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)

@@ -61,6 +61,7 @@ class RunDispatching(_RunEvent):
     type: Literal["RunDispatching"] = "RunDispatching"
     status_token: ClassVar[str] = "dispatching"
     worker_ids: list[str]
+    plan: dict[str, str]  # endpoint id -> worker id, fixed for the whole run
 
 
 class RunStarted(_RunEvent):

@@ -15,9 +15,7 @@ class StreamDef:
     duplicate_window_s: int = 120
 
 
-EVENTS = StreamDef(
-    "CALLMETER_EVENTS", ("callmeter.test.>", "callmeter.run.>"), max_age_s=0
-)
+EVENTS = StreamDef("CALLMETER_EVENTS", ("callmeter.test.>", "callmeter.run.>"), max_age_s=0)
 WORKERS = StreamDef("CALLMETER_WORKERS", ("callmeter.worker.>",), max_age_s=7 * DAY)
 METRICS = StreamDef("CALLMETER_METRICS", ("callmeter.metrics.>",), max_age_s=2 * DAY)
 TRACES = StreamDef("CALLMETER_TRACES", ("callmeter.trace.>",), max_age_s=14 * DAY)

@@ -42,6 +42,7 @@ class Group(_Frozen):
     registrar: Registrar | None = None
     accounts: list[SipAccount] = Field(default_factory=list)
     region: str | None = Field(default=None, max_length=64)
+    workers: list[str] = Field(default_factory=list)  # explicit worker selection
     drop_tx_pct: float = Field(default=0.0, ge=0, le=100)
     drop_rx_pct: float = Field(default=0.0, ge=0, le=100)
 

@@ -1,0 +1,1 @@
+"""Postgres schema (migrations), sample rows, read-model tables and results queries."""

@@ -1,0 +1,121 @@
+"""Start the whole platform: servers (unless given), schema, streams, five services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from callmeter_common.bus import Bus
+from callmeter_common.procs import free_port, spawn, stop_group, wait_for_port
+from callmeter_common.servers import Server, start_nats, start_postgres
+from callmeter_storage.migrations import migrate
+
+SERVICES = ("scheduler", "dispatcher", "worker", "metrics-ingest", "api")
+MODULES = {
+    "scheduler": "callmeter_scheduler", "dispatcher": "callmeter_dispatcher",
+    "worker": "callmeter_worker", "metrics-ingest": "callmeter_ingest", "api": "callmeter_api",
+}  # fmt: skip
+
+DEMO_TEST = {
+    "name": "Demo: 4 phones call 4 phones (direct, G.711)", "duration_s": 20, "buildup_s": 2,
+    "groups": [
+        {"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
+    ],
+}  # fmt: skip
+
+
+def _port_or_free(preferred: int) -> int:
+    with contextlib.suppress(OSError):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+    return free_port()
+
+
+@dataclass
+class Platform:
+    data_dir: Path
+    nats_url: str = ""
+    database_url: str = ""
+    api_port: int = 8000
+    servers: list[Server] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start_servers(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.nats_url:
+            nats = start_nats(self.data_dir, _port_or_free(4222))
+            self.servers.append(nats)
+            self.nats_url = nats.url
+        if not self.database_url:
+            pg = start_postgres(self.data_dir, _port_or_free(5433))
+            self.servers.append(pg)
+            self.database_url = pg.url
+        mode = migrate(self.database_url)
+        asyncio.run(_ensure_streams(self.nats_url))
+        print(f"NATS {self.nats_url}  PostgreSQL {self.database_url}  storage mode: {mode}")
+
+    def start_services(self, services: tuple[str, ...] = SERVICES) -> None:
+        self.env = {
+            "CALLMETER_NATS_URL": self.nats_url, "CALLMETER_DATABASE_URL": self.database_url,
+            "CALLMETER_PORT": str(self.api_port), "CALLMETER_DATA_DIR": str(self.data_dir),
+        }  # fmt: skip
+        for name in services:
+            self._start(name)
+
+    def _start(self, name: str) -> None:
+        log = self.data_dir / f"{name}.log"
+        argv = [sys.executable, "-m", MODULES[name]]
+        self.procs[name] = spawn(argv, log, env=self.env)
+
+    def supervise(self, stop: list[bool]) -> None:
+        """Restart any service that exits until `stop` is set (services rebuild state)."""
+        while not stop:
+            time.sleep(0.5)
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is not None and not stop:
+                    print(f"{name} exited with {proc.returncode}; restarting (see its log)")
+                    self._start(name)
+
+    def ensure_demo_test(self) -> None:
+        base = f"http://127.0.0.1:{self.api_port}/api/v1/tests"
+        with urllib.request.urlopen(base, timeout=10) as resp:
+            if json.load(resp)["items"]:
+                return
+        req = urllib.request.Request(
+            base, json.dumps(DEMO_TEST).encode(), {"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            stop_group(proc, timeout=15)
+        for server in reversed(self.servers):
+            server.stop()
+
+    def wait_for_api(self, timeout: float = 60) -> None:
+        wait_for_port("127.0.0.1", self.api_port, timeout)
+
+
+async def _ensure_streams(url: str) -> None:
+    bus = await Bus.connect(url, "cli")
+    try:
+        await bus.ensure_streams()
+    finally:
+        await bus.close()

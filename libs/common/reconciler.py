@@ -1,0 +1,100 @@
+"""The loop scheduler and dispatcher share: fold the log, then decide, then publish.
+
+State is rebuilt from CALLMETER_EVENTS (from sequence 1) and CALLMETER_WORKERS
+(last message per subject) at start-up. No decision is taken before the fold has
+caught up with where the stream was when the service started, so a restarted
+service re-derives exactly the decisions that were still missing; the ones it
+already published come back with the same Nats-Msg-Id and JetStream drops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nats.js import api
+
+from callmeter_events import EVENTS, WORKERS, Event, utcnow
+from callmeter_projections import RunsProjection, WorkerState, apply_worker
+
+from .bus import Bus
+
+log = logging.getLogger(__name__)
+
+Decide = Callable[["World", datetime], Iterable[Event]]
+
+
+@dataclass
+class World:
+    """What both control services know: runs, endpoints and workers."""
+
+    runs: RunsProjection = field(default_factory=RunsProjection)
+    workers: dict[str, WorkerState] = field(default_factory=dict)
+
+    def apply(self, seq: int, event: Event) -> None:
+        if event.stream == WORKERS.name:
+            worker_id = getattr(event, "worker_id")  # noqa: B009 - every worker event has it
+            state = apply_worker(event, self.workers.get(worker_id))
+            if state is not None:
+                self.workers[worker_id] = state
+        else:
+            self.runs.apply(seq, event)
+
+
+class Reconciler:
+    def __init__(self, bus: Bus, decide: Decide, tick_s: float = 0.5) -> None:
+        self.bus = bus
+        self.decide = decide
+        self.tick_s = tick_s
+        self.world = World()
+        self._caught_up = asyncio.Event()
+        self._target_seq = 0
+        self._wake = asyncio.Event()
+        self._sent: dict[str, float] = {}
+
+    async def _on_event(self, seq: int, event: Event) -> None:
+        self.world.apply(seq, event)
+        if not self._caught_up.is_set() and seq >= self._target_seq:
+            self._caught_up.set()
+        self._wake.set()
+
+    async def _on_worker_event(self, seq: int, event: Event) -> None:
+        self.world.apply(seq, event)
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._target_seq = await self.bus.last_seq(EVENTS.name)
+        if self._target_seq == 0:
+            self._caught_up.set()
+        await self.bus.fold(EVENTS, 1, self._on_event)
+        await self.bus.fold(
+            WORKERS, 0, self._on_worker_event, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
+        )
+        await self._caught_up.wait()
+        log.info("caught up at sequence %d", self._target_seq)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        while not stop.is_set():
+            await self.step()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.tick_s)
+            except TimeoutError:
+                pass
+            await asyncio.sleep(0.02)  # let a burst of events fold before deciding again
+
+    async def step(self) -> None:
+        """Decide on the current state and publish what was not published yet."""
+        now = time.monotonic()
+        fresh = [e for e in self.decide(self.world, utcnow()) if e.msg_id() not in self._sent]
+        for event in fresh:
+            self._sent[event.msg_id()] = now
+        if fresh:
+            await self.bus.publish_many(fresh)
+        # A decision not yet folded back after 10 s may be re-published (dedup still holds).
+        self._sent = {k: t for k, t in self._sent.items() if now - t < 10}

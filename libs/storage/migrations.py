@@ -1,0 +1,110 @@
+"""Versioned schema owned by the project: applied at start-up, safe to apply twice.
+
+TimescaleDB mode when `CREATE EXTENSION timescaledb` works (hypertable),
+plain mode otherwise (native range partitioning by day). The mode is stored
+in `storage_mode` and logged by every service that migrates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import psycopg
+
+from callmeter_events.metrics_catalogue import CATALOGUE
+
+log = logging.getLogger(__name__)
+
+_SQL_TYPE = {"float": "double precision", "int": "bigint", "text": "text"}
+MIGRATION_LOCK = 727_001  # advisory lock id: one migrator at a time
+
+
+def _metric_columns() -> str:
+    return ",\n".join(f"    {m.key} {_SQL_TYPE[m.kind]}" for m in CATALOGUE)
+
+
+def _try_timescale(conn: psycopg.Connection) -> bool:
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def m001_samples(conn: psycopg.Connection) -> None:
+    timescale = _try_timescale(conn)
+    partition = "" if timescale else " PARTITION BY RANGE (time)"
+    conn.execute(f"""
+CREATE TABLE metric_samples (
+    time timestamptz NOT NULL,
+    run_id text NOT NULL,
+    endpoint_id text NOT NULL,
+    direction text NOT NULL CHECK (direction IN ('send', 'recv')),
+    seq integer NOT NULL,
+{_metric_columns()},
+    PRIMARY KEY (run_id, endpoint_id, direction, time)
+){partition}""")
+    if timescale:
+        conn.execute("SELECT create_hypertable('metric_samples', 'time')")
+    else:
+        conn.execute("CREATE TABLE metric_samples_default PARTITION OF metric_samples DEFAULT")
+    conn.execute("CREATE INDEX ON metric_samples (run_id, time)")
+    conn.execute("CREATE TABLE storage_mode (mode text NOT NULL)")
+    conn.execute("INSERT INTO storage_mode VALUES (%s)", ("timescaledb" if timescale else "plain",))
+
+
+def m002_read_models(conn: psycopg.Connection) -> None:
+    conn.execute("""
+CREATE TABLE projection_position (name text PRIMARY KEY, seq bigint NOT NULL);
+CREATE TABLE tests (
+    test_id text PRIMARY KEY, name text NOT NULL, doc jsonb NOT NULL, deleted boolean NOT NULL,
+    created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL
+);
+CREATE TABLE runs (
+    run_id text PRIMARY KEY, test_id text NOT NULL, status text NOT NULL,
+    created_at timestamptz NOT NULL, doc jsonb NOT NULL
+);
+CREATE INDEX ON runs (test_id, created_at);
+CREATE TABLE endpoints (
+    run_id text NOT NULL, endpoint_id text NOT NULL, group_name text NOT NULL,
+    phase text, outcome text, sip_code integer, doc jsonb NOT NULL,
+    PRIMARY KEY (run_id, endpoint_id)
+);
+""")
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
+    (1, "metric samples", m001_samples),
+    (2, "read models", m002_read_models),
+]
+
+
+def migrate(url: str) -> str:
+    """Apply missing migrations under an advisory lock; returns the storage mode."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, step in MIGRATIONS:
+                if version in done:
+                    continue
+                with conn.transaction():
+                    step(conn)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, name),
+                    )
+                log.info("applied migration %03d %s", version, name)
+            row = conn.execute("SELECT mode FROM storage_mode").fetchone()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    mode = row[0] if row else "plain"
+    log.info("storage mode: %s", mode)
+    return str(mode)

@@ -1,0 +1,137 @@
+"""Read-model tables written from the projections, position in the same transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from callmeter_events import Event, RunCreated, RunDispatching, TestDeleted, TestSaved
+from callmeter_projections import EndpointState, RunsProjection, RunState, TestState, apply_test
+
+POSITION_NAME = "read_models"
+Touched = tuple[str | None, str | None, str | None]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def doc(state: Any) -> dict[str, Any]:
+    """A deterministic JSON document of a projection state (rebuilds compare equal)."""
+    return json.loads(json.dumps(_plain(state), sort_keys=True))
+
+
+class ReadModels:
+    """Folds events in memory and writes the rows they touched, batch by batch."""
+
+    def __init__(self) -> None:
+        self.runs = RunsProjection()
+        self.tests: dict[str, TestState] = {}
+        self.position = 0
+
+    def fold(self, seq: int, event: Event) -> list[Touched]:
+        """Apply one event; returns the (test, run, endpoint) ids it touched."""
+        self.position = max(self.position, seq)
+        if isinstance(event, TestSaved | TestDeleted):
+            state = apply_test(event, self.tests.get(event.test_id))
+            if state is not None:
+                self.tests[event.test_id] = state
+            return [(event.test_id, None, None)]
+        run_id, endpoint_id = self.runs.apply(seq, event)
+        if run_id and isinstance(event, RunCreated | RunDispatching):
+            # These set fields on every endpoint of the run.
+            return [(None, run_id, None)] + [(None, run_id, e) for e in self.runs.endpoints[run_id]]
+        return [(None, run_id, endpoint_id)]
+
+    def snapshot(self, touched: Iterable[Touched]) -> Snapshot:
+        """The current states of the touched rows and the position they reflect.
+
+        States are immutable, so the snapshot can be written from another thread
+        while the fold goes on.
+        """
+        tests, runs, endpoints = set(), set(), set()
+        for test_id, run_id, endpoint_id in touched:
+            if test_id:
+                tests.add(test_id)
+            if run_id:
+                runs.add(run_id)
+                if endpoint_id:
+                    endpoints.add((run_id, endpoint_id))
+        return Snapshot(
+            [self.tests[t] for t in sorted(tests)],
+            [self.runs.runs[r] for r in sorted(runs)],
+            [self.runs.endpoints[r][e] for r, e in sorted(endpoints)],
+            self.position,
+        )
+
+    def write(self, conn: psycopg.Connection[Any], touched: Iterable[Touched]) -> None:
+        write_snapshot(conn, self.snapshot(touched))
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    tests: list[TestState]
+    runs: list[RunState]
+    endpoints: list[EndpointState]
+    position: int
+
+
+def write_snapshot(conn: psycopg.Connection[Any], snap: Snapshot) -> None:
+    """Upsert the rows and the position in one transaction."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO tests VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (test_id) DO UPDATE"
+            " SET name = EXCLUDED.name, doc = EXCLUDED.doc, deleted = EXCLUDED.deleted,"
+            " updated_at = EXCLUDED.updated_at",
+            [
+                (t.test_id, t.definition.name, Jsonb(doc(t)), t.deleted, t.created_at, t.updated_at)
+                for t in snap.tests
+            ],
+        )
+        cur.executemany(
+            "INSERT INTO runs VALUES (%s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE"
+            " SET status = EXCLUDED.status, doc = EXCLUDED.doc",
+            [(r.run_id, r.test_id, r.status, r.created_at, Jsonb(doc(r))) for r in snap.runs],
+        )
+        cur.executemany(
+            "INSERT INTO endpoints VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (run_id, endpoint_id) DO UPDATE SET phase = EXCLUDED.phase,"
+            " outcome = EXCLUDED.outcome, sip_code = EXCLUDED.sip_code, doc = EXCLUDED.doc",
+            [
+                (e.run_id, e.endpoint_id, e.group, e.phase, e.outcome, e.sip_code, Jsonb(doc(e)))
+                for e in snap.endpoints
+            ],
+        )
+        cur.execute(
+            "INSERT INTO projection_position VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq",
+            (POSITION_NAME, snap.position),
+        )
+
+
+def stored_position(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT seq FROM projection_position WHERE name = %s", (POSITION_NAME,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def drop_views(conn: psycopg.Connection[Any]) -> None:
+    """Empty the read models and reset the position (the next fold rewrites them)."""
+    with conn.transaction():
+        conn.execute("TRUNCATE tests, runs, endpoints")
+        conn.execute("DELETE FROM projection_position WHERE name = %s", (POSITION_NAME,))

@@ -1,0 +1,68 @@
+"""The FastAPI application: lifespan wiring of bus, pool and projector; routers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import ConnectionPool
+
+from callmeter_common.bus import Bus
+from callmeter_storage.migrations import migrate
+
+from . import api_routes, errors, html_routes
+from .deps import Platform
+from .projector import Projector
+from .settings import ApiSettings
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(migrate, settings.database_url)
+        bus = await Bus.connect(settings.nats_url, "api")
+        await bus.ensure_streams()
+        pool = ConnectionPool(settings.database_url, min_size=1, max_size=10, open=True)
+        projector = Projector(bus, settings.database_url)
+        await projector.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(projector.run(stop))
+        app.state.platform = Platform(settings, bus, pool, projector)
+        try:
+            yield
+        finally:
+            stop.set()
+            task.cancel()
+            await bus.close()
+            pool.close()
+
+    app = FastAPI(title="CallMeter", version="0.1.0", lifespan=lifespan)
+    errors.install(app)
+
+    @app.middleware("http")
+    async def html_errors(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response: Response = await call_next(request)
+        wants_html = "text/html" in request.headers.get("accept", "")
+        is_page = not request.url.path.startswith(("/api/", "/static/", "/docs", "/openapi"))
+        if response.status_code >= 400 and wants_html and is_page:
+            body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
+            import json
+
+            try:
+                message = json.loads(body)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = body.decode(errors="replace")
+            return html_routes.error_page(request, response.status_code, message)
+        return response
+
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.include_router(api_routes.router)
+    app.include_router(html_routes.router)
+    return app

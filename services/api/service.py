@@ -1,0 +1,84 @@
+"""What the routes do, shared by the JSON and HTML routers: publish, wait, read."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from callmeter_events import Event, RunCreated, StopRequested, TestDefinition, TestDeleted, TestSaved
+from callmeter_storage import results
+
+from .deps import Platform
+from .errors import ApiError
+from .views import run_view
+
+T = TypeVar("T")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+async def publish_and_wait(p: Platform, event: Event) -> None:
+    """Publish, then wait until the read models show it (read-your-writes)."""
+    seq = await p.bus.publish(event)
+    if not await p.projector.wait_for(seq, p.settings.projection_wait_s):
+        raise ApiError(503, "projection_lag", "saved, but the views are not updated yet; retry")
+
+
+async def query(p: Platform, fn: Callable[..., T], *args: Any) -> T:
+    """Run a read query on a pooled connection in a worker thread."""
+
+    def run() -> T:
+        with p.pool.connection() as conn:
+            return fn(conn, *args)
+
+    return await asyncio.to_thread(run)
+
+
+async def get_test(p: Platform, test_id: str) -> dict[str, Any]:
+    row = await query(p, results.test_row, test_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"no test {test_id!r}", "test_id")
+    return row
+
+
+async def save_test(p: Platform, definition: TestDefinition, test_id: str | None = None) -> str:
+    test_id = test_id or new_id()
+    await publish_and_wait(p, TestSaved(test_id=test_id, definition=definition))
+    return test_id
+
+
+async def delete_test(p: Platform, test_id: str) -> None:
+    await get_test(p, test_id)
+    await publish_and_wait(p, TestDeleted(test_id=test_id))
+
+
+async def start_run(p: Platform, test_id: str) -> str:
+    test = await get_test(p, test_id)
+    run_id = new_id()
+    definition = TestDefinition.model_validate(test["definition"])
+    await publish_and_wait(p, RunCreated(run_id=run_id, test_id=test_id, definition=definition))
+    return run_id
+
+
+async def stop_run(p: Platform, run_id: str) -> None:
+    view = await get_run(p, run_id)
+    if view["status"] in ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"):
+        raise ApiError(409, "run_finished", f"run {run_id} is already {view['status']}", "run_id")
+    await publish_and_wait(p, StopRequested(run_id=run_id))
+
+
+async def get_run(p: Platform, run_id: str) -> dict[str, Any]:
+    def read(conn: Any) -> tuple[Any, ...] | None:
+        run = results.run_row(conn, run_id)
+        if run is None:
+            return None
+        return run, results.endpoint_rows(conn, run_id), results.summary(conn, run_id)
+
+    found = await query(p, read)
+    if found is None:
+        raise ApiError(404, "not_found", f"no run {run_id!r}", "run_id")
+    return run_view(*found)

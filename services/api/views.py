@@ -1,0 +1,77 @@
+"""Pure shaping of read-model rows into what the API returns and the pages show."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from callmeter_events import OUTCOMES, PHASES
+
+# Thresholds from the product documents: (good below/above, bad beyond).
+THRESHOLDS = {
+    "mos": (3.5, 3.0, "higher"),
+    "jitter_ms": (30.0, 50.0, "lower"),
+    "loss_pct": (1.0, 3.0, "lower"),
+    "rtt_ms": (150.0, 300.0, "lower"),
+}
+
+
+def grade(metric: str, value: float | None) -> str:
+    """'good', 'warn' or 'bad' by the thresholds users judge by; '' when unknown."""
+    if value is None or metric not in THRESHOLDS:
+        return ""
+    good, bad, better = THRESHOLDS[metric]
+    if better == "higher":
+        return "good" if value >= good else ("bad" if value < bad else "warn")
+    return "good" if value <= good else ("bad" if value > bad else "warn")
+
+
+def endpoint_view(doc: dict[str, Any]) -> dict[str, Any]:
+    keys = ("endpoint_id", "group", "role", "phase", "outcome", "reason", "sip_code", "worker_id",
+            "contact_uri", "target_uri", "codec", "time_to_register_ms", "post_dial_delay_ms",
+            "call_setup_ms", "call_duration_s")  # fmt: skip
+    view = {k: doc.get(k) for k in keys}
+    view["id"] = doc["endpoint_id"]
+    return view
+
+
+def progress(run: dict[str, Any], now: datetime | None = None) -> float:
+    """Elapsed share of the configured duration (0..1) while running; 1 when finished."""
+    if run["status"] in ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"):
+        return 1.0
+    if not run.get("started_at"):
+        return 0.0
+    started = datetime.fromisoformat(run["started_at"])
+    d = run["definition"]
+    total = d["duration_s"] + d.get("buildup_s", 0)
+    elapsed = ((now or datetime.now(UTC)) - started).total_seconds()
+    return max(0.0, min(1.0, elapsed / total))
+
+
+def run_view(run: dict[str, Any], endpoints: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+    eps = [endpoint_view(e) for e in endpoints]
+    phases = Counter(e["phase"] for e in eps if e["phase"])
+    outcomes = Counter(e["outcome"] for e in eps if e["outcome"])
+    callers = [e for e in eps if e["role"] == "caller" and e["outcome"]]
+    ok = sum(1 for e in callers if e["outcome"] in ("SUCCESS", "COMPLETED_WITH_WARNINGS"))
+    loss = summary.get("fraction_lost")
+    return {
+        "id": run["run_id"],
+        "test_id": run["test_id"],
+        "name": run["definition"]["name"],
+        "status": run["status"],
+        "reason": run.get("reason") or "",
+        "stopped": run.get("stopped", False),
+        "created_at": run.get("created_at"),
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "history": run.get("history", []),
+        "definition": run["definition"],
+        "progress": progress(run),
+        "phase_counts": {p: phases.get(p, 0) for p in PHASES},
+        "outcome_counts": {o: outcomes[o] for o in OUTCOMES if outcomes.get(o)},
+        "call_success_rate": (100.0 * ok / len(callers)) if callers else None,
+        "endpoints": eps,
+        "summary": {**summary, "loss_pct": None if loss is None else 100 * loss},
+    }

@@ -1,0 +1,195 @@
+"""Phased dispatch as a pure function of the folded world.
+
+QUEUED run without a plan -> RunDispatching(plan) when it fits (FIFO).
+Planned run -> receivers (and idle endpoints) assigned, RunStarted.
+Running run -> callers assigned once their callee group is ready, with the
+receivers' resolved URIs; a caller whose receiver failed or never became
+ready finishes with a clear outcome instead of dialling into nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from callmeter_common.reconciler import World
+from callmeter_events import (
+    EndpointAssigned, EndpointConfig, EndpointFinished, Event, RunDispatching, RunStarted,
+    WorkerLost,
+)  # fmt: skip
+from callmeter_projections import EndpointState, RunState
+
+from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
+
+
+@dataclass(frozen=True)
+class Timing:
+    heartbeat_s: float = 1.0
+    missed_heartbeats: int = 3
+    receiver_wait_s: float = 30.0
+
+
+def _active(ep: EndpointState, run: RunState) -> bool:
+    return ep.outcome is None and not run.terminal
+
+
+def busy_slots(world: World) -> Counter[str]:
+    """Endpoints planned on each worker that have not finished yet."""
+    busy: Counter[str] = Counter()
+    for run in world.runs.runs.values():
+        for ep in world.runs.endpoints[run.run_id].values():
+            worker = ep.worker_id or ep.planned_worker
+            if worker and _active(ep, run):
+                busy[worker] += 1
+    return busy
+
+
+def lost_workers(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
+    limit = timedelta(seconds=timing.heartbeat_s * timing.missed_heartbeats + 0.5)
+    for w in world.workers.values():
+        if w.status == "ONLINE" and now - w.last_seen > limit:
+            reason = f"missed {timing.missed_heartbeats} heartbeats"
+            yield WorkerLost(worker_id=w.worker_id, reason=reason, last_seq=w.seq)
+
+
+def orphaned_endpoints(world: World) -> Iterator[Event]:
+    """Endpoints on a lost or offline worker end as WORKER_LOST; the run goes on."""
+    gone = {w.worker_id for w in world.workers.values() if w.status != "ONLINE"}
+    for run in world.runs.runs.values():
+        if run.terminal or not run.dispatched:
+            continue
+        for ep in world.runs.endpoints[run.run_id].values():
+            if ep.outcome is None and (ep.worker_id or ep.planned_worker) in gone:
+                yield EndpointFinished(
+                    run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="WORKER_LOST",
+                    reason=f"worker {ep.worker_id or ep.planned_worker} lost",
+                )  # fmt: skip
+
+
+def plan_queued(world: World) -> Iterator[Event]:
+    """FIFO: plan the oldest queued runs while they fit; the first that does not, waits."""
+    online = [w for w in world.workers.values() if w.status == "ONLINE"]
+    busy = busy_slots(world)
+    free = {w.worker_id: max(0, w.capacity - busy[w.worker_id]) for w in online}
+    queued = sorted(
+        (r for r in world.runs.runs.values() if r.status == "QUEUED" and not r.dispatched),
+        key=lambda r: (r.history[-1].at, r.run_id),
+    )
+    for run in queued:
+        if run.stop_requested:
+            continue
+        eps = world.runs.endpoints[run.run_id]
+        demands = [
+            GroupDemand(
+                g.name,
+                tuple(e.endpoint_id for e in eps.values() if e.group == g.name),
+                g.region,
+                tuple(g.workers),
+            )  # fmt: skip
+            for g in run.definition.groups
+        ]
+        slots = [WorkerSlot(w.worker_id, w.region, free[w.worker_id]) for w in online]
+        try:
+            plan = allocate(demands, slots)
+        except AllocationError:
+            return  # waits in QUEUED until capacity frees up
+        for worker in plan.values():
+            free[worker] -= 1
+        yield RunDispatching(run_id=run.run_id, worker_ids=sorted(set(plan.values())), plan=plan)
+
+
+def endpoint_config(run: RunState, ep: EndpointState, target_uri: str | None) -> EndpointConfig:
+    group = next(g for g in run.definition.groups if g.name == ep.group)
+    index = int(ep.endpoint_id.rsplit("-", 1)[1]) - 1
+    account = group.accounts[index] if group.registrar and index < len(group.accounts) else None
+    return EndpointConfig(
+        group=group.name, role=ep.role, codecs=list(group.codecs),  # type: ignore[arg-type]
+        duration_s=run.definition.duration_s,
+        start_delay_s=run.definition.buildup_s * index / group.endpoints,
+        username=account.username if account else ep.endpoint_id.lower(),
+        target_uri=target_uri or group.target_uri, registrar=group.registrar, account=account,
+        drop_tx_pct=group.drop_tx_pct, drop_rx_pct=group.drop_rx_pct,
+    )  # fmt: skip
+
+
+def _assign(run: RunState, ep: EndpointState, target_uri: str | None = None) -> EndpointAssigned:
+    assert ep.planned_worker is not None
+    return EndpointAssigned(
+        run_id=run.run_id, endpoint_id=ep.endpoint_id, worker_id=ep.planned_worker,
+        config=endpoint_config(run, ep, target_uri),
+    )  # fmt: skip
+
+
+def paired_receiver(
+    run: RunState, caller: EndpointState, eps: dict[str, EndpointState]
+) -> EndpointState | None:
+    """Caller n of a group calls receiver ((n-1) mod size)+1 of its callee group."""
+    group = next(g for g in run.definition.groups if g.name == caller.group)
+    if not group.calls:
+        return None
+    callee = next(g for g in run.definition.groups if g.name == group.calls)
+    index = int(caller.endpoint_id.rsplit("-", 1)[1]) - 1
+    return eps[f"{callee.name}-{index % callee.endpoints + 1}"]
+
+
+def start_planned(world: World, run: RunState) -> Iterator[Event]:
+    eps = world.runs.endpoints[run.run_id]
+    for ep in eps.values():
+        if ep.role != "caller" and ep.worker_id is None and ep.outcome is None:
+            yield _assign(run, ep)
+    yield RunStarted(run_id=run.run_id)
+
+
+def dispatch_callers(world: World, run: RunState, now: datetime, timing: Timing) -> Iterator[Event]:
+    eps = world.runs.endpoints[run.run_id]
+    receivers = [e for e in eps.values() if e.role == "receiver"]
+    ready_groups = {
+        g.name for g in run.definition.groups
+        if all(r.contact_uri or r.outcome for r in receivers if r.group == g.name)
+    }  # fmt: skip
+    assert run.started_at is not None
+    waited = (now - run.started_at).total_seconds()
+    timed_out = waited > timing.receiver_wait_s + run.definition.buildup_s
+    for ep in eps.values():
+        if ep.role != "caller" or ep.worker_id is not None or ep.outcome is not None:
+            continue
+        receiver = paired_receiver(run, ep, eps)
+        if receiver is None:  # dials a URI given in the test
+            yield _assign(run, ep)
+        elif receiver.outcome and not receiver.contact_uri:
+            yield EndpointFinished(
+                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="CALL_FAILED",
+                reason=f"callee {receiver.endpoint_id} failed: {receiver.outcome} {receiver.reason}",
+                sip_code=receiver.sip_code,
+            )  # fmt: skip
+        elif receiver.contact_uri and (receiver.group in ready_groups or timed_out):
+            yield _assign(run, ep, receiver.contact_uri)
+        elif timed_out:
+            yield EndpointFinished(
+                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="TIMEOUT",
+                reason=f"callee {receiver.endpoint_id} not ready after {waited:.0f} s",
+            )  # fmt: skip
+
+
+def stop_unstarted(world: World, run: RunState) -> Iterator[Event]:
+    for ep in world.runs.endpoints[run.run_id].values():
+        if ep.worker_id is None and ep.outcome is None:
+            yield EndpointFinished(
+                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="COMPLETED_WITH_WARNINGS",
+                reason="run stopped before this endpoint started",
+            )  # fmt: skip
+
+
+def decide(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
+    yield from lost_workers(world, now, timing)
+    yield from orphaned_endpoints(world)
+    yield from plan_queued(world)
+    for run in world.runs.runs.values():
+        if run.status == "QUEUED" and run.dispatched and not run.stop_requested:
+            yield from start_planned(world, run)
+        elif run.status == "RUNNING" and not run.stop_requested:
+            yield from dispatch_callers(world, run, now, timing)
+        elif run.status == "STOPPING":
+            yield from stop_unstarted(world, run)

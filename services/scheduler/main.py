@@ -1,0 +1,35 @@
+"""Scheduler service wiring: bus + reconciler around the pure lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from callmeter_common.bus import Bus
+from callmeter_common.reconciler import Reconciler
+from callmeter_common.runtime import run_service
+
+from .lifecycle import Limits, decide
+from .settings import SchedulerSettings
+
+
+async def serve(stop: asyncio.Event) -> None:
+    settings = SchedulerSettings()
+    limits = Limits(
+        settings.max_endpoints_per_run, settings.max_concurrent_runs,
+        settings.max_concurrent_endpoints, settings.grace_s, settings.receiver_wait_s,
+    )  # fmt: skip
+    bus = await Bus.connect(settings.nats_url, "scheduler")
+    await bus.ensure_streams()
+    try:
+        await Reconciler(bus, functools.partial(decide, limits=limits)).run(stop)
+    finally:
+        await bus.close()
+
+
+def main() -> None:
+    run_service("scheduler", serve)
+
+
+if __name__ == "__main__":
+    main()

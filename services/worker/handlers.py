@@ -1,0 +1,138 @@
+"""The worker supervisor: assignments in, host messages out as events, heartbeats.
+
+decode -> place on a host -> ack. Host messages are translated (pure) and
+published; a host that dies fails only its own endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from callmeter_common.bus import Bus
+from callmeter_events import (
+    EndpointAssigned, EndpointFinished, EndpointPhaseChanged, Event, RunStopping,
+    WorkerHeartbeat, WorkerOffline, WorkerOnline,
+)  # fmt: skip
+
+from .hostpool import EndpointHost, HostPool
+from .settings import WorkerSettings
+from .translate import to_events
+
+log = logging.getLogger(__name__)
+
+
+def start_command(event: EndpointAssigned) -> dict[str, Any]:
+    """The host protocol's start_endpoint command for one assignment."""
+    c = event.config
+    return {
+        "op": "start_endpoint", "endpoint_id": event.endpoint_id, "role": c.role,
+        "codecs": list(c.codecs), "duration_s": c.duration_s, "target_uri": c.target_uri,
+        "username": c.username, "drop_tx_pct": c.drop_tx_pct, "drop_rx_pct": c.drop_rx_pct,
+    }  # fmt: skip
+
+
+class Supervisor:
+    def __init__(self, bus: Bus, settings: WorkerSettings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.pool = HostPool(
+            settings.endpoints_per_host, settings.rtp_port_range, settings.advertise_host,
+            settings.host_silence_s, self.on_host_message, self.on_host_lost, settings.trace_sip,
+        )  # fmt: skip
+        self.known: set[tuple[str, str]] = set()  # (run, endpoint) accepted, for redeliveries
+        self.delayed: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.beat = 0
+
+    async def publish(self, events: list[Event]) -> None:
+        for event in events:  # in order: a phase must not overtake the event before it
+            await self.bus.publish(event)
+
+    # --- NATS side -------------------------------------------------------------------
+    async def handle_batch(self, batch: list[tuple[Msg, Event]]) -> None:
+        for msg, event in batch:
+            if isinstance(event, EndpointAssigned) and event.worker_id == self.settings.worker_id:
+                await self.accept(event)
+            elif isinstance(event, RunStopping):
+                await self.stop_run(event.run_id)
+            await msg.ack()
+
+    async def accept(self, event: EndpointAssigned) -> None:
+        key = (event.run_id, event.endpoint_id)
+        if key in self.known:
+            return
+        self.known.add(key)
+        await self.bus.publish(
+            EndpointPhaseChanged(
+                run_id=event.run_id, endpoint_id=event.endpoint_id, phase="INITIALIZING"
+            )
+        )
+        task = asyncio.ensure_future(self._start_later(event))
+        self.delayed[key] = task
+        task.add_done_callback(lambda _t: self.delayed.pop(key, None))
+
+    async def _start_later(self, event: EndpointAssigned) -> None:
+        if event.config.start_delay_s > 0:
+            await asyncio.sleep(event.config.start_delay_s)  # buildup stagger
+        try:
+            await self.pool.place(event.run_id, event.endpoint_id, start_command(event))
+        except (OSError, RuntimeError) as exc:
+            await self.bus.publish(EndpointFinished(
+                run_id=event.run_id, endpoint_id=event.endpoint_id, outcome="OSERROR",
+                reason=f"could not start endpoint host: {exc}",
+            ))  # fmt: skip
+
+    async def stop_run(self, run_id: str) -> None:
+        for (run, endpoint), task in list(self.delayed.items()):
+            if run == run_id and task.cancel():
+                await self.bus.publish(EndpointFinished(
+                    run_id=run, endpoint_id=endpoint, outcome="COMPLETED_WITH_WARNINGS",
+                    reason="run stopped before this endpoint started",
+                ))  # fmt: skip
+        for host in list(self.pool.hosts.values()):
+            for endpoint, run in list(host.endpoints.items()):
+                if run == run_id:
+                    await host.send({"op": "hangup", "endpoint_id": endpoint})
+
+    # --- host side -------------------------------------------------------------------
+    async def on_host_message(self, host: EndpointHost, msg: dict[str, Any]) -> None:
+        endpoint = msg.get("endpoint_id")
+        run_id = host.endpoints.get(endpoint) if endpoint else None
+        if msg.get("ev") == "error":
+            log.warning("host %s: %s", host.host_id, msg.get("message"))
+        if run_id is not None:
+            await self.publish(to_events(run_id, msg))
+
+    async def on_host_lost(self, host: EndpointHost, reason: str) -> None:
+        for endpoint, run_id in list(host.endpoints.items()):
+            await self.bus.publish(EndpointFinished(
+                run_id=run_id, endpoint_id=endpoint, outcome="OSERROR", reason=reason,
+            ))  # fmt: skip
+
+    # --- presence --------------------------------------------------------------------
+    def heartbeat(self) -> WorkerHeartbeat:
+        s = self.settings
+        busy = self.pool.endpoint_count() + len(self.delayed)
+        self.beat += 1
+        return WorkerHeartbeat(
+            worker_id=s.worker_id, region=s.region, capacity=s.capacity,
+            free_slots=max(0, s.capacity - busy), load=os.getloadavg()[0] / (os.cpu_count() or 1),
+            hosts=len(self.pool.hosts), seq=self.beat,
+        )  # fmt: skip
+
+    async def heartbeats(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        await self.bus.publish(
+            WorkerOnline(worker_id=s.worker_id, region=s.region, capacity=s.capacity)
+        )
+        while not stop.is_set():
+            await self.bus.publish(self.heartbeat())
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=s.heartbeat_s)
+            except TimeoutError:
+                pass
+        await self.bus.publish(WorkerOffline(worker_id=s.worker_id))

@@ -1,0 +1,173 @@
+"""The pool of endpoint-host subprocesses: start, feed, watch, and report deaths.
+
+A host runs at most `endpoints_per_host` endpoints. A host that exits or
+goes silent fails only its own endpoints (through `on_host_lost`); the pool
+never restarts a host mid-run, it starts fresh ones for new endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ports import PortAllocator
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[["EndpointHost", dict[str, Any]], Awaitable[None]]
+OnHostLost = Callable[["EndpointHost", str], Awaitable[None]]
+
+
+@dataclass
+class EndpointHost:
+    host_id: str
+    proc: asyncio.subprocess.Process
+    sip_port: int
+    rtp_base: int
+    endpoints: dict[str, str] = field(default_factory=dict)  # endpoint id -> run id (unfinished)
+    placed: int = 0  # endpoints ever placed; a host is never refilled past its limit
+    last_heard: float = field(default_factory=time.monotonic)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: bool = False
+
+    async def send(self, command: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+        await self.proc.stdin.drain()
+
+
+class HostPool:
+    def __init__(
+        self,
+        per_host: int,
+        rtp_span: int,
+        bind: str,
+        silence_s: float,
+        on_message: OnMessage,
+        on_host_lost: OnHostLost,
+        trace_sip: bool = False,
+    ) -> None:
+        self.per_host = per_host
+        self.bind = bind
+        self.silence_s = silence_s
+        self.on_message = on_message
+        self.on_host_lost = on_host_lost
+        self.trace_sip = trace_sip
+        self.ports = PortAllocator(rtp_span)
+        self.hosts: dict[str, EndpointHost] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+
+    def endpoint_count(self) -> int:
+        return sum(len(h.endpoints) for h in self.hosts.values())
+
+    async def place(self, run_id: str, endpoint_id: str, command: dict[str, Any]) -> EndpointHost:
+        """Give the endpoint to a host with a free slot, starting one if needed."""
+        async with self._lock:
+            host = next(
+                (h for h in self.hosts.values() if not h.lost and h.placed < self.per_host), None
+            )
+            if host is None:
+                host = await self._start_host()
+            host.endpoints[endpoint_id] = run_id
+            host.placed += 1
+        await host.ready.wait()
+        await host.send(command)
+        return host
+
+    def host_of(self, endpoint_id: str) -> EndpointHost | None:
+        return next((h for h in self.hosts.values() if endpoint_id in h.endpoints), None)
+
+    async def _start_host(self) -> EndpointHost:
+        sip_port, rtp_base = self.ports.acquire()
+        host_id = f"h{next(self._ids)}"
+        argv = [
+            sys.executable, "-m", "callmeter_worker.host", "--sip-port", str(sip_port),
+            "--rtp-port", str(rtp_base), "--rtp-port-range", str(self.ports.span),
+            "--host-id", host_id, "--bind", self.bind,
+        ]  # fmt: skip
+        if self.trace_sip:
+            argv.append("--trace-sip")
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            start_new_session=True, limit=4 * 1024 * 1024,
+        )  # fmt: skip
+        host = EndpointHost(host_id, proc, sip_port, rtp_base)
+        self.hosts[host_id] = host
+        self._spawn(self._read(host))
+        return host
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, host: EndpointHost) -> None:
+        assert host.proc.stdout is not None
+        while line := await host.proc.stdout.readline():
+            host.last_heard = time.monotonic()
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                log.warning("host %s wrote a non-JSON line: %r", host.host_id, line[:200])
+                continue
+            if msg.get("ev") == "host_ready":
+                host.ready.set()
+            try:
+                await self.on_message(host, msg)
+            except Exception:  # a bad message must not stop the reader of a whole host
+                log.exception("handling %s from host %s", msg.get("ev"), host.host_id)
+            if msg.get("ev") == "endpoint_finished":
+                host.endpoints.pop(msg.get("endpoint_id", ""), None)
+                if not host.endpoints and host.placed >= self.per_host:
+                    await host.send({"op": "shutdown"})
+        code = await host.proc.wait()
+        await self._retire(host, f"endpoint host exited with code {code}")
+
+    async def _retire(self, host: EndpointHost, reason: str) -> None:
+        if host.lost:
+            return
+        host.lost = True
+        host.ready.set()  # release anyone waiting to send to it
+        if host.endpoints:
+            log.error(
+                "host %s lost with %d endpoints: %s", host.host_id, len(host.endpoints), reason
+            )
+            await self.on_host_lost(host, reason)
+        self.hosts.pop(host.host_id, None)
+        self.ports.release(host.rtp_base)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Kill hosts that went silent (no heartbeat); their endpoints are reported lost."""
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for host in list(self.hosts.values()):
+                if not host.lost and now - host.last_heard > self.silence_s:
+                    self._kill(host)
+                    await self._retire(host, f"endpoint host silent for {self.silence_s:.0f} s")
+
+    def _kill(self, host: EndpointHost) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(host.proc.pid, signal.SIGKILL)
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        for host in list(self.hosts.values()):
+            with contextlib.suppress(Exception):
+                await host.send({"op": "shutdown"})
+        deadline = time.monotonic() + timeout
+        for host in list(self.hosts.values()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(host.proc.wait(), max(0.1, deadline - time.monotonic()))
+            self._kill(host)

@@ -1,0 +1,18 @@
+"""Worker settings: identity, region, capacity and the port space for endpoint hosts."""
+
+import os
+import socket
+
+from callmeter_common.settings import CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    worker_id: str = f"{socket.gethostname()}-{os.getpid()}"
+    region: str = "default"
+    capacity: int = 200  # endpoint slots this worker accepts
+    endpoints_per_host: int = 4  # PJSUA_MAX_CALLS in the pjsua2 wheel
+    advertise_host: str = "127.0.0.1"  # address receivers put in their contact URI
+    rtp_port_range: int = 40  # media ports reserved per endpoint host
+    heartbeat_s: float = 1.0
+    host_silence_s: float = 5.0  # a host that says nothing this long is declared dead
+    trace_sip: bool = True

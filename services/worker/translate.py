@@ -1,0 +1,51 @@
+"""Host protocol messages -> platform events. Pure: no I/O, no pjsua2."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from callmeter_events import (
+    CallEnded, CallEstablished, CallFailed, CallProgress, EndpointFinished, EndpointPhaseChanged,
+    EndpointRegistered, Event, MetricSample, SipMessage,
+)  # fmt: skip
+
+
+def _ts(msg: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(float(msg["t"]), UTC)
+
+
+def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
+    """Platform events for one host message about one endpoint of `run_id`."""
+    ev, ep = msg["ev"], msg.get("endpoint_id")
+    base = {"run_id": run_id, "endpoint_id": ep, "occurred_at": _ts(msg)}
+    if ev == "endpoint_ready":
+        return [
+            EndpointRegistered(**base, contact_uri=msg["contact_uri"],
+                               time_to_register_ms=msg.get("time_to_register_ms"),
+                               expires_s=msg.get("expires_s")),
+            EndpointPhaseChanged(**base, phase="REGISTERED"),
+        ]  # fmt: skip
+    if ev == "phase":
+        return [EndpointPhaseChanged(**base, phase=msg["phase"])]
+    if ev == "call_progress":
+        return [CallProgress(**base, sip_code=msg["code"], reason=msg.get("reason") or "",
+                             ms_since_invite=msg.get("ms_since_invite"))]  # fmt: skip
+    if ev == "call_established":
+        keys = ("codec", "time_to_trying_ms", "time_to_ringing_ms", "post_dial_delay_ms",
+                "call_setup_ms")  # fmt: skip
+        return [CallEstablished(**base, **{k: msg.get(k) for k in keys})]
+    if ev == "call_failed":
+        return [CallFailed(**base, sip_code=msg.get("code"), reason=msg.get("reason") or "")]
+    if ev == "call_ended":
+        return [CallEnded(**base, sip_code=msg.get("code"), reason=msg.get("reason") or "",
+                          duration_s=msg.get("duration_s"))]  # fmt: skip
+    if ev == "endpoint_finished":
+        return [EndpointFinished(**base, outcome=msg["outcome"], reason=msg.get("reason") or "",
+                                 sip_code=msg.get("sip_code"))]  # fmt: skip
+    if ev == "sample":
+        return [MetricSample(**base, direction=msg["direction"], seq=msg["seq"], ts=_ts(msg),
+                             metrics=msg["metrics"])]  # fmt: skip
+    if ev == "sip_message" and ep:
+        return [SipMessage(**base, direction=msg["direction"], ts=_ts(msg), text=msg["text"])]
+    return []
