@@ -1,0 +1,50 @@
+# CallMeter: `make run` starts the platform, `make test` passes every test.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell md5sum pyproject.toml | cut -c1-8)
+# System packages the real-peer and browser tests use (installed when we can).
+SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium
+
+.PHONY: run test lint fmt bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/callmeter up
+
+system-deps:
+	@missing=""; \
+	command -v kamailio >/dev/null || missing="$$missing kamailio kamailio-extra-modules"; \
+	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
+	      || echo "could not install:$$missing (tests needing them will skip)"; \
+	  else echo "not installing:$$missing (need root and apt-get); tests needing them will skip"; fi; \
+	fi
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+"""A whole platform for integration tests: services as real processes on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from callmeter_cli.platform import MODULES, Platform
+from callmeter_common.procs import free_port, spawn, stop_group
+
+
+class TestPlatform(Platform):
+    """Platform with helpers to talk to the API and to kill or add services."""
+
+    def __init__(self, data_dir: Path, nats_url: str, database_url: str) -> None:
+        super().__init__(data_dir, nats_url, database_url, free_port())
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start_worker(self, worker_id: str, **env: str) -> None:
+        extra = {"CALLMETER_WORKER_ID": worker_id, **{k.upper(): v for k, v in env.items()}}
+        self.procs[worker_id] = spawn(
+            [sys.executable, "-m", MODULES["worker"]], self.data_dir / f"{worker_id}.log",
+            env={**self.env, **extra},
+        )  # fmt: skip
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """kill -9 (by default) a service and everything it started."""
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(10)
+
+    def restart(self, name: str) -> None:
+        self._start(name)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop_group(proc, timeout=10)
+        self.procs.clear()
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.base + path, data, {"Content-Type": "application/json"}, method=method
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as err:
+            raw = err.read()
+            return err.code, json.loads(raw) if raw else None
+
+    def get_html(self, path: str) -> tuple[int, str]:
+        req = urllib.request.Request(self.base + path, headers={"Accept": "text/html"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def wait_workers(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, body = self.request("GET", "/api/v1/workers")
+            if sum(1 for w in body["items"] if w["status"] == "ONLINE") >= count:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"fewer than {count} workers online after {timeout}s")
+
+    def run_test(self, definition: dict[str, Any]) -> str:
+        status, body = self.request("POST", "/api/v1/tests", definition)
+        assert status == 201, body
+        status, body = self.request("POST", f"/api/v1/tests/{body['id']}/runs")
+        assert status == 202, body
+        return str(body["id"])
+
+    def wait_status(self, run_id: str, statuses: set[str], timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            _, run = self.request("GET", f"/api/v1/runs/{run_id}")
+            if run["status"] in statuses:
+                return run
+            time.sleep(0.25)
+        raise TimeoutError(f"run {run_id} still {run.get('status')} after {timeout}s")
