@@ -55,7 +55,9 @@ def database_url(postgres_server: Server) -> str:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory, nats_server: Server, postgres_server: Server):  # type: ignore[no-untyped-def]
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, nats_server: Server, postgres_server: Server
+):  # type: ignore[no-untyped-def]
     """Scheduler, dispatcher, one worker, metrics-ingest and the API, as real processes."""
     from tests.support.platform import TestPlatform
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -17,8 +18,10 @@ app.add_typer(projections, name="projections")
 
 @app.command()
 def up(
-    data_dir: Path = typer.Option(Path(".callmeter"), help="Where NATS and PostgreSQL keep data."),
-    port: int = typer.Option(8000, help="Web UI / API port."),
+    data_dir: Annotated[Path, typer.Option(help="Where NATS and PostgreSQL keep data.")] = Path(
+        ".callmeter"
+    ),
+    port: Annotated[int, typer.Option(help="Web UI / API port.")] = 8000,
 ) -> None:
     """Start NATS, PostgreSQL and the five services; Ctrl-C stops everything."""
     from .platform import Platform
@@ -44,7 +47,8 @@ def up(
 
 @app.command()
 def worker(
-    region: str = typer.Option("default"), capacity: int = typer.Option(200),
+    region: str = typer.Option("default"),
+    capacity: int = typer.Option(200),
     worker_id: str = typer.Option("", help="Defaults to host name and pid."),
 ) -> None:
     """Join a platform (CALLMETER_NATS_URL) as a worker."""
@@ -75,8 +79,6 @@ def rebuild_cmd() -> None:
     settings = CommonSettings()
     position = rebuild(settings.nats_url, settings.database_url)
     typer.echo(f"read models rebuilt up to stream sequence {position}")
-
-
 
 
 if __name__ == "__main__":

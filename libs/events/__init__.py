@@ -6,22 +6,56 @@ Services import events from here and nowhere else; subjects come from
 
 from .base import Event, utcnow
 from .codec import (
-    BY_TYPE, EVENT_TYPES, EventDecodeError, current_version, decode, encode, register_upcaster,
+    BY_TYPE,
+    EVENT_TYPES,
+    EventDecodeError,
+    current_version,
+    decode,
+    encode,
+    register_upcaster,
     upcast,
 )  # fmt: skip
 from .endpoint_events import (
-    OUTCOMES, PHASES, CallAttempted, CallEnded, CallEstablished, CallFailed, CallProgress,
-    DtmfReceived, EndpointAssigned, EndpointConfig, EndpointFinished, EndpointPhaseChanged,
-    EndpointRegistered, Outcome, Phase, RegistrationFailed, Role, ScenarioActionExecuted,
+    OUTCOMES,
+    PHASES,
+    CallAttempted,
+    CallEnded,
+    CallEstablished,
+    CallFailed,
+    CallProgress,
+    DtmfReceived,
+    EndpointAssigned,
+    EndpointConfig,
+    EndpointFinished,
+    EndpointPhaseChanged,
+    EndpointRegistered,
+    Outcome,
+    Phase,
+    RegistrationFailed,
+    Role,
+    ScenarioActionExecuted,
 )  # fmt: skip
 from .metric_events import MetricSample, MetricValue, SipMessage
 from .run_events import (
-    RunCompleted, RunCreated, RunDispatching, RunFailed, RunQueued, RunRejected, RunStarted,
-    RunStopping, StopRequested, TestDeleted, TestSaved,
+    RunCompleted,
+    RunCreated,
+    RunDispatching,
+    RunFailed,
+    RunQueued,
+    RunRejected,
+    RunStarted,
+    RunStopping,
+    StopRequested,
+    TestDeleted,
+    TestSaved,
 )  # fmt: skip
 from .streams import ALL_STREAMS, DEADLETTER, EVENTS, METRICS, TRACES, WORKERS, StreamDef
 from .subjects import (
-    all_run_events, assignments_for_worker, metrics_for_run, run_events, stop_signals,
+    all_run_events,
+    assignments_for_worker,
+    metrics_for_run,
+    run_events,
+    stop_signals,
 )  # fmt: skip
 from .testdef import Codec, Group, Registrar, SipAccount, TestDefinition, endpoint_id
 from .worker_events import WorkerHeartbeat, WorkerLost, WorkerOffline, WorkerOnline

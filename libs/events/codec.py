@@ -10,14 +10,32 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from .base import Event
 from .endpoint_events import (
-    CallAttempted, CallEnded, CallEstablished, CallFailed, CallProgress, DtmfReceived,
-    EndpointAssigned, EndpointFinished, EndpointPhaseChanged, EndpointRegistered,
-    RegistrationFailed, ScenarioActionExecuted,
+    CallAttempted,
+    CallEnded,
+    CallEstablished,
+    CallFailed,
+    CallProgress,
+    DtmfReceived,
+    EndpointAssigned,
+    EndpointFinished,
+    EndpointPhaseChanged,
+    EndpointRegistered,
+    RegistrationFailed,
+    ScenarioActionExecuted,
 )  # fmt: skip
 from .metric_events import MetricSample, SipMessage
 from .run_events import (
-    RunCompleted, RunCreated, RunDispatching, RunFailed, RunQueued, RunRejected, RunStarted,
-    RunStopping, StopRequested, TestDeleted, TestSaved,
+    RunCompleted,
+    RunCreated,
+    RunDispatching,
+    RunFailed,
+    RunQueued,
+    RunRejected,
+    RunStarted,
+    RunStopping,
+    StopRequested,
+    TestDeleted,
+    TestSaved,
 )  # fmt: skip
 from .worker_events import WorkerHeartbeat, WorkerLost, WorkerOffline, WorkerOnline
 

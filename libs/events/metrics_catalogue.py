@@ -36,7 +36,13 @@ CATALOGUE: tuple[MetricDef, ...] = (
     _m("r_factor", "0-100", "quality", "E-model R = 93.2 - Id - Ie_eff"),
     _m("ie_eff", "", "quality", "E-model effective equipment impairment"),
     _m("delay_impairment_id", "", "quality", "E-model delay impairment Id"),
-    _m("one_way_delay_ms", "ms", "quality", "RTT/2 + jitter-buffer delay + packetisation"),
+    _m(
+        "one_way_delay_ms",
+        "ms",
+        "quality",
+        "recv: RTT/2 (0 before the first RTCP RR) + jitter-buffer delay + packetisation;"
+        " send: RTT/2 + packetisation (the peer's jitter-buffer delay is unknown)",
+    ),
     _m(
         "jitter_ms",
         "ms",
@@ -58,7 +64,13 @@ CATALOGUE: tuple[MetricDef, ...] = (
         "int",
     ),
     _m("packets_lost_total", "packets", "quality", "RtcpStreamStat.loss", "int"),
-    _m("fraction_lost", "0-1", "quality", "lost / expected in this second"),
+    _m(
+        "fraction_lost",
+        "0-1",
+        "quality",
+        "recv: lost / expected in this second;"
+        " send: loss the peer reported in RTCP RRs over the last RR interval",
+    ),
     _m("loss_percent", "%", "quality", "100 * fraction_lost"),
     _m("loss_period_mean_ms", "ms", "quality", "RtcpStreamStat.lossPeriodUsec.mean"),
     _m("loss_period_max_ms", "ms", "quality", "RtcpStreamStat.lossPeriodUsec.max"),
@@ -69,10 +81,34 @@ CATALOGUE: tuple[MetricDef, ...] = (
     _m("timestamp_jumps", "count", "quality", NULL_IN_PJSIP, "int"),
     _m("ssrc_switches", "count", "quality", NULL_IN_PJSIP, "int"),
     _m("srtp_decrypt_failures", "count", "quality", NULL_IN_PJSIP, "int"),
-    _m("ipdv_mean_ms", "ms", "quality", "RtcpStat.rxIpdvUsec.mean (recv only)"),
-    _m("ipdv_max_ms", "ms", "quality", "RtcpStat.rxIpdvUsec.max (recv only)"),
-    _m("raw_jitter_mean_ms", "ms", "quality", "RtcpStat.rxRawJitterUsec.mean (recv only)"),
-    _m("raw_jitter_max_ms", "ms", "quality", "RtcpStat.rxRawJitterUsec.max (recv only)"),
+    _m(
+        "ipdv_mean_ms",
+        "ms",
+        "quality",
+        "RtcpStat.rxIpdvUsec.mean (recv only;"
+        " null: PJMEDIA_RTCP_STAT_HAS_IPDV is off in this wheel)",
+    ),
+    _m(
+        "ipdv_max_ms",
+        "ms",
+        "quality",
+        "RtcpStat.rxIpdvUsec.max (recv only;"
+        " null: PJMEDIA_RTCP_STAT_HAS_IPDV is off in this wheel)",
+    ),
+    _m(
+        "raw_jitter_mean_ms",
+        "ms",
+        "quality",
+        "RtcpStat.rxRawJitterUsec.mean (recv only;"
+        " null: PJMEDIA_RTCP_STAT_HAS_RAW_JITTER is off in this wheel)",
+    ),
+    _m(
+        "raw_jitter_max_ms",
+        "ms",
+        "quality",
+        "RtcpStat.rxRawJitterUsec.max (recv only;"
+        " null: PJMEDIA_RTCP_STAT_HAS_RAW_JITTER is off in this wheel)",
+    ),
     # network
     _m("packets", "packets", "network", "RTP packets in this second (delta of pkt)", "int"),
     _m("packets_total", "packets", "network", "RtcpStreamStat.pkt", "int"),

@@ -36,7 +36,7 @@ class SipAccount(_Frozen):
 class Group(_Frozen):
     name: GroupName
     endpoints: int = Field(ge=1, le=10_000)
-    codecs: list[Codec] = Field(default_factory=lambda: ["PCMU"], min_length=1)
+    codecs: list[Codec] = Field(default_factory=lambda: list[Codec](["PCMU"]), min_length=1)
     calls: GroupName | None = None
     target_uri: str | None = Field(default=None, max_length=512)
     registrar: Registrar | None = None

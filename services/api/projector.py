@@ -17,7 +17,11 @@ from callmeter_common.bus import Bus
 from callmeter_events import EVENTS, WORKERS, Event
 from callmeter_projections import WorkerState, apply_worker
 from callmeter_storage.readmodels import (
-    ReadModels, Snapshot, Touched, stored_position, write_snapshot,
+    ReadModels,
+    Snapshot,
+    Touched,
+    stored_position,
+    write_snapshot,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from callmeter_events import Event, RunCreated, StopRequested, TestDefinition, TestDeleted, TestSaved
+from callmeter_events import (
+    Event,
+    RunCreated,
+    StopRequested,
+    TestDefinition,
+    TestDeleted,
+    TestSaved,
+)
 from callmeter_storage import results
 
 from .deps import Platform

@@ -49,7 +49,9 @@ def progress(run: dict[str, Any], now: datetime | None = None) -> float:
     return max(0.0, min(1.0, elapsed / total))
 
 
-def run_view(run: dict[str, Any], endpoints: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+def run_view(
+    run: dict[str, Any], endpoints: list[dict[str, Any]], summary: dict[str, Any]
+) -> dict[str, Any]:
     eps = [endpoint_view(e) for e in endpoints]
     phases = Counter(e["phase"] for e in eps if e["phase"])
     outcomes = Counter(e["outcome"] for e in eps if e["outcome"])

@@ -6,8 +6,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callmeter_events import (
-    CallEnded, CallEstablished, CallFailed, CallProgress, EndpointFinished, EndpointPhaseChanged,
-    EndpointRegistered, Event, MetricSample, SipMessage,
+    CallEnded,
+    CallEstablished,
+    CallFailed,
+    CallProgress,
+    EndpointFinished,
+    EndpointPhaseChanged,
+    EndpointRegistered,
+    Event,
+    MetricSample,
+    SipMessage,
 )  # fmt: skip
 
 
