@@ -57,7 +57,7 @@ class TestDefinition(_Frozen):
     def _groups_consistent(self) -> TestDefinition:
         names = [g.name for g in self.groups]
         for i, group in enumerate(self.groups):
-            if names.count(group.name) > 1:
+            if group.name in names[:i]:
                 raise ValueError(f"groups.{i}.name: duplicate group name {group.name!r}")
             if group.calls is not None and group.calls not in names:
                 raise ValueError(f"groups.{i}.calls: no group named {group.calls!r}")
