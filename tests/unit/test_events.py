@@ -138,3 +138,12 @@ def test_catalogue_has_150_values_per_endpoint_per_second():
 def test_invalid_definitions_name_the_field(change, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         ev.TestDefinition.model_validate({**DEFINITION.model_dump(), **change})
+
+
+def test_the_metric_reference_page_is_up_to_date():
+    from pathlib import Path
+
+    from callmeter_events.docs import render
+
+    page = Path(__file__).parents[2] / "docs" / "metrics.md"
+    assert page.read_text() == render(), "run: python -m callmeter_events.docs > docs/metrics.md"
