@@ -40,6 +40,7 @@ from .run_events import (
     RunCompleted,
     RunCreated,
     RunDispatching,
+    RunEvaluated,
     RunFailed,
     RunQueued,
     RunRejected,
@@ -48,6 +49,7 @@ from .run_events import (
     StopRequested,
     TestDeleted,
     TestSaved,
+    ThresholdOutcome,
 )  # fmt: skip
 from .streams import ALL_STREAMS, DEADLETTER, EVENTS, METRICS, TRACES, WORKERS, StreamDef
 from .subjects import (

@@ -24,9 +24,7 @@ RTT the far end reports in RTCP (null until its first report).
 
 
 def render() -> str:
-    rows = [
-        f"| `{m.key}` | {m.unit} | {m.category} | {m.kind} | {m.source} |" for m in CATALOGUE
-    ]
+    rows = [f"| `{m.key}` | {m.unit} | {m.category} | {m.kind} | {m.source} |" for m in CATALOGUE]
     always_null = sum(1 for m in CATALOGUE if m.source.startswith(NULL_IN_PJSIP))
     footer = (
         f"\n{len(CATALOGUE)} keys per direction; {always_null} of them are always null "

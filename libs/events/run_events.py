@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from .base import Event
 from .testdef import TestDefinition
 
@@ -91,3 +93,21 @@ class RunFailed(_RunEvent):
     type: Literal["RunFailed"] = "RunFailed"
     status_token: ClassVar[str] = "failed"
     reason: str
+
+
+class ThresholdOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    expression: str
+    actual: float | None
+    passed: bool
+
+
+class RunEvaluated(_RunEvent):
+    """The run's thresholds, evaluated once its results are complete."""
+
+    type: Literal["RunEvaluated"] = "RunEvaluated"
+    status_token: ClassVar[str] = "evaluated"
+    passed: bool
+    results: list[ThresholdOutcome]
+    metrics: dict[str, float | None]

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .thresholds import parse as parse_threshold
+
 Codec = Literal["PCMU", "PCMA", "G722", "GSM", "speex", "iLBC"]
 Transport = Literal["udp", "tcp", "tls"]
 # Group names become NATS subject tokens and endpoint ids: keep them plain.
@@ -52,6 +54,11 @@ class TestDefinition(_Frozen):
     duration_s: float = Field(gt=0, le=86_400)
     buildup_s: float = Field(default=0.0, ge=0, le=3_600)
     groups: list[Group] = Field(min_length=1, max_length=100)
+    # Runs are limited per project; older events without it belong to "default".
+    project: str = Field(
+        default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 _.-]+$"
+    )
+    thresholds: list[str] = Field(default_factory=list, max_length=50)  # "mos_avg >= 4.0"
 
     @model_validator(mode="after")
     def _groups_consistent(self) -> TestDefinition:
@@ -65,6 +72,11 @@ class TestDefinition(_Frozen):
                 raise ValueError(f"groups.{i}.calls: a group cannot call itself")
             if group.calls is not None and group.target_uri is not None:
                 raise ValueError(f"groups.{i}.target_uri: give either calls or target_uri")
+        for i, expression in enumerate(self.thresholds):
+            try:
+                parse_threshold(expression)
+            except ValueError as exc:
+                raise ValueError(f"thresholds.{i}: {exc}") from None
         return self
 
     def callee_groups(self) -> set[str]:

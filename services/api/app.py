@@ -17,6 +17,7 @@ from callmeter_storage.migrations import migrate
 
 from . import api_routes, errors, html_routes
 from .deps import Platform
+from .evaluator import Evaluator
 from .projector import Projector
 from .settings import ApiSettings
 
@@ -31,15 +32,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await bus.ensure_streams()
         pool = ConnectionPool(settings.database_url, min_size=1, max_size=10, open=True)
         projector = Projector(bus, settings.database_url)
+        evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
+        projector.listeners.append(evaluator.observe)
         await projector.start()
         stop = asyncio.Event()
-        task = asyncio.create_task(projector.run(stop))
+        tasks = [asyncio.create_task(projector.run(stop)), asyncio.create_task(evaluator.run(stop))]
         app.state.platform = Platform(settings, bus, pool, projector)
         try:
             yield
         finally:
             stop.set()
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             await bus.close()
             pool.close()
 

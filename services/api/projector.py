@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -33,6 +34,7 @@ class Projector:
         self.database_url = database_url
         self.models = ReadModels()
         self.workers: dict[str, WorkerState] = {}
+        self.listeners: list[Callable[[Event], None]] = []  # told of every folded event
         self.written = 0
         self._stored = 0
         self._pending: list[Touched] = []
@@ -51,6 +53,8 @@ class Projector:
 
     async def _on_event(self, seq: int, event: Event) -> None:
         touched = self.models.fold(seq, event)
+        for listener in self.listeners:
+            listener(event)
         if seq > self._stored:
             self._pending.extend(touched)
             self._wake.set()

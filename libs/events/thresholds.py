@@ -1,0 +1,69 @@
+"""Pass/fail thresholds: `mos_avg >= 4.0`, parsed once, evaluated purely."""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+# The run results a threshold may name, and what each means (documented for users).
+METRICS: dict[str, str] = {
+    "mos_avg": "average MOS of the receive side",
+    "mos_min": "lowest per-second MOS",
+    "mos_p5": "5th percentile of per-second MOS (95% of seconds were at least this)",
+    "mos_p50": "median per-second MOS",
+    "jitter_avg_ms": "average receive jitter",
+    "jitter_p95_ms": "95th percentile receive jitter",
+    "loss_avg_pct": "receive packet loss over the run, percent",
+    "rtt_avg_ms": "average RTCP round-trip time",
+    "rtt_p95_ms": "95th percentile RTCP round-trip time",
+    "call_success_rate": "percent of callers whose call succeeded",
+    "registration_success_rate": "percent of endpoints that registered (or became ready)",
+    "post_dial_delay_p95_ms": "95th percentile post-dial delay (INVITE to first 180/183)",
+    "call_setup_p95_ms": "95th percentile call setup time (INVITE to 200 OK)",
+}
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
+}  # fmt: skip
+_EXPR = re.compile(r"^\s*([a-z0-9_]+)\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    op: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class ThresholdResult:
+    expression: str
+    actual: float | None
+    passed: bool
+
+
+def parse(expression: str) -> Threshold:
+    """`mos_avg >= 4.0` -> Threshold; ValueError naming what is wrong."""
+    match = _EXPR.match(expression)
+    if not match:
+        raise ValueError(f"{expression!r} is not '<metric> <op> <number>' (op: >=, <=, >, <, ==)")
+    metric, op, value = match.groups()
+    if metric not in METRICS:
+        raise ValueError(f"unknown threshold metric {metric!r}; known: {', '.join(METRICS)}")
+    return Threshold(metric, op, float(value))
+
+
+def evaluate(
+    thresholds: list[Threshold], results: Mapping[str, float | None]
+) -> list[ThresholdResult]:
+    """Each threshold against the run's results; a metric with no value fails."""
+    out = []
+    for t in thresholds:
+        actual = results.get(t.metric)
+        passed = actual is not None and OPERATORS[t.op](round(actual, 6), t.value)
+        out.append(ThresholdResult(str(t), actual, passed))
+    return out
