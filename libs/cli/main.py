@@ -14,6 +14,13 @@ from callmeter_common.settings import CommonSettings
 app = typer.Typer(help="CallMeter: self-hosted SIP/VoIP load testing.", no_args_is_help=True)
 projections = typer.Typer(help="Read-model maintenance.")
 app.add_typer(projections, name="projections")
+runs = typer.Typer(help="Runs of the platform's tests.")
+app.add_typer(runs, name="runs")
+tests = typer.Typer(help="Test definitions as YAML files.")
+app.add_typer(tests, name="tests")
+
+ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (CALLMETER_API_URL).")]
+ApiKey = Annotated[str | None, typer.Option("--api-key", help="Bearer key (CALLMETER_API_KEY).")]
 
 
 @app.command()
@@ -79,6 +86,137 @@ def rebuild_cmd() -> None:
     settings = CommonSettings()
     position = rebuild(settings.nats_url, settings.database_url)
     typer.echo(f"read models rebuilt up to stream sequence {position}")
+
+
+
+@app.command("run")
+def run_command(
+    test_file: Annotated[Path, typer.Argument(help="Test definition (YAML or JSON).")],
+    wait: Annotated[bool, typer.Option(help="Follow the run and print a summary.")] = False,
+    timeout: Annotated[float, typer.Option(help="Give up waiting after this many seconds.")] = 3600,
+    api: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Create or update the test from a file, run it; with --wait exit 1 if a threshold fails."""
+    from rich.console import Console
+
+    from .client import ApiError, Client
+    from .run_cmd import run_test
+
+    console = Console()
+    try:
+        code = run_test(test_file, wait, Client(api, api_key), console, timeout)
+    except (ApiError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@runs.command("list")
+def runs_list(
+    test: Annotated[str | None, typer.Option(help="Only runs of this test id.")] = None,
+    api: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """The most recent runs with their status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .client import Client
+
+    items = Client(api, api_key).call("GET", "/runs", **({"test_id": test} if test else {}))[
+        "items"
+    ]
+    table = Table("run", "test", "name", "status", "created")
+    for r in items:
+        table.add_row(
+            r["run_id"], r["test_id"], r["definition"]["name"], r["status"], r["created_at"]
+        )
+    Console().print(table)
+
+
+@app.command()
+def export(
+    run_id: str,
+    format: Annotated[str, typer.Option(help="csv, parquet or junit")] = "csv",
+    output: Annotated[Path | None, typer.Option("-o", help="File (default: stdout).")] = None,
+    api: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Export a run: its samples (csv, parquet) or a JUnit report of thresholds and endpoints."""
+    import sys
+
+    from .client import Client
+    from .junit import junit_xml
+
+    client = Client(api, api_key)
+    if format == "junit":
+        data: bytes = junit_xml(client.call("GET", f"/runs/{run_id}")).encode()
+    elif format in ("csv", "parquet"):
+        data = client.call("GET", f"/runs/{run_id}/samples", format=format)
+    else:
+        raise typer.BadParameter("format must be csv, parquet or junit")
+    if output:
+        output.write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@tests.command("export")
+def tests_export(test_id: str, api: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Print a saved test as YAML (edit it, then `callmeter tests import` or `callmeter run`)."""
+    import yaml
+
+    from .client import Client
+
+    test = Client(api, api_key).call("GET", f"/tests/{test_id}")
+    typer.echo(yaml.safe_dump(test["definition"], sort_keys=False))
+
+
+@tests.command("import")
+def tests_import(test_file: Path, api: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Create (or update, matched by name) a test from a YAML file."""
+    from .client import Client
+    from .run_cmd import load_definition
+
+    typer.echo(Client(api, api_key).save_test(load_definition(test_file)))
+
+
+@app.command()
+def replay(
+    run_id: str,
+    speed: Annotated[
+        float, typer.Option(help="1 = real time, 10 = ten times faster, 0 = max.")
+    ] = 1.0,
+    subject_prefix: Annotated[str | None, typer.Option(help="Default: replay.<run id>")] = None,
+    samples: Annotated[bool, typer.Option(help="Replay metric samples too.")] = True,
+) -> None:
+    """Republish a finished run's events under a replay prefix (the original is untouched)."""
+    import asyncio
+
+    from callmeter_common.bus import Bus
+
+    from .replay import read_run
+    from .replay import replay as do_replay
+
+    prefix = subject_prefix or f"replay.{run_id}"
+
+    async def go() -> None:
+        bus = await Bus.connect(CommonSettings().nats_url, "replay")
+        try:
+            recorded = await read_run(bus, run_id, samples)
+            if not recorded:
+                typer.echo(f"no stored events for run {run_id}")
+                raise typer.Exit(1)
+            typer.echo(
+                f"replaying {len(recorded)} messages to {prefix}.> at speed {speed or 'max'}"
+            )
+            took = await do_replay(bus, recorded, prefix, speed)
+            typer.echo(f"done in {took:.2f} s")
+        finally:
+            await bus.close()
+
+    asyncio.run(go())
 
 
 if __name__ == "__main__":

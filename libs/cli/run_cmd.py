@@ -1,0 +1,101 @@
+"""`callmeter run TEST.yaml --wait`: for CI pipelines. Exit 1 when a threshold fails."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from callmeter_events import TestDefinition
+
+from .client import Client
+
+TERMINAL = ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW")
+
+
+def load_definition(path: Path) -> dict[str, Any]:
+    """Read and validate a test file (YAML or JSON) before anything is sent."""
+    data = yaml.safe_load(path.read_text())
+    return TestDefinition.model_validate(data).model_dump(mode="json")
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def progress_table(run: dict[str, Any]) -> Table:
+    table = Table(title=f"{run['name']} · run {run['id']} · {run['status']}")
+    phases = {k: v for k, v in run["phase_counts"].items() if v}
+    for column in ["progress", *phases, "MOS", "samples"]:
+        table.add_column(column)
+    s = run["summary"]
+    table.add_row(
+        f"{100 * run['progress']:.0f}%", *map(str, phases.values()), fmt(s.get("mos")),
+        str(s.get("samples") or 0),
+    )  # fmt: skip
+    return table
+
+
+def summary_table(run: dict[str, Any]) -> Table:
+    table = Table(title=f"Run {run['id']}: {run['status']} {run.get('reason') or ''}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    s = run["summary"]
+    rows = [
+        ("MOS (avg)", fmt(s.get("mos"))), ("jitter ms", fmt(s.get("jitter_ms"))),
+        ("loss %", fmt(s.get("loss_pct"))), ("RTT ms", fmt(s.get("rtt_ms"))),
+        ("call success %", fmt(run.get("call_success_rate"), 1)),
+        *((f"outcome {k}", str(v)) for k, v in run["outcome_counts"].items()),
+    ]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def thresholds_table(evaluation: dict[str, Any]) -> Table:
+    table = Table(title="Thresholds: " + ("PASSED" if evaluation["passed"] else "FAILED"))
+    for column in ("threshold", "actual", "result"):
+        table.add_column(column)
+    for r in evaluation["results"]:
+        table.add_row(r["expression"], fmt(r["actual"], 3), "pass" if r["passed"] else "FAIL")
+    return table
+
+
+def wait_for_run(client: Client, run_id: str, console: Console, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    run = client.call("GET", f"/runs/{run_id}")
+    with Live(progress_table(run), console=console, refresh_per_second=2) as live:
+        while run["status"] not in TERMINAL or (
+            run["status"] != "CANNOT_RUN_FOR_NOW" and run.get("evaluation") is None
+        ):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+            run = client.call("GET", f"/runs/{run_id}")
+            live.update(progress_table(run))
+    return dict(run)
+
+
+def run_test(path: Path, wait: bool, client: Client, console: Console, timeout: float) -> int:
+    definition = load_definition(path)
+    test_id = client.save_test(definition)
+    run_id = client.call("POST", f"/tests/{test_id}/runs")["id"]
+    console.print(f"test {test_id} run {run_id} started")
+    if not wait:
+        return 0
+    run = wait_for_run(client, run_id, console, timeout)
+    console.print(summary_table(run))
+    evaluation = run.get("evaluation")
+    if evaluation and evaluation["results"]:
+        console.print(thresholds_table(evaluation))
+    if run["status"] != "COMPLETED":
+        return 1
+    if definition["thresholds"] and evaluation is None:
+        console.print("[red]the thresholds were not evaluated in time[/red]")
+        return 1
+    return 0 if evaluation is None or evaluation["passed"] else 1

@@ -1,0 +1,106 @@
+"""What integrations rely on: `callmeter run` for CI, thresholds, replay of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import psycopg
+import pytest
+import yaml
+
+from callmeter_cli.replay import read_run, replay
+from callmeter_common.bus import Bus
+from callmeter_events import decode
+from callmeter_projections import RunsProjection
+from callmeter_storage.readmodels import doc
+
+pytestmark = pytest.mark.integration
+
+TEST = {
+    "name": "ci-gate", "duration_s": 3,
+    "groups": [
+        {"name": "A", "endpoints": 2, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 2, "codecs": ["PCMU"]},
+    ],
+}  # fmt: skip
+
+
+def callmeter_run(platform, tmp_path, thresholds):  # type: ignore[no-untyped-def]
+    path = tmp_path / "test.yaml"
+    path.write_text(yaml.safe_dump({**TEST, "thresholds": thresholds}))
+    cmd = [sys.executable, "-m", "callmeter_cli.main", "run", str(path), "--wait",
+           "--api", platform.base, "--timeout", "120"]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def test_callmeter_run_passes_when_thresholds_hold(platform, tmp_path):  # type: ignore[no-untyped-def]
+    result = callmeter_run(platform, tmp_path, ["mos_avg >= 4.0", "call_success_rate == 100"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASSED" in result.stdout and "COMPLETED" in result.stdout
+
+
+def test_callmeter_run_exits_1_when_a_threshold_fails(platform, tmp_path):  # type: ignore[no-untyped-def]
+    # Re-running the same file updates the test by name instead of creating a second one.
+    result = callmeter_run(platform, tmp_path, ["mos_avg >= 4.9"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL" in result.stdout
+    _, tests = platform.request("GET", "/api/v1/tests")
+    assert sum(1 for t in tests["items"] if t["definition"]["name"] == "ci-gate") == 1
+    # The evaluation is stored with the run and shown by the API.
+    _, runs = platform.request("GET", "/api/v1/runs")
+    latest = next(r for r in runs["items"] if r["definition"]["name"] == "ci-gate")
+    _, run = platform.request("GET", f"/api/v1/runs/{latest['run_id']}")
+    assert run["evaluation"]["passed"] is False
+    assert run["evaluation"]["results"][0]["expression"] == "mos_avg >= 4.9"
+    assert run["evaluation"]["metrics"]["mos_avg"] > 4.0
+
+
+def test_a_bad_test_file_is_refused_before_anything_is_sent(platform, tmp_path):  # type: ignore[no-untyped-def]
+    result = callmeter_run(platform, tmp_path, ["mos_avg >>= 4"])
+    assert result.returncode == 2
+    assert "thresholds.0" in result.stdout
+
+
+def test_replayed_events_rebuild_the_same_views(platform, nats_server, database_url):  # type: ignore[no-untyped-def]
+    run_id = platform.run_test({**TEST, "name": "replayed", "duration_s": 2})
+    platform.wait_status(run_id, {"COMPLETED"})
+
+    async def replay_and_fold() -> tuple[RunsProjection, int]:
+        bus = await Bus.connect(nats_server.url, "test-replay")
+        projection, received = RunsProjection(), []
+        done = asyncio.Event()
+        recorded = await read_run(bus, run_id)
+
+        async def on_msg(msg):  # type: ignore[no-untyped-def]
+            received.append(msg)
+            if len(received) == len(recorded):
+                done.set()
+
+        await bus.nc.subscribe(f"replay.{run_id}.>", cb=on_msg)
+        await replay(bus, recorded, f"replay.{run_id}", speed=0)
+        await asyncio.wait_for(done.wait(), 30)
+        for i, msg in enumerate(received, 1):
+            assert msg.subject.startswith(f"replay.{run_id}.callmeter.")
+            event = decode(msg.data)
+            if event.stream == "CALLMETER_EVENTS":
+                projection.apply(i, event)
+        await bus.close()
+        samples = sum(1 for m in received if ".callmeter.metrics." in m.subject)
+        return projection, samples
+
+    projection, samples = asyncio.run(replay_and_fold())
+    with psycopg.connect(database_url) as conn:
+        run_doc = conn.execute("SELECT doc FROM runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+        ep_docs = dict(conn.execute(
+            "SELECT endpoint_id, doc FROM endpoints WHERE run_id = %s", (run_id,)
+        ).fetchall())  # fmt: skip
+        stored = conn.execute(
+            "SELECT count(*) FROM metric_samples WHERE run_id = %s", (run_id,)
+        ).fetchone()[0]
+    # The run and endpoint views folded from the replay equal the original read models.
+    assert doc(projection.runs[run_id]) == run_doc
+    assert {k: doc(v) for k, v in projection.endpoints[run_id].items()} == ep_docs
+    # And every stored sample was replayed too.
+    assert samples == stored > 0
