@@ -104,3 +104,52 @@ def test_replayed_events_rebuild_the_same_views(platform, nats_server, database_
     assert {k: doc(v) for k, v in projection.endpoints[run_id].items()} == ep_docs
     # And every stored sample was replayed too.
     assert samples == stored > 0
+
+
+def read_sse(response, stop_after: int | None = None, until_type: str | None = None):  # type: ignore[no-untyped-def]
+    """(id, type) of each SSE frame, until `stop_after` frames or an event of `until_type`."""
+    frames, current = [], {}
+    for line in response.iter_lines():
+        if line.startswith("id: "):
+            current["id"] = int(line[4:])
+        elif line.startswith("event: "):
+            current["type"] = line[7:]
+        elif line == "" and "id" in current:
+            frames.append((current["id"], current["type"]))
+            if current["type"] == until_type or (stop_after and len(frames) >= stop_after):
+                break
+            current = {}
+    return frames
+
+
+def test_sse_subscriber_resumes_without_gaps_or_duplicates(platform):  # type: ignore[no-untyped-def]
+    import httpx
+
+    run_id = platform.run_test({**TEST, "name": "sse", "duration_s": 4})
+    url = f"{platform.base}/api/v1/runs/{run_id}/events"
+    with httpx.Client(timeout=60) as http:
+        # Read the first few events, then drop the connection mid-run.
+        with http.stream("GET", url) as first:
+            part1 = read_sse(first, stop_after=5)
+        # Reconnect with Last-Event-ID and follow to the end of the run.
+        headers = {"Last-Event-ID": str(part1[-1][0])}
+        with http.stream("GET", url, headers=headers) as second:
+            part2 = read_sse(second, until_type="RunCompleted")
+        platform.wait_status(run_id, {"COMPLETED"})
+        # The whole history, read in one go without following.
+        with http.stream("GET", url, params={"follow": "false"}) as whole:
+            everything = read_sse(whole)
+    got = part1 + part2
+    assert [i for i, _ in got] == sorted({i for i, _ in got})  # no duplicates, in order
+    upto = [f for f in everything if f[0] <= got[-1][0]]
+    assert got == upto  # no gaps
+    assert ("RunCompleted" in {t for _, t in got}) and len(got) > 20
+    # Filters: only the finish of group B's endpoints.
+    with (
+        httpx.Client(timeout=60) as http,
+        http.stream(
+            "GET", url, params={"follow": "false", "type": "EndpointFinished", "group": "B"}
+        ) as filtered,
+    ):
+        only = read_sse(filtered)
+    assert [t for _, t in only] == ["EndpointFinished"] * 2

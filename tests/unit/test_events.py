@@ -147,3 +147,28 @@ def test_the_metric_reference_page_is_up_to_date():
 
     page = Path(__file__).parents[2] / "docs" / "metrics.md"
     assert page.read_text() == render(), "run: python -m callmeter_events.docs > docs/metrics.md"
+
+
+def test_the_asyncapi_document_is_current_and_matches_real_subjects():
+    import re
+    from pathlib import Path
+
+    from callmeter_events.asyncapi import document
+
+    doc = document()
+    page = Path(__file__).parents[2] / "docs" / "asyncapi.json"
+    assert json.loads(page.read_text()) == json.loads(json.dumps(doc)), (
+        "run: python -m callmeter_events.asyncapi > docs/asyncapi.json"
+    )
+    assert set(doc["channels"]) == set(ev.BY_TYPE)
+    examples = [
+        ev.RunCompleted(run_id="r1"),
+        ev.EndpointFinished(run_id="r1", endpoint_id="A-1", outcome="SUCCESS"),
+        ev.CallProgress(run_id="r1", endpoint_id="A-1", sip_code=180),
+        ev.WorkerLost(worker_id="w1", reason="x"),
+        ev.TestDeleted(test_id="t1"),
+    ]
+    for event in examples:
+        address = doc["channels"][type(event).__name__]["address"]
+        pattern = re.sub(r"\\\{[a-z_]+\\\}", r"[^.]+", re.escape(address))
+        assert re.fullmatch(pattern, event.subject()), (address, event.subject())
