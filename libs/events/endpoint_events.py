@@ -37,8 +37,8 @@ class EndpointConfig(BaseModel):
     target_uri: str | None = None
     registrar: Registrar | None = None
     account: SipAccount | None = None
-    drop_tx_pct: float = 0.0
-    drop_rx_pct: float = 0.0
+    drop_tx_pct: int = 0
+    drop_rx_pct: int = 0
 
 
 class _EndpointEvent(Event):

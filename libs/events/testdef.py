@@ -35,6 +35,13 @@ class SipAccount(_Frozen):
     auth_username: str | None = Field(default=None, max_length=128)
 
 
+class Webhook(_Frozen):
+    """A URL told of every status change of the test's runs, signed with HMAC-SHA256."""
+
+    url: str = Field(min_length=8, max_length=1000, pattern=r"^https?://")
+    secret: str = Field(default="", max_length=200)  # empty: CALLMETER_WEBHOOK_SECRET
+
+
 class Group(_Frozen):
     name: GroupName
     endpoints: int = Field(ge=1, le=10_000)
@@ -45,8 +52,9 @@ class Group(_Frozen):
     accounts: list[SipAccount] = Field(default_factory=list)
     region: str | None = Field(default=None, max_length=64)
     workers: list[str] = Field(default_factory=list)  # explicit worker selection
-    drop_tx_pct: float = Field(default=0.0, ge=0, le=100)
-    drop_rx_pct: float = Field(default=0.0, ge=0, le=100)
+    # Simulated loss for self-checks, whole percent (pjsua applies it per process).
+    drop_tx_pct: int = Field(default=0, ge=0, le=100)
+    drop_rx_pct: int = Field(default=0, ge=0, le=100)
 
 
 class TestDefinition(_Frozen):
@@ -59,6 +67,7 @@ class TestDefinition(_Frozen):
         default="default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 _.-]+$"
     )
     thresholds: list[str] = Field(default_factory=list, max_length=50)  # "mos_avg >= 4.0"
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _groups_consistent(self) -> TestDefinition:

@@ -15,11 +15,17 @@ from nats.aio.msg import Msg
 
 from callmeter_common.bus import Bus
 from callmeter_events import (
-    EndpointAssigned, EndpointFinished, EndpointPhaseChanged, Event, RunStopping,
-    WorkerHeartbeat, WorkerOffline, WorkerOnline,
+    EndpointAssigned,
+    EndpointFinished,
+    EndpointPhaseChanged,
+    Event,
+    RunStopping,
+    WorkerHeartbeat,
+    WorkerOffline,
+    WorkerOnline,
 )  # fmt: skip
 
-from .hostpool import EndpointHost, HostPool
+from .hostpool import EndpointHost, HostPool, HostProfile
 from .settings import WorkerSettings
 from .translate import to_events
 
@@ -46,6 +52,7 @@ class Supervisor:
         )  # fmt: skip
         self.known: set[tuple[str, str]] = set()  # (run, endpoint) accepted, for redeliveries
         self.delayed: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.stopped: set[str] = set()  # runs told to stop: later assignments never start
         self.beat = 0
 
     async def publish(self, events: list[Event]) -> None:
@@ -66,6 +73,14 @@ class Supervisor:
         if key in self.known:
             return
         self.known.add(key)
+        if event.run_id in self.stopped:
+            # The dispatcher assigned it before it saw the stop; starting it now would
+            # leave a call running in a run that is already winding down.
+            await self.bus.publish(EndpointFinished(
+                run_id=event.run_id, endpoint_id=event.endpoint_id,
+                outcome="COMPLETED_WITH_WARNINGS", reason="run stopped before this endpoint started",
+            ))  # fmt: skip
+            return
         await self.bus.publish(
             EndpointPhaseChanged(
                 run_id=event.run_id, endpoint_id=event.endpoint_id, phase="INITIALIZING"
@@ -79,7 +94,9 @@ class Supervisor:
         if event.config.start_delay_s > 0:
             await asyncio.sleep(event.config.start_delay_s)  # buildup stagger
         try:
-            await self.pool.place(event.run_id, event.endpoint_id, start_command(event))
+            c = event.config
+            profile = HostProfile(tuple(c.codecs), c.drop_tx_pct, c.drop_rx_pct)
+            await self.pool.place(event.run_id, event.endpoint_id, start_command(event), profile)
         except (OSError, RuntimeError) as exc:
             await self.bus.publish(EndpointFinished(
                 run_id=event.run_id, endpoint_id=event.endpoint_id, outcome="OSERROR",
@@ -87,6 +104,7 @@ class Supervisor:
             ))  # fmt: skip
 
     async def stop_run(self, run_id: str) -> None:
+        self.stopped.add(run_id)
         for (run, endpoint), task in list(self.delayed.items()):
             if run == run_id and task.cancel():
                 await self.bus.publish(EndpointFinished(
@@ -104,6 +122,14 @@ class Supervisor:
         run_id = host.endpoints.get(endpoint) if endpoint else None
         if msg.get("ev") == "error":
             log.warning("host %s: %s", host.host_id, msg.get("message"))
+            if run_id is not None and endpoint:
+                # The host refused the endpoint (limits, bad codec...): it will never report.
+                host.endpoints.pop(endpoint, None)
+                await self.bus.publish(EndpointFinished(
+                    run_id=run_id, endpoint_id=endpoint, outcome="OSERROR",
+                    reason=f"endpoint host refused it: {msg.get('message')}",
+                ))  # fmt: skip
+            return
         if run_id is not None:
             await self.publish(to_events(run_id, msg))
 

@@ -28,12 +28,36 @@ OnMessage = Callable[["EndpointHost", dict[str, Any]], Awaitable[None]]
 OnHostLost = Callable[["EndpointHost", str], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class HostProfile:
+    """What pjsua fixes per process: endpoints share a host only when these agree.
+
+    Clock rate and drop percentages are read at library start; codec
+    priorities are process-wide, so a host serves one codec list.
+    """
+
+    codecs: tuple[str, ...] = ("PCMU",)
+    drop_tx_pct: int = 0
+    drop_rx_pct: int = 0
+
+    @property
+    def clock_rate(self) -> int:
+        return 16_000 if "G722" in self.codecs else 8_000
+
+    def args(self) -> list[str]:
+        return [
+            "--clock-rate", str(self.clock_rate), "--drop-tx-pct", str(self.drop_tx_pct),
+            "--drop-rx-pct", str(self.drop_rx_pct),
+        ]  # fmt: skip
+
+
 @dataclass
 class EndpointHost:
     host_id: str
     proc: asyncio.subprocess.Process
     sip_port: int
     rtp_base: int
+    profile: HostProfile
     endpoints: dict[str, str] = field(default_factory=dict)  # endpoint id -> run id (unfinished)
     placed: int = 0  # endpoints ever placed; a host is never refilled past its limit
     last_heard: float = field(default_factory=time.monotonic)
@@ -72,14 +96,21 @@ class HostPool:
     def endpoint_count(self) -> int:
         return sum(len(h.endpoints) for h in self.hosts.values())
 
-    async def place(self, run_id: str, endpoint_id: str, command: dict[str, Any]) -> EndpointHost:
+    async def place(
+        self, run_id: str, endpoint_id: str, command: dict[str, Any], profile: HostProfile
+    ) -> EndpointHost:
         """Give the endpoint to a host with a free slot, starting one if needed."""
         async with self._lock:
             host = next(
-                (h for h in self.hosts.values() if not h.lost and h.placed < self.per_host), None
+                (
+                    h
+                    for h in self.hosts.values()
+                    if not h.lost and h.placed < self.per_host and h.profile == profile
+                ),
+                None,
             )
             if host is None:
-                host = await self._start_host()
+                host = await self._start_host(profile)
             host.endpoints[endpoint_id] = run_id
             host.placed += 1
         await host.ready.wait()
@@ -89,7 +120,7 @@ class HostPool:
     def host_of(self, endpoint_id: str) -> EndpointHost | None:
         return next((h for h in self.hosts.values() if endpoint_id in h.endpoints), None)
 
-    async def _start_host(self) -> EndpointHost:
+    async def _start_host(self, profile: HostProfile) -> EndpointHost:
         sip_port, rtp_base = self.ports.acquire()
         host_id = f"h{next(self._ids)}"
         argv = [
@@ -97,13 +128,14 @@ class HostPool:
             "--rtp-port", str(rtp_base), "--rtp-port-range", str(self.ports.span),
             "--host-id", host_id, "--bind", self.bind,
         ]  # fmt: skip
+        argv += profile.args()
         if self.trace_sip:
             argv.append("--trace-sip")
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True, limit=4 * 1024 * 1024,
         )  # fmt: skip
-        host = EndpointHost(host_id, proc, sip_port, rtp_base)
+        host = EndpointHost(host_id, proc, sip_port, rtp_base, profile)
         self.hosts[host_id] = host
         self._spawn(self._read(host))
         return host

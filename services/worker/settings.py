@@ -13,6 +13,7 @@ class WorkerSettings(CommonSettings):
     endpoints_per_host: int = 4  # PJSUA_MAX_CALLS in the pjsua2 wheel
     advertise_host: str = "127.0.0.1"  # address receivers put in their contact URI
     rtp_port_range: int = 40  # media ports reserved per endpoint host
+    # CALLMETER_HEARTBEAT_S: the dispatcher reads the same name to know when beats are missed.
     heartbeat_s: float = 1.0
     host_silence_s: float = 5.0  # a host that says nothing this long is declared dead
     trace_sip: bool = True

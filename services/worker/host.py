@@ -1,0 +1,368 @@
+"""Endpoint-host subprocess: one pjsua2 Endpoint, at most 4 calls / 8 accounts.
+
+    python -m callmeter_worker.host --sip-port P --rtp-port R --rtp-port-range N
+        [--host-id ID] [--bind 127.0.0.1] [--clock-rate 8000]
+        [--drop-tx-pct 0] [--drop-rx-pct 0] [--trace-sip] [--log-level 2]
+
+Commands arrive on stdin and events leave on stdout as JSON lines (see
+host_protocol). Logs go to stderr. pjsua2 runs with no worker threads and is
+driven by ep.libHandleEvents(10) in this (main) thread, as PJSUA2.md requires.
+
+Process-wide settings (PJSIP limits, not choices): codec priorities,
+conference clock rate and RTP drop simulation belong to the library, not
+to a call. Codec priorities are applied per endpoint right before its
+INVITE is sent (caller) or when it is started (receiver: the SDP answer is
+built before onIncomingCall runs), so endpoints with different codec lists
+in one host can race; drop percentages and clock rate are fixed at start
+(flags), and a start_endpoint asking for other drop values is rejected.
+The supervisor should group endpoints with equal settings into one host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from typing import Any
+
+import pjsua2 as pj
+
+from . import host_protocol as proto
+from .audio import resolve_codecs, write_tone_wav
+from .host_endpoint import Endpoint, HostCall
+
+log = logging.getLogger("callmeter.host")
+MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
+
+
+class SipLogWriter(pj.LogWriter):
+    """Receives PJSIP log lines; only queues them (may run on a media thread)."""
+
+    def __init__(self, queue: collections.deque, level: int) -> None:
+        super().__init__()
+        self.queue, self.level = queue, level
+
+    def write(self, entry: pj.LogEntry) -> None:
+        try:
+            self.queue.append((entry.level, entry.msg))
+        except Exception:  # noqa: BLE001 - never raise into C++
+            pass
+
+
+class Host:
+    def __init__(self, args: argparse.Namespace, out_fd: int) -> None:
+        self.args, self.out_fd = args, out_fd
+        self.bind, self.sip_port = args.bind, args.sip_port
+        self.endpoints: dict[str, Endpoint] = {}
+        self.accounts: dict[str, Any] = {}  # endpoint_id -> live HostAccount
+        self.rejected: list[HostCall] = []  # 486'd calls, kept until DISCONNECTED
+        self.callids: dict[str, str] = {}  # SIP Call-ID -> endpoint_id (trace attribution)
+        self.logq: collections.deque = collections.deque(maxlen=10000)
+        self.codecs_applied: list[str] | None = None
+        self.running = True
+        self.inbuf = b""
+
+    # ------------------------------------------------------------ library
+    def start_library(self) -> None:
+        a = self.args
+        self.ep = pj.Endpoint()
+        self.ep.libCreate()
+        cfg = pj.EpConfig()
+        cfg.uaConfig.threadCnt = 0
+        cfg.uaConfig.mainThreadOnly = True
+        cfg.uaConfig.maxCalls = MAX_CALLS
+        cfg.uaConfig.userAgent = f"CallMeter/{a.host_id or 'host'}"
+        med = cfg.medConfig
+        med.noVad = True  # VAD with a tone source would still cut packets on pauses
+        med.clockRate = med.sndClockRate = a.clock_rate
+        med.ecTailLen = 0  # no echo canceller: it only costs CPU here
+        med.txDropPct, med.rxDropPct = (
+            _pjsip_drop_pct(a.drop_tx_pct),
+            _pjsip_drop_pct(a.drop_rx_pct),
+        )
+        lc = cfg.logConfig
+        level = max(a.log_level, 4 if a.trace_sip else 0)
+        self.writer = SipLogWriter(self.logq, level)
+        lc.writer, lc.level, lc.consoleLevel = self.writer, level, level
+        lc.msgLogging = bool(a.trace_sip)
+        lc.decor = 0
+        self.ep.libInit(cfg)
+        tcfg = pj.TransportConfig()
+        tcfg.port, tcfg.boundAddress = a.sip_port, a.bind
+        self.transport_id = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        self.ep.libStart()
+        self.ep.audDevManager().setNullDev()
+        self.codec_ids = [c.codecId for c in self.ep.codecEnum2()]
+        self.tone_path = write_tone_wav(a.clock_rate)
+        self.player = pj.AudioMediaPlayer()
+        self.player.createPlayer(self.tone_path, 0)  # options 0: loop forever
+        # the player keeps its fd open and rewinds it; unlinking now means a killed
+        # host leaves no temp file behind
+        os.unlink(self.tone_path)
+        self.playback = self.ep.audDevManager().getPlaybackDevMedia()
+        self.emit("host_ready", sip_port=a.sip_port)
+
+    def account_config(self, id_uri: str) -> pj.AccountConfig:
+        cfg = pj.AccountConfig()
+        cfg.idUri = id_uri  # no registrar: direct mode
+        cfg.sipConfig.transportId = self.transport_id
+        mt = cfg.mediaConfig.transportConfig
+        mt.port, mt.portRange, mt.boundAddress = (
+            self.args.rtp_port,
+            self.args.rtp_port_range,
+            self.bind,
+        )
+        return cfg
+
+    def resolve_codecs(self, names: list[str]) -> list[str]:
+        return resolve_codecs(names, self.codec_ids)
+
+    def receiver_codecs(self) -> list[str]:
+        """Union of the live receivers' codec lists, in start order.
+
+        Priorities are process-wide and the answer is built from them when an
+        INVITE arrives, so receivers sharing a host answer with the union: a
+        receiver may then accept a codec listed only by its neighbour (rather
+        than reject with 488). Group receivers by codec list to avoid that.
+        """
+        ids: list[str] = []
+        for e in self.endpoints.values():
+            if e.role == "receiver" and not e.finished:
+                ids += [c for c in e.codecs if c not in ids]
+        return ids
+
+    def apply_codecs(self, ids: list[str]) -> None:
+        """Process-wide priorities: listed codecs in order, every other codec disabled."""
+        if not ids or ids == self.codecs_applied:
+            return
+        for cid in self.codec_ids:
+            prio = 255 - ids.index(cid) if cid in ids else 0
+            self.ep.codecSetPriority(cid, prio)
+        self.codecs_applied = list(ids)
+
+    def connect_audio(self, am: pj.AudioMedia) -> None:
+        self.player.startTransmit(am)  # tone -> call (RTP out)
+        am.startTransmit(self.playback)  # call -> null device, so the jitter buffer is drained
+
+    def track_call_id(self, call: HostCall, endpoint_id: str) -> str | None:
+        try:
+            cid = call.getInfo().callIdString
+        except pj.Error:
+            return None
+        self.callids[cid] = endpoint_id
+        return cid
+
+    def reject(self, call: HostCall, code: int) -> None:
+        prm = pj.CallOpParam()
+        prm.statusCode = code
+        call.answer(prm)
+        self.rejected.append(call)
+
+    def live_calls(self) -> int:
+        n = sum(1 for e in self.endpoints.values() if e.call is not None and not e.finished)
+        n += sum(
+            1
+            for e in self.endpoints.values()
+            if e.role == "caller" and not e.finished and e.call is None
+        )
+        return n + len(self.rejected)
+
+    def release(self, endpoint: Endpoint) -> None:
+        """Drop the endpoint's pjsua2 objects (called from the main loop, never a callback)."""
+        endpoint.call = None
+        self.callids.pop(endpoint.sip_call_id or "", None)
+        acc = self.accounts.pop(endpoint.id, None)
+        endpoint.account = None
+        if acc is not None:
+            try:
+                acc.shutdown()
+            except pj.Error as exc:
+                log.warning("account shutdown %s: %s", endpoint.id, exc.info())
+
+    # ------------------------------------------------------------ protocol
+    def emit(self, ev: str, **fields: Any) -> None:
+        if self.out_fd < 0:
+            return
+        data = proto.encode(proto.event(ev, **fields))
+        try:
+            while data:
+                data = data[os.write(self.out_fd, data) :]
+        except OSError:  # parent gone (EPIPE): nobody to report to; wind down
+            self.out_fd, self.running = -1, False
+
+    def error(self, message: str, endpoint_id: str | None = None) -> None:
+        self.emit("error", message=message, endpoint_id=endpoint_id)
+
+    def read_commands(self) -> None:
+        while select.select([0], [], [], 0)[0]:
+            chunk = os.read(0, 65536)
+            if not chunk:  # parent closed stdin (or died): behave as shutdown
+                self.running = False
+                return
+            self.inbuf += chunk
+            while b"\n" in self.inbuf:
+                line, self.inbuf = self.inbuf.split(b"\n", 1)
+                if line.strip():
+                    self.handle_line(line)
+            if len(self.inbuf) > proto.MAX_LINE:
+                self.inbuf = b""
+                self.error("command line too long; discarded")
+
+    def handle_line(self, line: bytes) -> None:
+        try:
+            cmd = proto.decode_line(line)
+            if "op" not in cmd:
+                raise proto.ProtocolError("expected a command (op)")
+        except proto.ProtocolError as exc:
+            self.error(f"bad command: {exc}")
+            return
+        if cmd["op"] == "shutdown":
+            self.running = False
+        elif cmd["op"] == "hangup":
+            endpoint = self.endpoints.get(cmd["endpoint_id"])
+            if endpoint is None or endpoint.finished:
+                self.error("no such running endpoint", cmd["endpoint_id"])
+            else:
+                endpoint.stopped = True
+        else:
+            self.start_endpoint(cmd)
+
+    def start_endpoint(self, cmd: dict[str, Any]) -> None:
+        eid, a = cmd["endpoint_id"], self.args
+        if eid in self.endpoints:
+            return self.error("duplicate endpoint_id", eid)
+        if len(self.accounts) >= MAX_ACCOUNTS:  # a 9th Account.create aborts the process
+            return self.error(f"host full: {MAX_ACCOUNTS} accounts in use", eid)
+        if cmd["role"] == "caller" and self.live_calls() >= MAX_CALLS:
+            return self.error(f"host full: {MAX_CALLS} calls in use", eid)
+        if (cmd["drop_tx_pct"], cmd["drop_rx_pct"]) != (a.drop_tx_pct, a.drop_rx_pct):
+            return self.error(
+                f"drop pct is process-wide; this host drops tx={a.drop_tx_pct} rx={a.drop_rx_pct}",
+                eid,
+            )
+        user = cmd["username"]
+        if any(
+            e.contact_uri.split("@")[0] == f"sip:{user}"
+            for e in self.endpoints.values()
+            if not e.finished
+        ):
+            return self.error(f"username {user!r} already used in this host", eid)
+        try:
+            codecs = self.resolve_codecs(cmd["codecs"])
+        except ValueError as exc:
+            return self.error(str(exc), eid)
+        endpoint = Endpoint(self, cmd, codecs)
+        self.endpoints[eid] = endpoint
+        try:
+            endpoint.start()
+        except pj.Error as exc:
+            self.error(f"start failed: {exc.info()}", eid)
+            endpoint.finish("OSERROR", f"start failed: {exc.info()}", None)
+
+    # ------------------------------------------------------------ loop
+    def drain_log(self) -> None:
+        while self.logq:
+            level, msg = self.logq.popleft()
+            parsed = proto.parse_sip_log(msg) if self.args.trace_sip else None
+            if parsed:
+                direction, text, call_id = parsed
+                eid = self.callids.get(call_id) if call_id else None
+                self.emit("sip_message", endpoint_id=eid, direction=direction, text=text)
+            elif level <= self.args.log_level:
+                sys.stderr.write(msg if msg.endswith("\n") else msg + "\n")
+
+    def run(self) -> None:
+        next_beat = 0.0
+        while self.running:
+            self.ep.libHandleEvents(10)
+            if self.logq:  # before tick: tick may release a call and forget its Call-ID
+                self.drain_log()
+            self.read_commands()
+            now = time.monotonic()
+            for endpoint in list(self.endpoints.values()):
+                endpoint.tick(now)
+            self.rejected = [c for c in self.rejected if not c.disconnected]
+            self.endpoints = {k: e for k, e in self.endpoints.items() if not e.finished}
+            if now >= next_beat:
+                next_beat = now + 1.0
+                self.emit("heartbeat", calls=self.live_calls(), accounts=len(self.accounts))
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        for endpoint in self.endpoints.values():
+            endpoint.stopped = True
+        deadline = time.monotonic() + 3.0
+        while any(not e.finished for e in self.endpoints.values()) and time.monotonic() < deadline:
+            self.ep.libHandleEvents(10)
+            now = time.monotonic()
+            for endpoint in self.endpoints.values():
+                endpoint.tick(now)
+        for endpoint in self.endpoints.values():
+            endpoint.finish("TEARDOWN_ERROR", "host shut down before the call ended", None)
+        self.drain_log()
+        # A Call/Account destroyed after libDestroy aborts the process: drop them all first.
+        self.endpoints.clear()
+        self.rejected.clear()
+        self.accounts.clear()
+        self.player = self.playback = None
+        gc.collect()
+        self.ep.libDestroy()
+
+
+def _pjsip_drop_pct(pct: int) -> int:
+    """PJSIP drops when `rand() % 100 <= pct` (transport_udp.c): pct N drops N+1 %.
+
+    Map the requested percentage onto that; 0 must stay 0 (it disables the
+    simulation), so 1 % cannot be expressed and becomes 2 %.
+    """
+    if pct <= 0:
+        return 0
+    if pct == 1:
+        log.warning("PJSIP cannot simulate 1%% loss; dropping 2%%")
+    return max(1, pct - 1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="callmeter_worker.host")
+    p.add_argument("--sip-port", type=int, required=True)
+    p.add_argument("--rtp-port", type=int, required=True)
+    p.add_argument("--rtp-port-range", type=int, required=True)
+    p.add_argument("--host-id", default="")
+    p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--clock-rate", type=int, default=8000, help="16000 for G722 hosts")
+    p.add_argument("--drop-tx-pct", type=int, default=0)
+    p.add_argument("--drop-rx-pct", type=int, default=0)
+    p.add_argument("--trace-sip", action="store_true", help="emit sip_message events")
+    p.add_argument("--log-level", type=int, default=2, help="PJSIP log level sent to stderr")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Protocol output gets its own fd; fd 1 becomes stderr so that nothing the
+    # native library prints can corrupt the JSON stream.
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s host %(message)s"
+    )
+    host = Host(args, out_fd)
+    try:
+        host.start_library()
+    except pj.Error as exc:
+        host.error(f"library start failed: {exc.info()}")
+        return 2
+    # SIGTERM = shutdown: hang up (BYE) and libDestroy instead of vanishing mid-call
+    signal.signal(signal.SIGTERM, lambda *_: setattr(host, "running", False))
+    host.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

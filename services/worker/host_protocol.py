@@ -1,0 +1,194 @@
+"""JSON-lines protocol between the worker supervisor and an endpoint-host subprocess.
+
+One JSON object per line. Parent -> host lines are commands (field `op`),
+host -> parent lines are events (field `ev`, plus `t`, unix time). This
+module is pure (no pjsua2) so the supervisor can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any, Literal, TypedDict
+
+ROLES = ("receiver", "caller")
+PHASES = (
+    "INITIALIZING", "REGISTERED", "CALLING", "RINGING", "NEGOTIATING", "INCALL",
+    "DISCONNECTING", "CLOSED",
+)  # fmt: skip
+OUTCOMES = ("SUCCESS", "CALL_FAILED", "TIMEOUT", "MEDIA_ERROR", "TEARDOWN_ERROR", "OSERROR")
+CODECS = ("PCMU", "PCMA", "G722", "GSM", "speex", "iLBC")
+MAX_LINE = 1 << 20  # a command line longer than this is garbage, not a command
+
+
+class ProtocolError(ValueError):
+    """Any malformed line, unknown op/ev or bad field."""
+
+
+class StartEndpoint(TypedDict):
+    op: Literal["start_endpoint"]
+    endpoint_id: str
+    role: Literal["receiver", "caller"]
+    codecs: list[str]
+    duration_s: float
+    target_uri: str | None
+    username: str
+    drop_tx_pct: float
+    drop_rx_pct: float
+
+
+class Hangup(TypedDict):
+    op: Literal["hangup"]
+    endpoint_id: str
+
+
+class Shutdown(TypedDict):
+    op: Literal["shutdown"]
+
+
+Command = StartEndpoint | Hangup | Shutdown
+
+# Required fields (and their types) of every event; extra fields are allowed.
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+_OPT_INT = (int, type(None))
+EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "host_ready": {"sip_port": (int,)},
+    "endpoint_ready": {"endpoint_id": (str,), "contact_uri": (str,)},
+    "phase": {"endpoint_id": (str,), "phase": (str,)},
+    "call_progress": {
+        "endpoint_id": (str,), "code": (int,), "reason": (str,), "ms_since_invite": _OPT_NUM,
+    },
+    "call_established": {
+        "endpoint_id": (str,), "codec": _OPT_STR, "time_to_trying_ms": _OPT_NUM,
+        "time_to_ringing_ms": _OPT_NUM, "post_dial_delay_ms": _OPT_NUM, "call_setup_ms": _OPT_NUM,
+    },
+    "call_failed": {"endpoint_id": (str,), "code": _OPT_INT, "reason": (str,)},
+    "call_ended": {
+        "endpoint_id": (str,), "code": _OPT_INT, "reason": (str,), "duration_s": _OPT_NUM,
+    },
+    "sample": {"endpoint_id": (str,), "direction": (str,), "seq": (int,), "metrics": (dict,)},
+    "endpoint_finished": {
+        "endpoint_id": (str,), "outcome": (str,), "reason": (str,), "sip_code": _OPT_INT,
+    },
+    "sip_message": {"endpoint_id": _OPT_STR, "direction": (str,), "text": (str,)},
+    "error": {"message": (str,)},
+    "heartbeat": {"calls": (int,), "accounts": (int,)},
+}  # fmt: skip
+_ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("phase", "phase"): PHASES,
+    ("sample", "direction"): ("send", "recv"),
+    ("sip_message", "direction"): ("in", "out"),
+    ("endpoint_finished", "outcome"): OUTCOMES,
+}
+
+
+# PJSIP msg logging (level 4): "TX 512 bytes Request msg INVITE/cseq=1 (tdta..) to UDP
+# 127.0.0.1:5060:\n<message>\n--end msg--"
+_SIP_LOG_RE = re.compile(r"\b(TX|RX) \d+ bytes .*?:\r?\n(.*?)\r?\n?--end msg--", re.S)
+_CALLID_RE = re.compile(r"^(?:Call-ID|i)\s*:\s*(\S+)", re.M | re.I)
+
+
+def parse_sip_log(entry: str) -> tuple[str, str, str | None] | None:
+    """A PJSIP log entry -> (direction "in"/"out", message text, Call-ID) or None."""
+    m = _SIP_LOG_RE.search(entry)
+    if m is None:
+        return None
+    cid = _CALLID_RE.search(m.group(2))
+    return ("out" if m.group(1) == "TX" else "in", m.group(2), cid.group(1) if cid else None)
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    """One line of compact JSON, newline-terminated. Validates before encoding."""
+    validate(msg)
+    return json.dumps(msg, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def event(ev: str, **fields: Any) -> dict[str, Any]:
+    """Build an event dict stamped with the current unix time."""
+    return {"ev": ev, "t": time.time(), **fields}
+
+
+def decode_line(line: bytes | str) -> dict[str, Any]:
+    """Parse and validate one line (command or event)."""
+    if len(line) > MAX_LINE:
+        raise ProtocolError("line too long")
+    try:
+        msg = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"invalid JSON: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("a line must be a JSON object")
+    return validate(msg)
+
+
+def validate(msg: dict[str, Any]) -> dict[str, Any]:
+    if "op" in msg:
+        return _validate_command(msg)
+    if "ev" in msg:
+        return _validate_event(msg)
+    raise ProtocolError("message has neither 'op' nor 'ev'")
+
+
+def _need(msg: dict[str, Any], key: str, types: tuple[type, ...]) -> Any:
+    if key not in msg:
+        raise ProtocolError(f"missing field {key!r}")
+    value = msg[key]
+    # bool is an int subclass; it is never a valid number or string here
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ProtocolError(f"field {key!r} has the wrong type")
+    return value
+
+
+def _validate_command(msg: dict[str, Any]) -> dict[str, Any]:
+    op = msg["op"]
+    if op == "shutdown":
+        return msg
+    if op == "hangup":
+        _need_id(msg)
+        return msg
+    if op != "start_endpoint":
+        raise ProtocolError(f"unknown op {op!r}")
+    _need_id(msg)
+    if _need(msg, "role", (str,)) not in ROLES:
+        raise ProtocolError("role must be 'receiver' or 'caller'")
+    codecs = _need(msg, "codecs", (list,))
+    if not codecs or not all(isinstance(c, str) and c for c in codecs):
+        raise ProtocolError("codecs must be a non-empty list of strings")
+    if _need(msg, "duration_s", _NUM) <= 0:
+        raise ProtocolError("duration_s must be > 0")
+    username = _need(msg, "username", (str,))
+    if not username or any(ch in username for ch in "@:;<> \t\r\n\"'"):
+        raise ProtocolError("username must be a plain SIP user part")
+    target = msg.get("target_uri")
+    if target is not None and (not isinstance(target, str) or not target.startswith("sip")):
+        raise ProtocolError("target_uri must be a sip: URI or null")
+    if msg["role"] == "caller" and not target:
+        raise ProtocolError("a caller needs target_uri")
+    for key in ("drop_tx_pct", "drop_rx_pct"):
+        value = msg.setdefault(key, 0)
+        if isinstance(value, bool) or not isinstance(value, _NUM) or not 0 <= value <= 100:
+            raise ProtocolError(f"{key} must be a number in 0..100")
+    msg.setdefault("target_uri", None)
+    return msg
+
+
+def _need_id(msg: dict[str, Any]) -> None:
+    if not _need(msg, "endpoint_id", (str,)):
+        raise ProtocolError("endpoint_id must not be empty")
+
+
+def _validate_event(msg: dict[str, Any]) -> dict[str, Any]:
+    ev = msg["ev"]
+    fields = EVENT_FIELDS.get(ev)
+    if fields is None:
+        raise ProtocolError(f"unknown ev {ev!r}")
+    _need(msg, "t", _NUM)
+    for key, types in fields.items():
+        _need(msg, key, types)
+    for (name, key), allowed in _ENUMS.items():
+        if name == ev and msg[key] not in allowed:
+            raise ProtocolError(f"{key} {msg[key]!r} not one of {allowed}")
+    return msg

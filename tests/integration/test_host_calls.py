@@ -1,0 +1,211 @@
+"""Real endpoint-host subprocesses calling each other over loopback (pjsua2, ~30 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from callmeter_events.metrics_catalogue import KEYS
+
+pytestmark = pytest.mark.integration
+pytest.importorskip("pjsua2")
+_rtp_bases = iter(random.sample(range(20000, 60000, 200), 50))  # disjoint 200-port blocks
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HostProc:
+    def __init__(self, *extra: str) -> None:
+        self.sip_port = _free_udp_port()
+        args = ["--sip-port", str(self.sip_port), "--rtp-port", str(next(_rtp_bases)),
+                "--rtp-port-range", "100", *extra]  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "callmeter_worker.host", *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: teardown kills it and any child
+        )  # fmt: skip
+        self.events: list[dict] = []
+        self._q: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_for(lambda e: e["ev"] == "host_ready", 10)
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._q.put(json.loads(line))
+        self._q.put(None)
+
+    def send(self, cmd: dict) -> None:
+        self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def pump(self, timeout: float = 0.0) -> dict | None:
+        try:
+            ev = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if ev is None:
+            raise AssertionError(f"host exited with {self.proc.wait()}")
+        self.events.append(ev)
+        return ev
+
+    def wait_for(self, pred: Callable[[dict], bool], timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        for ev in self.events:
+            if pred(ev):
+                return ev
+        while time.monotonic() < deadline:
+            ev = self.pump(0.1)
+            if ev is not None and pred(ev):
+                return ev
+        raise AssertionError("timed out waiting for event")
+
+    def drain(self) -> None:
+        """After exit: collect every event the host wrote before it ended."""
+        while (ev := self._q.get(timeout=5)) is not None:
+            self.events.append(ev)
+
+    def of(self, ev: str, endpoint_id: str | None = None) -> list[dict]:
+        return [e for e in self.events if e["ev"] == ev
+                and (endpoint_id is None or e.get("endpoint_id") == endpoint_id)]  # fmt: skip
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def hosts() -> Iterator[Callable[..., HostProc]]:
+    started: list[HostProc] = []
+
+    def start(*extra: str) -> HostProc:
+        started.append(HostProc(*extra))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for h in started:
+            h.kill()
+
+
+def start_ep(host: HostProc, eid: str, role: str, duration: float, target=None, **kw) -> None:
+    host.send({"op": "start_endpoint", "endpoint_id": eid, "role": role, "codecs": ["PCMU"],
+               "duration_s": duration, "target_uri": target, "username": eid, **kw})  # fmt: skip
+
+
+def finished(eid: str) -> Callable[[dict], bool]:
+    return lambda e: e["ev"] == "endpoint_finished" and e["endpoint_id"] == eid
+
+
+def run_pairs(recv_host: HostProc, call_host: HostProc, n: int, duration: float, **kw):
+    uris = {}
+    for i in range(n):
+        start_ep(recv_host, f"r{i}", "receiver", duration)
+        ev = recv_host.wait_for(
+            lambda e, i=i: e["ev"] == "endpoint_ready" and e["endpoint_id"] == f"r{i}", 5
+        )
+        uris[i] = ev["contact_uri"]
+        assert uris[i] == f"sip:r{i}@127.0.0.1:{recv_host.sip_port}"
+    for i in range(n):
+        start_ep(call_host, f"c{i}", "caller", duration, uris[i], **kw)
+    deadline = time.monotonic() + duration + 15
+    ids = {recv_host: [f"r{i}" for i in range(n)], call_host: [f"c{i}" for i in range(n)]}
+    for h, eids in ids.items():
+        for eid in eids:
+            h.wait_for(finished(eid), max(0.1, deadline - time.monotonic()))
+    return ids
+
+
+def test_four_calls_between_two_hosts(hosts):
+    rh, ch = hosts(), hosts("--trace-sip")
+    ids = run_pairs(rh, ch, 2, 5.0)
+    for h, eids in ids.items():
+        for eid in eids:
+            fin = h.of("endpoint_finished", eid)
+            assert [f["outcome"] for f in fin] == ["SUCCESS"], fin
+            phases = [e["phase"] for e in h.of("phase", eid)]
+            assert phases[0] == "INITIALIZING" and phases[-1] == "CLOSED" and "INCALL" in phases
+            assert len(h.of("call_established", eid)) == 1 and len(h.of("call_ended", eid)) == 1
+            for direction in ("send", "recv"):
+                samples = [e for e in h.of("sample", eid) if e["direction"] == direction]
+                assert len(samples) >= 4, (eid, direction, len(samples))
+                assert [s["seq"] for s in samples] == list(range(len(samples)))
+                for s in samples:
+                    assert set(s["metrics"]) == set(KEYS)
+            recv = [e["metrics"] for e in h.of("sample", eid) if e["direction"] == "recv"]
+            for m in recv[1:-1]:
+                assert 45 <= m["packet_rate_ps"] <= 55, m["packet_rate_ps"]
+                assert m["mos"] > 4.0 and m["fraction_lost"] == 0
+                assert m["codec"] == "PCMU" and m["clock_rate"] == 8000
+    est = ch.of("call_established", "c0")[0]
+    assert est["codec"] == "PCMU" and est["call_setup_ms"] is not None
+    assert est["time_to_ringing_ms"] is not None
+    # --trace-sip: every SIP message of c0's dialog, attributed by Call-ID
+    trace = [(m["direction"], m["text"].split(" ", 2)[:2]) for m in ch.of("sip_message", "c0")]
+    assert ("out", ["INVITE", f"sip:r0@127.0.0.1:{rh.sip_port}"]) in trace
+    assert ("in", ["SIP/2.0", "180"]) in trace and ("out", ["BYE", trace[0][1][1]]) in trace
+    assert not rh.of("sip_message")  # off by default
+    # both hosts stay up and shut down cleanly
+    for h in (rh, ch):
+        h.send({"op": "shutdown"})
+        assert h.proc.wait(10) == 0
+
+
+def test_drop_tx_pct_shows_as_receiver_loss(hosts):
+    rh, ch = hosts(), hosts("--drop-tx-pct", "5")
+    # four calls x 9 s ~ 1800 packets: binomial sigma ~0.5 %, so 3.5..6.5 % is ~3 sigma
+    run_pairs(rh, ch, 4, 9.0, drop_tx_pct=5)
+    lost = expected = 0
+    for e in rh.of("sample"):
+        if e["direction"] == "recv":
+            lost += e["metrics"]["packets_lost"]
+            expected += e["metrics"]["expected_packets"]
+    assert expected > 1500
+    assert 3.5 <= 100 * lost / expected <= 6.5, (lost, expected)
+    # the caller learns about it through RTCP: send-direction remote loss appears
+    remote = [e["metrics"]["remote_fraction_lost"] for e in ch.of("sample")
+              if e["direction"] == "send" and e["metrics"]["remote_fraction_lost"]]  # fmt: skip
+    assert remote, "no RTCP-reported loss on the caller's send direction"
+
+
+def test_ninth_account_is_rejected_and_host_survives(hosts):
+    h = hosts()
+    for i in range(8):
+        start_ep(h, f"r{i}", "receiver", 5.0)
+    for i in range(8):
+        h.wait_for(lambda e, i=i: e["ev"] == "endpoint_ready" and e["endpoint_id"] == f"r{i}", 5)
+    start_ep(h, "r8", "receiver", 5.0)
+    err = h.wait_for(lambda e: e["ev"] == "error", 5)
+    assert err["endpoint_id"] == "r8" and "8 accounts" in err["message"]
+    h.send({"op": "bogus"})
+    assert "bad command" in h.wait_for(lambda e: e["ev"] == "error" and e is not err, 5)["message"]
+    n = len(h.of("heartbeat"))
+    h.wait_for(lambda e: e["ev"] == "heartbeat" and len(h.of("heartbeat")) > n + 1, 5)
+    assert h.proc.poll() is None
+    # stopping a receiver that never got a call finishes it and frees its account
+    h.send({"op": "hangup", "endpoint_id": "r0"})
+    fin = h.wait_for(finished("r0"), 5)
+    assert fin["outcome"] == "CALL_FAILED"
+    start_ep(h, "r9", "receiver", 5.0)
+    h.wait_for(lambda e: e["ev"] == "endpoint_ready" and e["endpoint_id"] == "r9", 5)
+    h.send({"op": "shutdown"})
+    assert h.proc.wait(10) == 0
+    h.drain()
+    done = {e["endpoint_id"] for e in h.of("endpoint_finished")}
+    assert done == {f"r{i}" for i in range(10) if i != 8}

@@ -1,0 +1,108 @@
+"""host_protocol: round trips, defaults and every class of error."""
+
+import json
+
+import pytest
+
+from callmeter_worker import host_protocol as proto
+from callmeter_worker.host_protocol import ProtocolError
+
+
+def _start(**over):
+    cmd = {
+        "op": "start_endpoint", "endpoint_id": "e1", "role": "caller", "codecs": ["PCMU"],
+        "duration_s": 5, "target_uri": "sip:r1@127.0.0.1:5070", "username": "c1",
+        "drop_tx_pct": 0, "drop_rx_pct": 0,
+    }  # fmt: skip
+    cmd.update(over)
+    return cmd
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        _start(),
+        _start(role="receiver", target_uri=None),
+        {"op": "hangup", "endpoint_id": "e1"},
+        {"op": "shutdown"},
+        proto.event("host_ready", sip_port=5060),
+        proto.event("phase", endpoint_id="e1", phase="INCALL"),
+        proto.event("sample", endpoint_id="e1", direction="recv", seq=0, metrics={"mos": 4.4}),
+        proto.event(
+            "endpoint_finished", endpoint_id="e1", outcome="SUCCESS", reason="", sip_code=200
+        ),
+        proto.event("call_failed", endpoint_id="e1", code=None, reason="x"),
+        proto.event("sip_message", endpoint_id=None, direction="in", text="OPTIONS ..."),
+        proto.event("heartbeat", calls=0, accounts=0),
+    ],
+)
+def test_round_trip(msg):
+    line = proto.encode(msg)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert proto.decode_line(line) == msg
+
+
+def test_defaults_filled_for_start_endpoint():
+    cmd = _start()
+    del cmd["drop_tx_pct"], cmd["drop_rx_pct"]
+    cmd["role"], cmd["target_uri"] = "receiver", None
+    out = proto.decode_line(json.dumps(cmd).encode())
+    assert out["drop_tx_pct"] == 0 and out["drop_rx_pct"] == 0
+
+
+def test_event_has_time():
+    ev = proto.event("heartbeat", calls=1, accounts=2)
+    assert ev["ev"] == "heartbeat" and isinstance(ev["t"], float)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b"[1,2]",
+        b'{"x":1}',
+        b'{"op":"dance"}',
+        b'{"op":"hangup"}',
+        b'{"op":"hangup","endpoint_id":""}',
+        json.dumps(_start(role="boss")).encode(),
+        json.dumps(_start(codecs=[])).encode(),
+        json.dumps(_start(codecs="PCMU")).encode(),
+        json.dumps(_start(duration_s=0)).encode(),
+        json.dumps(_start(duration_s=True)).encode(),
+        json.dumps(_start(username="a@b")).encode(),
+        json.dumps(_start(target_uri=None)).encode(),  # caller without target
+        json.dumps(_start(target_uri="http://x")).encode(),
+        json.dumps(_start(drop_tx_pct=101)).encode(),
+        json.dumps({k: v for k, v in _start().items() if k != "username"}).encode(),
+        b'{"ev":"nope","t":1}',
+        b'{"ev":"heartbeat","calls":1,"accounts":1}',  # no t
+        b'{"ev":"phase","t":1,"endpoint_id":"e","phase":"DANCING"}',
+        b'{"ev":"endpoint_finished","t":1,"endpoint_id":"e","outcome":"WIN","reason":"","sip_code":null}',
+        b"x" * (proto.MAX_LINE + 1),
+    ],
+)
+def test_invalid_lines_raise_protocol_error(line):
+    with pytest.raises(ProtocolError):
+        proto.decode_line(line)
+
+
+def test_encode_validates_too():
+    with pytest.raises(ProtocolError):
+        proto.encode({"ev": "phase", "t": 1.0, "endpoint_id": "e"})
+    with pytest.raises(ValueError):
+        proto.encode(proto.event("sample", endpoint_id="e", direction="send", seq=0,
+                                 metrics={"mos": float("nan")}))  # fmt: skip
+
+
+def test_parse_sip_log_entry():
+    entry = (
+        "pjsua_core.c  .TX 512 bytes Request msg INVITE/cseq=7 (tdta0x1) to UDP 127.0.0.1:5060:\n"
+        "INVITE sip:r0@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062\r\n"
+        "Call-ID: abc-123\r\nCSeq: 7 INVITE\r\n\r\n\n--end msg--"
+    )
+    direction, text, call_id = proto.parse_sip_log(entry)
+    assert direction == "out" and call_id == "abc-123"
+    assert text.startswith("INVITE sip:r0@") and "--end msg--" not in text
+    rx = entry.replace(".TX 512", ".RX 512").replace("Call-ID:", "i:")
+    assert proto.parse_sip_log(rx)[0] == "in" and proto.parse_sip_log(rx)[2] == "abc-123"
+    assert proto.parse_sip_log("sip_endpoint.c  .Module registered") is None
