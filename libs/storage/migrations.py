@@ -12,7 +12,11 @@ from collections.abc import Callable
 
 import psycopg
 
+from callmeter_events.metrics_catalogue import BY_KEY as CATALOGUE_BY_KEY
 from callmeter_events.metrics_catalogue import CATALOGUE
+
+from . import partitions, timescale
+from .settings import StorageSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +79,74 @@ CREATE TABLE endpoints (
 """)
 
 
+TIMING_KEYS: tuple[str, ...] = tuple(m.key for m in CATALOGUE if m.category == "timing")
+
+
+def m003_rollups(conn: psycopg.Connection) -> None:
+    # group_name is filled by ingest from the endpoint id, so per-group series
+    # (and TimescaleDB's per-group continuous aggregate) need no join.
+    conn.execute("ALTER TABLE metric_samples ADD COLUMN group_name text")
+    timings = ",\n".join(f"    {k} {_SQL_TYPE[CATALOGUE_BY_KEY[k].kind]}" for k in TIMING_KEYS)
+    conn.execute(f"""
+CREATE TABLE rollup_second (
+    run_id text NOT NULL, group_name text NOT NULL, second timestamptz NOT NULL,
+    metric text NOT NULL, n bigint NOT NULL, total double precision NOT NULL,
+    lo double precision NOT NULL, hi double precision NOT NULL,
+    PRIMARY KEY (run_id, group_name, second, metric)
+);
+CREATE TABLE rollup_endpoint (
+    run_id text NOT NULL, endpoint_id text NOT NULL, metric text NOT NULL,
+    group_name text NOT NULL, n bigint NOT NULL, total double precision NOT NULL,
+    lo double precision NOT NULL, hi double precision NOT NULL,
+    PRIMARY KEY (run_id, endpoint_id, metric)
+);
+CREATE TABLE rollup_hist (
+    run_id text NOT NULL, endpoint_id text NOT NULL, metric text NOT NULL,
+    bin smallint NOT NULL, group_name text NOT NULL, n bigint NOT NULL,
+    PRIMARY KEY (run_id, endpoint_id, metric, bin)
+);
+CREATE TABLE call_timings (
+    run_id text NOT NULL, endpoint_id text NOT NULL, group_name text NOT NULL,
+    last_time timestamptz NOT NULL,
+{timings},
+    PRIMARY KEY (run_id, endpoint_id)
+);
+""")
+    mode = conn.execute("SELECT mode FROM storage_mode").fetchone()
+    if mode and mode[0] == "timescaledb":
+        timescale.setup(conn)
+    else:
+        conn.execute(partitions.ENSURE_FUNCTION)
+
+
+def m010_webhook_deliveries(conn: psycopg.Connection) -> None:
+    conn.execute("""
+CREATE TABLE webhook_deliveries (
+    id bigserial PRIMARY KEY, run_id text, event_id text NOT NULL, event_type text NOT NULL,
+    url text NOT NULL, attempt integer NOT NULL, status_code integer, error text NOT NULL,
+    ok boolean NOT NULL, attempted_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON webhook_deliveries (run_id, attempted_at);
+CREATE INDEX ON webhook_deliveries (event_id, url) WHERE ok;
+""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
+    (3, "rollups, call timings, partition upkeep", m003_rollups),
+    (10, "webhook delivery log", m010_webhook_deliveries),  # 4-9 left for storage work in flight
 ]
 
 
-def migrate(url: str) -> str:
-    """Apply missing migrations under an advisory lock; returns the storage mode."""
+def migrate(url: str, settings: StorageSettings | None = None) -> str:
+    """Apply missing migrations under an advisory lock; returns the storage mode.
+
+    Concurrent callers (every service migrates at start-up) queue on the lock and
+    find nothing left to do. Then the start-up upkeep: day partitions ahead and
+    the retention policy (plain mode) or the TimescaleDB retention policy.
+    """
+    settings = settings or StorageSettings()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
         try:
@@ -103,6 +167,11 @@ def migrate(url: str) -> str:
                     )
                 log.info("applied migration %03d %s", version, name)
             row = conn.execute("SELECT mode FROM storage_mode").fetchone()
+            if row and row[0] == "timescaledb":
+                timescale.apply_retention(conn, settings.retention_days)
+            else:
+                partitions.ensure_ahead(conn, settings.partition_days_ahead)
+                partitions.drop_expired(conn, settings.retention_days)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     mode = row[0] if row else "plain"

@@ -5,18 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-# The listening quality users judge by is measured on the receive side.
-_SUMMARY = """
-SELECT count(*) AS samples,
-       avg(mos) AS mos, min(mos) AS mos_min,
-       percentile_cont(0.05) WITHIN GROUP (ORDER BY mos) AS mos_p5,
-       avg(jitter_ms) AS jitter_ms, avg(fraction_lost) AS fraction_lost,
-       avg(rtt_ms) AS rtt_ms, avg(packet_rate_ps) AS packets_recv_rate_ps,
-       sum(packets_lost) AS packets_lost, sum(packets) AS packets_received
-FROM metric_samples WHERE run_id = %s AND direction = 'recv'
-"""
+from . import stats as stats_mod
+from .rollup import percentiles
 
 
 def run_row(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any] | None:
@@ -34,22 +25,36 @@ def endpoint_rows(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, 
 
 
 def summary(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
-    """Averages over the run's receive-side samples; null when there are none."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(_SUMMARY, (run_id,)).fetchone() or {}
-    return {k: (float(v) if v is not None and k != "samples" else v) for k, v in row.items()}
+    """Receive-side overview of a run from the rollups; null where there are no samples."""
+    hists = stats_mod.histograms(conn, run_id, "run")
+    stats = stats_mod.metric_stats(conn, run_id, "run", hists).get("", {})
+
+    def get(metric: str, field: str) -> Any:
+        return stats.get(metric, {}).get(field)
+
+    mos_p5 = hists.get("", {}).get("mos", {})
+    return {
+        "samples": get("samples", "n") or 0,
+        "mos": get("mos", "avg"), "mos_min": get("mos", "min"),
+        "mos_p5": percentiles("mos", mos_p5, (0.05,))["p5"],
+        "jitter_ms": get("jitter_ms", "avg"), "fraction_lost": get("fraction_lost", "avg"),
+        "rtt_ms": get("rtt_ms", "avg"), "packets_recv_rate_ps": get("packet_rate_ps", "avg"),
+        "packets_lost": get("packets_lost", "sum"), "packets_received": get("packets", "sum"),
+    }  # fmt: skip
 
 
 def samples_per_endpoint(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
+    """Receive-side samples stored per endpoint (from the rollup, not a scan)."""
     rows = conn.execute(
-        "SELECT endpoint_id, count(*) FROM metric_samples"
-        " WHERE run_id = %s AND direction = 'recv' GROUP BY endpoint_id",
+        "SELECT endpoint_id, n FROM rollup_endpoint WHERE run_id = %s AND metric = 'samples'",
         (run_id,),
     ).fetchall()
     return {r[0]: int(r[1]) for r in rows}
 
 
-def list_runs(conn: psycopg.Connection[Any], test_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_runs(
+    conn: psycopg.Connection[Any], test_id: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     where, args = ("WHERE test_id = %s", (test_id, limit)) if test_id else ("", (limit,))
     rows = conn.execute(
         f"SELECT doc FROM runs {where} ORDER BY created_at DESC LIMIT %s", args
@@ -69,3 +74,107 @@ def test_row(conn: psycopg.Connection[Any], test_id: str) -> dict[str, Any] | No
         "SELECT doc FROM tests WHERE test_id = %s AND NOT deleted", (test_id,)
     ).fetchone()
     return row[0] if row else None
+
+
+_OK_OUTCOMES = ("SUCCESS", "COMPLETED_WITH_WARNINGS")
+_RATES = f"""
+SELECT {{key}} AS name,
+  count(*) FILTER (WHERE outcome IS NOT NULL) AS finished,
+  count(*) FILTER (WHERE outcome IN {_OK_OUTCOMES}) AS succeeded,
+  count(*) FILTER (WHERE outcome IS NOT NULL OR phase NOT IN ('INITIALIZING')) AS reg_tried,
+  count(*) FILTER (WHERE (outcome IS NOT NULL OR phase NOT IN ('INITIALIZING'))
+                   AND outcome IS DISTINCT FROM 'REGISTRATION_FAILED') AS reg_ok
+FROM endpoints WHERE run_id = %s {{group_by}}
+"""
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def success_rates(
+    conn: psycopg.Connection[Any], run_id: str, by_group: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Call and registration success from the endpoints read model, for the run ("")
+    or per group.
+
+    Call success: finished endpoints whose outcome is SUCCESS or
+    COMPLETED_WITH_WARNINGS. Registration success: endpoints that got past
+    INITIALIZING (or finished) without REGISTRATION_FAILED; direct-mode endpoints
+    count as registered, since nothing can fail there.
+    """
+    key, group_by = ("group_name", "GROUP BY group_name") if by_group else ("''", "")
+    rows = conn.execute(_RATES.format(key=key, group_by=group_by), (run_id,))
+    out = {}
+    for name, finished, ok, reg_tried, reg_ok in rows.fetchall():
+        out[name] = {
+            "endpoints_finished": finished, "call_success_rate": _ratio(ok, finished),
+            "registration_attempts": reg_tried,
+            "registration_success_rate": _ratio(reg_ok, reg_tried),
+        }  # fmt: skip
+    return out
+
+
+def outcomes(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
+    """How many endpoints ended with each outcome (unfinished ones under "RUNNING")."""
+    rows = conn.execute(
+        "SELECT coalesce(outcome, 'RUNNING'), count(*) FROM endpoints WHERE run_id = %s"
+        " GROUP BY 1 ORDER BY 1",
+        (run_id,),
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+DISTRIBUTED_TIMINGS = ("post_dial_delay_ms", "call_setup_ms", "time_to_register_ms")
+
+
+def timing_distributions(
+    conn: psycopg.Connection[Any], run_id: str, buckets: int = 10
+) -> dict[str, dict[str, Any]]:
+    """Per-call timings (call_timings: one row per endpoint, from its newest sample):
+    n, min, max, avg, p50/p95/p99 and a `buckets`-bar histogram between min and max."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in DISTRIBUTED_TIMINGS:  # fixed names from the catalogue, never user input
+        row = conn.execute(
+            f"SELECT count({key}), min({key}), max({key}), avg({key}),"
+            f" percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY {key})"
+            f" FROM call_timings WHERE run_id = %s",
+            (run_id,),
+        ).fetchone()
+        assert row is not None
+        n, lo, hi, avg, pcts = row
+        entry: dict[str, Any] = {"n": n, "min": lo, "max": hi, "avg": avg, "histogram": []}
+        entry.update(zip(("p50", "p95", "p99"), pcts or (None, None, None), strict=True))
+        if n:
+            width = (hi - lo) / buckets or 1.0
+            counts = conn.execute(
+                f"SELECT least(floor(({key} - %s) / %s)::int, %s), count(*) FROM call_timings"
+                f" WHERE run_id = %s AND {key} IS NOT NULL GROUP BY 1",
+                (lo, width, buckets - 1, run_id),
+            ).fetchall()
+            by_bar = dict(counts)
+            entry["histogram"] = [
+                {"lo": lo + i * width, "hi": lo + (i + 1) * width, "count": by_bar.get(i, 0)}
+                for i in range(buckets)
+            ]
+        out[key] = entry
+    return out
+
+
+def run_results(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
+    """Everything the results page shows, from aggregates: run, groups, endpoints."""
+    rates = success_rates(conn, run_id)
+    group_rates = success_rates(conn, run_id, by_group=True)
+    groups = stats_mod.metric_stats(conn, run_id, "group")
+    return {
+        "run_id": run_id,
+        "run": {**rates.get("", {}), "metrics": stats_mod.metric_stats(conn, run_id).get("", {})},
+        "outcomes": outcomes(conn, run_id),
+        "groups": {
+            name: {**group_rates.get(name, {}), "metrics": groups.get(name, {})}
+            for name in sorted(set(groups) | set(group_rates))
+        },
+        "endpoints": stats_mod.metric_stats(conn, run_id, "endpoint"),
+        "timings": timing_distributions(conn, run_id),
+        "mos_histogram": stats_mod.mos_histogram(conn, run_id),
+    }

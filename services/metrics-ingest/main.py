@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from callmeter_common.bus import Bus
 from callmeter_common.runtime import run_service
-from callmeter_events import METRICS
 from callmeter_storage.migrations import migrate
 
+from .consumer import consume
 from .handlers import Ingest
 from .settings import IngestSettings
+
+log = logging.getLogger(__name__)
 
 
 async def serve(stop: asyncio.Event) -> None:
     settings = IngestSettings()
-    await asyncio.to_thread(migrate, settings.database_url)
+    # migrate() also does the start-up upkeep: partitions ahead, retention.
+    mode = await asyncio.to_thread(migrate, settings.database_url)
     bus = await Bus.connect(settings.nats_url, "metrics-ingest")
     await bus.ensure_streams()
-    ingest = Ingest(bus, settings.database_url, settings.retry_s)
+    ingest = Ingest(bus, settings.database_url, settings.retry_s, mode)
+    upkeep = asyncio.create_task(_hourly_upkeep(settings.database_url, stop))
     try:
-        await bus.pull_loop(
-            METRICS, "metrics-ingest", ["callmeter.metrics.>"], ingest.handle_batch, stop,
-            batch=settings.batch_size, max_deliver=-1, ack_wait_s=30,
-        )  # fmt: skip
+        await consume(bus, ingest, stop, settings.batch_size)
     finally:
+        upkeep.cancel()
         await bus.close()
+
+
+async def _hourly_upkeep(database_url: str, stop: asyncio.Event) -> None:
+    """Re-run the start-up upkeep hourly so a long-lived ingest keeps partitions ahead."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=3600)
+        except TimeoutError:
+            try:
+                await asyncio.to_thread(migrate, database_url)
+            except Exception:  # noqa: BLE001 - the database may be down; next hour
+                log.exception("storage upkeep failed")
 
 
 def main() -> None:

@@ -1,0 +1,183 @@
+"""Ingest benchmark: JetStream -> metrics-ingest -> PostgreSQL, next to a raw binary COPY.
+
+Starts its own embedded NATS and PostgreSQL and a real metrics-ingest process,
+then measures, in the same run on the same servers:
+  1. raw COPY: psycopg binary COPY of N rows straight into metric_samples;
+  2. pipeline: N MetricSamples (every catalogue key) published to JetStream
+     until all N are visible in metric_samples (publish and ingest overlap);
+  3. latency: a steady 5,000 samples/s for a while; publish -> visible p50/p99.
+Prints pipeline / raw COPY (target >= 0.5) and the p99 latency (target < 2 s).
+
+    python bench/ingest.py [N] [steady_seconds]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from callmeter_common.bus import Bus
+from callmeter_common.procs import spawn, stop_group
+from callmeter_common.servers import start_nats, start_postgres
+from callmeter_events import MetricSample, encode
+from callmeter_events.metrics_catalogue import CATALOGUE
+from callmeter_storage.migrations import migrate
+from callmeter_storage.samples import COLUMNS, PG_TYPES, to_row
+
+RATE = 5_000
+
+
+def sample(run_id: str, endpoint: int, direction: str, seq: int, ts: datetime) -> MetricSample:
+    """A plausible full-catalogue sample: G.711 at 50 packets/s with a little noise."""
+    rnd = random.Random(hash((run_id, endpoint, direction, seq)))
+    values: dict[str, float | int | str | None] = {}
+    for m in CATALOGUE:
+        if m.kind == "text":
+            values[m.key] = "PCMU"
+        elif m.kind == "int":
+            values[m.key] = rnd.randint(0, 60)
+        else:
+            values[m.key] = round(rnd.uniform(0, 50), 3)
+    values.update(mos=round(rnd.uniform(4.2, 4.41), 3), fraction_lost=rnd.choice([0.0, 0.02]))
+    return MetricSample(
+        run_id=run_id, endpoint_id=f"G{endpoint % 4}-{endpoint}", direction=direction,
+        seq=seq, ts=ts, metrics=values,
+    )  # fmt: skip
+
+
+def samples(run_id: str, n: int, endpoints: int = 250) -> list[MetricSample]:
+    start = datetime.now(UTC).replace(microsecond=0)
+    out = []
+    for i in range(n):
+        second, rest = divmod(i, endpoints * 2)
+        ep, d = divmod(rest, 2)
+        ts = start + timedelta(seconds=second)
+        out.append(sample(run_id, ep, ("send", "recv")[d], second, ts))
+    return out
+
+
+def raw_copy(url: str, rows: list[tuple[object, ...]]) -> float:
+    cols = ", ".join(COLUMNS)
+    t0 = time.perf_counter()
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY metric_samples ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(PG_TYPES))
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+    return time.perf_counter() - t0
+
+
+def stored(conn: psycopg.Connection[object], run_id: str) -> int:
+    # The rollup counts receive-side samples exactly; it is tiny to read.
+    row = conn.execute(
+        "SELECT coalesce(sum(n), 0) FROM rollup_second WHERE run_id = %s AND metric = 'samples'",
+        (run_id,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def publish_all(bus: Bus, events: list[MetricSample]) -> None:
+    encoded = [(e.subject(), encode(e), {"Nats-Msg-Id": e.msg_id()}) for e in events]
+    futures = [await bus.js.publish_async(s, p, headers=h) for s, p, h in encoded]
+    await asyncio.gather(*futures)
+
+
+async def wait_stored(url: str, run_id: str, recv: int, timeout: float = 600) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while stored(conn, run_id) < recv:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {stored(conn, run_id)}/{recv} stored")
+            await asyncio.sleep(0.02)
+    return time.perf_counter()
+
+
+async def steady(bus: Bus, url: str, seconds: float) -> list[float]:
+    """Publish RATE samples/s in 10 ms ticks; return publish->visible latencies (recv side)."""
+    events = samples("bench-steady", int(RATE * seconds))
+    recv_sent: list[float] = []
+    seen: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not done.is_set():
+                seen.append((time.perf_counter(), stored(conn, "bench-steady")))
+                time.sleep(0.02)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    per_tick, t0, futures = RATE // 100, time.perf_counter(), []
+    for i in range(0, len(events), per_tick):
+        await asyncio.sleep(max(0.0, t0 + i / RATE - time.perf_counter()))
+        for e in events[i : i + per_tick]:
+            futures.append(await bus.js.publish_async(e.subject(), encode(e),
+                                                      headers={"Nats-Msg-Id": e.msg_id()}))  # fmt: skip
+            if e.direction == "recv":
+                recv_sent.append(time.perf_counter())
+    await asyncio.gather(*futures)
+    await wait_stored(url, "bench-steady", len(recv_sent))
+    await asyncio.sleep(0.1)
+    done.set()
+    poller.join()
+    # Ingest works through the stream in order, so the k-th stored receive
+    # sample is (to within one batch) the k-th published one.
+    latencies, j = [], 0
+    for k, sent in enumerate(recv_sent):
+        while seen[j][1] <= k:
+            j += 1
+        latencies.append(seen[j][0] - sent)
+    return sorted(latencies)
+
+
+async def main(n: int, steady_s: float) -> None:
+    data = Path(tempfile.mkdtemp(prefix="callmeter-bench-"))
+    nats, pg = start_nats(data / "nats"), start_postgres(data / "pg")
+    ingest = None
+    try:
+        migrate(pg.url)
+        raw_rows = [to_row(e) for e in samples("bench-raw", n)]
+        raw_s = raw_copy(pg.url, raw_rows)
+        bus = await Bus.connect(nats.url, "bench")
+        await bus.ensure_streams()
+        env = {"CALLMETER_NATS_URL": nats.url, "CALLMETER_DATABASE_URL": pg.url,
+               "CALLMETER_LOG_LEVEL": "WARNING"}  # fmt: skip
+        ingest = spawn([sys.executable, "-m", "callmeter_ingest"], data / "ingest.log", env=env)
+        await asyncio.sleep(2)  # its consumer exists before we time anything
+        events = samples("bench-pipe", n)
+        t0 = time.perf_counter()
+        await publish_all(bus, events)
+        t_pub = time.perf_counter()
+        t1 = await wait_stored(pg.url, "bench-pipe", n // 2)
+        latencies = await steady(bus, pg.url, steady_s) if steady_s else []
+        await bus.close()
+        raw_rate, pipe_rate = n / raw_s, n / (t1 - t0)
+        print(f"samples: {n} x {len(COLUMNS)} columns, {os.cpu_count()} CPUs")
+        print(f"raw binary COPY:         {raw_rate:10,.0f} samples/s")
+        print(f"pipeline (publish+store):{pipe_rate:10,.0f} samples/s"
+              f"  (publish alone {n / (t_pub - t0):,.0f}/s)")  # fmt: skip
+        print(f"pipeline / raw COPY:     {pipe_rate / raw_rate:10.2f}   (target >= 0.5)")
+        if latencies:
+            p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+            print(f"steady {RATE}/s for {steady_s:.0f}s: publish->visible"
+                  f" p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (target p99 < 2000 ms)")  # fmt: skip
+    finally:
+        if ingest:
+            stop_group(ingest)
+        nats.stop()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    args = [float(a) for a in sys.argv[1:]]
+    asyncio.run(main(int(args[0]) if args else 50_000, args[1] if len(args) > 1 else 15))

@@ -1,0 +1,182 @@
+"""metrics-ingest against a real NATS and a real PostgreSQL: bad samples, Postgres
+down for 10 s, kill -9 of the service. Samples are published straight to
+JetStream with the real event classes (no pjsua2 needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from callmeter_common.bus import Bus
+from callmeter_common.procs import free_port, spawn, stop_group
+from callmeter_common.servers import Server, start_nats, start_postgres
+from callmeter_events import DEADLETTER, MetricSample, encode
+from callmeter_ingest.consumer import consume
+from callmeter_ingest.handlers import Ingest
+from callmeter_storage.migrations import migrate
+
+pytestmark = pytest.mark.integration
+
+
+def sample(run_id: str, i: int, **metrics: object) -> MetricSample:
+    """The i-th sample of a run: 10 endpoints, both directions, one per second."""
+    second, rest = divmod(i, 20)
+    ts = datetime(2025, 1, 6, 9, 0, tzinfo=UTC) + timedelta(seconds=second)
+    values = {"mos": 4.3, "jitter_ms": 2.0, "packets": 50, "codec": "PCMU", **metrics}
+    return MetricSample(
+        run_id=run_id, endpoint_id=f"A-{rest // 2 + 1}", direction=("send", "recv")[rest % 2],
+        seq=second, ts=ts, metrics=values,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def counts(url: str, run_id: str) -> tuple[int, int]:
+    """(rows stored, receive samples counted by the rollup): both must be exact."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT count(*) FROM metric_samples WHERE run_id = %s", (run_id,))
+        n = rows.fetchone()[0]  # type: ignore[index]
+        r = conn.execute(
+            "SELECT coalesce(sum(n), 0) FROM rollup_second WHERE run_id = %s AND metric = 'samples'",
+            (run_id,),
+        ).fetchone()
+    return int(n), int(r[0])  # type: ignore[index]
+
+
+async def wait_rows(url: str, run_id: str, expected: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while counts(url, run_id)[0] < expected:
+        assert time.monotonic() < deadline, f"{counts(url, run_id)} of {expected} stored"
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[Server]:
+    # Not the session server: no other metrics-ingest may share our durable consumer.
+    server = start_nats(tmp_path / "nats")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def bus(own_nats: Server) -> AsyncIterator[Bus]:
+    b = await Bus.connect(own_nats.url, "test")
+    await b.ensure_streams()
+    yield b
+    await b.close()
+
+
+def start_ingest(tmp_path: Path, nats_url: str, database_url: str, name: str = "ingest"):  # type: ignore[no-untyped-def]
+    env = {"CALLMETER_NATS_URL": nats_url, "CALLMETER_DATABASE_URL": database_url,
+           "CALLMETER_RETRY_S": "0.5", "CALLMETER_BATCH_SIZE": "200"}  # fmt: skip
+    return spawn([sys.executable, "-m", "callmeter_ingest"], tmp_path / f"{name}.log", env=env)
+
+
+async def publish_steadily(bus: Bus, events: list[MetricSample], per_s: float) -> None:
+    for i in range(0, len(events), 20):
+        await bus.publish_many(events[i : i + 20])
+        await asyncio.sleep(20 / per_s)
+
+
+async def test_bad_samples_are_dead_lettered_and_the_good_ones_of_the_batch_land(
+    bus: Bus, database_url: str
+) -> None:
+    migrate(database_url)
+    run_id = uuid.uuid4().hex[:8]
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(bus, Ingest(bus, database_url, 0.5), stop, batch=100))
+
+    # 40 good samples with 3 bad ones in between, and a payload that is not even JSON.
+    good = [sample(run_id, i) for i in range(40)]
+    bad = [
+        sample(run_id, 100, packets="fifty"),  # text in an integer column
+        sample(run_id, 101, packets=49.5),  # a fraction in an integer column
+    ]
+    unknown = encode(sample(run_id, 102)).replace(b'"jitter_ms"', b'"jitter_msec"')
+    await bus.publish_many(good[:20] + bad)
+    await bus.js.publish(f"callmeter.metrics.{run_id}.A-1", unknown)
+    await bus.js.publish(f"callmeter.metrics.{run_id}.A-1", b"\xff\xfe not an event")
+    await bus.publish_many(good[20:])
+
+    # Every good sample is stored, once, and counted once by the rollup.
+    await wait_rows(database_url, run_id, 40)
+    await asyncio.sleep(0.5)
+    assert counts(database_url, run_id) == (40, 20)
+
+    # The four others are on the dead-letter stream with the reason.
+    deadline = time.monotonic() + 10
+    while (await bus.js.stream_info(DEADLETTER.name)).state.messages < 4:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    reasons = []
+    for seq in range(1, 5):
+        msg = await bus.js.get_msg(DEADLETTER.name, seq)
+        assert msg.subject.startswith(f"callmeter.deadletter.test.callmeter.metrics.{run_id}")
+        reasons.append((msg.headers or {}).get("CallMeter-Reason", ""))
+    joined = " | ".join(reasons)
+    assert "packets: expected a number" in joined and "packets: expected an integer" in joined
+    assert "unknown metric keys: jitter_msec" in joined and "not JSON" in joined
+    stop.set()
+    await task
+
+
+async def test_postgres_down_for_10s_loses_and_duplicates_nothing(
+    bus: Bus, own_nats: Server, tmp_path: Path
+) -> None:
+    pg_dir, port = tmp_path / "pg", free_port()
+    pg = start_postgres(pg_dir, port)
+    migrate(pg.url)
+    ingest = start_ingest(tmp_path, own_nats.url, pg.url)
+    run_id = uuid.uuid4().hex[:8]
+    events = [sample(run_id, i) for i in range(3000)]
+    try:
+        publisher = asyncio.create_task(publish_steadily(bus, events, per_s=200))
+        await wait_rows(pg.url, run_id, 300)
+
+        # PostgreSQL goes away for 10 s while samples keep coming.
+        pg.stop()
+        await asyncio.sleep(10)
+        pg = start_postgres(pg_dir, port)
+
+        await publisher
+        await wait_rows(pg.url, run_id, len(events), timeout=90)
+        await asyncio.sleep(1)
+        assert counts(pg.url, run_id) == (3000, 1500)
+        log = (tmp_path / "ingest.log").read_text()
+        assert "postgres unavailable" in log  # it did hold and retry
+    finally:
+        stop_group(ingest)
+        pg.stop()
+
+
+async def test_kill_9_of_ingest_mid_run_then_restart_stores_every_sample_once(
+    bus: Bus, own_nats: Server, database_url: str, tmp_path: Path
+) -> None:
+    migrate(database_url)
+    run_id = uuid.uuid4().hex[:8]
+    events = [sample(run_id, i) for i in range(4000)]
+    ingest = start_ingest(tmp_path, own_nats.url, database_url)
+    try:
+        publisher = asyncio.create_task(publish_steadily(bus, events, per_s=400))
+        await wait_rows(database_url, run_id, 800)
+
+        # kill -9: batches fetched but not acked come back to the restarted service.
+        os.killpg(ingest.pid, signal.SIGKILL)
+        ingest.wait(10)
+        await asyncio.sleep(2)
+        ingest = start_ingest(tmp_path, own_nats.url, database_url, "ingest-2")
+
+        await publisher
+        await wait_rows(database_url, run_id, len(events), timeout=90)
+        await asyncio.sleep(1)
+        assert counts(database_url, run_id) == (4000, 2000)
+    finally:
+        stop_group(ingest)

@@ -1,0 +1,196 @@
+"""Results from the rollups, checked against the raw samples; partitions; migrations;
+the /api/v1 results routes and exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+
+from callmeter_events import MetricSample
+from callmeter_ingest.writer import write_rows
+from callmeter_storage import partitions, results, stats
+from callmeter_storage.migrations import MIGRATIONS, migrate
+from callmeter_storage.samples import to_row
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
+
+
+def run_rows(run_id: str, t0: datetime = T0) -> list[tuple[object, ...]]:
+    """Two groups, 3 endpoints each, 20 s; MOS and jitter vary by endpoint and second."""
+    rows = []
+    for g in ("A", "B"):
+        for e in range(1, 4):
+            for s in range(20):
+                for d in ("send", "recv"):
+                    metrics = {
+                        "mos": 4.4 - 0.1 * e - (0.5 if g == "B" and s % 5 == 0 else 0),
+                        "jitter_ms": float(e + s % 3), "rtt_ms": 20.0 + e, "fraction_lost": 0.0,
+                        "packets": 50, "packets_lost": 0, "post_dial_delay_ms": 100.0 * e,
+                        "call_setup_ms": 150.0 * e, "call_duration_s": float(s),
+                    }  # fmt: skip
+                    rows.append(to_row(MetricSample(
+                        run_id=run_id, endpoint_id=f"{g}-{e}", direction=d, seq=s,
+                        ts=t0 + timedelta(seconds=s), metrics=metrics,
+                    )))  # fmt: skip
+    return rows
+
+
+def fresh_database(postgres_server) -> str:  # type: ignore[no-untyped-def]
+    base = postgres_server.url.rsplit("/", 1)[0]
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_server) -> str:  # type: ignore[no-untyped-def]
+    # Our own database: the endpoint rows below must not join the shared read
+    # models (a rebuild from the log elsewhere would not recreate them).
+    return fresh_database(postgres_server)
+
+
+@pytest.fixture
+def run_id(database_url: str) -> str:
+    migrate(database_url)
+    rid = uuid.uuid4().hex[:8]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = run_rows(rid)
+        assert write_rows(conn, rows) == 240
+        assert write_rows(conn, rows[:50]) == 0  # redelivered: nothing counted twice
+        conn.execute(
+            "INSERT INTO endpoints VALUES (%s, 'A-1', 'A', 'CLOSED', 'SUCCESS', NULL, '{}'),"
+            " (%s, 'A-2', 'A', 'CLOSED', 'REGISTRATION_FAILED', NULL, '{}'),"
+            " (%s, 'B-1', 'B', 'CLOSED', 'CALL_FAILED', 486, '{}'),"
+            " (%s, 'B-2', 'B', 'INCALL', NULL, NULL, '{}')",
+            (rid, rid, rid, rid),
+        )
+    return rid
+
+
+def test_run_group_and_endpoint_figures_match_the_raw_samples(
+    database_url: str, run_id: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        doc = results.run_results(conn, run_id)
+        exact = conn.execute(
+            "SELECT group_name, avg(mos), min(mos), max(mos),"
+            " percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY mos)"
+            " FROM metric_samples WHERE run_id = %s AND direction = 'recv' GROUP BY ROLLUP (1)",
+            (run_id,),
+        ).fetchall()
+    for group, avg, lo, hi, pcts in exact:
+        got = (
+            doc["run"]["metrics"]["mos"]
+            if group is None
+            else doc["groups"][group]["metrics"]["mos"]
+        )
+        assert got["avg"] == pytest.approx(avg) and (got["min"], got["max"]) == (lo, hi)
+        for name, value in zip(("p50", "p95", "p99"), pcts, strict=True):
+            assert got[name] == pytest.approx(value, abs=0.01), (group, name)
+    assert doc["run"]["metrics"]["samples"]["n"] == 120
+    assert doc["endpoints"]["B-3"]["jitter_ms"]["max"] == 5.0
+    # Success rates come from the endpoints read model.
+    assert doc["run"]["call_success_rate"] == pytest.approx(1 / 3)
+    assert doc["run"]["registration_success_rate"] == pytest.approx(3 / 4)
+    assert doc["groups"]["B"]["registration_success_rate"] == 1.0
+    assert doc["outcomes"] == {
+        "CALL_FAILED": 1,
+        "REGISTRATION_FAILED": 1,
+        "RUNNING": 1,
+        "SUCCESS": 1,
+    }
+    # Per-call timings: one row per endpoint, from its newest sample.
+    pdd = doc["timings"]["post_dial_delay_ms"]
+    assert (pdd["n"], pdd["min"], pdd["max"], pdd["p50"]) == (6, 100.0, 300.0, 200.0)
+    assert sum(b["count"] for b in pdd["histogram"]) == 6
+    assert sum(b["count"] for b in doc["mos_histogram"]) == 120
+    summary = results.summary(conn=psycopg.connect(database_url), run_id=run_id)
+    assert summary["samples"] == 120 and summary["packets_received"] == 6000
+
+
+def test_series_per_second_and_per_endpoint_with_the_key_checked(
+    database_url: str, run_id: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        points = stats.run_series(conn, run_id)
+        coarse = stats.run_series(conn, run_id, group="B", bucket_s=5)
+        series = stats.endpoint_series(conn, run_id, "A-2", "jitter_ms")
+        with pytest.raises(KeyError):
+            stats.endpoint_series(conn, run_id, "A-2", "mos; DROP TABLE runs")
+    assert len(points) == 20 and points[0]["mos"]["n"] == 6
+    assert len(coarse) == 4 and coarse[0]["mos"]["n"] == 15
+    assert [v for _, v in series][:4] == [2.0, 3.0, 4.0, 2.0]
+
+
+def test_migrations_applied_concurrently_run_once(postgres_server) -> None:  # type: ignore[no-untyped-def]
+    url = fresh_database(postgres_server)
+    with ThreadPoolExecutor(4) as pool:
+        modes = list(pool.map(lambda _: migrate(url), range(4)))
+    assert modes == ["plain"] * 4 and migrate(url) == "plain"
+    with psycopg.connect(url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert sorted(versions) == [v for v, _, _ in MIGRATIONS]
+
+
+def test_a_day_partition_made_late_takes_its_rows_out_of_default(database_url: str) -> None:
+    migrate(database_url)
+    day = date(2020, 2, 2) + timedelta(days=uuid.uuid4().int % 3000)
+    rid = uuid.uuid4().hex[:8]
+    t0 = datetime(day.year, day.month, day.day, 10, tzinfo=UTC)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        write_rows(conn, run_rows(rid, t0))  # no partition for that day yet: DEFAULT
+        where = conn.execute(
+            "SELECT DISTINCT tableoid::regclass::text FROM metric_samples WHERE run_id = %s", (rid,)
+        ).fetchall()
+        assert where == [("metric_samples_default",)]
+        assert partitions.ensure_days(conn, [day, day]) == [day]
+        assert partitions.ensure_days(conn, [day]) == []  # already there
+        where = conn.execute(
+            "SELECT tableoid::regclass::text, count(*) FROM metric_samples WHERE run_id = %s"
+            " GROUP BY 1", (rid,),
+        ).fetchall()  # fmt: skip
+        assert where == [(f"metric_samples_{day:%Y%m%d}", 240)]
+        # Retention drops whole days, oldest first; 0 keeps everything.
+        assert partitions.drop_expired(conn, 0) == []
+        assert day in partitions.drop_expired(conn, 1, today=day + timedelta(days=2))
+        assert conn.execute(
+            "SELECT count(*) FROM metric_samples WHERE run_id = %s", (rid,)
+        ).fetchone() == (0,)
+
+
+def test_results_routes_and_exports(nats_server, database_url: str, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from callmeter_api.app import create_app
+    from callmeter_api.settings import ApiSettings
+
+    app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url))
+    with TestClient(app) as client:
+        body = client.get(f"/api/v1/runs/{run_id}/results").json()
+        assert body["run"]["metrics"]["mos"]["n"] == 120
+        series = client.get(f"/api/v1/runs/{run_id}/endpoints/A-1/series?key=mos").json()
+        assert len(series["points"]) == 20 and series["unit"] == "1-5"
+        bad = client.get(f"/api/v1/runs/{run_id}/endpoints/A-1/series?key=nope")
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "key"
+        assert client.get("/api/v1/runs/nosuchrun/results").status_code == 404
+        assert len(client.get(f"/api/v1/runs/{run_id}/series").json()["points"]) == 20
+
+        text = client.get(f"/api/v1/runs/{run_id}/samples?format=csv").text
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert len(rows) == 240 and rows[0]["codec"] == "" and "jb_avg_delay_ms" in rows[0]
+
+        import pyarrow.parquet as pq
+
+        raw = client.get(f"/api/v1/runs/{run_id}/samples?format=parquet").content
+        table = pq.read_table(io.BytesIO(raw))
+        assert table.num_rows == 240
+        assert math.isclose(sum(table.column("packets").to_pylist()), 240 * 50)
