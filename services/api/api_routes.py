@@ -1,18 +1,29 @@
-"""JSON API under /api/v1."""
+"""JSON API under /api/v1: everything the pages do, for scripts and CI."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, Request, status
 
 from callmeter_events import TestDefinition
 from callmeter_storage import results
 
-from . import service
+from . import queries, service
 from .deps import PlatformDep
+from .details import RunIds, compared_runs, endpoint_detail
+from .endpoint_views import ListQuery, select_endpoints, with_extras
+from .errors import ApiError
+from .views import compare_view, run_view
 
 router = APIRouter(prefix="/api/v1")
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Offset = Annotated[int, Query(ge=0, description="items to skip")]
+
+
+def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
+    """The list envelope every collection returns."""
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.post("/tests", status_code=status.HTTP_201_CREATED, tags=["tests"])
@@ -21,8 +32,9 @@ async def create_test(body: TestDefinition, p: PlatformDep) -> dict[str, Any]:
 
 
 @router.get("/tests", tags=["tests"])
-async def list_tests(p: PlatformDep) -> dict[str, Any]:
-    return {"items": await service.query(p, results.list_tests)}
+async def list_tests(p: PlatformDep, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    tests = await service.query(p, results.list_tests)
+    return page(tests[offset : offset + limit], len(tests), limit, offset)
 
 
 @router.get("/tests/{test_id}", tags=["tests"])
@@ -36,6 +48,11 @@ async def update_test(test_id: str, body: TestDefinition, p: PlatformDep) -> dic
     return {"id": await service.save_test(p, body, test_id)}
 
 
+@router.post("/tests/{test_id}/duplicate", status_code=status.HTTP_201_CREATED, tags=["tests"])
+async def duplicate_test(test_id: str, p: PlatformDep) -> dict[str, Any]:
+    return {"id": await service.duplicate_test(p, test_id)}
+
+
 @router.delete("/tests/{test_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["tests"])
 async def delete_test(test_id: str, p: PlatformDep) -> None:
     await service.delete_test(p, test_id)
@@ -47,8 +64,11 @@ async def create_run(test_id: str, p: PlatformDep) -> dict[str, Any]:
 
 
 @router.get("/runs", tags=["runs"])
-async def list_runs(p: PlatformDep, test_id: str | None = None) -> dict[str, Any]:
-    return {"items": await service.query(p, results.list_runs, test_id)}
+async def list_runs(
+    p: PlatformDep, test_id: str | None = None, limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
+    runs, total = await service.query(p, queries.page_runs, test_id, limit, offset)
+    return page(runs, total, limit, offset)
 
 
 @router.get("/runs/{run_id}", tags=["runs"])
@@ -62,7 +82,49 @@ async def stop_run(run_id: str, p: PlatformDep) -> dict[str, Any]:
     return {"id": run_id, "stop_requested": True}
 
 
+@router.get("/runs/{run_id}/endpoints", tags=["endpoints"])
+async def list_endpoints(
+    run_id: str, request: Request, p: PlatformDep, limit: Limit = 100, offset: Offset = 0,
+    phase: str = "", outcome: str = "", group: str = "", q: str = "",
+    sort: str = "endpoint", order: str = "asc",
+) -> dict[str, Any]:  # fmt: skip
+    """Filter (phase, outcome or `failed`, group, text), sort and page a run's endpoints."""
+    found = await service.query(p, queries.run_overview, run_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no run {run_id!r}", "run_id")
+    view = run_view(*found[:3])
+    mos = found[3]
+    query = ListQuery.parse(dict(request.query_params))
+    rows = select_endpoints(view["endpoints"], mos, query)
+    items = [with_extras(e, mos) for e in rows[offset : offset + limit]]
+    for item in items:
+        item.pop("css")
+    return page(items, len(rows), limit, offset)
+
+
+@router.get("/runs/{run_id}/endpoints/{endpoint_id}", tags=["endpoints"])
+async def get_endpoint(run_id: str, endpoint_id: str, p: PlatformDep) -> dict[str, Any]:
+    """The endpoint, its timeline (events and full SIP messages), samples, and its pair."""
+    return await endpoint_detail(p, run_id, endpoint_id)
+
+
+@router.get("/compare", tags=["runs"])
+async def compare(p: PlatformDep, runs: RunIds = ()) -> dict[str, Any]:
+    """Summary figures of two or more runs and their change from the first."""
+    views = await compared_runs(p, runs)
+    if len(views) < 2:
+        raise ApiError(422, "validation_error", "runs: give at least two run ids", "runs")
+    rows = compare_view(views)
+    return {
+        "runs": [
+            {"id": r["run"]["id"], "test_id": r["run"]["test_id"], "status": r["run"]["status"],
+             "values": r["values"], "deltas": r["deltas"], "series": r["run"]["series"]}
+            for r in rows
+        ]
+    }  # fmt: skip
+
+
 @router.get("/workers", tags=["workers"])
-async def list_workers(p: PlatformDep) -> dict[str, Any]:
+async def list_workers(p: PlatformDep, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     workers = sorted(p.projector.workers.values(), key=lambda w: w.worker_id)
-    return {"items": [w.__dict__ for w in workers]}
+    return page([w.__dict__ for w in workers[offset : offset + limit]], len(workers), limit, offset)

@@ -15,11 +15,12 @@ from psycopg_pool import ConnectionPool
 from callmeter_common.bus import Bus
 from callmeter_storage.migrations import migrate
 
-from . import api_routes, errors, html_routes
+from . import api_routes, auth, errors, events_routes, html_routes, results_routes
 from .deps import Platform
 from .evaluator import Evaluator
 from .projector import Projector
 from .settings import ApiSettings
+from .webhooks import Webhooks
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -33,10 +34,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         pool = ConnectionPool(settings.database_url, min_size=1, max_size=10, open=True)
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
+        webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)
         projector.listeners.append(evaluator.observe)
+        projector.listeners.append(webhooks.observe)
         await projector.start()
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(projector.run(stop)), asyncio.create_task(evaluator.run(stop))]
+        tasks = [
+            asyncio.create_task(projector.run(stop)),
+            asyncio.create_task(evaluator.run(stop)),
+            asyncio.create_task(webhooks.run(stop)),
+        ]
         app.state.platform = Platform(settings, bus, pool, projector)
         try:
             yield
@@ -49,13 +56,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="CallMeter", version="0.1.0", lifespan=lifespan)
     errors.install(app)
+    auth.install(app, auth.parse_keys(settings.api_keys))
 
     @app.middleware("http")
     async def html_errors(request: Request, call_next):  # type: ignore[no-untyped-def]
         response: Response = await call_next(request)
         wants_html = "text/html" in request.headers.get("accept", "")
         is_page = not request.url.path.startswith(("/api/", "/static/", "/docs", "/openapi"))
-        if response.status_code >= 400 and wants_html and is_page:
+        # Only JSON errors become an error page: a page that answers 422 itself (the
+        # editor with its messages beside the fields) is already what the user needs.
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        if response.status_code >= 400 and wants_html and is_page and is_json:
             body = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
             import json
 
@@ -68,5 +79,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(api_routes.router)
+    app.include_router(events_routes.router)
+    app.include_router(events_routes.docs_router)
+    app.include_router(results_routes.router)
     app.include_router(html_routes.router)
     return app

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
+from .pages import render
+
+log = logging.getLogger(__name__)
 # Model-level checks put the field path at the start of the message ("groups.1.calls: ...").
 _FIELD_PREFIX = re.compile(r"^(?:Value error, )?([A-Za-z_][\w.]*): (.*)$", re.S)
 
@@ -28,7 +32,7 @@ def validation_field_and_message(err: dict[str, object]) -> tuple[str | None, st
     msg = str(err.get("msg", "invalid"))
     match = _FIELD_PREFIX.match(msg)
     if match and (not loc or err.get("type") == "value_error"):
-        return match.group(1), match.group(2)
+        return match.group(1), f"{match.group(1)}: {match.group(2)}"
     field = ".".join(loc) or None
     return field, f"{field}: {msg}" if field else msg
 
@@ -50,3 +54,13 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse | HTMLResponse:
+        # Runs outside the other middlewares, so it answers pages with the page itself.
+        log.exception("unhandled error on %s", request.url.path)
+        message = "unexpected error; the API log has the details"
+        wants_html = "text/html" in request.headers.get("accept", "")
+        if wants_html and not request.url.path.startswith("/api/"):
+            return render("error.html", 500, status=500, message=message)
+        return JSONResponse(error_body("internal_error", message), status_code=500)

@@ -139,3 +139,13 @@ async def asyncapi_document() -> dict[str, object]:
     from callmeter_events.asyncapi import document
 
     return document()
+
+
+@router.get("/runs/{run_id}/webhooks")
+async def webhook_deliveries(run_id: str, p: PlatformDep) -> dict[str, object]:
+    """The webhook delivery log of a run: every attempt, its HTTP status or error."""
+    from . import service
+    from .webhooks import deliveries
+
+    await service.get_run(p, run_id)
+    return {"items": await service.query(p, deliveries, run_id)}

@@ -58,6 +58,14 @@ async def save_test(p: Platform, definition: TestDefinition, test_id: str | None
     return test_id
 
 
+async def duplicate_test(p: Platform, test_id: str) -> str:
+    """A copy under a new id, named so it is told apart in the list."""
+    test = await get_test(p, test_id)
+    definition = dict(test["definition"])
+    definition["name"] = f"{definition['name']} (copy)"[:200]
+    return await save_test(p, TestDefinition.model_validate(definition))
+
+
 async def delete_test(p: Platform, test_id: str) -> None:
     await get_test(p, test_id)
     await publish_and_wait(p, TestDeleted(test_id=test_id))

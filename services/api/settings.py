@@ -6,4 +6,8 @@ from callmeter_common.settings import CommonSettings
 class ApiSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8000
+    webhook_secret: str = ""  # used for webhooks that carry no secret of their own
     projection_wait_s: float = 10.0  # how long a write waits to be visible in the read models
+    sse_interval_s: float = 1.0  # live pages get at most one update per interval
+    # Comma-separated Bearer tokens; when set, /api/v1 requires one (pages stay open).
+    api_keys: str = ""

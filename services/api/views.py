@@ -30,7 +30,7 @@ def grade(metric: str, value: float | None) -> str:
 def endpoint_view(doc: dict[str, Any]) -> dict[str, Any]:
     keys = ("endpoint_id", "group", "role", "phase", "outcome", "reason", "sip_code", "worker_id",
             "contact_uri", "target_uri", "codec", "time_to_register_ms", "post_dial_delay_ms",
-            "call_setup_ms", "call_duration_s")  # fmt: skip
+            "call_setup_ms", "call_duration_s", "late_events")  # fmt: skip
     view = {k: doc.get(k) for k in keys}
     view["id"] = doc["endpoint_id"]
     return view
@@ -69,6 +69,7 @@ def run_view(
         "started_at": run.get("started_at"),
         "finished_at": run.get("finished_at"),
         "history": run.get("history", []),
+        "evaluation": run.get("evaluation"),
         "definition": run["definition"],
         "progress": progress(run),
         "phase_counts": {p: phases.get(p, 0) for p in PHASES},
@@ -77,3 +78,23 @@ def run_view(
         "endpoints": eps,
         "summary": {**summary, "loss_pct": None if loss is None else 100 * loss},
     }
+
+
+COMPARED = ("mos", "jitter_ms", "loss_pct", "rtt_ms", "call_setup_ms", "call_success_rate")
+
+
+def compare_view(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Summary figures per run and their change from the first run (the baseline)."""
+    rows = []
+    for run in runs:
+        setups = [e["call_setup_ms"] for e in run["endpoints"] if e.get("call_setup_ms")]
+        values = {**run["summary"], "call_success_rate": run["call_success_rate"]}
+        values["call_setup_ms"] = sum(setups) / len(setups) if setups else None
+        rows.append({"run": run, "values": {k: values.get(k) for k in COMPARED}})
+    base = rows[0]["values"] if rows else {}
+    for row in rows:
+        row["deltas"] = {
+            k: None if v is None or base.get(k) is None else v - base[k]
+            for k, v in row["values"].items()
+        }
+    return rows

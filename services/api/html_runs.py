@@ -1,0 +1,130 @@
+"""Run pages: overview (live over server-sent events), endpoint list, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+
+from . import queries, service
+from .deps import Platform, PlatformDep
+from .endpoint_views import ListQuery, endpoint_page, group_breakdown
+from .errors import ApiError
+from .pages import render, render_block
+from .svg import topology
+from .views import run_view
+
+router = APIRouter(include_in_schema=False)
+TERMINAL = ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW")
+RUN_PAGE_ROWS = 25
+
+
+async def overview(p: Platform, run_id: str, query: ListQuery | None = None) -> dict[str, Any]:
+    """The run view plus what the page adds: groups, endpoint page, live flag."""
+    found = await service.query(p, queries.run_overview, run_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no run {run_id!r}", "run_id")
+    run_doc, endpoints, summary, mos = found
+    run = run_view(run_doc, endpoints, summary)
+    query = query or ListQuery(per_page=RUN_PAGE_ROWS)
+    definition = run["definition"]
+    total = definition["duration_s"] + definition.get("buildup_s", 0)
+    return {
+        "run": run,
+        "live": run["status"] not in TERMINAL,
+        "groups": group_breakdown(definition, run["endpoints"], mos),
+        "listing": endpoint_page(run["endpoints"], mos, query),
+        "elapsed_s": elapsed_s(run, total),
+        "total_s": total,
+    }
+
+
+def elapsed_s(run: dict[str, Any], total: float) -> int:
+    """Seconds the run has been going; a finished run reports its real length, since
+    a stopped run ends before its configured duration."""
+    if run["status"] in TERMINAL and run.get("started_at") and run.get("finished_at"):
+        started = datetime.fromisoformat(run["started_at"])
+        return round((datetime.fromisoformat(run["finished_at"]) - started).total_seconds())
+    return round(run["progress"] * total)
+
+
+def sse(event: str, html: str) -> str:
+    """One server-sent event; every line of the payload needs its own `data:` prefix."""
+    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in html.splitlines()) + "\n"
+
+
+def stream(
+    request: Request, p: Platform, make: Callable[[], Any], event: str, render_fn: Any
+) -> StreamingResponse:
+    """Push the fragment when it changes, at most once per interval, until the run ends.
+
+    One stream per page carries the whole live region: the browser swaps one
+    block instead of every element polling on its own.
+    """
+
+    async def events() -> AsyncIterator[str]:
+        last, idle = "", 0.0
+        while not await request.is_disconnected():
+            ctx = await make()
+            html = render_fn(ctx)
+            if html != last:
+                yield sse(event, html)
+                last, idle = html, 0.0
+            elif idle >= 15:
+                yield ": keepalive\n\n"  # proxies close silent connections
+                idle = 0.0
+            if not ctx["live"]:
+                yield sse("done", "finished")
+                return
+            await asyncio.sleep(p.settings.sse_interval_s)
+            idle += p.settings.sse_interval_s
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+async def run_page(run_id: str, p: PlatformDep) -> HTMLResponse:
+    ctx = await overview(p, run_id)
+    return render("run.html", **ctx, topology=topology(ctx["run"]["definition"]))
+
+
+@router.get("/runs/{run_id}/live", response_class=HTMLResponse)
+async def run_live(run_id: str, p: PlatformDep) -> HTMLResponse:
+    """The live block alone (what the stream sends), for scripts and old clients."""
+    return render("run.html", block="live", **await overview(p, run_id))
+
+
+@router.get("/runs/{run_id}/stream")
+async def run_stream(run_id: str, request: Request, p: PlatformDep) -> StreamingResponse:
+    await overview(p, run_id)  # a 404 before the stream starts, not inside it
+    return stream(
+        request, p, lambda: overview(p, run_id), "live",
+        lambda ctx: render_block("run.html", "live", **ctx),
+    )  # fmt: skip
+
+
+@router.post("/runs/{run_id}/stop")
+async def stop_run(run_id: str, p: PlatformDep) -> RedirectResponse:
+    await service.stop_run(p, run_id)
+    return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+
+@router.get("/runs/{run_id}/endpoints", response_class=HTMLResponse)
+async def endpoints_page(run_id: str, request: Request, p: PlatformDep) -> HTMLResponse:
+    query = ListQuery.parse(dict(request.query_params))
+    return render("endpoints.html", **await overview(p, run_id, query))
+
+
+@router.get("/runs/{run_id}/endpoints/stream")
+async def endpoints_stream(run_id: str, request: Request, p: PlatformDep) -> StreamingResponse:
+    query = ListQuery.parse(dict(request.query_params))
+    await overview(p, run_id, query)
+    return stream(
+        request, p, lambda: overview(p, run_id, query), "table",
+        lambda ctx: render_block("endpoints.html", "table", **ctx),
+    )  # fmt: skip

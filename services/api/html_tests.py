@@ -1,0 +1,142 @@
+"""Test pages: list, editor (create, edit, duplicate), delete, run, runs history."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+
+from callmeter_events import TestDefinition
+from callmeter_storage import results
+
+from . import forms, service
+from .deps import PlatformDep
+from .errors import validation_field_and_message
+from .pages import render
+
+router = APIRouter(include_in_schema=False)
+
+DEMO = {
+    "name": "smoke", "duration_s": 10,
+    "groups": [
+        {"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
+    ],
+}  # fmt: skip
+
+
+async def posted(request: Request) -> dict[str, str]:
+    """The pages post plain urlencoded forms (no uploads); first value per name."""
+    parsed = parse_qs((await request.body()).decode(), keep_blank_values=True)
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def editor(form: dict[str, Any], action: str, title: str, **ctx: Any) -> dict[str, Any]:
+    names = [g.get("name", "") for g in form["groups"]]
+    return {"form": form, "action": action, "title": title, "group_names": names,
+            "codecs": forms.CODECS, "transports": forms.TRANSPORTS, "errors": {}, **ctx}  # fmt: skip
+
+
+def apply_op(form: dict[str, Any], op: str) -> bool:
+    """Add/remove group buttons re-render the editor instead of saving (works without JS)."""
+    if op == "add_group":
+        form["groups"].append(forms.blank_group(len(form["groups"])))
+        return True
+    if op.startswith("remove_group:"):
+        index = int(op.split(":", 1)[1]) if op.split(":", 1)[1].isdigit() else -1
+        if 0 <= index < len(form["groups"]) and len(form["groups"]) > 1:
+            form["groups"].pop(index)
+        return True
+    return False
+
+
+async def save_from_form(request: Request, p: Any, action: str, title: str, test_id: str = ""):  # type: ignore[no-untyped-def]
+    fields = await posted(request)
+    if fields.get("definition", "").strip():  # the advanced JSON editor
+        try:
+            definition = TestDefinition.model_validate_json(fields["definition"])
+        except ValidationError as exc:
+            field, message = validation_field_and_message(dict(exc.errors()[0]))
+            form = forms.form_from_definition({"name": "", "groups": []})
+            ctx = editor(form, action, title, json_draft=fields["definition"])
+            return render("test_form.html", 422, **ctx, json_error=message)
+    else:
+        form = forms.form_from_fields(fields)
+        if not form["groups"]:
+            form["groups"] = [forms.blank_group(0)]
+        if apply_op(form, fields.get("op", "")):
+            return render("test_form.html", **editor(form, action, title))
+        parsed, errors = forms.validate(form)
+        if parsed is None:
+            return render("test_form.html", 422, **editor(form, action, title, errors=errors))
+        definition = parsed
+    saved = await service.save_test(p, definition, test_id or None)
+    return RedirectResponse(f"/tests/{saved}", status_code=303)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def tests_page(p: PlatformDep) -> HTMLResponse:
+    tests = await service.query(p, results.list_tests)
+    runs = await service.query(p, results.list_runs, None, 500)
+    last = {}
+    for r in runs:  # newest first: the first seen per test is its latest run
+        last.setdefault(r["test_id"], r)
+    return render("tests.html", tests=tests, last=last)
+
+
+@router.get("/tests/new", response_class=HTMLResponse)
+async def new_test(p: PlatformDep) -> HTMLResponse:
+    form = forms.form_from_definition(DEMO)
+    return render("test_form.html", **editor(form, "/tests", "New test",
+                                             json_draft=json.dumps(DEMO, indent=2)))  # fmt: skip
+
+
+@router.post("/tests", response_class=HTMLResponse)
+async def create_test(request: Request, p: PlatformDep) -> Any:
+    return await save_from_form(request, p, "/tests", "New test")
+
+
+@router.get("/tests/{test_id}", response_class=HTMLResponse)
+async def test_page(test_id: str, p: PlatformDep) -> HTMLResponse:
+    test = await service.get_test(p, test_id)
+    runs = await service.query(p, results.list_runs, test_id, 200)
+    return render("test.html", test=test, runs=runs)
+
+
+@router.get("/tests/{test_id}/edit", response_class=HTMLResponse)
+async def edit_test(test_id: str, p: PlatformDep) -> HTMLResponse:
+    test = await service.get_test(p, test_id)
+    d = test["definition"]
+    form = forms.form_from_definition(d)
+    ctx = editor(form, f"/tests/{test_id}", f"Edit {d['name']}", test_id=test_id,
+                 json_draft=json.dumps(d, indent=2))  # fmt: skip
+    return render("test_form.html", **ctx)
+
+
+@router.post("/tests/{test_id}", response_class=HTMLResponse)
+async def update_test(test_id: str, request: Request, p: PlatformDep) -> Any:
+    test = await service.get_test(p, test_id)
+    title = f"Edit {test['definition']['name']}"
+    return await save_from_form(request, p, f"/tests/{test_id}", title, test_id)
+
+
+@router.post("/tests/{test_id}/duplicate")
+async def duplicate_test(test_id: str, p: PlatformDep) -> RedirectResponse:
+    new_id = await service.duplicate_test(p, test_id)
+    return RedirectResponse(f"/tests/{new_id}/edit", status_code=303)
+
+
+@router.post("/tests/{test_id}/delete")
+async def delete_test(test_id: str, p: PlatformDep) -> RedirectResponse:
+    await service.delete_test(p, test_id)
+    return RedirectResponse("/", status_code=303)
+
+
+@router.post("/tests/{test_id}/run")
+async def run_test(test_id: str, p: PlatformDep) -> RedirectResponse:
+    run_id = await service.start_run(p, test_id)
+    return RedirectResponse(f"/runs/{run_id}", status_code=303)

@@ -1,0 +1,103 @@
+"""Read queries the pages and the API need beyond callmeter_storage.results.
+
+Each takes an open connection and returns plain data; the routes run them in
+a worker thread through service.query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from callmeter_storage import results
+
+# Receive side: the listening quality an endpoint experienced. The rollup ingest
+# keeps (one row per endpoint) answers without scanning samples; the scan is
+# the fallback for a schema without it.
+_MOS_ROLLUP = (
+    "SELECT endpoint_id, total / n FROM rollup_endpoint"
+    " WHERE run_id = %s AND metric = 'mos' AND n > 0"
+)
+_MOS_SCAN = (
+    "SELECT endpoint_id, avg(mos) FROM metric_samples"
+    " WHERE run_id = %s AND direction = 'recv' AND mos IS NOT NULL GROUP BY endpoint_id"
+)
+SERIES_KEYS = ("mos", "jitter_ms", "fraction_lost", "rtt_ms", "bitrate_bps")
+
+
+def mos_per_endpoint(conn: psycopg.Connection[Any], run_id: str) -> dict[str, float]:
+    row = conn.execute("SELECT to_regclass('rollup_endpoint') IS NOT NULL").fetchone()
+    sql = _MOS_ROLLUP if row and row[0] else _MOS_SCAN
+    return {r[0]: float(r[1]) for r in conn.execute(sql, (run_id,)).fetchall()}
+
+
+def run_overview(conn: psycopg.Connection[Any], run_id: str) -> tuple[Any, ...] | None:
+    """Everything the run page shows, read in one connection checkout."""
+    run = results.run_row(conn, run_id)
+    if run is None:
+        return None
+    return (
+        run,
+        results.endpoint_rows(conn, run_id),
+        results.summary(conn, run_id),
+        mos_per_endpoint(conn, run_id),
+    )
+
+
+def endpoint_doc(conn: psycopg.Connection[Any], run_id: str, endpoint_id: str) -> Any:
+    row = conn.execute(
+        "SELECT doc FROM endpoints WHERE run_id = %s AND endpoint_id = %s", (run_id, endpoint_id)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def endpoint_series(
+    conn: psycopg.Connection[Any], run_id: str, endpoint_id: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Per-second samples of one endpoint by direction, keyed by seconds since its first."""
+    rows = conn.execute(
+        f"SELECT direction, extract(epoch FROM time), {', '.join(SERIES_KEYS)}"
+        " FROM metric_samples WHERE run_id = %s AND endpoint_id = %s ORDER BY time",
+        (run_id, endpoint_id),
+    ).fetchall()
+    out: dict[str, list[dict[str, Any]]] = {"recv": [], "send": []}
+    t0 = float(rows[0][1]) if rows else 0.0
+    for direction, epoch, *values in rows:
+        point = {"t": round(float(epoch) - t0, 3)}
+        point.update(
+            {k: None if v is None else float(v) for k, v in zip(SERIES_KEYS, values, strict=True)}
+        )
+        out[direction].append(point)
+    return out
+
+
+def run_series(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
+    """Receive-side averages per second of call (sample seq), for overlaying runs."""
+    rows = conn.execute(
+        "SELECT seq, avg(mos), avg(jitter_ms), avg(fraction_lost), avg(rtt_ms)"
+        " FROM metric_samples WHERE run_id = %s AND direction = 'recv'"
+        " GROUP BY seq ORDER BY seq",
+        (run_id,),
+    ).fetchall()
+    keys = ("mos", "jitter_ms", "fraction_lost", "rtt_ms")
+    return [
+        {
+            "t": int(r[0]),
+            **{k: None if v is None else float(v) for k, v in zip(keys, r[1:], strict=True)},
+        }
+        for r in rows
+    ]
+
+
+def page_runs(
+    conn: psycopg.Connection[Any], test_id: str | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Newest first, one page, and the total."""
+    where, args = ("WHERE test_id = %s", [test_id]) if test_id else ("", [])
+    total = conn.execute(f"SELECT count(*) FROM runs {where}", args).fetchone()
+    rows = conn.execute(
+        f"SELECT doc FROM runs {where} ORDER BY created_at DESC, run_id LIMIT %s OFFSET %s",
+        [*args, limit, offset],
+    ).fetchall()
+    return [r[0] for r in rows], int(total[0]) if total else 0

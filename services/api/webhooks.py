@@ -1,0 +1,138 @@
+"""Webhooks: POST each run status change to the test's URLs, signed, retried, logged.
+
+The body is the event JSON; `X-CallMeter-Signature: sha256=<hex>` is the
+HMAC-SHA256 of the body with the webhook's secret. Failed deliveries are
+retried with exponential backoff; every attempt is a row in webhook_deliveries
+(the delivery log), and a delivery that succeeded is never sent again, even
+after a restart re-folds the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+import httpx
+import psycopg
+
+from callmeter_events import (
+    Event,
+    RunCompleted,
+    RunEvaluated,
+    RunFailed,
+    RunQueued,
+    RunRejected,
+    RunStarted,
+    RunStopping,
+    encode,
+)  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+STATUS_EVENTS = (
+    RunQueued,
+    RunRejected,
+    RunStarted,
+    RunStopping,
+    RunCompleted,
+    RunFailed,
+    RunEvaluated,
+)
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def backoff_s(attempt: int, base: float) -> float:
+    """1, 2, 4, 8 ... times the base, capped at 5 minutes."""
+    return float(min(300.0, base * 2 ** (attempt - 1)))
+
+
+class Webhooks:
+    def __init__(
+        self,
+        database_url: str,
+        runs: Any,
+        default_secret: str = "",
+        attempts: int = 6,
+        base_delay_s: float = 1.0,
+    ) -> None:
+        self.database_url = database_url
+        self.runs = runs
+        self.default_secret = default_secret
+        self.attempts = attempts
+        self.base_delay_s = base_delay_s
+        self.queue: asyncio.Queue[tuple[Event, str, str]] = asyncio.Queue()
+
+    def observe(self, event: Event) -> None:
+        if not isinstance(event, STATUS_EVENTS):
+            return
+        run = self.runs.runs.get(event.run_id)
+        if run is None:
+            return
+        for hook in run.definition.webhooks:
+            self.queue.put_nowait((event, hook.url, hook.secret or self.default_secret))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            while not stop.is_set():
+                event, url, secret = await self.queue.get()
+                asyncio.ensure_future(self.deliver(http, event, url, secret))
+
+    async def deliver(self, http: httpx.AsyncClient, event: Event, url: str, secret: str) -> None:
+        if await asyncio.to_thread(self._delivered, event.event_id, url):
+            return
+        body = encode(event)
+        headers = {
+            "Content-Type": "application/json", "X-CallMeter-Event": type(event).__name__,
+            "X-CallMeter-Delivery": event.event_id, "X-CallMeter-Signature": signature(secret, body),
+        }  # fmt: skip
+        for attempt in range(1, self.attempts + 1):
+            status, error = None, ""
+            try:
+                resp = await http.post(url, content=body, headers=headers)
+                status = resp.status_code
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            ok = status is not None and 200 <= status < 300
+            await asyncio.to_thread(self._log, event, url, attempt, status, error, ok)
+            if ok:
+                return
+            await asyncio.sleep(backoff_s(attempt, self.base_delay_s))
+        log.warning(
+            "webhook %s gave up after %d attempts for %s", url, self.attempts, event.event_id
+        )
+
+    def _delivered(self, event_id: str, url: str) -> bool:
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM webhook_deliveries WHERE event_id = %s AND url = %s AND ok",
+                (event_id, url),
+            ).fetchone()
+        return row is not None
+
+    def _log(
+        self, event: Event, url: str, attempt: int, status: int | None, error: str, ok: bool
+    ) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO webhook_deliveries (run_id, event_id, event_type, url, attempt,"
+                " status_code, error, ok) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (getattr(event, "run_id", None), event.event_id, type(event).__name__, url, attempt,
+                 status, error[:500], ok),
+            )  # fmt: skip
+
+
+def deliveries(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
+    """The delivery log of one run, oldest first."""
+    rows = conn.execute(
+        "SELECT event_type, url, attempt, status_code, error, ok, attempted_at"
+        " FROM webhook_deliveries WHERE run_id = %s ORDER BY attempted_at, id",
+        (run_id,),
+    ).fetchall()
+    keys = ("event_type", "url", "attempt", "status_code", "error", "ok", "attempted_at")
+    return [dict(zip(keys, r, strict=True)) for r in rows]

@@ -1,0 +1,175 @@
+"""Pages and the JSON API against a whole real platform (real calls, real NATS/Postgres)."""
+
+from __future__ import annotations
+
+import urllib.parse
+import urllib.request
+
+import httpx
+import pytest
+
+from callmeter_api.app import create_app
+from callmeter_api.settings import ApiSettings
+
+pytestmark = pytest.mark.integration
+
+SMOKE = {
+    "name": "ui smoke", "duration_s": 3,
+    "groups": [
+        {"name": "A", "endpoints": 2, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 2, "codecs": ["PCMU"]},
+    ],
+}  # fmt: skip
+
+
+def post_form(platform, path: str, fields: dict[str, str]) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    """POST a urlencoded form without following the redirect: (status, location, body)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return None
+
+    data = urllib.parse.urlencode(fields).encode()
+    req = urllib.request.Request(platform.base + path, data, {"Accept": "text/html"})
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=30) as resp:
+            return resp.status, "", resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("location", ""), err.read().decode()
+
+
+@pytest.fixture(scope="module")
+def finished_run(platform):  # type: ignore[no-untyped-def]
+    run_id = platform.run_test(SMOKE)
+    run = platform.wait_status(run_id, {"COMPLETED", "FAILED"})
+    assert run["status"] == "COMPLETED", run
+    return run
+
+
+def test_pages_have_clear_empty_states_and_errors(platform):  # type: ignore[no-untyped-def]
+    for path, text in [("/tests/new", "Save test"), ("/workers", "ONLINE"),
+                       ("/compare", "Pick two or more runs"), ("/runs", "Runs")]:  # fmt: skip
+        status, html = platform.get_html(path)
+        assert status == 200 and text in html, path
+    status, html = platform.get_html("/runs/nope")
+    assert status == 404 and "Not found" in html and "nope" in html
+
+
+def test_the_editor_saves_a_test_and_puts_errors_next_to_fields(platform):  # type: ignore[no-untyped-def]
+    fields = {
+        "name": "from the form", "duration_s": "2", "buildup_s": "0",
+        "groups.0.name": "A", "groups.0.endpoints": "1", "groups.0.calls": "B",
+        "groups.0.codecs": "PCMA, PCMU", "groups.0.accounts": "1001,pw",
+        "groups.1.name": "B", "groups.1.endpoints": "1", "groups.1.codecs": "PCMU",
+    }  # fmt: skip
+    # A group that calls a group that does not exist: 422, message beside that input.
+    status, _, html = post_form(platform, "/tests", {**fields, "groups.0.calls": "Z"})
+    assert status == 422
+    assert 'id="f-groups-0-calls"' in html and 'aria-invalid="true"' in html
+    assert "no group named &#39;Z&#39;" in html
+    # "Add group" re-renders the editor with a third group, saving nothing.
+    status, _, html = post_form(platform, "/tests", {**fields, "op": "add_group"})
+    assert status == 200 and 'name="groups.2.name"' in html
+    # A valid form saves and redirects to the test.
+    status, location, _ = post_form(platform, "/tests", fields)
+    assert status == 303 and location.startswith("/tests/")
+    test_id = location.rsplit("/", 1)[1]
+    _, test = platform.request("GET", f"/api/v1/tests/{test_id}")
+    assert test["definition"]["groups"][0]["codecs"] == ["PCMA", "PCMU"]
+    assert test["definition"]["groups"][0]["accounts"] == [
+        {"username": "1001", "password": "pw", "auth_username": None}
+    ]
+    # Duplicate, then delete the copy.
+    status, location, _ = post_form(platform, f"/tests/{test_id}/duplicate", {})
+    copy_id = location.split("/")[2]
+    _, copy = platform.request("GET", f"/api/v1/tests/{copy_id}")
+    assert copy["definition"]["name"] == "from the form (copy)"
+    assert post_form(platform, f"/tests/{copy_id}/delete", {})[0] == 303
+    assert platform.request("GET", f"/api/v1/tests/{copy_id}")[0] == 404
+
+
+def test_the_run_page_shows_the_overview_and_the_stream_ends(platform, finished_run):  # type: ignore[no-untyped-def]
+    run_id = finished_run["id"]
+    status, html = platform.get_html(f"/runs/{run_id}")
+    assert status == 200 and "COMPLETED" in html
+    assert 'class="topology"' in html and "2 endpoints" in html  # the topology diagram
+    assert 'id="groups"' in html and "Re-run" in html and "sse-connect" not in html
+    status, live = platform.get_html(f"/runs/{run_id}/live")
+    assert status == 200 and "<html" not in live and 'id="phases"' in live
+    # A finished run's stream sends the state once, then `done`, and closes.
+    with urllib.request.urlopen(platform.base + f"/runs/{run_id}/stream", timeout=30) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        body = resp.read().decode()
+    assert body.startswith("event: live\n") and body.rstrip().endswith(
+        "event: done\ndata: finished"
+    )
+
+
+def test_endpoint_list_filters_sorts_and_pages(platform, finished_run):  # type: ignore[no-untyped-def]
+    run_id = finished_run["id"]
+    status, body = platform.request("GET", f"/api/v1/runs/{run_id}/endpoints?limit=1&group=B")
+    assert status == 200 and body["total"] == 2 and [e["id"] for e in body["items"]] == ["B-1"]
+    _, body = platform.request("GET", f"/api/v1/runs/{run_id}/endpoints?sort=endpoint&order=desc")
+    assert [e["id"] for e in body["items"]] == ["B-2", "B-1", "A-2", "A-1"]
+    assert all(e["mos"] is None or e["mos"] > 4 for e in body["items"])
+    status, html = platform.get_html(f"/runs/{run_id}/endpoints?outcome=SUCCESS&per_page=25")
+    assert status == 200 and "4 endpoints match" in html and 'class="st-good"' in html
+
+
+def test_endpoint_detail_has_the_sip_ladder_and_the_pair(platform, finished_run):  # type: ignore[no-untyped-def]
+    run_id = finished_run["id"]
+    # A caller's detail names its receiver as the pair: caller n -> receiver ((n-1) mod 2)+1.
+    status, body = platform.request("GET", f"/api/v1/runs/{run_id}/endpoints/A-2")
+    assert status == 200, body
+    assert body["pairs"] == ["B-2"] and body["pair"]["endpoint"]["id"] == "B-2"
+    assert any(t["label"].startswith("finished SUCCESS") for t in body["me"]["timeline"])
+    assert len(body["me"]["series"]["recv"]) >= 2
+    # The receiver's timeline carries the SIP messages, full text included.
+    # (Receivers, because the worker attributes a Call-ID shared by two endpoints of
+    # one host to the called one; see the report.)
+    _, body = platform.request("GET", f"/api/v1/runs/{run_id}/endpoints/B-2")
+    sips = [t for t in body["me"]["timeline"] if t["kind"] == "sip"]
+    invite = next(t for t in sips if t["label"].startswith("INVITE "))
+    assert invite["direction"] in ("in", "out") and "Call-ID" in invite["text"]
+    assert body["pairs"] == ["A-2"]
+    status, html = platform.get_html(f"/runs/{run_id}/endpoints/B-2")
+    assert status == 200 and 'id="ladder"' in html and "<details>" in html
+    assert html.count('class="chart"') >= 5
+    assert platform.request("GET", f"/api/v1/runs/{run_id}/endpoints/Z-9")[0] == 404
+
+
+def test_compare_two_runs_and_page_through_lists(platform, finished_run):  # type: ignore[no-untyped-def]
+    second = platform.run_test(SMOKE)
+    platform.wait_status(second, {"COMPLETED", "FAILED"})
+    first = finished_run["id"]
+    status, body = platform.request("GET", f"/api/v1/compare?runs={first},{second}")
+    assert status == 200 and [r["id"] for r in body["runs"]] == [first, second]
+    assert body["runs"][0]["deltas"]["mos"] == 0
+    status, html = platform.get_html(f"/compare?runs={first}&runs={second}")
+    assert status == 200 and 'id="compare"' in html and 'class="chart"' in html
+    status, body = platform.request("GET", "/api/v1/compare?runs=" + first)
+    assert status == 422 and body["error"]["field"] == "runs"
+    _, runs = platform.request("GET", "/api/v1/runs?limit=1&offset=1")
+    assert runs["limit"] == 1 and runs["offset"] == 1 and len(runs["items"]) == 1
+    assert runs["total"] >= 2
+    status, body = platform.request("GET", "/api/v1/runs?limit=0")
+    assert status == 422 and body["error"]["field"] == "limit"
+
+
+async def test_api_keys_guard_the_api_but_not_the_pages(nats_server, postgres_server):  # type: ignore[no-untyped-def]
+    settings = ApiSettings(
+        nats_url=nats_server.url, database_url=postgres_server.url, api_keys="k1,k2"
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.get("/api/v1/tests")
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+            assert r.headers["www-authenticate"] == "Bearer"
+            r = await client.get("/api/v1/tests", headers={"Authorization": "Bearer nope"})
+            assert r.status_code == 401
+            r = await client.get("/api/v1/tests", headers={"Authorization": "Bearer k2"})
+            assert r.status_code == 200 and "items" in r.json()
+            assert (await client.get("/workers")).status_code == 200

@@ -1,0 +1,82 @@
+"""Templates render from shaped views alone (no servers): full pages and live blocks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from callmeter_api.endpoint_views import ListQuery, endpoint_page, group_breakdown, timeline
+from callmeter_api.pages import env, render_block
+from callmeter_api.svg import topology
+from callmeter_api.views import run_view
+
+DEFINITION = {
+    "name": "office", "duration_s": 20, "buildup_s": 0,
+    "groups": [
+        {"name": "A", "endpoints": 2, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 2, "codecs": ["PCMU"]},
+    ],
+}  # fmt: skip
+NOW = datetime.now(UTC).isoformat()
+
+
+def run_ctx(status: str = "RUNNING") -> dict:  # type: ignore[type-arg]
+    run = {"run_id": "r1", "test_id": "t1", "status": status, "definition": DEFINITION,
+           "started_at": NOW, "history": [{"status": status, "at": NOW, "reason": ""}]}  # fmt: skip
+    endpoints = [
+        {"endpoint_id": f"{g}-{i}", "group": g, "role": "caller" if g == "A" else "receiver",
+         "phase": "INCALL" if i == 1 else "RINGING", "outcome": None}
+        for g in "AB" for i in (1, 2)
+    ]  # fmt: skip
+    summary = {"samples": 8, "mos": 4.4, "jitter_ms": 55.0, "fraction_lost": 0.0, "rtt_ms": None}
+    view = run_view(run, endpoints, summary)
+    mos = {"A-1": 4.4}
+    return {
+        "run": view, "live": status not in ("COMPLETED", "FAILED"),
+        "groups": group_breakdown(DEFINITION, view["endpoints"], mos),
+        "listing": endpoint_page(view["endpoints"], mos, ListQuery(per_page=25)),
+        "elapsed_s": 5, "total_s": 20, "topology": topology(DEFINITION),
+    }  # fmt: skip
+
+
+def test_a_live_run_page_connects_one_stream_and_colours_by_threshold():
+    html = env.get_template("run.html").render(**run_ctx())
+    assert html.count("sse-connect=") == 1 and 'sse-swap="live"' in html
+    assert 'id="stop"' in html and 'id="rerun"' not in html
+    assert '<div class="v good">4.40</div>' in html  # MOS 4.4 is good
+    assert '<div class="v bad">55.0 ms</div>' in html  # jitter above 50 ms is audible
+    assert 'class="st-good" data-endpoint="A-1"' in html
+    assert 'class="st-warn" data-endpoint="A-2"' in html
+    assert 'class="topology"' in html
+
+
+def test_the_live_block_alone_is_a_fragment_and_a_finished_run_offers_rerun():
+    fragment = render_block("run.html", "live", **run_ctx("COMPLETED"))
+    assert "<html" not in fragment and 'id="phases"' in fragment
+    assert 'id="rerun"' in fragment and 'id="stop"' not in fragment
+    page = env.get_template("run.html").render(**run_ctx("COMPLETED"))
+    assert "sse-connect" not in page  # nothing left to follow
+
+
+def test_endpoint_list_page_has_sort_links_and_pager():
+    ctx = run_ctx()
+    ctx["listing"] = endpoint_page(ctx["run"]["endpoints"], {}, ListQuery(per_page=3, sort="mos"))
+    html = env.get_template("endpoints.html").render(**ctx)
+    assert 'aria-sort="ascending"' in html and "Page 1 of 2" in html
+    assert 'href="?sort=mos&amp;page=2&amp;per_page=3"' in html
+    table = render_block("endpoints.html", "table", **ctx)
+    assert "<form" not in table and "Page 1 of 2" in table
+
+
+def test_endpoint_page_renders_ladder_and_empty_pair():
+    t = timeline(
+        [], [{"ts": NOW, "direction": "out", "text": "INVITE sip:x SIP/2.0\r\nCall-ID: 1"}]
+    )
+    side = {"endpoint": {"id": "A-1", "role": "caller", "group": "A", "css": ""},
+            "timeline": t, "messages": 1, "charts": ["<svg class=\"chart\"></svg>"]}  # fmt: skip
+    html = env.get_template("endpoint.html").render(
+        run={"id": "r1", "test_id": "t1", "status": "COMPLETED", "name": "office"},
+        me=side,
+        pair=None,
+        pairs=[],
+    )
+    assert 'id="ladder"' in html and "Call-ID: 1" in html and "has no peer" in html
