@@ -153,3 +153,55 @@ def test_sse_subscriber_resumes_without_gaps_or_duplicates(platform):  # type: i
     ):
         only = read_sse(filtered)
     assert [t for _, t in only] == ["EndpointFinished"] * 2
+
+
+def test_webhooks_are_signed_retried_and_logged(platform):  # type: ignore[no-untyped-def]
+    import hashlib
+    import hmac
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[tuple[str, bytes, str]] = []
+    failures_left = [1]  # the first delivery fails: the platform must retry it
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if failures_left[0] > 0:
+                failures_left[0] -= 1
+                self.send_response(500)
+            else:
+                received.append(
+                    (self.headers["X-CallMeter-Event"], body, self.headers["X-CallMeter-Signature"])
+                )
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = {"url": f"http://127.0.0.1:{server.server_port}/hook", "secret": "s3cret"}
+        run_id = platform.run_test({**TEST, "name": "hooked", "duration_s": 2, "webhooks": [hook]})
+        platform.wait_status(run_id, {"COMPLETED"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "RunEvaluated" not in {r[0] for r in received}:
+            time.sleep(0.2)
+    finally:
+        server.shutdown()
+    kinds = [r[0] for r in received]
+    assert {"RunQueued", "RunStarted", "RunCompleted", "RunEvaluated"} <= set(kinds)
+    assert len(kinds) == len(set(kinds))  # each status change delivered once
+    for _, body, sig in received:
+        expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(sig, expected)
+        assert json.loads(body)["run_id"] == run_id
+    _, log = platform.request("GET", f"/api/v1/runs/{run_id}/webhooks")
+    failed = [d for d in log["items"] if not d["ok"]]
+    assert len(failed) == 1 and failed[0]["status_code"] == 500
+    retried = [d for d in log["items"] if d["event_type"] == failed[0]["event_type"] and d["ok"]]
+    assert retried and retried[0]["attempt"] == 2
