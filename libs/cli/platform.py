@@ -53,6 +53,7 @@ class Platform:
     servers: list[Server] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. OTEL_* for every service
 
     def start_servers(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,7 @@ class Platform:
         self.env = {
             "CALLMETER_NATS_URL": self.nats_url, "CALLMETER_DATABASE_URL": self.database_url,
             "CALLMETER_PORT": str(self.api_port), "CALLMETER_DATA_DIR": str(self.data_dir),
+            **self.extra_env,
         }  # fmt: skip
         for name in services:
             self._start(name)

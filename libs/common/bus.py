@@ -16,6 +16,8 @@ from nats.js.errors import NotFoundError
 from callmeter_events import ALL_STREAMS, Event, EventDecodeError, StreamDef, decode, encode
 from callmeter_events.streams import deadletter_subject
 
+from . import telemetry
+
 log = logging.getLogger(__name__)
 
 FoldHandler = Callable[[int, Event], Awaitable[None]]
@@ -57,9 +59,10 @@ class Bus:
 
     async def publish(self, event: Event) -> int:
         """Publish with a deterministic Nats-Msg-Id; returns the stream sequence."""
-        ack = await self.js.publish(
-            event.subject(), encode(event), headers={"Nats-Msg-Id": event.msg_id()}
-        )
+        run_id = getattr(event, "run_id", None)
+        headers = telemetry.publish_headers(self.service, type(event).__name__, run_id)
+        headers["Nats-Msg-Id"] = event.msg_id()
+        ack = await self.js.publish(event.subject(), encode(event), headers=headers)
         return int(ack.seq)
 
     async def publish_many(self, events: Sequence[Event], concurrency: int = 256) -> None:
@@ -105,6 +108,10 @@ class Bus:
             except EventDecodeError as exc:
                 await self.dead_letter(msg, str(exc))
                 return
+            telemetry.remember(getattr(event, "run_id", None), msg.headers)
+            telemetry.meters().events_handled.add(
+                1, {"service": self.service, "type": type(event).__name__}
+            )
             await handler(seq, event)
 
         config = api.ConsumerConfig(deliver_policy=deliver_policy)
@@ -150,6 +157,10 @@ class Bus:
                 msgs = await sub.fetch(batch, timeout=0.5)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
+            m = telemetry.meters()
+            m.batch_size.record(len(msgs), {"service": self.service})
+            m.consumer_lag.record(msgs[-1].metadata.num_pending, {"service": self.service})
+            m.events_handled.add(len(msgs), {"service": self.service})
             good: list[tuple[Msg, Event]] = []
             for msg in msgs:
                 try:
@@ -158,4 +169,8 @@ class Bus:
                     await self.dead_letter(msg, str(exc))
                     await msg.ack()
             if good:
-                await handler(good)
+                run_ids = [r for _, e in good if (r := getattr(e, "run_id", None))]
+                for msg, event in good:
+                    telemetry.remember(getattr(event, "run_id", None), msg.headers)
+                with telemetry.handling(self.service, "handle batch", run_ids):
+                    await handler(good)

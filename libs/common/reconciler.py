@@ -5,6 +5,11 @@ State is rebuilt from CALLMETER_EVENTS (from sequence 1) and CALLMETER_WORKERS
 caught up with where the stream was when the service started, so a restarted
 service re-derives exactly the decisions that were still missing; the ones it
 already published come back with the same Nats-Msg-Id and JetStream drops them.
+
+After publishing, the loop also waits until its own events have come back
+through the fold before deciding again ("read your own writes"): otherwise a
+decision taken on a state that lacks the previous one can contradict it (assign
+an endpoint, then finish it as "never started" one tick later).
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ class World:
 
     runs: RunsProjection = field(default_factory=RunsProjection)
     workers: dict[str, WorkerState] = field(default_factory=dict)
+    workers_position: int = 0
 
     def apply(self, seq: int, event: Event) -> None:
         if event.stream == WORKERS.name:
+            self.workers_position = max(self.workers_position, seq)
             worker_id = getattr(event, "worker_id")  # noqa: B009 - every worker event has it
             state = apply_worker(event, self.workers.get(worker_id))
             if state is not None:
@@ -55,6 +62,9 @@ class Reconciler:
         self._target_seq = 0
         self._wake = asyncio.Event()
         self._sent: dict[str, float] = {}
+        self._own: dict[str, int] = {}  # stream -> last sequence this loop published
+        self._own_since = 0.0
+        self.own_wait_s = 5.0  # a fold that lags longer than this no longer blocks decisions
 
     async def _on_event(self, seq: int, event: Event) -> None:
         self.world.apply(seq, event)
@@ -88,13 +98,42 @@ class Reconciler:
                 pass
             await asyncio.sleep(0.02)  # let a burst of events fold before deciding again
 
+    def _folded_own_writes(self, now: float) -> bool:
+        positions = {
+            EVENTS.name: self.world.runs.position,
+            WORKERS.name: self.world.workers_position,
+        }
+        if all(positions.get(stream, 0) >= seq for stream, seq in self._own.items()):
+            return True
+        return now - self._own_since > self.own_wait_s
+
     async def step(self) -> None:
         """Decide on the current state and publish what was not published yet."""
         now = time.monotonic()
+        if not self._folded_own_writes(now):
+            return  # the next folded event wakes the loop again
         fresh = [e for e in self.decide(self.world, utcnow()) if e.msg_id() not in self._sent]
         for event in fresh:
             self._sent[event.msg_id()] = now
         if fresh:
-            await self.bus.publish_many(fresh)
+            await self._publish(fresh)
         # A decision not yet folded back after 10 s may be re-published (dedup still holds).
         self._sent = {k: t for k, t in self._sent.items() if now - t < 10}
+
+    async def _publish(self, events: list[Event], concurrency: int = 256) -> None:
+        """Publish concurrently, remembering the highest sequence per stream.
+
+        A duplicate (dropped by JetStream) acks with the original's sequence,
+        which the fold has already seen or will see: waiting for it is right.
+        """
+        gate = asyncio.Semaphore(concurrency)
+        own: dict[str, int] = {}
+
+        async def one(event: Event) -> None:
+            async with gate:
+                seq = await self.bus.publish(event)
+            own[event.stream] = max(own.get(event.stream, 0), seq)
+
+        await asyncio.gather(*(one(e) for e in events))
+        self._own = own
+        self._own_since = time.monotonic()

@@ -8,14 +8,22 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 
+from . import telemetry
+
 Serve = Callable[[asyncio.Event], Awaitable[None]]
 
 
 def setup_logging(service: str) -> None:
-    logging.basicConfig(
-        level=os.environ.get("CALLMETER_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    """Log lines carry the service and the run being handled; telemetry per OTEL_ vars."""
+    handler = logging.StreamHandler()
+    handler.addFilter(telemetry.RunIdFilter())
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s {service} %(levelname)s run=%(run_id)s %(name)s: %(message)s"
+        )
     )
+    logging.basicConfig(level=os.environ.get("CALLMETER_LOG_LEVEL", "INFO"), handlers=[handler])
+    telemetry.setup(service)
 
 
 def run_service(service: str, serve: Serve) -> None:
