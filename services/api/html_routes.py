@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from . import html_endpoints, html_runs, html_tests, queries, service
+from . import html_endpoints, html_replay, html_runs, html_tests, queries, service
 from .deps import PlatformDep
 from .details import RunIds, compared_runs
 from .pages import error_page, render
@@ -21,6 +21,7 @@ router = APIRouter(include_in_schema=False)
 router.include_router(html_tests.router)
 router.include_router(html_runs.router)
 router.include_router(html_endpoints.router)
+router.include_router(html_replay.router)
 
 
 @router.get("/workers", response_class=HTMLResponse)

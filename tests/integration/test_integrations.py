@@ -205,3 +205,30 @@ def test_webhooks_are_signed_retried_and_logged(platform):  # type: ignore[no-un
     assert len(failed) == 1 and failed[0]["status_code"] == 500
     retried = [d for d in log["items"] if d["event_type"] == failed[0]["event_type"] and d["ok"]]
     assert retried and retried[0]["attempt"] == 2
+
+
+def test_replay_page_shows_the_run_as_it_was(platform):  # type: ignore[no-untyped-def]
+    import re
+
+    run_id = platform.run_test({**TEST, "name": "replay-ui", "duration_s": 3})
+    platform.wait_status(run_id, {"COMPLETED"})
+    platform.request("GET", f"/api/v1/runs/{run_id}")
+
+    def status_at(at: float) -> str:
+        code, html = platform.get_html(f"/runs/{run_id}/replay/frame?at={at}")
+        assert code == 200, html
+        return re.search(r'id="run-status"[^>]*>(\w+)<', html).group(1)
+
+    # At the start it had just been created; in the middle endpoints were in call; at the end, done.
+    assert status_at(0) == "PENDING"
+    def in_call_at(at: float) -> int:
+        _, html = platform.get_html(f"/runs/{run_id}/replay/frame?at={at}")
+        return int(re.search(r'data-phase="INCALL">.*?<div class="v">(\d+)<', html, re.S).group(1))
+
+    # Somewhere in the middle every call was up (scrub in half-second steps to find it).
+    moments = [i / 2 for i in range(2, 40)]
+    assert max(in_call_at(t) for t in moments) == 4
+    assert any(status_at(t) == "RUNNING" for t in moments)
+    assert status_at(3600) == "COMPLETED"
+    code, page = platform.get_html(f"/runs/{run_id}/replay")
+    assert code == 200 and 'type="range"' in page and "▶ 10×" in page
