@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +38,15 @@ class Bus:
         )
         return cls(nc, nc.jetstream(timeout=10), service)
 
-    async def close(self) -> None:
-        if not self.nc.is_closed:
-            await self.nc.drain()
+    async def close(self, timeout: float = 5.0) -> None:
+        """Drain (finish in-flight work), but never hang a shutdown on it."""
+        if self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout)
+        except (TimeoutError, nats.errors.Error):
+            # A pull subscription's internal queue can keep drain() waiting forever.
+            await self.nc.close()
 
     async def ensure_streams(self, streams: Sequence[StreamDef] = ALL_STREAMS) -> None:
         """Create or update the streams; safe to call from every service at start-up."""
@@ -152,25 +159,30 @@ class Bus:
         )
         await self.js.add_consumer(stream.name, config)
         sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=0.5)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            m = telemetry.meters()
-            m.batch_size.record(len(msgs), {"service": self.service})
-            m.consumer_lag.record(msgs[-1].metadata.num_pending, {"service": self.service})
-            m.events_handled.add(len(msgs), {"service": self.service})
-            good: list[tuple[Msg, Event]] = []
-            for msg in msgs:
+        try:
+            while not stop.is_set():
                 try:
-                    good.append((msg, decode(msg.data)))
-                except EventDecodeError as exc:
-                    await self.dead_letter(msg, str(exc))
-                    await msg.ack()
-            if good:
-                run_ids = [r for _, e in good if (r := getattr(e, "run_id", None))]
-                for msg, event in good:
-                    telemetry.remember(getattr(event, "run_id", None), msg.headers)
-                with telemetry.handling(self.service, "handle batch", run_ids):
-                    await handler(good)
+                    msgs = await sub.fetch(batch, timeout=0.5)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                m = telemetry.meters()
+                m.batch_size.record(len(msgs), {"service": self.service})
+                m.consumer_lag.record(msgs[-1].metadata.num_pending, {"service": self.service})
+                m.events_handled.add(len(msgs), {"service": self.service})
+                good: list[tuple[Msg, Event]] = []
+                for msg in msgs:
+                    try:
+                        good.append((msg, decode(msg.data)))
+                    except EventDecodeError as exc:
+                        await self.dead_letter(msg, str(exc))
+                        await msg.ack()
+                if good:
+                    run_ids = [r for _, e in good if (r := getattr(e, "run_id", None))]
+                    for msg, event in good:
+                        telemetry.remember(getattr(event, "run_id", None), msg.headers)
+                    with telemetry.handling(self.service, "handle batch", run_ids):
+                        await handler(good)
+        finally:
+            # Unsubscribed, the connection can drain at shutdown without waiting on it.
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
