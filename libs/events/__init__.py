@@ -59,7 +59,16 @@ from .subjects import (
     run_events,
     stop_signals,
 )  # fmt: skip
-from .testdef import Codec, Group, Registrar, SipAccount, TestDefinition, endpoint_id
+from .testdef import (
+    CallOptions,
+    Codec,
+    Group,
+    Registrar,
+    ScenarioAction,
+    SipAccount,
+    TestDefinition,
+    endpoint_id,
+)  # fmt: skip
 from .worker_events import WorkerHeartbeat, WorkerLost, WorkerOffline, WorkerOnline
 
 __all__ = [name for name in dir() if not name.startswith("_")]

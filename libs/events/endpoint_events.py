@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from .base import Event
-from .testdef import Codec, Registrar, SipAccount
+from .testdef import CallOptions, Codec, Registrar, ScenarioAction, SipAccount
 
 Phase = Literal[
     "INITIALIZING", "REGISTERED", "CALLING", "RINGING", "NEGOTIATING", "INCALL",
@@ -39,6 +39,8 @@ class EndpointConfig(BaseModel):
     account: SipAccount | None = None
     drop_tx_pct: int = 0
     drop_rx_pct: int = 0
+    options: CallOptions = CallOptions()
+    scenario: list[ScenarioAction] = []
 
 
 class _EndpointEvent(Event):

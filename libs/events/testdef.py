@@ -27,12 +27,47 @@ class Registrar(_Frozen):
     transport: Transport = "udp"
     domain: str | None = Field(default=None, max_length=255)
     outbound_proxy: str | None = Field(default=None, max_length=255)
+    # Requested registration lifetime; the server may grant less (recorded as expires_s).
+    expires_s: int = Field(default=300, ge=5, le=86_400)
 
 
 class SipAccount(_Frozen):
     username: str = Field(min_length=1, max_length=128)
     password: str = Field(default="", max_length=128)
     auth_username: str | None = Field(default=None, max_length=128)
+
+
+class CallOptions(_Frozen):
+    """Per-group SIP behaviour of the endpoints (defaults: a plain RFC 3261 phone)."""
+
+    prack: Literal["off", "supported", "required"] = "off"  # 100rel (RFC 3262)
+    session_timer: Literal["off", "optional", "required", "always"] = "off"  # RFC 4028
+    session_expires_s: int = Field(default=1800, ge=90, le=86_400)
+    min_se_s: int = Field(default=90, ge=90, le=86_400)
+    answer_delay_s: float = Field(default=0.0, ge=0, le=300)  # receiver: INVITE -> 180
+    ring_time_s: float = Field(default=0.0, ge=0, le=300)  # receiver: 180 -> 200
+    invite_timeout_s: float = Field(default=60.0, gt=0, le=600)  # caller: CANCEL after
+    transport: Transport = "udp"  # direct mode; with a registrar its transport wins
+    srtp: Literal["off", "optional", "mandatory"] = "off"  # SDES keying
+    dscp_rtp: int | None = Field(default=None, ge=0, le=63)
+
+
+class ScenarioAction(_Frozen):
+    """One action at `at_s` seconds after the call is answered."""
+
+    at_s: float = Field(ge=0, le=86_400)
+    action: Literal["hold", "resume", "dtmf", "update_media"]
+    digits: str | None = Field(default=None, pattern=r"^[0-9*#A-Da-d]{1,32}$")
+    method: Literal["rfc4733", "info"] = "rfc4733"  # DTMF method
+    codec: Codec | None = None  # update_media: re-INVITE offering this codec first
+
+    @model_validator(mode="after")
+    def _needs(self) -> ScenarioAction:
+        if self.action == "dtmf" and not self.digits:
+            raise ValueError("digits: a dtmf action needs digits")
+        if self.action == "update_media" and self.codec is None:
+            raise ValueError("codec: an update_media action needs a codec")
+        return self
 
 
 class Webhook(_Frozen):
@@ -55,6 +90,8 @@ class Group(_Frozen):
     # Simulated loss for self-checks, whole percent (pjsua applies it per process).
     drop_tx_pct: int = Field(default=0, ge=0, le=100)
     drop_rx_pct: int = Field(default=0, ge=0, le=100)
+    options: CallOptions = Field(default_factory=CallOptions)
+    scenario: list[ScenarioAction] = Field(default_factory=list, max_length=50)
 
 
 class TestDefinition(_Frozen):

@@ -39,6 +39,9 @@ def start_command(event: EndpointAssigned) -> dict[str, Any]:
         "op": "start_endpoint", "endpoint_id": event.endpoint_id, "role": c.role,
         "codecs": list(c.codecs), "duration_s": c.duration_s, "target_uri": c.target_uri,
         "username": c.username, "drop_tx_pct": c.drop_tx_pct, "drop_rx_pct": c.drop_rx_pct,
+        "registrar": c.registrar.model_dump() if c.registrar else None,
+        "account": c.account.model_dump() if c.account else None,
+        "options": c.options.model_dump(), "scenario": [s.model_dump() for s in c.scenario],
     }  # fmt: skip
 
 
@@ -49,6 +52,7 @@ class Supervisor:
         self.pool = HostPool(
             settings.endpoints_per_host, settings.rtp_port_range, settings.advertise_host,
             settings.host_silence_s, self.on_host_message, self.on_host_lost, settings.trace_sip,
+            tls_files=(settings.tls_cert, settings.tls_key),
         )  # fmt: skip
         self.known: set[tuple[str, str]] = set()  # (run, endpoint) accepted, for redeliveries
         self.delayed: dict[tuple[str, str], asyncio.Task[None]] = {}

@@ -35,10 +35,17 @@ import pjsua2 as pj
 
 from . import host_protocol as proto
 from .audio import resolve_codecs, write_tone_wav
-from .host_endpoint import Endpoint, HostCall
+from .host_endpoint import Endpoint
+from .host_sip import HostCall
 
 log = logging.getLogger("callmeter.host")
 MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
+SRTP = {"off": pj.PJMEDIA_SRTP_DISABLED, "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+        "mandatory": pj.PJMEDIA_SRTP_MANDATORY}  # fmt: skip
+PRACK = {"off": pj.PJSUA_100REL_NOT_USED, "supported": pj.PJSUA_100REL_OPTIONAL,
+         "required": pj.PJSUA_100REL_MANDATORY}  # fmt: skip
+TIMER = {"off": pj.PJSUA_SIP_TIMER_INACTIVE, "optional": pj.PJSUA_SIP_TIMER_OPTIONAL,
+         "required": pj.PJSUA_SIP_TIMER_REQUIRED, "always": pj.PJSUA_SIP_TIMER_ALWAYS}  # fmt: skip
 
 
 class SipLogWriter(pj.LogWriter):
@@ -93,9 +100,8 @@ class Host:
         lc.msgLogging = bool(a.trace_sip)
         lc.decor = 0
         self.ep.libInit(cfg)
-        tcfg = pj.TransportConfig()
-        tcfg.port, tcfg.boundAddress = a.sip_port, a.bind
-        self.transport_id = self.ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        self.transports: dict[str, int] = {}
+        self.transport_id = self.transport_for("udp")
         self.ep.libStart()
         self.ep.audDevManager().setNullDev()
         self.codec_ids = [c.codecId for c in self.ep.codecEnum2()]
@@ -108,16 +114,54 @@ class Host:
         self.playback = self.ep.audDevManager().getPlaybackDevMedia()
         self.emit("host_ready", sip_port=a.sip_port)
 
-    def account_config(self, id_uri: str) -> pj.AccountConfig:
+    def listen_port(self, transport: str) -> int:
+        """SIP port of a transport: UDP and TCP share the number; TLS uses the next one
+        (the port allocator leaves it free: hosts are spaced by a whole RTP block)."""
+        return self.sip_port + 1 if transport == "tls" else self.sip_port
+
+    def transport_for(self, kind: str) -> int:
+        """The host's transport of this kind, created on first use.
+
+        TCP/TLS listeners cost sockets out of the 64-handle ioqueue, so a host
+        opens them only when an endpoint asks for them.
+        """
+        if kind not in self.transports:
+            tcfg = pj.TransportConfig()
+            tcfg.port, tcfg.boundAddress = self.listen_port(kind), self.bind
+            if kind == "tls":
+                tls = tcfg.tlsConfig
+                tls.certFile, tls.privKeyFile = self.args.tls_cert, self.args.tls_key
+                tls.method = pj.PJSIP_TLSV1_2_METHOD
+                tls.verifyServer = tls.verifyClient = False  # self-signed test beds
+            types = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP,
+                     "tls": pj.PJSIP_TRANSPORT_TLS}  # fmt: skip
+            self.transports[kind] = self.ep.transportCreate(types[kind], tcfg)
+        return self.transports[kind]
+
+    def account_config(self, endpoint: Endpoint) -> pj.AccountConfig:
+        """Direct-mode account of one endpoint; Registration.configure adds registrar mode."""
+        opts = endpoint.options
         cfg = pj.AccountConfig()
-        cfg.idUri = id_uri  # no registrar: direct mode
-        cfg.sipConfig.transportId = self.transport_id
-        mt = cfg.mediaConfig.transportConfig
+        cfg.idUri = endpoint.contact_uri
+        cfg.sipConfig.transportId = self.transport_for(endpoint.transport)
+        med = cfg.mediaConfig
+        mt = med.transportConfig
         mt.port, mt.portRange, mt.boundAddress = (
             self.args.rtp_port,
             self.args.rtp_port_range,
             self.bind,
         )
+        if opts["dscp_rtp"] is not None:
+            mt.qosType = pj.PJ_QOS_TYPE_VOICE
+            mt.qosParams.flags = pj.PJ_QOS_PARAM_HAS_DSCP
+            mt.qosParams.dscp_val = int(opts["dscp_rtp"])
+        med.srtpUse = SRTP[opts["srtp"]]
+        med.srtpSecureSignaling = 0  # SDES keys over plain UDP/TCP: a test bed, not a product
+        call = cfg.callConfig
+        call.prackUse = PRACK[opts["prack"]]
+        call.timerUse = TIMER[opts["session_timer"]]
+        call.timerSessExpiresSec = int(opts["session_expires_s"])
+        call.timerMinSESec = int(opts["min_se_s"])
         return cfg
 
     def resolve_codecs(self, names: list[str]) -> list[str]:
@@ -247,11 +291,7 @@ class Host:
                 eid,
             )
         user = cmd["username"]
-        if any(
-            e.contact_uri.split("@")[0] == f"sip:{user}"
-            for e in self.endpoints.values()
-            if not e.finished
-        ):
+        if any(e.username == user for e in self.endpoints.values() if not e.finished):
             return self.error(f"username {user!r} already used in this host", eid)
         try:
             codecs = self.resolve_codecs(cmd["codecs"])
@@ -273,9 +313,18 @@ class Host:
             if parsed:
                 direction, text, call_id = parsed
                 eid = self.callids.get(call_id) if call_id else None
+                if eid is None and proto.is_register(text):
+                    eid = self.register_owner(text)
                 self.emit("sip_message", endpoint_id=eid, direction=direction, text=text)
             elif level <= self.args.log_level:
                 sys.stderr.write(msg if msg.endswith("\n") else msg + "\n")
+
+    def register_owner(self, text: str) -> str | None:
+        """REGISTER and its responses belong to the endpoint whose AOR is in To."""
+        user = proto.to_user(text)
+        return next(
+            (e.id for e in self.endpoints.values() if e.registration and e.username == user), None
+        )
 
     def run(self) -> None:
         next_beat = 0.0
@@ -340,6 +389,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop-rx-pct", type=int, default=0)
     p.add_argument("--trace-sip", action="store_true", help="emit sip_message events")
     p.add_argument("--log-level", type=int, default=2, help="PJSIP log level sent to stderr")
+    p.add_argument("--tls-cert", default="", help="PEM certificate for the TLS listener")
+    p.add_argument("--tls-key", default="", help="PEM private key for the TLS listener")
     return p.parse_args(argv)
 
 

@@ -1,111 +1,33 @@
-"""pjsua2 Account/Call subclasses and the per-endpoint state machine of the host.
+"""The per-endpoint state machine of the host: register, call, sample, finish.
 
-Everything here runs in the host's main thread: pjsua2 callbacks fire inside
-ep.libHandleEvents(), and `Endpoint.tick` is called from the same loop. The
-callbacks only record facts and emit events; anything that creates or drops
-pjsua2 objects (hangup, releasing Call/Account) happens in `tick`, outside
-callbacks, as PJSUA2.md requires.
+Everything here runs in the host's main thread: pjsua2 callbacks (host_sip)
+fire inside ep.libHandleEvents() and only record facts; `Endpoint.tick`,
+called from the same loop, acts on them: anything that creates or drops
+pjsua2 objects (makeCall, answer after a delay, hangup, releasing
+Call/Account) happens there, outside callbacks, as PJSUA2.md requires.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import pjsua2 as pj
 
+from .host_register import Registration
+from .host_scenario import Scenario
+from .host_sip import HostAccount, HostCall
 from .stream_stats import StreamSampler, read_snapshot
 
 if TYPE_CHECKING:
     from .host import Host
 
 log = logging.getLogger("callmeter.host")
-_RURI_RE = re.compile(r"\s*INVITE\s+sips?:([^@;>\s]+)@")
 RECEIVER_SAFETY_S = 10.0  # receiver hangs up this long after duration_s if no BYE came
 WAIT_FOR_CALL_S = 120.0  # receiver with no INVITE by then finishes TIMEOUT
-SETUP_TIMEOUT_S = 60.0  # caller: no answer by then -> CANCEL, outcome TIMEOUT
 TEARDOWN_TIMEOUT_S = 40.0  # BYE/CANCEL retransmissions end by 32 s (Timer F/B)
 FIRST_RTP_POLL_S = 0.02  # stat polling rate until the first RTP packet is seen
-
-
-def _guard(fn):
-    """A Python exception escaping a pjsua2 director callback can abort the process."""
-
-    def wrapper(self, *args):
-        try:
-            fn(self, *args)
-        except Exception:  # noqa: BLE001 - must never propagate into C++
-            log.exception("callback %s failed", fn.__name__)
-
-    return wrapper
-
-
-def _request_user(msg: str) -> str | None:
-    """User part of the Request-URI: 'INVITE sip:alice@host:5060 SIP/2.0' -> 'alice'."""
-    m = _RURI_RE.match(msg)
-    return m.group(1) if m else None
-
-
-class HostAccount(pj.Account):
-    def __init__(self, host: Host, endpoint: Endpoint) -> None:
-        super().__init__()
-        self.host, self.endpoint = host, endpoint
-
-    @_guard
-    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
-        call = HostCall(self.host, self, None, prm.callId)
-        ep = self.endpoint
-        if _request_user(prm.rdata.wholeMsg) != ep.username:
-            # pjsua hands INVITEs for unknown users to the default account; a receiver
-            # must not answer a call meant for an endpoint that is not (yet) here
-            self.host.reject(call, 404)
-            return
-        if ep.role != "receiver" or ep.call is not None or ep.finished:
-            self.host.reject(call, 486)  # busy: this endpoint already has its call
-            return
-        ep.attach_incoming(call)
-
-
-class HostCall(pj.Call):
-    def __init__(self, host: Host, acc: HostAccount, endpoint: Endpoint | None, cid: int) -> None:
-        super().__init__(acc, cid)
-        self.host, self.endpoint = host, endpoint
-        self.disconnected = False
-
-    @_guard
-    def onCallState(self, prm: pj.OnCallStateParam) -> None:
-        try:
-            ci = self.getInfo()
-        except pj.Error:  # PJSIP_ESESSIONTERMINATED: the call is gone
-            self.disconnected = True
-            return
-        if ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.disconnected = True  # released by the main loop, not here
-        if self.endpoint is not None:
-            self.endpoint.on_call_state(ci)
-
-    @_guard
-    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
-        if self.endpoint is None or prm.e.type != pj.PJSIP_EVENT_TSX_STATE:
-            return
-        tsx = prm.e.body.tsxState.tsx
-        if tsx.method == "INVITE" and tsx.role == pj.PJSIP_ROLE_UAC and tsx.statusCode:
-            self.endpoint.on_invite_response(tsx.statusCode, tsx.statusText)
-
-    @_guard
-    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
-        ci = self.getInfo()
-        for mi in ci.media:
-            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
-                self.host.connect_audio(self.getAudioMedia(mi.index))
-
-    @_guard
-    def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
-        # Last moment the stream statistics exist: take the final sample here.
-        if self.endpoint is not None and prm.streamIdx == 0:
-            self.endpoint.final_sample(self)
 
 
 class Endpoint:
@@ -119,8 +41,20 @@ class Endpoint:
         self.duration_s = float(cmd["duration_s"])
         self.target_uri: str | None = cmd.get("target_uri")
         self.username: str = cmd["username"]
+        self.options: dict[str, Any] = cmd["options"]
+        self.registration = (
+            Registration(cmd["registrar"], cmd["account"], self.username)
+            if cmd.get("registrar") else None
+        )  # fmt: skip
+        self.scenario = Scenario(host, self.id, cmd.get("scenario") or [])
+        transport = self.transport
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        port = host.listen_port(transport)
+        self.contact_uri = (
+            self.registration.aor if self.registration
+            else f"sip:{self.username}@{host.bind}:{port}{suffix}"
+        )  # fmt: skip
         self.sip_call_id: str | None = None
-        self.contact_uri = f"sip:{cmd['username']}@{host.bind}:{host.sip_port}"
         self.account: HostAccount | None = None
         self.call: HostCall | None = None
         self.phase = ""
@@ -140,21 +74,44 @@ class Endpoint:
         self.hangup_at: float | None = None  # when we sent BYE/CANCEL
         self.forced: str | None = None  # outcome forced by a timeout
         self.stopped = False  # a hangup command arrived
+        self.ready = False  # registered (or direct mode): may call / be called
+        self.t_ready = 0.0
+        self.answer_at: list[tuple[float, int]] = []  # receiver: (when, status) still to send
+        self.ending: tuple[str, str, int | None] | None = None  # outcome, waiting for unregister
         self.finished = False
+
+    @property
+    def transport(self) -> str:
+        return self.registration.registrar["transport"] if self.registration else (
+            self.options["transport"]
+        )  # fmt: skip
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.set_phase("INITIALIZING")
-        cfg = self.host.account_config(self.contact_uri)
+        cfg = self.host.account_config(self)
+        if self.registration is not None:
+            self.registration.configure(cfg)
         account = HostAccount(self.host, self)
         account.create(cfg)  # raises pj.Error; the object is then never registered
         self.account = self.host.accounts[self.id] = account
-        self.host.emit("endpoint_ready", endpoint_id=self.id, contact_uri=self.contact_uri)
+        if self.registration is None:
+            self.host.emit("endpoint_ready", endpoint_id=self.id, contact_uri=self.contact_uri)
+            self.on_ready()
+
+    def on_ready(self) -> None:
+        """Registered (or direct mode): a receiver waits, a caller dials (from tick)."""
+        self.ready, self.t_ready = True, time.monotonic()
+        if self.role == "idle":
+            return  # only present (registered) for the duration
         if self.role == "receiver":
             # pjsua builds the SDP answer before onIncomingCall runs, so a receiver's
             # codecs must be in place now; see Host.receiver_codecs for the sharing rule
             self.host.apply_codecs(self.host.receiver_codecs())
-            return
+        else:
+            self.place_call()
+
+    def place_call(self) -> None:
         self.host.apply_codecs(self.codecs)  # the SDP offer is built inside makeCall
         call = HostCall(self.host, self.account, self, pj.PJSUA_INVALID_ID)
         self.call = call
@@ -166,23 +123,31 @@ class Endpoint:
             self.call = None  # pjsua never allocated the call; nothing to release
             outcome = "OSERROR" if "address" in exc.info().lower() else "CALL_FAILED"
             self.host.emit("call_failed", endpoint_id=self.id, code=None, reason=exc.info())
-            self.finish(outcome, f"makeCall failed: {exc.info()}", None)
+            self.end(outcome, f"makeCall failed: {exc.info()}", None)
             return
+        finally:
+            self.host.apply_codecs(self.host.receiver_codecs())
         self.sip_call_id = self.host.track_call_id(call, self.id)
-        self.host.apply_codecs(self.host.receiver_codecs())
 
     def attach_incoming(self, call: HostCall) -> None:
-        """Receiver: auto-answer 180 then 200 (inside onIncomingCall, as pjsua2 allows)."""
+        """Receiver: 180 after answer_delay_s, 200 ring_time_s later (0/0: at once)."""
         self.call, call.endpoint = call, self
         self.t_invite = time.monotonic()
         self.sip_call_id = self.host.track_call_id(call, self.id)
-        self.set_phase("RINGING")
-        prm = pj.CallOpParam()
-        prm.statusCode = 180
-        call.answer(prm)
-        prm.statusCode = 200
-        call.answer(prm)
-        self.t_200 = time.monotonic()
+        delay, ring = self.options["answer_delay_s"], self.options["ring_time_s"]
+        self.answer_at = [(self.t_invite + delay, 180), (self.t_invite + delay + ring, 200)]
+        self._answer_due(self.t_invite)  # inside onIncomingCall, as pjsua2 allows
+
+    def _answer_due(self, now: float) -> None:
+        while self.answer_at and self.answer_at[0][0] <= now and self.call is not None:
+            _, code = self.answer_at.pop(0)
+            prm = pj.CallOpParam()
+            prm.statusCode = code
+            self.call.answer(prm)
+            if code == 180:
+                self.set_phase("RINGING")
+            else:
+                self.t_200 = time.monotonic()
 
     def set_phase(self, phase: str) -> None:
         if phase != self.phase:
@@ -228,18 +193,18 @@ class Endpoint:
                 codec = self.call.getStreamInfo(0).codecName if self.call else None
             except pj.Error:
                 pass
-            caller = self.role == "caller"
+            timing = self.timing()
+            keys = ("time_to_trying_ms", "time_to_ringing_ms", "post_dial_delay_ms")
             self.host.emit(
                 "call_established", endpoint_id=self.id, codec=codec,
-                time_to_trying_ms=self._ms(self.t_trying) if caller else None,
-                time_to_ringing_ms=self._ms(self.t_ringing) if caller else None,
-                post_dial_delay_ms=self._ms(self.t_ringing) if caller else None,
-                call_setup_ms=self._ms(self.t_200),
+                call_setup_ms=timing["call_setup_ms"], **{k: timing[k] for k in keys},
             )  # fmt: skip
         elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.end_code, self.end_reason = ci.lastStatusCode, ci.lastReason
 
     def final_sample(self, call: HostCall) -> None:
+        if self.hangup_at is None and not call.disconnected and self.end_code is None:
+            return  # a re-INVITE replaced the stream; the call goes on (see StreamSampler)
         if self.t_confirmed is not None and not self.final_done:
             self.final_done = True
             self.take_sample(call, final=True)
@@ -248,7 +213,7 @@ class Endpoint:
     def take_sample(self, call: HostCall, final: bool = False) -> None:
         # audio levels are not readable once the stream is being destroyed
         snap = read_snapshot(call, self.timing(), levels=not final, errors=(pj.Error,))
-        self.rx_packets = snap["rx"]["pkt"]
+        self.rx_packets = max(self.rx_packets, snap["rx"]["pkt"])
         send, recv = self.sampler.sample(snap)
         for direction, metrics in (("send", send), ("recv", recv)):
             self.host.emit(
@@ -258,10 +223,11 @@ class Endpoint:
             self.seq[direction] += 1
 
     def timing(self) -> dict[str, Any]:
-        caller = self.role == "caller"
+        caller, reg = self.role == "caller", self.registration
         now = time.monotonic()
         return {
-            "time_to_register_ms": None, "registration_expires_s": None,  # direct mode
+            "time_to_register_ms": reg.time_to_register_ms if reg else None,
+            "registration_expires_s": reg.expires_s if reg else None,
             "time_to_trying_ms": self._ms(self.t_trying) if caller else None,
             "time_to_ringing_ms": self._ms(self.t_ringing) if caller else None,
             "post_dial_delay_ms": self._ms(self.t_ringing) if caller else None,
@@ -272,25 +238,39 @@ class Endpoint:
     def tick(self, now: float) -> None:
         if self.finished:
             return
+        if self.ending is not None:  # waiting for the answer to REGISTER Expires: 0
+            if self.registration is None or self.registration.settled(now):
+                self.finish(*self.ending)
+            return
+        if self.registration is not None and not self._tick_registration(now):
+            return
         call = self.call
+        if self.role == "idle" and self.ready:
+            if self.stopped or now - self.t_ready >= self.duration_s:
+                self.end("SUCCESS", "stopped" if self.stopped else "", None)
+            return
         if call is None:
             if self.role == "receiver" and (self.stopped or now - self.started > WAIT_FOR_CALL_S):
                 reason = "stopped before a call arrived" if self.stopped else "no INVITE arrived"
-                self.finish("CALL_FAILED" if self.stopped else "TIMEOUT", reason, None)
+                self.end("CALL_FAILED" if self.stopped else "TIMEOUT", reason, None)
+            elif self.stopped and not self.ready:
+                self.end("CALL_FAILED", "stopped before registration", None)
             return
         if call.disconnected:
             self._finish_call()
             return
         if self.hangup_at is not None:
             if now - self.hangup_at > TEARDOWN_TIMEOUT_S:
-                self.finish("TEARDOWN_ERROR", "call did not end after hangup", None)
+                self.end("TEARDOWN_ERROR", "call did not end after hangup", None)
             return
+        if self.answer_at:
+            self._answer_due(now)
         if self.stopped:
             self.hangup("stopped")
         elif self.t_confirmed is None:
-            if self.role == "caller" and now - self.started > SETUP_TIMEOUT_S:
+            if self.role == "caller" and now - self.t_invite > self.options["invite_timeout_s"]:
                 self.forced = "TIMEOUT"
-                self.hangup("no answer")
+                self.hangup("no answer")  # CANCEL
             return
         elif self.role == "caller" and now - self.t_confirmed >= self.duration_s:
             self.hangup(None)
@@ -300,14 +280,30 @@ class Endpoint:
         ):
             self.forced = "TIMEOUT"
             self.hangup("caller did not hang up")
-        elif self.first_rtp_ms is None and now >= self.next_rtp_poll:
-            self.next_rtp_poll = now + FIRST_RTP_POLL_S
-            self._poll_first_rtp(call, now)
+        else:
+            self.scenario.tick(call, now - self.t_confirmed, self.codecs)
+            if self.first_rtp_ms is None and now >= self.next_rtp_poll:
+                self.next_rtp_poll = now + FIRST_RTP_POLL_S
+                self._poll_first_rtp(call, now)
         if self.t_confirmed is not None and now >= self.next_sample and self.hangup_at is None:
             self.next_sample += 1.0
             if self.next_sample < now:  # the loop stalled; do not burst to catch up
                 self.next_sample = now + 1.0
             self.take_sample(call)
+
+    def _tick_registration(self, now: float) -> bool:
+        """Report registration results; False while the endpoint must not go on."""
+        reg = self.registration
+        reg.check_timeout(now)
+        for ev, fields in reg.new_reports:
+            self.host.emit(ev, endpoint_id=self.id, **fields)
+        reg.new_reports.clear()
+        if reg.state == "failed":
+            self.end("REGISTRATION_FAILED", f"{reg.code} {reg.reason}".strip(), reg.code)
+            return False
+        if reg.state == "registered" and not self.ready:
+            self.on_ready()
+        return self.ready
 
     def _poll_first_rtp(self, call: HostCall, now: float) -> None:
         try:
@@ -341,6 +337,8 @@ class Endpoint:
         if self.t_confirmed is None:
             if self.stopped and self.role == "caller":
                 reason = "stopped before answer"
+            elif self.forced == "TIMEOUT":
+                reason = f"no answer within {self.options['invite_timeout_s']} s (CANCEL sent)"
             self.host.emit("call_failed", endpoint_id=self.id, code=code, reason=reason)
             outcome = self.forced or ("TIMEOUT" if code == 408 else "CALL_FAILED")
         else:
@@ -352,9 +350,23 @@ class Endpoint:
                 outcome = self.forced
             elif self.rx_packets <= 0 and self.first_rtp_ms is None:
                 outcome, reason = "MEDIA_ERROR", "no RTP received"
+            elif self.registration is not None and self.registration.refresh_failures:
+                outcome, reason = "COMPLETED_WITH_WARNINGS", "a registration refresh failed"
             else:
                 outcome = "SUCCESS"
-        self.finish(outcome, reason, code)
+        self.end(outcome, reason, code)
+
+    def end(self, outcome: str, reason: str, code: int | None) -> None:
+        """The outcome is known: de-register first (registrar mode), then finish."""
+        if self.ending is not None or self.finished:
+            return
+        self.ending = (outcome, reason, code)
+        if self.call is not None and not self.call.disconnected:
+            self.host.rejected.append(self.call)  # keep it alive until PJSIP drops it
+        self.call = None
+        if self.registration is not None and self.account is not None:
+            self.registration.unregister(self.account)
+        self.tick(time.monotonic())
 
     def finish(self, outcome: str, reason: str, code: int | None) -> None:
         if self.finished:

@@ -12,12 +12,17 @@ import re
 import time
 from typing import Any, Literal, TypedDict
 
-ROLES = ("receiver", "caller")
+from . import host_options
+
+ROLES = ("receiver", "caller", "idle")  # idle: registers, stays, de-registers
 PHASES = (
     "INITIALIZING", "REGISTERED", "CALLING", "RINGING", "NEGOTIATING", "INCALL",
     "DISCONNECTING", "CLOSED",
 )  # fmt: skip
-OUTCOMES = ("SUCCESS", "CALL_FAILED", "TIMEOUT", "MEDIA_ERROR", "TEARDOWN_ERROR", "OSERROR")
+OUTCOMES = (
+    "SUCCESS", "COMPLETED_WITH_WARNINGS", "REGISTRATION_FAILED", "CALL_FAILED", "TIMEOUT",
+    "MEDIA_ERROR", "TEARDOWN_ERROR", "OSERROR",
+)  # fmt: skip
 CODECS = ("PCMU", "PCMA", "G722", "GSM", "speex", "iLBC")
 MAX_LINE = 1 << 20  # a command line longer than this is garbage, not a command
 
@@ -29,13 +34,18 @@ class ProtocolError(ValueError):
 class StartEndpoint(TypedDict):
     op: Literal["start_endpoint"]
     endpoint_id: str
-    role: Literal["receiver", "caller"]
+    role: Literal["receiver", "caller", "idle"]
     codecs: list[str]
     duration_s: float
     target_uri: str | None
     username: str
     drop_tx_pct: float
     drop_rx_pct: float
+    # optional blocks (host_options): registrar mode, credentials, call options, scenario
+    registrar: dict[str, Any] | None
+    account: dict[str, Any] | None
+    options: dict[str, Any]
+    scenario: list[dict[str, Any]]
 
 
 class Hangup(TypedDict):
@@ -57,6 +67,14 @@ _OPT_INT = (int, type(None))
 EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "host_ready": {"sip_port": (int,)},
     "endpoint_ready": {"endpoint_id": (str,), "contact_uri": (str,)},
+    # registrar mode: first successful REGISTER (refresh > 0 for each refresh after it)
+    "registered": {
+        "endpoint_id": (str,), "contact_uri": (str,), "time_to_register_ms": _OPT_NUM,
+        "expires_s": _OPT_INT, "refresh": (int,),
+    },
+    "registration_failed": {"endpoint_id": (str,), "code": _OPT_INT, "reason": (str,)},
+    "scenario_action": {"endpoint_id": (str,), "action": (str,), "ok": (bool,), "detail": (str,)},
+    "dtmf_received": {"endpoint_id": (str,), "digits": (str,), "method": (str,)},
     "phase": {"endpoint_id": (str,), "phase": (str,)},
     "call_progress": {
         "endpoint_id": (str,), "code": (int,), "reason": (str,), "ms_since_invite": _OPT_NUM,
@@ -89,6 +107,19 @@ _ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
 # 127.0.0.1:5060:\n<message>\n--end msg--"
 _SIP_LOG_RE = re.compile(r"\b(TX|RX) \d+ bytes .*?:\r?\n(.*?)\r?\n?--end msg--", re.S)
 _CALLID_RE = re.compile(r"^(?:Call-ID|i)\s*:\s*(\S+)", re.M | re.I)
+_REGISTER_CSEQ_RE = re.compile(r"^CSeq\s*:\s*\d+\s+REGISTER\b", re.M | re.I)
+_TO_USER_RE = re.compile(r"^(?:To|t)\s*:[^\r\n]*?sips?:([^@;>\s]+)@", re.M | re.I)
+
+
+def is_register(text: str) -> bool:
+    """A REGISTER request or a response to one (by its CSeq)."""
+    return _REGISTER_CSEQ_RE.search(text) is not None
+
+
+def to_user(text: str) -> str | None:
+    """User part of the To URI (for REGISTER: the AOR being registered)."""
+    m = _TO_USER_RE.search(text)
+    return m.group(1) if m else None
 
 
 def parse_sip_log(entry: str) -> tuple[str, str, str | None] | None:
@@ -136,8 +167,8 @@ def _need(msg: dict[str, Any], key: str, types: tuple[type, ...]) -> Any:
     if key not in msg:
         raise ProtocolError(f"missing field {key!r}")
     value = msg[key]
-    # bool is an int subclass; it is never a valid number or string here
-    if isinstance(value, bool) or not isinstance(value, types):
+    # bool is an int subclass; it is a valid value only where bool is asked for
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         raise ProtocolError(f"field {key!r} has the wrong type")
     return value
 
@@ -153,7 +184,7 @@ def _validate_command(msg: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"unknown op {op!r}")
     _need_id(msg)
     if _need(msg, "role", (str,)) not in ROLES:
-        raise ProtocolError("role must be 'receiver' or 'caller'")
+        raise ProtocolError(f"role must be one of {ROLES}")
     codecs = _need(msg, "codecs", (list,))
     if not codecs or not all(isinstance(c, str) and c for c in codecs):
         raise ProtocolError("codecs must be a non-empty list of strings")
@@ -172,6 +203,13 @@ def _validate_command(msg: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, _NUM) or not 0 <= value <= 100:
             raise ProtocolError(f"{key} must be a number in 0..100")
     msg.setdefault("target_uri", None)
+    try:
+        msg["registrar"] = host_options.registrar(msg.get("registrar"))
+        msg["account"] = host_options.account(msg.get("account"))
+        msg["options"] = host_options.options(msg.get("options"))
+        msg["scenario"] = host_options.scenario(msg.get("scenario"))
+    except host_options.OptionError as exc:
+        raise ProtocolError(str(exc)) from None
     return msg
 
 

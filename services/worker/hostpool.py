@@ -80,6 +80,7 @@ class HostPool:
         on_message: OnMessage,
         on_host_lost: OnHostLost,
         trace_sip: bool = False,
+        tls_files: tuple[str, str] = ("", ""),
     ) -> None:
         self.per_host = per_host
         self.bind = bind
@@ -87,6 +88,7 @@ class HostPool:
         self.on_message = on_message
         self.on_host_lost = on_host_lost
         self.trace_sip = trace_sip
+        self.tls_files = tls_files
         self.ports = PortAllocator(rtp_span)
         self.hosts: dict[str, EndpointHost] = {}
         self._ids = itertools.count(1)
@@ -131,6 +133,8 @@ class HostPool:
         argv += profile.args()
         if self.trace_sip:
             argv.append("--trace-sip")
+        if all(self.tls_files):
+            argv += ["--tls-cert", self.tls_files[0], "--tls-key", self.tls_files[1]]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True, limit=4 * 1024 * 1024,

@@ -17,3 +17,6 @@ class WorkerSettings(CommonSettings):
     heartbeat_s: float = 1.0
     host_silence_s: float = 5.0  # a host that says nothing this long is declared dead
     trace_sip: bool = True
+    # PEM files for endpoints whose SIP transport is TLS (empty: TLS endpoints fail OSERROR)
+    tls_cert: str = ""
+    tls_key: str = ""

@@ -216,14 +216,21 @@ class StreamSampler:
         self._rr_window: tuple[int, int] | None = None
 
     def sample(self, cur: Snapshot) -> tuple[Sample, Sample]:
-        tx = cur["tx"]
+        tx, prev = cur["tx"], self.prev
+        if prev is not None and (
+            cur["rx"]["pkt"] < prev["rx"]["pkt"] or tx["pkt"] < prev["tx"]["pkt"]
+        ):
+            # A re-INVITE (hold, codec change) recreated the stream and its counters
+            # restarted at zero: measure this interval from zero, keep the clock.
+            prev = {**empty_snapshot(), "mono": prev["mono"], "wall": prev["wall"]}
+            self._rr_ref, self._rr_window = (0, 0, 0), None
         count, ref_loss, ref_pkt = self._rr_ref
         if tx["update_count"] != count:
             # tx.pkt counts packets sent until now; the RR covers packets until the
             # peer sent it, at most one poll earlier: fine over a ~5 s RR interval.
             self._rr_window = (max(0, tx["loss"] - ref_loss), max(0, tx["pkt"] - ref_pkt))
             self._rr_ref = (tx["update_count"], tx["loss"], tx["pkt"])
-        result = compute_samples(self.prev, cur, self._rr_window)
+        result = compute_samples(prev, cur, self._rr_window)
         self.prev = cur
         return result
 

@@ -10,11 +10,14 @@ from callmeter_events import (
     CallEstablished,
     CallFailed,
     CallProgress,
+    DtmfReceived,
     EndpointFinished,
     EndpointPhaseChanged,
     EndpointRegistered,
     Event,
     MetricSample,
+    RegistrationFailed,
+    ScenarioActionExecuted,
     SipMessage,
 )  # fmt: skip
 
@@ -34,6 +37,24 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
                                expires_s=msg.get("expires_s")),
             EndpointPhaseChanged(**base, phase="REGISTERED"),
         ]  # fmt: skip
+    if ev == "registered":
+        if msg.get("refresh"):
+            return []  # refreshes are visible in the SIP trace; the fact "registered" is one
+        return [
+            EndpointRegistered(**base, contact_uri=msg["contact_uri"],
+                               time_to_register_ms=msg.get("time_to_register_ms"),
+                               expires_s=msg.get("expires_s")),
+            EndpointPhaseChanged(**base, phase="REGISTERED"),
+        ]  # fmt: skip
+    if ev == "registration_failed":
+        return [
+            RegistrationFailed(**base, sip_code=msg.get("code"), reason=msg.get("reason") or "")
+        ]
+    if ev == "scenario_action":
+        return [ScenarioActionExecuted(**base, action=msg["action"], ok=msg["ok"],
+                                       detail=msg.get("detail") or "")]  # fmt: skip
+    if ev == "dtmf_received":
+        return [DtmfReceived(**base, digits=msg["digits"], method=msg["method"])]
     if ev == "phase":
         return [EndpointPhaseChanged(**base, phase=msg["phase"])]
     if ev == "call_progress":

@@ -1,0 +1,111 @@
+"""pjsua2 Account/Call subclasses of the endpoint host: thin callback adapters.
+
+Each callback records a fact on its Endpoint (or the host) and returns; the
+endpoint's tick acts on it outside the callback, as PJSUA2.md requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+import pjsua2 as pj
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .host_endpoint import Endpoint
+
+log = logging.getLogger("callmeter.host")
+_RURI_RE = re.compile(r"\s*INVITE\s+sips?:([^@;>\s]+)@")
+
+
+def _guard(fn):
+    """A Python exception escaping a pjsua2 director callback can abort the process."""
+
+    def wrapper(self, *args):
+        try:
+            fn(self, *args)
+        except Exception:  # noqa: BLE001 - must never propagate into C++
+            log.exception("callback %s failed", fn.__name__)
+
+    return wrapper
+
+
+def request_user(msg: str) -> str | None:
+    """User part of the Request-URI: 'INVITE sip:alice@host:5060 SIP/2.0' -> 'alice'."""
+    m = _RURI_RE.match(msg)
+    return m.group(1) if m else None
+
+
+class HostAccount(pj.Account):
+    def __init__(self, host: Host, endpoint: Endpoint) -> None:
+        super().__init__()
+        self.host, self.endpoint = host, endpoint
+
+    @_guard
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        call = HostCall(self.host, self, None, prm.callId)
+        ep = self.endpoint
+        if request_user(prm.rdata.wholeMsg) != ep.username:
+            # pjsua hands INVITEs for unknown users to the default account; a receiver
+            # must not answer a call meant for an endpoint that is not (yet) here
+            self.host.reject(call, 404)
+            return
+        if ep.role != "receiver" or ep.call is not None or ep.finished:
+            self.host.reject(call, 486)  # busy: this endpoint already has its call
+            return
+        ep.attach_incoming(call)
+
+    @_guard
+    def onRegState(self, prm: pj.OnRegStateParam) -> None:
+        if self.endpoint.registration is not None:
+            self.endpoint.registration.on_reg_state(prm)
+
+
+class HostCall(pj.Call):
+    def __init__(self, host: Host, acc: HostAccount, endpoint: Endpoint | None, cid: int) -> None:
+        super().__init__(acc, cid)
+        self.host, self.endpoint = host, endpoint
+        self.disconnected = False
+
+    @_guard
+    def onCallState(self, prm: pj.OnCallStateParam) -> None:
+        try:
+            ci = self.getInfo()
+        except pj.Error:  # PJSIP_ESESSIONTERMINATED: the call is gone
+            self.disconnected = True
+            return
+        if ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.disconnected = True  # released by the main loop, not here
+        if self.endpoint is not None:
+            self.endpoint.on_call_state(ci)
+
+    @_guard
+    def onCallTsxState(self, prm: pj.OnCallTsxStateParam) -> None:
+        if self.endpoint is None or prm.e.type != pj.PJSIP_EVENT_TSX_STATE:
+            return
+        tsx = prm.e.body.tsxState.tsx
+        if tsx.method == "INVITE" and tsx.role == pj.PJSIP_ROLE_UAC and tsx.statusCode:
+            self.endpoint.on_invite_response(tsx.statusCode, tsx.statusText)
+
+    @_guard
+    def onCallMediaState(self, prm: pj.OnCallMediaStateParam) -> None:
+        ci = self.getInfo()
+        for mi in ci.media:
+            if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status in (
+                pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
+            ):  # fmt: skip
+                # a re-INVITE recreates the stream port: connect it again
+                self.host.connect_audio(self.getAudioMedia(mi.index))
+
+    @_guard
+    def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
+        if self.endpoint is not None:
+            self.endpoint.scenario.on_dtmf(prm.method, prm.digit)
+
+    @_guard
+    def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
+        # Last moment the stream statistics exist: take the final sample here.
+        if self.endpoint is not None and prm.streamIdx == 0:
+            self.endpoint.final_sample(self)

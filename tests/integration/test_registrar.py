@@ -1,0 +1,124 @@
+"""Registrar mode through the whole platform, against a real Kamailio (infra/kamailio).
+
+One run exercises every registrar path at once (one Kamailio, one run, ~15 s):
+  A (4 callers) -> B (4 receivers): REGISTER with digest auth, call the AOR via the proxy
+  W (1 idle) with a wrong password: REGISTRATION_FAILED with Kamailio's real code
+  U (1 caller) dials an AOR nobody registered: CALL_FAILED 404
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from callmeter_api.traces import endpoint_history
+from callmeter_common.bus import Bus
+from tests.support.kamailio import Kamailio, accounts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def kamailio():  # type: ignore[no-untyped-def]
+    users = accounts("a", 4) | accounts("b", 4) | {"w1": "right", "u1": "pw-u1"}
+    server = Kamailio(Path(tempfile.mkdtemp(prefix="kamailio-")), users)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _accounts(prefix: str, n: int) -> list[dict[str, str]]:
+    return [{"username": u, "password": p} for u, p in accounts(prefix, n).items()]
+
+
+@pytest.fixture(scope="module")
+def registrar_run(platform, kamailio):  # type: ignore[no-untyped-def]
+    reg = kamailio.registrar() | {"expires_s": 60}
+    definition = {
+        "name": "registrar", "duration_s": 3,
+        "groups": [
+            {"name": "A", "endpoints": 4, "calls": "B", "registrar": reg, "accounts": _accounts("a", 4)},
+            {"name": "B", "endpoints": 4, "registrar": reg, "accounts": _accounts("b", 4)},
+            {"name": "W", "endpoints": 1, "registrar": reg,
+             "accounts": [{"username": "w1", "password": "wrong"}]},
+            {"name": "U", "endpoints": 1, "registrar": reg, "accounts": _accounts("u", 1),
+             "target_uri": kamailio.aor("nobody")},
+        ],
+    }  # fmt: skip
+    run_id = platform.run_test(definition)
+    run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=90)
+    return run_id, run, {e["id"]: e for e in run["endpoints"]}
+
+
+def test_eight_endpoints_register_and_call_each_other(registrar_run):  # type: ignore[no-untyped-def]
+    _, run, eps = registrar_run
+    # Every A/B endpoint registered (time recorded) and finished its call SUCCESS.
+    for eid in [f"{g}-{i}" for g in "AB" for i in range(1, 5)]:
+        assert eps[eid]["outcome"] == "SUCCESS", eps[eid]
+        assert eps[eid]["time_to_register_ms"] is not None and eps[eid]["time_to_register_ms"] > 0
+        assert eps[eid]["codec"] == "PCMU"
+    # The caller dialled the receiver's AOR, which Kamailio routed to its contact.
+    assert eps["B-1"]["contact_uri"] == "sip:b1@callmeter.test"
+    assert eps["A-1"]["target_uri"] == "sip:b1@callmeter.test"
+
+
+def test_wrong_password_is_registration_failed_with_the_real_code(registrar_run):  # type: ignore[no-untyped-def]
+    _, _, eps = registrar_run
+    w = eps["W-1"]
+    # Kamailio re-challenges bad credentials: pjsua gives up and reports that 401.
+    assert w["outcome"] == "REGISTRATION_FAILED", w
+    assert w["sip_code"] == 401 and "401" in w["reason"]
+
+
+def test_unknown_callee_is_call_failed_404(registrar_run):  # type: ignore[no-untyped-def]
+    _, _, eps = registrar_run
+    assert eps["U-1"]["outcome"] == "CALL_FAILED", eps["U-1"]
+    assert eps["U-1"]["sip_code"] == 404
+
+
+def test_sip_trace_gives_the_call_timeline(registrar_run, nats_server, database_url):  # type: ignore[no-untyped-def]
+    run_id, _, _ = registrar_run
+
+    async def history():  # type: ignore[no-untyped-def]
+        bus = await Bus.connect(nats_server.url, "test-registrar-trace")
+        try:
+            return await endpoint_history(bus, run_id, "A-1")
+        finally:
+            await bus.close()
+
+    events, messages = asyncio.run(history())
+
+    def step(m: dict) -> str:  # type: ignore[type-arg]
+        # "out INVITE INVITE" / "in 180 INVITE": direction, method or status, CSeq method
+        start = m["text"].split("\r\n", 1)[0].split(" ")
+        cseq = next(h for h in m["text"].split("\r\n") if h.lower().startswith("cseq:"))
+        return (
+            f"{m['direction']} {start[1] if start[0] == 'SIP/2.0' else start[0]} {cseq.split()[-1]}"
+        )
+
+    timeline = [step(m) for m in messages]
+    # REGISTER (challenged, then accepted) comes first and its Expires: 0 last.
+    assert timeline[:4] == ["out REGISTER REGISTER", "in 401 REGISTER", "out REGISTER REGISTER",
+                            "in 200 REGISTER"], timeline  # fmt: skip
+    call = [t for t in timeline if not t.endswith("REGISTER")]
+    expected = ["out INVITE INVITE", "in 100 INVITE", "in 180 INVITE", "in 200 INVITE",
+                "out ACK ACK", "out BYE BYE", "in 200 BYE"]  # fmt: skip
+    assert call == expected, timeline
+    assert timeline[-1] == "in 200 REGISTER"
+    assert "Expires: 0" in messages[-2]["text"] or "expires=0" in messages[-2]["text"]
+    # Every message is the full text, time-stamped, in order.
+    assert all("Call-ID:" in m["text"] and "Via:" in m["text"] for m in messages)
+    stamps = [m["ts"] for m in messages]
+    assert stamps == sorted(stamps)
+    # First RTP sits between ACK and BYE: the samples record it relative to the answer.
+    with psycopg.connect(database_url) as conn:
+        (first_rtp,) = conn.execute(
+            "SELECT min(first_rtp_ms) FROM metric_samples WHERE run_id = %s AND endpoint_id = 'A-1'",
+            (run_id,),
+        ).fetchone()
+    assert first_rtp is not None and 0 <= first_rtp < 1000
+    assert any(e["type"] == "CallEstablished" for e in events)

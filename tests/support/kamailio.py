@@ -1,0 +1,131 @@
+"""A real Kamailio (Debian `kamailio`) as registrar + proxy for tests.
+
+The project's config (infra/kamailio/kamailio.cfg) is copied into a temp
+dir next to a db_text directory holding the test accounts; Kamailio runs in
+the foreground (-DD -E) in its own process group on a free port (UDP and TCP
+on the same number) and is killed with its children at teardown.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from callmeter_common.procs import spawn, stop_group
+
+CONFIG = Path(__file__).resolve().parents[2] / "infra" / "kamailio" / "kamailio.cfg"
+DOMAIN = "callmeter.test"
+# kamailio 5.6's subscriber table schema version (auth_db refuses other versions)
+_VERSION = "table_name(str) table_version(int)\nsubscriber:7\n"
+_SUBSCRIBER_HEADER = (
+    "id(int,auto) username(str) domain(str,null) password(str) ha1(str,null) ha1b(str,null)\n"
+)
+
+
+def _free_port_both() -> int:
+    """A port free for UDP and TCP at once (Kamailio listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return int(port)
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
+def options_ping(host: str, port: int, timeout: float = 0.5) -> str | None:
+    """Send one SIP OPTIONS over UDP; the status line of the answer, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(timeout)
+        lport, tag = s.getsockname()[1], uuid.uuid4().hex[:8]
+        msg = (
+            f"OPTIONS sip:ping@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{tag}\r\n"
+            f"From: <sip:probe@{DOMAIN}>;tag={tag}\r\nTo: <sip:ping@{DOMAIN}>\r\n"
+            f"Call-ID: {tag}@probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 5\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        s.sendto(msg.encode(), (host, port))
+        try:
+            data = s.recv(65535)
+        except OSError:
+            return None
+    return data.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+class Kamailio:
+    """One running Kamailio with the given accounts {username: password}."""
+
+    def __init__(self, workdir: Path, accounts: dict[str, str]) -> None:
+        if shutil.which("kamailio") is None:
+            pytest.skip("kamailio not installed (Debian package: kamailio)")
+        self.dir, self.accounts = workdir, dict(accounts)
+        self.host, self.port, self.domain = "127.0.0.1", _free_port_both(), DOMAIN
+        db = workdir / "dbtext"
+        db.mkdir(parents=True, exist_ok=True)
+        (db / "version").write_text(_VERSION)
+        rows = "".join(f"{i}:{u}:{DOMAIN}:{p}:::\n" for i, (u, p) in enumerate(accounts.items(), 1))
+        (db / "subscriber").write_text(_SUBSCRIBER_HEADER + rows)
+        self.cfg = workdir / "kamailio.cfg"
+        shutil.copy(CONFIG, self.cfg)
+        self.log = workdir / "kamailio.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.db = db
+
+    def start(self, timeout: float = 20.0) -> None:
+        argv = [
+            "kamailio", "-f", str(self.cfg), "-DD", "-E", "-m", "32", "-M", "8",
+            "-l", f"udp:{self.host}:{self.port}", "-l", f"tcp:{self.host}:{self.port}",
+            "-A", f'DBURL="text://{self.db}"', "-Y", str(self.dir),
+        ]  # fmt: skip
+        self.proc = spawn(argv, self.log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kamailio exited: {self.log.read_text()[-2000:]}")
+            if options_ping(self.host, self.port):
+                return
+        raise TimeoutError(f"kamailio not answering on {self.port}: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc, timeout=5)
+            self.proc = None
+
+    def registrar(self, transport: str = "udp") -> dict[str, object]:
+        """The test definition's `registrar` block for this server."""
+        return {"host": self.host, "port": self.port, "transport": transport, "domain": DOMAIN}
+
+    def aor(self, user: str) -> str:
+        return f"sip:{user}@{DOMAIN}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextmanager
+def running_kamailio(workdir: Path, accounts: dict[str, str]) -> Iterator[Kamailio]:
+    server = Kamailio(workdir, accounts)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def accounts(prefix: str, n: int, password: str = "pw") -> dict[str, str]:
+    """n test accounts `<prefix>1..n` sharing one password."""
+    return {f"{prefix}{i}": f"{password}-{prefix}{i}" for i in range(1, n + 1)}
