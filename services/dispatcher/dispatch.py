@@ -16,7 +16,12 @@ from datetime import datetime, timedelta
 
 from callmeter_common.reconciler import World
 from callmeter_events import (
-    EndpointAssigned, EndpointConfig, EndpointFinished, Event, RunDispatching, RunStarted,
+    EndpointAssigned,
+    EndpointConfig,
+    EndpointFinished,
+    Event,
+    RunDispatching,
+    RunStarted,
     WorkerLost,
 )  # fmt: skip
 from callmeter_projections import EndpointState, RunState
@@ -31,40 +36,51 @@ class Timing:
     receiver_wait_s: float = 30.0
 
 
-def _active(ep: EndpointState, run: RunState) -> bool:
-    return ep.outcome is None and not run.terminal
-
-
 def busy_slots(world: World) -> Counter[str]:
     """Endpoints planned on each worker that have not finished yet."""
     busy: Counter[str] = Counter()
     for run in world.runs.runs.values():
+        if run.terminal or not run.dispatched:  # most runs are history: skip them whole
+            continue
         for ep in world.runs.endpoints[run.run_id].values():
             worker = ep.worker_id or ep.planned_worker
-            if worker and _active(ep, run):
+            if worker and ep.outcome is None:
                 busy[worker] += 1
     return busy
 
 
+def gone_workers(world: World) -> set[str]:
+    """Workers declared lost or gone offline: nothing more is sent to them."""
+    return {w.worker_id for w in world.workers.values() if w.status != "ONLINE"}
+
+
 def lost_workers(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
+    """A worker silent for `missed_heartbeats` intervals (plus slack for jitter) is lost."""
     limit = timedelta(seconds=timing.heartbeat_s * timing.missed_heartbeats + 0.5)
     for w in world.workers.values():
         if w.status == "ONLINE" and now - w.last_seen > limit:
-            reason = f"missed {timing.missed_heartbeats} heartbeats"
+            reason = (
+                f"missed {timing.missed_heartbeats} heartbeats ({timing.heartbeat_s:g} s apart); "
+                f"last heard at {w.last_seen:%H:%M:%S}"
+            )
             yield WorkerLost(worker_id=w.worker_id, reason=reason, last_seq=w.seq)
 
 
 def orphaned_endpoints(world: World) -> Iterator[Event]:
     """Endpoints on a lost or offline worker end as WORKER_LOST; the run goes on."""
-    gone = {w.worker_id for w in world.workers.values() if w.status != "ONLINE"}
+    gone = gone_workers(world)
+    if not gone:
+        return
     for run in world.runs.runs.values():
         if run.terminal or not run.dispatched:
             continue
         for ep in world.runs.endpoints[run.run_id].values():
-            if ep.outcome is None and (ep.worker_id or ep.planned_worker) in gone:
+            worker = ep.worker_id or ep.planned_worker
+            if ep.outcome is None and worker in gone:
+                state = world.workers[worker].status.lower()
                 yield EndpointFinished(
                     run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="WORKER_LOST",
-                    reason=f"worker {ep.worker_id or ep.planned_worker} lost",
+                    reason=f"worker {worker} {state} before this endpoint finished",
                 )  # fmt: skip
 
 
@@ -111,6 +127,7 @@ def endpoint_config(run: RunState, ep: EndpointState, target_uri: str | None) ->
         username=account.username if account else ep.endpoint_id.lower(),
         target_uri=target_uri or group.target_uri, registrar=group.registrar, account=account,
         drop_tx_pct=group.drop_tx_pct, drop_rx_pct=group.drop_rx_pct,
+        options=group.options, scenario=list(group.scenario),
     )  # fmt: skip
 
 
@@ -134,15 +151,20 @@ def paired_receiver(
     return eps[f"{callee.name}-{index % callee.endpoints + 1}"]
 
 
-def start_planned(world: World, run: RunState) -> Iterator[Event]:
+def start_planned(world: World, run: RunState, gone: set[str]) -> Iterator[Event]:
+    """Phase 1: receivers and idle endpoints go out first; callers wait for them."""
     eps = world.runs.endpoints[run.run_id]
     for ep in eps.values():
         if ep.role != "caller" and ep.worker_id is None and ep.outcome is None:
-            yield _assign(run, ep)
+            if ep.planned_worker not in gone:  # else orphaned_endpoints finishes it
+                yield _assign(run, ep)
     yield RunStarted(run_id=run.run_id)
 
 
-def dispatch_callers(world: World, run: RunState, now: datetime, timing: Timing) -> Iterator[Event]:
+def dispatch_callers(
+    world: World, run: RunState, now: datetime, timing: Timing, gone: set[str]
+) -> Iterator[Event]:
+    """Phase 2: a caller goes out once its callee group is ready (or the wait is over)."""
     eps = world.runs.endpoints[run.run_id]
     receivers = [e for e in eps.values() if e.role == "receiver"]
     ready_groups = {
@@ -155,13 +177,18 @@ def dispatch_callers(world: World, run: RunState, now: datetime, timing: Timing)
     for ep in eps.values():
         if ep.role != "caller" or ep.worker_id is not None or ep.outcome is not None:
             continue
+        if ep.planned_worker in gone:
+            continue  # orphaned_endpoints finishes it as WORKER_LOST
         receiver = paired_receiver(run, ep, eps)
         if receiver is None:  # dials a URI given in the test
             yield _assign(run, ep)
-        elif receiver.outcome and not receiver.contact_uri:
+        elif receiver.outcome:
+            # Registered or not, a callee that has finished cannot answer: dialling it
+            # would only hang until the INVITE times out.
             yield EndpointFinished(
                 run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="CALL_FAILED",
-                reason=f"callee {receiver.endpoint_id} failed: {receiver.outcome} {receiver.reason}",
+                reason=f"callee {receiver.endpoint_id} ended before the call: "
+                f"{receiver.outcome} {receiver.reason}".rstrip(),
                 sip_code=receiver.sip_code,
             )  # fmt: skip
         elif receiver.contact_uri and (receiver.group in ready_groups or timed_out):
@@ -183,13 +210,24 @@ def stop_unstarted(world: World, run: RunState) -> Iterator[Event]:
 
 
 def decide(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
+    """Every dispatch event the current state calls for, stamped with `now`.
+
+    Stamping with the decision time (not the wall clock) keeps the function pure:
+    the run's started_at, and so every wait measured from it, follows `now`.
+    """
+    for event in _decide(world, now, timing):
+        yield event.model_copy(update={"occurred_at": now})
+
+
+def _decide(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
     yield from lost_workers(world, now, timing)
     yield from orphaned_endpoints(world)
     yield from plan_queued(world)
+    gone = gone_workers(world)
     for run in world.runs.runs.values():
         if run.status == "QUEUED" and run.dispatched and not run.stop_requested:
-            yield from start_planned(world, run)
+            yield from start_planned(world, run, gone)
         elif run.status == "RUNNING" and not run.stop_requested:
-            yield from dispatch_callers(world, run, now, timing)
+            yield from dispatch_callers(world, run, now, timing, gone)
         elif run.status == "STOPPING":
             yield from stop_unstarted(world, run)

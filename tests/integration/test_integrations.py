@@ -221,6 +221,7 @@ def test_replay_page_shows_the_run_as_it_was(platform):  # type: ignore[no-untyp
 
     # At the start it had just been created; in the middle endpoints were in call; at the end, done.
     assert status_at(0) == "PENDING"
+
     def in_call_at(at: float) -> int:
         _, html = platform.get_html(f"/runs/{run_id}/replay/frame?at={at}")
         return int(re.search(r'data-phase="INCALL">.*?<div class="v">(\d+)<', html, re.S).group(1))
@@ -232,3 +233,32 @@ def test_replay_page_shows_the_run_as_it_was(platform):  # type: ignore[no-untyp
     assert status_at(3600) == "COMPLETED"
     code, page = platform.get_html(f"/runs/{run_id}/replay")
     assert code == 200 and 'type="range"' in page and "▶ 10×" in page
+
+
+def test_group_options_and_scenarios_reach_the_endpoints(platform):  # type: ignore[no-untyped-def]
+    import json
+
+    import httpx
+
+    definition = {
+        "name": "scenario", "duration_s": 4,
+        "groups": [
+            {"name": "A", "endpoints": 1, "calls": "B",
+             "scenario": [{"at_s": 1, "action": "dtmf", "digits": "159#", "method": "rfc4733"}]},
+            {"name": "B", "endpoints": 1, "options": {"answer_delay_s": 0.3, "ring_time_s": 0.5}},
+        ],
+    }  # fmt: skip
+    run_id = platform.run_test(definition)
+    run = platform.wait_status(run_id, {"COMPLETED"})
+    caller = next(e for e in run["endpoints"] if e["id"] == "A-1")
+    # The receiver's answer delay and ring time show in the caller's setup time.
+    assert caller["call_setup_ms"] >= 750, caller
+    url = f"{platform.base}/api/v1/runs/{run_id}/events"
+    params = {"follow": "false", "type": "DtmfReceived,ScenarioActionExecuted"}
+    with httpx.Client(timeout=30) as http:
+        body = http.get(url, params=params).text
+    events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    executed = [e for e in events if e["type"] == "ScenarioActionExecuted"]
+    received = "".join(e["digits"] for e in events if e["type"] == "DtmfReceived")
+    assert [(e["endpoint_id"], e["action"], e["ok"]) for e in executed] == [("A-1", "dtmf", True)]
+    assert received == "159#"
