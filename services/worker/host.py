@@ -35,8 +35,9 @@ import pjsua2 as pj
 
 from . import host_protocol as proto
 from .audio import resolve_codecs, write_tone_wav
+from .host_args import parse_args, pjsip_drop_pct
 from .host_endpoint import Endpoint
-from .host_sip import HostCall
+from .host_sip import HostCall, SipLogWriter
 
 log = logging.getLogger("callmeter.host")
 MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
@@ -48,20 +49,6 @@ TIMER = {"off": pj.PJSUA_SIP_TIMER_INACTIVE, "optional": pj.PJSUA_SIP_TIMER_OPTI
          "required": pj.PJSUA_SIP_TIMER_REQUIRED, "always": pj.PJSUA_SIP_TIMER_ALWAYS}  # fmt: skip
 
 
-class SipLogWriter(pj.LogWriter):
-    """Receives PJSIP log lines; only queues them (may run on a media thread)."""
-
-    def __init__(self, queue: collections.deque, level: int) -> None:
-        super().__init__()
-        self.queue, self.level = queue, level
-
-    def write(self, entry: pj.LogEntry) -> None:
-        try:
-            self.queue.append((entry.level, entry.msg))
-        except Exception:  # noqa: BLE001 - never raise into C++
-            pass
-
-
 class Host:
     def __init__(self, args: argparse.Namespace, out_fd: int) -> None:
         self.args, self.out_fd = args, out_fd
@@ -69,7 +56,8 @@ class Host:
         self.endpoints: dict[str, Endpoint] = {}
         self.accounts: dict[str, Any] = {}  # endpoint_id -> live HostAccount
         self.rejected: list[HostCall] = []  # 486'd calls, kept until DISCONNECTED
-        self.callids: dict[str, str] = {}  # SIP Call-ID -> endpoint_id (trace attribution)
+        # SIP Call-ID -> endpoint ids in this host (two when caller and callee share it)
+        self.callids: dict[str, set[str]] = {}
         self.logq: collections.deque = collections.deque(maxlen=10000)
         self.codecs_applied: list[str] | None = None
         self.running = True
@@ -90,8 +78,8 @@ class Host:
         med.clockRate = med.sndClockRate = a.clock_rate
         med.ecTailLen = 0  # no echo canceller: it only costs CPU here
         med.txDropPct, med.rxDropPct = (
-            _pjsip_drop_pct(a.drop_tx_pct),
-            _pjsip_drop_pct(a.drop_rx_pct),
+            pjsip_drop_pct(a.drop_tx_pct),
+            pjsip_drop_pct(a.drop_rx_pct),
         )
         lc = cfg.logConfig
         level = max(a.log_level, 4 if a.trace_sip else 0)
@@ -199,7 +187,7 @@ class Host:
             cid = call.getInfo().callIdString
         except pj.Error:
             return None
-        self.callids[cid] = endpoint_id
+        self.callids.setdefault(cid, set()).add(endpoint_id)
         return cid
 
     def reject(self, call: HostCall, code: int) -> None:
@@ -220,7 +208,11 @@ class Host:
     def release(self, endpoint: Endpoint) -> None:
         """Drop the endpoint's pjsua2 objects (called from the main loop, never a callback)."""
         endpoint.call = None
-        self.callids.pop(endpoint.sip_call_id or "", None)
+        owners = self.callids.get(endpoint.sip_call_id or "")
+        if owners is not None:
+            owners.discard(endpoint.id)
+            if not owners:
+                self.callids.pop(endpoint.sip_call_id or "", None)
         acc = self.accounts.pop(endpoint.id, None)
         endpoint.account = None
         if acc is not None:
@@ -312,12 +304,19 @@ class Host:
             parsed = proto.parse_sip_log(msg) if self.args.trace_sip else None
             if parsed:
                 direction, text, call_id = parsed
-                eid = self.callids.get(call_id) if call_id else None
+                eid = self.trace_owner(call_id, direction, text)
                 if eid is None and proto.is_register(text):
                     eid = self.register_owner(text)
                 self.emit("sip_message", endpoint_id=eid, direction=direction, text=text)
             elif level <= self.args.log_level:
                 sys.stderr.write(msg if msg.endswith("\n") else msg + "\n")
+
+    def trace_owner(self, call_id: str | None, direction: str, text: str) -> str | None:
+        owners = self.callids.get(call_id or "", set())
+        if len(owners) <= 1:
+            return next(iter(owners), None)
+        user = proto.dialog_side_user(text, direction)
+        return next((e for e in owners if self.endpoints[e].username == user), None)
 
     def register_owner(self, text: str) -> str | None:
         """REGISTER and its responses belong to the endpoint whose AOR is in To."""
@@ -362,36 +361,6 @@ class Host:
         self.player = self.playback = None
         gc.collect()
         self.ep.libDestroy()
-
-
-def _pjsip_drop_pct(pct: int) -> int:
-    """PJSIP drops when `rand() % 100 <= pct` (transport_udp.c): pct N drops N+1 %.
-
-    Map the requested percentage onto that; 0 must stay 0 (it disables the
-    simulation), so 1 % cannot be expressed and becomes 2 %.
-    """
-    if pct <= 0:
-        return 0
-    if pct == 1:
-        log.warning("PJSIP cannot simulate 1%% loss; dropping 2%%")
-    return max(1, pct - 1)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="callmeter_worker.host")
-    p.add_argument("--sip-port", type=int, required=True)
-    p.add_argument("--rtp-port", type=int, required=True)
-    p.add_argument("--rtp-port-range", type=int, required=True)
-    p.add_argument("--host-id", default="")
-    p.add_argument("--bind", default="127.0.0.1")
-    p.add_argument("--clock-rate", type=int, default=8000, help="16000 for G722 hosts")
-    p.add_argument("--drop-tx-pct", type=int, default=0)
-    p.add_argument("--drop-rx-pct", type=int, default=0)
-    p.add_argument("--trace-sip", action="store_true", help="emit sip_message events")
-    p.add_argument("--log-level", type=int, default=2, help="PJSIP log level sent to stderr")
-    p.add_argument("--tls-cert", default="", help="PEM certificate for the TLS listener")
-    p.add_argument("--tls-key", default="", help="PEM private key for the TLS listener")
-    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

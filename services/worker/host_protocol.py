@@ -116,6 +116,27 @@ def is_register(text: str) -> bool:
     return _REGISTER_CSEQ_RE.search(text) is not None
 
 
+_FROM_USER_RE = re.compile(r"^(?:From|f)\s*:[^\r\n]*?sips?:([^@;>\s]+)@", re.M | re.I)
+
+
+def from_user(text: str) -> str | None:
+    """User part of the From URI (the side that sent the request of this transaction)."""
+    m = _FROM_USER_RE.search(text)
+    return m.group(1) if m else None
+
+
+def dialog_side_user(text: str, direction: str) -> str | None:
+    """Whose copy of a message this is, when both ends of a dialog live in one process.
+
+    A request is sent by its From user and received by its To user; a response
+    travels the other way. So an outgoing request or an incoming response belongs
+    to the From user's endpoint, the rest to the To user's.
+    """
+    is_request = not text.startswith("SIP/2.0")
+    originator_side = (direction == "out") == is_request
+    return from_user(text) if originator_side else to_user(text)
+
+
 def to_user(text: str) -> str | None:
     """User part of the To URI (for REGISTER: the AOR being registered)."""
     m = _TO_USER_RE.search(text)

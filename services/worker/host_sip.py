@@ -6,6 +6,7 @@ endpoint's tick acts on it outside the callback, as PJSUA2.md requires.
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 from typing import TYPE_CHECKING
@@ -109,3 +110,17 @@ class HostCall(pj.Call):
         # Last moment the stream statistics exist: take the final sample here.
         if self.endpoint is not None and prm.streamIdx == 0:
             self.endpoint.final_sample(self)
+
+
+class SipLogWriter(pj.LogWriter):
+    """Receives PJSIP log lines; only queues them (may run on a media thread)."""
+
+    def __init__(self, queue: collections.deque, level: int) -> None:
+        super().__init__()
+        self.queue, self.level = queue, level
+
+    def write(self, entry: pj.LogEntry) -> None:
+        try:
+            self.queue.append((entry.level, entry.msg))
+        except Exception:  # noqa: BLE001 - never raise into C++
+            pass

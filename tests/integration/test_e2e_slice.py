@@ -59,6 +59,24 @@ def test_a_smoke_run_completes_with_good_audio(platform, database_url):  # type:
     assert summary["samples"] >= 32
     assert summary["mos"] > 4.0 and summary["fraction_lost"] == 0
 
+    # Each side's SIP ladder is its own, even when caller and callee share a host process.
+    def ladder(endpoint_id: str) -> list[tuple[str, str]]:
+        _, detail = platform.request("GET", f"/api/v1/runs/{run_id}/endpoints/{endpoint_id}")
+        sip = [e for e in detail["me"]["timeline"] if e["kind"] == "sip"]
+        return [
+            (
+                e["direction"],
+                e["label"].split(" ")[0]
+                if not e["label"].startswith("SIP/")
+                else e["label"].split(" ")[1],
+            )
+            for e in sip
+        ]
+
+    caller, callee = ladder("A-1"), ladder("B-1")
+    assert caller[0] == ("out", "INVITE") and ("in", "200") in caller and ("out", "ACK") in caller
+    assert callee[0] == ("in", "INVITE") and ("out", "200") in callee and ("in", "ACK") in callee
+
     # The HTML page shows the same run.
     status, html = platform.get_html(f"/runs/{run_id}")
     assert status == 200 and "COMPLETED" in html and "A-1" in html

@@ -106,3 +106,19 @@ def test_parse_sip_log_entry():
     rx = entry.replace(".TX 512", ".RX 512").replace("Call-ID:", "i:")
     assert proto.parse_sip_log(rx)[0] == "in" and proto.parse_sip_log(rx)[2] == "abc-123"
     assert proto.parse_sip_log("sip_endpoint.c  .Module registered") is None
+
+
+def test_messages_of_a_dialog_inside_one_host_go_to_the_right_side():
+    from callmeter_worker.host_protocol import dialog_side_user
+
+    invite = "INVITE sip:b-1@127.0.0.1:5062 SIP/2.0\r\nFrom: <sip:a-1@127.0.0.1>;tag=x\r\nTo: <sip:b-1@127.0.0.1>\r\n"
+    ringing = "SIP/2.0 180 Ringing\r\nFrom: <sip:a-1@127.0.0.1>;tag=x\r\nTo: <sip:b-1@127.0.0.1>;tag=y\r\n"
+    callee_bye = "BYE sip:a-1@127.0.0.1 SIP/2.0\r\nFrom: <sip:b-1@127.0.0.1>;tag=y\r\nTo: <sip:a-1@127.0.0.1>;tag=x\r\n"
+    # The caller sends the INVITE and receives the 180; the callee the other way round.
+    assert dialog_side_user(invite, "out") == "a-1"
+    assert dialog_side_user(invite, "in") == "b-1"
+    assert dialog_side_user(ringing, "in") == "a-1"
+    assert dialog_side_user(ringing, "out") == "b-1"
+    # A BYE from the callee belongs to the callee when sent, to the caller when received.
+    assert dialog_side_user(callee_bye, "out") == "b-1"
+    assert dialog_side_user(callee_bye, "in") == "a-1"
