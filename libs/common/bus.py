@@ -165,6 +165,13 @@ class Bus:
                     msgs = await sub.fetch(batch, timeout=0.5)
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue
+                except Exception:
+                    # e.g. the server restarting: keep pulling once it is back.
+                    log.exception("%s: fetch from %s failed", self.service, durable)
+                    await asyncio.sleep(0.5)
+                    continue
+                if not msgs:
+                    continue  # a fetch can come back empty (status-only reply)
                 m = telemetry.meters()
                 m.batch_size.record(len(msgs), {"service": self.service})
                 m.consumer_lag.record(msgs[-1].metadata.num_pending, {"service": self.service})
@@ -180,8 +187,16 @@ class Bus:
                     run_ids = [r for _, e in good if (r := getattr(e, "run_id", None))]
                     for msg, event in good:
                         telemetry.remember(getattr(event, "run_id", None), msg.headers)
-                    with telemetry.handling(self.service, "handle batch", run_ids):
-                        await handler(good)
+                    try:
+                        with telemetry.handling(self.service, "handle batch", run_ids):
+                            await handler(good)
+                    except Exception:
+                        # Unacked messages come back after ack_wait; one failure must not
+                        # end the loop, or the service would go silently deaf.
+                        log.exception("%s: handling a batch of %d failed", self.service, len(good))
+                        for msg, _ in good:
+                            with contextlib.suppress(Exception):
+                                await msg.nak(delay=1)
         finally:
             # Unsubscribed, the connection can drain at shutdown without waiting on it.
             with contextlib.suppress(Exception):

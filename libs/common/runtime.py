@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -26,6 +27,14 @@ def setup_logging(service: str) -> None:
     telemetry.setup(service)
 
 
+def dump_tasks() -> None:
+    """Log the stack of every asyncio task (operators' answer to 'why is it stuck?')."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=out)
+    logging.getLogger("callmeter.tasks").warning("asyncio tasks:\n%s", out.getvalue())
+
+
 def run_service(service: str, serve: Serve) -> None:
     """Run `serve(stop)` until SIGINT/SIGTERM sets `stop` (then it drains and returns)."""
     setup_logging(service)
@@ -35,6 +44,7 @@ def run_service(service: str, serve: Serve) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)  # `kill -USR1 <pid>`: what is it doing?
         await serve(stop)
 
     asyncio.run(main())
