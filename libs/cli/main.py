@@ -88,7 +88,6 @@ def rebuild_cmd() -> None:
     typer.echo(f"read models rebuilt up to stream sequence {position}")
 
 
-
 @app.command("run")
 def run_command(
     test_file: Annotated[Path, typer.Argument(help="Test definition (YAML or JSON).")],

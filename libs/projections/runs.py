@@ -1,17 +1,32 @@
-"""Run and endpoint state folded from CALLMETER_EVENTS."""
+"""Run state folded from CALLMETER_EVENTS; RunsProjection indexes run and endpoint states."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import singledispatch
 
 from callmeter_events import (
-    CallEnded, CallEstablished, CallFailed, CallProgress, EndpointAssigned, EndpointFinished,
-    EndpointPhaseChanged, EndpointRegistered, Event, RegistrationFailed, RunCompleted, RunCreated,
-    RunDispatching, RunFailed, RunQueued, RunRejected, RunStarted, RunStopping, StopRequested,
-    TestDefinition, endpoint_id,
-)  # fmt: skip
+    Event,
+    RunCompleted,
+    RunCreated,
+    RunDispatching,
+    RunEvaluated,
+    RunFailed,
+    RunQueued,
+    RunRejected,
+    RunStarted,
+    RunStopping,
+    StopRequested,
+    TestDefinition,
+)
+
+from .endpoints import EndpointState, apply_endpoint, evolve, initial_endpoints, role_of
+
+__all__ = [
+    "EndpointState", "RunState", "RunsProjection", "StatusChange", "apply_endpoint", "apply_run",
+    "initial_endpoints", "role_of",
+]  # fmt: skip
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"})
 
@@ -40,58 +55,32 @@ class RunState:
     history: tuple[StatusChange, ...] = ()
     total_endpoints: int = 0
     finished_endpoints: int = 0
+    evaluation: RunEvaluated | None = None  # thresholds, once results are complete
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
 
-@dataclass(frozen=True)
-class EndpointState:
-    run_id: str
-    endpoint_id: str
-    group: str
-    role: str
-    phase: str | None = None
-    outcome: str | None = None
-    reason: str = ""
-    sip_code: int | None = None
-    worker_id: str | None = None
-    planned_worker: str | None = None
-    contact_uri: str | None = None
-    target_uri: str | None = None
-    codec: str | None = None
-    time_to_register_ms: float | None = None
-    time_to_trying_ms: float | None = None
-    time_to_ringing_ms: float | None = None
-    post_dial_delay_ms: float | None = None
-    call_setup_ms: float | None = None
-    call_duration_s: float | None = None
-    finished_at: datetime | None = None
-    late_events: int = 0  # events that arrived after the endpoint had finished
+def _to(
+    run: RunState,
+    status: str,
+    at: datetime,
+    why: str,
+    *,
+    sets_reason: bool = False,
+    **changes: object,
+) -> RunState:
+    """Move to `status`, recording why in the history (every transition says why).
 
-
-def role_of(definition: TestDefinition, group_name: str) -> str:
-    """caller when the group dials someone, receiver when called, else idle."""
-    group = next(g for g in definition.groups if g.name == group_name)
-    if group.calls or group.target_uri:
-        return "caller"
-    return "receiver" if group_name in definition.callee_groups() else "idle"
-
-
-def initial_endpoints(run_id: str, definition: TestDefinition) -> list[EndpointState]:
-    return [
-        EndpointState(run_id, endpoint_id(g.name, i), g.name, role_of(definition, g.name))
-        for g in definition.groups
-        for i in range(1, g.endpoints + 1)
-    ]
-
-
-def _to(run: RunState, status: str, at: datetime, reason: str = "", **changes: object) -> RunState:
+    `sets_reason` also makes `why` the run's headline reason (rejections, failures,
+    stops): the one a user must act on or know about.
+    """
     if run.terminal or run.status == status:
         return run  # terminal statuses are final; a repeated fact changes nothing
-    history = (*run.history, StatusChange(status, at, reason))
-    return replace(run, status=status, reason=reason or run.reason, history=history, **changes)  # type: ignore[arg-type]
+    history = (*run.history, StatusChange(status, at, why))
+    reason = why if sets_reason else run.reason
+    return evolve(run, status=status, reason=reason, history=history, **changes)  # type: ignore[arg-type]
 
 
 @singledispatch
@@ -101,110 +90,79 @@ def apply_run(event: Event, run: RunState) -> RunState:
 
 @apply_run.register
 def _(event: RunQueued, run: RunState) -> RunState:
-    return _to(run, "QUEUED", event.occurred_at) if run.status == "PENDING" else run
+    if run.status != "PENDING":
+        return run
+    why = f"passed validation ({run.total_endpoints} endpoints); waiting for worker capacity"
+    return _to(run, "QUEUED", event.occurred_at, why)
 
 
 @apply_run.register
 def _(event: RunRejected, run: RunState) -> RunState:
     return _to(
-        run, "CANNOT_RUN_FOR_NOW", event.occurred_at, event.reason, finished_at=event.occurred_at
-    )
+        run, "CANNOT_RUN_FOR_NOW", event.occurred_at, event.reason, sets_reason=True,
+        finished_at=event.occurred_at,
+    )  # fmt: skip
 
 
 @apply_run.register
 def _(event: RunDispatching, run: RunState) -> RunState:
-    if run.status not in ("PENDING", "QUEUED"):
+    # The first plan wins: a plan re-derived after a restart must not move endpoints.
+    if run.status not in ("PENDING", "QUEUED") or run.dispatched:
         return run
-    return replace(run, worker_ids=tuple(sorted(event.worker_ids)), dispatched=True)
+    return evolve(run, worker_ids=tuple(sorted(event.worker_ids)), dispatched=True)
 
 
 @apply_run.register
 def _(event: RunStarted, run: RunState) -> RunState:
     if run.status not in ("PENDING", "QUEUED"):
         return run
-    return _to(run, "RUNNING", event.occurred_at, started_at=event.occurred_at)
+    n = len(run.worker_ids)
+    why = f"{run.total_endpoints} endpoints planned on {n} worker{'s' if n != 1 else ''}: " + (
+        ", ".join(run.worker_ids)
+    )
+    return _to(run, "RUNNING", event.occurred_at, why, started_at=event.occurred_at)
 
 
 @apply_run.register
 def _(event: StopRequested, run: RunState) -> RunState:
-    return run if run.terminal else replace(run, stop_requested=True)
+    return run if run.terminal else evolve(run, stop_requested=True)
 
 
 @apply_run.register
 def _(event: RunStopping, run: RunState) -> RunState:
-    return _to(run, "STOPPING", event.occurred_at, "stop requested", stopped=True)
+    why = "stop requested by the user; hanging up active calls"
+    return _to(run, "STOPPING", event.occurred_at, why, sets_reason=True, stopped=True)
 
 
 @apply_run.register
 def _(event: RunCompleted, run: RunState) -> RunState:
-    reason = "stopped by user" if event.stopped else ""
-    return _to(run, "COMPLETED", event.occurred_at, reason, finished_at=event.occurred_at)
+    if event.stopped:
+        why = "stopped by the user; everything measured until then is kept"
+    else:
+        why = f"all {run.total_endpoints} endpoints finished"
+    return _to(
+        run, "COMPLETED", event.occurred_at, why, sets_reason=event.stopped,
+        finished_at=event.occurred_at,
+    )  # fmt: skip
 
 
 @apply_run.register
 def _(event: RunFailed, run: RunState) -> RunState:
-    return _to(run, "FAILED", event.occurred_at, event.reason, finished_at=event.occurred_at)
-
-
-@singledispatch
-def apply_endpoint(event: Event, ep: EndpointState) -> EndpointState:
-    return ep
-
-
-@apply_endpoint.register
-def _(event: EndpointAssigned, ep: EndpointState) -> EndpointState:
-    return replace(ep, worker_id=event.worker_id, target_uri=event.config.target_uri)
-
-
-@apply_endpoint.register
-def _(event: EndpointPhaseChanged, ep: EndpointState) -> EndpointState:
-    return replace(ep, phase=event.phase)
-
-
-@apply_endpoint.register
-def _(event: EndpointRegistered, ep: EndpointState) -> EndpointState:
-    return replace(
-        ep, phase="REGISTERED" if ep.phase in (None, "INITIALIZING") else ep.phase,
-        contact_uri=event.contact_uri, time_to_register_ms=event.time_to_register_ms,
+    return _to(
+        run, "FAILED", event.occurred_at, event.reason, sets_reason=True,
+        finished_at=event.occurred_at,
     )  # fmt: skip
 
 
-@apply_endpoint.register
-def _(event: RegistrationFailed, ep: EndpointState) -> EndpointState:
-    return replace(ep, sip_code=event.sip_code, reason=event.reason)
+@apply_run.register
+def _(event: RunEvaluated, run: RunState) -> RunState:
+    return evolve(run, evaluation=event)
 
 
-@apply_endpoint.register
-def _(event: CallProgress, ep: EndpointState) -> EndpointState:
-    return replace(ep, sip_code=event.sip_code)
-
-
-@apply_endpoint.register
-def _(event: CallEstablished, ep: EndpointState) -> EndpointState:
-    return replace(
-        ep, codec=event.codec, sip_code=200, time_to_trying_ms=event.time_to_trying_ms,
-        time_to_ringing_ms=event.time_to_ringing_ms, post_dial_delay_ms=event.post_dial_delay_ms,
-        call_setup_ms=event.call_setup_ms,
-    )  # fmt: skip
-
-
-@apply_endpoint.register
-def _(event: CallFailed, ep: EndpointState) -> EndpointState:
-    return replace(ep, sip_code=event.sip_code, reason=event.reason)
-
-
-@apply_endpoint.register
-def _(event: CallEnded, ep: EndpointState) -> EndpointState:
-    return replace(ep, call_duration_s=event.duration_s)
-
-
-@apply_endpoint.register
-def _(event: EndpointFinished, ep: EndpointState) -> EndpointState:
-    code = event.sip_code if event.sip_code is not None else ep.sip_code
-    return replace(
-        ep, outcome=event.outcome, reason=event.reason or ep.reason, sip_code=code,
-        finished_at=event.occurred_at, phase="CLOSED",
-    )  # fmt: skip
+def _created(event: RunCreated) -> str:
+    return f"run requested: {event.definition.total_endpoints()} endpoints, " + (
+        f"{event.definition.duration_s:g} s"
+    )
 
 
 @dataclass
@@ -223,7 +181,7 @@ class RunsProjection:
                 return None, None
             self.runs[event.run_id] = RunState(
                 event.run_id, event.test_id, event.definition, created_at=event.occurred_at,
-                history=(StatusChange("PENDING", event.occurred_at),),
+                history=(StatusChange("PENDING", event.occurred_at, _created(event)),),
                 total_endpoints=event.definition.total_endpoints(),
             )  # fmt: skip
             self.endpoints[event.run_id] = {
@@ -235,11 +193,15 @@ class RunsProjection:
         if run is None:
             return None, None
         ep_id = getattr(event, "endpoint_id", None)
-        if isinstance(event, RunDispatching) and run.status in ("PENDING", "QUEUED"):
+        if (
+            isinstance(event, RunDispatching)
+            and run.status in ("PENDING", "QUEUED")
+            and (not run.dispatched)
+        ):
             eps = self.endpoints[run.run_id]
             for ep_key, worker in event.plan.items():
                 if ep_key in eps:
-                    eps[ep_key] = replace(eps[ep_key], planned_worker=worker)
+                    eps[ep_key] = evolve(eps[ep_key], planned_worker=worker)
         if ep_id is None:
             self.runs[run.run_id] = apply_run(event, run)
             return run.run_id, None
@@ -252,10 +214,10 @@ class RunsProjection:
             return None
         if ep.outcome is not None:
             # Late report (e.g. from a worker declared lost): recorded, never re-counted.
-            eps[ep_id] = replace(ep, late_events=ep.late_events + 1)
+            eps[ep_id] = evolve(ep, late_events=ep.late_events + 1)
             return ep_id
         new = apply_endpoint(event, ep)
         eps[ep_id] = new
         if new.outcome is not None:
-            self.runs[run.run_id] = replace(run, finished_endpoints=run.finished_endpoints + 1)
+            self.runs[run.run_id] = evolve(run, finished_endpoints=run.finished_endpoints + 1)
         return ep_id

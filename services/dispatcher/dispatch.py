@@ -34,6 +34,7 @@ class Timing:
     heartbeat_s: float = 1.0
     missed_heartbeats: int = 3
     receiver_wait_s: float = 30.0
+    stop_timeout_s: float = 25.0  # a stop ends within this, workers confirming or not
 
 
 def busy_slots(world: World) -> Counter[str]:
@@ -200,12 +201,24 @@ def dispatch_callers(
             )  # fmt: skip
 
 
-def stop_unstarted(world: World, run: RunState) -> Iterator[Event]:
+def stop_endpoints(world: World, run: RunState, now: datetime, timing: Timing) -> Iterator[Event]:
+    """Endpoints never started finish now; running ones are their workers' to hang up,
+    but a worker that has not confirmed after `stop_timeout_s` must not hold the stop
+    (users are promised it ends): those finish TEARDOWN_ERROR."""
+    stopping_for = (now - run.history[-1].at).total_seconds()  # STOPPING is the latest
     for ep in world.runs.endpoints[run.run_id].values():
-        if ep.worker_id is None and ep.outcome is None:
+        if ep.outcome is not None:
+            continue
+        if ep.worker_id is None:
             yield EndpointFinished(
                 run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="COMPLETED_WITH_WARNINGS",
                 reason="run stopped before this endpoint started",
+            )  # fmt: skip
+        elif stopping_for > timing.stop_timeout_s:
+            yield EndpointFinished(
+                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="TEARDOWN_ERROR",
+                reason=f"worker {ep.worker_id} did not confirm the hangup within "
+                f"{timing.stop_timeout_s:g} s of the stop",
             )  # fmt: skip
 
 
@@ -230,4 +243,4 @@ def _decide(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
         elif run.status == "RUNNING" and not run.stop_requested:
             yield from dispatch_callers(world, run, now, timing, gone)
         elif run.status == "STOPPING":
-            yield from stop_unstarted(world, run)
+            yield from stop_endpoints(world, run, now, timing)

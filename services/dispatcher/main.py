@@ -15,7 +15,10 @@ from .settings import DispatcherSettings
 
 async def serve(stop: asyncio.Event) -> None:
     settings = DispatcherSettings()
-    timing = Timing(settings.heartbeat_s, settings.missed_heartbeats, settings.receiver_wait_s)
+    timing = Timing(
+        settings.heartbeat_s, settings.missed_heartbeats, settings.receiver_wait_s,
+        settings.stop_timeout_s,
+    )  # fmt: skip
     bus = await Bus.connect(settings.nats_url, "dispatcher")
     await bus.ensure_streams()
     try:

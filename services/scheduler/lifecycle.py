@@ -1,4 +1,10 @@
-"""The run lifecycle as a pure function: state in, the events that should follow out."""
+"""The run lifecycle as a pure function: state in, the events that should follow out.
+
+PENDING runs are validated (limits, workers, SIP accounts) and queued or
+rejected with a reason a user can act on; running runs end COMPLETED when every
+endpoint has finished, FAILED when nothing could work (no registration, every
+worker lost) or when they overrun; a stop request goes through STOPPING.
+"""
 
 from __future__ import annotations
 
@@ -7,95 +13,166 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from callmeter_common.reconciler import World
-from callmeter_events import (
-    Event, RunCompleted, RunFailed, RunQueued, RunRejected, RunStopping,
-)  # fmt: skip
-from callmeter_projections import RunState
+from callmeter_events import Event, RunCompleted, RunFailed, RunQueued, RunRejected, RunStopping
+from callmeter_projections import EndpointState, RunState
 
 ACTIVE = ("QUEUED", "RUNNING", "STOPPING")
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_endpoints_per_run: int
-    max_concurrent_runs: int
-    max_concurrent_endpoints: int
-    grace_s: float
+    max_endpoints_per_run: int = 2_000
+    max_concurrent_runs: int = 10  # per organisation: the whole installation
+    max_concurrent_endpoints: int = 5_000
+    grace_s: float = 60.0
     receiver_wait_s: float = 30.0
+    max_concurrent_runs_per_project: int = 5
 
 
-def rejection_reason(run: RunState, world: World, limits: Limits) -> str | None:
-    """Why a PENDING run cannot run now, in words a user can act on; None if it can."""
-    d = run.definition
-    total = d.total_endpoints()
+def _limit_reason(run: RunState, active: list[RunState], limits: Limits) -> str | None:
+    total = run.total_endpoints
     if total > limits.max_endpoints_per_run:
-        return f"{total} endpoints exceed the limit of {limits.max_endpoints_per_run} per run"
-    active = [r for r in world.runs.runs.values() if r.status in ACTIVE]
+        return (
+            f"{total} endpoints exceed the limit of {limits.max_endpoints_per_run} per run; "
+            "reduce the group sizes or raise CALLMETER_MAX_ENDPOINTS_PER_RUN"
+        )
+    project = run.definition.project
+    in_project = [r for r in active if r.definition.project == project]
+    if len(in_project) >= limits.max_concurrent_runs_per_project:
+        return (
+            f"project {project!r} already has {len(in_project)} active runs (limit "
+            f"{limits.max_concurrent_runs_per_project}); wait for one to finish or raise "
+            "CALLMETER_MAX_CONCURRENT_RUNS_PER_PROJECT"
+        )
     if len(active) >= limits.max_concurrent_runs:
-        return f"{len(active)} runs already active (limit {limits.max_concurrent_runs})"
+        return (
+            f"the organisation already has {len(active)} active runs (limit "
+            f"{limits.max_concurrent_runs}); wait for one to finish or raise "
+            "CALLMETER_MAX_CONCURRENT_RUNS"
+        )
     busy = sum(r.total_endpoints for r in active)
     if busy + total > limits.max_concurrent_endpoints:
         return (
-            f"{busy} endpoints already running + {total} would exceed the limit of "
-            f"{limits.max_concurrent_endpoints} concurrent endpoints"
+            f"{busy} endpoints already active + {total} would exceed the limit of "
+            f"{limits.max_concurrent_endpoints} concurrent endpoints; wait for a run to "
+            "finish or raise CALLMETER_MAX_CONCURRENT_ENDPOINTS"
         )
-    online = [w for w in world.workers.values() if w.status == "ONLINE"]
-    for group in d.groups:
-        in_region = [w for w in online if group.region in (None, w.region)]
-        if not in_region:
-            where = f" in region {group.region!r}" if group.region else ""
-            return f"no worker online{where} for group {group.name!r}; start one with `callmeter worker`"
-        if group.registrar and len(group.accounts) < group.endpoints:
-            return (
-                f"group {group.name!r} has {group.endpoints} endpoints but only "
-                f"{len(group.accounts)} SIP accounts"
-            )
-    capacity = sum(w.capacity for w in online)
-    if total > capacity:
-        return f"{total} endpoints exceed the {capacity} endpoint slots of the online workers"
     return None
 
 
-def _all_failed(outcomes: list[str | None], outcome: str) -> bool:
-    return bool(outcomes) and all(o == outcome for o in outcomes)
+def _worker_reason(run: RunState, world: World) -> str | None:
+    """Workers and accounts: can every group ever be placed with what is online?"""
+    online = {w.worker_id: w for w in world.workers.values() if w.status == "ONLINE"}
+    demand: dict[tuple[str, ...], int] = {}  # eligible worker set -> endpoints it must hold
+    for group in run.definition.groups:
+        if group.registrar and len(group.accounts) < group.endpoints:
+            return (
+                f"group {group.name!r} has {group.endpoints} endpoints but only "
+                f"{len(group.accounts)} SIP accounts; add accounts or reduce the endpoints"
+            )
+        if group.workers:
+            missing = [w for w in group.workers if w not in online]
+            if missing:
+                return (
+                    f"group {group.name!r} selects workers that are not online: "
+                    f"{', '.join(missing)}; start them or change the selection"
+                )
+            eligible = tuple(sorted(group.workers))
+        else:
+            eligible = tuple(
+                sorted(w for w, s in online.items() if group.region in (None, s.region))
+            )
+        if not eligible:
+            where = f" in region {group.region!r}" if group.region else ""
+            return (
+                f"no worker online{where} for group {group.name!r}; start one with "
+                f"`callmeter worker`{' --region ' + group.region if group.region else ''}"
+            )
+        demand[eligible] = demand.get(eligible, 0) + group.endpoints
+    for eligible, needed in demand.items():
+        capacity = sum(online[w].capacity for w in eligible)
+        if needed > capacity:
+            return (
+                f"{needed} endpoints exceed the {capacity} endpoint slots of the workers "
+                f"they may use ({', '.join(eligible)}); add workers or reduce the endpoints"
+            )
+    return None
 
 
-def decide_run(run: RunState, world: World, now: datetime, limits: Limits) -> Iterator[Event]:
-    if run.status == "PENDING":
-        reason = rejection_reason(run, world, limits)
-        yield (
-            RunRejected(run_id=run.run_id, reason=reason)
-            if reason
-            else RunQueued(run_id=run.run_id)
+def rejection_reason(
+    run: RunState, world: World, limits: Limits, admitted: list[RunState]
+) -> str | None:
+    """Why a PENDING run cannot run now, in words a user can act on; None if it can.
+
+    `admitted` are runs queued earlier in the same pass, not yet in the world.
+    """
+    active = [r for r in world.runs.runs.values() if r.status in ACTIVE] + admitted
+    return _limit_reason(run, active, limits) or _worker_reason(run, world)
+
+
+def _tried(eps: list[EndpointState]) -> list[EndpointState]:
+    """Endpoints that ran on a worker, or were meant to: their outcome is first-hand.
+
+    Callers finished without being dispatched (their callee failed) only echo a
+    receiver's failure, so they do not decide whether the whole run failed.
+    """
+    return [e for e in eps if e.worker_id is not None or e.outcome == "WORKER_LOST"]
+
+
+def _verdict(run: RunState, eps: list[EndpointState]) -> Event:
+    tried = _tried(eps)
+    if not run.stopped and tried and all(e.outcome == "REGISTRATION_FAILED" for e in tried):
+        return RunFailed(
+            run_id=run.run_id,
+            reason="every endpoint failed to register; check the registrar address, "
+            "transport and SIP account credentials",
         )
-        return
+    if not run.stopped and tried and all(e.outcome == "WORKER_LOST" for e in tried):
+        return RunFailed(
+            run_id=run.run_id,
+            reason=f"every worker of the run was lost ({', '.join(run.worker_ids)}); "
+            "check the workers' connectivity to NATS and their logs",
+        )
+    return RunCompleted(run_id=run.run_id, stopped=run.stopped)
+
+
+def decide_run(
+    run: RunState, world: World, now: datetime, limits: Limits, admitted: list[RunState]
+) -> Iterator[Event]:
     if run.terminal:
+        return
+    if run.status == "PENDING":
+        reason = rejection_reason(run, world, limits, admitted)
+        if reason:
+            yield RunRejected(run_id=run.run_id, reason=reason)
+        else:
+            admitted.append(run)
+            yield RunQueued(run_id=run.run_id)
         return
     if run.stop_requested and run.status in ("QUEUED", "RUNNING"):
         yield RunStopping(run_id=run.run_id)
         return
-    if run.status == "QUEUED" or run.started_at is None:
-        if run.status == "STOPPING":  # stopped before anything was dispatched
-            yield RunCompleted(run_id=run.run_id, stopped=True)
+    # STOPPING waits like RUNNING: the dispatcher finishes endpoints never started,
+    # workers hang up the others, and their final samples are kept.
+    if run.finished_endpoints >= run.total_endpoints and run.status in ("RUNNING", "STOPPING"):
+        yield _verdict(run, list(world.runs.endpoints[run.run_id].values()))
         return
-    if run.finished_endpoints >= run.total_endpoints:
-        outcomes = [e.outcome for e in world.runs.endpoints[run.run_id].values()]
-        if _all_failed(outcomes, "REGISTRATION_FAILED"):
-            yield RunFailed(run_id=run.run_id, reason="every endpoint failed to register")
-        elif _all_failed(outcomes, "WORKER_LOST"):
-            yield RunFailed(run_id=run.run_id, reason="every worker of the run was lost")
-        else:
-            yield RunCompleted(run_id=run.run_id, stopped=run.stopped)
+    if run.started_at is None:
         return
     budget = run.definition.duration_s + run.definition.buildup_s * 2 + limits.receiver_wait_s
     if (now - run.started_at).total_seconds() > budget + limits.grace_s:
+        missing = run.total_endpoints - run.finished_endpoints
         yield RunFailed(
             run_id=run.run_id,
-            reason=f"run exceeded its duration plus a grace period of {limits.grace_s:.0f} s",
+            reason=f"run exceeded its duration ({run.definition.duration_s:g} s) plus buildup, "
+            f"receiver wait and a grace period of {limits.grace_s:g} s; {missing} endpoints "
+            "never reported an outcome: check the workers' logs",
         )
 
 
 def decide(world: World, now: datetime, limits: Limits) -> Iterator[Event]:
-    """Every lifecycle event the current state calls for, oldest run first."""
+    """Every lifecycle event the current state calls for, oldest run first, stamped `now`."""
+    admitted: list[RunState] = []
     for run in sorted(world.runs.runs.values(), key=lambda r: (r.created_at or now, r.run_id)):
-        yield from decide_run(run, world, now, limits)
+        for event in decide_run(run, world, now, limits, admitted):
+            yield event.model_copy(update={"occurred_at": now})

@@ -16,9 +16,13 @@ from .settings import SchedulerSettings
 async def serve(stop: asyncio.Event) -> None:
     settings = SchedulerSettings()
     limits = Limits(
-        settings.max_endpoints_per_run, settings.max_concurrent_runs,
-        settings.max_concurrent_endpoints, settings.grace_s, settings.receiver_wait_s,
-    )  # fmt: skip
+        max_endpoints_per_run=settings.max_endpoints_per_run,
+        max_concurrent_runs=settings.max_concurrent_runs,
+        max_concurrent_endpoints=settings.max_concurrent_endpoints,
+        grace_s=settings.grace_s,
+        receiver_wait_s=settings.receiver_wait_s,
+        max_concurrent_runs_per_project=settings.max_concurrent_runs_per_project,
+    )
     bus = await Bus.connect(settings.nats_url, "scheduler")
     await bus.ensure_streams()
     try:
