@@ -3,9 +3,12 @@
 Starts its own embedded NATS and PostgreSQL and a real metrics-ingest process,
 then measures, in the same run on the same servers:
   1. raw COPY: psycopg binary COPY of N rows straight into metric_samples;
-  2. pipeline: N MetricSamples (every catalogue key) published to JetStream
-     until all N are visible in metric_samples (publish and ingest overlap);
-  3. latency: a steady 5,000 samples/s for a while; publish -> visible p50/p99.
+  2. pipeline: N samples (every catalogue key) published to JetStream exactly as
+     workers publish them (each simulated worker's SampleBatcher packs MetricBatch
+     messages; the packing and encoding are timed) until all N are visible in
+     metric_samples (publish and ingest overlap);
+  3. latency: a steady 5,000 samples/s for a while, handed to the batchers as a
+     worker's supervisor does; sample handed over -> visible p50/p99.
 Prints pipeline / raw COPY (target >= 0.5) and the p99 latency (target < 2 s).
 
     python bench/ingest.py [N] [steady_seconds]
@@ -28,12 +31,14 @@ import psycopg
 from callmeter_common.bus import Bus
 from callmeter_common.procs import spawn, stop_group
 from callmeter_common.servers import start_nats, start_postgres
-from callmeter_events import MetricSample, encode
+from callmeter_events import MetricSample
 from callmeter_events.metrics_catalogue import CATALOGUE
 from callmeter_storage.migrations import migrate
 from callmeter_storage.samples import COLUMNS, PG_TYPES, to_row
+from callmeter_worker.batcher import SampleBatcher
 
 RATE = 5_000
+CAPACITY = 200  # endpoints per worker (WorkerSettings.capacity): 250 endpoints, 2 workers
 
 
 def sample(run_id: str, endpoint: int, direction: str, seq: int, ts: datetime) -> MetricSample:
@@ -86,13 +91,26 @@ def stored(conn: psycopg.Connection[object], run_id: str) -> int:
     return int(row[0]) if row else 0
 
 
+def workers(bus: Bus, run_id: str) -> dict[int, SampleBatcher]:
+    """One SampleBatcher per simulated worker, publishing as the worker supervisor does."""
+    return {w: SampleBatcher(bus.publish, f"bench-{run_id}-{w}") for w in range(2)}
+
+
+def worker_of(e: MetricSample) -> int:
+    return int(e.endpoint_id.rpartition("-")[2]) // CAPACITY
+
+
 async def publish_all(bus: Bus, events: list[MetricSample]) -> None:
-    encoded = [(e.subject(), encode(e), {"Nats-Msg-Id": e.msg_id()}) for e in events]
-    futures = [await bus.js.publish_async(s, p, headers=h) for s, p, h in encoded]
-    await asyncio.gather(*futures)
+    batchers = workers(bus, events[0].run_id)
+    for i, e in enumerate(events):
+        batchers[worker_of(e)].add(e)
+        if i % 1000 == 999:
+            await asyncio.sleep(0)  # the supervisor yields between host messages too
+    for b in batchers.values():
+        await b.flush()
 
 
-async def wait_stored(url: str, run_id: str, recv: int, timeout: float = 600) -> float:
+async def wait_stored(url: str, run_id: str, recv: int, timeout: float = 180) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + timeout
         while stored(conn, run_id) < recv:
@@ -117,15 +135,15 @@ async def steady(bus: Bus, url: str, seconds: float) -> list[float]:
 
     poller = threading.Thread(target=poll)
     poller.start()
-    per_tick, t0, futures = RATE // 100, time.perf_counter(), []
+    per_tick, t0, batchers = RATE // 100, time.perf_counter(), workers(bus, "bench-steady")
     for i in range(0, len(events), per_tick):
         await asyncio.sleep(max(0.0, t0 + i / RATE - time.perf_counter()))
         for e in events[i : i + per_tick]:
-            futures.append(await bus.js.publish_async(e.subject(), encode(e),
-                                                      headers={"Nats-Msg-Id": e.msg_id()}))  # fmt: skip
+            batchers[worker_of(e)].add(e)
             if e.direction == "recv":
                 recv_sent.append(time.perf_counter())
-    await asyncio.gather(*futures)
+    for b in batchers.values():
+        await b.flush()
     await wait_stored(url, "bench-steady", len(recv_sent))
     await asyncio.sleep(0.1)
     done.set()

@@ -29,6 +29,7 @@ CHANNELS: dict[str, str] = {
     "RunEvaluated": "callmeter.run.{run_id}.status.evaluated",
     "EndpointAssigned": "callmeter.run.{run_id}.worker.{worker_id}.assigned",
     "MetricSample": "callmeter.metrics.{run_id}.{endpoint_id}",
+    "MetricBatch": "callmeter.metrics.{run_id}.batch.{worker_id}",
     "SipMessage": "callmeter.trace.{run_id}.{endpoint_id}",
 }
 for _cls in EVENT_TYPES:

@@ -23,7 +23,7 @@ from .endpoint_events import (
     RegistrationFailed,
     ScenarioActionExecuted,
 )  # fmt: skip
-from .metric_events import MetricSample, SipMessage
+from .metric_events import MetricBatch, MetricSample, SipMessage
 from .run_events import (
     RunCompleted,
     RunCreated,
@@ -46,7 +46,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EndpointPhaseChanged,
     EndpointRegistered, RegistrationFailed, CallAttempted, CallProgress, CallEstablished,
     CallFailed, ScenarioActionExecuted, DtmfReceived, CallEnded, EndpointFinished,
-    WorkerOnline, WorkerHeartbeat, WorkerOffline, WorkerLost, MetricSample, SipMessage,
+    WorkerOnline, WorkerHeartbeat, WorkerOffline, WorkerLost, MetricSample, MetricBatch,
+    SipMessage,
 )  # fmt: skip
 BY_TYPE: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
 

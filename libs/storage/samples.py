@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ from pydantic import ValidationError
 
 from callmeter_events import MetricSample
 from callmeter_events.codec import current_version
+from callmeter_events.metric_events import FLOAT_KEYS, INT_KEYS, TEXT_KEYS
 from callmeter_events.metrics_catalogue import CATALOGUE
 
 from .rollup import group_of
@@ -18,6 +20,11 @@ COLUMNS: tuple[str, ...] = HEAD + tuple(m.key for m in CATALOGUE)
 PG_TYPES: tuple[str, ...] = ("timestamptz", "text", "text", "text", "int4", "text") + tuple(
     {"float": "float8", "int": "int8", "text": "text"}[m.kind] for m in CATALOGUE
 )
+# The order ingest writes columns in: a MetricBatch record's layout (floats, ints,
+# texts), so a batch's values go into the COPY as they come. Export keeps COLUMNS.
+WRITE_COLUMNS: tuple[str, ...] = HEAD + FLOAT_KEYS + INT_KEYS + TEXT_KEYS
+WRITE_TYPES: tuple[str, ...] = tuple(PG_TYPES[COLUMNS.index(c)] for c in WRITE_COLUMNS)
+to_write_order = operator.itemgetter(*(COLUMNS.index(c) for c in WRITE_COLUMNS))
 _INT_MAX = 2**63 - 1
 
 
@@ -25,7 +32,8 @@ class SampleRejected(ValueError):
     """The sample cannot be stored as is; the message names the key."""
 
 
-def _cell(kind: str, key: str, value: Any) -> Any:
+def check_cell(kind: str, key: str, value: Any) -> Any:
+    """The value as stored in a column of this kind, or SampleRejected naming the key."""
     if value is None:
         return None
     if kind == "text":
@@ -53,11 +61,11 @@ def to_row(sample: MetricSample) -> tuple[Any, ...]:
     if not -(2**31) <= sample.seq < 2**31:
         raise SampleRejected(f"seq: out of range: {sample.seq}")
     for key in ("run_id", "endpoint_id"):
-        _cell("text", key, getattr(sample, key))
+        check_cell("text", key, getattr(sample, key))
     get = sample.metrics.get
     cells = tuple([_fast_cell(kind, get(key)) for key, kind in _KINDS])
     if _SLOW in cells:
-        cells = tuple(_cell(kind, key, get(key)) for key, kind in _KINDS)
+        cells = tuple(check_cell(kind, key, get(key)) for key, kind in _KINDS)
     head = (ts, sample.run_id, sample.endpoint_id, sample.direction, sample.seq)
     return head + (group_of(sample.endpoint_id),) + cells
 
@@ -69,7 +77,7 @@ _SLOW = object()
 
 
 def _fast_cell(kind: str, value: Any) -> Any:
-    """The cell when the value is exactly the expected type, else _SLOW (then _cell decides)."""
+    """The cell when the value is exactly the expected type, else _SLOW (then check_cell decides)."""
     if value is None:
         return None
     t = type(value)

@@ -1,31 +1,54 @@
-"""decode -> rows -> one transaction -> ack. Nothing is acked before it is committed."""
+"""decode -> rows -> one transaction -> ack. Nothing is acked before it is committed.
+
+Messages are MetricBatch (what workers publish) or single MetricSample (older
+workers, integrations). A sample that cannot be stored is dead-lettered alone
+with the reason; the other samples of its batch are stored, and the message
+is acked once each of its samples is either committed or dead-lettered.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import orjson
 import psycopg
 from nats.aio.msg import Msg
 
 from callmeter_common.bus import Bus
 from callmeter_events import EventDecodeError, MetricSample, decode
+from callmeter_events.codec import current_version
+from callmeter_events.metric_events import MetricBatch
+from callmeter_events.streams import deadletter_subject
 from callmeter_storage import partitions
-from callmeter_storage.samples import SampleRejected, sample_from_json, to_row
+from callmeter_storage.batches import batch_rows
+from callmeter_storage.samples import SampleRejected, sample_from_json, to_row, to_write_order
 
-from .writer import write_rows
+from .writer import store_rows
 
 log = logging.getLogger(__name__)
 
-# Errors that belong to one row, not to the database: the batch is split to find
+# Errors that belong to one row, not to the database: the rows are split to find
 # the row, which is dead-lettered, and the rest is stored.
 ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
 # Errors that mean "the database is not there right now": hold and retry.
 DOWN_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
-Pending = list[tuple[Msg, tuple[Any, ...]]]
+_BATCH_VERSION = current_version("MetricBatch")
+WHOLE = -1  # the origin of a row that is its whole message (a MetricSample)
+
+
+@dataclass
+class Pending:
+    """Decoded messages waiting for one write: rows, where each came from, what to ack."""
+
+    msgs: list[Msg] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    origins: list[tuple[Msg, int]] = field(default_factory=list)  # (message, record index)
+    held: set[int] = field(default_factory=set)  # id() of messages not to ack (retry later)
 
 
 class Ingest:
@@ -44,73 +67,123 @@ class Ingest:
             self.conn = psycopg.connect(self.database_url, autocommit=True)
         return self.conn
 
-    async def prepare(self, msgs: list[Msg]) -> Pending:
-        """Decode a fetched batch into rows; what cannot be stored is dead-lettered now."""
-        pending: Pending = []
+    async def prepare(self, msgs: list[Msg], into: Pending | None = None) -> Pending:
+        """Decode fetched messages into rows; what cannot be stored is dead-lettered now."""
+        pending = into if into is not None else Pending()
         for msg in msgs:
+            pending.msgs.append(msg)
             try:
-                sample = sample_from_json(msg.data)
-                if sample is None:  # not the canonical shape: the full decode decides
-                    event = decode(msg.data)
-                    if not isinstance(event, MetricSample):
-                        raise SampleRejected(f"not a MetricSample: {type(event).__name__}")
-                    sample = event
-                pending.append((msg, to_row(sample)))
+                payload = orjson.loads(msg.data)
+            except orjson.JSONDecodeError:
+                payload = None  # the generic decode names the reason
+            try:
+                if (
+                    isinstance(payload, dict)
+                    and payload.get("type") == "MetricBatch"
+                    and payload.get("schema_version") == _BATCH_VERSION
+                ):
+                    await self._add_batch(pending, msg, payload)
+                else:
+                    self._add_other(pending, msg)
             except (EventDecodeError, SampleRejected) as exc:
-                await self._reject(msg, str(exc))
+                if not await self._dead_letter(msg.subject, msg.data, str(exc)):
+                    pending.held.add(id(msg))
         return pending
+
+    async def _add_batch(self, pending: Pending, msg: Msg, payload: dict[str, Any]) -> None:
+        out = batch_rows(payload)
+        pending.rows += out.rows
+        pending.origins += [(msg, i) for i in out.records]
+        for index, reason in out.rejected:
+            if not await self._dead_letter(msg.subject, _one_record(payload, index), reason):
+                pending.held.add(id(msg))
+
+    def _add_other(self, pending: Pending, msg: Msg) -> None:
+        sample = sample_from_json(msg.data)
+        if sample is None:  # not the canonical shape: the full decode decides
+            event = decode(msg.data)
+            if isinstance(event, MetricBatch):  # an older version, upcast
+                out = batch_rows(orjson.loads(event.model_dump_json()))
+                if out.rejected:
+                    raise SampleRejected(out.rejected[0][1])
+                pending.rows += out.rows
+                pending.origins += [(msg, i) for i in out.records]
+                return
+            if not isinstance(event, MetricSample):
+                raise SampleRejected(f"not a MetricSample: {type(event).__name__}")
+            sample = event
+        pending.rows.append(to_write_order(to_row(sample)))
+        pending.origins.append((msg, WHOLE))
 
     async def commit(self, pending: Pending) -> None:
         """Store the rows (retrying while Postgres is down), then ack: never before."""
-        for msg in await self._store(pending):
-            await msg.ack()
+        if pending.rows:
+            await self._store(pending, list(range(len(pending.rows))))
+        for msg in pending.msgs:
+            if id(msg) not in pending.held:
+                await msg.ack()
 
-    async def _reject(self, msg: Msg, reason: str) -> None:
+    async def _dead_letter(self, subject: str, data: bytes, reason: str) -> bool:
+        """Park what cannot be stored, with the reason; False if NATS would not take it."""
+        headers = {"CallMeter-Reason": reason[:500], "CallMeter-Service": self.bus.service}
         try:
-            await self.bus.dead_letter(msg, reason)
+            await self.bus.js.publish(
+                deadletter_subject(self.bus.service, subject), data, headers=headers
+            )
         except Exception:  # noqa: BLE001 - NATS trouble: leave it unacked, it comes back
-            log.exception("could not dead-letter %s; it will be redelivered", msg.subject)
-            return
+            log.exception("could not dead-letter from %s; it will be redelivered", subject)
+            return False
+        log.warning("dead-lettered from %s: %s", subject, reason)
         self.dead += 1
-        await msg.ack()
+        return True
 
-    async def _store(self, pending: Pending) -> list[Msg]:
-        """Write until it works; returns the messages whose rows are committed."""
+    async def _store(self, pending: Pending, which: list[int]) -> None:
+        """Write until it works: the rows are committed or dead-lettered when this returns."""
         last_touch = time.monotonic()
-        while pending:
+        while True:
             try:
-                return await self._write_isolating(pending)
+                await self._write_isolating(pending, which)
+                return
             except DOWN_ERRORS as exc:
-                # Backpressure: keep the batch unacked and retry until Postgres is back;
+                # Backpressure: keep the messages unacked and retry until Postgres is back;
                 # JetStream stops sending once max_ack_pending is reached.
                 log.warning("postgres unavailable (%s); retrying in %.1fs", exc, self.retry_s)
                 self.conn = None
                 if time.monotonic() - last_touch > 10:  # well inside ack_wait
                     last_touch = time.monotonic()
-                    for msg, _ in pending:
+                    for msg in pending.msgs:
                         await msg.in_progress()
                 await asyncio.sleep(self.retry_s)
-        return []
 
-    async def _write_isolating(self, pending: Pending) -> list[Msg]:
+    async def _write_isolating(self, pending: Pending, which: list[int]) -> None:
         try:
-            self.stored += await asyncio.to_thread(self._write, [row for _, row in pending])
-            return [msg for msg, _ in pending]
+            rows = [pending.rows[i] for i in which]
+            self.stored += await asyncio.to_thread(self._write, rows)
+            return
         except ROW_ERRORS as exc:
-            if len(pending) == 1:
-                await self._reject(pending[0][0], f"rejected by the database: {exc}")
-                return []
-        # Bisect: log2(batch) extra writes find each bad row; good halves commit.
-        half = len(pending) // 2
-        return await self._write_isolating(pending[:half]) + await self._write_isolating(
-            pending[half:]
-        )
+            if len(which) == 1:
+                msg, record = pending.origins[which[0]]
+                data = msg.data if record == WHOLE else _one_record(orjson.loads(msg.data), record)
+                reason = f"rejected by the database: {exc}"
+                if not await self._dead_letter(msg.subject, data, reason):
+                    pending.held.add(id(msg))
+                return
+        # Bisect: log2(rows) extra writes find each bad row; good halves commit.
+        half = len(which) // 2
+        await self._write_isolating(pending, which[:half])
+        await self._write_isolating(pending, which[half:])
 
     def _write(self, rows: list[tuple[Any, ...]]) -> int:
         conn = self._connection()
         if self.partitioned:
-            missing = partitions.days_of(r[0] for r in rows) - self.known_days
+            missing = partitions.days_of({r[0] for r in rows}) - self.known_days
             if missing:
                 partitions.ensure_days(conn, missing)
                 self.known_days |= missing
-        return write_rows(conn, rows)
+        return store_rows(conn, rows)
+
+
+def _one_record(payload: dict[str, Any], index: int) -> bytes:
+    """A batch holding only record `index`: what is dead-lettered for one bad sample."""
+    records = payload.get("samples")
+    return orjson.dumps({**payload, "samples": [records[index]] if records else []})

@@ -25,7 +25,7 @@ async def serve(stop: asyncio.Event) -> None:
     ingest = Ingest(bus, settings.database_url, settings.retry_s, mode)
     upkeep = asyncio.create_task(_hourly_upkeep(settings.database_url, stop))
     try:
-        await consume(bus, ingest, stop, settings.batch_size)
+        await consume(bus, ingest, stop, settings.batch_size, settings.max_rows)
     finally:
         upkeep.cancel()
         await bus.close()

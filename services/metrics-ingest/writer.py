@@ -1,13 +1,20 @@
-"""Idempotent batch writes: binary COPY into a staging table, then one INSERT statement.
+"""Idempotent batch writes, rows and rollups in one transaction.
 
-The INSERT ... ON CONFLICT DO NOTHING RETURNING feeds the rollups in the same
-statement, so only rows stored for the first time are counted: a redelivered
-sample changes neither metric_samples nor any aggregate. One COPY plus one
-statement per batch, in one transaction, is two round trips whatever the size.
+Fast path (`write_new_rows`): binary COPY straight into metric_samples, plus
+a COPY of the few columns the rollups need into a temporary table that feeds
+the rollup statement. If any row is already stored (a redelivery after a
+crash or a lost ack), the COPY fails on the primary key, the transaction is
+rolled back, and the batch takes the conflict-tolerant path (`write_rows`):
+COPY into a staging table, then INSERT ... ON CONFLICT DO NOTHING RETURNING,
+which feeds the rollups, so only rows stored for the first time are counted.
+Either way a redelivered sample changes neither metric_samples nor any
+aggregate, and the common case costs about what a raw COPY costs, plus the
+rollups.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,9 +23,9 @@ from psycopg import sql
 
 from callmeter_storage.migrations import TIMING_KEYS
 from callmeter_storage.rollup import BOUNDS, COUNTED_ONLY, ROLLUP_METRICS
-from callmeter_storage.samples import COLUMNS, PG_TYPES
+from callmeter_storage.samples import WRITE_COLUMNS, WRITE_TYPES, to_write_order
 
-_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+_COLS = sql.SQL(", ").join(sql.Identifier(c) for c in WRITE_COLUMNS)
 _STAGE = sql.SQL(
     "CREATE TEMP TABLE IF NOT EXISTS samples_stage (LIKE metric_samples INCLUDING DEFAULTS) "
     "ON COMMIT DELETE ROWS"
@@ -52,14 +59,8 @@ _UNPIVOT = ", ".join(
 )
 _RETURNED = ", ".join(ROLLUP_METRICS + tuple(m for m in COUNTED_ONLY if m != "samples"))
 _TIMINGS = ", ".join(TIMING_KEYS)
-_MOVE = sql.SQL(
-    f"""
-WITH ins AS (
-  INSERT INTO metric_samples ({{cols}}) SELECT {{cols}} FROM samples_stage
-  ON CONFLICT DO NOTHING
-  RETURNING run_id, group_name, endpoint_id, direction, time, {_RETURNED},
-    {_TIMINGS}
-), v AS (
+_ROLLUP_INPUT = f"run_id, group_name, endpoint_id, direction, time, {_RETURNED}, {_TIMINGS}"
+_ROLLUPS = f"""), v AS (
   SELECT i.run_id, i.group_name, i.endpoint_id, date_trunc('second', i.time) AS second,
     m.metric, m.value, m.bounds IS NOT NULL AS binned,
     greatest(width_bucket(m.value, m.bounds) - 1, 0) AS bin
@@ -81,17 +82,64 @@ WITH ins AS (
     last_time = greatest(t.last_time, EXCLUDED.last_time)
 )
 SELECT count(*) FROM ins"""
+# The conflict-tolerant path: the rollups see only the rows this INSERT stored.
+_MOVE = sql.SQL(
+    "WITH ins AS (INSERT INTO metric_samples ({cols}) SELECT {cols} FROM samples_stage"
+    " ON CONFLICT DO NOTHING RETURNING " + _ROLLUP_INPUT + _ROLLUPS
 ).format(cols=_COLS)
+# The fast path: every row is new (the COPY into metric_samples did not conflict).
+_ROLLUP_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_stage ON COMMIT DELETE ROWS AS SELECT "
+    + _ROLLUP_INPUT
+    + " FROM metric_samples WITH NO DATA"
+)
+_ROLLUP_COLUMNS = tuple(c.strip() for c in _ROLLUP_INPUT.split(","))
+_FROM_STAGE = "WITH ins AS (SELECT " + _ROLLUP_INPUT + " FROM rollup_stage" + _ROLLUPS
+_COPY_DIRECT = sql.SQL("COPY metric_samples ({}) FROM STDIN (FORMAT BINARY)").format(_COLS)
+_COPY_ROLLUP = "COPY rollup_stage FROM STDIN (FORMAT BINARY)"
+_ROLLUP_TYPES = [WRITE_TYPES[WRITE_COLUMNS.index(c)] for c in _ROLLUP_COLUMNS]
+_rollup_cells = operator.itemgetter(*(WRITE_COLUMNS.index(c) for c in _ROLLUP_COLUMNS))
 _BOUNDS = {f"b_{m}": list(BOUNDS[m]) for m in ROLLUP_METRICS}
 
 
+def write_new_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
+    """Store rows none of which is stored yet; raises UniqueViolation (and stores
+    nothing) if one is. Rows are in WRITE_COLUMNS order."""
+    with conn.transaction():
+        conn.execute(_ROLLUP_STAGE)
+        with conn.cursor() as cur:
+            with cur.copy(_COPY_DIRECT) as copy:
+                copy.set_types(list(WRITE_TYPES))
+                for row in rows:
+                    copy.write_row(row)
+            with cur.copy(_COPY_ROLLUP) as copy:
+                copy.set_types(_ROLLUP_TYPES)
+                for row in rows:
+                    copy.write_row(_rollup_cells(row))
+            cur.execute(_FROM_STAGE, _BOUNDS)
+    return len(rows)
+
+
+def store_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
+    """Store rows (WRITE_COLUMNS order) exactly once; returns rows inserted."""
+    try:
+        return write_new_rows(conn, rows)
+    except psycopg.errors.UniqueViolation:
+        return write_staged(conn, rows)
+
+
 def write_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
-    """Store rows exactly once (redelivered rows are ignored); returns rows inserted."""
+    """Store rows in COLUMNS order (samples.to_row) exactly once; returns rows inserted."""
+    return write_staged(conn, [to_write_order(r) for r in rows])
+
+
+def write_staged(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
+    """Store rows (WRITE_COLUMNS order) exactly once, whichever are stored already."""
     with conn.transaction():
         conn.execute(_STAGE)
         with conn.cursor() as cur:
             with cur.copy(_COPY) as copy:
-                copy.set_types(list(PG_TYPES))
+                copy.set_types(list(WRITE_TYPES))
                 for row in rows:
                     copy.write_row(row)
             cur.execute(_MOVE, _BOUNDS)

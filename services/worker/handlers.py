@@ -19,12 +19,14 @@ from callmeter_events import (
     EndpointFinished,
     EndpointPhaseChanged,
     Event,
+    MetricSample,
     RunStopping,
     WorkerHeartbeat,
     WorkerOffline,
     WorkerOnline,
 )  # fmt: skip
 
+from .batcher import SampleBatcher
 from .hostpool import EndpointHost, HostPool, HostProfile
 from .settings import WorkerSettings
 from .translate import to_events
@@ -58,9 +60,15 @@ class Supervisor:
         self.delayed: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.stopped: set[str] = set()  # runs told to stop: later assignments never start
         self.beat = 0
+        self.samples = SampleBatcher(bus.publish, settings.worker_id)  # MetricBatch out
 
     async def publish(self, events: list[Event]) -> None:
         for event in events:  # in order: a phase must not overtake the event before it
+            if isinstance(event, MetricSample):
+                self.samples.add(event)  # out within ~250 ms, as one MetricBatch per run
+                continue
+            if isinstance(event, EndpointFinished):
+                await self.samples.flush(event.run_id)  # its last samples before its end
             await self.bus.publish(event)
 
     # --- NATS side -------------------------------------------------------------------

@@ -31,6 +31,7 @@ async def serve(stop: asyncio.Event) -> None:
     finally:
         await supervisor.pool.shutdown()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await supervisor.samples.flush()  # the last batched samples
         await bus.close()
 
 

@@ -1,6 +1,7 @@
 """metrics-ingest against a real NATS and a real PostgreSQL: bad samples, Postgres
-down for 10 s, kill -9 of the service. Samples are published straight to
-JetStream with the real event classes (no pjsua2 needed)."""
+down for 10 s, kill -9 of the service. Samples are published to JetStream as
+workers publish them (MetricBatch, through the worker's SampleBatcher) and, for
+older workers and integrations, one MetricSample per message (no pjsua2 needed)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
@@ -21,9 +23,11 @@ from callmeter_common.bus import Bus
 from callmeter_common.procs import free_port, spawn, stop_group
 from callmeter_common.servers import Server, start_nats, start_postgres
 from callmeter_events import DEADLETTER, MetricSample, encode
+from callmeter_events.metric_events import MetricBatch
 from callmeter_ingest.consumer import consume
 from callmeter_ingest.handlers import Ingest
 from callmeter_storage.migrations import migrate
+from callmeter_worker.batcher import SampleBatcher
 
 pytestmark = pytest.mark.integration
 
@@ -81,9 +85,13 @@ def start_ingest(tmp_path: Path, nats_url: str, database_url: str, name: str = "
 
 
 async def publish_steadily(bus: Bus, events: list[MetricSample], per_s: float) -> None:
+    """As a worker does: samples handed to its SampleBatcher as they come."""
+    batcher = SampleBatcher(bus.publish, "w-1")
     for i in range(0, len(events), 20):
-        await bus.publish_many(events[i : i + 20])
+        for event in events[i : i + 20]:
+            batcher.add(event)
         await asyncio.sleep(20 / per_s)
+    await batcher.flush()
 
 
 async def test_bad_samples_are_dead_lettered_and_the_good_ones_of_the_batch_land(
@@ -106,24 +114,36 @@ async def test_bad_samples_are_dead_lettered_and_the_good_ones_of_the_batch_land
     await bus.js.publish(f"callmeter.metrics.{run_id}.A-1", b"\xff\xfe not an event")
     await bus.publish_many(good[20:])
 
-    # Every good sample is stored, once, and counted once by the rollup.
-    await wait_rows(database_url, run_id, 40)
-    await asyncio.sleep(0.5)
-    assert counts(database_url, run_id) == (40, 20)
+    # A batch of 10 as a (careless) producer could send it: two of its records are bad.
+    batch = orjson.loads(
+        encode(MetricBatch.pack(run_id, "w-1", 1, [sample(run_id, i) for i in range(200, 210)]))
+    )
+    batch["samples"][3][5][batch["int_keys"].index("packets")] = 49.5
+    batch["samples"][6][1] = "sideways"
+    await bus.js.publish(f"callmeter.metrics.{run_id}.batch.w-1", orjson.dumps(batch))
 
-    # The four others are on the dead-letter stream with the reason.
+    # Every good sample is stored, once, and counted once by the rollup.
+    await wait_rows(database_url, run_id, 48)
+    await asyncio.sleep(0.5)
+    assert counts(database_url, run_id) == (48, 24)
+
+    # The six others are on the dead-letter stream with the reason, each bad record alone.
     deadline = time.monotonic() + 10
-    while (await bus.js.stream_info(DEADLETTER.name)).state.messages < 4:
+    while (await bus.js.stream_info(DEADLETTER.name)).state.messages < 6:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     reasons = []
-    for seq in range(1, 5):
+    for seq in range(1, 7):
         msg = await bus.js.get_msg(DEADLETTER.name, seq)
         assert msg.subject.startswith(f"callmeter.deadletter.test.callmeter.metrics.{run_id}")
         reasons.append((msg.headers or {}).get("CallMeter-Reason", ""))
     joined = " | ".join(reasons)
     assert "packets: expected a number" in joined and "packets: expected an integer" in joined
     assert "unknown metric keys: jitter_msec" in joined and "not JSON" in joined
+    assert "A-2 recv seq 10: packets: expected an integer, got 49.5" in joined
+    assert "direction: expected send or recv, got 'sideways'" in joined
+    parked = orjson.loads((await bus.js.get_msg(DEADLETTER.name, 6)).data)
+    assert parked["type"] == "MetricBatch" and len(parked["samples"]) == 1
     stop.set()
     await task
 

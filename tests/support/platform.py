@@ -19,6 +19,8 @@ from callmeter_common.procs import free_port, spawn, stop_group
 class TestPlatform(Platform):
     """Platform with helpers to talk to the API and to kill or add services."""
 
+    __test__ = False  # a helper, not a test class
+
     def __init__(self, data_dir: Path, nats_url: str, database_url: str) -> None:
         super().__init__(data_dir, nats_url, database_url, free_port())
         data_dir.mkdir(parents=True, exist_ok=True)
