@@ -17,6 +17,7 @@ from .errors import ApiError
 from .pages import render, render_block
 from .svg import topology
 from .views import run_view
+from .webhooks import deliveries
 
 router = APIRouter(include_in_schema=False)
 TERMINAL = ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW")
@@ -90,7 +91,12 @@ def stream(
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(run_id: str, p: PlatformDep) -> HTMLResponse:
     ctx = await overview(p, run_id)
-    return render("run.html", **ctx, topology=topology(ctx["run"]["definition"]))
+    log = (
+        await service.query(p, deliveries, run_id)
+        if ctx["run"]["definition"].get("webhooks")
+        else []
+    )
+    return render("run.html", **ctx, topology=topology(ctx["run"]["definition"]), webhook_log=log)
 
 
 @router.get("/runs/{run_id}/live", response_class=HTMLResponse)

@@ -56,6 +56,9 @@ def test_callmeter_run_exits_1_when_a_threshold_fails(platform, tmp_path):  # ty
     assert run["evaluation"]["passed"] is False
     assert run["evaluation"]["results"][0]["expression"] == "mos_avg >= 4.9"
     assert run["evaluation"]["metrics"]["mos_avg"] > 4.0
+    # The run page shows the verdict and each threshold.
+    _, html = platform.get_html(f"/runs/{latest['run_id']}")
+    assert 'id="thresholds-verdict"' in html and "FAIL" in html and "mos_avg &gt;= 4.9" in html
 
 
 def test_a_bad_test_file_is_refused_before_anything_is_sent(platform, tmp_path):  # type: ignore[no-untyped-def]
@@ -211,6 +214,9 @@ def test_webhooks_are_signed_retried_and_logged(platform):  # type: ignore[no-un
     assert len(failed) == 1 and failed[0]["status_code"] == 500
     retried = [d for d in log["items"] if d["event_type"] == failed[0]["event_type"] and d["ok"]]
     assert retried and retried[0]["attempt"] == 2
+    # The run page shows the delivery log.
+    _, html = platform.get_html(f"/runs/{run_id}")
+    assert 'id="webhooks"' in html and "RunCompleted" in html
 
 
 def test_replay_page_shows_the_run_as_it_was(platform):  # type: ignore[no-untyped-def]
