@@ -3,8 +3,10 @@ for a 1,000-endpoint run (target: median < 300 ms each).
 
 Starts its own embedded NATS and PostgreSQL, writes the read-model rows of a
 synthetic run (500 callers -> 500 receivers, mid-call, 30 s of per-second
-receive samples each) through the real projection and writer, then renders the
-pages through the real app in process (httpx ASGI client, app lifespan on).
+receive samples each) and of the same run finished (its page adds the results:
+percentiles, distributions, charts, MOS histogram) through the real projection
+and writer, then renders the pages through the real app in process (httpx ASGI
+client, app lifespan on).
 
     python bench/ui.py [repeats]
 """
@@ -30,7 +32,7 @@ from callmeter_storage.migrations import migrate
 from callmeter_storage.readmodels import ReadModels
 
 ENDPOINTS, SECONDS, TARGET_MS = 1_000, 30, 300.0
-RUN, TEST = "benchrun0001", "benchtest001"
+RUN, DONE, TEST = "benchrun0001", "benchdone001", "benchtest001"
 
 
 def seed(url: str) -> None:
@@ -44,14 +46,20 @@ def seed(url: str) -> None:
     events: list = [ev.TestSaved(test_id=TEST, definition=definition),
                     ev.RunCreated(run_id=RUN, test_id=TEST, definition=definition),
                     ev.RunQueued(run_id=RUN), ev.RunStarted(run_id=RUN)]  # fmt: skip
-    for g in ("A", "B"):
-        for i in range(1, ENDPOINTS // 2 + 1):
-            ep = dict(run_id=RUN, endpoint_id=f"{g}-{i}")
-            events += [ev.EndpointRegistered(**ep, contact_uri=f"sip:{g}{i}@10.0.0.1", time_to_register_ms=12.0),
-                       ev.EndpointPhaseChanged(**ep, phase="INCALL"),
-                       ev.CallEstablished(**ep, codec="PCMU", call_setup_ms=40.0 + i % 17)]  # fmt: skip
-            if i % 50 == 0:  # a few failures so the list has colours to show
-                events.append(ev.EndpointFinished(**ep, outcome="CALL_FAILED", sip_code=486))
+    events += [ev.RunCreated(run_id=DONE, test_id=TEST, definition=definition),
+               ev.RunQueued(run_id=DONE), ev.RunStarted(run_id=DONE)]  # fmt: skip
+    for run in (RUN, DONE):
+        for g in ("A", "B"):
+            for i in range(1, ENDPOINTS // 2 + 1):
+                ep = dict(run_id=run, endpoint_id=f"{g}-{i}")
+                events += [ev.EndpointRegistered(**ep, contact_uri=f"sip:{g}{i}@10.0.0.1", time_to_register_ms=12.0),
+                           ev.EndpointPhaseChanged(**ep, phase="INCALL"),
+                           ev.CallEstablished(**ep, codec="PCMU", call_setup_ms=40.0 + i % 17)]  # fmt: skip
+                if i % 50 == 0:  # a few failures so the list has colours to show
+                    events.append(ev.EndpointFinished(**ep, outcome="CALL_FAILED", sip_code=486))
+                elif run == DONE:
+                    events.append(ev.EndpointFinished(**ep, outcome="SUCCESS"))
+    events.append(ev.RunCompleted(run_id=DONE))
     for event in events:
         seq += 1
         touched += models.fold(seq, event)
@@ -67,6 +75,13 @@ def seed(url: str) -> None:
                     for s in range(SECONDS):
                         copy.write_row((start + timedelta(seconds=s), RUN, f"{g}-{i}", "recv", s,
                                         4.3 - (i % 7) / 20, 2.0 + i % 5, 0.0, 1.0, 64_000.0))  # fmt: skip
+        conn.execute(
+            "INSERT INTO metric_samples (time, run_id, endpoint_id, direction, seq, mos,"
+            " jitter_ms, fraction_lost, rtt_ms, bitrate_bps) SELECT time, %s, endpoint_id,"
+            " direction, seq, mos, jitter_ms, fraction_lost, rtt_ms, bitrate_bps"
+            " FROM metric_samples WHERE run_id = %s",
+            (DONE, RUN),
+        )
         rollups(conn)
         conn.execute("ANALYZE")
 
@@ -93,17 +108,17 @@ def rollups(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
             (m,),
         )
         rows = conn.execute(
-            f"SELECT endpoint_id, {m}, count(*) FROM metric_samples WHERE {m} IS NOT NULL"
-            " GROUP BY 1, 2"
+            f"SELECT run_id, endpoint_id, {m}, count(*) FROM metric_samples WHERE {m} IS NOT NULL"
+            " GROUP BY 1, 2, 3"
         ).fetchall()
-        bins: dict[tuple[str, int], int] = {}
-        for ep, value, n in rows:
-            key = (ep, bin_of(m, value))
+        bins: dict[tuple[str, str, int], int] = {}
+        for run, ep, value, n in rows:
+            key = (run, ep, bin_of(m, value))
             bins[key] = bins.get(key, 0) + n
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO rollup_hist VALUES (%s, %s, %s, %s, %s, %s)",
-                [(RUN, ep, m, b, ep.split("-")[0], n) for (ep, b), n in bins.items()],
+                [(run, ep, m, b, ep.split("-")[0], n) for (run, ep, b), n in bins.items()],
             )
 
 
@@ -111,6 +126,7 @@ async def measure(settings: ApiSettings, repeats: int) -> dict[str, list[float]]
     app = create_app(settings)
     paths = {
         "run page": f"/runs/{RUN}",
+        "run page, finished (with results)": f"/runs/{DONE}",
         "endpoint list (page 1 of 20)": f"/runs/{RUN}/endpoints",
         "endpoint list (failed, by MOS)": f"/runs/{RUN}/endpoints?outcome=failed&sort=mos",
         "run live block (one SSE update)": f"/runs/{RUN}/live",
@@ -125,6 +141,7 @@ async def measure(settings: ApiSettings, repeats: int) -> dict[str, list[float]]
                     r = await client.get(path)
                     elapsed = (time.perf_counter() - t0) * 1000
                     assert r.status_code == 200, (path, r.status_code, r.text[:300])
+                    assert path != f"/runs/{DONE}" or 'id="results"' in r.text, "no results"
                     if i >= 2:  # first two warm caches and templates
                         times[name].append(elapsed)
     return times
@@ -149,7 +166,7 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         worst = max(worst, median)
-        print(f"{name:34s} median {median:7.1f} ms   min {min(values):7.1f}   "
+        print(f"{name:36s} median {median:7.1f} ms   min {min(values):7.1f}   "
               f"max {max(values):7.1f}   (n={len(values)})")  # fmt: skip
     verdict = "OK" if worst < TARGET_MS else "SLOW"
     print(f"worst median {worst:.1f} ms vs target {TARGET_MS:.0f} ms: {verdict}")

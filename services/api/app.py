@@ -56,7 +56,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="CallMeter", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    auth.install(app, auth.parse_keys(settings.api_keys))
+    keys = auth.parse_keys(settings.api_keys)
+    auth.install(app, keys)
+    auth.document(app, required=bool(keys))
 
     @app.middleware("http")
     async def html_errors(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -32,7 +32,9 @@ def validation_field_and_message(err: dict[str, object]) -> tuple[str | None, st
     msg = str(err.get("msg", "invalid"))
     match = _FIELD_PREFIX.match(msg)
     if match and (not loc or err.get("type") == "value_error"):
-        return match.group(1), f"{match.group(1)}: {match.group(2)}"
+        # A nested model's check names its own field ("digits: ..."): prefix where it is.
+        named = ".".join([*loc, match.group(1)])
+        return named, f"{named}: {match.group(2)}"
     field = ".".join(loc) or None
     return field, f"{field}: {msg}" if field else msg
 

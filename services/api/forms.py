@@ -7,26 +7,58 @@ validation error's field names the input it belongs to without a mapping table.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from callmeter_events import TestDefinition
+from callmeter_events.testdef import CallOptions, ScenarioAction
+from callmeter_events.thresholds import parse as parse_threshold
 
 from .errors import validation_field_and_message
 
 CODECS = ("PCMU", "PCMA", "G722", "GSM", "speex", "iLBC")
 TRANSPORTS = ("udp", "tcp", "tls")
 _GROUP_KEY = re.compile(r"^groups\.(\d+)\.")
+_ROW_KEY = re.compile(r"^(\w+)\.(\d+)\.(\w+)$")  # scenario.0.at_s, webhooks.1.url
 MAX_FORM_GROUPS = 100
+MAX_FORM_ROWS = 50
+# Call options: the choices come from the model, so the editor cannot drift from it.
+OPTION_KEYS = tuple(CallOptions.model_fields)
+OPTION_CHOICES = {
+    k: get_args(f.annotation) for k, f in CallOptions.model_fields.items() if get_args(f.annotation)
+}
+OPTION_CHOICES = {k: v for k, v in OPTION_CHOICES.items() if all(isinstance(x, str) for x in v)}
+ACTIONS = get_args(ScenarioAction.model_fields["action"].annotation)
+DTMF_METHODS = get_args(ScenarioAction.model_fields["method"].annotation)
+ACTION_KEYS = ("at_s", "action", "digits", "method", "codec")
 
 
-def blank_group(index: int) -> dict[str, str]:
+def blank_action() -> dict[str, str]:
+    return {"at_s": "5", "action": "hold", "digits": "", "method": "rfc4733", "codec": ""}
+
+
+def options_form(options: dict[str, Any]) -> dict[str, str]:
+    """`options.<key>` form values, defaults filled in (an unset DSCP stays empty)."""
+    merged = {**CallOptions().model_dump(), **options}
+    return {f"options.{k}": "" if merged[k] is None else _num(merged[k]) for k in OPTION_KEYS}
+
+
+def rows_from_fields(fields: dict[str, str], name: str) -> list[dict[str, str]]:
+    """Rows posted as `<name>.<j>.<key>`, in index order."""
+    rows: dict[int, dict[str, str]] = {}
+    for k, v in fields.items():
+        if (m := _ROW_KEY.match(k)) and m.group(1) == name:
+            rows.setdefault(int(m.group(2)), {})[m.group(3)] = v
+    return [rows[j] for j in sorted(rows)[:MAX_FORM_ROWS]]
+
+
+def blank_group(index: int) -> dict[str, Any]:
     return {
         "name": chr(ord("A") + index) if index < 26 else f"G{index + 1}",
         "endpoints": "1", "calls": "", "codecs": "PCMU", "accounts": "",
         "registrar.host": "", "registrar.port": "5060", "registrar.transport": "udp",
-        "registrar.domain": "",
+        "registrar.domain": "", **options_form({}), "scenario": [],
     }  # fmt: skip
 
 
@@ -49,6 +81,12 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
                 "registrar.host": reg.get("host", ""), "registrar.port": str(reg.get("port", 5060)),
                 "registrar.transport": reg.get("transport", "udp"),
                 "registrar.domain": reg.get("domain") or "",
+                **options_form(g.get("options") or {}),
+                "scenario": [
+                    {"at_s": _num(a["at_s"]), "action": a["action"], "digits": a.get("digits") or "",
+                     "method": a.get("method") or "rfc4733", "codec": a.get("codec") or ""}
+                    for a in g.get("scenario") or []
+                ],
             }
         )  # fmt: skip
     return {
@@ -56,7 +94,10 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
         "duration_s": _num(d.get("duration_s", 30)),
         "buildup_s": _num(d.get("buildup_s", 0)),
         "groups": groups or [blank_group(0)],
-    }
+        "thresholds": "\n".join(d.get("thresholds") or []),
+        "webhooks": [{"url": w["url"], "secret": w.get("secret") or ""}
+                     for w in d.get("webhooks") or []],
+    }  # fmt: skip
 
 
 def _num(v: Any) -> str:
@@ -71,12 +112,20 @@ def form_from_fields(fields: dict[str, str]) -> dict[str, Any]:
     groups = []
     for i in indexes:
         prefix = f"groups.{i}."
-        groups.append({k[len(prefix) :]: v for k, v in fields.items() if k.startswith(prefix)})
+        own = {k[len(prefix) :]: v for k, v in fields.items() if k.startswith(prefix)}
+        group: dict[str, Any] = {k: v for k, v in own.items() if not k.startswith("scenario.")}
+        group["scenario"] = rows_from_fields(own, "scenario")
+        groups.append(group)
+    webhooks = [
+        w for w in rows_from_fields(fields, "webhooks") if any(v.strip() for v in w.values())
+    ]
     return {
         "name": fields.get("name", ""),
         "duration_s": fields.get("duration_s", ""),
         "buildup_s": fields.get("buildup_s", ""),
         "groups": groups,
+        "thresholds": fields.get("thresholds", ""),
+        "webhooks": webhooks,
     }
 
 
@@ -116,12 +165,35 @@ def definition_from_form(form: dict[str, Any]) -> dict[str, Any]:
         accounts = parse_accounts(g.get("accounts", ""))
         if accounts:
             group["accounts"] = accounts
+        options = {k: v.strip() for k in OPTION_KEYS if (v := g.get(f"options.{k}", "")).strip()}
+        if options:
+            group["options"] = options
+        if g.get("scenario"):
+            group["scenario"] = [scenario_action(row) for row in g["scenario"]]
         groups.append(group)
     out: dict[str, Any] = {"name": form["name"].strip(), "groups": groups}
     out["duration_s"] = form["duration_s"].strip() or "0"
     if form["buildup_s"].strip():
         out["buildup_s"] = form["buildup_s"].strip()
+    thresholds = [t.strip() for t in form.get("thresholds", "").splitlines() if t.strip()]
+    if thresholds:
+        out["thresholds"] = thresholds
+    if form.get("webhooks"):
+        out["webhooks"] = [
+            {"url": w.get("url", "").strip(), "secret": w.get("secret", "")}
+            for w in form["webhooks"]
+        ]
     return out
+
+
+def scenario_action(row: dict[str, str]) -> dict[str, str]:
+    """One builder row as a ScenarioAction dict; empty digits/codec mean "not given"."""
+    action = {k: row.get(k, "").strip() for k in ("at_s", "action", "method")}
+    action["method"] = action["method"] or "rfc4733"
+    for k in ("digits", "codec"):
+        if row.get(k, "").strip():
+            action[k] = row[k].strip()
+    return action
 
 
 def field_errors(exc: ValidationError, form: dict[str, Any]) -> dict[str, str]:
@@ -130,9 +202,13 @@ def field_errors(exc: ValidationError, form: dict[str, Any]) -> dict[str, str]:
     An error deeper than any input (`groups.0.accounts.2.username`) goes to the
     nearest enclosing input (`groups.0.accounts`); one about no input goes to "".
     """
-    inputs = {"name", "duration_s", "buildup_s", "groups"}
+    inputs = {"name", "duration_s", "buildup_s", "groups", "thresholds", "webhooks"}
     for i, g in enumerate(form["groups"]):
         inputs |= {f"groups.{i}.{k}" for k in blank_group(i)} | {f"groups.{i}.{k}" for k in g}
+        for j, _ in enumerate(g.get("scenario") or []):
+            inputs |= {f"groups.{i}.scenario.{j}.{k}" for k in ACTION_KEYS}
+    for j, _ in enumerate(form.get("webhooks") or []):
+        inputs |= {f"webhooks.{j}.url", f"webhooks.{j}.secret"}
     errors: dict[str, str] = {}
     for err in exc.errors():
         field, message = validation_field_and_message(dict(err))
@@ -147,9 +223,54 @@ def field_errors(exc: ValidationError, form: dict[str, Any]) -> dict[str, str]:
     return errors
 
 
-def validate(form: dict[str, Any]) -> tuple[TestDefinition | None, dict[str, str]]:
-    """The definition, or the errors per input."""
+def threshold_error(text: str) -> str | None:
+    """The first bad threshold by its line in the box (pydantic checks them only once
+    every other field is valid, and by index among the non-blank lines)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                parse_threshold(line)
+            except ValueError as exc:
+                return f"thresholds, line {n}: {exc}"
+    return None
+
+
+# Settings the API takes that the editor has no input for: editing keeps them.
+HIDDEN_GROUP_KEYS = ("target_uri", "region", "workers", "drop_tx_pct", "drop_rx_pct")
+HIDDEN_REGISTRAR_KEYS = ("expires_s", "outbound_proxy")
+
+
+def keep_hidden(definition: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The form's definition plus what the stored one has beyond the form, by group name
+    (a target URI only while the group calls no other group)."""
+    if not stored:
+        return definition
+    out = {**definition, "project": stored.get("project", "default")}
+    before = {g["name"]: g for g in stored.get("groups", [])}
+    groups = []
+    for g in definition["groups"]:
+        old = before.get(g.get("name"), {})
+        g = {**g, **{k: old[k] for k in HIDDEN_GROUP_KEYS if old.get(k) not in (None, [], 0)}}
+        if g.get("calls"):
+            g.pop("target_uri", None)
+        if g.get("registrar") and old.get("registrar"):
+            g["registrar"] = {**g["registrar"], **{k: old["registrar"][k]
+                              for k in HIDDEN_REGISTRAR_KEYS if old["registrar"].get(k)}}  # fmt: skip
+        groups.append(g)
+    return {**out, "groups": groups}
+
+
+def validate(
+    form: dict[str, Any], stored: dict[str, Any] | None = None
+) -> tuple[TestDefinition | None, dict[str, str]]:
+    """The definition, or the errors per input; `stored`: the saved test being edited."""
+    bad_threshold = threshold_error(form.get("thresholds", ""))
     try:
-        return TestDefinition.model_validate(definition_from_form(form)), {}
+        definition = TestDefinition.model_validate(keep_hidden(definition_from_form(form), stored))
     except ValidationError as exc:
-        return None, field_errors(exc, form)
+        errors = field_errors(exc, form)
+        if bad_threshold:
+            errors["thresholds"] = bad_threshold
+        return None, errors
+    assert bad_threshold is None  # the model would have refused it
+    return definition, {}

@@ -15,6 +15,7 @@ from .deps import Platform, PlatformDep
 from .endpoint_views import ListQuery, endpoint_page, group_breakdown
 from .errors import ApiError
 from .pages import render, render_block
+from .results_view import results_data, results_view
 from .svg import topology
 from .views import run_view
 from .webhooks import deliveries
@@ -96,7 +97,16 @@ async def run_page(run_id: str, p: PlatformDep) -> HTMLResponse:
         if ctx["run"]["definition"].get("webhooks")
         else []
     )
-    return render("run.html", **ctx, topology=topology(ctx["run"]["definition"]), webhook_log=log)
+    # A finished run's results read aggregates only; a live run's page skips them.
+    outcome = (
+        None
+        if ctx["live"]
+        else results_view(await service.query(p, results_data, run_id), ctx["run"])
+    )
+    return render(
+        "run.html", **ctx, topology=topology(ctx["run"]["definition"]), webhook_log=log,
+        results=outcome,
+    )  # fmt: skip
 
 
 @router.get("/runs/{run_id}/live", response_class=HTMLResponse)

@@ -38,7 +38,9 @@ async def posted(request: Request) -> dict[str, str]:
 def editor(form: dict[str, Any], action: str, title: str, **ctx: Any) -> dict[str, Any]:
     names = [g.get("name", "") for g in form["groups"]]
     return {"form": form, "action": action, "title": title, "group_names": names,
-            "codecs": forms.CODECS, "transports": forms.TRANSPORTS, "errors": {}, **ctx}  # fmt: skip
+            "codecs": forms.CODECS, "transports": forms.TRANSPORTS, "errors": {},
+            "option_choices": forms.OPTION_CHOICES, "actions": forms.ACTIONS,
+            "dtmf_methods": forms.DTMF_METHODS, **ctx}  # fmt: skip
 
 
 def apply_op(form: dict[str, Any], op: str) -> bool:
@@ -46,15 +48,28 @@ def apply_op(form: dict[str, Any], op: str) -> bool:
     if op == "add_group":
         form["groups"].append(forms.blank_group(len(form["groups"])))
         return True
-    if op.startswith("remove_group:"):
-        index = int(op.split(":", 1)[1]) if op.split(":", 1)[1].isdigit() else -1
-        if 0 <= index < len(form["groups"]) and len(form["groups"]) > 1:
-            form["groups"].pop(index)
+    name, _, arg = op.partition(":")
+    nums = [int(a) if a.isdigit() else -1 for a in arg.split(":")]
+    if name == "remove_group":
+        if 0 <= nums[0] < len(form["groups"]) and len(form["groups"]) > 1:
+            form["groups"].pop(nums[0])
+        return True
+    if name in ("add_action", "remove_action"):  # the scenario builder's rows
+        if not 0 <= nums[0] < len(form["groups"]):
+            return True
+        rows = form["groups"][nums[0]].setdefault("scenario", [])
+        if name == "add_action" and len(rows) < forms.MAX_FORM_ROWS:
+            rows.append(forms.blank_action())
+        elif name == "remove_action" and len(nums) > 1 and 0 <= nums[1] < len(rows):
+            rows.pop(nums[1])
         return True
     return False
 
 
-async def save_from_form(request: Request, p: Any, action: str, title: str, test_id: str = ""):  # type: ignore[no-untyped-def]
+async def save_from_form(  # type: ignore[no-untyped-def]
+    request: Request, p: Any, action: str, title: str, test_id: str = "",
+    stored: dict[str, Any] | None = None,
+):  # fmt: skip
     fields = await posted(request)
     if fields.get("definition", "").strip():  # the advanced JSON editor
         try:
@@ -70,7 +85,7 @@ async def save_from_form(request: Request, p: Any, action: str, title: str, test
             form["groups"] = [forms.blank_group(0)]
         if apply_op(form, fields.get("op", "")):
             return render("test_form.html", **editor(form, action, title))
-        parsed, errors = forms.validate(form)
+        parsed, errors = forms.validate(form, stored)
         if parsed is None:
             return render("test_form.html", 422, **editor(form, action, title, errors=errors))
         definition = parsed
@@ -82,7 +97,7 @@ async def save_from_form(request: Request, p: Any, action: str, title: str, test
 async def tests_page(p: PlatformDep) -> HTMLResponse:
     tests = await service.query(p, results.list_tests)
     runs = await service.query(p, results.list_runs, None, 500)
-    last = {}
+    last: dict[str, Any] = {}
     for r in runs:  # newest first: the first seen per test is its latest run
         last.setdefault(r["test_id"], r)
     return render("tests.html", tests=tests, last=last)
@@ -121,7 +136,9 @@ async def edit_test(test_id: str, p: PlatformDep) -> HTMLResponse:
 async def update_test(test_id: str, request: Request, p: PlatformDep) -> Any:
     test = await service.get_test(p, test_id)
     title = f"Edit {test['definition']['name']}"
-    return await save_from_form(request, p, f"/tests/{test_id}", title, test_id)
+    return await save_from_form(
+        request, p, f"/tests/{test_id}", title, test_id, stored=test["definition"]
+    )
 
 
 @router.post("/tests/{test_id}/duplicate")

@@ -57,6 +57,8 @@ env.globals.update(
     svg=svg,
 )
 env.filters["qs"] = lambda params: urlencode(params)
+# Error keys under a prefix: the editor opens a collapsed section that has errors.
+env.filters["under"] = lambda errors, prefix: [k for k in errors if k and k.startswith(prefix)]
 
 
 def render_block(name: str, block: str, **ctx: Any) -> str:

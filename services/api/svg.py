@@ -245,3 +245,45 @@ def _arrow(src: tuple[float, float], dst: tuple[float, float], label: str) -> st
         f'marker-end="url(#arrow)"/><text x="{mid_x}" y="{mid_y}" font-size="10" '
         f'text-anchor="middle" fill="#6b7480">{escape(label)}</text>'
     )
+
+
+def bar_chart(
+    title: str, bars: Sequence[tuple[str, int, str]], width: int = 520, height: int = 180
+) -> str:
+    """Counts as bars (label, count, css colour); labels under the first, middle and last."""
+    left, right, top, bottom = 44, 10, 22, 24
+    head = (
+        f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} '
+        f'{height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+        f'<text x="4" y="14" font-size="12" font-weight="600">{escape(title)}</text>'
+    )
+    if not any(n for _, n, _ in bars):
+        return head + (
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" font-size="12" '
+            'fill="#6b7480">no samples</text></svg>'
+        )
+    ticks = nice_ticks(0, max(n for _, n, _ in bars))
+    plot_w, plot_h = width - left - right, height - top - bottom
+    step = plot_w / len(bars)
+    out = [head]
+    for t in ticks:
+        y = top + plot_h - t / ticks[-1] * plot_h
+        out.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e6ea"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" '
+            f'fill="#6b7480">{_fmt(t)}</text>'
+        )
+    for i, (label, n, color) in enumerate(bars):
+        h = n / ticks[-1] * plot_h
+        x = left + i * step
+        out.append(
+            f'<rect x="{x + 0.5:.1f}" y="{top + plot_h - h:.1f}" width="{max(step - 1, 1):.1f}" '
+            f'height="{h:.1f}" fill="{color}"><title>{escape(label)}: {n}</title></rect>'
+        )
+        if i in (0, len(bars) // 2, len(bars) - 1):
+            out.append(
+                f'<text x="{x + step / 2:.1f}" y="{height - 6}" font-size="10" '
+                f'text-anchor="middle" fill="#6b7480">{escape(label)}</text>'
+            )
+    out.append("</svg>")
+    return "".join(out)

@@ -82,4 +82,12 @@ def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: 
     assert "Call-ID" in ladder.locator("details[open] pre").first.inner_text()
     assert "A-1" in page.locator("section[aria-label='paired endpoint'] h2").inner_text()
     page.screenshot(path=ARTIFACTS / "04-endpoint.png", full_page=True)
+
+    # Back on the finished run's page: the results (percentiles, distributions, charts).
+    page.goto(run_url)
+    assert page.locator("#results").is_visible()
+    assert page.locator("#percentiles tr[data-metric=mos]").count() == 1
+    assert page.locator("#sip-codes").is_visible()
+    assert page.locator("#result-charts svg.chart").count() == 5
+    page.locator("#results").screenshot(path=ARTIFACTS / "05-run-results.png")
     page.close()

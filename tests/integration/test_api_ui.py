@@ -89,14 +89,77 @@ def test_the_editor_saves_a_test_and_puts_errors_next_to_fields(platform):  # ty
     assert platform.request("GET", f"/api/v1/tests/{copy_id}")[0] == 404
 
 
+def test_the_editor_covers_call_options_scenario_thresholds_and_webhooks(platform):  # type: ignore[no-untyped-def]
+    fields = {
+        "name": "options", "duration_s": "2", "buildup_s": "",
+        "groups.0.name": "A", "groups.0.endpoints": "1", "groups.0.calls": "B",
+        "groups.0.codecs": "PCMU", "groups.0.options.prack": "supported",
+        "groups.0.options.session_timer": "optional", "groups.0.options.session_expires_s": "300",
+        "groups.0.options.min_se_s": "90", "groups.0.options.invite_timeout_s": "30",
+        "groups.0.options.dscp_rtp": "46",
+        "groups.0.scenario.0.at_s": "1", "groups.0.scenario.0.action": "dtmf",
+        "groups.0.scenario.0.digits": "", "groups.0.scenario.0.method": "rfc4733",
+        "groups.1.name": "B", "groups.1.endpoints": "1", "groups.1.codecs": "PCMU",
+        "groups.1.options.ring_time_s": "0.5",
+        "thresholds": "mos_avg >= 4\ncall_success_rate >= 99",
+        "webhooks.0.url": "http://127.0.0.1:9/hook", "webhooks.0.secret": "",
+    }  # fmt: skip
+    # A DTMF action without digits: 422, the message beside that row's digits input.
+    status, _, html = post_form(platform, "/tests", fields)
+    assert status == 422, html[:500]
+    assert '<p class="field-error" id="f-groups-0-scenario-0-digits-error">' in html
+    assert "a dtmf action needs digits" in html
+    # "Add action" adds a row to that group's scenario, saving nothing.
+    status, _, html = post_form(platform, "/tests", {**fields, "op": "add_action:0"})
+    assert status == 200 and 'name="groups.0.scenario.1.at_s"' in html
+    status, location, _ = post_form(
+        platform, "/tests", {**fields, "groups.0.scenario.0.digits": "1#"}
+    )
+    assert status == 303, location
+    test_id = location.rsplit("/", 1)[1]
+    _, test = platform.request("GET", f"/api/v1/tests/{test_id}")
+    d = test["definition"]
+    a_opts = d["groups"][0]["options"]
+    assert (a_opts["prack"], a_opts["session_timer"], a_opts["session_expires_s"]) == (
+        "supported", "optional", 300
+    )  # fmt: skip
+    assert a_opts["dscp_rtp"] == 46 and d["groups"][1]["options"]["ring_time_s"] == 0.5
+    assert d["groups"][0]["scenario"] == [
+        {"at_s": 1.0, "action": "dtmf", "digits": "1#", "method": "rfc4733", "codec": None}
+    ]  # fmt: skip
+    assert d["thresholds"] == ["mos_avg >= 4", "call_success_rate >= 99"]
+    assert [w["url"] for w in d["webhooks"]] == ["http://127.0.0.1:9/hook"]
+    # The edit page shows it all again, so saving it unchanged keeps it.
+    status, html = platform.get_html(f"/tests/{test_id}/edit")
+    assert status == 200 and "<option selected>supported</option>" in html
+    assert 'value="1#"' in html and "call_success_rate &gt;= 99" in html
+    assert 'value="http://127.0.0.1:9/hook"' in html
+    # The JSON API names a nested scenario error's field the same way.
+    bad = {**SMOKE, "groups": [{**SMOKE["groups"][0], "scenario": [{"at_s": 1, "action": "dtmf"}]},
+                               SMOKE["groups"][1]]}  # fmt: skip
+    status, body = platform.request("POST", "/api/v1/tests", bad)
+    assert status == 422 and body["error"]["field"] == "groups.0.scenario.0.digits"
+
+
 def test_the_run_page_shows_the_overview_and_the_stream_ends(platform, finished_run):  # type: ignore[no-untyped-def]
     run_id = finished_run["id"]
     status, html = platform.get_html(f"/runs/{run_id}")
     assert status == 200 and "COMPLETED" in html
     assert 'class="topology"' in html and "2 endpoints" in html  # the topology diagram
     assert 'id="groups"' in html and "Re-run" in html and "sse-connect" not in html
+    # Results of the finished run: percentiles, distributions, charts, MOS histogram.
+    assert 'id="results"' in html and 'id="percentiles"' in html
+    row = html.split('data-metric="mos"', 1)[1].split("</tr>", 1)[0]
+    assert row.count('class="num good"') >= 4  # a clean G.711 call: MOS p50/p95/p99 > 3.5
+    assert 'id="outcome-distribution"' in html and "SUCCESS" in html
+    codes = html.split('id="sip-codes"', 1)[1].split("</table>", 1)[0]
+    assert '<td>200</td><td>OK</td><td class="num">4</td>' in codes
+    charts = html.split('id="result-charts"', 1)[1].split("</div>", 1)[0]
+    assert charts.count('class="chart"') == 5 and "MOS histogram" in charts
+    assert "<polyline" in charts and "<rect" in charts
     status, live = platform.get_html(f"/runs/{run_id}/live")
     assert status == 200 and "<html" not in live and 'id="phases"' in live
+    assert 'id="results"' not in live and "Show results" in live  # the stream stays light
     # A finished run's stream sends the state once, then `done`, and closes.
     with urllib.request.urlopen(platform.base + f"/runs/{run_id}/stream", timeout=30) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
@@ -173,3 +236,7 @@ async def test_api_keys_guard_the_api_but_not_the_pages(nats_server, postgres_se
             r = await client.get("/api/v1/tests", headers={"Authorization": "Bearer k2"})
             assert r.status_code == 200 and "items" in r.json()
             assert (await client.get("/workers")).status_code == 200
+            # /openapi.json declares the scheme, required on every /api/v1 operation.
+            doc = (await client.get("/openapi.json")).json()
+            assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+            assert doc["paths"]["/api/v1/tests"]["post"]["security"] == [{"bearerAuth": []}]

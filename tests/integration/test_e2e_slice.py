@@ -3,10 +3,14 @@ pjsua2 calls, real RTP) -> metrics-ingest -> Postgres -> API."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import psycopg
 import pytest
 
 from callmeter_cli.rebuild import rebuild
+from callmeter_common.bus import Bus
 
 SMOKE = {
     "name": "smoke", "duration_s": 5,
@@ -116,7 +120,23 @@ def test_read_models_rebuild_from_the_log_identically(platform, nats_server, dat
                 for table in ("tests", "runs", "endpoints")
             ]
 
-    # Platform processes keep running; wait until the projector is idle, then compare.
+    # Platform processes keep running (the run's RunEvaluated comes a moment after
+    # COMPLETED): wait until the read models have folded the whole log, then compare.
+    async def last_seq() -> int:
+        bus = await Bus.connect(nats_server.url, "test")
+        try:
+            return await bus.last_seq("CALLMETER_EVENTS")
+        finally:
+            await bus.close()
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
+        with psycopg.connect(database_url) as conn:
+            position = conn.execute("SELECT seq FROM projection_position").fetchone()[0]
+        if run.get("evaluation") is not None and position == asyncio.run(last_seq()):
+            break
+        time.sleep(0.2)
     before = views()
     rebuild(nats_server.url, database_url)
     after = views()

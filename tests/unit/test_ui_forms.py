@@ -61,3 +61,107 @@ def test_api_keys_need_the_bearer_scheme_and_an_exact_key():
     assert authorized("Bearer k2", keys) and authorized("bearer k1", keys)
     assert not authorized("Bearer k3", keys) and not authorized("k1", keys)
     assert not authorized("Basic k1", keys) and not authorized("", keys)
+
+
+EXTRAS = {
+    **FIELDS,
+    "groups.0.options.prack": "required", "groups.0.options.session_timer": "optional",
+    "groups.0.options.session_expires_s": "600", "groups.0.options.min_se_s": "120",
+    "groups.0.options.answer_delay_s": "", "groups.0.options.dscp_rtp": "46",
+    "groups.0.scenario.0.at_s": "2", "groups.0.scenario.0.action": "dtmf",
+    "groups.0.scenario.0.digits": "12#", "groups.0.scenario.0.method": "info",
+    "groups.0.scenario.0.codec": "",
+    "groups.0.scenario.1.at_s": "4.5", "groups.0.scenario.1.action": "update_media",
+    "groups.0.scenario.1.digits": "", "groups.0.scenario.1.method": "rfc4733",
+    "groups.0.scenario.1.codec": "PCMA",
+    "thresholds": "mos_avg >= 4.0\n\n call_success_rate >= 99 ",
+    "webhooks.0.url": "https://ci.example/hook", "webhooks.0.secret": "s3",
+    "webhooks.1.url": "", "webhooks.1.secret": "",  # the editor's spare blank row
+}  # fmt: skip
+
+
+def test_call_options_scenario_thresholds_and_webhooks_become_the_definition():
+    definition, errors = forms.validate(forms.form_from_fields(EXTRAS))
+    assert errors == {} and definition is not None
+    a, b = definition.groups
+    o = a.options
+    assert (o.prack, o.session_timer, o.session_expires_s, o.min_se_s) == (
+        "required", "optional", 600, 120
+    )  # fmt: skip
+    assert o.dscp_rtp == 46 and o.answer_delay_s == 0  # an empty input keeps the default
+    assert [(s.at_s, s.action, s.digits, s.method, s.codec) for s in a.scenario] == [
+        (2, "dtmf", "12#", "info", None), (4.5, "update_media", None, "rfc4733", "PCMA")
+    ]  # fmt: skip
+    assert b.options.prack == "off" and b.scenario == []
+    assert definition.thresholds == ["mos_avg >= 4.0", "call_success_rate >= 99"]
+    assert [(w.url, w.secret) for w in definition.webhooks] == [("https://ci.example/hook", "s3")]
+    # ... and come back to the form, so editing a test keeps them.
+    again, errors = forms.validate(forms.form_from_definition(definition.model_dump()))
+    assert errors == {} and again == definition
+
+
+def test_scenario_option_threshold_and_webhook_errors_land_on_their_input():
+    bad = {**EXTRAS, "groups.0.scenario.0.digits": "", "groups.0.scenario.1.codec": "",
+           "groups.0.options.min_se_s": "30", "webhooks.0.url": "ci.example/hook"}  # fmt: skip
+    _, errors = forms.validate(forms.form_from_fields(bad))
+    assert set(errors) == {"groups.0.scenario.0.digits", "groups.0.scenario.1.codec",
+                           "groups.0.options.min_se_s", "webhooks.0.url"}  # fmt: skip
+    assert "needs digits" in errors["groups.0.scenario.0.digits"]
+    # A bad threshold is reported with its line even while other fields are wrong.
+    _, errors = forms.validate(
+        forms.form_from_fields({**bad, "thresholds": "mos_avg >= 4\nmos ~ 1"})
+    )
+    assert errors["thresholds"].startswith("thresholds, line 2:")
+    _, errors = forms.validate(forms.form_from_fields({**EXTRAS, "thresholds": "nope >= 1"}))
+    assert list(errors) == ["thresholds"] and "line 1" in errors["thresholds"]
+
+
+def test_scenario_rows_are_added_and_removed_without_javascript():
+    from callmeter_api.html_tests import apply_op
+
+    form = forms.form_from_fields(EXTRAS)
+    assert apply_op(form, "add_action:0") and len(form["groups"][0]["scenario"]) == 3
+    assert form["groups"][0]["scenario"][2] == forms.blank_action()
+    assert apply_op(form, "remove_action:0:0")
+    assert [r["action"] for r in form["groups"][0]["scenario"]] == ["update_media", "hold"]
+    assert apply_op(form, "add_action:1") and len(form["groups"][1]["scenario"]) == 1
+    assert apply_op(form, "remove_action:9:0") and apply_op(form, "remove_action:0:x")
+    assert not apply_op(form, "save")
+
+
+def test_the_editor_shows_the_new_fields_and_their_errors():
+    from callmeter_api.html_tests import editor
+    from callmeter_api.pages import render
+
+    form = forms.form_from_fields({**EXTRAS, "groups.0.scenario.0.digits": ""})
+    _, errors = forms.validate(form)
+    html = render("test_form.html", **editor(form, "/tests", "New", errors=errors)).body.decode()
+    for name in ("groups.0.options.prack", "groups.1.options.srtp", "groups.0.scenario.1.codec",
+                 "thresholds", "webhooks.0.url", "webhooks.1.url"):  # fmt: skip
+        assert f'name="{name}"' in html, name
+    assert 'value="add_action:1"' in html and 'value="remove_action:0:1"' in html
+    assert 'id="f-groups-0-scenario-0-digits" name="groups.0.scenario.0.digits"' in html
+    assert 'aria-describedby="f-groups-0-scenario-0-digits-error"' in html
+    assert '<p class="field-error" id="f-groups-0-scenario-0-digits-error">' in html
+    assert "<option selected>required</option>" in html  # PRACK kept on re-render
+
+
+def test_editing_keeps_the_settings_the_form_has_no_input_for():
+    stored = {
+        "name": "office", "duration_s": 30, "project": "lab",
+        "groups": [
+            {"name": "A", "endpoints": 2, "calls": "B", "region": "eu", "drop_tx_pct": 5,
+             "registrar": {"host": "old", "expires_s": 60, "outbound_proxy": "sip:px"}},
+            {"name": "B", "endpoints": 2, "target_uri": "sip:ivr@pbx", "workers": ["w1"]},
+        ],
+    }  # fmt: skip
+    definition, errors = forms.validate(forms.form_from_fields(FIELDS), stored)
+    assert errors == {} and definition is not None
+    a, b = definition.groups
+    assert definition.project == "lab" and (a.region, a.drop_tx_pct) == ("eu", 5)
+    assert a.registrar is not None and a.registrar.host == "pbx.example"  # the form wins
+    assert (a.registrar.expires_s, a.registrar.outbound_proxy) == (60, "sip:px")
+    assert (b.target_uri, b.workers) == ("sip:ivr@pbx", ["w1"])
+    # A group the form makes a caller drops its old target URI (one or the other).
+    _, errors = forms.validate(forms.form_from_fields({**FIELDS, "groups.1.calls": "A"}), stored)
+    assert errors == {}

@@ -1,0 +1,162 @@
+"""Results of a finished run as its page shows them: percentiles, outcome and SIP
+code distributions, charts over time, MOS histogram.
+
+`results_data` reads only aggregates (the rollups and call_timings, a few
+hundred rows whatever the run's size); everything else here is pure shaping.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from callmeter_storage import results, stats
+
+from .svg import Chart, Series, bar_chart, line_chart
+from .views import THRESHOLDS, grade
+
+# (rollup key, label, unit, digits, grade key, scale): loss is stored as a fraction.
+QUALITY = (
+    ("mos", "MOS", "", 2, "mos", 1.0),
+    ("jitter_ms", "Jitter", "ms", 1, "jitter_ms", 1.0),
+    ("fraction_lost", "Packet loss", "%", 2, "loss_pct", 100.0),
+    ("rtt_ms", "RTT", "ms", 1, "rtt_ms", 1.0),
+)
+FIELDS = ("avg", "p50", "p95", "p99", "min", "max")
+TIMINGS = {"time_to_register_ms": "Time to register", "post_dial_delay_ms": "Post-dial delay",
+           "call_setup_ms": "Call setup"}  # fmt: skip
+REASONS = {
+    200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 407: "Proxy Auth Required",
+    408: "Request Timeout", 480: "Temporarily Unavailable", 481: "Call Does Not Exist",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    500: "Server Internal Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Server Time-out", 600: "Busy Everywhere", 603: "Decline",
+}  # fmt: skip
+OK_OUTCOMES = ("SUCCESS", "COMPLETED_WITH_WARNINGS")
+
+
+def results_data(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
+    """The aggregates a finished run's results section needs, in one checkout."""
+    hists = stats.histograms(conn, run_id, "run")
+    return {
+        "metrics": stats.metric_stats(conn, run_id, "run", hists).get("", {}),
+        "mos_histogram": stats.mos_histogram(conn, run_id),
+        "timings": results.timing_distributions(conn, run_id),
+        "rates": results.success_rates(conn, run_id).get("", {}),
+        "series": stats.run_series(conn, run_id),
+    }
+
+
+def percentile_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per quality metric: avg, p50/p95/p99, min, max in display units, graded."""
+    rows = []
+    for key, label, unit, digits, grade_key, scale in QUALITY:
+        m = metrics.get(key, {})
+        values = {f: None if m.get(f) is None else float(m[f]) * scale for f in FIELDS}
+        lo, hi = values["min"], values["max"]
+        for f in ("p50", "p95", "p99"):  # a bin's midpoint can fall outside what was seen
+            v = values[f]
+            if v is not None and lo is not None and hi is not None:
+                values[f] = min(max(v, lo), hi)
+        rows.append({
+            "key": key, "label": label, "unit": unit, "digits": digits, "n": m.get("n") or 0,
+            "values": values, "grades": {f: grade(grade_key, v) for f, v in values.items()},
+        })  # fmt: skip
+    return rows
+
+
+def timing_rows(timings: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"label": label, **{f: timings.get(key, {}).get(f) for f in ("n", "avg", "p50", "p95",
+                                                                     "p99", "max")}}
+        for key, label in TIMINGS.items()
+    ]  # fmt: skip
+
+
+def share(n: int, total: int) -> float:
+    return 100.0 * n / total if total else 0.0
+
+
+def outcome_rows(counts: dict[str, int], total: int) -> list[dict[str, Any]]:
+    """Outcome, count, percent of all endpoints; unfinished endpoints as NOT_FINISHED."""
+    rows = [{"outcome": o, "count": n, "pct": share(n, total),
+             "cls": "st-good" if o in OK_OUTCOMES else "st-bad"} for o, n in counts.items()]  # fmt: skip
+    missing = total - sum(counts.values())
+    if missing > 0:
+        rows.append({"outcome": "NOT_FINISHED", "count": missing, "pct": share(missing, total),
+                     "cls": "st-warn"})  # fmt: skip
+    return rows
+
+
+def sip_code_rows(endpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Final SIP response code per endpoint (the endpoints read model), by code; endpoints
+    that never got a final response count under "none"."""
+    counts = Counter(e.get("sip_code") for e in endpoints)
+    total = len(endpoints)
+    rows = []
+    for code in sorted((c for c in counts if c is not None), key=int):
+        c = int(code)
+        cls = "st-good" if 200 <= c < 300 else ("st-warn" if c < 200 else "st-bad")
+        rows.append({"code": c, "reason": REASONS.get(c, ""), "count": counts[code],
+                     "pct": share(counts[code], total), "cls": cls})  # fmt: skip
+    if counts.get(None):
+        rows.append({"code": None, "reason": "no final response", "count": counts[None],
+                     "pct": share(counts[None], total), "cls": "st-warn"})  # fmt: skip
+    return rows
+
+
+def series_charts(series: list[dict[str, Any]]) -> list[str]:
+    """Run-wide MOS, jitter, loss and RTT per second (average, and the worst endpoint's
+    value), with the thresholds users judge by drawn as dashed lines."""
+    if series:
+        t0: datetime = series[0]["t"]
+    charts = []
+    for key, label, unit, _, grade_key, scale in QUALITY:
+        good, bad, better = THRESHOLDS[grade_key]
+        worst_field = "min" if better == "higher" else "max"
+
+        def points(field: str, key: str = key, scale: float = scale) -> list[tuple[float, Any]]:
+            out: list[tuple[float, Any]] = []
+            for p in series:
+                v = (p.get(key) or {}).get(field)
+                out.append(((p["t"] - t0).total_seconds(), None if v is None else v * scale))
+            return out
+
+        marks = ((f"good {good:g}", good, "#17803d"), (f"bad {bad:g}", bad, "#c53030"))
+        chart = Chart(label, unit, [Series("average", points("avg")),
+                                    Series(f"worst ({worst_field})", points(worst_field))],
+                      marks, y_min=0 if better == "lower" else None)  # fmt: skip
+        charts.append(line_chart(chart))
+    return charts
+
+
+def mos_histogram_svg(buckets: list[dict[str, Any]]) -> str:
+    """Per-second receive MOS in 0.1 buckets, coloured by the MOS thresholds."""
+    bars = []
+    for b in buckets:
+        g = grade("mos", b["lo"])
+        color = {"good": "#4ade80", "warn": "#fcd34d"}.get(g, "#f87171")
+        bars.append((f"{b['lo']:.1f}", int(b["count"]), color))
+    # Start at the first non-empty bucket below 3.0 so a good run's bars are readable.
+    first = next((i for i, (_, n, _) in enumerate(bars) if n), 0)
+    return bar_chart("MOS histogram (seconds per 0.1 MOS)", bars[min(first, 20) :])
+
+
+def results_view(data: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Everything the results section renders, from results_data and the run view."""
+    endpoints = run["endpoints"]
+    rates = data.get("rates", {})
+    reg = rates.get("registration_success_rate")
+    return {
+        "percentiles": percentile_rows(data.get("metrics", {})),
+        "timings": timing_rows(data.get("timings", {})),
+        "outcomes": outcome_rows(run["outcome_counts"], len(endpoints)),
+        "sip_codes": sip_code_rows(endpoints),
+        "charts": series_charts(data.get("series", [])),
+        "mos_histogram": mos_histogram_svg(data.get("mos_histogram", [])),
+        "registration_success_rate": None if reg is None else 100.0 * reg,
+        "endpoints": len(endpoints),
+    }

@@ -1,0 +1,110 @@
+"""Results of a finished run, shaped from aggregates (no servers), and the OpenAPI
+document's Bearer scheme."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+
+from callmeter_api.app import create_app
+from callmeter_api.pages import env
+from callmeter_api.results_view import (
+    mos_histogram_svg,
+    outcome_rows,
+    percentile_rows,
+    series_charts,
+    sip_code_rows,
+)
+from callmeter_api.settings import ApiSettings
+from callmeter_api.svg import bar_chart
+
+SVG = "{http://www.w3.org/2000/svg}"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_percentiles_are_in_display_units_and_graded_by_the_user_thresholds():
+    metrics = {
+        "mos": {"n": 10, "avg": 4.1, "p50": 4.2, "p95": 4.4, "p99": 4.4, "min": 2.9, "max": 4.4},
+        "fraction_lost": {"n": 10, "avg": 0.005, "p50": 0.0, "p95": 0.05, "p99": 0.08},
+    }
+    rows = {r["key"]: r for r in percentile_rows(metrics)}
+    assert list(rows) == ["mos", "jitter_ms", "fraction_lost", "rtt_ms"]
+    assert rows["mos"]["grades"] == {"avg": "good", "p50": "good", "p95": "good", "p99": "good",
+                                     "min": "bad", "max": "good"}  # fmt: skip
+    loss = rows["fraction_lost"]
+    assert loss["unit"] == "%" and loss["values"]["p95"] == 5.0  # a fraction, shown in percent
+    assert (loss["grades"]["avg"], loss["grades"]["p95"]) == ("good", "bad")  # <1 good, >3 bad
+    assert rows["rtt_ms"]["values"]["p50"] is None and rows["rtt_ms"]["grades"]["p50"] == ""
+    # Percentiles come from histogram bins (midpoints): never shown outside min..max.
+    clamped = percentile_rows({"jitter_ms": {"n": 2, "p50": 1.8, "p95": 2.5, "p99": 2.5,
+                                             "min": 2.0, "max": 2.4}})[1]["values"]  # fmt: skip
+    assert (clamped["p50"], clamped["p95"], clamped["p99"]) == (2.0, 2.4, 2.4)
+
+
+def test_outcomes_and_sip_codes_cover_every_endpoint():
+    rows = outcome_rows({"SUCCESS": 6, "CALL_FAILED": 2}, 10)
+    assert [(r["outcome"], r["count"], r["pct"], r["cls"]) for r in rows] == [
+        ("SUCCESS", 6, 60.0, "st-good"), ("CALL_FAILED", 2, 20.0, "st-bad"),
+        ("NOT_FINISHED", 2, 20.0, "st-warn"),
+    ]  # fmt: skip
+    endpoints = [{"sip_code": c} for c in (200, 200, 486, None, 503, 200, 180)]
+    codes = sip_code_rows(endpoints)
+    assert [(c["code"], c["reason"], c["count"]) for c in codes] == [
+        (180, "", 1), (200, "OK", 3), (486, "Busy Here", 1), (503, "Service Unavailable", 1),
+        (None, "no final response", 1),
+    ]  # fmt: skip
+    assert [c["cls"] for c in codes] == ["st-warn", "st-good", "st-bad", "st-bad", "st-warn"]
+    assert sip_code_rows([]) == []
+
+
+def test_charts_over_time_draw_average_and_worst_with_threshold_marks():
+    series = [
+        {"t": T0 + timedelta(seconds=s),
+         "mos": {"avg": 4.3, "min": 3.9 - s / 10}, "fraction_lost": {"avg": 0.01, "max": 0.04}}
+        for s in range(5)
+    ]  # fmt: skip
+    charts = series_charts(series)
+    assert len(charts) == 4
+    mos = ET.fromstring(charts[0])
+    assert [p.find(f"{SVG}title").text for p in mos.iter(f"{SVG}polyline")] == [
+        "average", "worst (min)"
+    ]  # fmt: skip
+    assert len(mos.findall(f"{SVG}line[@stroke-dasharray]")) == 2  # good 3.5, bad 3.0
+    assert "Packet loss (%)" in charts[2] and "worst (max)" in charts[2]
+    assert "no samples yet" in charts[1]  # no jitter data: says so, draws no axes
+    assert all("no samples yet" in c for c in series_charts([]))
+
+
+def test_mos_histogram_is_coloured_by_grade_and_skips_the_empty_low_end():
+    buckets = [{"lo": round(1.0 + i / 10, 1), "hi": 0, "count": 0} for i in range(35)]
+    buckets[33]["count"], buckets[25]["count"] = 40, 3  # 4.3 and 3.5
+    root = ET.fromstring(mos_histogram_svg(buckets))
+    rects = root.findall(f"{SVG}rect")
+    assert len(rects) == 15  # from MOS 3.0 (an empty good run's low end is not drawn)
+    fills = {r.find(f"{SVG}title").text.split(":")[0]: r.get("fill") for r in rects}
+    assert fills["4.3"] == "#4ade80" and fills["3.0"] == "#fcd34d"
+    assert "no samples" in bar_chart("empty", [("a", 0, "red")])
+
+
+def test_the_results_section_renders_from_a_view():
+    macro = env.get_template("_results.html").module.results_section  # type: ignore[attr-defined]
+    results = {"endpoints": 2, "registration_success_rate": 100.0,
+               "percentiles": percentile_rows({}), "timings": [],
+               "outcomes": outcome_rows({"SUCCESS": 2}, 2), "sip_codes": sip_code_rows([]),
+               "charts": series_charts([]), "mos_histogram": mos_histogram_svg([])}  # fmt: skip
+    html = str(macro({"id": "r1", "call_success_rate": 100.0}, results))
+    assert 'id="percentiles"' in html and "No endpoints." in html
+    assert 'href="/runs/r1/endpoints?outcome=SUCCESS"' in html
+
+
+def test_openapi_declares_bearer_keys_required_or_optional():
+    for keys, security in (("", [{"bearerAuth": []}, {}]), ("k1", [{"bearerAuth": []}])):
+        app = create_app(ApiSettings(nats_url="nats://unused", database_url="postgresql://unused",
+                                     api_keys=keys))  # fmt: skip
+        doc = app.openapi()
+        scheme = doc["components"]["securitySchemes"]["bearerAuth"]
+        assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+        api = {p: ops for p, ops in doc["paths"].items() if p.startswith("/api/v1")}
+        assert api and all(op["security"] == security for ops in api.values()
+                           for op in ops.values())  # fmt: skip
+        assert all("security" not in op for op in doc["paths"].get("/asyncapi", {}).values())
