@@ -21,6 +21,7 @@ run: $(STAMP)
 system-deps:
 	@missing=""; \
 	command -v kamailio >/dev/null || missing="$$missing kamailio kamailio-extra-modules"; \
+	dpkg -s kamailio-tls-modules >/dev/null 2>&1 || missing="$$missing kamailio-tls-modules"; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \

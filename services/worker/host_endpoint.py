@@ -47,13 +47,7 @@ class Endpoint:
             if cmd.get("registrar") else None
         )  # fmt: skip
         self.scenario = Scenario(host, self.id, cmd.get("scenario") or [])
-        transport = self.transport
-        suffix = f";transport={transport}" if transport != "udp" else ""
-        port = host.listen_port(transport)
-        self.contact_uri = (
-            self.registration.aor if self.registration
-            else f"sip:{self.username}@{host.bind}:{port}{suffix}"
-        )  # fmt: skip
+        self.contact_uri = ""  # set by start(): the transport's port is known only then
         self.sip_call_id: str | None = None
         self.account: HostAccount | None = None
         self.call: HostCall | None = None
@@ -86,9 +80,16 @@ class Endpoint:
             self.options["transport"]
         )  # fmt: skip
 
+    def direct_uri(self) -> str:
+        """sip:user@bind:port[;transport=tcp|tls] on the port the transport really has."""
+        transport = self.transport
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        return f"sip:{self.username}@{self.host.bind}:{self.host.listen_port(transport)}{suffix}"
+
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self.set_phase("INITIALIZING")
+        self.contact_uri = self.registration.aor if self.registration else self.direct_uri()
         cfg = self.host.account_config(self)
         if self.registration is not None:
             self.registration.configure(cfg)

@@ -113,3 +113,29 @@ def test_invite_timeout_cancels_and_times_out(hosts, kamailio):  # type: ignore[
     fin = ch.of("endpoint_finished", "c")[0]
     assert fin["outcome"] == "TIMEOUT" and fin["sip_code"] == 487, fin
     assert any(m["text"].startswith("CANCEL ") for m in ch.of("sip_message", "c"))
+
+
+def test_update_media_reinvite_switches_the_codec(hosts, kamailio):  # type: ignore[no-untyped-def]
+    # Both sides allow PCMU and PCMA, PCMU first; at 1.5 s the caller re-offers PCMA first.
+    both = {"codecs": ["PCMU", "PCMA"]}
+    scenario = [{"at_s": 1.5, "action": "update_media", "codec": "PCMA"}]
+    rh, ch = _call(hosts, kamailio, 4.0, caller={**both, "scenario": scenario}, receiver=both,
+                   users=("u7", "u8"))  # fmt: skip
+    assert [(e["action"], e["ok"]) for e in ch.of("scenario_action", "c")] == [
+        ("update_media", True)]  # fmt: skip
+    assert ch.of("call_established", "c")[0]["codec"] == "PCMU"
+    # The re-INVITE offers PCMA (payload type 8) first.
+    invites = [m["text"] for m in ch.of("sip_message", "c") if m["direction"] == "out"
+               and m["text"].startswith("INVITE")]  # fmt: skip
+    assert len(invites) == 2
+    assert " RTP/AVP 0 8" in invites[0] and " RTP/AVP 8 0" in invites[1], invites[1]
+    # Both ends' samples name the negotiated codec: PCMU, then PCMA for the rest of the call,
+    # with media still flowing at 50 packets/s after the switch.
+    for h, eid in ((ch, "c"), (rh, "r")):
+        recv = [e["metrics"] for e in h.of("sample", eid) if e["direction"] == "recv"]
+        codecs = [m["codec"] for m in recv]
+        switch = codecs.index("PCMA")
+        assert switch > 0 and set(codecs[:switch]) == {"PCMU"}, codecs
+        assert set(codecs[switch:]) == {"PCMA"}, codecs
+        assert any(45 <= (m["packet_rate_ps"] or 0) <= 55 for m in recv[switch:]), recv
+        assert [e["outcome"] for e in h.of("endpoint_finished", eid)] == ["SUCCESS"]

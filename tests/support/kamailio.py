@@ -45,6 +45,15 @@ def _free_port_both() -> int:
     raise RuntimeError("no port free for both UDP and TCP")
 
 
+def _tls_module_installed() -> bool:
+    out = subprocess.run(["kamailio", "-I"], capture_output=True, text=True, timeout=10).stdout
+    for line in out.splitlines():  # "Default paths to modules: /usr/lib/.../kamailio/modules"
+        if line.strip().startswith("Default paths to modules:"):
+            dirs = line.split(":", 1)[1].strip().split(":")
+            return any((Path(d) / "tls.so").exists() for d in dirs)
+    return False
+
+
 def options_ping(host: str, port: int, timeout: float = 0.5) -> str | None:
     """Send one SIP OPTIONS over UDP; the status line of the answer, or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -69,11 +78,17 @@ def options_ping(host: str, port: int, timeout: float = 0.5) -> str | None:
 class Kamailio:
     """One running Kamailio with the given accounts {username: password}."""
 
-    def __init__(self, workdir: Path, accounts: dict[str, str]) -> None:
+    def __init__(
+        self, workdir: Path, accounts: dict[str, str], tls: tuple[str, str] | None = None
+    ) -> None:
+        """`tls`: (certificate, private key) PEM files: also listen for SIP over TLS."""
         if shutil.which("kamailio") is None:
             pytest.skip("kamailio not installed (Debian package: kamailio)")
-        self.dir, self.accounts = workdir, dict(accounts)
+        if tls is not None and not _tls_module_installed():
+            pytest.skip("kamailio tls module not installed (Debian: kamailio-tls-modules)")
+        self.dir, self.accounts, self.tls = workdir, dict(accounts), tls
         self.host, self.port, self.domain = "127.0.0.1", _free_port_both(), DOMAIN
+        self.tls_port = _free_port_both() if tls else None
         db = workdir / "dbtext"
         db.mkdir(parents=True, exist_ok=True)
         (db / "version").write_text(_VERSION)
@@ -91,6 +106,9 @@ class Kamailio:
             "-l", f"udp:{self.host}:{self.port}", "-l", f"tcp:{self.host}:{self.port}",
             "-A", f'DBURL="text://{self.db}"', "-Y", str(self.dir),
         ]  # fmt: skip
+        if self.tls is not None:
+            argv += ["-A", "WITH_TLS", "-A", f'TLS_CERT="{self.tls[0]}"',
+                     "-A", f'TLS_KEY="{self.tls[1]}"', "-l", f"tls:{self.host}:{self.tls_port}"]  # fmt: skip
         self.proc = spawn(argv, self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -107,7 +125,8 @@ class Kamailio:
 
     def registrar(self, transport: str = "udp") -> dict[str, object]:
         """The test definition's `registrar` block for this server."""
-        return {"host": self.host, "port": self.port, "transport": transport, "domain": DOMAIN}
+        port = self.tls_port if transport == "tls" else self.port
+        return {"host": self.host, "port": port, "transport": transport, "domain": DOMAIN}
 
     def aor(self, user: str) -> str:
         return f"sip:{user}@{DOMAIN}"
