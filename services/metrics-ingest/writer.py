@@ -1,12 +1,15 @@
 """Idempotent batch writes, rows and rollups in one transaction.
 
-Fast path (`write_new_rows`): binary COPY straight into metric_samples, plus
-a COPY of the few columns the rollups need into a temporary table that feeds
-the rollup statement. If any row is already stored (a redelivery after a
-crash or a lost ack), the COPY fails on the primary key, the transaction is
-rolled back, and the batch takes the conflict-tolerant path (`write_rows`):
-COPY into a staging table, then INSERT ... ON CONFLICT DO NOTHING RETURNING,
-which feeds the rollups, so only rows stored for the first time are counted.
+Fast path (`write_new_rows`): binary COPY straight into metric_samples. As
+every row is new there, the rollup deltas are computed in Python
+(`rollup_deltas`: one row per key of each rollup table, not one per sample),
+COPYed into temporary tables, and applied with one INSERT ... ON CONFLICT per
+table. If any row is already stored (a redelivery after a crash or a lost
+ack), the COPY fails on the primary key, the transaction is rolled back, and
+the batch takes the conflict-tolerant path (`write_staged`): COPY into a
+staging table, then INSERT ... ON CONFLICT DO NOTHING RETURNING, which feeds
+the SQL rollups (`_ROLLUPS`), so only rows stored for the first time are
+counted. Both paths give the same rollups (tests/integration/test_results.py).
 Either way a redelivered sample changes neither metric_samples nor any
 aggregate, and the common case costs about what a raw COPY costs, plus the
 rollups.
@@ -15,6 +18,8 @@ rollups.
 from __future__ import annotations
 
 import operator
+from bisect import bisect_right
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,36 +92,130 @@ _MOVE = sql.SQL(
     "WITH ins AS (INSERT INTO metric_samples ({cols}) SELECT {cols} FROM samples_stage"
     " ON CONFLICT DO NOTHING RETURNING " + _ROLLUP_INPUT + _ROLLUPS
 ).format(cols=_COLS)
-# The fast path: every row is new (the COPY into metric_samples did not conflict).
-_ROLLUP_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS rollup_stage ON COMMIT DELETE ROWS AS SELECT "
-    + _ROLLUP_INPUT
-    + " FROM metric_samples WITH NO DATA"
+# The fast path: every row is new (the COPY into metric_samples did not conflict),
+# so the rollup deltas are computed here, one row per key of each rollup table,
+# and the database does one upsert per table from a COPY of them.
+_DELTA_TABLES = " ".join(
+    f"CREATE TEMP TABLE IF NOT EXISTS {d} (LIKE {t}) ON COMMIT DELETE ROWS;"
+    for d, t in (
+        ("delta_second", "rollup_second"),
+        ("delta_endpoint", "rollup_endpoint"),
+        ("delta_hist", "rollup_hist"),
+        ("delta_timings", "call_timings"),
+    )
 )
-_ROLLUP_COLUMNS = tuple(c.strip() for c in _ROLLUP_INPUT.split(","))
-_FROM_STAGE = "WITH ins AS (SELECT " + _ROLLUP_INPUT + " FROM rollup_stage" + _ROLLUPS
+_STATS_SET = (
+    "n = t.n + EXCLUDED.n, total = t.total + EXCLUDED.total,"
+    " lo = least(t.lo, EXCLUDED.lo), hi = greatest(t.hi, EXCLUDED.hi)"
+)
+_APPLY_DELTAS = f"""
+INSERT INTO rollup_second AS t SELECT * FROM delta_second
+  ON CONFLICT ({_SECOND_KEY}) DO UPDATE SET {_STATS_SET};
+INSERT INTO rollup_endpoint AS t SELECT * FROM delta_endpoint
+  ON CONFLICT ({_ENDPOINT_KEY}) DO UPDATE SET {_STATS_SET};
+INSERT INTO rollup_hist AS t SELECT * FROM delta_hist
+  ON CONFLICT (run_id, endpoint_id, metric, bin) DO UPDATE SET n = t.n + EXCLUDED.n;
+INSERT INTO call_timings AS t SELECT * FROM delta_timings
+  ON CONFLICT (run_id, endpoint_id) DO UPDATE SET
+    {", ".join(_timing_update(k) for k in TIMING_KEYS)},
+    last_time = greatest(t.last_time, EXCLUDED.last_time)"""
 _COPY_DIRECT = sql.SQL("COPY metric_samples ({}) FROM STDIN (FORMAT BINARY)").format(_COLS)
-_COPY_ROLLUP = "COPY rollup_stage FROM STDIN (FORMAT BINARY)"
-_ROLLUP_TYPES = [WRITE_TYPES[WRITE_COLUMNS.index(c)] for c in _ROLLUP_COLUMNS]
-_rollup_cells = operator.itemgetter(*(WRITE_COLUMNS.index(c) for c in _ROLLUP_COLUMNS))
+_STATS_TYPES = ["float8", "float8", "float8"]
+_COPY_DELTAS = (
+    ("COPY delta_second FROM STDIN (FORMAT BINARY)",
+     ["text", "text", "timestamptz", "text", "int8", *_STATS_TYPES]),
+    ("COPY delta_endpoint FROM STDIN (FORMAT BINARY)",
+     ["text", "text", "text", "text", "int8", *_STATS_TYPES]),
+    ("COPY delta_hist FROM STDIN (FORMAT BINARY)", ["text", "text", "text", "int2", "text", "int8"]),
+    ("COPY delta_timings FROM STDIN (FORMAT BINARY)",
+     ["text", "text", "text", "timestamptz",
+      *(WRITE_TYPES[WRITE_COLUMNS.index(k)] for k in TIMING_KEYS)]),
+)  # fmt: skip
 _BOUNDS = {f"b_{m}": list(BOUNDS[m]) for m in ROLLUP_METRICS}
+_AT = {c: i for i, c in enumerate(WRITE_COLUMNS)}
+_TIME, _RUN, _ENDPOINT, _DIRECTION, _GROUP = (
+    _AT[c] for c in ("time", "run_id", "endpoint_id", "direction", "group_name")
+)
+# (metric, its column in a row, its bin bounds or None): what the SQL path unpivots.
+_SPECS = tuple((m, _AT[m], BOUNDS[m]) for m in ROLLUP_METRICS) + tuple(
+    (m, _AT[m], None) for m in COUNTED_ONLY if m != "samples"
+)
+_timing_cells = operator.itemgetter(*(_AT[k] for k in TIMING_KEYS))
+
+
+def rollup_deltas(
+    rows: Sequence[tuple[Any, ...]],
+) -> tuple[list[tuple[Any, ...]], ...]:
+    """What rows (WRITE_COLUMNS order, none stored before) add to each rollup table:
+    (second, endpoint, hist, timings) rows, one per key, in the tables' column order.
+    The same figures the SQL rollup (_ROLLUPS) computes from the rows it stored."""
+    by_second: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    by_endpoint: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for row in rows:
+        key = (row[_RUN], row[_ENDPOINT])
+        # The newest sample of each endpoint; at equal times 'recv' (as ORDER BY direction).
+        best = newest.get(key)
+        if best is None or (row[_TIME], row[_DIRECTION] == "recv") > (
+            best[_TIME],
+            best[_DIRECTION] == "recv",
+        ):
+            newest[key] = row
+        if row[_DIRECTION] == "recv":
+            by_endpoint[key].append(row)
+            t = row[_TIME]
+            second = t.replace(microsecond=0) if t.microsecond else t
+            by_second[(row[_RUN], row[_GROUP], second)].append(row)
+    seconds: list[tuple[Any, ...]] = []
+    for (run, group, second), recv in by_second.items():
+        seconds.append((run, group, second, "samples", len(recv), float(len(recv)), 1.0, 1.0))
+        for metric, at, _ in _SPECS:
+            values = [float(v) for r in recv if (v := r[at]) is not None]
+            if values:
+                seconds.append(
+                    (run, group, second, metric, len(values), sum(values), min(values), max(values))
+                )
+    endpoints: list[tuple[Any, ...]] = []
+    hist: list[tuple[Any, ...]] = []
+    for (run, endpoint), recv in by_endpoint.items():
+        group = recv[0][_GROUP]
+        endpoints.append((run, endpoint, "samples", group, len(recv), float(len(recv)), 1.0, 1.0))
+        for metric, at, bounds in _SPECS:
+            values = [float(v) for r in recv if (v := r[at]) is not None]
+            if not values:
+                continue
+            endpoints.append(
+                (run, endpoint, metric, group, len(values), sum(values), min(values), max(values))
+            )
+            if bounds is not None:
+                # Bin i holds bounds[i] <= v < bounds[i+1]; below bounds[0]: bin 0.
+                bins = Counter([bisect_right(bounds, v) or 1 for v in values])
+                hist += [(run, endpoint, metric, b - 1, group, n) for b, n in bins.items()]
+    timings = [
+        (run, endpoint, row[_GROUP], row[_TIME], *_timing_cells(row))
+        for (run, endpoint), row in newest.items()
+    ]
+    return seconds, endpoints, hist, timings
 
 
 def write_new_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
     """Store rows none of which is stored yet; raises UniqueViolation (and stores
     nothing) if one is. Rows are in WRITE_COLUMNS order."""
+    deltas = rollup_deltas(rows)
     with conn.transaction():
-        conn.execute(_ROLLUP_STAGE)
+        conn.execute(_DELTA_TABLES)
         with conn.cursor() as cur:
             with cur.copy(_COPY_DIRECT) as copy:
                 copy.set_types(list(WRITE_TYPES))
                 for row in rows:
                     copy.write_row(row)
-            with cur.copy(_COPY_ROLLUP) as copy:
-                copy.set_types(_ROLLUP_TYPES)
-                for row in rows:
-                    copy.write_row(_rollup_cells(row))
-            cur.execute(_FROM_STAGE, _BOUNDS)
+            for (statement, types), delta in zip(_COPY_DELTAS, deltas, strict=True):
+                if delta:
+                    with cur.copy(statement) as copy:
+                        copy.set_types(types)
+                        for row in delta:
+                            copy.write_row(row)
+            cur.execute(_APPLY_DELTAS)
     return len(rows)
 
 
@@ -130,7 +229,7 @@ def store_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -
 
 def write_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
     """Store rows in COLUMNS order (samples.to_row) exactly once; returns rows inserted."""
-    return write_staged(conn, [to_write_order(r) for r in rows])
+    return store_rows(conn, [to_write_order(r) for r in rows])
 
 
 def write_staged(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:

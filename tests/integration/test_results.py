@@ -14,10 +14,10 @@ import psycopg
 import pytest
 
 from callmeter_events import MetricSample
-from callmeter_ingest.writer import write_rows
+from callmeter_ingest.writer import write_new_rows, write_rows, write_staged
 from callmeter_storage import partitions, results, stats
 from callmeter_storage.migrations import MIGRATIONS, migrate
-from callmeter_storage.samples import to_row
+from callmeter_storage.samples import to_row, to_write_order
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
@@ -115,6 +115,47 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
     assert sum(b["count"] for b in doc["mos_histogram"]) == 120
     summary = results.summary(conn=psycopg.connect(database_url), run_id=run_id)
     assert summary["samples"] == 120 and summary["packets_received"] == 6000
+
+
+def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
+    database_url: str,
+) -> None:
+    """Ingest's fast path computes the rollup deltas in Python; the conflict-tolerant
+    path in SQL from the rows it stored. Same rows, same rollups: edge bins, values
+    missing, sub-second times, out-of-order samples and send/recv at the same time."""
+    migrate(database_url)
+
+    def rows(rid: str) -> list[tuple[object, ...]]:
+        odd = [
+            to_row(MetricSample(
+                run_id=rid, endpoint_id="C-1", direction=d, seq=i,
+                ts=T0 + timedelta(seconds=7 - i, microseconds=250_000 * i),
+                metrics={"mos": m, "rtt_ms": None if i == 1 else 0.0, "jitter_ms": 1e6,
+                         "post_dial_delay_ms": None if i == 2 else 10.0 * i},
+            ))
+            for i, (m, d) in enumerate(((0.9, "recv"), (1.001, "recv"), (4.6, "send"), (1.0, "recv")))
+        ]  # fmt: skip
+        return [to_write_order(r) for r in run_rows(rid) + odd]
+
+    fast, slow = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    tables = {
+        "rollup_second": "group_name, second, metric, n, round(total::numeric, 6), lo, hi",
+        "rollup_endpoint": "endpoint_id, metric, group_name, n, round(total::numeric, 6), lo, hi",
+        "rollup_hist": "endpoint_id, metric, bin, group_name, n",
+        "call_timings": "endpoint_id, group_name, last_time, post_dial_delay_ms, call_setup_ms",
+    }
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert write_new_rows(conn, rows(fast)) == 244
+        assert write_staged(conn, rows(slow)) == 244
+        for table, cols in tables.items():
+            got = [
+                sorted(conn.execute(f"SELECT {cols} FROM {table} WHERE run_id = %s", (rid,)))
+                for rid in (fast, slow)
+            ]
+            assert got[0] == got[1] and got[0], table
+        with pytest.raises(psycopg.errors.UniqueViolation):  # nothing stored twice
+            write_new_rows(conn, rows(fast)[:3])
+        assert write_rows(conn, run_rows(fast)) == 0
 
 
 def test_series_per_second_and_per_endpoint_with_the_key_checked(
