@@ -15,13 +15,16 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from callmeter_common.servers import start_nats, start_postgres
 from callmeter_storage.migrations import migrate
-from tests.support.platform import TestPlatform
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
+from tests.support.platform import TestPlatform  # noqa: E402
 
 
 def main() -> None:
