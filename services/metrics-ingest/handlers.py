@@ -19,6 +19,7 @@ import orjson
 import psycopg
 from nats.aio.msg import Msg
 
+from callmeter_common import telemetry
 from callmeter_common.bus import Bus
 from callmeter_events import EventDecodeError, MetricSample, decode
 from callmeter_events.codec import current_version
@@ -118,7 +119,12 @@ class Ingest:
     async def commit(self, pending: Pending) -> None:
         """Store the rows (retrying while Postgres is down), then ack: never before."""
         if pending.rows:
-            await self._store(pending, list(range(len(pending.rows))))
+            # callmeter.metrics.<run>.…: the run each message belongs to, for its trace
+            runs = {m.subject.split(".")[2] for m in pending.msgs}
+            for msg in pending.msgs:
+                telemetry.remember(msg.subject.split(".")[2], msg.headers)
+            with telemetry.handling("metrics-ingest", "store samples", runs):
+                await self._store(pending, list(range(len(pending.rows))))
         for msg in pending.msgs:
             if id(msg) not in pending.held:
                 await msg.ack()

@@ -35,7 +35,7 @@ def test_a_run_is_one_trace_across_at_least_four_services(tmp_path, nats_server,
     trace_ids = {s["trace_id"] for s in of_run}
     assert len(trace_ids) == 1, trace_ids  # one trace for the whole run
     services = {s["service"] for s in of_run}
-    assert {"api", "scheduler", "dispatcher", "worker"} <= services, services
+    assert {"api", "scheduler", "dispatcher", "worker", "metrics-ingest"} <= services, services
     # Spans are linked: every parent of a run span is itself a span of the same trace.
     ids = {s["span_id"] for s in spans if s["trace_id"] in trace_ids}
     assert all(s["parent_id"] in ids for s in of_run if s["parent_id"])
