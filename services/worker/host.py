@@ -27,7 +27,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -39,6 +38,7 @@ from .audio import resolve_codecs, write_tone_wav
 from .host_args import parse_args, pjsip_drop_pct
 from .host_endpoint import Endpoint
 from .host_sip import HostCall, SipLogWriter
+from .host_transport import Transports
 
 log = logging.getLogger("callmeter.host")
 MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
@@ -48,17 +48,6 @@ PRACK = {"off": pj.PJSUA_100REL_NOT_USED, "supported": pj.PJSUA_100REL_OPTIONAL,
          "required": pj.PJSUA_100REL_MANDATORY}  # fmt: skip
 TIMER = {"off": pj.PJSUA_SIP_TIMER_INACTIVE, "optional": pj.PJSUA_SIP_TIMER_OPTIONAL,
          "required": pj.PJSUA_SIP_TIMER_REQUIRED, "always": pj.PJSUA_SIP_TIMER_ALWAYS}  # fmt: skip
-
-
-def _stream_port_free(address: str, port: int) -> bool:
-    """Whether a TCP listener could bind address:port now (SO_REUSEADDR, as PJSIP does)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 class Host:
@@ -100,8 +89,8 @@ class Host:
         lc.msgLogging = bool(a.trace_sip)
         lc.decor = 0
         self.ep.libInit(cfg)
-        self.transports: dict[str, int] = {}
-        self.transport_id = self.transport_for("udp")
+        self.transports = Transports(self.ep, a.bind, a.sip_port, a.tls_cert, a.tls_key)
+        self.transport_id = self.transports.get("udp")
         self.ep.libStart()
         self.ep.audDevManager().setNullDev()
         self.codec_ids = [c.codecId for c in self.ep.codecEnum2()]
@@ -114,60 +103,15 @@ class Host:
         self.playback = self.ep.audDevManager().getPlaybackDevMedia()
         self.emit("host_ready", sip_port=a.sip_port)
 
-    def preferred_port(self, kind: str) -> int:
-        """UDP and TCP share the SIP port number; TLS asks for the next one (the port
-        allocator only probes UDP, so a TCP/TLS listener may find its port taken)."""
-        return self.sip_port + 1 if kind == "tls" else self.sip_port
-
     def listen_port(self, kind: str) -> int:
-        """The port the host's transport of this kind really listens on."""
-        info = self.ep.transportGetInfo(self.transport_for(kind))
-        return int(info.localName.rsplit(":", 1)[1])
-
-    def transport_for(self, kind: str) -> int:
-        """The host's transport of this kind, created on first use.
-
-        TCP/TLS listeners cost sockets out of the 64-handle ioqueue, so a host
-        opens them only when an endpoint asks for them. When the preferred TCP/TLS
-        port is taken by another process, the listener takes a free port instead
-        (listen_port tells which; direct-mode contact URIs use it).
-        """
-        if kind not in self.transports:
-            types = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP,
-                     "tls": pj.PJSIP_TRANSPORT_TLS}  # fmt: skip
-            port = self.preferred_port(kind)
-            # PJSIP 2.15 reports a TLS listener whose bind failed as started (it then
-            # never accepts), so probe the stream port first rather than trust it
-            if kind != "udp" and not _stream_port_free(self.bind, port):
-                log.warning("%s port %d is taken; listening on a free port", kind, port)
-                port = 0
-            try:
-                tid = self.ep.transportCreate(types[kind], self._transport_config(kind, port))
-            except pj.Error as exc:
-                if kind == "udp" or port == 0:
-                    raise
-                log.warning("%s port %d: %s; listening on a free port", kind, port, exc.info())
-                tid = self.ep.transportCreate(types[kind], self._transport_config(kind, 0))
-            self.transports[kind] = tid
-        return self.transports[kind]
-
-    def _transport_config(self, kind: str, port: int) -> pj.TransportConfig:
-        tcfg = pj.TransportConfig()
-        tcfg.port = port
-        tcfg.boundAddress = self.bind
-        if kind == "tls":
-            tls = tcfg.tlsConfig
-            tls.certFile, tls.privKeyFile = self.args.tls_cert, self.args.tls_key
-            tls.method = pj.PJSIP_TLSV1_2_METHOD
-            tls.verifyServer = tls.verifyClient = False  # self-signed test beds
-        return tcfg
+        return self.transports.listen_port(kind)
 
     def account_config(self, endpoint: Endpoint) -> pj.AccountConfig:
         """Direct-mode account of one endpoint; Registration.configure adds registrar mode."""
         opts = endpoint.options
         cfg = pj.AccountConfig()
         cfg.idUri = endpoint.contact_uri
-        cfg.sipConfig.transportId = self.transport_for(endpoint.transport)
+        cfg.sipConfig.transportId = self.transports.get(endpoint.transport)
         med = cfg.mediaConfig
         mt = med.transportConfig
         mt.port, mt.portRange, mt.boundAddress = (

@@ -1,0 +1,78 @@
+"""The SIP transports of an endpoint host: UDP at start, TCP/TLS when first asked for."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import pjsua2 as pj
+
+log = logging.getLogger(__name__)
+
+
+def _stream_port_free(address: str, port: int) -> bool:
+    """Whether a TCP listener could bind address:port now (SO_REUSEADDR, as PJSIP does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+class Transports:
+    def __init__(
+        self, ep: pj.Endpoint, bind: str, sip_port: int, tls_cert: str, tls_key: str
+    ) -> None:
+        self.ep, self.bind, self.sip_port = ep, bind, sip_port
+        self.tls_cert, self.tls_key = tls_cert, tls_key
+        self.ids: dict[str, int] = {}
+
+    def preferred_port(self, kind: str) -> int:
+        """UDP and TCP share the SIP port number; TLS asks for the next one (the port
+        allocator only probes UDP, so a TCP/TLS listener may find its port taken)."""
+        return self.sip_port + 1 if kind == "tls" else self.sip_port
+
+    def listen_port(self, kind: str) -> int:
+        """The port the host's transport of this kind really listens on."""
+        info = self.ep.transportGetInfo(self.get(kind))
+        return int(info.localName.rsplit(":", 1)[1])
+
+    def get(self, kind: str) -> int:
+        """The host's transport of this kind, created on first use.
+
+        TCP/TLS listeners cost sockets out of the 64-handle ioqueue, so a host
+        opens them only when an endpoint asks for them. When the preferred TCP/TLS
+        port is taken by another process, the listener takes a free port instead
+        (listen_port tells which; direct-mode contact URIs use it).
+        """
+        if kind not in self.ids:
+            types = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP,
+                     "tls": pj.PJSIP_TRANSPORT_TLS}  # fmt: skip
+            port = self.preferred_port(kind)
+            # PJSIP 2.15 reports a TLS listener whose bind failed as started (it then
+            # never accepts), so probe the stream port first rather than trust it
+            if kind != "udp" and not _stream_port_free(self.bind, port):
+                log.warning("%s port %d is taken; listening on a free port", kind, port)
+                port = 0
+            try:
+                tid = self.ep.transportCreate(types[kind], self._config(kind, port))
+            except pj.Error as exc:
+                if kind == "udp" or port == 0:
+                    raise
+                log.warning("%s port %d: %s; listening on a free port", kind, port, exc.info())
+                tid = self.ep.transportCreate(types[kind], self._config(kind, 0))
+            self.ids[kind] = tid
+        return self.ids[kind]
+
+    def _config(self, kind: str, port: int) -> pj.TransportConfig:
+        tcfg = pj.TransportConfig()
+        tcfg.port = port
+        tcfg.boundAddress = self.bind
+        if kind == "tls":
+            tls = tcfg.tlsConfig
+            tls.certFile, tls.privKeyFile = self.tls_cert, self.tls_key
+            tls.method = pj.PJSIP_TLSV1_2_METHOD
+            tls.verifyServer = tls.verifyClient = False  # self-signed test beds
+        return tcfg
