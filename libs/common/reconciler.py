@@ -137,3 +137,15 @@ class Reconciler:
         await asyncio.gather(*(one(e) for e in events))
         self._own = own
         self._own_since = time.monotonic()
+
+
+async def serve_reconciler(
+    service: str, nats_url: str, decide: Decide, stop: asyncio.Event
+) -> None:
+    """The whole life of a control service: connect, fold, decide until `stop`."""
+    bus = await Bus.connect(nats_url, service)
+    await bus.ensure_streams()
+    try:
+        await Reconciler(bus, decide).run(stop)
+    finally:
+        await bus.close()

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,10 @@ from opentelemetry.context import Context
 
 log = logging.getLogger(__name__)
 current_run: contextvars.ContextVar[str] = contextvars.ContextVar("current_run", default="-")
-_run_contexts: dict[str, Context] = {}
+# The trace context of each run a service has seen, newest last; bounded, since a
+# long-lived service sees runs without end and old runs stop sending messages.
+_run_contexts: OrderedDict[str, Context] = OrderedDict()
+MAX_RUN_CONTEXTS = 10_000
 _configured = False
 
 
@@ -136,12 +140,19 @@ def meters() -> Meters:
     return _meters
 
 
+def _keep(run_id: str, ctx: Context) -> None:
+    _run_contexts[run_id] = ctx
+    _run_contexts.move_to_end(run_id)
+    while len(_run_contexts) > MAX_RUN_CONTEXTS:
+        _run_contexts.popitem(last=False)
+
+
 def remember(run_id: str | None, headers: Mapping[str, str] | None) -> None:
     """Keep the trace context a message brought for its run (parent of what we publish)."""
     if run_id:
         current_run.set(run_id)
         if headers and "traceparent" in headers:
-            _run_contexts[run_id] = propagate.extract(dict(headers))
+            _keep(run_id, propagate.extract(dict(headers)))
 
 
 def publish_headers(service: str, event_type: str, run_id: str | None) -> dict[str, str]:
@@ -158,12 +169,8 @@ def publish_headers(service: str, event_type: str, run_id: str | None) -> dict[s
         ctx = trace.set_span_in_context(span)
         propagate.inject(headers, context=ctx)
         if run_id and run_id not in _run_contexts:
-            _run_contexts[run_id] = ctx  # the first publisher of a run starts its trace
+            _keep(run_id, ctx)  # the first publisher of a run starts its trace
     return headers
-
-
-def forget(run_id: str) -> None:
-    _run_contexts.pop(run_id, None)
 
 
 @contextlib.contextmanager

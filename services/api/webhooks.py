@@ -67,6 +67,7 @@ class Webhooks:
         self.attempts = attempts
         self.base_delay_s = base_delay_s
         self.queue: asyncio.Queue[tuple[Event, str, str]] = asyncio.Queue()
+        self.in_flight: set[asyncio.Task[None]] = set()
 
     def observe(self, event: Event) -> None:
         if not isinstance(event, STATUS_EVENTS):
@@ -81,7 +82,11 @@ class Webhooks:
         async with httpx.AsyncClient(timeout=10) as http:
             while not stop.is_set():
                 event, url, secret = await self.queue.get()
-                asyncio.ensure_future(self.deliver(http, event, url, secret))
+                # Keep a reference: the loop holds tasks only weakly, and a delivery
+                # waiting out its backoff must not be collected mid-retry.
+                task = asyncio.ensure_future(self.deliver(http, event, url, secret))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
 
     async def deliver(self, http: httpx.AsyncClient, event: Event, url: str, secret: str) -> None:
         if await asyncio.to_thread(self._delivered, event.event_id, url):

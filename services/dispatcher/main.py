@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from callmeter_common.bus import Bus
-from callmeter_common.reconciler import Reconciler
+from callmeter_common.reconciler import serve_reconciler
 from callmeter_common.runtime import run_service
 
 from .dispatch import Timing, decide
@@ -19,12 +18,9 @@ async def serve(stop: asyncio.Event) -> None:
         settings.heartbeat_s, settings.missed_heartbeats, settings.receiver_wait_s,
         settings.stop_timeout_s,
     )  # fmt: skip
-    bus = await Bus.connect(settings.nats_url, "dispatcher")
-    await bus.ensure_streams()
-    try:
-        await Reconciler(bus, functools.partial(decide, timing=timing)).run(stop)
-    finally:
-        await bus.close()
+    await serve_reconciler(
+        "dispatcher", settings.nats_url, functools.partial(decide, timing=timing), stop
+    )
 
 
 def main() -> None:

@@ -198,6 +198,16 @@ def rollup_deltas(
     return seconds, endpoints, hist, timings
 
 
+def copy_rows(
+    cur: psycopg.Cursor[Any], statement: Any, types: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """One binary COPY of `rows` with the given column types."""
+    with cur.copy(statement) as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+
+
 def write_new_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
     """Store rows none of which is stored yet; raises UniqueViolation (and stores
     nothing) if one is. Rows are in WRITE_COLUMNS order."""
@@ -205,16 +215,10 @@ def write_new_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]
     with conn.transaction():
         conn.execute(_DELTA_TABLES)
         with conn.cursor() as cur:
-            with cur.copy(_COPY_DIRECT) as copy:
-                copy.set_types(list(WRITE_TYPES))
-                for row in rows:
-                    copy.write_row(row)
+            copy_rows(cur, _COPY_DIRECT, WRITE_TYPES, rows)
             for (statement, types), delta in zip(_COPY_DELTAS, deltas, strict=True):
                 if delta:
-                    with cur.copy(statement) as copy:
-                        copy.set_types(types)
-                        for row in delta:
-                            copy.write_row(row)
+                    copy_rows(cur, statement, types, delta)
             cur.execute(_APPLY_DELTAS)
     return len(rows)
 
@@ -237,10 +241,7 @@ def write_staged(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]])
     with conn.transaction():
         conn.execute(_STAGE)
         with conn.cursor() as cur:
-            with cur.copy(_COPY) as copy:
-                copy.set_types(list(WRITE_TYPES))
-                for row in rows:
-                    copy.write_row(row)
+            copy_rows(cur, _COPY, WRITE_TYPES, rows)
             cur.execute(_MOVE, _BOUNDS)
             row = cur.fetchone()
             return int(row[0]) if row else 0

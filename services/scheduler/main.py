@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
-from callmeter_common.bus import Bus
-from callmeter_common.reconciler import Reconciler
+from callmeter_common.reconciler import serve_reconciler
 from callmeter_common.runtime import run_service
 
 from .lifecycle import Limits, decide
@@ -23,12 +22,9 @@ async def serve(stop: asyncio.Event) -> None:
         receiver_wait_s=settings.receiver_wait_s,
         max_concurrent_runs_per_project=settings.max_concurrent_runs_per_project,
     )
-    bus = await Bus.connect(settings.nats_url, "scheduler")
-    await bus.ensure_streams()
-    try:
-        await Reconciler(bus, functools.partial(decide, limits=limits)).run(stop)
-    finally:
-        await bus.close()
+    await serve_reconciler(
+        "scheduler", settings.nats_url, functools.partial(decide, limits=limits), stop
+    )
 
 
 def main() -> None:

@@ -30,7 +30,9 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
     """Platform events for one host message about one endpoint of `run_id`."""
     ev, ep = msg["ev"], msg.get("endpoint_id")
     base = {"run_id": run_id, "endpoint_id": ep, "occurred_at": _ts(msg)}
-    if ev == "endpoint_ready":
+    if ev == "endpoint_ready" or (ev == "registered" and not msg.get("refresh")):
+        # Ready in direct mode and registered with a registrar are the same fact;
+        # refreshes are visible in the SIP trace, the fact "registered" is one.
         return [
             EndpointRegistered(**base, contact_uri=msg["contact_uri"],
                                time_to_register_ms=msg.get("time_to_register_ms"),
@@ -38,14 +40,7 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
             EndpointPhaseChanged(**base, phase="REGISTERED"),
         ]  # fmt: skip
     if ev == "registered":
-        if msg.get("refresh"):
-            return []  # refreshes are visible in the SIP trace; the fact "registered" is one
-        return [
-            EndpointRegistered(**base, contact_uri=msg["contact_uri"],
-                               time_to_register_ms=msg.get("time_to_register_ms"),
-                               expires_s=msg.get("expires_s")),
-            EndpointPhaseChanged(**base, phase="REGISTERED"),
-        ]  # fmt: skip
+        return []
     if ev == "registration_failed":
         return [
             RegistrationFailed(**base, sip_code=msg.get("code"), reason=msg.get("reason") or "")
