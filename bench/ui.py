@@ -96,13 +96,13 @@ def rollups(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
     group = "split_part(endpoint_id, '-', 1)"
     for m in ROLLUP_METRICS:
         conn.execute(
-            f"INSERT INTO rollup_second SELECT run_id, {group}, date_trunc('second', time), %s,"
+            f"INSERT INTO rollup_second_folded SELECT run_id, {group}, date_trunc('second', time), %s,"
             f" count({m}), sum({m}), min({m}), max({m}) FROM metric_samples WHERE {m} IS NOT NULL"
             f" GROUP BY 1, 2, 3",
             (m,),
         )
         conn.execute(
-            f"INSERT INTO rollup_endpoint SELECT run_id, endpoint_id, %s, {group}, count({m}),"
+            f"INSERT INTO rollup_endpoint_folded SELECT run_id, endpoint_id, %s, {group}, count({m}),"
             f" sum({m}), min({m}), max({m}) FROM metric_samples WHERE {m} IS NOT NULL"
             f" GROUP BY 1, 2, 4",
             (m,),
@@ -117,7 +117,7 @@ def rollups(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
             bins[key] = bins.get(key, 0) + n
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO rollup_hist VALUES (%s, %s, %s, %s, %s, %s)",
+                "INSERT INTO rollup_hist_folded VALUES (%s, %s, %s, %s, %s, %s)",
                 [(run, ep, m, b, ep.split("-")[0], n) for (run, ep, b), n in bins.items()],
             )
 

@@ -46,7 +46,8 @@ def summary(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
 def samples_per_endpoint(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
     """Receive-side samples stored per endpoint (from the rollup, not a scan)."""
     rows = conn.execute(
-        "SELECT endpoint_id, n FROM rollup_endpoint WHERE run_id = %s AND metric = 'samples'",
+        "SELECT endpoint_id, sum(n) FROM rollup_endpoint WHERE run_id = %s AND metric = 'samples'"
+        " GROUP BY endpoint_id",
         (run_id,),
     ).fetchall()
     return {r[0]: int(r[1]) for r in rows}

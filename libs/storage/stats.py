@@ -3,7 +3,9 @@
 Nothing here scans metric_samples except `endpoint_series` (one endpoint's
 rows, by primary key). Run and group figures come from rollup_second (a few
 rows per second of the run), endpoint figures from rollup_endpoint, and
-percentiles from rollup_hist bins (see rollup.py for their precision).
+percentiles from rollup_hist bins (see rollup.py for their precision). Each
+rollup is a view over folded rows and the deltas not folded yet
+(compaction.py), so every query sums per key.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ _STATS = {
             " WHERE run_id = %s GROUP BY metric"),
     "group": ("SELECT group_name, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
               " WHERE run_id = %s GROUP BY group_name, metric"),
-    "endpoint": ("SELECT endpoint_id, metric, n, total, lo, hi FROM rollup_endpoint"
-                 " WHERE run_id = %s"),
+    "endpoint": ("SELECT endpoint_id, metric, sum(n), sum(total), min(lo), max(hi)"
+                 " FROM rollup_endpoint WHERE run_id = %s GROUP BY endpoint_id, metric"),
 }  # fmt: skip
 _HIST_KEY = {"run": "''", "group": "group_name", "endpoint": "endpoint_id"}
 

@@ -13,11 +13,11 @@ import psycopg
 from callmeter_storage import results
 
 # Receive side: the listening quality an endpoint experienced. The rollup ingest
-# keeps (one row per endpoint) answers without scanning samples; the scan is
+# keeps (a few rows per endpoint) answers without scanning samples; the scan is
 # the fallback for a schema without it.
 _MOS_ROLLUP = (
-    "SELECT endpoint_id, total / n FROM rollup_endpoint"
-    " WHERE run_id = %s AND metric = 'mos' AND n > 0"
+    "SELECT endpoint_id, sum(total) / sum(n) FROM rollup_endpoint"
+    " WHERE run_id = %s AND metric = 'mos' AND n > 0 GROUP BY endpoint_id"
 )
 _MOS_SCAN = (
     "SELECT endpoint_id, avg(mos) FROM metric_samples"

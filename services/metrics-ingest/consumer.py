@@ -1,8 +1,14 @@
 """The durable pull loop of ingest, pipelined: messages are fetched and decoded
 while the previous write is in flight, and the next write takes everything
-decoded meanwhile, so a write grows with the load (fewer, bigger transactions
-when ingest is behind, small ones that land at once when it is not). One
-write in flight at a time; at most `max_rows` decoded rows wait for it.
+decoded meanwhile, so a write grows with the load. One write in flight at a
+time; at most `max_rows` decoded rows wait for it.
+
+A write also waits until it has `min_rows` rows or its oldest message has
+waited `linger_s`: a write's cost is mostly per write and per endpoint in it,
+not per sample (measured: 500-row writes cost ~3x per sample what 5,000-row
+writes do), so writing each message as it came would keep ingest busy with
+small writes exactly when it should catch up. The linger adds at most
+`linger_s` to a sample's way to the database.
 
 Not Bus.pull_loop: that decodes every message through the generic event
 union before the handler sees it, which is most of ingest's CPU; here the
@@ -13,6 +19,7 @@ existing durable carries on.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import nats
 from nats.js import api
@@ -26,7 +33,13 @@ DURABLE = "metrics-ingest"
 
 
 async def consume(
-    bus: Bus, ingest: Ingest, stop: asyncio.Event, batch: int, max_rows: int = 20_000
+    bus: Bus,
+    ingest: Ingest,
+    stop: asyncio.Event,
+    batch: int,
+    max_rows: int = 20_000,
+    min_rows: int = 5_000,
+    linger_s: float = 0.25,
 ) -> None:
     config = api.ConsumerConfig(
         durable_name=DURABLE,
@@ -45,13 +58,24 @@ async def consume(
             if writing is not None and (writing.done() or len(pending.rows) >= max_rows):
                 await writing
                 writing = None
-            if writing is None and pending.msgs:
+            waited = time.monotonic() - pending.since
+            if (
+                writing is None
+                and pending.msgs
+                and (len(pending.rows) >= min_rows or waited >= linger_s)
+            ):
                 writing = asyncio.create_task(ingest.commit(pending))
-                pending = Pending()
+                pending, waited = Pending(), 0.0
             want = max(1, min(batch, int((max_rows - len(pending.rows)) / per_msg)))
+            if writing is not None:
+                timeout = 0.05
+            else:
+                timeout = max(0.01, linger_s - waited) if pending.msgs else 0.5
             try:
-                msgs = await sub.fetch(want, timeout=0.05 if writing else 0.5)
+                msgs = await sub.fetch(want, timeout=timeout)
             except (TimeoutError, nats.errors.TimeoutError):
+                if writing is None and not pending.msgs and ingest.unfolded:
+                    writing = asyncio.create_task(ingest.fold())  # idle: fold the rollups now
                 continue
             if not msgs:
                 continue

@@ -27,6 +27,7 @@ from callmeter_events.metric_events import MetricBatch
 from callmeter_events.streams import deadletter_subject
 from callmeter_storage import partitions
 from callmeter_storage.batches import batch_rows
+from callmeter_storage.compaction import fold_rollups
 from callmeter_storage.samples import SampleRejected, sample_from_json, to_row, to_write_order
 
 from .writer import store_rows
@@ -50,13 +51,24 @@ class Pending:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     origins: list[tuple[Msg, int]] = field(default_factory=list)  # (message, record index)
     held: set[int] = field(default_factory=set)  # id() of messages not to ack (retry later)
+    since: float = 0.0  # when its first message was fetched (time.monotonic)
 
 
 class Ingest:
-    def __init__(self, bus: Bus, database_url: str, retry_s: float, mode: str = "plain") -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        database_url: str,
+        retry_s: float,
+        mode: str = "plain",
+        fold_every_s: float = 5.0,
+    ) -> None:
         self.bus = bus
         self.database_url = database_url
         self.retry_s = retry_s
+        self.fold_every_s = fold_every_s
+        self.unfolded = 0  # writes whose rollup deltas are not folded yet
+        self.unfolded_since = 0.0  # when the first of them was written
         self.partitioned = mode == "plain"
         self.known_days: set[date] = set()
         self.conn: psycopg.Connection[Any] | None = None
@@ -71,6 +83,8 @@ class Ingest:
     async def prepare(self, msgs: list[Msg], into: Pending | None = None) -> Pending:
         """Decode fetched messages into rows; what cannot be stored is dead-lettered now."""
         pending = into if into is not None else Pending()
+        if not pending.msgs:
+            pending.since = time.monotonic()
         for msg in msgs:
             pending.msgs.append(msg)
             try:
@@ -128,6 +142,22 @@ class Ingest:
         for msg in pending.msgs:
             if id(msg) not in pending.held:
                 await msg.ack()
+        if self.unfolded and time.monotonic() - self.unfolded_since >= self.fold_every_s:
+            await self.fold()
+
+    async def fold(self) -> None:
+        """Fold the rollup deltas written so far (compaction.py). Under load every
+        fold_every_s, and whenever ingest is idle; readers see the same figures
+        either way, folding keeps their queries small. A failure waits for the next."""
+        try:
+            await asyncio.to_thread(self._fold)
+        except psycopg.Error as exc:
+            log.warning("folding the rollups failed (%s); trying again later", exc)
+            self.conn = None
+
+    def _fold(self) -> None:
+        fold_rollups(self._connection())  # runs where a write would: none is in flight
+        self.unfolded = 0
 
     async def _dead_letter(self, subject: str, data: bytes, reason: str) -> bool:
         """Park what cannot be stored, with the reason; False if NATS would not take it."""
@@ -164,7 +194,11 @@ class Ingest:
     async def _write_isolating(self, pending: Pending, which: list[int]) -> None:
         try:
             rows = [pending.rows[i] for i in which]
-            self.stored += await asyncio.to_thread(self._write, rows)
+            stored = await asyncio.to_thread(self._write, rows)
+            self.stored += stored
+            if stored and not self.unfolded:
+                self.unfolded_since = time.monotonic()
+            self.unfolded += 1 if stored else 0
             return
         except ROW_ERRORS as exc:
             if len(which) == 1:

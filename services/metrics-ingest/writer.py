@@ -2,17 +2,18 @@
 
 Fast path (`write_new_rows`): binary COPY straight into metric_samples. As
 every row is new there, the rollup deltas are computed in Python
-(`rollup_deltas`: one row per key of each rollup table, not one per sample),
-COPYed into temporary tables, and applied with one INSERT ... ON CONFLICT per
-table. If any row is already stored (a redelivery after a crash or a lost
-ack), the COPY fails on the primary key, the transaction is rolled back, and
-the batch takes the conflict-tolerant path (`write_staged`): COPY into a
-staging table, then INSERT ... ON CONFLICT DO NOTHING RETURNING, which feeds
-the SQL rollups (`_ROLLUPS`), so only rows stored for the first time are
-counted. Both paths give the same rollups (tests/integration/test_results.py).
-Either way a redelivered sample changes neither metric_samples nor any
-aggregate, and the common case costs about what a raw COPY costs, plus the
-rollups.
+(`rollup_deltas`: one row per key of each rollup table, not one per sample)
+and COPYed into the append-only rollup_*_delta tables (compaction.py folds
+them later; the rollup_* views add both). If any row is already stored (a
+redelivery after a crash or a lost ack), the COPY fails on the primary key,
+the transaction is rolled back, and the batch takes the conflict-tolerant
+path (`write_staged`): COPY into a staging table, then INSERT ... ON CONFLICT
+DO NOTHING RETURNING, which feeds the SQL rollups (`_ROLLUPS`), so only rows
+stored for the first time are counted. Both paths give the same rollups
+(tests/integration/test_results.py). Either way a redelivered sample changes
+neither metric_samples nor any aggregate, and the common case costs a raw
+COPY plus small appended COPYs: no upsert per rollup row (call_timings, one
+row per endpoint, is the one upsert).
 """
 
 from __future__ import annotations
@@ -38,12 +39,10 @@ _STAGE = sql.SQL(
 _COPY = sql.SQL("COPY samples_stage ({}) FROM STDIN (FORMAT BINARY)").format(_COLS)
 
 
-def _stats_upsert(table: str, keys: str, conflict: str) -> str:
+def _stats_delta(table: str, keys: str) -> str:
     return f"""
-  INSERT INTO {table} AS t ({keys}, n, total, lo, hi)
-  SELECT {keys}, count(*), sum(value), min(value), max(value) FROM v GROUP BY {keys}
-  ON CONFLICT ({conflict}) DO UPDATE SET n = t.n + EXCLUDED.n, total = t.total + EXCLUDED.total,
-    lo = least(t.lo, EXCLUDED.lo), hi = greatest(t.hi, EXCLUDED.hi)"""
+  INSERT INTO {table}_delta ({keys}, n, total, lo, hi)
+  SELECT {keys}, count(*), sum(value), min(value), max(value) FROM v GROUP BY {keys}"""
 
 
 def _timing_update(key: str) -> str:
@@ -71,13 +70,12 @@ _ROLLUPS = f"""), v AS (
     greatest(width_bucket(m.value, m.bounds) - 1, 0) AS bin
   FROM ins i CROSS JOIN LATERAL (VALUES {_UNPIVOT}) AS m(metric, value, bounds)
   WHERE i.direction = 'recv' AND m.value IS NOT NULL
-), s AS ({_stats_upsert("rollup_second", _SECOND_KEY, _SECOND_KEY)}
-), e AS ({_stats_upsert("rollup_endpoint", _ENDPOINT_KEY + ", group_name", _ENDPOINT_KEY)}
+), s AS ({_stats_delta("rollup_second", _SECOND_KEY)}
+), e AS ({_stats_delta("rollup_endpoint", _ENDPOINT_KEY + ", group_name")}
 ), h AS (
-  INSERT INTO rollup_hist AS t (run_id, endpoint_id, metric, bin, group_name, n)
+  INSERT INTO rollup_hist_delta (run_id, endpoint_id, metric, bin, group_name, n)
   SELECT run_id, endpoint_id, metric, bin, min(group_name), count(*) FROM v WHERE binned
   GROUP BY run_id, endpoint_id, metric, bin
-  ON CONFLICT (run_id, endpoint_id, metric, bin) DO UPDATE SET n = t.n + EXCLUDED.n
 ), c AS (
   INSERT INTO call_timings AS t (run_id, endpoint_id, group_name, last_time, {_TIMINGS})
   SELECT DISTINCT ON (run_id, endpoint_id) run_id, endpoint_id, group_name, time, {_TIMINGS}
@@ -94,27 +92,12 @@ _MOVE = sql.SQL(
 ).format(cols=_COLS)
 # The fast path: every row is new (the COPY into metric_samples did not conflict),
 # so the rollup deltas are computed here, one row per key of each rollup table,
-# and the database does one upsert per table from a COPY of them.
-_DELTA_TABLES = " ".join(
-    f"CREATE TEMP TABLE IF NOT EXISTS {d} (LIKE {t}) ON COMMIT DELETE ROWS;"
-    for d, t in (
-        ("delta_second", "rollup_second"),
-        ("delta_endpoint", "rollup_endpoint"),
-        ("delta_hist", "rollup_hist"),
-        ("delta_timings", "call_timings"),
-    )
+# and appended with a COPY each; call timings go through a temporary table into
+# one upsert.
+_TIMINGS_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS delta_timings (LIKE call_timings) ON COMMIT DELETE ROWS"
 )
-_STATS_SET = (
-    "n = t.n + EXCLUDED.n, total = t.total + EXCLUDED.total,"
-    " lo = least(t.lo, EXCLUDED.lo), hi = greatest(t.hi, EXCLUDED.hi)"
-)
-_APPLY_DELTAS = f"""
-INSERT INTO rollup_second AS t SELECT * FROM delta_second
-  ON CONFLICT ({_SECOND_KEY}) DO UPDATE SET {_STATS_SET};
-INSERT INTO rollup_endpoint AS t SELECT * FROM delta_endpoint
-  ON CONFLICT ({_ENDPOINT_KEY}) DO UPDATE SET {_STATS_SET};
-INSERT INTO rollup_hist AS t SELECT * FROM delta_hist
-  ON CONFLICT (run_id, endpoint_id, metric, bin) DO UPDATE SET n = t.n + EXCLUDED.n;
+_APPLY_TIMINGS = f"""
 INSERT INTO call_timings AS t SELECT * FROM delta_timings
   ON CONFLICT (run_id, endpoint_id) DO UPDATE SET
     {", ".join(_timing_update(k) for k in TIMING_KEYS)},
@@ -122,11 +105,12 @@ INSERT INTO call_timings AS t SELECT * FROM delta_timings
 _COPY_DIRECT = sql.SQL("COPY metric_samples ({}) FROM STDIN (FORMAT BINARY)").format(_COLS)
 _STATS_TYPES = ["float8", "float8", "float8"]
 _COPY_DELTAS = (
-    ("COPY delta_second FROM STDIN (FORMAT BINARY)",
+    ("COPY rollup_second_delta FROM STDIN (FORMAT BINARY)",
      ["text", "text", "timestamptz", "text", "int8", *_STATS_TYPES]),
-    ("COPY delta_endpoint FROM STDIN (FORMAT BINARY)",
+    ("COPY rollup_endpoint_delta FROM STDIN (FORMAT BINARY)",
      ["text", "text", "text", "text", "int8", *_STATS_TYPES]),
-    ("COPY delta_hist FROM STDIN (FORMAT BINARY)", ["text", "text", "text", "int2", "text", "int8"]),
+    ("COPY rollup_hist_delta FROM STDIN (FORMAT BINARY)",
+     ["text", "text", "text", "int2", "text", "int8"]),
     ("COPY delta_timings FROM STDIN (FORMAT BINARY)",
      ["text", "text", "text", "timestamptz",
       *(WRITE_TYPES[WRITE_COLUMNS.index(k)] for k in TIMING_KEYS)]),
@@ -213,13 +197,13 @@ def write_new_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]
     nothing) if one is. Rows are in WRITE_COLUMNS order."""
     deltas = rollup_deltas(rows)
     with conn.transaction():
-        conn.execute(_DELTA_TABLES)
+        conn.execute(_TIMINGS_TABLE)
         with conn.cursor() as cur:
             copy_rows(cur, _COPY_DIRECT, WRITE_TYPES, rows)
             for (statement, types), delta in zip(_COPY_DELTAS, deltas, strict=True):
                 if delta:
                     copy_rows(cur, statement, types, delta)
-            cur.execute(_APPLY_DELTAS)
+            cur.execute(_APPLY_TIMINGS)
     return len(rows)
 
 

@@ -62,6 +62,21 @@ async def wait_rows(url: str, run_id: str, expected: int, timeout: float = 60) -
         await asyncio.sleep(0.2)
 
 
+async def wait_folded(url: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            left = conn.execute(
+                "SELECT (SELECT count(*) FROM rollup_second_delta)"
+                " + (SELECT count(*) FROM rollup_endpoint_delta)"
+                " + (SELECT count(*) FROM rollup_hist_delta)"
+            ).fetchone()[0]  # type: ignore[index]
+            if left == 0:
+                return
+            assert time.monotonic() < deadline, f"{left} rollup delta rows never folded"
+            await asyncio.sleep(0.2)
+
+
 @pytest.fixture
 def own_nats(tmp_path: Path) -> Iterator[Server]:
     # Not the session server: no other metrics-ingest may share our durable consumer.
@@ -197,6 +212,9 @@ async def test_kill_9_of_ingest_mid_run_then_restart_stores_every_sample_once(
         await publisher
         await wait_rows(database_url, run_id, len(events), timeout=90)
         await asyncio.sleep(1)
+        assert counts(database_url, run_id) == (4000, 2000)
+        # Idle, ingest folds the rollup deltas it appended; the totals stay exact.
+        await wait_folded(database_url)
         assert counts(database_url, run_id) == (4000, 2000)
     finally:
         stop_group(ingest)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +17,7 @@ import pytest
 from callmeter_events import MetricSample
 from callmeter_ingest.writer import write_new_rows, write_rows, write_staged
 from callmeter_storage import partitions, results, stats
+from callmeter_storage.compaction import fold_rollups
 from callmeter_storage.migrations import MIGRATIONS, migrate
 from callmeter_storage.samples import to_row, to_write_order
 
@@ -64,7 +66,10 @@ def run_id(database_url: str) -> str:
     rid = uuid.uuid4().hex[:8]
     with psycopg.connect(database_url, autocommit=True) as conn:
         rows = run_rows(rid)
-        assert write_rows(conn, rows) == 240
+        # Part folded, part still deltas: the same keys on both sides of the rollup views.
+        assert write_rows(conn, rows[:100]) == 100
+        assert fold_rollups(conn)
+        assert write_rows(conn, rows[100:]) == 140
         assert write_rows(conn, rows[:50]) == 0  # redelivered: nothing counted twice
         conn.execute(
             "INSERT INTO endpoints VALUES (%s, 'A-1', 'A', 'CLOSED', 'SUCCESS', NULL, '{}'),"
@@ -145,17 +150,68 @@ def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
         "call_timings": "endpoint_id, group_name, last_time, post_dial_delay_ms, call_setup_ms",
     }
     with psycopg.connect(database_url, autocommit=True) as conn:
+
+        def rollups(rid: str) -> dict[str, list[tuple[object, ...]]]:
+            return {
+                table: sorted(conn.execute(f"SELECT {cols} FROM {table} WHERE run_id = %s", (rid,)))
+                for table, cols in tables.items()
+            }
+
         assert write_new_rows(conn, rows(fast)) == 244
         assert write_staged(conn, rows(slow)) == 244
-        for table, cols in tables.items():
-            got = [
-                sorted(conn.execute(f"SELECT {cols} FROM {table} WHERE run_id = %s", (rid,)))
-                for rid in (fast, slow)
-            ]
-            assert got[0] == got[1] and got[0], table
+        before = rollups(fast)
+        assert before == rollups(slow) and all(before.values())
+        assert fold_rollups(conn)  # deltas -> folded rows: what readers see is unchanged
+        assert rollups(fast) == before == rollups(slow)
+        assert conn.execute("SELECT count(*) FROM rollup_hist_delta").fetchone() == (0,)
         with pytest.raises(psycopg.errors.UniqueViolation):  # nothing stored twice
             write_new_rows(conn, rows(fast)[:3])
         assert write_rows(conn, run_rows(fast)) == 0
+
+
+def test_folding_while_ingest_writes_counts_every_sample_once(database_url: str) -> None:
+    """A fold runs while writes commit: each delta is folded once, none is lost, and
+    the rollups equal those of the same samples written at once."""
+    migrate(database_url)
+    chunked, whole = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    stop = threading.Event()
+    folds = []
+
+    def fold_until_stopped() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while not stop.is_set():
+                folds.append(fold_rollups(conn))
+
+    folder = threading.Thread(target=fold_until_stopped)
+    folder.start()
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            rows = [to_write_order(r) for r in run_rows(chunked)]
+            for i in range(0, len(rows), 12):
+                assert write_new_rows(conn, rows[i : i + 12]) == len(rows[i : i + 12])
+    finally:
+        stop.set()
+        folder.join()
+    cols = {
+        "rollup_second": "group_name, second, metric, sum(n), round(sum(total)::numeric, 6),"
+        " min(lo), max(hi)",
+        "rollup_endpoint": "endpoint_id, metric, min(group_name), sum(n),"
+        " round(sum(total)::numeric, 6), min(lo), max(hi)",
+        "rollup_hist": "endpoint_id, metric, bin, min(group_name), sum(n)",
+    }
+    keys = {"rollup_second": "1, 2, 3", "rollup_endpoint": "1, 2", "rollup_hist": "1, 2, 3"}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert write_rows(conn, run_rows(whole)) == 240
+        assert any(f for f in folds), "no fold ran while writing"
+        for table, select in cols.items():
+            got = [
+                sorted(conn.execute(
+                    f"SELECT {select} FROM {table} WHERE run_id = %s GROUP BY {keys[table]}",
+                    (rid,),
+                ))
+                for rid in (chunked, whole)
+            ]  # fmt: skip
+            assert got[0] == got[1] and got[0], table
 
 
 def test_series_per_second_and_per_endpoint_with_the_key_checked(
