@@ -97,6 +97,8 @@ def upcast(payload: dict[str, Any]) -> dict[str, Any]:
 
 def encode(event: Event) -> bytes:
     """Serialise an event to JSON bytes."""
+    if isinstance(event, MetricBatch):  # the bulk of all bytes: the same JSON, written faster
+        return event.to_json()
     return event.model_dump_json().encode()
 
 
