@@ -1,9 +1,10 @@
 """Folding the rollup deltas ingest appends into one row per key.
 
-Ingest appends what each write adds to the rollups (rollup_*_delta: plain
-rows, no key, so no upsert per row); this moves them into rollup_*_folded, one
-row per key, in one transaction: per table, DELETE ... RETURNING the deltas
-the statement sees, summed per key into an upsert. Rows appended by a
+Ingest appends what each write adds to the rollups (rollup_*_delta: wide
+rows, no key, so no upsert per row; rollup_deltas.py); this moves them into
+rollup_*_folded, one narrow row per key, in one transaction: per table,
+DELETE ... RETURNING the deltas the statement sees, unpivoted and summed per
+key into an upsert. Rows appended by a
 write that commits meanwhile are not seen, so they stay for the next fold:
 nothing is counted twice or lost. The rollup_* views add folded and delta
 rows, so a reader sees the same figures before and after a fold; folding
@@ -18,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+
+from .rollup_deltas import UNPIVOT
 
 FOLD_LOCK = 727_003
 _STATS_SET = (
@@ -34,8 +37,9 @@ _FOLDS: dict[str, tuple[str, str, str]] = {
                     "n = t.n + EXCLUDED.n"),
 }  # fmt: skip
 FOLD_STATEMENTS = tuple(
-    f"WITH moved AS (DELETE FROM {table}_delta RETURNING *)"
-    f" INSERT INTO {table}_folded AS t SELECT {key}, {folds} FROM moved GROUP BY {key}"
+    f"WITH moved AS (DELETE FROM {table}_delta RETURNING *),"
+    f" flat AS ({UNPIVOT[table].format(source='moved')})"
+    f" INSERT INTO {table}_folded AS t SELECT {key}, {folds} FROM flat GROUP BY {key}"
     f" ON CONFLICT ({key}) DO UPDATE SET {update}"
     for table, (key, folds, update) in _FOLDS.items()
 )

@@ -15,7 +15,8 @@ import psycopg
 from callmeter_events.metrics_catalogue import BY_KEY as CATALOGUE_BY_KEY
 from callmeter_events.metrics_catalogue import CATALOGUE
 
-from . import partitions, timescale
+from . import partitions, rollup_deltas, timescale
+from .samples import TIMING_KEYS
 from .settings import StorageSettings
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,6 @@ CREATE TABLE endpoints (
 """)
 
 
-TIMING_KEYS: tuple[str, ...] = tuple(m.key for m in CATALOGUE if m.category == "timing")
-
-
 def m003_rollups(conn: psycopg.Connection) -> None:
     # group_name is filled by ingest from the endpoint id, so per-group series
     # (and TimescaleDB's per-group continuous aggregate) need no join.
@@ -122,16 +120,13 @@ CREATE TABLE call_timings (
 def m004_rollup_deltas(conn: psycopg.Connection) -> None:
     # Upserting every write's rollup rows cost ingest more than storing the samples
     # (an upsert of a histogram row ~7-13 us, an appended row ~1.5 us). Ingest now
-    # appends deltas and folds them now and then (compaction.py); a rollup_* view
-    # adds both, so readers see every stored sample at once, folded or not.
+    # appends wide delta rows and folds them now and then (compaction.py); a
+    # rollup_* view adds both, so readers see every stored sample at once.
     for name in ("rollup_second", "rollup_endpoint", "rollup_hist"):
         conn.execute(f"ALTER TABLE {name} RENAME TO {name}_folded")
-        conn.execute(f"CREATE TABLE {name}_delta (LIKE {name}_folded INCLUDING DEFAULTS)")
+        conn.execute(f"CREATE TABLE {name}_delta ({rollup_deltas.DELTA_TABLES[name + '_delta']})")
         conn.execute(f"CREATE INDEX ON {name}_delta (run_id)")
-        conn.execute(
-            f"CREATE VIEW {name} AS SELECT * FROM {name}_folded"
-            f" UNION ALL SELECT * FROM {name}_delta"
-        )
+        conn.execute(rollup_deltas.view_sql(name))
 
 
 def m010_webhook_deliveries(conn: psycopg.Connection) -> None:

@@ -26,6 +26,8 @@ WRITE_COLUMNS: tuple[str, ...] = HEAD + FLOAT_KEYS + INT_KEYS + TEXT_KEYS
 WRITE_TYPES: tuple[str, ...] = tuple(PG_TYPES[COLUMNS.index(c)] for c in WRITE_COLUMNS)
 to_write_order = operator.itemgetter(*(COLUMNS.index(c) for c in WRITE_COLUMNS))
 _INT_MAX = 2**63 - 1
+# Per-call timings (post-dial delay, setup time, ...): kept per endpoint in call_timings.
+TIMING_KEYS: tuple[str, ...] = tuple(m.key for m in CATALOGUE if m.category == "timing")
 
 
 class SampleRejected(ValueError):

@@ -122,6 +122,28 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
     assert summary["samples"] == 120 and summary["packets_received"] == 6000
 
 
+# What readers see of each rollup, summed per key (a view may hold several rows of
+# a key: folded ones and deltas not folded yet).
+_FIGURES = {
+    "rollup_second": ("group_name, second, metric, sum(n), round(sum(total)::numeric, 6),"
+                      " min(lo), max(hi)", "1, 2, 3"),
+    "rollup_endpoint": ("endpoint_id, metric, min(group_name), sum(n),"
+                        " round(sum(total)::numeric, 6), min(lo), max(hi)", "1, 2"),
+    "rollup_hist": ("endpoint_id, metric, bin, min(group_name), sum(n)", "1, 2, 3"),
+    "call_timings": ("endpoint_id, group_name, last_time, post_dial_delay_ms, call_setup_ms",
+                     "1, 2, 3, 4, 5"),
+}  # fmt: skip
+
+
+def rollup_figures(conn: psycopg.Connection, run_id: str) -> dict[str, list[tuple[object, ...]]]:  # type: ignore[type-arg]
+    return {
+        table: sorted(conn.execute(
+            f"SELECT {select} FROM {table} WHERE run_id = %s GROUP BY {keys}", (run_id,)
+        ))
+        for table, (select, keys) in _FIGURES.items()
+    }  # fmt: skip
+
+
 def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
     database_url: str,
 ) -> None:
@@ -143,26 +165,13 @@ def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
         return [to_write_order(r) for r in run_rows(rid) + odd]
 
     fast, slow = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
-    tables = {
-        "rollup_second": "group_name, second, metric, n, round(total::numeric, 6), lo, hi",
-        "rollup_endpoint": "endpoint_id, metric, group_name, n, round(total::numeric, 6), lo, hi",
-        "rollup_hist": "endpoint_id, metric, bin, group_name, n",
-        "call_timings": "endpoint_id, group_name, last_time, post_dial_delay_ms, call_setup_ms",
-    }
     with psycopg.connect(database_url, autocommit=True) as conn:
-
-        def rollups(rid: str) -> dict[str, list[tuple[object, ...]]]:
-            return {
-                table: sorted(conn.execute(f"SELECT {cols} FROM {table} WHERE run_id = %s", (rid,)))
-                for table, cols in tables.items()
-            }
-
         assert write_new_rows(conn, rows(fast)) == 244
         assert write_staged(conn, rows(slow)) == 244
-        before = rollups(fast)
-        assert before == rollups(slow) and all(before.values())
+        before = rollup_figures(conn, fast)
+        assert before == rollup_figures(conn, slow) and all(before.values())
         assert fold_rollups(conn)  # deltas -> folded rows: what readers see is unchanged
-        assert rollups(fast) == before == rollups(slow)
+        assert rollup_figures(conn, fast) == before == rollup_figures(conn, slow)
         assert conn.execute("SELECT count(*) FROM rollup_hist_delta").fetchone() == (0,)
         with pytest.raises(psycopg.errors.UniqueViolation):  # nothing stored twice
             write_new_rows(conn, rows(fast)[:3])
@@ -192,26 +201,11 @@ def test_folding_while_ingest_writes_counts_every_sample_once(database_url: str)
     finally:
         stop.set()
         folder.join()
-    cols = {
-        "rollup_second": "group_name, second, metric, sum(n), round(sum(total)::numeric, 6),"
-        " min(lo), max(hi)",
-        "rollup_endpoint": "endpoint_id, metric, min(group_name), sum(n),"
-        " round(sum(total)::numeric, 6), min(lo), max(hi)",
-        "rollup_hist": "endpoint_id, metric, bin, min(group_name), sum(n)",
-    }
-    keys = {"rollup_second": "1, 2, 3", "rollup_endpoint": "1, 2", "rollup_hist": "1, 2, 3"}
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert write_rows(conn, run_rows(whole)) == 240
         assert any(f for f in folds), "no fold ran while writing"
-        for table, select in cols.items():
-            got = [
-                sorted(conn.execute(
-                    f"SELECT {select} FROM {table} WHERE run_id = %s GROUP BY {keys[table]}",
-                    (rid,),
-                ))
-                for rid in (chunked, whole)
-            ]  # fmt: skip
-            assert got[0] == got[1] and got[0], table
+        got = rollup_figures(conn, chunked)
+        assert got == rollup_figures(conn, whole) and all(got.values())
 
 
 def test_series_per_second_and_per_endpoint_with_the_key_checked(

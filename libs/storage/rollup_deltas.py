@@ -1,0 +1,163 @@
+"""The shape of the rollup deltas ingest appends, and the SQL that reads them. No I/O.
+
+A rollup table (rollup_second, rollup_endpoint, rollup_hist) keeps one narrow
+row per key and metric: (..., metric, n, total, lo, hi) or (..., metric, bin, n).
+What a write adds is appended instead as *wide* rows, one per key with every
+metric in columns: one row per endpoint and write instead of one per endpoint,
+write and metric (8 of them), and one histogram row per distinct combination
+of the four bins instead of one per metric. Appending few wide rows is what
+makes a write cheap; `UNPIVOT` turns them back into the narrow rows, for the
+rollup_* views (folded rows + unpivoted deltas) and for the fold
+(compaction.py), so readers only ever see the narrow shape.
+"""
+
+from __future__ import annotations
+
+import operator
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from .rollup import BOUNDS, COUNTED_ONLY, ROLLUP_METRICS
+from .samples import TIMING_KEYS, WRITE_COLUMNS
+
+# Summed (n, sum, min, max) per key; "samples" is the count of receive samples.
+STAT_METRICS: tuple[str, ...] = ROLLUP_METRICS + tuple(m for m in COUNTED_ONLY if m != "samples")
+# Binned per endpoint: one bin column per metric.
+BINNED_METRICS: tuple[str, ...] = ROLLUP_METRICS
+
+_STAT_COLUMNS = "".join(
+    f", {m}_n bigint NOT NULL, {m}_sum double precision, {m}_lo double precision,"
+    f" {m}_hi double precision"
+    for m in STAT_METRICS
+)
+DELTA_TABLES: dict[str, str] = {
+    "rollup_second_delta": "run_id text NOT NULL, group_name text NOT NULL,"
+    " second timestamptz NOT NULL, samples bigint NOT NULL" + _STAT_COLUMNS,
+    "rollup_endpoint_delta": "run_id text NOT NULL, endpoint_id text NOT NULL,"
+    " group_name text NOT NULL, samples bigint NOT NULL" + _STAT_COLUMNS,
+    "rollup_hist_delta": "run_id text NOT NULL, endpoint_id text NOT NULL,"
+    " group_name text NOT NULL, "
+    + ", ".join(f"{m}_bin smallint" for m in BINNED_METRICS)
+    + ", n bigint NOT NULL",
+}
+# Binary COPY types of the delta tables' columns, in order.
+_STAT_TYPES = ["int8", "float8", "float8", "float8"] * len(STAT_METRICS)
+COPY_TYPES: dict[str, list[str]] = {
+    "rollup_second_delta": ["text", "text", "timestamptz", "int8", *_STAT_TYPES],
+    "rollup_endpoint_delta": ["text", "text", "text", "int8", *_STAT_TYPES],
+    "rollup_hist_delta": ["text", "text", "text", *["int2"] * len(BINNED_METRICS), "int8"],
+}
+
+
+def _stat_values(alias: str) -> str:
+    rows = [f"('samples', {alias}.samples, {alias}.samples::float8, 1.0::float8, 1.0::float8)"]
+    rows += [
+        f"('{m}', {alias}.{m}_n, {alias}.{m}_sum, {alias}.{m}_lo, {alias}.{m}_hi)"
+        for m in STAT_METRICS
+    ]
+    return ", ".join(rows)
+
+
+# SELECT lists producing each rollup table's narrow rows, in its column order,
+# from a relation `d` holding wide delta rows.
+UNPIVOT: dict[str, str] = {
+    "rollup_second": "SELECT d.run_id, d.group_name, d.second, m.metric, m.n, m.total, m.lo, m.hi"
+    f" FROM {{source}} d CROSS JOIN LATERAL (VALUES {_stat_values('d')})"
+    " AS m(metric, n, total, lo, hi) WHERE m.n > 0",
+    "rollup_endpoint": "SELECT d.run_id, d.endpoint_id, m.metric, d.group_name, m.n, m.total,"
+    f" m.lo, m.hi FROM {{source}} d CROSS JOIN LATERAL (VALUES {_stat_values('d')})"
+    " AS m(metric, n, total, lo, hi) WHERE m.n > 0",
+    "rollup_hist": "SELECT d.run_id, d.endpoint_id, m.metric, m.bin, d.group_name, d.n"
+    " FROM {source} d CROSS JOIN LATERAL (VALUES "
+    + ", ".join(f"('{m}', d.{m}_bin)" for m in BINNED_METRICS)
+    + ") AS m(metric, bin) WHERE m.bin IS NOT NULL",
+}
+
+
+def view_sql(table: str) -> str:
+    """The rollup_* view: folded rows and the deltas not folded yet, as narrow rows."""
+    unpivoted = UNPIVOT[table].format(source=f"{table}_delta")
+    return f"CREATE VIEW {table} AS SELECT * FROM {table}_folded UNION ALL {unpivoted}"
+
+
+class Deltas(NamedTuple):
+    """What a write adds, as rows of rollup_{second,endpoint,hist}_delta and of
+    call_timings (the newest sample of each endpoint), in their column order."""
+
+    second: list[tuple[Any, ...]]
+    endpoint: list[tuple[Any, ...]]
+    hist: list[tuple[Any, ...]]
+    timings: list[tuple[Any, ...]]
+
+
+_AT = {c: i for i, c in enumerate(WRITE_COLUMNS)}
+_TIME, _RUN, _ENDPOINT, _DIRECTION, _GROUP = (
+    _AT[c] for c in ("time", "run_id", "endpoint_id", "direction", "group_name")
+)
+_stat_cells = operator.itemgetter(*(_AT[m] for m in STAT_METRICS))
+_binned_cells = operator.itemgetter(*(_AT[m] for m in BINNED_METRICS))
+_BIN_BOUNDS = tuple(BOUNDS[m] for m in BINNED_METRICS)
+_timing_cells = operator.itemgetter(*(_AT[k] for k in TIMING_KEYS))
+
+
+def deltas_of(rows: Sequence[tuple[Any, ...]]) -> Deltas:
+    """The deltas of rows (WRITE_COLUMNS order, none stored before): receive-side
+    samples only, like the SQL of ingest's conflict-tolerant path, which computes
+    the same figures from the rows it stored (tests/integration/test_results.py)."""
+    by_second: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    by_endpoint: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for row in rows:
+        key = (row[_RUN], row[_ENDPOINT])
+        # The newest sample of each endpoint; at equal times 'recv' (as ORDER BY direction).
+        best = newest.get(key)
+        if (
+            best is None
+            or row[_TIME] > best[_TIME]
+            or (row[_TIME] == best[_TIME] and row[_DIRECTION] == "recv")
+        ):
+            newest[key] = row
+        if row[_DIRECTION] == "recv":
+            by_endpoint[key].append(row)
+            t = row[_TIME]
+            second = t.replace(microsecond=0) if t.microsecond else t
+            by_second[(row[_RUN], row[_GROUP], second)].append(row)
+    hist: Counter[tuple[Any, ...]] = Counter()
+    for (run, endpoint), recv in by_endpoint.items():
+        group = recv[0][_GROUP]
+        for row in recv:
+            bins = tuple(
+                None if v is None else max(bisect_right(bounds, v) - 1, 0)
+                for v, bounds in zip(_binned_cells(row), _BIN_BOUNDS, strict=True)
+            )
+            if bins != _NO_BINS:
+                hist[(run, endpoint, group, *bins)] += 1
+    return Deltas(
+        second=[(*key, len(recv), *_stats(recv)) for key, recv in by_second.items()],
+        endpoint=[
+            (run, endpoint, recv[0][_GROUP], len(recv), *_stats(recv))
+            for (run, endpoint), recv in by_endpoint.items()
+        ],
+        hist=[(*key, n) for key, n in hist.items()],
+        timings=[
+            (run, endpoint, row[_GROUP], row[_TIME], *_timing_cells(row))
+            for (run, endpoint), row in newest.items()
+        ],
+    )
+
+
+_NO_BINS = (None,) * len(BINNED_METRICS)
+
+
+def _stats(recv: list[tuple[Any, ...]]) -> list[Any]:
+    """n, sum, min, max of each STAT_METRICS column over the rows (n 0 and nulls: none)."""
+    out: list[Any] = []
+    for column in zip(*map(_stat_cells, recv), strict=True):
+        values = [v for v in column if v is not None]
+        if values:
+            out += (len(values), float(sum(values)), float(min(values)), float(max(values)))
+        else:
+            out += (0, None, None, None)
+    return out
