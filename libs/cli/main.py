@@ -29,13 +29,16 @@ def up(
         ".callmeter"
     ),
     port: Annotated[int, typer.Option(help="Web UI / API port.")] = 8000,
+    ingest_processes: Annotated[
+        int, typer.Option(min=1, help="metrics-ingest processes (they share the work).")
+    ] = 2,
 ) -> None:
     """Start NATS, PostgreSQL and the five services; Ctrl-C stops everything."""
     from .platform import Platform
 
     platform = Platform(
         data_dir.resolve(), os.environ.get("CALLMETER_NATS_URL", ""),
-        os.environ.get("CALLMETER_DATABASE_URL", ""), port,
+        os.environ.get("CALLMETER_DATABASE_URL", ""), port, ingest_processes=ingest_processes,
     )  # fmt: skip
     stop: list[bool] = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))

@@ -121,11 +121,11 @@ def m004_rollup_deltas(conn: psycopg.Connection) -> None:
     # Upserting every write's rollup rows cost ingest more than storing the samples
     # (an upsert of a histogram row ~7-13 us, an appended row ~1.5 us). Ingest now
     # appends wide delta rows and folds them now and then (compaction.py); a
-    # rollup_* view adds both, so readers see every stored sample at once.
+    # rollup_* view adds both, so readers see every stored sample at once. No
+    # index on the deltas: folding keeps them small, and each would cost every write.
     for name in ("rollup_second", "rollup_endpoint", "rollup_hist"):
         conn.execute(f"ALTER TABLE {name} RENAME TO {name}_folded")
         conn.execute(f"CREATE TABLE {name}_delta ({rollup_deltas.DELTA_TABLES[name + '_delta']})")
-        conn.execute(f"CREATE INDEX ON {name}_delta (run_id)")
         conn.execute(rollup_deltas.view_sql(name))
 
 

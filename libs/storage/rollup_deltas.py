@@ -17,6 +17,7 @@ import operator
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from .rollup import BOUNDS, COUNTED_ONLY, ROLLUP_METRICS
@@ -126,14 +127,17 @@ def deltas_of(rows: Sequence[tuple[Any, ...]]) -> Deltas:
             by_second[(row[_RUN], row[_GROUP], second)].append(row)
     hist: Counter[tuple[Any, ...]] = Counter()
     for (run, endpoint), recv in by_endpoint.items():
-        group = recv[0][_GROUP]
-        for row in recv:
-            bins = tuple(
-                None if v is None else max(bisect_right(bounds, v) - 1, 0)
-                for v, bounds in zip(_binned_cells(row), _BIN_BOUNDS, strict=True)
+        # Column by column; bin i holds bounds[i] <= v < bounds[i+1], below bounds[0]: 0.
+        bins = [
+            [None if v is None else (bisect_right(bounds, v) or 1) - 1 for v in column]
+            for column, bounds in zip(
+                zip(*map(_binned_cells, recv), strict=True), _BIN_BOUNDS, strict=True
             )
-            if bins != _NO_BINS:
-                hist[(run, endpoint, group, *bins)] += 1
+        ]
+        group = recv[0][_GROUP]
+        hist.update(zip(repeat(run), repeat(endpoint), repeat(group), *bins))
+    for key in [k for k in hist if k[3:] == _NO_BINS]:
+        del hist[key]  # a sample with none of the binned metrics
     return Deltas(
         second=[(*key, len(recv), *_stats(recv)) for key, recv in by_second.items()],
         endpoint=[
@@ -141,9 +145,10 @@ def deltas_of(rows: Sequence[tuple[Any, ...]]) -> Deltas:
             for (run, endpoint), recv in by_endpoint.items()
         ],
         hist=[(*key, n) for key, n in hist.items()],
+        # Sorted: upserts from ingest processes writing at once lock rows in one order.
         timings=[
             (run, endpoint, row[_GROUP], row[_TIME], *_timing_cells(row))
-            for (run, endpoint), row in newest.items()
+            for (run, endpoint), row in sorted(newest.items())
         ],
     )
 

@@ -95,12 +95,14 @@ _MOVE = sql.SQL(
 ).format(cols=_COLS)
 # The fast path: every row is new (the COPY into metric_samples did not conflict),
 # so the rollup deltas are computed here (deltas_of) and appended with a COPY
-# each; call timings go through a temporary table into one upsert.
-_TIMINGS_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS delta_timings (LIKE call_timings) ON COMMIT DELETE ROWS"
-)
+# each; call timings (one row per endpoint) go as column arrays into one upsert
+# (a temporary table cost more: it is truncated at every commit).
+_TIMING_TYPES = ["text", "text", "text", "timestamptz"] + [
+    {"float8": "float8", "int8": "int8"}[WRITE_TYPES[WRITE_COLUMNS.index(k)]] for k in TIMING_KEYS
+]
 _APPLY_TIMINGS = f"""
-INSERT INTO call_timings AS t SELECT * FROM delta_timings
+INSERT INTO call_timings AS t
+  SELECT * FROM unnest({", ".join(f"%s::{t}[]" for t in _TIMING_TYPES)})
   ON CONFLICT (run_id, endpoint_id) DO UPDATE SET
     {", ".join(_timing_update(k) for k in TIMING_KEYS)},
     last_time = greatest(t.last_time, EXCLUDED.last_time)"""
@@ -108,11 +110,7 @@ _COPY_DIRECT = sql.SQL("COPY metric_samples ({}) FROM STDIN (FORMAT BINARY)").fo
 _COPY_DELTAS = tuple(
     (f"COPY {table} FROM STDIN (FORMAT BINARY)", COPY_TYPES[table])
     for table in ("rollup_second_delta", "rollup_endpoint_delta", "rollup_hist_delta")
-) + (
-    ("COPY delta_timings FROM STDIN (FORMAT BINARY)",
-     ["text", "text", "text", "timestamptz",
-      *(WRITE_TYPES[WRITE_COLUMNS.index(k)] for k in TIMING_KEYS)]),
-)  # fmt: skip
+)
 _BOUNDS = {f"b_{m}": list(BOUNDS[m]) for m in BINNED_METRICS}
 
 
@@ -130,14 +128,13 @@ def write_new_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]
     """Store rows none of which is stored yet; raises UniqueViolation (and stores
     nothing) if one is. Rows are in WRITE_COLUMNS order."""
     deltas = deltas_of(rows)
-    with conn.transaction():
-        conn.execute(_TIMINGS_TABLE)
-        with conn.cursor() as cur:
-            copy_rows(cur, _COPY_DIRECT, WRITE_TYPES, rows)
-            for (statement, types), delta in zip(_COPY_DELTAS, deltas, strict=True):
-                if delta:
-                    copy_rows(cur, statement, types, delta)
-            cur.execute(_APPLY_TIMINGS)
+    rollups = (deltas.second, deltas.endpoint, deltas.hist)
+    with conn.transaction(), conn.cursor() as cur:
+        copy_rows(cur, _COPY_DIRECT, WRITE_TYPES, rows)
+        for (statement, types), delta in zip(_COPY_DELTAS, rollups, strict=True):
+            if delta:
+                copy_rows(cur, statement, types, delta)
+        cur.execute(_APPLY_TIMINGS, [list(column) for column in zip(*deltas.timings, strict=True)])
     return len(rows)
 
 
