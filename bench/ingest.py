@@ -249,5 +249,5 @@ async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
 
 if __name__ == "__main__":
     args = [float(a) for a in sys.argv[1:]]
-    n, steady_s, pairs, processes = (args + [50_000, 15, 5, 1][len(args) :])[:4]
+    n, steady_s, pairs, processes = (args + [50_000, 15, 5, 2][len(args) :])[:4]
     asyncio.run(main(int(n), steady_s, int(pairs), int(processes)))
