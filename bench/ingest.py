@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -245,6 +246,7 @@ async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
             stop_group(process)
         nats.stop()
         pg.stop()
+        shutil.rmtree(data, ignore_errors=True)  # gigabytes of samples and WAL
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the time to merely read the stored messages back.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -84,7 +85,8 @@ def fold(events: list[Event], run_id: str) -> tuple[object, object]:
 
 
 async def main() -> None:
-    server = start_nats(Path(tempfile.mkdtemp(prefix="bench-replay-")))
+    data = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    server = start_nats(data)
     try:
         bus = await Bus.connect(server.url, "bench")
         await bus.ensure_streams()
@@ -111,6 +113,7 @@ async def main() -> None:
         await bus.close()
     finally:
         server.stop()
+        shutil.rmtree(data, ignore_errors=True)
     print(f"stored run: {ENDPOINTS} endpoints x {SECONDS} s = {len(events)} messages")
     print(f"read back from JetStream: {read_s:.2f} s")
     print(

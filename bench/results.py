@@ -14,6 +14,7 @@ raw samples.
 from __future__ import annotations
 
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def main(endpoints: int, seconds: int) -> None:
         print(f"same summary by scanning samples:{raw_ms:8.1f} ms   (what the rollups avoid)")
     finally:
         pg.stop()
+        shutil.rmtree(data, ignore_errors=True)  # gigabytes of samples and WAL
 
 
 if __name__ == "__main__":

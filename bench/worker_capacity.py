@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -203,6 +204,7 @@ def main() -> None:
         platform.stop()
         nats.stop()
         pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
     bare, plat = best["bare"][0], best["platform"][0]
     ratio = plat / bare if bare else float("nan")
     print(f"largest passing size: bare {bare} legs, platform {plat} legs;"
