@@ -141,12 +141,22 @@ CREATE INDEX ON webhook_deliveries (event_id, url) WHERE ok;
 """)
 
 
+def m011_webhook_claims(conn: psycopg.Connection) -> None:
+    # Which API replica is delivering (event, url), until when: one sender per delivery.
+    conn.execute("""
+CREATE TABLE webhook_claims (
+    event_id text NOT NULL, url text NOT NULL, owner text NOT NULL,
+    until timestamptz NOT NULL, PRIMARY KEY (event_id, url)
+)""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
     (3, "rollups, call timings, partition upkeep", m003_rollups),
     (4, "rollups as folded rows plus appended deltas", m004_rollup_deltas),
     (10, "webhook delivery log", m010_webhook_deliveries),  # 5-9 left for storage work in flight
+    (11, "webhook delivery claims", m011_webhook_claims),
 ]
 
 

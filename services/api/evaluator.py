@@ -1,7 +1,9 @@
 """Evaluates a finished run's thresholds once its samples are stored: RunEvaluated.
 
 Runs inside the API process (it has the database and the fold). Several API
-replicas may evaluate the same run: the event's dedup id makes that harmless.
+replicas may evaluate the same run: they publish the same RunEvaluated with
+the same Nats-Msg-Id, and JetStream keeps one (its duplicate window, 2
+minutes by default, is far longer than replicas are apart).
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ HMAC-SHA256 of the body with the webhook's secret. Failed deliveries are
 retried with exponential backoff; every attempt is a row in webhook_deliveries
 (the delivery log), and a delivery that succeeded is never sent again, even
 after a restart re-folds the log.
+
+Every API replica folds every event, so each would send each webhook: a
+replica first claims the (event, url) in webhook_claims, for as long as its
+next attempt and backoff can take, and renews the claim before each attempt.
+Only the claim's owner sends; if it dies, its claim runs out and the next
+replica to see the event (a restart re-folds the log) takes the delivery over.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
+import socket
+import uuid
 from typing import Any
 
 import httpx
@@ -43,6 +52,16 @@ STATUS_EVENTS = (
 )
 
 
+HTTP_TIMEOUT_S = 10.0
+# Take (event, url) for `lease` seconds unless another owner holds it still; renews our own.
+_CLAIM = """
+INSERT INTO webhook_claims AS c (event_id, url, owner, until)
+VALUES (%(event)s, %(url)s, %(owner)s, now() + make_interval(secs => %(lease)s))
+ON CONFLICT (event_id, url) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+  WHERE c.owner = EXCLUDED.owner OR c.until < now()
+RETURNING owner"""
+
+
 def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -68,6 +87,7 @@ class Webhooks:
         self.base_delay_s = base_delay_s
         self.queue: asyncio.Queue[tuple[Event, str, str]] = asyncio.Queue()
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def observe(self, event: Event) -> None:
         if not isinstance(event, STATUS_EVENTS):
@@ -79,7 +99,7 @@ class Webhooks:
             self.queue.put_nowait((event, hook.url, hook.secret or self.default_secret))
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(timeout=10) as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
             while not stop.is_set():
                 event, url, secret = await self.queue.get()
                 # Keep a reference: the loop holds tasks only weakly, and a delivery
@@ -97,6 +117,10 @@ class Webhooks:
             "X-CallMeter-Delivery": event.event_id, "X-CallMeter-Signature": signature(secret, body),
         }  # fmt: skip
         for attempt in range(1, self.attempts + 1):
+            # Long enough for this attempt and the backoff after it; renewed each time.
+            lease = HTTP_TIMEOUT_S + backoff_s(attempt, self.base_delay_s) + 30
+            if not await asyncio.to_thread(self._claim, event.event_id, url, lease):
+                return  # another replica is delivering it
             status, error = None, ""
             try:
                 resp = await http.post(url, content=body, headers=headers)
@@ -111,6 +135,13 @@ class Webhooks:
         log.warning(
             "webhook %s gave up after %d attempts for %s", url, self.attempts, event.event_id
         )
+
+    def _claim(self, event_id: str, url: str, lease_s: float) -> bool:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            row = conn.execute(
+                _CLAIM, {"event": event_id, "url": url, "owner": self.owner, "lease": lease_s}
+            ).fetchone()
+        return row is not None
 
     def _delivered(self, event_id: str, url: str) -> bool:
         with psycopg.connect(self.database_url) as conn:

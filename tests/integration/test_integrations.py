@@ -165,12 +165,15 @@ def test_sse_subscriber_resumes_without_gaps_or_duplicates(platform):  # type: i
 
 
 def test_webhooks_are_signed_retried_and_logged(platform):  # type: ignore[no-untyped-def]
+    """Two API replicas fold the same events; each status change is still sent once."""
     import hashlib
     import hmac
     import json
     import threading
     import time
     from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from callmeter_common.procs import free_port, wait_for_port
 
     received: list[tuple[str, bytes, str]] = []
     failures_left = [1]  # the first delivery fails: the platform must retry it
@@ -193,18 +196,23 @@ def test_webhooks_are_signed_retried_and_logged(platform):  # type: ignore[no-un
 
     server = HTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    replica_port = free_port()
+    platform.start_replica("api", "api-2", CALLMETER_PORT=str(replica_port))
     try:
+        wait_for_port("127.0.0.1", replica_port, 60)
         hook = {"url": f"http://127.0.0.1:{server.server_port}/hook", "secret": "s3cret"}
         run_id = platform.run_test({**TEST, "name": "hooked", "duration_s": 2, "webhooks": [hook]})
         platform.wait_status(run_id, {"COMPLETED"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and "RunEvaluated" not in {r[0] for r in received}:
             time.sleep(0.2)
+        time.sleep(2)  # a second sender, if there were one, has had its chance
     finally:
+        platform.kill("api-2")
         server.shutdown()
     kinds = [r[0] for r in received]
     assert {"RunQueued", "RunStarted", "RunCompleted", "RunEvaluated"} <= set(kinds)
-    assert len(kinds) == len(set(kinds))  # each status change delivered once
+    assert len(kinds) == len(set(kinds)), kinds  # each status change delivered once
     for _, body, sig in received:
         expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
         assert hmac.compare_digest(sig, expected)

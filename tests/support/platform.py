@@ -36,6 +36,13 @@ class TestPlatform(Platform):
             env={**self.env, **extra},
         )  # fmt: skip
 
+    def start_replica(self, service: str, name: str, **env: str) -> None:
+        """Another process of a service, e.g. a second API on its own port."""
+        self.procs[name] = spawn(
+            [sys.executable, "-m", MODULES[service]], self.data_dir / f"{name}.log",
+            env={**self.env, **env},
+        )  # fmt: skip
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """kill -9 (by default) a service and everything it started."""
         proc = self.procs.pop(name)
