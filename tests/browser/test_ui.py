@@ -4,6 +4,7 @@ stop it, open an endpoint's SIP ladder. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def browser():  # type: ignore[no-untyped-def]
 
 
 def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(30_000)
 
@@ -43,8 +46,8 @@ def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: 
     page.locator('[name="groups.0.codecs"]').fill("PCMA, PCMU")
     page.screenshot(path=ARTIFACTS / "01-editor.png", full_page=True)
     page.locator("#save").click()
-    page.wait_for_url("**/tests/*")
-    assert page.locator("h1").inner_text() == "browser smoke"
+    # "**/tests/*" matches /tests/new too: wait for the saved test's page itself.
+    expect(page.locator("h1")).to_have_text("browser smoke")
 
     # Run it: the run page opens and follows the run over one SSE stream.
     page.locator("#run").click()
@@ -90,4 +93,81 @@ def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: 
     assert page.locator("#sip-codes").is_visible()
     assert page.locator("#result-charts svg.chart").count() == 5
     page.locator("#results").screenshot(path=ARTIFACTS / "05-run-results.png")
+    page.close()
+
+
+def test_the_editor_saves_call_options_a_scenario_and_thresholds(platform, browser):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    page.goto(platform.base + "/tests/new")
+    page.get_by_label("Name", exact=True).fill("browser options")
+    callers, receivers = page.locator('fieldset[data-group="0"]'), page.locator('fieldset[data-group="1"]')  # fmt: skip
+
+    # Call options, in each group's folded "Call options" section.
+    callers.locator("details.call-options > summary").click()
+    callers.get_by_label("PRACK (100rel)").select_option("supported")
+    callers.get_by_label("Session timer").select_option("optional")
+    callers.get_by_label("Session-Expires").fill("300")
+    callers.get_by_label("INVITE timeout").fill("20")
+    receivers.locator("details.call-options > summary").click()
+    receivers.get_by_label("Answer delay").fill("0.2")
+    receivers.get_by_label("Ring time").fill("0.5")
+
+    # Scenario rows come and go through plain form posts (no JS): add two, remove the first.
+    callers.locator("details.scenario > summary").click()
+    for rows in (1, 2):
+        with page.expect_navigation():
+            page.locator("#add-action-0").click()
+        expect(callers.locator("tr[data-action]")).to_have_count(rows)
+    callers.get_by_label("action 2", exact=True).select_option("dtmf")
+    callers.get_by_label("action 2 at seconds").fill("1")
+    with page.expect_navigation():
+        callers.locator("tr[data-action='0']").get_by_role("button", name="Remove").click()
+    expect(callers.locator("tr[data-action]")).to_have_count(1)
+    expect(callers.get_by_label("action 1", exact=True)).to_have_value("dtmf")
+    # The re-rendered editor kept the options typed before the posts.
+    expect(receivers.get_by_label("Ring time")).to_have_value("0.5")
+
+    page.get_by_label("Thresholds").fill("mos_avg >= 4.0\nmos_avrage > 3")
+    page.get_by_label("Webhook URL").fill("http://127.0.0.1:9/hook")
+    page.screenshot(path=ARTIFACTS / "06-editor-options.png", full_page=True)
+
+    # Saving with the DTMF digits empty and a misspelt metric: 422, each message beside
+    # its field (nested path groups.0.scenario.0.digits), nothing saved.
+    with page.expect_navigation():
+        page.locator("#save").click()
+    digits = callers.get_by_label("action 1 digits")
+    expect(digits).to_have_attribute("aria-invalid", "true")
+    expect(digits).to_have_attribute("aria-describedby", "f-groups-0-scenario-0-digits-error")
+    beside = page.locator("td:has(#f-groups-0-scenario-0-digits) > p.field-error")
+    expect(beside).to_contain_text("a dtmf action needs digits")
+    threshold_error = page.locator("#f-thresholds + p.field-error")
+    expect(threshold_error).to_contain_text("line 2: unknown threshold metric 'mos_avrage'")
+    expect(page.locator("#form-errors a[href='#f-groups-0-scenario-0-digits']")).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "07-editor-inline-errors.png", full_page=True)
+
+    # Fixed, it saves and opens the test.
+    digits.fill("12#")
+    page.get_by_label("Thresholds").fill("mos_avg >= 4.0\ncall_success_rate >= 99")
+    with page.expect_navigation():
+        page.locator("#save").click()
+    assert re.search(r"/tests/[^/]+$", page.url), page.url
+    expect(page.locator("h1")).to_have_text("browser options")
+
+    # The JSON API returns what the editor saved.
+    status, test = platform.request("GET", "/api/v1/tests/" + page.url.rsplit("/", 1)[1])
+    assert status == 200, test
+    d = test["definition"]
+    a_opts, b_opts = d["groups"][0]["options"], d["groups"][1]["options"]
+    assert (a_opts["prack"], a_opts["session_timer"]) == ("supported", "optional")
+    assert (a_opts["session_expires_s"], a_opts["invite_timeout_s"]) == (300, 20)
+    assert (b_opts["answer_delay_s"], b_opts["ring_time_s"]) == (0.2, 0.5)
+    assert d["groups"][0]["scenario"] == [
+        {"at_s": 1.0, "action": "dtmf", "digits": "12#", "method": "rfc4733", "codec": None}
+    ]
+    assert d["groups"][1]["scenario"] == []
+    assert d["thresholds"] == ["mos_avg >= 4.0", "call_success_rate >= 99"]
+    assert [w["url"] for w in d["webhooks"]] == ["http://127.0.0.1:9/hook"]
     page.close()

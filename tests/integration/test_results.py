@@ -103,6 +103,19 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
             assert got[name] == pytest.approx(value, abs=0.01), (group, name)
     assert doc["run"]["metrics"]["samples"]["n"] == 120
     assert doc["endpoints"]["B-3"]["jitter_ms"]["max"] == 5.0
+    # Per endpoint too, the percentiles are within a bin of the raw samples' own.
+    with psycopg.connect(database_url) as conn:
+        raw = conn.execute(
+            "SELECT endpoint_id, percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP"
+            " (ORDER BY jitter_ms) FROM metric_samples WHERE run_id = %s AND direction = 'recv'"
+            " GROUP BY 1",
+            (run_id,),
+        ).fetchall()
+    assert len(doc["endpoints"]) == len(raw) == 6
+    for endpoint, pcts in raw:
+        got = doc["endpoints"][endpoint]["jitter_ms"]
+        for name, value in zip(("p50", "p95", "p99"), pcts, strict=True):
+            assert got[name] == pytest.approx(value, abs=0.1), (endpoint, name)
     # Success rates come from the endpoints read model.
     assert doc["run"]["call_success_rate"] == pytest.approx(1 / 3)
     assert doc["run"]["registration_success_rate"] == pytest.approx(3 / 4)
