@@ -33,6 +33,12 @@ from .handlers import Ingest, Pending
 DURABLE = "metrics-ingest"
 
 
+def write_due(rows: int, waited_s: float, quiet: bool, min_rows: int, linger_s: float) -> bool:
+    """Whether what is decoded and waiting (rows, and messages to ack) goes now, with no
+    write in flight: the stream went quiet, enough rows, or the oldest waited enough."""
+    return quiet or rows >= min_rows or waited_s >= linger_s
+
+
 async def consume(
     bus: Bus,
     ingest: Ingest,
@@ -61,14 +67,11 @@ async def consume(
             if writing is not None and (writing.done() or len(pending.rows) >= max_rows):
                 await writing
                 writing = None
+            waited = time.monotonic() - pending.since
             if (
                 writing is None
                 and pending.msgs
-                and (
-                    quiet
-                    or len(pending.rows) >= min_rows
-                    or time.monotonic() - pending.since >= linger_s
-                )
+                and write_due(len(pending.rows), waited, quiet, min_rows, linger_s)
             ):
                 writing = asyncio.create_task(ingest.commit(pending))
                 pending = Pending()
