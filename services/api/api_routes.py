@@ -10,7 +10,8 @@ from callmeter_events import TestDefinition
 from callmeter_storage import results
 
 from . import queries, service
-from .deps import PlatformDep
+from .auth import own_definition
+from .deps import PlatformDep, ScopeDep
 from .details import RunIds, compared_runs, endpoint_detail
 from .endpoint_views import ListQuery, select_endpoints, with_extras
 from .errors import ApiError
@@ -27,13 +28,16 @@ def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any
 
 
 @router.post("/tests", status_code=status.HTTP_201_CREATED, tags=["tests"])
-async def create_test(body: TestDefinition, p: PlatformDep) -> dict[str, Any]:
-    return {"id": await service.save_test(p, body)}
+async def create_test(body: TestDefinition, p: PlatformDep, scope: ScopeDep) -> dict[str, Any]:
+    return {"id": await service.save_test(p, own_definition(scope, body))}
 
 
 @router.get("/tests", tags=["tests"])
-async def list_tests(p: PlatformDep, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+async def list_tests(
+    p: PlatformDep, scope: ScopeDep, limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
     tests = await service.query(p, results.list_tests)
+    tests = [t for t in tests if scope.sees(t["definition"]["project"])]
     return page(tests[offset : offset + limit], len(tests), limit, offset)
 
 
@@ -43,9 +47,11 @@ async def get_test(test_id: str, p: PlatformDep) -> dict[str, Any]:
 
 
 @router.put("/tests/{test_id}", tags=["tests"])
-async def update_test(test_id: str, body: TestDefinition, p: PlatformDep) -> dict[str, Any]:
+async def update_test(
+    test_id: str, body: TestDefinition, p: PlatformDep, scope: ScopeDep
+) -> dict[str, Any]:
     await service.get_test(p, test_id)
-    return {"id": await service.save_test(p, body, test_id)}
+    return {"id": await service.save_test(p, own_definition(scope, body), test_id)}
 
 
 @router.post("/tests/{test_id}/duplicate", status_code=status.HTTP_201_CREATED, tags=["tests"])
@@ -65,9 +71,13 @@ async def create_run(test_id: str, p: PlatformDep) -> dict[str, Any]:
 
 @router.get("/runs", tags=["runs"])
 async def list_runs(
-    p: PlatformDep, test_id: str | None = None, limit: Limit = 100, offset: Offset = 0
+    p: PlatformDep,
+    scope: ScopeDep,
+    test_id: str | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
-    runs, total = await service.query(p, queries.page_runs, test_id, limit, offset)
+    runs, total = await service.query(p, queries.page_runs, test_id, limit, offset, scope.project)
     return page(runs, total, limit, offset)
 
 
@@ -109,9 +119,9 @@ async def get_endpoint(run_id: str, endpoint_id: str, p: PlatformDep) -> dict[st
 
 
 @router.get("/compare", tags=["runs"])
-async def compare(p: PlatformDep, runs: RunIds = ()) -> dict[str, Any]:
+async def compare(p: PlatformDep, scope: ScopeDep, runs: RunIds = ()) -> dict[str, Any]:
     """Summary figures of two or more runs and their change from the first."""
-    views = await compared_runs(p, runs)
+    views = await compared_runs(p, runs, scope)
     if len(views) < 2:
         raise ApiError(422, "validation_error", "runs: give at least two run ids", "runs")
     rows = compare_view(views)

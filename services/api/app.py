@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
@@ -80,9 +80,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return response
 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    app.include_router(api_routes.router)
-    app.include_router(events_routes.router)
+    # Every /api/v1 router: a run or test of a project the API key may not see is a 404.
+    for router in (api_routes.router, events_routes.router, results_routes.router):
+        app.include_router(router, dependencies=[Depends(auth.guard)])
     app.include_router(events_routes.docs_router)
-    app.include_router(results_routes.router)
     app.include_router(html_routes.router)
     return app

@@ -3,37 +3,74 @@
 A middleware rather than a router dependency so that every router mounted
 under /api/v1 (including ones other modules add) is covered the same way.
 Pages stay open: they are meant for a browser on a trusted network.
+
+A key is `KEY` (every project) or `PROJECT:KEY` (only that project's tests and
+runs). The middleware leaves the caller's project on `request.state.project`
+(None: every project); `guard`, a dependency of every /api/v1 router, answers a
+run or test of another project with the same 404 as an unknown id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
-from .errors import error_body
+from callmeter_events import Event, TestDefinition
+
+from . import service
+from .deps import Platform, PlatformDep, Scope, ScopeDep
+from .errors import ApiError, error_body
 
 PROTECTED = "/api/v1"
+# TestDefinition.project's own rule, so a scoped key names a project a test can have.
+_PROJECT = re.compile(r"[A-Za-z0-9 _.-]{1,64}")
 
 
-def parse_keys(value: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in value.split(",") if k.strip())
+@dataclass(frozen=True)
+class ApiKey:
+    token: str
+    project: str | None = None  # None: every project
 
 
-def authorized(header: str, keys: tuple[str, ...]) -> bool:
-    """True for `Bearer <one of keys>`; compared in constant time."""
+def parse_keys(value: str) -> tuple[ApiKey, ...]:
+    """`KEY` or `PROJECT:KEY`, comma-separated; a malformed entry stops the start-up."""
+    keys: list[ApiKey] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        project, sep, token = entry.partition(":")
+        if not sep:
+            project, token = "", entry
+        project, token = project.strip(), token.strip()
+        if sep and not _PROJECT.fullmatch(project):
+            raise ValueError(f"CALLMETER_API_KEYS: {project!r} is not a project name")
+        if not token:
+            raise ValueError(f"CALLMETER_API_KEYS: {entry!r} has an empty key")
+        if any(k.token == token for k in keys):
+            raise ValueError("CALLMETER_API_KEYS: a key is listed twice")  # which one stays secret
+        keys.append(ApiKey(token, project if sep else None))
+    return tuple(keys)
+
+
+def match_key(header: str, keys: tuple[ApiKey, ...]) -> ApiKey | None:
+    """The key of `Bearer <token>`, or None; compared in constant time."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return False
+        return None
     given = token.strip().encode()
     # Check every key, so timing does not reveal which one came close.
-    return any([hmac.compare_digest(given, k.encode()) for k in keys])  # noqa: C419
+    hits = [k for k in keys if hmac.compare_digest(given, k.token.encode())]
+    return hits[0] if hits else None
 
 
-def install(app: FastAPI, keys: tuple[str, ...]) -> None:
+def install(app: FastAPI, keys: tuple[ApiKey, ...]) -> None:
     if not keys:
         return
 
@@ -41,12 +78,81 @@ def install(app: FastAPI, keys: tuple[str, ...]) -> None:
     async def require_key(request: Request, call_next):  # type: ignore[no-untyped-def]
         path = request.url.path
         if path == PROTECTED or path.startswith(PROTECTED + "/"):
-            if not authorized(request.headers.get("authorization", ""), keys):
+            key = match_key(request.headers.get("authorization", ""), keys)
+            if key is None:
                 body = error_body("unauthorized", "a valid API key is required: "
                                   "Authorization: Bearer <key>")  # fmt: skip
                 return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
+            request.state.project = key.project
         response: Response = await call_next(request)
         return response
+
+
+# What the caller may see. Unknown ids and other projects' ids get the same answer.
+_PROJECT_OF = {
+    "run_id": ("run", "SELECT doc->'definition'->>'project' FROM runs WHERE run_id = %s"),
+    "test_id": ("test", "SELECT doc->'definition'->>'project' FROM tests"
+                        " WHERE test_id = %s AND NOT deleted"),
+}  # fmt: skip
+
+
+async def ensure_visible(p: Platform, scope: Scope, name: str, value: str, field: str = "") -> None:
+    """404 (as for an unknown id) unless the caller may see run or test `value`;
+    `name` is "run_id" or "test_id"."""
+    if scope.project is None:
+        return
+    kind, sql = _PROJECT_OF[name]
+
+    def project(conn: Any) -> str | None:
+        row = conn.execute(sql, (value,)).fetchone()
+        return row[0] if row else None
+
+    if not scope.sees(await service.query(p, project)):
+        raise ApiError(404, "not_found", f"no {kind} {value!r}", field or name)
+
+
+async def guard(request: Request, p: PlatformDep, scope: ScopeDep) -> None:
+    """Every /api/v1 route with a run or test in its path: hidden from other projects."""
+    for name in ("run_id", "test_id"):
+        if name in request.path_params:
+            await ensure_visible(p, scope, name, request.path_params[name])
+
+
+def own_definition(scope: Scope, definition: TestDefinition) -> TestDefinition:
+    """A test a scoped key saves lands in its project; naming another one is forbidden."""
+    if scope.project is None:
+        return definition
+    if "project" not in definition.model_fields_set:
+        return definition.model_copy(update={"project": scope.project})
+    if definition.project != scope.project:
+        raise ApiError(403, "forbidden", f"project: this API key may only use project "
+                       f"{scope.project!r}", "project")  # fmt: skip
+    return definition
+
+
+def event_project(p: Platform, event: Event) -> str | None:
+    """The project of a test or run event, from the event or the folded read models."""
+    definition = getattr(event, "definition", None)
+    if isinstance(definition, TestDefinition):
+        return definition.project
+    models = p.projector.models
+    run = models.runs.runs.get(getattr(event, "run_id", None) or "")
+    if run is not None:
+        return run.definition.project
+    test = models.tests.get(getattr(event, "test_id", None) or "")
+    return test.definition.project if test is not None else None
+
+
+async def event_visible(p: Platform, scope: Scope, seq: int, event: Event) -> bool:
+    if scope.project is None:
+        return True
+    # The stream can be read ahead of this process's fold: give the fold a moment.
+    for _ in range(40):
+        project = event_project(p, event)
+        if project is not None or p.projector.models.position >= seq:
+            return scope.sees(project)
+        await asyncio.sleep(0.05)
+    return scope.sees(event_project(p, event))
 
 
 SCHEME = "bearerAuth"

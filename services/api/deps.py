@@ -27,3 +27,24 @@ def get_platform(request: Request) -> Platform:
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The projects the caller may see: its API key's one, or every one (None)."""
+
+    project: str | None = None
+
+    def sees(self, project: str | None) -> bool:
+        return self.project is None or project == self.project
+
+
+EVERY_PROJECT = Scope()
+
+
+def get_scope(request: Request) -> Scope:
+    # Set by the API-key middleware; absent when no keys are configured.
+    return Scope(getattr(request.state, "project", None))
+
+
+ScopeDep = Annotated[Scope, Depends(get_scope)]

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
-from . import queries, service, traces
-from .deps import Platform
+from . import auth, queries, service, traces
+from .deps import EVERY_PROJECT, Platform, Scope
 from .endpoint_views import paired_endpoints, status_class, timeline
 from .errors import ApiError
 from .views import endpoint_view, run_view
@@ -55,8 +55,11 @@ async def endpoint_detail(p: Platform, run_id: str, endpoint_id: str) -> dict[st
     }  # fmt: skip
 
 
-async def compared_runs(p: Platform, run_ids: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+async def compared_runs(
+    p: Platform, run_ids: tuple[str, ...] | list[str], scope: Scope = EVERY_PROJECT
+) -> list[dict[str, Any]]:
     async def one(run_id: str) -> dict[str, Any]:
+        await auth.ensure_visible(p, scope, "run_id", run_id, "runs")
         found = await service.query(p, queries.run_overview, run_id)
         if found is None:
             raise ApiError(404, "not_found", f"no run {run_id!r}", "runs")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -19,7 +21,8 @@ from nats.js import api
 from callmeter_common.bus import Bus
 from callmeter_events import EVENTS, EventDecodeError, decode, run_events
 
-from .deps import PlatformDep
+from .auth import event_visible
+from .deps import PlatformDep, ScopeDep
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 KEEPALIVE_S = 15.0
@@ -43,8 +46,9 @@ async def sse(
     group: str | None,
     follow: bool,
     request: Request,
+    visible: Callable[[int, Any], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """Yield SSE frames for every matching event after `start_seq`."""
+    """Yield SSE frames for every matching event after `start_seq` (that is `visible`)."""
     queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=10_000)
     last_at_start = await bus.last_seq(EVENTS.name)
     config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE)
@@ -70,7 +74,9 @@ async def sse(
                 event = decode(msg.data)
             except EventDecodeError:
                 continue
-            if _wanted(event.type, msg.subject, types, group):  # type: ignore[attr-defined]
+            if _wanted(event.type, msg.subject, types, group) and (  # type: ignore[attr-defined]
+                visible is None or await visible(seq, event)
+            ):
                 data = msg.data.decode()
                 yield f"id: {seq}\nevent: {event.type}\ndata: {data}\n\n".encode()  # type: ignore[attr-defined]
             if not follow and seq >= last_at_start:
@@ -116,15 +122,17 @@ async def run_event_stream(
 async def event_stream(
     request: Request,
     p: PlatformDep,
+    scope: ScopeDep,
     type: str = Query("", description="Comma-separated event types"),
     follow: bool = Query(True),
     since: int | None = Query(None, ge=0, description="Start after this sequence (default: now)"),
     last_event_id: str | None = Header(None),
 ) -> StreamingResponse:
-    """Every test and run event of the platform as server-sent events."""
+    """Every test and run event (of the API key's project only) as server-sent events."""
     start = since if since is not None else await p.bus.last_seq(EVENTS.name)
     types = {t for t in type.split(",") if t}
-    frames = sse(p.bus, ">", _start(last_event_id, start), types, None, follow, request)
+    visible = None if scope.project is None else functools.partial(event_visible, p, scope)
+    frames = sse(p.bus, ">", _start(last_event_id, start), types, None, follow, request, visible)
     return StreamingResponse(
         frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )

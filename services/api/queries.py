@@ -91,10 +91,22 @@ def run_series(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any
 
 
 def page_runs(
-    conn: psycopg.Connection[Any], test_id: str | None, limit: int, offset: int
+    conn: psycopg.Connection[Any],
+    test_id: str | None,
+    limit: int,
+    offset: int,
+    project: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Newest first, one page, and the total."""
-    where, args = ("WHERE test_id = %s", [test_id]) if test_id else ("", [])
+    """Newest first, one page, and the total; of one test, of one project, or all."""
+    conds: list[str] = []
+    args: list[Any] = []
+    if test_id:
+        conds.append("test_id = %s")
+        args.append(test_id)
+    if project is not None:
+        conds.append("doc->'definition'->>'project' = %s")
+        args.append(project)
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
     total = conn.execute(f"SELECT count(*) FROM runs {where}", args).fetchone()
     rows = conn.execute(
         f"SELECT doc FROM runs {where} ORDER BY created_at DESC, run_id LIMIT %s OFFSET %s",

@@ -16,6 +16,7 @@ from callmeter_events import decode
 from callmeter_events.metric_events import MetricBatch
 from callmeter_projections import RunsProjection
 from callmeter_storage.readmodels import doc
+from tests.support.sse import read_sse
 
 pytestmark = pytest.mark.integration
 
@@ -113,22 +114,6 @@ def test_replayed_events_rebuild_the_same_views(platform, nats_server, database_
     assert {k: doc(v) for k, v in projection.endpoints[run_id].items()} == ep_docs
     # And every stored sample was replayed too.
     assert samples == stored > 0
-
-
-def read_sse(response, stop_after: int | None = None, until_type: str | None = None):  # type: ignore[no-untyped-def]
-    """(id, type) of each SSE frame, until `stop_after` frames or an event of `until_type`."""
-    frames, current = [], {}
-    for line in response.iter_lines():
-        if line.startswith("id: "):
-            current["id"] = int(line[4:])
-        elif line.startswith("event: "):
-            current["type"] = line[7:]
-        elif line == "" and "id" in current:
-            frames.append((current["id"], current["type"]))
-            if current["type"] == until_type or (stop_after and len(frames) >= stop_after):
-                break
-            current = {}
-    return frames
 
 
 def test_sse_subscriber_resumes_without_gaps_or_duplicates(platform):  # type: ignore[no-untyped-def]

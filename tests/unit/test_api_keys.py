@@ -1,0 +1,84 @@
+"""API keys: `KEY` sees every project, `PROJECT:KEY` only its own."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+import callmeter_events as ev
+from callmeter_api.auth import ApiKey, event_visible, match_key, own_definition, parse_keys
+from callmeter_api.deps import Scope
+from callmeter_api.errors import ApiError
+from callmeter_storage.readmodels import ReadModels
+
+DEFINITION = {"name": "t", "duration_s": 2, "groups": [{"name": "A", "endpoints": 1}]}
+
+
+def test_keys_are_global_or_scoped_to_a_project():
+    keys = parse_keys(" k1, acme:K1 ,, my proj.2 : k:with:colons ,")
+    assert keys == (
+        ApiKey("k1"), ApiKey("K1", "acme"), ApiKey("k:with:colons", "my proj.2")
+    )  # fmt: skip
+    assert parse_keys("") == ()
+
+
+@pytest.mark.parametrize(
+    "value", ["acme:", ":k1", "ac/me:k1", "x" * 65 + ":k1", "acme:k1,globex:k1", "k1,k1"]
+)
+def test_a_malformed_key_stops_the_start_up(value):  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="CALLMETER_API_KEYS"):
+        parse_keys(value)
+
+
+def test_api_keys_need_the_bearer_scheme_and_an_exact_key():
+    keys = parse_keys("k1,acme:k2")
+    assert match_key("Bearer k2", keys) == ApiKey("k2", "acme")
+    assert match_key("bearer k1", keys) == ApiKey("k1", None)
+    assert match_key("Bearer acme:k2", keys) is None  # the project is not part of the token
+    assert match_key("Bearer k3", keys) is None and match_key("k1", keys) is None
+    assert match_key("Basic k1", keys) is None and match_key("", keys) is None
+
+
+def test_a_scope_sees_its_project_and_a_global_key_every_one():
+    assert Scope().sees("acme") and Scope().sees(None)
+    assert Scope("acme").sees("acme")
+    assert not Scope("acme").sees("globex") and not Scope("acme").sees(None)
+
+
+def test_a_scoped_key_saves_tests_in_its_own_project_only():
+    unnamed = ev.TestDefinition.model_validate(DEFINITION)
+    assert own_definition(Scope("acme"), unnamed).project == "acme"
+    assert own_definition(Scope(), unnamed).project == "default"
+    named = ev.TestDefinition.model_validate({**DEFINITION, "project": "acme"})
+    assert own_definition(Scope("acme"), named) is named
+    other = ev.TestDefinition.model_validate({**DEFINITION, "project": "globex"})
+    with pytest.raises(ApiError) as err:
+        own_definition(Scope("acme"), other)
+    assert (err.value.status, err.value.field) == (403, "project")
+    assert own_definition(Scope(), other) is other
+
+
+def test_global_events_are_filtered_by_the_project_of_their_run_or_test():
+    models = ReadModels()
+    acme = ev.TestDefinition.model_validate({**DEFINITION, "project": "acme"})
+    globex = ev.TestDefinition.model_validate({**DEFINITION, "project": "globex"})
+    models.fold(1, ev.TestSaved(test_id="t1", definition=acme))
+    models.fold(2, ev.RunCreated(run_id="r1", test_id="t1", definition=acme))
+    models.fold(3, ev.RunCreated(run_id="r2", test_id="t2", definition=globex))
+    p = SimpleNamespace(projector=SimpleNamespace(models=models))
+
+    def visible(scope: Scope, seq: int, event: object) -> bool:
+        return asyncio.run(event_visible(p, scope, seq, event))  # type: ignore[arg-type]
+
+    done = {"stopped": False}
+    assert visible(Scope("acme"), 4, ev.RunCompleted(run_id="r1", **done))
+    assert not visible(Scope("acme"), 5, ev.RunCompleted(run_id="r2", **done))
+    assert visible(Scope(), 5, ev.RunCompleted(run_id="r2", **done))
+    assert visible(Scope("acme"), 1, ev.TestSaved(test_id="t1", definition=acme))
+    assert not visible(
+        Scope("acme"), 3, ev.RunCreated(run_id="r2", test_id="t2", definition=globex)
+    )
+    # A run this process has not folded (nor will): hidden, never guessed.
+    assert not visible(Scope("acme"), 3, ev.RunCompleted(run_id="unknown", **done))
