@@ -124,29 +124,30 @@ class Supervisor:
                     reason="run stopped before this endpoint started",
                 ))  # fmt: skip
         for host in list(self.pool.hosts.values()):
-            for endpoint, run in list(host.endpoints.items()):
+            for slot, (run, _) in list(host.endpoints.items()):
                 if run == run_id:
-                    await host.send({"op": "hangup", "endpoint_id": endpoint})
+                    await host.send({"op": "hangup", "endpoint_id": slot})
 
     # --- host side -------------------------------------------------------------------
     async def on_host_message(self, host: EndpointHost, msg: dict[str, Any]) -> None:
-        endpoint = msg.get("endpoint_id")
-        run_id = host.endpoints.get(endpoint) if endpoint else None
+        slot = msg.get("endpoint_id")  # the host knows its endpoints by slot (slot_of)
+        owner = host.endpoints.get(slot) if isinstance(slot, str) else None
         if msg.get("ev") == "error":
             log.warning("host %s: %s", host.host_id, msg.get("message"))
-            if run_id is not None and endpoint:
+            if owner is not None:
                 # The host refused the endpoint (limits, bad codec...): it will never report.
-                host.endpoints.pop(endpoint, None)
+                host.endpoints.pop(slot, None)
                 await self.bus.publish(EndpointFinished(
-                    run_id=run_id, endpoint_id=endpoint, outcome="OSERROR",
+                    run_id=owner[0], endpoint_id=owner[1], outcome="OSERROR",
                     reason=f"endpoint host refused it: {msg.get('message')}",
                 ))  # fmt: skip
             return
-        if run_id is not None:
-            await self.publish(to_events(run_id, msg))
+        if owner is not None:
+            run_id, endpoint = owner
+            await self.publish(to_events(run_id, {**msg, "endpoint_id": endpoint}))
 
     async def on_host_lost(self, host: EndpointHost, reason: str) -> None:
-        for endpoint, run_id in list(host.endpoints.items()):
+        for run_id, endpoint in list(host.endpoints.values()):
             await self.bus.publish(EndpointFinished(
                 run_id=run_id, endpoint_id=endpoint, outcome="OSERROR", reason=reason,
             ))  # fmt: skip

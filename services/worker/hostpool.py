@@ -51,6 +51,12 @@ class HostProfile:
         ]  # fmt: skip
 
 
+def slot_of(run_id: str, endpoint_id: str) -> str:
+    """The name an endpoint has inside its host. Endpoint ids repeat across runs (every
+    test has an A-1), and two runs' endpoints may share a host."""
+    return f"{run_id}/{endpoint_id}"
+
+
 @dataclass
 class EndpointHost:
     host_id: str
@@ -58,7 +64,8 @@ class EndpointHost:
     sip_port: int
     rtp_base: int
     profile: HostProfile
-    endpoints: dict[str, str] = field(default_factory=dict)  # endpoint id -> run id (unfinished)
+    # slot -> (run id, endpoint id), unfinished ones; see slot_of
+    endpoints: dict[str, tuple[str, str]] = field(default_factory=dict)
     placed: int = 0  # endpoints ever placed; a host is never refilled past its limit
     last_heard: float = field(default_factory=time.monotonic)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -107,20 +114,23 @@ class HostPool:
                 (
                     h
                     for h in self.hosts.values()
-                    if not h.lost and h.placed < self.per_host and h.profile == profile
+                    if not h.lost
+                    and h.placed < self.per_host
+                    and h.profile == profile
+                    # Not beside another run's live endpoints: direct-mode SIP users
+                    # (a-1, b-1) repeat across runs, and a host routes calls by user.
+                    and all(run == run_id for run, _ in h.endpoints.values())
                 ),
                 None,
             )
             if host is None:
                 host = await self._start_host(profile)
-            host.endpoints[endpoint_id] = run_id
+            slot = slot_of(run_id, endpoint_id)
+            host.endpoints[slot] = (run_id, endpoint_id)
             host.placed += 1
         await host.ready.wait()
-        await host.send(command)
+        await host.send({**command, "endpoint_id": slot})
         return host
-
-    def host_of(self, endpoint_id: str) -> EndpointHost | None:
-        return next((h for h in self.hosts.values() if endpoint_id in h.endpoints), None)
 
     async def _start_host(self, profile: HostProfile) -> EndpointHost:
         sip_port, rtp_base = self.ports.acquire()

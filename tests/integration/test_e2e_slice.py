@@ -142,3 +142,26 @@ def test_read_models_rebuild_from_the_log_identically(platform, nats_server, dat
     after = views()
     assert len(before[1]) >= 1 and len(before[2]) >= 8
     assert after == before
+
+
+def test_two_runs_with_the_same_endpoint_ids_share_a_worker(platform):  # type: ignore[no-untyped-def]
+    """Every test has an A-1: two runs at once on one worker put endpoints with the same
+    ids on the same endpoint host, and each must still be told apart."""
+    # 2 endpoints per run: the second run's fit in the first run's host (4 per host).
+    small = {**SMOKE, "duration_s": 3, "groups": [
+        {"name": "A", "endpoints": 1, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
+    ]}  # fmt: skip
+
+    def completes(*run_ids: str) -> None:
+        for run_id in run_ids:
+            run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=90)
+            assert run["status"] == "COMPLETED", run
+            outcomes = {e["id"]: e["outcome"] for e in run["endpoints"]}
+            assert outcomes == {"A-1": "SUCCESS", "B-1": "SUCCESS"}, run_id
+
+    # At once: each run on a host of its own (their SIP users a-1, b-1 are the same).
+    completes(platform.run_test({**small, "name": "twin 1"}),
+              platform.run_test({**small, "name": "twin 2"}))  # fmt: skip
+    # Then a third: it reuses a host that already ran an A-1 and a B-1.
+    completes(platform.run_test({**small, "name": "twin 3"}))
