@@ -52,23 +52,21 @@ COPY_TYPES: dict[str, list[str]] = {
 }
 
 
-def _stat_values(alias: str) -> str:
-    rows = [f"('samples', {alias}.samples, {alias}.samples::float8, 1.0::float8, 1.0::float8)"]
-    rows += [
-        f"('{m}', {alias}.{m}_n, {alias}.{m}_sum, {alias}.{m}_lo, {alias}.{m}_hi)"
-        for m in STAT_METRICS
-    ]
-    return ", ".join(rows)
+# One (metric, n, total, lo, hi) row per summed metric of a wide delta row `d`.
+_STAT_VALUES = ", ".join(
+    ["('samples', d.samples, d.samples::float8, 1.0::float8, 1.0::float8)"]
+    + [f"('{m}', d.{m}_n, d.{m}_sum, d.{m}_lo, d.{m}_hi)" for m in STAT_METRICS]
+)
 
 
 # SELECT lists producing each rollup table's narrow rows, in its column order,
 # from a relation `d` holding wide delta rows.
 UNPIVOT: dict[str, str] = {
     "rollup_second": "SELECT d.run_id, d.group_name, d.second, m.metric, m.n, m.total, m.lo, m.hi"
-    f" FROM {{source}} d CROSS JOIN LATERAL (VALUES {_stat_values('d')})"
+    f" FROM {{source}} d CROSS JOIN LATERAL (VALUES {_STAT_VALUES})"
     " AS m(metric, n, total, lo, hi) WHERE m.n > 0",
     "rollup_endpoint": "SELECT d.run_id, d.endpoint_id, m.metric, d.group_name, m.n, m.total,"
-    f" m.lo, m.hi FROM {{source}} d CROSS JOIN LATERAL (VALUES {_stat_values('d')})"
+    f" m.lo, m.hi FROM {{source}} d CROSS JOIN LATERAL (VALUES {_STAT_VALUES})"
     " AS m(metric, n, total, lo, hi) WHERE m.n > 0",
     "rollup_hist": "SELECT d.run_id, d.endpoint_id, m.metric, m.bin, d.group_name, d.n"
     " FROM {source} d CROSS JOIN LATERAL (VALUES "
@@ -127,7 +125,7 @@ def deltas_of(rows: Sequence[tuple[Any, ...]]) -> Deltas:
             by_second[(row[_RUN], row[_GROUP], second)].append(row)
     hist: Counter[tuple[Any, ...]] = Counter()
     for (run, endpoint), recv in by_endpoint.items():
-        # Column by column; bin i holds bounds[i] <= v < bounds[i+1], below bounds[0]: 0.
+        # Column by column: rollup.bin_of inlined (the hot path of every write).
         bins = [
             [None if v is None else (bisect_right(bounds, v) or 1) - 1 for v in column]
             for column, bounds in zip(

@@ -84,7 +84,7 @@ async def consume(
                 msgs = await sub.fetch(want, timeout=timeout)
             except (TimeoutError, nats.errors.TimeoutError):
                 quiet = True
-                if writing is None and not pending.msgs and ingest.unfolded:
+                if writing is None and not pending.msgs and ingest.unfolded_since is not None:
                     writing = asyncio.create_task(ingest.fold())  # idle: fold the rollups now
                 continue
             quiet = False

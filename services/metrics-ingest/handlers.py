@@ -67,8 +67,8 @@ class Ingest:
         self.database_url = database_url
         self.retry_s = retry_s
         self.fold_every_s = fold_every_s
-        self.unfolded = 0  # writes whose rollup deltas are not folded yet
-        self.unfolded_since = 0.0  # when the first of them was written
+        # When the oldest write whose rollup deltas are not folded yet was made; None: all folded.
+        self.unfolded_since: float | None = None
         self.partitioned = mode == "plain"
         self.known_days: set[date] = set()
         self.conn: psycopg.Connection[Any] | None = None
@@ -142,7 +142,8 @@ class Ingest:
         for msg in pending.msgs:
             if id(msg) not in pending.held:
                 await msg.ack()
-        if self.unfolded and time.monotonic() - self.unfolded_since >= self.fold_every_s:
+        since = self.unfolded_since
+        if since is not None and time.monotonic() - since >= self.fold_every_s:
             await self.fold()
 
     async def fold(self) -> None:
@@ -157,7 +158,7 @@ class Ingest:
 
     def _fold(self) -> None:
         fold_rollups(self._connection())  # runs where a write would: none is in flight
-        self.unfolded = 0
+        self.unfolded_since = None
 
     async def _dead_letter(self, subject: str, data: bytes, reason: str) -> bool:
         """Park what cannot be stored, with the reason; False if NATS would not take it."""
@@ -196,9 +197,8 @@ class Ingest:
             rows = [pending.rows[i] for i in which]
             stored = await asyncio.to_thread(self._write, rows)
             self.stored += stored
-            if stored and not self.unfolded:
+            if stored and self.unfolded_since is None:
                 self.unfolded_since = time.monotonic()
-            self.unfolded += 1 if stored else 0
             return
         except ROW_ERRORS as exc:
             if len(which) == 1:

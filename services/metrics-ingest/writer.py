@@ -4,8 +4,9 @@ Fast path (`write_new_rows`): binary COPY straight into metric_samples. As
 every row is new there, the rollup deltas are computed in Python
 (rollup_deltas.deltas_of: a few wide rows per endpoint, not one per sample
 and metric) and COPYed into the append-only rollup_*_delta tables
-(compaction.py folds them later; the rollup_* views add both). If any row is already stored (a
-redelivery after a crash or a lost ack), the COPY fails on the primary key,
+(compaction.py folds them later; the rollup_* views add both). If any row is
+already stored (a redelivery after a crash or a lost ack), the COPY fails on
+the primary key,
 the transaction is rolled back, and the batch takes the conflict-tolerant
 path (`write_staged`): COPY into a staging table, then INSERT ... ON CONFLICT
 DO NOTHING RETURNING, which feeds the SQL rollups (`_ROLLUPS`), so only rows
@@ -98,7 +99,7 @@ _MOVE = sql.SQL(
 # each; call timings (one row per endpoint) go as column arrays into one upsert
 # (a temporary table cost more: it is truncated at every commit).
 _TIMING_TYPES = ["text", "text", "text", "timestamptz"] + [
-    {"float8": "float8", "int8": "int8"}[WRITE_TYPES[WRITE_COLUMNS.index(k)]] for k in TIMING_KEYS
+    WRITE_TYPES[WRITE_COLUMNS.index(k)] for k in TIMING_KEYS
 ]
 _APPLY_TIMINGS = f"""
 INSERT INTO call_timings AS t
