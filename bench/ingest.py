@@ -44,7 +44,7 @@ from callmeter_events.metric_events import MetricBatch
 from callmeter_events.metrics_catalogue import CATALOGUE
 from callmeter_storage.migrations import migrate
 from callmeter_storage.samples import COLUMNS, PG_TYPES, to_row
-from callmeter_worker.batcher import SampleBatcher
+from callmeter_worker.supervisor.batcher import SampleBatcher
 
 RATE = 5_000
 CAPACITY = 200  # endpoints per worker (WorkerSettings.capacity): 250 endpoints, 2 workers

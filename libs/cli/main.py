@@ -66,7 +66,7 @@ def worker(
     os.environ["CALLMETER_CAPACITY"] = str(capacity)
     if worker_id:
         os.environ["CALLMETER_WORKER_ID"] = worker_id
-    from callmeter_worker.main import main
+    from callmeter_worker.supervisor.main import main
 
     main()
 

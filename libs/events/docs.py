@@ -13,7 +13,7 @@ Generated from `libs/events/metrics_catalogue.py` by
 `python -m callmeter_events.docs > docs/metrics.md`.
 
 MOS and R-factor follow the ITU-T G.107 E-model (simplified form, see
-`services/worker/emodel.py`): R = 93.2 − Id − Ie_eff, with codec Ie/Bpl from
+`services/worker/host/emodel.py`): R = 93.2 − Id − Ie_eff, with codec Ie/Bpl from
 ITU-T G.113 Appendix I. The receive direction uses local loss, RTT/2 plus
 jitter-buffer delay plus packetisation; the send direction uses the loss and
 RTT the far end reports in RTCP (null until its first report).

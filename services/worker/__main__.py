@@ -1,3 +1,3 @@
-from .main import main
+from .supervisor.main import main
 
 main()

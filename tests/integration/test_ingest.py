@@ -27,7 +27,7 @@ from callmeter_events.metric_events import MetricBatch
 from callmeter_ingest.consumer import consume
 from callmeter_ingest.handlers import Ingest
 from callmeter_storage.migrations import migrate
-from callmeter_worker.batcher import SampleBatcher
+from callmeter_worker.supervisor.batcher import SampleBatcher
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 Each test runs one caller host and one receiver host over loopback (pjsua2,
 2-4 s calls). The TLS certificate is self-signed, made with the openssl CLI
-at test time; hosts do not verify it (host_transport.Transports).
+at test time; hosts do not verify it (callmeter_worker.host.transport.Transports).
 """
 
 from __future__ import annotations

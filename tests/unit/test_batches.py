@@ -12,7 +12,7 @@ from callmeter_events import MetricSample, decode, encode
 from callmeter_events.metric_events import MetricBatch
 from callmeter_storage.batches import batch_rows
 from callmeter_storage.samples import SampleRejected, to_row, to_write_order
-from callmeter_worker.batcher import SampleBatcher
+from callmeter_worker.supervisor.batcher import SampleBatcher
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 

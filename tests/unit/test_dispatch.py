@@ -23,7 +23,7 @@ from callmeter_events import (
     WorkerOnline,
 )  # fmt: skip
 from callmeter_events import TestDefinition as Definition
-from callmeter_worker.settings import WorkerSettings
+from callmeter_worker.supervisor.settings import WorkerSettings
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 TIMING = Timing(heartbeat_s=1.0, missed_heartbeats=3, receiver_wait_s=30.0)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from callmeter_worker import emodel
+from callmeter_worker.host import emodel
 
 
 def test_g711_clean_line_is_toll_quality():
@@ -55,7 +55,7 @@ def test_codec_rows_and_unknown_codec_fallback():
 
 
 def test_codec_names_resolve_to_pjsip_ids():
-    from callmeter_worker.audio import resolve_codecs
+    from callmeter_worker.host.audio import resolve_codecs
 
     avail = ["speex/16000/1", "speex/8000/1", "PCMU/8000/1", "G722/16000/1", "iLBC/8000/1"]
     assert resolve_codecs(["speex", "pcmu", "G722/16000/1", "PCMU"], avail) == [

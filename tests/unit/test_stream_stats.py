@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from callmeter_events.metrics_catalogue import KEYS
-from callmeter_worker import emodel
-from callmeter_worker.stream_stats import (
+from callmeter_worker.host import emodel
+from callmeter_worker.host.stream_stats import (
     StreamSampler,
     compute_samples,
     empty_snapshot,

@@ -1,11 +1,11 @@
-"""host_protocol: round trips, defaults and every class of error."""
+"""protocol: round trips, defaults and every class of error."""
 
 import json
 
 import pytest
 
-from callmeter_worker import host_protocol as proto
-from callmeter_worker.host_protocol import ProtocolError
+from callmeter_worker import protocol as proto
+from callmeter_worker.protocol import ProtocolError
 
 
 def _start(**over):
@@ -109,7 +109,7 @@ def test_parse_sip_log_entry():
 
 
 def test_messages_of_a_dialog_inside_one_host_go_to_the_right_side():
-    from callmeter_worker.host_protocol import dialog_side_user
+    from callmeter_worker.protocol import dialog_side_user
 
     invite = "INVITE sip:b-1@127.0.0.1:5062 SIP/2.0\r\nFrom: <sip:a-1@127.0.0.1>;tag=x\r\nTo: <sip:b-1@127.0.0.1>\r\n"
     ringing = "SIP/2.0 180 Ringing\r\nFrom: <sip:a-1@127.0.0.1>;tag=x\r\nTo: <sip:b-1@127.0.0.1>;tag=y\r\n"

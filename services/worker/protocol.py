@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any, Literal, TypedDict
 
-from . import host_options
+from . import protocol_options
 
 ROLES = ("receiver", "caller", "idle")  # idle: registers, stays, de-registers
 PHASES = (
@@ -41,7 +41,7 @@ class StartEndpoint(TypedDict):
     username: str
     drop_tx_pct: float
     drop_rx_pct: float
-    # optional blocks (host_options): registrar mode, credentials, call options, scenario
+    # optional blocks (protocol_options): registrar mode, credentials, call options, scenario
     registrar: dict[str, Any] | None
     account: dict[str, Any] | None
     options: dict[str, Any]
@@ -225,11 +225,11 @@ def _validate_command(msg: dict[str, Any]) -> dict[str, Any]:
             raise ProtocolError(f"{key} must be a number in 0..100")
     msg.setdefault("target_uri", None)
     try:
-        msg["registrar"] = host_options.registrar(msg.get("registrar"))
-        msg["account"] = host_options.account(msg.get("account"))
-        msg["options"] = host_options.options(msg.get("options"))
-        msg["scenario"] = host_options.scenario(msg.get("scenario"))
-    except host_options.OptionError as exc:
+        msg["registrar"] = protocol_options.registrar(msg.get("registrar"))
+        msg["account"] = protocol_options.account(msg.get("account"))
+        msg["options"] = protocol_options.options(msg.get("options"))
+        msg["scenario"] = protocol_options.scenario(msg.get("scenario"))
+    except protocol_options.OptionError as exc:
         raise ProtocolError(str(exc)) from None
     return msg
 

@@ -1,10 +1,10 @@
-"""host_options: defaults, registrar/account/scenario normalisation, and each class of error."""
+"""protocol_options: defaults, registrar/account/scenario normalisation, and each class of error."""
 
 import pytest
 
-from callmeter_worker import host_options as opts
-from callmeter_worker import host_protocol as proto
-from callmeter_worker.translate import to_events
+from callmeter_worker import protocol as proto
+from callmeter_worker import protocol_options as opts
+from callmeter_worker.supervisor.translate import to_events
 
 
 def test_options_default_to_a_plain_phone():

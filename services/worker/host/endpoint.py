@@ -1,6 +1,6 @@
 """The per-endpoint state machine of the host: register, call, sample, finish.
 
-Everything here runs in the host's main thread: pjsua2 callbacks (host_sip)
+Everything here runs in the host's main thread: pjsua2 callbacks (sip)
 fire inside ep.libHandleEvents() and only record facts; `Endpoint.tick`,
 called from the same loop, acts on them: anything that creates or drops
 pjsua2 objects (makeCall, answer after a delay, hangup, releasing
@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pjsua2 as pj
 
-from .host_register import Registration
-from .host_scenario import Scenario
-from .host_sip import HostAccount, HostCall
+from .context import HostContext
+from .register import Registration
+from .scenario import Scenario
+from .sip import HostAccount, HostCall
 from .stream_stats import StreamSampler, read_snapshot
-
-if TYPE_CHECKING:
-    from .host import Host
 
 log = logging.getLogger("callmeter.host")
 RECEIVER_SAFETY_S = 10.0  # receiver hangs up this long after duration_s if no BYE came
@@ -33,7 +31,7 @@ FIRST_RTP_POLL_S = 0.02  # stat polling rate until the first RTP packet is seen
 class Endpoint:
     """One start_endpoint command: its account, its (single) call, its outcome."""
 
-    def __init__(self, host: Host, cmd: dict[str, Any], codecs: list[str]) -> None:
+    def __init__(self, host: HostContext, cmd: dict[str, Any], codecs: list[str]) -> None:
         self.host = host
         self.id: str = cmd["endpoint_id"]
         self.role: str = cmd["role"]
@@ -90,7 +88,7 @@ class Endpoint:
     def start(self) -> None:
         self.set_phase("INITIALIZING")
         self.contact_uri = self.registration.aor if self.registration else self.direct_uri()
-        cfg = self.host.account_config(self)
+        cfg = self.host.account_config(self.contact_uri, self.transport, self.options)
         if self.registration is not None:
             self.registration.configure(cfg)
         account = HostAccount(self.host, self)
@@ -209,6 +207,9 @@ class Endpoint:
         if self.t_confirmed is not None and not self.final_done:
             self.final_done = True
             self.take_sample(call, final=True)
+
+    def on_dtmf(self, method: int, digit: str) -> None:
+        self.scenario.on_dtmf(method, digit)
 
     # ------------------------------------------------------------ main loop
     def take_sample(self, call: HostCall, final: bool = False) -> None:
@@ -378,4 +379,5 @@ class Endpoint:
         self.host.emit(
             "endpoint_finished", endpoint_id=self.id, outcome=outcome, reason=reason, sip_code=code
         )
-        self.host.release(self)
+        self.call = self.account = None  # the host drops the pjsua2 objects themselves
+        self.host.release(self.id, self.sip_call_id)

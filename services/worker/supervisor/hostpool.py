@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import protocol as proto
 from .ports import PortAllocator
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class EndpointHost:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     lost: bool = False
 
-    async def send(self, command: dict[str, Any]) -> None:
+    async def send(self, command: proto.Command) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(command).encode() + b"\n")
         await self.proc.stdin.drain()
@@ -106,7 +107,7 @@ class HostPool:
         return sum(len(h.endpoints) for h in self.hosts.values())
 
     async def place(
-        self, run_id: str, endpoint_id: str, command: dict[str, Any], profile: HostProfile
+        self, run_id: str, endpoint_id: str, command: proto.StartEndpoint, profile: HostProfile
     ) -> EndpointHost:
         """Give the endpoint to a host with a free slot, starting one if needed."""
         async with self._lock:
@@ -164,9 +165,9 @@ class HostPool:
         while line := await host.proc.stdout.readline():
             host.last_heard = time.monotonic()
             try:
-                msg = json.loads(line)
-            except ValueError:
-                log.warning("host %s wrote a non-JSON line: %r", host.host_id, line[:200])
+                msg = proto.decode_line(line)
+            except proto.ProtocolError as exc:
+                log.warning("host %s wrote a bad line (%s): %r", host.host_id, exc, line[:200])
                 continue
             if msg.get("ev") == "host_ready":
                 host.ready.set()

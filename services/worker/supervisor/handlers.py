@@ -26,6 +26,7 @@ from callmeter_events import (
     WorkerOnline,
 )  # fmt: skip
 
+from ..protocol import StartEndpoint
 from .batcher import SampleBatcher
 from .hostpool import EndpointHost, HostPool, HostProfile
 from .settings import WorkerSettings
@@ -34,7 +35,7 @@ from .translate import to_events
 log = logging.getLogger(__name__)
 
 
-def start_command(event: EndpointAssigned) -> dict[str, Any]:
+def start_command(event: EndpointAssigned) -> StartEndpoint:
     """The host protocol's start_endpoint command for one assignment."""
     c = event.config
     return {

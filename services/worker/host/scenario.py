@@ -9,13 +9,11 @@ scenario_action event with its result; a failure does not end the call.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pjsua2 as pj
 
-if TYPE_CHECKING:
-    from .host import Host
-    from .host_endpoint import HostCall
+from .context import HostContext
 
 log = logging.getLogger("callmeter.host")
 DTMF_METHODS = {pj.PJSUA_DTMF_METHOD_RFC2833: "rfc4733", pj.PJSUA_DTMF_METHOD_SIP_INFO: "info"}
@@ -23,13 +21,13 @@ INFO_GAP_S = 0.2  # one INFO per digit, spaced like key presses: concurrent INFO
 
 
 class Scenario:
-    def __init__(self, host: Host, endpoint_id: str, actions: list[dict[str, Any]]) -> None:
+    def __init__(self, host: HostContext, endpoint_id: str, actions: list[dict[str, Any]]) -> None:
         self.host, self.endpoint_id = host, endpoint_id
-        self.pending = list(actions)  # sorted by at_s (host_options.scenario)
+        self.pending = list(actions)  # sorted by at_s (protocol_options.scenario)
         self.received: dict[str, str] = {}  # DTMF method -> digits seen, in order
         self.info_queue: list[tuple[float, str]] = []  # (seconds in call, digit) still to send
 
-    def tick(self, call: HostCall, seconds_in_call: float, own_codecs: list[str]) -> None:
+    def tick(self, call: pj.Call, seconds_in_call: float, own_codecs: list[str]) -> None:
         """Run what is due: queued INFO digits, then actions whose time has come."""
         if self.info_queue and self.info_queue[0][0] <= seconds_in_call:
             _, digit = self.info_queue.pop(0)
@@ -51,7 +49,7 @@ class Scenario:
                 detail=detail,
             )  # fmt: skip
 
-    def _run(self, call: HostCall, step: dict[str, Any], own_codecs: list[str]) -> str:
+    def _run(self, call: pj.Call, step: dict[str, Any], own_codecs: list[str]) -> str:
         action = step["action"]
         if action == "hold":
             call.setHold(pj.CallOpParam(True))  # re-INVITE with a=sendonly

@@ -29,7 +29,7 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
 
 
 class OptionError(ValueError):
-    """A bad field in one of the optional blocks (host_protocol reports it)."""
+    """A bad field in one of the optional blocks (protocol reports it)."""
 
 
 def _num(value: Any, key: str, low: float, high: float) -> float:

@@ -5,7 +5,7 @@
         [--drop-tx-pct 0] [--drop-rx-pct 0] [--trace-sip] [--log-level 2]
 
 Commands arrive on stdin and events leave on stdout as JSON lines (see
-host_protocol). Logs go to stderr. pjsua2 runs with no worker threads and is
+callmeter_worker.protocol). Logs go to stderr. pjsua2 runs with no worker threads and is
 driven by ep.libHandleEvents(10) in this (main) thread, as PJSUA2.md requires.
 
 Process-wide settings (PJSIP limits, not choices): codec priorities,
@@ -33,12 +33,12 @@ from typing import Any
 
 import pjsua2 as pj
 
-from . import host_protocol as proto
+from .. import protocol as proto
+from .args import parse_args, pjsip_drop_pct
 from .audio import resolve_codecs, write_tone_wav
-from .host_args import parse_args, pjsip_drop_pct
-from .host_endpoint import Endpoint
-from .host_sip import HostCall, SipLogWriter
-from .host_transport import Transports
+from .endpoint import Endpoint
+from .sip import HostCall, SipLogWriter
+from .transport import Transports
 
 log = logging.getLogger("callmeter.host")
 MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
@@ -106,12 +106,13 @@ class Host:
     def listen_port(self, kind: str) -> int:
         return self.transports.listen_port(kind)
 
-    def account_config(self, endpoint: Endpoint) -> pj.AccountConfig:
+    def account_config(
+        self, contact_uri: str, transport: str, opts: dict[str, Any]
+    ) -> pj.AccountConfig:
         """Direct-mode account of one endpoint; Registration.configure adds registrar mode."""
-        opts = endpoint.options
         cfg = pj.AccountConfig()
-        cfg.idUri = endpoint.contact_uri
-        cfg.sipConfig.transportId = self.transports.get(endpoint.transport)
+        cfg.idUri = contact_uri
+        cfg.sipConfig.transportId = self.transports.get(transport)
         med = cfg.mediaConfig
         mt = med.transportConfig
         mt.port, mt.portRange, mt.boundAddress = (
@@ -185,21 +186,19 @@ class Host:
         )
         return n + len(self.rejected)
 
-    def release(self, endpoint: Endpoint) -> None:
-        """Drop the endpoint's pjsua2 objects (called from the main loop, never a callback)."""
-        endpoint.call = None
-        owners = self.callids.get(endpoint.sip_call_id or "")
+    def release(self, endpoint_id: str, sip_call_id: str | None) -> None:
+        """Drop an endpoint's pjsua2 objects (called from the main loop, never a callback)."""
+        owners = self.callids.get(sip_call_id or "")
         if owners is not None:
-            owners.discard(endpoint.id)
+            owners.discard(endpoint_id)
             if not owners:
-                self.callids.pop(endpoint.sip_call_id or "", None)
-        acc = self.accounts.pop(endpoint.id, None)
-        endpoint.account = None
+                self.callids.pop(sip_call_id or "", None)
+        acc = self.accounts.pop(endpoint_id, None)
         if acc is not None:
             try:
                 acc.shutdown()
             except pj.Error as exc:
-                log.warning("account shutdown %s: %s", endpoint.id, exc.info())
+                log.warning("account shutdown %s: %s", endpoint_id, exc.info())
 
     # ------------------------------------------------------------ protocol
     def emit(self, ev: str, **fields: Any) -> None:
@@ -362,7 +361,3 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: setattr(host, "running", False))
     host.run()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

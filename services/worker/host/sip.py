@@ -1,7 +1,8 @@
 """pjsua2 Account/Call subclasses of the endpoint host: thin callback adapters.
 
 Each callback records a fact on its Endpoint (or the host) and returns; the
-endpoint's tick acts on it outside the callback, as PJSUA2.md requires.
+endpoint's tick acts on it outside the callback, as PJSUA2.md requires. They
+see both only through the interfaces in context.
 """
 
 from __future__ import annotations
@@ -9,13 +10,10 @@ from __future__ import annotations
 import collections
 import logging
 import re
-from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
-if TYPE_CHECKING:
-    from .host import Host
-    from .host_endpoint import Endpoint
+from .context import CallOwner, HostContext
 
 log = logging.getLogger("callmeter.host")
 _RURI_RE = re.compile(r"\s*INVITE\s+sips?:([^@;>\s]+)@")
@@ -40,7 +38,7 @@ def request_user(msg: str) -> str | None:
 
 
 class HostAccount(pj.Account):
-    def __init__(self, host: Host, endpoint: Endpoint) -> None:
+    def __init__(self, host: HostContext, endpoint: CallOwner) -> None:
         super().__init__()
         self.host, self.endpoint = host, endpoint
 
@@ -65,7 +63,9 @@ class HostAccount(pj.Account):
 
 
 class HostCall(pj.Call):
-    def __init__(self, host: Host, acc: HostAccount, endpoint: Endpoint | None, cid: int) -> None:
+    def __init__(
+        self, host: HostContext, acc: HostAccount, endpoint: CallOwner | None, cid: int
+    ) -> None:
         super().__init__(acc, cid)
         self.host, self.endpoint = host, endpoint
         self.disconnected = False
@@ -103,7 +103,7 @@ class HostCall(pj.Call):
     @_guard
     def onDtmfDigit(self, prm: pj.OnDtmfDigitParam) -> None:
         if self.endpoint is not None:
-            self.endpoint.scenario.on_dtmf(prm.method, prm.digit)
+            self.endpoint.on_dtmf(prm.method, prm.digit)
 
     @_guard
     def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:

@@ -1,0 +1,1 @@
+"""The worker supervisor: asyncio service that places endpoints into endpoint hosts."""
