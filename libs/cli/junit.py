@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 from xml.etree import ElementTree as ET
 
-GOOD = ("SUCCESS", "COMPLETED_WITH_WARNINGS")
+from callmeter_events import GOOD_OUTCOMES
+
+GOOD = GOOD_OUTCOMES
 
 
 def junit_xml(run: dict[str, Any]) -> str:

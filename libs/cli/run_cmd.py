@@ -11,11 +11,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from callmeter_events import TestDefinition
+from callmeter_events import TERMINAL_STATUSES, RunStatus, TestDefinition
 
 from .client import Client
-
-TERMINAL = ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW")
 
 
 def load_definition(path: Path) -> dict[str, Any]:
@@ -70,8 +68,8 @@ def wait_for_run(client: Client, run_id: str, console: Console, timeout: float) 
     deadline = time.monotonic() + timeout
     run = client.call("GET", f"/runs/{run_id}")
     with Live(progress_table(run), console=console, refresh_per_second=2) as live:
-        while run["status"] not in TERMINAL or (
-            run["status"] != "CANNOT_RUN_FOR_NOW" and run.get("evaluation") is None
+        while run["status"] not in TERMINAL_STATUSES or (
+            run["status"] != RunStatus.CANNOT_RUN_FOR_NOW and run.get("evaluation") is None
         ):
             if time.monotonic() > deadline:
                 break
@@ -93,7 +91,7 @@ def run_test(path: Path, wait: bool, client: Client, console: Console, timeout: 
     evaluation = run.get("evaluation")
     if evaluation and evaluation["results"]:
         console.print(thresholds_table(evaluation))
-    if run["status"] != "COMPLETED":
+    if run["status"] != RunStatus.COMPLETED:
         return 1
     if definition["thresholds"] and evaluation is None:
         console.print("[red]the thresholds were not evaluated in time[/red]")

@@ -4,6 +4,17 @@ Services import events from here and nowhere else; subjects come from
 `event.subject()`, never from hand-built strings.
 """
 
+from callmeter_vocabulary import (
+    GOOD_OUTCOMES,
+    OUTCOMES,
+    PHASES,
+    TERMINAL_STATUSES,
+    Direction,
+    Outcome,
+    Phase,
+    RunStatus,
+)  # fmt: skip
+
 from .base import Event, utcnow
 from .codec import (
     BY_TYPE,
@@ -16,8 +27,6 @@ from .codec import (
     upcast,
 )  # fmt: skip
 from .endpoint_events import (
-    OUTCOMES,
-    PHASES,
     CallAttempted,
     CallEnded,
     CallEstablished,
@@ -29,8 +38,6 @@ from .endpoint_events import (
     EndpointFinished,
     EndpointPhaseChanged,
     EndpointRegistered,
-    Outcome,
-    Phase,
     RegistrationFailed,
     Role,
     ScenarioActionExecuted,

@@ -6,20 +6,11 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from callmeter_vocabulary import Outcome, Phase
+
 from .base import Event
 from .testdef import CallOptions, Codec, Registrar, ScenarioAction, SipAccount
 
-Phase = Literal[
-    "INITIALIZING", "REGISTERED", "CALLING", "RINGING", "NEGOTIATING", "INCALL",
-    "DISCONNECTING", "CLOSED",
-]  # fmt: skip
-PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
-
-Outcome = Literal[
-    "SUCCESS", "COMPLETED_WITH_WARNINGS", "REGISTRATION_FAILED", "CALL_FAILED",
-    "NEGOTIATION_FAILED", "TIMEOUT", "MEDIA_ERROR", "TEARDOWN_ERROR", "WORKER_LOST", "OSERROR",
-]  # fmt: skip
-OUTCOMES: tuple[str, ...] = Outcome.__args__  # type: ignore[attr-defined]
 Role = Literal["caller", "receiver", "idle"]
 
 

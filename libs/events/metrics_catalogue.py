@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from callmeter_vocabulary import Direction
+
 Kind = Literal["float", "int", "text"]
 
 
@@ -172,4 +174,4 @@ CATALOGUE: tuple[MetricDef, ...] = (
 
 KEYS: tuple[str, ...] = tuple(m.key for m in CATALOGUE)
 BY_KEY: dict[str, MetricDef] = {m.key: m for m in CATALOGUE}
-DIRECTIONS: tuple[str, ...] = ("send", "recv")
+DIRECTIONS: tuple[Direction, ...] = tuple(Direction)

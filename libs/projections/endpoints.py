@@ -17,6 +17,7 @@ from callmeter_events import (
     EndpointPhaseChanged,
     EndpointRegistered,
     Event,
+    Phase,
     RegistrationFailed,
     TestDefinition,
     endpoint_id,
@@ -94,7 +95,7 @@ def _(event: EndpointPhaseChanged, ep: EndpointState) -> EndpointState:
 @apply_endpoint.register
 def _(event: EndpointRegistered, ep: EndpointState) -> EndpointState:
     return evolve(
-        ep, phase="REGISTERED" if ep.phase in (None, "INITIALIZING") else ep.phase,
+        ep, phase=Phase.REGISTERED if ep.phase in (None, Phase.INITIALIZING) else ep.phase,
         contact_uri=event.contact_uri, time_to_register_ms=event.time_to_register_ms,
     )  # fmt: skip
 
@@ -133,5 +134,5 @@ def _(event: EndpointFinished, ep: EndpointState) -> EndpointState:
     code = event.sip_code if event.sip_code is not None else ep.sip_code
     return evolve(
         ep, outcome=event.outcome, reason=event.reason or ep.reason, sip_code=code,
-        finished_at=event.occurred_at, phase="CLOSED",
+        finished_at=event.occurred_at, phase=Phase.CLOSED,
     )  # fmt: skip

@@ -7,6 +7,7 @@ from datetime import datetime
 from functools import singledispatch
 
 from callmeter_events import (
+    TERMINAL_STATUSES,
     Event,
     RunCompleted,
     RunCreated,
@@ -16,6 +17,7 @@ from callmeter_events import (
     RunQueued,
     RunRejected,
     RunStarted,
+    RunStatus,
     RunStopping,
     StopRequested,
     TestDefinition,
@@ -28,12 +30,10 @@ __all__ = [
     "initial_endpoints", "role_of",
 ]  # fmt: skip
 
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"})
-
 
 @dataclass(frozen=True)
 class StatusChange:
-    status: str
+    status: RunStatus
     at: datetime
     reason: str = ""
 
@@ -43,7 +43,7 @@ class RunState:
     run_id: str
     test_id: str
     definition: TestDefinition
-    status: str = "PENDING"
+    status: RunStatus = RunStatus.PENDING
     reason: str = ""
     stopped: bool = False
     stop_requested: bool = False
@@ -59,12 +59,12 @@ class RunState:
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in TERMINAL_STATUSES
 
 
 def _to(
     run: RunState,
-    status: str,
+    status: RunStatus,
     at: datetime,
     why: str,
     *,
@@ -90,16 +90,16 @@ def apply_run(event: Event, run: RunState) -> RunState:
 
 @apply_run.register
 def _(event: RunQueued, run: RunState) -> RunState:
-    if run.status != "PENDING":
+    if run.status != RunStatus.PENDING:
         return run
     why = f"passed validation ({run.total_endpoints} endpoints); waiting for worker capacity"
-    return _to(run, "QUEUED", event.occurred_at, why)
+    return _to(run, RunStatus.QUEUED, event.occurred_at, why)
 
 
 @apply_run.register
 def _(event: RunRejected, run: RunState) -> RunState:
     return _to(
-        run, "CANNOT_RUN_FOR_NOW", event.occurred_at, event.reason, sets_reason=True,
+        run, RunStatus.CANNOT_RUN_FOR_NOW, event.occurred_at, event.reason, sets_reason=True,
         finished_at=event.occurred_at,
     )  # fmt: skip
 
@@ -107,20 +107,20 @@ def _(event: RunRejected, run: RunState) -> RunState:
 @apply_run.register
 def _(event: RunDispatching, run: RunState) -> RunState:
     # The first plan wins: a plan re-derived after a restart must not move endpoints.
-    if run.status not in ("PENDING", "QUEUED") or run.dispatched:
+    if run.status not in (RunStatus.PENDING, RunStatus.QUEUED) or run.dispatched:
         return run
     return evolve(run, worker_ids=tuple(sorted(event.worker_ids)), dispatched=True)
 
 
 @apply_run.register
 def _(event: RunStarted, run: RunState) -> RunState:
-    if run.status not in ("PENDING", "QUEUED"):
+    if run.status not in (RunStatus.PENDING, RunStatus.QUEUED):
         return run
     n = len(run.worker_ids)
     why = f"{run.total_endpoints} endpoints planned on {n} worker{'s' if n != 1 else ''}: " + (
         ", ".join(run.worker_ids)
     )
-    return _to(run, "RUNNING", event.occurred_at, why, started_at=event.occurred_at)
+    return _to(run, RunStatus.RUNNING, event.occurred_at, why, started_at=event.occurred_at)
 
 
 @apply_run.register
@@ -131,7 +131,7 @@ def _(event: StopRequested, run: RunState) -> RunState:
 @apply_run.register
 def _(event: RunStopping, run: RunState) -> RunState:
     why = "stop requested by the user; hanging up active calls"
-    return _to(run, "STOPPING", event.occurred_at, why, sets_reason=True, stopped=True)
+    return _to(run, RunStatus.STOPPING, event.occurred_at, why, sets_reason=True, stopped=True)
 
 
 @apply_run.register
@@ -141,7 +141,7 @@ def _(event: RunCompleted, run: RunState) -> RunState:
     else:
         why = f"all {run.total_endpoints} endpoints finished"
     return _to(
-        run, "COMPLETED", event.occurred_at, why, sets_reason=event.stopped,
+        run, RunStatus.COMPLETED, event.occurred_at, why, sets_reason=event.stopped,
         finished_at=event.occurred_at,
     )  # fmt: skip
 
@@ -149,7 +149,7 @@ def _(event: RunCompleted, run: RunState) -> RunState:
 @apply_run.register
 def _(event: RunFailed, run: RunState) -> RunState:
     return _to(
-        run, "FAILED", event.occurred_at, event.reason, sets_reason=True,
+        run, RunStatus.FAILED, event.occurred_at, event.reason, sets_reason=True,
         finished_at=event.occurred_at,
     )  # fmt: skip
 
@@ -181,7 +181,7 @@ class RunsProjection:
                 return None, None
             self.runs[event.run_id] = RunState(
                 event.run_id, event.test_id, event.definition, created_at=event.occurred_at,
-                history=(StatusChange("PENDING", event.occurred_at, _created(event)),),
+                history=(StatusChange(RunStatus.PENDING, event.occurred_at, _created(event)),),
                 total_endpoints=event.definition.total_endpoints(),
             )  # fmt: skip
             self.endpoints[event.run_id] = {
@@ -195,7 +195,7 @@ class RunsProjection:
         ep_id = getattr(event, "endpoint_id", None)
         if (
             isinstance(event, RunDispatching)
-            and run.status in ("PENDING", "QUEUED")
+            and run.status in (RunStatus.PENDING, RunStatus.QUEUED)
             and (not run.dispatched)
         ):
             eps = self.endpoints[run.run_id]

@@ -6,6 +6,8 @@ from typing import Any
 
 import psycopg
 
+from callmeter_events import GOOD_OUTCOMES
+
 from . import stats as stats_mod
 from .rollup import percentiles
 
@@ -77,7 +79,7 @@ def test_row(conn: psycopg.Connection[Any], test_id: str) -> dict[str, Any] | No
     return row[0] if row else None
 
 
-_OK_OUTCOMES = ("SUCCESS", "COMPLETED_WITH_WARNINGS")
+_OK_OUTCOMES = "(" + ", ".join(sorted(f"'{o}'" for o in GOOD_OUTCOMES)) + ")"
 _RATES = f"""
 SELECT {{key}} AS name,
   count(*) FILTER (WHERE outcome IS NOT NULL) AS finished,

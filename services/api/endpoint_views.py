@@ -7,10 +7,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from callmeter_events import OUTCOMES, PHASES
+from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES, Phase
 
-GOOD_OUTCOMES = frozenset({"SUCCESS", "COMPLETED_WITH_WARNINGS"})
-SETUP_PHASES = frozenset({"CALLING", "RINGING", "NEGOTIATING"})
+SETUP_PHASES = frozenset({Phase.CALLING, Phase.RINGING, Phase.NEGOTIATING})
 SORT_KEYS = ("endpoint", "group", "phase", "outcome", "sip_code", "mos", "setup")
 PER_PAGE_MAX = 500
 
@@ -19,7 +18,7 @@ def status_class(ep: dict[str, Any]) -> str:
     """Colour users read at a glance: red failure, green in call, yellow setting up."""
     if ep.get("outcome") and ep["outcome"] not in GOOD_OUTCOMES:
         return "st-bad"
-    if ep.get("phase") == "INCALL" or ep.get("outcome") in GOOD_OUTCOMES:
+    if ep.get("phase") == Phase.INCALL or ep.get("outcome") in GOOD_OUTCOMES:
         return "st-good"
     if ep.get("phase") in SETUP_PHASES:
         return "st-warn"

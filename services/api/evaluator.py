@@ -16,7 +16,15 @@ import psycopg
 from nats.js.errors import NotFoundError
 
 from callmeter_common.bus import Bus
-from callmeter_events import EVENTS, METRICS, Event, RunEvaluated, ThresholdOutcome
+from callmeter_events import (
+    EVENTS,
+    GOOD_OUTCOMES,
+    METRICS,
+    Event,
+    RunEvaluated,
+    RunStatus,
+    ThresholdOutcome,
+)
 from callmeter_events.thresholds import evaluate, parse
 from callmeter_projections import RunState
 
@@ -52,7 +60,7 @@ def run_metrics(
     values["post_dial_delay_p95_ms"] = None if timings[0] is None else float(timings[0])
     values["call_setup_p95_ms"] = None if timings[1] is None else float(timings[1])
     callers = [e for e in endpoints if e.role == "caller"]
-    ok = [e for e in callers if e.outcome in ("SUCCESS", "COMPLETED_WITH_WARNINGS")]
+    ok = [e for e in callers if e.outcome in GOOD_OUTCOMES]
     values["call_success_rate"] = 100.0 * len(ok) / len(callers) if callers else None
     registered = [e for e in endpoints if e.contact_uri or e.time_to_register_ms is not None]
     values["registration_success_rate"] = (
@@ -78,7 +86,7 @@ class Evaluator:
         run = self.runs.runs.get(run_id)
         if isinstance(event, RunEvaluated) or (run and run.evaluation is not None):
             self.seen.add(run_id)
-        elif run and run.status in ("COMPLETED", "FAILED"):
+        elif run and run.status in (RunStatus.COMPLETED, RunStatus.FAILED):
             self.seen.add(run_id)
             self.queue.put_nowait(run_id)
 

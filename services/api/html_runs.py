@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
+from callmeter_events import TERMINAL_STATUSES
+
 from . import queries, service
 from .deps import Platform, PlatformDep
 from .endpoint_views import ListQuery, endpoint_page, group_breakdown
@@ -21,7 +23,6 @@ from .views import run_view
 from .webhooks import deliveries
 
 router = APIRouter(include_in_schema=False)
-TERMINAL = ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW")
 RUN_PAGE_ROWS = 25
 
 
@@ -37,7 +38,7 @@ async def overview(p: Platform, run_id: str, query: ListQuery | None = None) -> 
     total = definition["duration_s"] + definition.get("buildup_s", 0)
     return {
         "run": run,
-        "live": run["status"] not in TERMINAL,
+        "live": run["status"] not in TERMINAL_STATUSES,
         "groups": group_breakdown(definition, run["endpoints"], mos),
         "listing": endpoint_page(run["endpoints"], mos, query),
         "elapsed_s": elapsed_s(run, total),
@@ -48,7 +49,7 @@ async def overview(p: Platform, run_id: str, query: ListQuery | None = None) -> 
 def elapsed_s(run: dict[str, Any], total: float) -> int:
     """Seconds the run has been going; a finished run reports its real length, since
     a stopped run ends before its configured duration."""
-    if run["status"] in TERMINAL and run.get("started_at") and run.get("finished_at"):
+    if run["status"] in TERMINAL_STATUSES and run.get("started_at") and run.get("finished_at"):
         started = datetime.fromisoformat(run["started_at"])
         return round((datetime.fromisoformat(run["finished_at"]) - started).total_seconds())
     return round(run["progress"] * total)

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from callmeter_events import GOOD_OUTCOMES
 from callmeter_storage import results, stats
 
 from .svg import Chart, Series, bar_chart, line_chart
@@ -35,7 +36,7 @@ REASONS = {
     500: "Server Internal Error", 502: "Bad Gateway", 503: "Service Unavailable",
     504: "Server Time-out", 600: "Busy Everywhere", 603: "Decline",
 }  # fmt: skip
-OK_OUTCOMES = ("SUCCESS", "COMPLETED_WITH_WARNINGS")
+OK_OUTCOMES = GOOD_OUTCOMES
 
 
 def results_data(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from callmeter_events import (
+    TERMINAL_STATUSES,
     Event,
     RunCreated,
     StopRequested,
@@ -81,7 +82,7 @@ async def start_run(p: Platform, test_id: str) -> str:
 
 async def stop_run(p: Platform, run_id: str) -> None:
     view = await get_run(p, run_id)
-    if view["status"] in ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"):
+    if view["status"] in TERMINAL_STATUSES:
         raise ApiError(409, "run_finished", f"run {run_id} is already {view['status']}", "run_id")
     await publish_and_wait(p, StopRequested(run_id=run_id))
 

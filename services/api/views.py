@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from callmeter_events import OUTCOMES, PHASES
+from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES, TERMINAL_STATUSES
 
 # Thresholds from the product documents: (good below/above, bad beyond).
 THRESHOLDS = {
@@ -38,7 +38,7 @@ def endpoint_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 def progress(run: dict[str, Any], now: datetime | None = None) -> float:
     """Elapsed share of the configured duration (0..1) while running; 1 when finished."""
-    if run["status"] in ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"):
+    if run["status"] in TERMINAL_STATUSES:
         return 1.0
     if not run.get("started_at"):
         return 0.0
@@ -56,7 +56,7 @@ def run_view(
     phases = Counter(e["phase"] for e in eps if e["phase"])
     outcomes = Counter(e["outcome"] for e in eps if e["outcome"])
     callers = [e for e in eps if e["role"] == "caller" and e["outcome"]]
-    ok = sum(1 for e in callers if e["outcome"] in ("SUCCESS", "COMPLETED_WITH_WARNINGS"))
+    ok = sum(1 for e in callers if e["outcome"] in GOOD_OUTCOMES)
     loss = summary.get("fraction_lost")
     return {
         "id": run["run_id"],

@@ -20,8 +20,10 @@ from callmeter_events import (
     EndpointConfig,
     EndpointFinished,
     Event,
+    Outcome,
     RunDispatching,
     RunStarted,
+    RunStatus,
     WorkerLost,
 )  # fmt: skip
 from callmeter_projections import EndpointState, RunState
@@ -80,7 +82,7 @@ def orphaned_endpoints(world: World) -> Iterator[Event]:
             if ep.outcome is None and worker in gone:
                 state = world.workers[worker].status.lower()
                 yield EndpointFinished(
-                    run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="WORKER_LOST",
+                    run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.WORKER_LOST,
                     reason=f"worker {worker} {state} before this endpoint finished",
                 )  # fmt: skip
 
@@ -91,7 +93,7 @@ def plan_queued(world: World) -> Iterator[Event]:
     busy = busy_slots(world)
     free = {w.worker_id: max(0, w.capacity - busy[w.worker_id]) for w in online}
     queued = sorted(
-        (r for r in world.runs.runs.values() if r.status == "QUEUED" and not r.dispatched),
+        (r for r in world.runs.runs.values() if r.status == RunStatus.QUEUED and not r.dispatched),
         key=lambda r: (r.history[-1].at, r.run_id),
     )
     for run in queued:
@@ -187,7 +189,7 @@ def dispatch_callers(
             # Registered or not, a callee that has finished cannot answer: dialling it
             # would only hang until the INVITE times out.
             yield EndpointFinished(
-                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="CALL_FAILED",
+                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.CALL_FAILED,
                 reason=f"callee {receiver.endpoint_id} ended before the call: "
                 f"{receiver.outcome} {receiver.reason}".rstrip(),
                 sip_code=receiver.sip_code,
@@ -196,7 +198,7 @@ def dispatch_callers(
             yield _assign(run, ep, receiver.contact_uri)
         elif timed_out:
             yield EndpointFinished(
-                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="TIMEOUT",
+                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.TIMEOUT,
                 reason=f"callee {receiver.endpoint_id} not ready after {waited:.0f} s",
             )  # fmt: skip
 
@@ -211,12 +213,12 @@ def stop_endpoints(world: World, run: RunState, now: datetime, timing: Timing) -
             continue
         if ep.worker_id is None:
             yield EndpointFinished(
-                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="COMPLETED_WITH_WARNINGS",
+                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.COMPLETED_WITH_WARNINGS,
                 reason="run stopped before this endpoint started",
             )  # fmt: skip
         elif stopping_for > timing.stop_timeout_s:
             yield EndpointFinished(
-                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome="TEARDOWN_ERROR",
+                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.TEARDOWN_ERROR,
                 reason=f"worker {ep.worker_id} did not confirm the hangup within "
                 f"{timing.stop_timeout_s:g} s of the stop",
             )  # fmt: skip
@@ -238,9 +240,9 @@ def _decide(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
     yield from plan_queued(world)
     gone = gone_workers(world)
     for run in world.runs.runs.values():
-        if run.status == "QUEUED" and run.dispatched and not run.stop_requested:
+        if run.status == RunStatus.QUEUED and run.dispatched and not run.stop_requested:
             yield from start_planned(world, run, gone)
-        elif run.status == "RUNNING" and not run.stop_requested:
+        elif run.status == RunStatus.RUNNING and not run.stop_requested:
             yield from dispatch_callers(world, run, now, timing, gone)
-        elif run.status == "STOPPING":
+        elif run.status == RunStatus.STOPPING:
             yield from stop_endpoints(world, run, now, timing)

@@ -13,10 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from callmeter_common.reconciler import World
-from callmeter_events import Event, RunCompleted, RunFailed, RunQueued, RunRejected, RunStopping
+from callmeter_events import (
+    Event,
+    Outcome,
+    RunCompleted,
+    RunFailed,
+    RunQueued,
+    RunRejected,
+    RunStatus,
+    RunStopping,
+)
 from callmeter_projections import EndpointState, RunState
 
-ACTIVE = ("QUEUED", "RUNNING", "STOPPING")
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.STOPPING)
 
 
 @dataclass(frozen=True)
@@ -116,18 +125,18 @@ def _tried(eps: list[EndpointState]) -> list[EndpointState]:
     Callers finished without being dispatched (their callee failed) only echo a
     receiver's failure, so they do not decide whether the whole run failed.
     """
-    return [e for e in eps if e.worker_id is not None or e.outcome == "WORKER_LOST"]
+    return [e for e in eps if e.worker_id is not None or e.outcome == Outcome.WORKER_LOST]
 
 
 def _verdict(run: RunState, eps: list[EndpointState]) -> Event:
     tried = _tried(eps)
-    if not run.stopped and tried and all(e.outcome == "REGISTRATION_FAILED" for e in tried):
+    if not run.stopped and tried and all(e.outcome == Outcome.REGISTRATION_FAILED for e in tried):
         return RunFailed(
             run_id=run.run_id,
             reason="every endpoint failed to register; check the registrar address, "
             "transport and SIP account credentials",
         )
-    if not run.stopped and tried and all(e.outcome == "WORKER_LOST" for e in tried):
+    if not run.stopped and tried and all(e.outcome == Outcome.WORKER_LOST for e in tried):
         return RunFailed(
             run_id=run.run_id,
             reason=f"every worker of the run was lost ({', '.join(run.worker_ids)}); "
@@ -141,7 +150,7 @@ def decide_run(
 ) -> Iterator[Event]:
     if run.terminal:
         return
-    if run.status == "PENDING":
+    if run.status == RunStatus.PENDING:
         reason = rejection_reason(run, world, limits, admitted)
         if reason:
             yield RunRejected(run_id=run.run_id, reason=reason)
@@ -149,12 +158,15 @@ def decide_run(
             admitted.append(run)
             yield RunQueued(run_id=run.run_id)
         return
-    if run.stop_requested and run.status in ("QUEUED", "RUNNING"):
+    if run.stop_requested and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
         yield RunStopping(run_id=run.run_id)
         return
     # STOPPING waits like RUNNING: the dispatcher finishes endpoints never started,
     # workers hang up the others, and their final samples are kept.
-    if run.finished_endpoints >= run.total_endpoints and run.status in ("RUNNING", "STOPPING"):
+    if run.finished_endpoints >= run.total_endpoints and run.status in (
+        RunStatus.RUNNING,
+        RunStatus.STOPPING,
+    ):
         yield _verdict(run, list(world.runs.endpoints[run.run_id].values()))
         return
     if run.started_at is None:

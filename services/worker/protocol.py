@@ -12,17 +12,14 @@ import re
 import time
 from typing import Any, Literal, TypedDict
 
+from callmeter_vocabulary import Direction, Outcome, Phase
+
 from . import protocol_options
 
 ROLES = ("receiver", "caller", "idle")  # idle: registers, stays, de-registers
-PHASES = (
-    "INITIALIZING", "REGISTERED", "CALLING", "RINGING", "NEGOTIATING", "INCALL",
-    "DISCONNECTING", "CLOSED",
-)  # fmt: skip
-OUTCOMES = (
-    "SUCCESS", "COMPLETED_WITH_WARNINGS", "REGISTRATION_FAILED", "CALL_FAILED", "TIMEOUT",
-    "MEDIA_ERROR", "TEARDOWN_ERROR", "OSERROR",
-)  # fmt: skip
+PHASES = tuple(Phase)
+# What a host may report; WORKER_LOST is the dispatcher's verdict on a whole worker.
+OUTCOMES = tuple(o for o in Outcome if o is not Outcome.WORKER_LOST)
 CODECS = ("PCMU", "PCMA", "G722", "GSM", "speex", "iLBC")
 MAX_LINE = 1 << 20  # a command line longer than this is garbage, not a command
 
@@ -97,7 +94,7 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 }  # fmt: skip
 _ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("phase", "phase"): PHASES,
-    ("sample", "direction"): ("send", "recv"),
+    ("sample", "direction"): tuple(Direction),
     ("sip_message", "direction"): ("in", "out"),
     ("endpoint_finished", "outcome"): OUTCOMES,
 }

@@ -20,6 +20,8 @@ from callmeter_events import (
     EndpointPhaseChanged,
     Event,
     MetricSample,
+    Outcome,
+    Phase,
     RunStopping,
     WorkerHeartbeat,
     WorkerOffline,
@@ -91,12 +93,12 @@ class Supervisor:
             # leave a call running in a run that is already winding down.
             await self.bus.publish(EndpointFinished(
                 run_id=event.run_id, endpoint_id=event.endpoint_id,
-                outcome="COMPLETED_WITH_WARNINGS", reason="run stopped before this endpoint started",
+                outcome=Outcome.COMPLETED_WITH_WARNINGS, reason="run stopped before this endpoint started",
             ))  # fmt: skip
             return
         await self.bus.publish(
             EndpointPhaseChanged(
-                run_id=event.run_id, endpoint_id=event.endpoint_id, phase="INITIALIZING"
+                run_id=event.run_id, endpoint_id=event.endpoint_id, phase=Phase.INITIALIZING
             )
         )
         task = asyncio.ensure_future(self._start_later(event))
@@ -112,7 +114,7 @@ class Supervisor:
             await self.pool.place(event.run_id, event.endpoint_id, start_command(event), profile)
         except (OSError, RuntimeError) as exc:
             await self.bus.publish(EndpointFinished(
-                run_id=event.run_id, endpoint_id=event.endpoint_id, outcome="OSERROR",
+                run_id=event.run_id, endpoint_id=event.endpoint_id, outcome=Outcome.OSERROR,
                 reason=f"could not start endpoint host: {exc}",
             ))  # fmt: skip
 
@@ -121,7 +123,7 @@ class Supervisor:
         for (run, endpoint), task in list(self.delayed.items()):
             if run == run_id and task.cancel():
                 await self.bus.publish(EndpointFinished(
-                    run_id=run, endpoint_id=endpoint, outcome="COMPLETED_WITH_WARNINGS",
+                    run_id=run, endpoint_id=endpoint, outcome=Outcome.COMPLETED_WITH_WARNINGS,
                     reason="run stopped before this endpoint started",
                 ))  # fmt: skip
         for host in list(self.pool.hosts.values()):
@@ -139,7 +141,7 @@ class Supervisor:
                 # The host refused the endpoint (limits, bad codec...): it will never report.
                 host.endpoints.pop(slot, None)
                 await self.bus.publish(EndpointFinished(
-                    run_id=owner[0], endpoint_id=owner[1], outcome="OSERROR",
+                    run_id=owner[0], endpoint_id=owner[1], outcome=Outcome.OSERROR,
                     reason=f"endpoint host refused it: {msg.get('message')}",
                 ))  # fmt: skip
             return
@@ -150,7 +152,7 @@ class Supervisor:
     async def on_host_lost(self, host: EndpointHost, reason: str) -> None:
         for run_id, endpoint in list(host.endpoints.values()):
             await self.bus.publish(EndpointFinished(
-                run_id=run_id, endpoint_id=endpoint, outcome="OSERROR", reason=reason,
+                run_id=run_id, endpoint_id=endpoint, outcome=Outcome.OSERROR, reason=reason,
             ))  # fmt: skip
 
     # --- presence --------------------------------------------------------------------

@@ -16,6 +16,7 @@ from callmeter_events import (
     EndpointRegistered,
     Event,
     MetricSample,
+    Phase,
     RegistrationFailed,
     ScenarioActionExecuted,
     SipMessage,
@@ -37,7 +38,7 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
             EndpointRegistered(**base, contact_uri=msg["contact_uri"],
                                time_to_register_ms=msg.get("time_to_register_ms"),
                                expires_s=msg.get("expires_s")),
-            EndpointPhaseChanged(**base, phase="REGISTERED"),
+            EndpointPhaseChanged(**base, phase=Phase.REGISTERED),
         ]  # fmt: skip
     if ev == "registered":
         return []
