@@ -62,9 +62,11 @@ from .streams import ALL_STREAMS, DEADLETTER, EVENTS, METRICS, TRACES, WORKERS, 
 from .subjects import (
     all_run_events,
     assignments_for_worker,
+    endpoint_events,
     metrics_for_run,
     run_events,
     stop_signals,
+    traces_for_endpoint,
 )  # fmt: skip
 from .testdef import (
     CallOptions,

@@ -22,3 +22,13 @@ def stop_signals() -> str:
 
 def metrics_for_run(run_id: str) -> str:
     return f"callmeter.metrics.{run_id}.>"
+
+
+def endpoint_events(run_id: str, endpoint_id: str) -> str:
+    """Everything one endpoint of a run reported: `callmeter.run.<id>.endpoint.<ep>.>`."""
+    return f"callmeter.run.{run_id}.endpoint.{endpoint_id}.>"
+
+
+def traces_for_endpoint(run_id: str, endpoint_id: str) -> str:
+    """The SIP messages of one endpoint (SipMessage.subject())."""
+    return f"callmeter.trace.{run_id}.{endpoint_id}"

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from callmeter_common.bus import Bus
-from callmeter_events import EVENTS, EventDecodeError, decode, run_events
+from callmeter_events import EVENTS, EventDecodeError, decode, endpoint_events, run_events
 
 from .auth import event_visible
 from .deps import PlatformDep, ScopeDep
@@ -110,7 +110,7 @@ async def run_event_stream(
     from . import service
 
     await service.get_run(p, run_id)  # 404 for an unknown run
-    subject = f"callmeter.run.{run_id}.endpoint.{endpoint}.>" if endpoint else run_events(run_id)
+    subject = endpoint_events(run_id, endpoint) if endpoint else run_events(run_id)
     types = {t for t in type.split(",") if t}
     frames = sse(p.bus, subject, _start(last_event_id, since), types, group, follow, request)
     return StreamingResponse(

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
-from callmeter_events import EVENTS, Event
+from callmeter_events import EVENTS, Event, subjects
 
 from . import service
 from .deps import Platform, PlatformDep
@@ -44,7 +44,7 @@ async def run_events(p: Platform, run_id: str) -> list[Event]:
     if run_id not in _CACHE:
         await service.get_run(p, run_id)  # 404 for an unknown run
         _CACHE[run_id] = await read_subject(
-            p.bus, EVENTS.name, f"callmeter.run.{run_id}.>", timeout=30
+            p.bus, EVENTS.name, subjects.run_events(run_id), timeout=30
         )
         while len(_CACHE) > 20:
             _CACHE.popitem(last=False)

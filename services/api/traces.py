@@ -16,7 +16,14 @@ import nats.errors
 from nats.js import api
 
 from callmeter_common.bus import Bus
-from callmeter_events import EVENTS, TRACES, EventDecodeError, decode
+from callmeter_events import (
+    EVENTS,
+    TRACES,
+    EventDecodeError,
+    decode,
+    endpoint_events,
+    traces_for_endpoint,
+)
 
 MAX_MESSAGES = 5_000  # an endpoint's life is dozens of messages; bound a pathological one
 
@@ -56,8 +63,8 @@ async def endpoint_history(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(lifecycle events, SIP messages) of one endpoint, as JSON-ready dicts."""
     events, messages = await asyncio.gather(
-        read_subject(bus, EVENTS.name, f"callmeter.run.{run_id}.endpoint.{endpoint_id}.>"),
-        read_subject(bus, TRACES.name, f"callmeter.trace.{run_id}.{endpoint_id}"),
+        read_subject(bus, EVENTS.name, endpoint_events(run_id, endpoint_id)),
+        read_subject(bus, TRACES.name, traces_for_endpoint(run_id, endpoint_id)),
     )
     return (
         [e.model_dump(mode="json") for e in events],
