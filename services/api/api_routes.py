@@ -14,12 +14,12 @@ from .auth import own_definition
 from .deps import PlatformDep, ScopeDep
 from .details import RunIds, compared_runs, endpoint_detail
 from .endpoint_views import ListQuery, select_endpoints, with_extras
-from .errors import ApiError
+from .errors import ApiError, error_responses
 from .views import compare_view, run_view
 
 router = APIRouter(prefix="/api/v1")
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
 
 
 def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
@@ -27,7 +27,9 @@ def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@router.post("/tests", status_code=status.HTTP_201_CREATED, tags=["tests"])
+@router.post(
+    "/tests", status_code=status.HTTP_201_CREATED, tags=["tests"], responses=error_responses(403)
+)
 async def create_test(body: TestDefinition, p: PlatformDep, scope: ScopeDep) -> dict[str, Any]:
     return {"id": await service.save_test(p, own_definition(scope, body))}
 
@@ -46,7 +48,7 @@ async def get_test(test_id: str, p: PlatformDep) -> dict[str, Any]:
     return await service.get_test(p, test_id)
 
 
-@router.put("/tests/{test_id}", tags=["tests"])
+@router.put("/tests/{test_id}", tags=["tests"], responses=error_responses(403))
 async def update_test(
     test_id: str, body: TestDefinition, p: PlatformDep, scope: ScopeDep
 ) -> dict[str, Any]:
@@ -86,7 +88,12 @@ async def get_run(run_id: str, p: PlatformDep) -> dict[str, Any]:
     return await service.get_run(p, run_id)
 
 
-@router.post("/runs/{run_id}/stop", status_code=status.HTTP_202_ACCEPTED, tags=["runs"])
+@router.post(
+    "/runs/{run_id}/stop",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["runs"],
+    responses=error_responses(409),
+)
 async def stop_run(run_id: str, p: PlatformDep) -> dict[str, Any]:
     await service.stop_run(p, run_id)
     return {"id": run_id, "stop_requested": True}
@@ -118,7 +125,7 @@ async def get_endpoint(run_id: str, endpoint_id: str, p: PlatformDep) -> dict[st
     return await endpoint_detail(p, run_id, endpoint_id)
 
 
-@router.get("/compare", tags=["runs"])
+@router.get("/compare", tags=["runs"], responses=error_responses(404))
 async def compare(p: PlatformDep, scope: ScopeDep, runs: RunIds = ()) -> dict[str, Any]:
     """Summary figures of two or more runs and their change from the first."""
     views = await compared_runs(p, runs, scope)

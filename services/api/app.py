@@ -59,6 +59,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     keys = auth.parse_keys(settings.api_keys)
     auth.install(app, keys)
     auth.document(app, required=bool(keys))
+    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
 
     @app.middleware("http")
     async def html_errors(request: Request, call_next):  # type: ignore[no-untyped-def]

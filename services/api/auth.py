@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 
 from callmeter_events import Event, TestDefinition
 
-from . import service
+from . import errors, service
 from .deps import Platform, PlatformDep, Scope, ScopeDep
 from .errors import ApiError, error_body
 
@@ -181,6 +181,7 @@ def document(app: FastAPI, required: bool) -> None:
             if path == PROTECTED or path.startswith(PROTECTED + "/"):
                 for operation in operations.values():
                     operation["security"] = security
+        errors.document(schema)
         app.openapi_schema = schema
         return schema
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .pages import render
 
@@ -21,6 +25,111 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: `{"error": {"code", "message", "field"}}`."""
+
+    error: ErrorDetail
+
+
+# Why each error status can come, as /openapi.json documents it.
+ERROR_STATUSES: dict[int, str] = {
+    400: "The body is not JSON.",
+    401: "No valid API key (when the server has CALLMETER_API_KEYS set).",
+    403: "The API key's project may not write to the project the body names.",
+    404: "Unknown id, or one of a project the API key may not see (the same answer).",
+    409: "The run has already finished.",
+    413: "The request body is larger than the server accepts (CALLMETER_MAX_BODY_BYTES).",
+    422: "A field is invalid: `error.field` names it.",
+    503: "Saved, but the read models did not show it in time; retry the read.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route for these error statuses."""
+    return {s: {"model": ErrorBody, "description": ERROR_STATUSES[s]} for s in statuses}
+
+
+def document(schema: dict[str, Any]) -> None:
+    """Add to an OpenAPI document the errors every JSON operation can answer, by what it
+    is: each /api/v1 operation may answer 401 and 422, one with an id in its path 404,
+    one that writes 413 and 503, one with a body 400. Route-specific ones (403, 409) are
+    declared on their routes."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(body.pop("$defs", {}))
+    components["ErrorBody"] = body
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, operations in schema.get("paths", {}).items():
+        if not path.startswith("/api/v1"):
+            continue
+        for method, operation in operations.items():
+            statuses = [401, 422]
+            if "{" in path:
+                statuses.append(404)
+            if method in ("post", "put", "delete"):
+                statuses += [413, 503]
+            if "requestBody" in operation:
+                statuses.append(400)
+            responses = operation.setdefault("responses", {})
+            for status in statuses:
+                responses.setdefault(
+                    str(status), {"description": ERROR_STATUSES[status], "content": ref}
+                )
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes with 413: by its declared length, or, for a
+    streamed (chunked) body, by reading at most `limit` bytes of it before the app does."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                await self._refuse(scope, send)
+                return
+            await self.app(scope, receive, send)  # the server holds the body to its length
+            return
+        buffered: list[Message] = []
+        seen = 0
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await self._refuse(scope, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        message = f"the request body is larger than {self.limit} bytes"
+        response = JSONResponse(error_body("payload_too_large", message), status_code=413)
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, object]:
@@ -39,6 +148,20 @@ def validation_field_and_message(err: dict[str, object]) -> tuple[str | None, st
     return field, f"{field}: {msg}" if field else msg
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods /openapi.json documents for the request's path (empty if undocumented)."""
+    app = request.app
+    patterns = getattr(app.state, "path_methods", None)
+    if patterns is None:
+        patterns = [
+            (compile_path(path)[0], sorted(m.upper() for m in operations))
+            for path, operations in app.openapi().get("paths", {}).items()
+        ]
+        app.state.path_methods = patterns
+    path = request.url.path
+    return next((methods for regex, methods in patterns if regex.match(path)), [])
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -54,8 +177,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Every method the path has, not only those of the first route that matched it.
+            headers["Allow"] = ", ".join(allowed_methods(request) or [headers.get("Allow", "")])
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse | HTMLResponse:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Iterator
-from typing import IO, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from callmeter_events import Direction
 from callmeter_events.metrics_catalogue import BY_KEY
 from callmeter_storage import export, results, stats
 
@@ -42,14 +43,19 @@ async def run_results(run_id: str, p: PlatformDep) -> dict[str, Any]:
 
 @router.get("/runs/{run_id}/series")
 async def run_series(
-    run_id: str, p: PlatformDep, group: str | None = None, bucket_s: int = 1
+    run_id: str,
+    p: PlatformDep,
+    group: str | None = None,
+    bucket_s: Annotated[int, Query(ge=1, le=3600, description="seconds per point")] = 1,
 ) -> dict[str, Any]:
     """Per-second aggregates of the run (or one group) over time."""
-    if not 1 <= bucket_s <= 3600:
-        raise ApiError(422, "validation_error", "bucket_s: must be 1..3600", "bucket_s")
     await _known_run(p, run_id)
     points = await service.query(p, stats.run_series, run_id, group, bucket_s)
     return {"run_id": run_id, "group": group, "bucket_s": bucket_s, "points": points}
+
+
+# Any key of the catalogue, listed in the schema so a client knows them.
+MetricKey = Literal[tuple(BY_KEY)]  # type: ignore[valid-type]
 
 
 @router.get("/runs/{run_id}/endpoints/{endpoint_id}/series")
@@ -57,12 +63,10 @@ async def endpoint_series(
     run_id: str,
     endpoint_id: str,
     p: PlatformDep,
-    key: str = "mos",
-    direction: Literal["send", "recv"] = "recv",
+    key: MetricKey = "mos",
+    direction: Direction = Direction.recv,
 ) -> dict[str, Any]:
     """One catalogue key of one endpoint, second by second."""
-    if key not in BY_KEY:
-        raise ApiError(422, "validation_error", f"key: unknown metric key {key!r}", "key")
     points = await service.query(p, stats.endpoint_series, run_id, endpoint_id, key, direction)
     m = BY_KEY[key]
     return {

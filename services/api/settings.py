@@ -11,3 +11,4 @@ class ApiSettings(CommonSettings):
     sse_interval_s: float = 1.0  # live pages get at most one update per interval
     # Comma-separated Bearer tokens; when set, /api/v1 requires one (pages stay open).
     api_keys: str = ""
+    max_body_bytes: int = 8 * 1024 * 1024  # a larger request body is refused with 413
