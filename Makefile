@@ -4,8 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell md5sum pyproject.toml | cut -c1-8)
-# System packages the real-peer and browser tests use (installed when we can).
-SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium
+# System packages the real-peer, browser and README-command tests use (installed when we can).
+SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium curl
 
 .PHONY: run test lint fmt bench system-deps clean
 
@@ -24,6 +24,7 @@ system-deps:
 	dpkg -s kamailio-tls-modules >/dev/null 2>&1 || missing="$$missing kamailio-tls-modules"; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

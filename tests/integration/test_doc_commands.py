@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -232,6 +233,8 @@ def start_make_run(docs: Docs, command: Command) -> None:
                                 start_new_session=True)  # fmt: skip
     docs.make_run = MakeRun(proc, log, docs.port)
     docs.make_run.wait_up()
+    logs = docs.tmp / "data"  # CALLMETER_DATA_DIR: the services' logs are there
+    assert {"scheduler.log", "api.log"} <= {p.name for p in logs.iterdir()}
 
 
 def demo_tests(docs: Docs, key: str = "") -> list[dict[str, Any]]:
@@ -346,7 +349,7 @@ def export(docs: Docs, command: Command) -> None:
 
 
 @handles(r"callmeter tests export TEST > test\.yaml", stage=5)
-def tests_export(docs: Docs, command: Command) -> None:
+def saved_test_export(docs: Docs, command: Command) -> None:
     ok(docs.sh(command.text))
     saved = yaml.safe_load((docs.tmp / "test.yaml").read_text())
     test = docs.api("GET", f"/api/v1/tests/{docs.value('TEST')}").json()
@@ -354,7 +357,7 @@ def tests_export(docs: Docs, command: Command) -> None:
 
 
 @handles(r"callmeter tests import test\.yaml", stage=5)
-def tests_import(docs: Docs, command: Command) -> None:
+def saved_test_import(docs: Docs, command: Command) -> None:
     assert ok(docs.sh(command.text)).strip() == docs.value("TEST")  # updated by name
 
 
@@ -471,6 +474,9 @@ def validate_not_run(command: Command) -> list[str]:
         path = ROOT / word
         if not path.exists():
             problems.append(f"{word} does not exist")
+        elif path.is_dir():  # e.g. `kubectl apply -f infra/k8s/`: every manifest in it
+            for manifest in sorted(path.glob("*.y*ml")):
+                list(yaml.safe_load_all(manifest.read_text()))
         elif path.suffix in (".yml", ".yaml"):
             list(yaml.safe_load_all(path.read_text()))
         elif path.suffix == ".json":
@@ -520,6 +526,8 @@ def plan(commands: list[Command]) -> list[tuple[Handles, Command]]:
 @pytest.fixture
 def docs(tmp_path: Path, postgres_server: Server) -> Iterator[Docs]:
     """A fresh NATS and a fresh database: `make run` starts as on a new machine."""
+    if not shutil.which("curl"):
+        pytest.skip("needs curl (Debian package curl; make test installs it)")
     nats_server = start_nats(tmp_path / "nats-srv")
     name = f"docs_{uuid.uuid4().hex[:8]}"
     base = postgres_server.url.rsplit("/", 1)[0]
