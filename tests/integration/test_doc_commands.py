@@ -51,6 +51,7 @@ import yaml
 
 from callmeter_common.procs import free_port
 from callmeter_common.servers import Server, start_nats
+from callmeter_events import TestDefinition
 from tests.support.doc_commands import Command, inventory, unused_markers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,11 +72,13 @@ class MakeRun:
     proc: subprocess.Popen[bytes]
     log: Path
     port: int
+    seen: dict[int, psutil.Process] = field(default_factory=dict)  # for kill()
 
     def wait_up(self, timeout: float = 300) -> None:  # first make run may pip install
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"make run exited:\n{self.output()}"
+            self.processes()
             if "CallMeter is up: http://127.0.0.1:" in self.output():
                 page = httpx.get(f"http://127.0.0.1:{self.port}/", timeout=10)
                 assert page.status_code == 200 and "<html" in page.text.lower()
@@ -87,9 +90,12 @@ class MakeRun:
         return self.log.read_text(errors="replace")
 
     def processes(self) -> list[psutil.Process]:
+        """make and everything under it now (services keep it as their ancestor)."""
+        found: list[psutil.Process] = []
         with contextlib.suppress(psutil.NoSuchProcess):
-            return [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
-        return []
+            found = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
+        self.seen.update((p.pid, p) for p in found)
+        return found
 
     def ctrl_c(self) -> None:
         """SIGINT to the job, as Ctrl-C does; everything it started must be gone."""
@@ -104,10 +110,14 @@ class MakeRun:
         assert "stopping..." in self.output()
 
     def kill(self) -> None:
-        """Cleanup after a failure: nothing may outlive the test."""
-        for p in self.processes():
+        """Cleanup after a failure: nothing it started may outlive the test, even
+        what make's exit left orphaned."""
+        self.processes()
+        for p in list(self.seen.values()):
             with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
+                for child in [*p.children(True), p]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
 
@@ -148,7 +158,7 @@ class Docs:
 
         text = re.sub(r"\b(runs|tests)/[<{](\w+)[>}]", collection, text)
         text = re.sub(r"\b(RUN|TEST)\b", lambda m: self.value(m[1]), text)
-        return re.sub(r"<(\w+)>|\{(\w+)\}", lambda m: self.value(m[1] or m[2]), text)
+        return re.sub(r"<(\w+)>|(?<!\$)\{(\w+)\}", lambda m: self.value(m[1] or m[2]), text)
 
     def value(self, name: str) -> str:
         if name not in self.values and name.lower() in self.values:
@@ -251,7 +261,9 @@ def make_run_with_keys(docs: Docs, command: Command) -> None:
     refused = docs.api("GET", "/api/v1/tests")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
     every_project = next(k for k in keys if ":" not in k)
-    assert len(demo_tests(docs, every_project)) == 1  # created on first start, with a key
+    # Created on first start with the key for every project: in no key's project.
+    default = TestDefinition.model_fields["project"].default
+    assert [t["definition"]["project"] for t in demo_tests(docs, every_project)] == [default]
     assert httpx.get(docs.base + "/", timeout=10).status_code == 200  # pages stay open
 
 
