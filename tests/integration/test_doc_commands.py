@@ -373,30 +373,34 @@ def saved_test_import(docs: Docs, command: Command) -> None:
     assert ok(docs.sh(command.text)).strip() == docs.value("TEST")  # updated by name
 
 
-@handles(r"callmeter worker --region (\w+) --capacity (\d+)", stage=5)
+@handles(r"callmeter worker --region \w+ --capacity \d+", stage=5)
+@handles(r"python -m callmeter_worker", stage=5)
 def worker(docs: Docs, command: Command) -> None:
-    """Joins the platform as asked, and leaves it on Ctrl-C."""
-    found = re.fullmatch(r"callmeter worker --region (\w+) --capacity (\d+)", command.text)
-    assert found
+    """Joins the platform (with the region and capacity asked, if any) and leaves it
+    on Ctrl-C."""
+    asked = dict(re.findall(r"--(region|capacity) (\S+)", command.text))
+    before = {w["worker_id"] for w in docs.api("GET", "/api/v1/workers").json()["items"]}
     proc = subprocess.Popen(["bash", "-c", f"exec {docs.render(command.text)}"], cwd=ROOT,
                             env=docs.env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     try:
 
-        def mine() -> list[dict[str, Any]]:
+        def joined() -> list[dict[str, Any]]:
             items = docs.api("GET", "/api/v1/workers").json()["items"]
-            return [w for w in items if w["region"] == found[1]]
+            return [w for w in items if w["worker_id"] not in before]
 
         deadline = time.monotonic() + 60
-        while not mine() and time.monotonic() < deadline:
+        while not joined() and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert [(w["capacity"], w["status"]) for w in mine()] == [(int(found[2]), "ONLINE")]
+        [new] = joined()
+        assert new["status"] == "ONLINE", new
+        assert {k: str(new[k]) for k in asked} == asked, new
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(30) == 0
         deadline = time.monotonic() + 15
-        while mine()[0]["status"] == "ONLINE" and time.monotonic() < deadline:
+        while joined()[0]["status"] == "ONLINE" and time.monotonic() < deadline:
             time.sleep(0.3)
-        assert mine()[0]["status"] == "OFFLINE"
+        assert joined()[0]["status"] == "OFFLINE"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
