@@ -49,9 +49,9 @@ import psycopg
 import pytest
 import yaml
 
+import callmeter_events as ev
 from callmeter_common.procs import free_port
 from callmeter_common.servers import Server, start_nats
-from callmeter_events import TestDefinition
 from tests.support.doc_commands import Command, inventory, unused_markers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,7 +262,7 @@ def make_run_with_keys(docs: Docs, command: Command) -> None:
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
     every_project = next(k for k in keys if ":" not in k)
     # Created on first start with the key for every project: in no key's project.
-    default = TestDefinition.model_fields["project"].default
+    default = ev.TestDefinition.model_fields["project"].default
     assert [t["definition"]["project"] for t in demo_tests(docs, every_project)] == [default]
     assert httpx.get(docs.base + "/", timeout=10).status_code == 200  # pages stay open
 
@@ -490,13 +490,16 @@ def validate_not_run(command: Command) -> list[str]:
         path = ROOT / word
         if not path.exists():
             problems.append(f"{word} does not exist")
-        elif path.is_dir():  # e.g. `kubectl apply -f infra/k8s/`: every manifest in it
-            for manifest in sorted(path.glob("*.y*ml")):
-                list(yaml.safe_load_all(manifest.read_text()))
-        elif path.suffix in (".yml", ".yaml"):
-            list(yaml.safe_load_all(path.read_text()))
-        elif path.suffix == ".json":
-            json.loads(path.read_text())
+            continue
+        # e.g. `kubectl apply -f infra/k8s/`: every manifest in the directory
+        for file in sorted(path.glob("*.y*ml")) if path.is_dir() else [path]:
+            try:
+                if file.suffix in (".yml", ".yaml"):
+                    list(yaml.safe_load_all(file.read_text()))
+                elif file.suffix == ".json":
+                    json.loads(file.read_text())
+            except (yaml.YAMLError, ValueError) as exc:
+                problems.append(f"{file.relative_to(ROOT)} does not parse: {exc}")
     return [f"{command.where} `{command.text}`: {p}" for p in problems]
 
 
