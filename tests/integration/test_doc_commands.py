@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -220,9 +221,10 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 # Stage 0: needs no platform.
 
 
-@handles(r"python -m callmeter_events\.docs > (docs/\S+\.md)", stage=0)
+@handles(r"python -m callmeter_events\.\w+ > docs/\S+", stage=0)
 def generated_page(docs: Docs, command: Command) -> None:
-    """The page is what the command generates today (written elsewhere, compared)."""
+    """The page (docs/metrics.md, docs/asyncapi.json) is what the command generates
+    today: written elsewhere and compared."""
     page = re.search(r"> (\S+)", command.text)
     assert page
     out = docs.tmp / Path(page[1]).name
@@ -475,13 +477,20 @@ def rebuild(docs: Docs, command: Command) -> None:
 
 def validate_not_run(command: Command) -> list[str]:
     """What can be checked of a command that does not run here: the make targets,
-    files and test modules it and its reason name exist; YAML and JSON files parse."""
+    pip extras, files and test modules it and its reason name exist; YAML and JSON
+    files parse."""
     problems = []
     words = shlex.split(command.text)
     makefile = (ROOT / "Makefile").read_text()
     if words[0] == "make":
         problems += [f"no make target {t!r}" for t in words[1:]
                      if not re.search(rf"^{re.escape(t)}:", makefile, re.M)]  # fmt: skip
+    if words[:2] == ["pip", "install"]:
+        extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        declared = extras.get("optional-dependencies", {})
+        problems += [f"pyproject.toml has no extra {x!r}" for w in words
+                     if (m := re.fullmatch(r"\.\[([\w,-]+)\]", w))
+                     for x in m[1].split(",") if x not in declared]  # fmt: skip
     paths = [w.split("=", 1)[-1] for w in words[1:] if not w.startswith("-") or "=" in w]
     paths += re.findall(r"\btests/[\w/]+\.py\b", command.not_run or "")
     for word in paths:
