@@ -9,10 +9,10 @@ exist, YAML/JSON parse). A command that is neither fails
 that matches nothing any more.
 
 `test_documented_commands_work` runs them against one platform it starts with
-the README's own `make run` (in this checkout, the test's NATS and a fresh
-database, a free UI port, a temporary data directory, through the variables
-the README documents), stopped with Ctrl-C (SIGINT to its process group) and
-checked to leave nothing running. Commands run with bash in the repository, the
+the README's own `make run` (in this checkout, with its own NATS and PostgreSQL
+in a temporary data directory and the UI on a free port, through the variables
+the README documents), started twice on the same data, stopped with Ctrl-C
+(SIGINT to its process group) and checked to leave nothing running. Commands run with bash in the repository, the
 venv's bin/ first on PATH; `localhost:8000` / `nats://127.0.0.1:4222` become the
 platform's addresses (CALLMETER_API_URL / CALLMETER_NATS_URL for the CLI), and
 placeholders (`<test>`, `<run>`, `RUN`, `test.yaml`...) are filled from earlier
@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,13 +45,11 @@ from typing import Any
 import httpx
 import nats
 import psutil
-import psycopg
 import pytest
 import yaml
 
 import callmeter_events as ev
 from callmeter_common.procs import free_port
-from callmeter_common.servers import Server, start_nats
 from tests.support.doc_commands import Command, inventory, unused_markers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,8 +125,8 @@ class Docs:
     """What the documented commands share: the platform's addresses and earlier output."""
 
     tmp: Path
-    nats_url: str
-    database_url: str
+    nats_url: str = ""  # the servers `make run` started, from its output
+    database_url: str = ""
     port: int = field(default_factory=free_port)
     values: dict[str, str] = field(default_factory=dict)
     make_run: MakeRun | None = None
@@ -138,14 +135,21 @@ class Docs:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict[str, str]:
+    def env(self, servers: bool = True) -> dict[str, str]:
+        """The commands' environment; `servers`: where the platform's NATS and
+        PostgreSQL are (not for `make run`, which starts its own)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLMETER_", "MAKE"))}
-        return {
-            **env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "COLUMNS": "200",
-            "CALLMETER_NATS_URL": self.nats_url, "CALLMETER_DATABASE_URL": self.database_url,
+        env |= {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "COLUMNS": "200",
             "CALLMETER_PORT": str(self.port), "CALLMETER_DATA_DIR": str(self.tmp / "data"),
             "CALLMETER_API_URL": self.base,
         }  # fmt: skip
+        if servers:
+            env |= {
+                "CALLMETER_NATS_URL": self.nats_url,
+                "CALLMETER_DATABASE_URL": self.database_url,
+            }
+        return env
 
     def render(self, text: str) -> str:
         """The command as it runs here: our addresses, files and earlier ids."""
@@ -241,12 +245,16 @@ def start_make_run(docs: Docs, command: Command) -> None:
     log = docs.tmp / f"make-run-{len(list(docs.tmp.glob('make-run-*')))}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(["bash", "-c", docs.render(command.text)], cwd=ROOT,
-                                env=docs.env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+                                env=docs.env(servers=False), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     docs.make_run = MakeRun(proc, log, docs.port)
     docs.make_run.wait_up()
-    logs = docs.tmp / "data"  # CALLMETER_DATA_DIR: the services' logs are there
-    assert {"scheduler.log", "api.log"} <= {p.name for p in logs.iterdir()}
+    servers = re.search(r"NATS (nats://\S+)  PostgreSQL (postgresql://\S+)", docs.make_run.output())
+    assert servers, docs.make_run.output()
+    docs.nats_url, docs.database_url = servers[1], servers[2]
+    # CALLMETER_DATA_DIR: the servers' data and the services' logs are there.
+    data = {p.name for p in (docs.tmp / "data").iterdir()}
+    assert {"nats", "pgdata", "scheduler.log", "api.log"} <= data, data
 
 
 def demo_tests(docs: Docs, key: str = "") -> list[dict[str, Any]]:
@@ -552,24 +560,17 @@ def plan(commands: list[Command]) -> list[tuple[Handles, Command]]:
 
 
 @pytest.fixture
-def docs(tmp_path: Path, postgres_server: Server) -> Iterator[Docs]:
-    """A fresh NATS and a fresh database: `make run` starts as on a new machine."""
+def docs(tmp_path: Path) -> Iterator[Docs]:
+    """`make run` starts on a new machine: no servers, an empty data directory."""
     if not shutil.which("curl"):
         pytest.skip("needs curl (Debian package curl; make test installs it)")
-    nats_server = start_nats(tmp_path / "nats-srv")
-    name = f"docs_{uuid.uuid4().hex[:8]}"
-    base = postgres_server.url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    d = Docs(tmp_path, nats_server.url, f"{base}/{name}")
+    d = Docs(tmp_path)
     try:
         yield d
     finally:
         if d.make_run is not None:
             d.make_run.kill()
-        nats_server.stop()
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)  # PostgreSQL's data is large
 
 
 def test_documented_commands_work(docs: Docs) -> None:
