@@ -169,7 +169,6 @@ def _block_commands(page: str, start: int, lines: list[str]) -> list[Command]:
         if comment:
             comments.append(comment)
         if _complete(text):
-            text = text.removesuffix("\\").rstrip() if text.endswith("\\") else text
             commands.append(Command(page, first, "block", text.strip(), " ".join(comments)))
             text, comments = "", []
     if text:
