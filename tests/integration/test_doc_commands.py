@@ -383,7 +383,7 @@ def saved_test_import(docs: Docs, command: Command) -> None:
     assert ok(docs.sh(command.text)).strip() == docs.value("TEST")  # updated by name
 
 
-@handles(r"callmeter worker --region \w+ --capacity \d+", stage=5)
+@handles(r"callmeter worker(?: --(?:region|capacity) \S+)*", stage=5)
 @handles(r"python -m callmeter_worker", stage=5)
 def worker(docs: Docs, command: Command) -> None:
     """Joins the platform (with the region and capacity asked, if any) and leaves it

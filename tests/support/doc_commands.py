@@ -2,8 +2,9 @@
 
 What counts as a command:
 - every command of a fenced ```bash / sh / shell / console block (a command runs
-  on while a quote is open or a line ends in `\\`); a `# ...` comment on its line or
-  on the lines right under it is what the text promises (`# -> 201 {"id": "<test>"}`);
+  on while a quote is open or a line ends in `\\`); what the text promises about it
+  is the `# ...` comment on its line or a `# -> ...` line right under it
+  (`# -> 201 {"id": "<test>"}`); other comment lines are headings;
 - an inline code span whose first word (after `VAR=value` assignments) is a program
   a user types (`make lint`, `callmeter runs list`, `python bench/ui.py`), or a
   script under examples/ (`examples/subscribe_run.py`); a bare program name
@@ -154,8 +155,8 @@ def _block_commands(page: str, start: int, lines: list[str]) -> list[Command]:
         line = raw.rstrip()
         if not text:
             stripped = line.strip()
-            if stripped.startswith("#") and commands and not comments:
-                # A comment line right under a command is about that command.
+            if stripped.startswith("# ->") and commands:
+                # `# -> 201 {...}` right under a command: what that command answers.
                 last = commands[-1]
                 more = stripped.lstrip("#").strip()
                 comment = f"{last.comment} {more}".strip()

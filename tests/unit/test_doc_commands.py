@@ -15,6 +15,7 @@ make run    # starts it
 curl -XPOST localhost:8000/x -d '{
   "a": "# not a comment"}'
 # -> 201 {"id": "<test>"}
+# a heading for the next command, not about the one above
 FOO=1 make lint \\
   --quiet
 ```
@@ -48,21 +49,21 @@ def test_inline_spans_that_run_something_are_commands():
     assert not is_command("libs/cli/main.py") and not is_command("mos_avg >= 4.0")
 
 
-def test_a_block_command_runs_on_while_a_quote_is_open_and_keeps_its_comment():
+def test_a_block_command_runs_on_while_a_quote_is_open_and_keeps_its_promise():
     block = [c for c in commands() if c.kind == "block" and c.not_run is None]
     assert [(c.line, c.text, c.comment) for c in block] == [
         (8, "make run", "starts it"),
         (9, "curl -XPOST localhost:8000/x -d '{\n  \"a\": \"# not a comment\"}'",
          '-> 201 {"id": "<test>"}'),
-        (12, "FOO=1 make lint \\\n  --quiet", ""),
+        (13, "FOO=1 make lint \\\n  --quiet", ""),
     ]  # fmt: skip
 
 
 def test_markers_mark_the_next_block_or_only_the_commands_they_name():
     marked = {c.text: c.not_run for c in commands() if c.not_run}
     assert marked == {
-        "kubectl apply -f infra/k8s/": "needs a cluster [P.md:20]",
-        "make test": "the suite itself [P.md:25]",
+        "kubectl apply -f infra/k8s/": "needs a cluster [P.md:21]",
+        "make test": "the suite itself [P.md:26]",
     }
     assert next(c for c in commands() if c.text == "make bench").not_run is None
     assert "print" not in " ".join(c.text for c in commands())  # a python block is not shell
@@ -70,5 +71,5 @@ def test_markers_mark_the_next_block_or_only_the_commands_they_name():
 
 def test_a_marker_that_marks_nothing_is_reported():
     found, markers = parse("P.md", PAGE.replace("Say `make test` or", "Say"))
-    assert [m.line for m in unused_markers(found, markers)] == [25]
+    assert [m.line for m in unused_markers(found, markers)] == [26]
     assert unused_markers(*parse("P.md", PAGE)) == []
