@@ -40,13 +40,12 @@ def up(
     from .platform import Platform
 
     try:  # the API would refuse them too, after everything else had started
-        api_keys = parse_keys(os.environ.get("CALLMETER_API_KEYS", ""))
+        parse_keys(os.environ.get("CALLMETER_API_KEYS", ""))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     platform = Platform(
         data_dir.resolve(), os.environ.get("CALLMETER_NATS_URL", ""),
         os.environ.get("CALLMETER_DATABASE_URL", ""), port, ingest_processes=ingest_processes,
-        api_keys=api_keys,
     )  # fmt: skip
     stop: list[bool] = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from callmeter_common.api_keys import ApiKey
+from callmeter_common.api_keys import ApiKey, parse_keys
 from callmeter_common.bus import Bus
 from callmeter_common.procs import free_port, spawn, stop_group, wait_for_port
 from callmeter_common.servers import Server, start_nats, start_postgres
@@ -62,11 +62,13 @@ class Platform:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. OTEL_* for every service
+    # The API's keys (the services inherit CALLMETER_API_KEYS): the demo test needs one.
+    api_keys: tuple[ApiKey, ...] = field(
+        default_factory=lambda: parse_keys(os.environ.get("CALLMETER_API_KEYS", ""))
+    )
     # metrics-ingest processes sharing its durable consumer: one process is bound by
     # its GIL well before PostgreSQL is (bench/ingest.py: 2 reach ~1.5x the rate of 1).
     ingest_processes: int = 2
-    # CALLMETER_API_KEYS, parsed: the API requires one of them, and so does the demo test.
-    api_keys: tuple[ApiKey, ...] = ()
 
     def start_servers(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
