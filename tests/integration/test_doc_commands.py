@@ -249,7 +249,9 @@ def start_make_run(docs: Docs, command: Command) -> None:
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     docs.make_run = MakeRun(proc, log, docs.port)
     docs.make_run.wait_up()
-    servers = re.search(r"NATS (nats://\S+)  PostgreSQL (postgresql://\S+)", docs.make_run.output())
+    servers = re.search(
+        r"NATS (nats://\S+).*?PostgreSQL (postgresql://\S+)", docs.make_run.output()
+    )
     assert servers, docs.make_run.output()
     docs.nats_url, docs.database_url = servers[1], servers[2]
     # CALLMETER_DATA_DIR: the servers' data and the services' logs are there.
