@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell md5sum pyproject.toml | cut -c1-8)
 # System packages the real-peer and browser tests use (installed when we can).
-SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium
+SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium curl
 
 .PHONY: run test lint fmt bench system-deps clean
 
@@ -22,6 +22,7 @@ system-deps:
 	@missing=""; \
 	command -v kamailio >/dev/null || missing="$$missing kamailio kamailio-extra-modules"; \
 	dpkg -s kamailio-tls-modules >/dev/null 2>&1 || missing="$$missing kamailio-tls-modules"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \

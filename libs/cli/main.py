@@ -25,17 +25,24 @@ ApiKey = Annotated[str | None, typer.Option("--api-key", help="Bearer key (CALLM
 
 @app.command()
 def up(
-    data_dir: Annotated[Path, typer.Option(help="Where NATS and PostgreSQL keep data.")] = Path(
-        ".callmeter"
-    ),
-    port: Annotated[int, typer.Option(help="Web UI / API port.")] = 8000,
+    data_dir: Annotated[
+        Path,
+        typer.Option(envvar="CALLMETER_DATA_DIR", help="Where NATS, PostgreSQL and logs live."),
+    ] = Path(".callmeter"),
+    port: Annotated[int, typer.Option(envvar="CALLMETER_PORT", help="Web UI / API port.")] = 8000,
     ingest_processes: Annotated[
         int, typer.Option(min=1, help="metrics-ingest processes (they share the work).")
     ] = 2,
 ) -> None:
     """Start NATS, PostgreSQL and the five services; Ctrl-C stops everything."""
+    from callmeter_common.api_keys import parse_keys
+
     from .platform import Platform
 
+    try:  # the API would refuse them too, after everything else had started
+        parse_keys(os.environ.get("CALLMETER_API_KEYS", ""))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     platform = Platform(
         data_dir.resolve(), os.environ.get("CALLMETER_NATS_URL", ""),
         os.environ.get("CALLMETER_DATABASE_URL", ""), port, ingest_processes=ingest_processes,
@@ -47,7 +54,9 @@ def up(
         platform.start_servers()
         platform.start_services()
         platform.wait_for_api()
-        platform.ensure_demo_test()
+        project = platform.ensure_demo_test()
+        if project:
+            typer.echo(f"demo test created in project {project!r} (no key for every project)")
         typer.echo(f"CallMeter is up: http://127.0.0.1:{port}  (logs in {data_dir}/; Ctrl-C stops)")
         platform.supervise(stop)
     finally:

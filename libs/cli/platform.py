@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callmeter_common.api_keys import ApiKey, parse_keys
 from callmeter_common.bus import Bus
 from callmeter_common.procs import free_port, spawn, stop_group, wait_for_port
 from callmeter_common.servers import Server, start_nats, start_postgres
@@ -32,6 +33,13 @@ DEMO_TEST = {
         {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
     ],
 }  # fmt: skip
+
+
+def demo_key(keys: tuple[ApiKey, ...]) -> ApiKey | None:
+    """The API key the platform creates the demo test with: the first key for every
+    project (the demo then belongs to none, like one made without keys), else the
+    first project's key (the demo lands in that project). None when no keys are set."""
+    return next((k for k in keys if k.project is None), keys[0] if keys else None)
 
 
 def _port_or_free(preferred: int) -> int:
@@ -54,6 +62,10 @@ class Platform:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. OTEL_* for every service
+    # The API's keys (the services inherit CALLMETER_API_KEYS): the demo test needs one.
+    api_keys: tuple[ApiKey, ...] = field(
+        default_factory=lambda: parse_keys(os.environ.get("CALLMETER_API_KEYS", ""))
+    )
     # metrics-ingest processes sharing its durable consumer: one process is bound by
     # its GIL well before PostgreSQL is (bench/ingest.py: 2 reach ~1.5x the rate of 1).
     ingest_processes: int = 2
@@ -99,15 +111,22 @@ class Platform:
                     print(f"{name} exited with {proc.returncode}; restarting (see its log)")
                     self._start(name)
 
-    def ensure_demo_test(self) -> None:
+    def ensure_demo_test(self) -> str | None:
+        """Create the demo test on a platform that has no test yet (as the key sees it);
+        the project it landed in, if any, for the start-up message."""
         base = f"http://127.0.0.1:{self.api_port}/api/v1/tests"
-        with urllib.request.urlopen(base, timeout=10) as resp:
+        key = demo_key(self.api_keys)
+        headers = {"Authorization": f"Bearer {key.token}"} if key else {}
+        with urllib.request.urlopen(
+            urllib.request.Request(base, headers=headers), timeout=10
+        ) as resp:
             if json.load(resp)["items"]:
-                return
-        req = urllib.request.Request(
-            base, json.dumps(DEMO_TEST).encode(), {"Content-Type": "application/json"}
-        )
-        urllib.request.urlopen(req, timeout=10).close()
+                return None
+        headers["Content-Type"] = "application/json"
+        urllib.request.urlopen(
+            urllib.request.Request(base, json.dumps(DEMO_TEST).encode(), headers), timeout=10
+        ).close()
+        return key.project if key else None
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
+from callmeter_common.api_keys import parse_keys
 from callmeter_common.bus import Bus
 from callmeter_storage.migrations import migrate
 
@@ -56,9 +57,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="CallMeter", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    keys = auth.parse_keys(settings.api_keys)
-    auth.install(app, keys)
-    auth.document(app, required=bool(keys))
+    api_keys = parse_keys(settings.api_keys)
+    auth.install(app, api_keys)
+    auth.document(app, required=bool(api_keys))
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
 
     @app.middleware("http")

@@ -7,21 +7,20 @@ Pages stay open: they are meant for a browser on a trusted network.
 A key is `KEY` (every project) or `PROJECT:KEY` (only that project's tests and
 runs). The middleware leaves the caller's project on `request.state.project`
 (None: every project); `guard`, a dependency of every /api/v1 router, answers a
-run or test of another project with the same 404 as an unknown id.
+run or test of another project with the same 404 as an unknown id. The keys
+themselves are parsed in `callmeter_common.api_keys`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
+from callmeter_common.api_keys import ApiKey, match_key
 from callmeter_events import Event, TestDefinition
 
 from . import errors, service
@@ -29,45 +28,6 @@ from .deps import Platform, PlatformDep, Scope, ScopeDep
 from .errors import ApiError, error_body
 
 PROTECTED = "/api/v1"
-# TestDefinition.project's own rule, so a scoped key names a project a test can have.
-_PROJECT = re.compile(r"[A-Za-z0-9 _.-]{1,64}")
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    token: str
-    project: str | None = None  # None: every project
-
-
-def parse_keys(value: str) -> tuple[ApiKey, ...]:
-    """`KEY` or `PROJECT:KEY`, comma-separated; a malformed entry stops the start-up."""
-    keys: list[ApiKey] = []
-    for entry in (e.strip() for e in value.split(",")):
-        if not entry:
-            continue
-        project, sep, token = entry.partition(":")
-        if not sep:
-            project, token = "", entry
-        project, token = project.strip(), token.strip()
-        if sep and not _PROJECT.fullmatch(project):
-            raise ValueError(f"CALLMETER_API_KEYS: {project!r} is not a project name")
-        if not token:
-            raise ValueError(f"CALLMETER_API_KEYS: {entry!r} has an empty key")
-        if any(k.token == token for k in keys):
-            raise ValueError("CALLMETER_API_KEYS: a key is listed twice")  # which one stays secret
-        keys.append(ApiKey(token, project if sep else None))
-    return tuple(keys)
-
-
-def match_key(header: str, keys: tuple[ApiKey, ...]) -> ApiKey | None:
-    """The key of `Bearer <token>`, or None; compared in constant time."""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    given = token.strip().encode()
-    # Check every key, so timing does not reveal which one came close.
-    hits = [k for k in keys if hmac.compare_digest(given, k.token.encode())]
-    return hits[0] if hits else None
 
 
 def install(app: FastAPI, keys: tuple[ApiKey, ...]) -> None:

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 import callmeter_events as ev
-from callmeter_api.auth import ApiKey, event_visible, match_key, own_definition, parse_keys
+from callmeter_api.auth import event_visible, own_definition
 from callmeter_api.deps import Scope
 from callmeter_api.errors import ApiError
+from callmeter_common.api_keys import ApiKey, match_key, parse_keys
 from callmeter_storage.readmodels import ReadModels
 
 DEFINITION = {"name": "t", "duration_s": 2, "groups": [{"name": "A", "endpoints": 1}]}
@@ -82,3 +83,11 @@ def test_global_events_are_filtered_by_the_project_of_their_run_or_test():
     )
     # A run this process has not folded (nor will): hidden, never guessed.
     assert not visible(Scope("acme"), 3, ev.RunCompleted(run_id="unknown", **done))
+
+
+def test_the_platform_creates_the_demo_test_with_a_key_for_every_project():
+    from callmeter_cli.platform import demo_key
+
+    assert demo_key(parse_keys("acme:k1,k2,k3")) == ApiKey("k2")
+    assert demo_key(parse_keys("acme:k1,globex:k2")) == ApiKey("k1", "acme")  # its project
+    assert demo_key(()) is None
