@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import xml.etree.ElementTree as ET
@@ -562,17 +563,21 @@ def plan(commands: list[Command]) -> list[tuple[Handles, Command]]:
 
 
 @pytest.fixture
-def docs(tmp_path: Path) -> Iterator[Docs]:
-    """`make run` starts on a new machine: no servers, an empty data directory."""
+def docs() -> Iterator[Docs]:
+    """`make run` starts on a new machine: no servers, an empty data directory.
+
+    Not under pytest's tmp_path: as root, PostgreSQL runs as an unprivileged user that
+    must reach its data, and pytest keeps /tmp/pytest-of-root at mode 0700."""
     if not shutil.which("curl"):
         pytest.skip("needs curl (Debian package curl; make test installs it)")
-    d = Docs(tmp_path)
+    tmp = Path(tempfile.mkdtemp(prefix="callmeter-docs-"))
+    d = Docs(tmp)
     try:
         yield d
     finally:
         if d.make_run is not None:
             d.make_run.kill()
-        shutil.rmtree(tmp_path / "data", ignore_errors=True)  # PostgreSQL's data is large
+        shutil.rmtree(tmp, ignore_errors=True)  # PostgreSQL's data is large
 
 
 def test_documented_commands_work(docs: Docs) -> None:
