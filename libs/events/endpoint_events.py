@@ -32,6 +32,10 @@ class EndpointConfig(BaseModel):
     drop_rx_pct: int = 0
     options: CallOptions = CallOptions()
     scenario: list[ScenarioAction] = []
+    # receiver: seconds after it is ready it waits for an INVITE before finishing
+    # NO_INCOMING_CALL (the dispatcher sets duration + buildup + a margin); None: the
+    # host's default of duration + a margin
+    call_wait_s: float | None = None
 
 
 class _EndpointEvent(Event):

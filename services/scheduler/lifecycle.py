@@ -8,6 +8,7 @@ worker lost) or when they overrun; a stop request goes through STOPPING.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,6 +142,18 @@ def _verdict(run: RunState, eps: list[EndpointState]) -> Event:
             run_id=run.run_id,
             reason=f"every worker of the run was lost ({', '.join(run.worker_ids)}); "
             "check the workers' connectivity to NATS and their logs",
+        )
+    receivers = [e for e in tried if e.role == "receiver"]
+    if not run.stopped and receivers and all(e.outcome == "NO_INCOMING_CALL" for e in receivers):
+        callers = Counter(
+            f"{e.outcome}{f' {e.sip_code}' if e.sip_code else ''}"
+            for e in eps if e.role == "caller"
+        )  # fmt: skip
+        how = ", ".join(f"{n} {o}" for o, n in sorted(callers.items())) or "none"
+        return RunFailed(
+            run_id=run.run_id,
+            reason=f"no receiver got a call ({len(receivers)} ended NO_INCOMING_CALL); "
+            f"the callers ended: {how}",
         )
     return RunCompleted(run_id=run.run_id, stopped=run.stopped)
 

@@ -223,6 +223,26 @@ def test_callers_never_dispatched_because_receivers_failed_do_not_hide_a_registr
     assert [f[0] for f in story.decide()] == ["RunFailed"]
 
 
+def test_a_run_where_no_receiver_got_a_call_fails_naming_what_the_callers_got():
+    story = Story("eu").running("r1")
+    story.add(*(
+        EndpointFinished(run_id="r1", endpoint_id=e, outcome="REGISTRATION_FAILED", sip_code=403)
+        for e in ("A-1", "A-2")
+    ))  # fmt: skip
+    story.finish("r1", {"B-1": "NO_INCOMING_CALL", "B-2": "NO_INCOMING_CALL"})
+    assert story.decide() == [("RunFailed", {"run_id": "r1", "reason": (
+        "no receiver got a call (2 ended NO_INCOMING_CALL); the callers ended: "
+        "2 REGISTRATION_FAILED 403"
+    )})]  # fmt: skip
+
+
+def test_one_receiver_without_a_call_does_not_fail_the_run():
+    story = Story("eu").running("r1")
+    story.finish("r1", {"A-1": "SUCCESS", "A-2": "CALL_FAILED"})
+    story.finish("r1", {"B-1": "SUCCESS", "B-2": "NO_INCOMING_CALL"})
+    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": False})]
+
+
 def test_a_run_whose_every_worker_was_lost_fails():
     story = Story("eu").running("r1")
     story.finish("r1", {e: "WORKER_LOST" for e in ("A-1", "A-2", "B-1", "B-2")})

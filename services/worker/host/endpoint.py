@@ -23,7 +23,8 @@ from .stream_stats import StreamSampler, read_snapshot
 
 log = logging.getLogger("callmeter.host")
 RECEIVER_SAFETY_S = 10.0  # receiver hangs up this long after duration_s if no BYE came
-WAIT_FOR_CALL_S = 120.0  # receiver with no INVITE by then finishes TIMEOUT
+# SIP finals that mean "the offer/answer could not agree" (codecs, SRTP, SDP itself)
+NEGOTIATION_CODES = (488, 606)
 TEARDOWN_TIMEOUT_S = 40.0  # BYE/CANCEL retransmissions end by 32 s (Timer F/B)
 FIRST_RTP_POLL_S = 0.02  # stat polling rate until the first RTP packet is seen
 
@@ -37,6 +38,7 @@ class Endpoint:
         self.role: str = cmd["role"]
         self.codecs = codecs
         self.duration_s = float(cmd["duration_s"])
+        self.call_wait_s = float(cmd["call_wait_s"])  # receiver: no INVITE by then -> ends
         self.target_uri: str | None = cmd.get("target_uri")
         self.username: str = cmd["username"]
         self.options: dict[str, Any] = cmd["options"]
@@ -50,7 +52,6 @@ class Endpoint:
         self.account: HostAccount | None = None
         self.call: HostCall | None = None
         self.phase = ""
-        self.started = time.monotonic()
         self.t_invite = self.t_trying = self.t_ringing = self.t_200 = None
         self.t_confirmed: float | None = None
         self.first_rtp_ms: float | None = None
@@ -116,6 +117,7 @@ class Endpoint:
         self.call = call
         self.t_invite = time.monotonic()
         self.set_phase("CALLING")
+        self.host.emit("call_attempted", endpoint_id=self.id, target_uri=self.target_uri)
         try:
             call.makeCall(self.target_uri, pj.CallOpParam(True))
         except pj.Error as exc:
@@ -252,9 +254,11 @@ class Endpoint:
                 self.end("SUCCESS", "stopped" if self.stopped else "", None)
             return
         if call is None:
-            if self.role == "receiver" and (self.stopped or now - self.started > WAIT_FOR_CALL_S):
-                reason = "stopped before a call arrived" if self.stopped else "no INVITE arrived"
-                self.end("CALL_FAILED" if self.stopped else "TIMEOUT", reason, None)
+            if self.role == "receiver" and self.stopped:
+                self.end("CALL_FAILED", "stopped before a call arrived", None)
+            elif self.role == "receiver" and self.ready and now - self.t_ready > self.call_wait_s:
+                reason = f"no incoming call within {self.call_wait_s:g} s of being ready"
+                self.end("NO_INCOMING_CALL", reason, None)
             elif self.stopped and not self.ready:
                 self.end("CALL_FAILED", "stopped before registration", None)
             return
@@ -342,7 +346,11 @@ class Endpoint:
             elif self.forced == "TIMEOUT":
                 reason = f"no answer within {self.options['invite_timeout_s']} s (CANCEL sent)"
             self.host.emit("call_failed", endpoint_id=self.id, code=code, reason=reason)
-            outcome = self.forced or ("TIMEOUT" if code == 408 else "CALL_FAILED")
+            outcome = self.forced or (
+                "TIMEOUT" if code == 408
+                else "NEGOTIATION_FAILED" if code in NEGOTIATION_CODES
+                else "CALL_FAILED"
+            )  # fmt: skip
         else:
             duration = round(time.monotonic() - self.t_confirmed, 3)
             self.host.emit(
