@@ -136,8 +136,8 @@ class Endpoint:
         self.t_invite = time.monotonic()
         self.sip_call_id = self.host.track_call_id(call, self.id)
         delay, ring = self.options["answer_delay_s"], self.options["ring_time_s"]
+        # answered from tick, never inside onIncomingCall (see Host.reject)
         self.answer_at = [(self.t_invite + delay, 180), (self.t_invite + delay + ring, 200)]
-        self._answer_due(self.t_invite)  # inside onIncomingCall, as pjsua2 allows
 
     def _answer_due(self, now: float) -> None:
         while self.answer_at and self.answer_at[0][0] <= now and self.call is not None:
