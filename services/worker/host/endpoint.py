@@ -128,6 +128,7 @@ class Endpoint:
             return
         finally:
             self.host.apply_codecs(self.host.receiver_codecs())
+        call.media_transport = self.host.claim_media_transport()  # made inside makeCall
         self.sip_call_id = self.host.track_call_id(call, self.id)
 
     def attach_incoming(self, call: HostCall) -> None:
@@ -145,6 +146,9 @@ class Endpoint:
             prm = pj.CallOpParam()
             prm.statusCode = code
             self.call.answer(prm)
+            if code == 200 and self.call.media_transport is None:
+                # an INVITE without SDP: pjsua made the media for our offer just now
+                self.call.media_transport = self.host.claim_media_transport()
             if code == 180:
                 self.set_phase("RINGING")
             else:
@@ -203,8 +207,8 @@ class Endpoint:
         elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.end_code, self.end_reason = ci.lastStatusCode, ci.lastReason
 
-    def final_sample(self, call: HostCall) -> None:
-        if self.hangup_at is None and not call.disconnected and self.end_code is None:
+    def final_sample(self, call: HostCall, ending: bool) -> None:
+        if not ending and self.hangup_at is None and not call.disconnected:
             return  # a re-INVITE replaced the stream; the call goes on (see StreamSampler)
         if self.t_confirmed is not None and not self.final_done:
             self.final_done = True
@@ -217,6 +221,7 @@ class Endpoint:
     def take_sample(self, call: HostCall, final: bool = False) -> None:
         # audio levels are not readable once the stream is being destroyed
         snap = read_snapshot(call, self.timing(), levels=not final, errors=(pj.Error,))
+        snap["tx"]["dropped"] = self.host.tx_dropped(call.media_transport)
         self.rx_packets = max(self.rx_packets, snap["rx"]["pkt"])
         send, recv = self.sampler.sample(snap)
         for direction, metrics in (("send", send), ("recv", recv)):

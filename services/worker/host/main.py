@@ -93,11 +93,13 @@ class Host:
             pjsip_drop_pct(a.drop_rx_pct),
         )
         lc = cfg.logConfig
-        level = max(a.log_level, 4 if a.trace_sip else 0)
+        # level 4 names each media transport as it is made; with simulated tx loss,
+        # level 5 reports each packet dropped (SipLogWriter counts them per transport)
+        level = max(a.log_level, 4 if a.trace_sip else 0, 5 if a.drop_tx_pct else 0)
         self.writer = SipLogWriter(self.logq, level)
         lc.writer, lc.level, lc.consoleLevel = self.writer, level, level
         lc.msgLogging = bool(a.trace_sip)
-        lc.decor = 0
+        lc.decor = pj.PJ_LOG_HAS_SENDER  # which media transport dropped a packet
         self.ep.libInit(cfg)
         self.transports = Transports(self.ep, a.bind, a.sip_port, a.tls_cert, a.tls_key)
         self.transport_id = self.transports.get("udp")
@@ -215,6 +217,12 @@ class Host:
             if e.role == "caller" and not e.finished and e.call is None
         )
         return n + len(self.rejected)
+
+    def claim_media_transport(self) -> str | None:
+        return self.writer.claim_media_transport()
+
+    def tx_dropped(self, media_transport: str | None) -> int:
+        return self.writer.tx_dropped[media_transport] if media_transport else 0
 
     def release(self, endpoint_id: str, sip_call_id: str | None) -> None:
         """Drop an endpoint's pjsua2 objects (called from the main loop, never a callback)."""
@@ -344,6 +352,10 @@ class Host:
             now = time.monotonic()
             for endpoint in list(self.endpoints.values()):
                 endpoint.tick(now)
+                # PJSIP timestamps an RTP packet for jitter when it reads it, so a packet
+                # that waits while Python works here would count that wait as network
+                # jitter: read whatever arrived after each endpoint's share of the work
+                self.ep.libHandleEvents(0)
             self.send_rejections(now)
             self.rejected = [c for c in self.rejected if not c.disconnected]
             self.endpoints = {k: e for k, e in self.endpoints.items() if not e.finished}
