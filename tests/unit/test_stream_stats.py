@@ -188,3 +188,24 @@ def test_sent_is_what_reached_the_wire_and_simulated_drops_are_counted_apart():
     assert (send["packets"], send["packets_total"]) == (47, 142)
     assert (send["simulated_drops"], send["simulated_drops_total"]) == (3, 8)
     assert recv["simulated_drops"] is None and recv["simulated_drops_total"] is None
+
+
+def test_simulated_drops_restart_with_a_stream_a_reinvite_recreated():
+    sampler, t = StreamSampler(), 0.0
+
+    def snap(pkt: int, dropped: int) -> dict:
+        nonlocal t
+        t += 1.0
+        s = empty_snapshot()
+        s["mono"] = t
+        s["tx"].update(pkt=pkt, dropped=dropped)  # dropped: the transport's count so far
+        return s
+
+    sampler.sample(snap(100, 4))
+    send, _ = sampler.sample(snap(150, 6))
+    assert (send["packets_total"], send["simulated_drops_total"]) == (144, 6)
+    send, _ = sampler.sample(snap(40, 8))  # re-INVITE: pkt restarts, the transport's does not
+    assert (send["packets"], send["simulated_drops"]) == (38, 2)
+    assert (send["packets_total"], send["simulated_drops_total"]) == (38, 2)
+    send, _ = sampler.sample(snap(90, 9))
+    assert (send["packets"], send["simulated_drops"], send["packets_total"]) == (49, 1, 87)

@@ -248,6 +248,8 @@ class StreamSampler:
         # (update_count, loss, pkt) when the last peer RR was first seen
         self._rr_ref: tuple[int, int, int] = (0, 0, 0)
         self._rr_window: tuple[int, int] | None = None
+        # simulated drops are counted per media transport, which outlives a stream
+        self._drops_before_stream = 0
 
     def sample(self, cur: Snapshot) -> tuple[Sample, Sample]:
         tx, prev = cur["tx"], self.prev
@@ -256,8 +258,12 @@ class StreamSampler:
         ):
             # A re-INVITE (hold, codec change) recreated the stream and its counters
             # restarted at zero: measure this interval from zero, keep the clock.
+            self._drops_before_stream += prev["tx"].get("dropped", 0)
             prev = {**empty_snapshot(), "mono": prev["mono"], "wall": prev["wall"]}
             self._rr_ref, self._rr_window = (0, 0, 0), None
+        if self._drops_before_stream:
+            tx = {**tx, "dropped": tx.get("dropped", 0) - self._drops_before_stream}
+            cur = {**cur, "tx": tx}
         count, ref_loss, ref_pkt = self._rr_ref
         if tx["update_count"] != count:
             # tx.pkt counts packets sent until now; the RR covers packets until the
