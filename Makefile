@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell md5sum pyproject.toml | cut -c1-8)
 # System packages the real-peer and browser tests use (installed when we can).
-SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium curl
+SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium curl tshark
 
 .PHONY: run test lint fmt bench system-deps clean
 
@@ -25,10 +25,12 @@ system-deps:
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v tshark >/dev/null || missing="$$missing tshark"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
-	    (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
+	    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null; \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null)) \
 	      || echo "could not install:$$missing (tests needing them will skip)"; \
 	  else echo "not installing:$$missing (need root and apt-get); tests needing them will skip"; fi; \
 	fi

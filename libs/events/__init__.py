@@ -41,6 +41,8 @@ from .endpoint_events import (
     RegistrationFailed,
     Role,
     ScenarioActionExecuted,
+    host_lost_reason,
+    lost_host,
 )  # fmt: skip
 from .metric_events import MetricSample, MetricValue, SipMessage
 from .run_events import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -12,6 +13,22 @@ from .base import Event
 from .testdef import CallOptions, Codec, Registrar, ScenarioAction, SipAccount
 
 Role = Literal["caller", "receiver", "idle"]
+
+# The reason a worker gives the endpoints of an endpoint host (one pjsua2 process) that
+# died or hung; the scheduler counts the hosts a run lost by it (see lost_host).
+_HOST_LOST_RE = re.compile(r"^endpoint host (\S+) (?:was killed|exited|went silent)")
+
+
+def host_lost_reason(host_id: str, how: str, detail: str | None = None) -> str:
+    """`how`: "was killed by SIGABRT", "exited with code 2", "went silent for 5 s"."""
+    reason = f"endpoint host {host_id} {how}"
+    return f"{reason}: {detail}" if detail else reason
+
+
+def lost_host(reason: str) -> str | None:
+    """The host id in a host_lost_reason, else None."""
+    m = _HOST_LOST_RE.match(reason)
+    return m.group(1) if m else None
 
 
 class EndpointConfig(BaseModel):
@@ -32,6 +49,10 @@ class EndpointConfig(BaseModel):
     drop_rx_pct: int = 0
     options: CallOptions = CallOptions()
     scenario: list[ScenarioAction] = []
+    # receiver: seconds after it is ready it waits for an INVITE before finishing
+    # NO_INCOMING_CALL (the dispatcher sets duration + buildup + a margin); None: the
+    # host's default of duration + a margin
+    call_wait_s: float | None = None
 
 
 class _EndpointEvent(Event):

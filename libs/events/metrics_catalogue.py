@@ -49,11 +49,13 @@ CATALOGUE: tuple[MetricDef, ...] = (
         "jitter_ms",
         "ms",
         "quality",
-        "RFC 3550 interarrival jitter, last value (recv: local; send: RTCP RR)",
+        "RFC 3550 interarrival jitter, last value (recv: local, from when PJSIP reads"
+        " each packet; send: the peer's RTCP RR) + half an RTP clock sample: PJSIP"
+        " truncates J to whole samples",
     ),
-    _m("jitter_mean_ms", "ms", "quality", "RtcpStreamStat.jitterUsec.mean"),
-    _m("jitter_min_ms", "ms", "quality", "RtcpStreamStat.jitterUsec.min"),
-    _m("jitter_max_ms", "ms", "quality", "RtcpStreamStat.jitterUsec.max"),
+    _m("jitter_mean_ms", "ms", "quality", "RtcpStreamStat.jitterUsec.mean + half a sample"),
+    _m("jitter_min_ms", "ms", "quality", "RtcpStreamStat.jitterUsec.min + half a sample"),
+    _m("jitter_max_ms", "ms", "quality", "RtcpStreamStat.jitterUsec.max + half a sample"),
     _m("rtt_ms", "ms", "quality", "RTCP round-trip time, last value"),
     _m("rtt_mean_ms", "ms", "quality", "RtcpStat.rttUsec.mean"),
     _m("rtt_min_ms", "ms", "quality", "RtcpStat.rttUsec.min"),
@@ -112,8 +114,30 @@ CATALOGUE: tuple[MetricDef, ...] = (
         " null: PJMEDIA_RTCP_STAT_HAS_RAW_JITTER is off in this wheel)",
     ),
     # network
-    _m("packets", "packets", "network", "RTP packets in this second (delta of pkt)", "int"),
-    _m("packets_total", "packets", "network", "RtcpStreamStat.pkt", "int"),
+    _m(
+        "packets",
+        "packets",
+        "network",
+        "RTP packets in this second (recv: received; send: put on the wire, i.e. PJSIP's"
+        " count less simulated_drops)",
+        "int",
+    ),
+    _m(
+        "packets_total",
+        "packets",
+        "network",
+        "RtcpStreamStat.pkt (send: less simulated_drops_total)",
+        "int",
+    ),
+    _m(
+        "simulated_drops",
+        "packets",
+        "network",
+        "send: RTP packets PJSIP's loss simulation (drop_tx_pct) discarded instead of"
+        " sending in this second, counted from its log; recv: null",
+        "int",
+    ),
+    _m("simulated_drops_total", "packets", "network", "send: simulated_drops so far", "int"),
     _m("bytes", "bytes", "network", "RTP payload bytes in this second", "int"),
     _m("bytes_total", "bytes", "network", "RtcpStreamStat.bytes", "int"),
     _m("packet_rate_ps", "packets/s", "network", "packets / elapsed seconds"),

@@ -87,6 +87,7 @@ class RunCompleted(_RunEvent):
     type: Literal["RunCompleted"] = "RunCompleted"
     status_token: ClassVar[str] = "completed"
     stopped: bool = False
+    reason: str = ""  # what went wrong along the way (e.g. endpoint hosts that died)
 
 
 class RunFailed(_RunEvent):

@@ -140,8 +140,10 @@ def _(event: RunCompleted, run: RunState) -> RunState:
         why = "stopped by the user; everything measured until then is kept"
     else:
         why = f"all {run.total_endpoints} endpoints finished"
+    why = f"{why}; {event.reason}" if event.reason else why
     return _to(
-        run, RunStatus.COMPLETED, event.occurred_at, why, sets_reason=event.stopped,
+        run, RunStatus.COMPLETED, event.occurred_at, why,
+        sets_reason=event.stopped or bool(event.reason),
         finished_at=event.occurred_at,
     )  # fmt: skip
 

@@ -150,6 +150,15 @@ CREATE TABLE webhook_claims (
 )""")
 
 
+def m012_catalogue_columns(conn: psycopg.Connection) -> None:
+    # m001 made one column per catalogue key of its day; a key added since (e.g.
+    # simulated_drops) gets its column here. A no-op on a database made after it.
+    for m in CATALOGUE:
+        conn.execute(
+            f"ALTER TABLE metric_samples ADD COLUMN IF NOT EXISTS {m.key} {_SQL_TYPE[m.kind]}"
+        )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -157,6 +166,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (4, "rollups as folded rows plus appended deltas", m004_rollup_deltas),
     (10, "webhook delivery log", m010_webhook_deliveries),  # 5-9 left for storage work in flight
     (11, "webhook delivery claims", m011_webhook_claims),
+    (12, "columns for catalogue keys added since m001", m012_catalogue_columns),
 ]
 
 

@@ -30,6 +30,12 @@ from callmeter_projections import EndpointState, RunState
 
 from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
 
+# A receiver's callers are dispatched once its whole group is ready and then stagger
+# over buildup_s like it did: its INVITE comes within buildup_s (plus registration) of
+# it being ready. It waits duration + buildup + this margin, then ends NO_INCOMING_CALL,
+# so a run whose callers all failed still ends in time with a reason.
+NO_CALL_MARGIN_S = 10.0
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -131,6 +137,8 @@ def endpoint_config(run: RunState, ep: EndpointState, target_uri: str | None) ->
         target_uri=target_uri or group.target_uri, registrar=group.registrar, account=account,
         drop_tx_pct=group.drop_tx_pct, drop_rx_pct=group.drop_rx_pct,
         options=group.options, scenario=list(group.scenario),
+        call_wait_s=run.definition.duration_s + run.definition.buildup_s + NO_CALL_MARGIN_S
+        if ep.role == "receiver" else None,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ worker lost) or when they overrun; a stop request goes through STOPPING.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,8 @@ from callmeter_events import (
     RunRejected,
     RunStatus,
     RunStopping,
-)
+    lost_host,
+)  # fmt: skip
 from callmeter_projections import EndpointState, RunState
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.STOPPING)
@@ -128,21 +130,50 @@ def _tried(eps: list[EndpointState]) -> list[EndpointState]:
     return [e for e in eps if e.worker_id is not None or e.outcome == Outcome.WORKER_LOST]
 
 
+def _lost_hosts(eps: list[EndpointState]) -> str:
+    """ "N endpoint hosts died (…)" when endpoint hosts of the run died, else ""."""
+    lost = [e for e in eps if e.outcome == Outcome.OSERROR and lost_host(e.reason)]
+    hosts = {(e.worker_id, lost_host(e.reason)) for e in lost}
+    if not hosts:
+        return ""
+    n = len(hosts)
+    return (
+        f"{n} endpoint host{'s' if n != 1 else ''} died, ending {len(lost)} endpoints OSERROR "
+        f"(first: {lost[0].reason})"
+    )
+
+
 def _verdict(run: RunState, eps: list[EndpointState]) -> Event:
     tried = _tried(eps)
+    failed: str | None = None
     if not run.stopped and tried and all(e.outcome == Outcome.REGISTRATION_FAILED for e in tried):
-        return RunFailed(
-            run_id=run.run_id,
-            reason="every endpoint failed to register; check the registrar address, "
-            "transport and SIP account credentials",
+        failed = (
+            "every endpoint failed to register; check the registrar address, "
+            "transport and SIP account credentials"
         )
-    if not run.stopped and tried and all(e.outcome == Outcome.WORKER_LOST for e in tried):
-        return RunFailed(
-            run_id=run.run_id,
-            reason=f"every worker of the run was lost ({', '.join(run.worker_ids)}); "
-            "check the workers' connectivity to NATS and their logs",
+    elif not run.stopped and tried and all(e.outcome == Outcome.WORKER_LOST for e in tried):
+        failed = (
+            f"every worker of the run was lost ({', '.join(run.worker_ids)}); "
+            "check the workers' connectivity to NATS and their logs"
         )
-    return RunCompleted(run_id=run.run_id, stopped=run.stopped)
+    receivers = [e for e in tried if e.role == "receiver"]
+    if (
+        failed is None and not run.stopped and receivers
+        and all(e.outcome == Outcome.NO_INCOMING_CALL for e in receivers)
+    ):  # fmt: skip
+        callers = Counter(
+            f"{e.outcome}{f' {e.sip_code}' if e.sip_code else ''}"
+            for e in eps if e.role == "caller"
+        )  # fmt: skip
+        how = ", ".join(f"{n} {o}" for o, n in sorted(callers.items())) or "none"
+        failed = (
+            f"no receiver got a call ({len(receivers)} ended NO_INCOMING_CALL); "
+            f"the callers ended: {how}"
+        )
+    hosts = _lost_hosts(eps)
+    if failed is not None:
+        return RunFailed(run_id=run.run_id, reason=f"{failed}; {hosts}" if hosts else failed)
+    return RunCompleted(run_id=run.run_id, stopped=run.stopped, reason=hosts)
 
 
 def decide_run(

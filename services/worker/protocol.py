@@ -20,6 +20,7 @@ ROLES = ("receiver", "caller", "idle")  # idle: registers, stays, de-registers
 PHASES = tuple(Phase)
 # What a host may report; WORKER_LOST is the dispatcher's verdict on a whole worker.
 OUTCOMES = tuple(o for o in Outcome if o is not Outcome.WORKER_LOST)
+NO_CALL_MARGIN_S = 10.0  # default receiver wait for an INVITE: duration_s + this
 CODECS = ("PCMU", "PCMA", "G722", "GSM", "speex", "iLBC")
 MAX_LINE = 1 << 20  # a command line longer than this is garbage, not a command
 
@@ -38,6 +39,8 @@ class StartEndpoint(TypedDict):
     username: str
     drop_tx_pct: float
     drop_rx_pct: float
+    # receiver: finish NO_INCOMING_CALL when no INVITE came this long after it was ready
+    call_wait_s: float
     # optional blocks (protocol_options): registrar mode, credentials, call options, scenario
     registrar: dict[str, Any] | None
     account: dict[str, Any] | None
@@ -73,6 +76,7 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "scenario_action": {"endpoint_id": (str,), "action": (str,), "ok": (bool,), "detail": (str,)},
     "dtmf_received": {"endpoint_id": (str,), "digits": (str,), "method": (str,)},
     "phase": {"endpoint_id": (str,), "phase": (str,)},
+    "call_attempted": {"endpoint_id": (str,), "target_uri": (str,)},
     "call_progress": {
         "endpoint_id": (str,), "code": (int,), "reason": (str,), "ms_since_invite": _OPT_NUM,
     },
@@ -221,6 +225,11 @@ def _validate_command(msg: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, _NUM) or not 0 <= value <= 100:
             raise ProtocolError(f"{key} must be a number in 0..100")
     msg.setdefault("target_uri", None)
+    wait = msg.get("call_wait_s")
+    if wait is None:
+        msg["call_wait_s"] = msg["duration_s"] + NO_CALL_MARGIN_S
+    elif isinstance(wait, bool) or not isinstance(wait, _NUM) or wait <= 0:
+        raise ProtocolError("call_wait_s must be a number > 0 or null")
     try:
         msg["registrar"] = protocol_options.registrar(msg.get("registrar"))
         msg["account"] = protocol_options.account(msg.get("account"))

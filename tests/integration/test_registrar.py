@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -122,3 +123,33 @@ def test_sip_trace_gives_the_call_timeline(registrar_run, nats_server, database_
         ).fetchone()
     assert first_rtp is not None and 0 <= first_rtp < 1000
     assert any(e["type"] == "CallEstablished" for e in events)
+
+
+def test_a_run_whose_callers_all_fail_ends_in_time_with_a_reason(platform, kamailio):  # type: ignore[no-untyped-def]
+    # Both callers have wrong passwords (Kamailio refuses them); the receivers register
+    # and would wait for ever. They end NO_INCOMING_CALL at duration + margin instead.
+    reg = kamailio.registrar() | {"expires_s": 60}
+    wrong = [{"username": u, "password": "wrong"} for u in accounts("a", 2)]
+    run_id = platform.run_test({
+        "name": "callers-fail", "duration_s": 2,
+        "groups": [
+            {"name": "F", "endpoints": 2, "calls": "G", "registrar": reg, "accounts": wrong},
+            {"name": "G", "endpoints": 2, "registrar": reg, "accounts": _accounts("b", 2)},
+        ],
+    })  # fmt: skip
+    started = time.monotonic()
+    # the old behaviour: duration + receiver wait + grace (92 s), then "never reported"
+    run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=40)
+    took = time.monotonic() - started
+    eps = {e["id"]: e for e in run["endpoints"]}
+    for eid in ("F-1", "F-2"):
+        assert (eps[eid]["outcome"], eps[eid]["sip_code"]) == ("REGISTRATION_FAILED", 401)
+        assert eps[eid]["target_uri"] is not None  # dialled, or would have: dispatched
+    for eid in ("G-1", "G-2"):
+        assert eps[eid]["outcome"] == "NO_INCOMING_CALL", eps[eid]
+        assert "no incoming call within 12 s" in eps[eid]["reason"]  # 2 s + 0 + 10 s margin
+    assert run["status"] == "FAILED" and run["reason"] == (
+        "no receiver got a call (2 ended NO_INCOMING_CALL); the callers ended: "
+        "2 REGISTRATION_FAILED 401"
+    ), run
+    assert took < 30, took

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callmeter_common.reconciler import World
-from callmeter_dispatcher.dispatch import Timing, decide
+from callmeter_dispatcher.dispatch import NO_CALL_MARGIN_S, Timing, decide
 from callmeter_dispatcher.settings import DispatcherSettings
 from callmeter_events import (
     EndpointFinished,
@@ -143,6 +143,17 @@ def test_receivers_go_first_and_callers_follow_with_their_receivers_uris():
         ("EndpointAssigned", "A-2", "w2", "caller", "sip:B-2@10.0.0.1"),
     ]
     assert story.step() == []
+
+
+def test_receivers_wait_for_a_call_duration_plus_buildup_plus_a_margin_callers_do_not():
+    story = Story().queue("r1", buildup_s=4)
+    story.step()
+    assigned = {e.endpoint_id: e.config for e in story.decide() if hasattr(e, "config")}
+    assert {c.call_wait_s for c in assigned.values()} == {10 + 4 + NO_CALL_MARGIN_S}
+    story.step()
+    story.register("r1", "B-1", "B-2")
+    callers = [e.config for e in story.decide() if hasattr(e, "config")]
+    assert len(callers) == 2 and all(c.call_wait_s is None for c in callers)
 
 
 def test_a_receiver_that_fails_to_register_fails_its_caller_instead_of_leaving_it_hanging():

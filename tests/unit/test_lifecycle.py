@@ -197,7 +197,7 @@ def test_a_run_completes_when_every_endpoint_has_finished():
     story.finish("r1", {"A-1": "SUCCESS", "A-2": "CALL_FAILED", "B-1": "SUCCESS"})
     assert story.decide() == []  # B-2 is still going
     story.finish("r1", {"B-2": "SUCCESS"})
-    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": False})]
+    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": False, "reason": ""})]
 
 
 def test_a_run_where_every_endpoint_failed_to_register_fails():
@@ -223,6 +223,39 @@ def test_callers_never_dispatched_because_receivers_failed_do_not_hide_a_registr
     assert [f[0] for f in story.decide()] == ["RunFailed"]
 
 
+def test_a_run_where_no_receiver_got_a_call_fails_naming_what_the_callers_got():
+    story = Story("eu").running("r1")
+    story.add(*(
+        EndpointFinished(run_id="r1", endpoint_id=e, outcome="REGISTRATION_FAILED", sip_code=403)
+        for e in ("A-1", "A-2")
+    ))  # fmt: skip
+    story.finish("r1", {"B-1": "NO_INCOMING_CALL", "B-2": "NO_INCOMING_CALL"})
+    assert story.decide() == [("RunFailed", {"run_id": "r1", "reason": (
+        "no receiver got a call (2 ended NO_INCOMING_CALL); the callers ended: "
+        "2 REGISTRATION_FAILED 403"
+    )})]  # fmt: skip
+
+
+def test_one_receiver_without_a_call_does_not_fail_the_run():
+    story = Story("eu").running("r1")
+    story.finish("r1", {"A-1": "SUCCESS", "A-2": "CALL_FAILED"})
+    story.finish("r1", {"B-1": "SUCCESS", "B-2": "NO_INCOMING_CALL"})
+    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": False, "reason": ""})]
+
+
+def test_endpoint_hosts_that_died_are_counted_in_the_runs_reason():
+    story = Story("eu").running("r1")
+    dead = "endpoint host h2 was killed by SIGABRT: f: Assertion `x' failed"
+    story.add(*(
+        EndpointFinished(run_id="r1", endpoint_id=e, outcome="OSERROR", reason=dead)
+        for e in ("A-1", "B-1")
+    ))  # fmt: skip
+    story.finish("r1", {"A-2": "SUCCESS", "B-2": "SUCCESS"})
+    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": False, "reason": (
+        f"1 endpoint host died, ending 2 endpoints OSERROR (first: {dead})"
+    )})]  # fmt: skip
+
+
 def test_a_run_whose_every_worker_was_lost_fails():
     story = Story("eu").running("r1")
     story.finish("r1", {e: "WORKER_LOST" for e in ("A-1", "A-2", "B-1", "B-2")})
@@ -236,7 +269,7 @@ def test_a_run_that_lost_only_some_endpoints_completes():
     story = Story("eu").running("r1")
     story.finish("r1", {"A-1": "WORKER_LOST", "B-1": "WORKER_LOST", "A-2": "SUCCESS"})
     story.finish("r1", {"B-2": "SUCCESS"})
-    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": False})]
+    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": False, "reason": ""})]
 
 
 def test_a_run_past_its_duration_and_grace_fails():
@@ -264,7 +297,7 @@ def test_stop_goes_through_stopping_and_completes_as_stopped_once_everything_fin
     assert story.decide() == []
     # The last endpoint reports its final state: COMPLETED, marked stopped.
     story.finish("r1", {"B-2": "COMPLETED_WITH_WARNINGS"})
-    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": True})]
+    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": True, "reason": ""})]
 
 
 def test_a_stop_while_queued_also_goes_through_stopping():
@@ -273,13 +306,13 @@ def test_a_stop_while_queued_also_goes_through_stopping():
     # The dispatcher finishes the never-started endpoints; then the run completes, stopped.
     story.add(RunStopping(run_id="r1"))
     story.finish("r1", {e: "COMPLETED_WITH_WARNINGS" for e in ("A-1", "A-2", "B-1", "B-2")})
-    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": True})]
+    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": True, "reason": ""})]
 
 
 def test_a_stopped_run_whose_endpoints_all_failed_is_still_completed_not_failed():
     story = Story("eu").running("r1").add(StopRequested(run_id="r1"), RunStopping(run_id="r1"))
     story.finish("r1", {e: "REGISTRATION_FAILED" for e in ("A-1", "A-2", "B-1", "B-2")})
-    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": True})]
+    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": True, "reason": ""})]
 
 
 def test_finished_runs_call_for_nothing():

@@ -32,6 +32,14 @@ def _start(**over):
             "endpoint_finished", endpoint_id="e1", outcome="SUCCESS", reason="", sip_code=200
         ),
         proto.event("call_failed", endpoint_id="e1", code=None, reason="x"),
+        proto.event("call_attempted", endpoint_id="e1", target_uri="sip:r1@127.0.0.1:5070"),
+        proto.event(
+            "endpoint_finished",
+            endpoint_id="e1",
+            outcome="NO_INCOMING_CALL",
+            reason="",
+            sip_code=None,
+        ),
         proto.event("sip_message", endpoint_id=None, direction="in", text="OPTIONS ..."),
         proto.event("heartbeat", calls=0, accounts=0),
     ],
@@ -48,6 +56,9 @@ def test_defaults_filled_for_start_endpoint():
     cmd["role"], cmd["target_uri"] = "receiver", None
     out = proto.decode_line(json.dumps(cmd).encode())
     assert out["drop_tx_pct"] == 0 and out["drop_rx_pct"] == 0
+    assert out["call_wait_s"] == 5 + proto.NO_CALL_MARGIN_S  # duration + margin
+    given = proto.decode_line(json.dumps({**cmd, "call_wait_s": 42}).encode())
+    assert given["call_wait_s"] == 42
 
 
 def test_event_has_time():
@@ -73,6 +84,8 @@ def test_event_has_time():
         json.dumps(_start(target_uri=None)).encode(),  # caller without target
         json.dumps(_start(target_uri="http://x")).encode(),
         json.dumps(_start(drop_tx_pct=101)).encode(),
+        json.dumps(_start(call_wait_s=0)).encode(),
+        json.dumps(_start(call_wait_s="long")).encode(),
         json.dumps({k: v for k, v in _start().items() if k != "username"}).encode(),
         b'{"ev":"nope","t":1}',
         b'{"ev":"heartbeat","calls":1,"accounts":1}',  # no t

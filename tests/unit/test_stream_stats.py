@@ -11,6 +11,7 @@ from callmeter_worker.host.stream_stats import (
     StreamSampler,
     compute_samples,
     empty_snapshot,
+    jitter_floor_offset_ms,
     read_snapshot,
 )
 
@@ -69,7 +70,8 @@ def test_recv_second_with_loss():
         "packets": 48, "packets_total": 98, "packets_lost": 2, "packets_lost_total": 2,
         "expected_packets": 50, "fraction_lost": 0.04, "loss_percent": 4.0,
         "packet_rate_ps": 48.0, "bitrate_bps": 8 * 48 * 160.0, "avg_packet_size_bytes": 160.0,
-        "jitter_ms": 2.0, "rtt_ms": 40.0, "jb_avg_delay_ms": 40, "jb_empty": 3, "jb_lost": 2,
+        "jitter_ms": 2.0625,  # 2 ms from PJSIP + half an 8 kHz sample
+        "rtt_ms": 40.0, "jb_avg_delay_ms": 40, "jb_empty": 3, "jb_lost": 2,
         "one_way_delay_ms": 20.0 + 40 + 20, "payload_type": 0, "audio_level": 25,
         "sample_interval_ms": 1000.0, "codec": "PCMU",
     }  # fmt: skip
@@ -105,7 +107,7 @@ def test_send_direction_uses_rr_window():
     send, _ = sampler.sample(snap(10, 500, tx_loss=10, rr=2, rtt_us=30000))  # 10 lost of 250
     assert send["remote_fraction_lost"] == pytest.approx(0.04)
     assert send["fraction_lost"] == pytest.approx(0.04) and send["loss_percent"] == pytest.approx(4)
-    assert send["remote_jitter_ms"] == 3.0 and send["jitter_ms"] == 3.0
+    assert send["remote_jitter_ms"] == send["jitter_ms"] == 3.0625  # + half a sample
     assert send["one_way_delay_ms"] == 15.0 + 20
     assert send["mos"] == pytest.approx(emodel.evaluate("PCMU", 4.0, 35.0).mos)
     assert send["rtcp_reports"] == 1 and send["rtcp_last_update_age_ms"] == pytest.approx(500)
@@ -167,4 +169,43 @@ def test_read_snapshot_from_duck_typed_call_then_samples():
     send, recv = compute_samples(None, snap)
     assert set(recv) == set(KEYS)
     assert recv["codec"] == "PCMA" and recv["rtt_ms"] == 30.0 and recv["ipdv_mean_ms"] is None
-    assert recv["fraction_lost"] == pytest.approx(2 / 102) and recv["jitter_ms"] == 2.0
+    assert recv["fraction_lost"] == pytest.approx(2 / 102) and recv["jitter_ms"] == 2.0625
+
+
+def test_pjsips_whole_sample_jitter_gets_half_a_sample_back():
+    # PJSIP reports floor(J) in RTP timestamp units: unbiased is + half a sample
+    assert jitter_floor_offset_ms(8000) == 0.0625
+    assert jitter_floor_offset_ms(16000) == 0.03125
+    assert jitter_floor_offset_ms(None) == 0.0
+
+
+def test_sent_is_what_reached_the_wire_and_simulated_drops_are_counted_apart():
+    prev, cur = empty_snapshot(), empty_snapshot()
+    prev["mono"], cur["mono"] = 10.0, 11.0
+    prev["tx"].update(pkt=100, bytes=16_000, dropped=5)
+    cur["tx"].update(pkt=150, bytes=24_000, dropped=8)  # pjmedia counts drops as sent
+    send, recv = compute_samples(prev, cur)
+    assert (send["packets"], send["packets_total"]) == (47, 142)
+    assert (send["simulated_drops"], send["simulated_drops_total"]) == (3, 8)
+    assert recv["simulated_drops"] is None and recv["simulated_drops_total"] is None
+
+
+def test_simulated_drops_restart_with_a_stream_a_reinvite_recreated():
+    sampler, t = StreamSampler(), 0.0
+
+    def snap(pkt: int, dropped: int) -> dict:
+        nonlocal t
+        t += 1.0
+        s = empty_snapshot()
+        s["mono"] = t
+        s["tx"].update(pkt=pkt, dropped=dropped)  # dropped: the transport's count so far
+        return s
+
+    sampler.sample(snap(100, 4))
+    send, _ = sampler.sample(snap(150, 6))
+    assert (send["packets_total"], send["simulated_drops_total"]) == (144, 6)
+    send, _ = sampler.sample(snap(40, 8))  # re-INVITE: pkt restarts, the transport's does not
+    assert (send["packets"], send["simulated_drops"]) == (38, 2)
+    assert (send["packets_total"], send["simulated_drops_total"]) == (38, 2)
+    send, _ = sampler.sample(snap(90, 9))
+    assert (send["packets"], send["simulated_drops"], send["packets_total"]) == (49, 1, 87)

@@ -23,7 +23,8 @@ from .stream_stats import StreamSampler, read_snapshot
 
 log = logging.getLogger("callmeter.host")
 RECEIVER_SAFETY_S = 10.0  # receiver hangs up this long after duration_s if no BYE came
-WAIT_FOR_CALL_S = 120.0  # receiver with no INVITE by then finishes TIMEOUT
+# SIP finals that mean "the offer/answer could not agree" (codecs, SRTP, SDP itself)
+NEGOTIATION_CODES = (488, 606)
 TEARDOWN_TIMEOUT_S = 40.0  # BYE/CANCEL retransmissions end by 32 s (Timer F/B)
 FIRST_RTP_POLL_S = 0.02  # stat polling rate until the first RTP packet is seen
 
@@ -37,6 +38,7 @@ class Endpoint:
         self.role: str = cmd["role"]
         self.codecs = codecs
         self.duration_s = float(cmd["duration_s"])
+        self.call_wait_s = float(cmd["call_wait_s"])  # receiver: no INVITE by then -> ends
         self.target_uri: str | None = cmd.get("target_uri")
         self.username: str = cmd["username"]
         self.options: dict[str, Any] = cmd["options"]
@@ -50,7 +52,6 @@ class Endpoint:
         self.account: HostAccount | None = None
         self.call: HostCall | None = None
         self.phase = ""
-        self.started = time.monotonic()
         self.t_invite = self.t_trying = self.t_ringing = self.t_200 = None
         self.t_confirmed: float | None = None
         self.first_rtp_ms: float | None = None
@@ -116,6 +117,7 @@ class Endpoint:
         self.call = call
         self.t_invite = time.monotonic()
         self.set_phase("CALLING")
+        self.host.emit("call_attempted", endpoint_id=self.id, target_uri=self.target_uri)
         try:
             call.makeCall(self.target_uri, pj.CallOpParam(True))
         except pj.Error as exc:
@@ -126,6 +128,7 @@ class Endpoint:
             return
         finally:
             self.host.apply_codecs(self.host.receiver_codecs())
+        call.media_transport = self.host.claim_media_transport()  # made inside makeCall
         self.sip_call_id = self.host.track_call_id(call, self.id)
 
     def attach_incoming(self, call: HostCall) -> None:
@@ -134,8 +137,8 @@ class Endpoint:
         self.t_invite = time.monotonic()
         self.sip_call_id = self.host.track_call_id(call, self.id)
         delay, ring = self.options["answer_delay_s"], self.options["ring_time_s"]
+        # answered from tick, never inside onIncomingCall (see Host.reject)
         self.answer_at = [(self.t_invite + delay, 180), (self.t_invite + delay + ring, 200)]
-        self._answer_due(self.t_invite)  # inside onIncomingCall, as pjsua2 allows
 
     def _answer_due(self, now: float) -> None:
         while self.answer_at and self.answer_at[0][0] <= now and self.call is not None:
@@ -143,6 +146,9 @@ class Endpoint:
             prm = pj.CallOpParam()
             prm.statusCode = code
             self.call.answer(prm)
+            if code == 200 and self.call.media_transport is None:
+                # an INVITE without SDP: pjsua made the media for our offer just now
+                self.call.media_transport = self.host.claim_media_transport()
             if code == 180:
                 self.set_phase("RINGING")
             else:
@@ -201,8 +207,8 @@ class Endpoint:
         elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.end_code, self.end_reason = ci.lastStatusCode, ci.lastReason
 
-    def final_sample(self, call: HostCall) -> None:
-        if self.hangup_at is None and not call.disconnected and self.end_code is None:
+    def final_sample(self, call: HostCall, ending: bool) -> None:
+        if not ending and self.hangup_at is None and not call.disconnected:
             return  # a re-INVITE replaced the stream; the call goes on (see StreamSampler)
         if self.t_confirmed is not None and not self.final_done:
             self.final_done = True
@@ -215,6 +221,7 @@ class Endpoint:
     def take_sample(self, call: HostCall, final: bool = False) -> None:
         # audio levels are not readable once the stream is being destroyed
         snap = read_snapshot(call, self.timing(), levels=not final, errors=(pj.Error,))
+        snap["tx"]["dropped"] = self.host.tx_dropped(call.media_transport)
         self.rx_packets = max(self.rx_packets, snap["rx"]["pkt"])
         send, recv = self.sampler.sample(snap)
         for direction, metrics in (("send", send), ("recv", recv)):
@@ -252,9 +259,11 @@ class Endpoint:
                 self.end("SUCCESS", "stopped" if self.stopped else "", None)
             return
         if call is None:
-            if self.role == "receiver" and (self.stopped or now - self.started > WAIT_FOR_CALL_S):
-                reason = "stopped before a call arrived" if self.stopped else "no INVITE arrived"
-                self.end("CALL_FAILED" if self.stopped else "TIMEOUT", reason, None)
+            if self.role == "receiver" and self.stopped:
+                self.end("CALL_FAILED", "stopped before a call arrived", None)
+            elif self.role == "receiver" and self.ready and now - self.t_ready > self.call_wait_s:
+                reason = f"no incoming call within {self.call_wait_s:g} s of being ready"
+                self.end("NO_INCOMING_CALL", reason, None)
             elif self.stopped and not self.ready:
                 self.end("CALL_FAILED", "stopped before registration", None)
             return
@@ -342,7 +351,11 @@ class Endpoint:
             elif self.forced == "TIMEOUT":
                 reason = f"no answer within {self.options['invite_timeout_s']} s (CANCEL sent)"
             self.host.emit("call_failed", endpoint_id=self.id, code=code, reason=reason)
-            outcome = self.forced or ("TIMEOUT" if code == 408 else "CALL_FAILED")
+            outcome = self.forced or (
+                "TIMEOUT" if code == 408
+                else "NEGOTIATION_FAILED" if code in NEGOTIATION_CODES
+                else "CALL_FAILED"
+            )  # fmt: skip
         else:
             duration = round(time.monotonic() - self.t_confirmed, 3)
             self.host.emit(

@@ -38,10 +38,19 @@ from .args import parse_args, pjsip_drop_pct
 from .audio import resolve_codecs, write_tone_wav
 from .endpoint import Endpoint
 from .sip import HostCall, SipLogWriter
+from .sipfilter import drop_oversized
 from .transport import Transports
 
 log = logging.getLogger("callmeter.host")
 MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
+# An INVITE the host turns away keeps its call slot this long before the rejection is
+# sent. pjsua creates an incoming call's media sockets before the application sees it,
+# and a closed socket's ioqueue key comes back only 500 ms later
+# (PJ_IOQUEUE_KEY_FREE_DELAY): rejecting at once let a burst of INVITEs churn through
+# the 64 keys and abort the process. Held slots make pjsua itself answer further
+# INVITEs 486 before any media exists, so at most MAX_CALLS calls' sockets are made per
+# hold, whatever the rate of INVITEs.
+REJECT_HOLD_S = 0.5
 SRTP = {"off": pj.PJMEDIA_SRTP_DISABLED, "optional": pj.PJMEDIA_SRTP_OPTIONAL,
         "mandatory": pj.PJMEDIA_SRTP_MANDATORY}  # fmt: skip
 PRACK = {"off": pj.PJSUA_100REL_NOT_USED, "supported": pj.PJSUA_100REL_OPTIONAL,
@@ -56,7 +65,8 @@ class Host:
         self.bind, self.sip_port = args.bind, args.sip_port
         self.endpoints: dict[str, Endpoint] = {}
         self.accounts: dict[str, Any] = {}  # endpoint_id -> live HostAccount
-        self.rejected: list[HostCall] = []  # 486'd calls, kept until DISCONNECTED
+        self.rejected: list[HostCall] = []  # turned-away calls, kept until DISCONNECTED
+        self.to_reject: list[tuple[float, HostCall, int]] = []  # (when, call, status) to send
         # SIP Call-ID -> endpoint ids in this host (two when caller and callee share it)
         self.callids: dict[str, set[str]] = {}
         self.logq: collections.deque = collections.deque(maxlen=10000)
@@ -83,14 +93,17 @@ class Host:
             pjsip_drop_pct(a.drop_rx_pct),
         )
         lc = cfg.logConfig
-        level = max(a.log_level, 4 if a.trace_sip else 0)
+        # level 4 names each media transport as it is made; with simulated tx loss,
+        # level 5 reports each packet dropped (SipLogWriter counts them per transport)
+        level = max(a.log_level, 4 if a.trace_sip else 0, 5 if a.drop_tx_pct else 0)
         self.writer = SipLogWriter(self.logq, level)
         lc.writer, lc.level, lc.consoleLevel = self.writer, level, level
         lc.msgLogging = bool(a.trace_sip)
-        lc.decor = 0
+        lc.decor = pj.PJ_LOG_HAS_SENDER  # which media transport dropped a packet
         self.ep.libInit(cfg)
         self.transports = Transports(self.ep, a.bind, a.sip_port, a.tls_cert, a.tls_key)
         self.transport_id = self.transports.get("udp")
+        drop_oversized(a.bind, a.sip_port)  # pjsip would parse them cut at 4,000 bytes
         self.ep.libStart()
         self.ep.audDevManager().setNullDev()
         self.codec_ids = [c.codecId for c in self.ep.codecEnum2()]
@@ -172,10 +185,29 @@ class Host:
         return cid
 
     def reject(self, call: HostCall, code: int) -> None:
-        prm = pj.CallOpParam()
-        prm.statusCode = code
-        call.answer(prm)
+        """Turn an incoming call away REJECT_HOLD_S from now, from the main loop.
+
+        Never from inside onIncomingCall: a final answer there to an INVITE without SDP
+        ends the call at once, and pjsua2 then frees the call's cloned request a second
+        time (pjsip_rx_data_free_cloned: Assertion 'rdata' failed: the process aborts).
+        """
+        self.to_reject.append((time.monotonic() + REJECT_HOLD_S, call, code))
         self.rejected.append(call)
+
+    def send_rejections(self, now: float) -> None:
+        due = [r for r in self.to_reject if r[0] <= now]
+        if not due:
+            return
+        self.to_reject = [r for r in self.to_reject if r[0] > now]
+        for _, call, code in due:
+            if call.disconnected:
+                continue  # the caller gave up first (CANCEL)
+            prm = pj.CallOpParam()
+            prm.statusCode = code
+            try:
+                call.answer(prm)
+            except pj.Error as exc:
+                log.warning("rejecting an incoming call (%d): %s", code, exc.info())
 
     def live_calls(self) -> int:
         n = sum(1 for e in self.endpoints.values() if e.call is not None and not e.finished)
@@ -185,6 +217,12 @@ class Host:
             if e.role == "caller" and not e.finished and e.call is None
         )
         return n + len(self.rejected)
+
+    def claim_media_transport(self) -> str | None:
+        return self.writer.claim_media_transport()
+
+    def tx_dropped(self, media_transport: str | None) -> int:
+        return self.writer.tx_dropped[media_transport] if media_transport else 0
 
     def release(self, endpoint_id: str, sip_call_id: str | None) -> None:
         """Drop an endpoint's pjsua2 objects (called from the main loop, never a callback)."""
@@ -314,6 +352,11 @@ class Host:
             now = time.monotonic()
             for endpoint in list(self.endpoints.values()):
                 endpoint.tick(now)
+                # PJSIP timestamps an RTP packet for jitter when it reads it, so a packet
+                # that waits while Python works here would count that wait as network
+                # jitter: read whatever arrived after each endpoint's share of the work
+                self.ep.libHandleEvents(0)
+            self.send_rejections(now)
             self.rejected = [c for c in self.rejected if not c.disconnected]
             self.endpoints = {k: e for k, e in self.endpoints.items() if not e.finished}
             if now >= next_beat:
@@ -336,6 +379,7 @@ class Host:
         # A Call/Account destroyed after libDestroy aborts the process: drop them all first.
         self.endpoints.clear()
         self.rejected.clear()
+        self.to_reject.clear()
         self.accounts.clear()
         self.player = self.playback = None
         gc.collect()

@@ -45,6 +45,7 @@ class HostAccount(pj.Account):
     @_guard
     def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
         call = HostCall(self.host, self, None, prm.callId)
+        call.media_transport = self.host.claim_media_transport()  # None: SDP-less INVITE
         ep = self.endpoint
         if request_user(prm.rdata.wholeMsg) != ep.username:
             # pjsua hands INVITEs for unknown users to the default account; a receiver
@@ -69,6 +70,7 @@ class HostCall(pj.Call):
         super().__init__(acc, cid)
         self.host, self.endpoint = host, endpoint
         self.disconnected = False
+        self.media_transport: str | None = None  # PJSIP's name of its RTP transport
 
     @_guard
     def onCallState(self, prm: pj.OnCallStateParam) -> None:
@@ -109,18 +111,47 @@ class HostCall(pj.Call):
     def onStreamDestroyed(self, prm: pj.OnStreamDestroyedParam) -> None:
         # Last moment the stream statistics exist: take the final sample here.
         if self.endpoint is not None and prm.streamIdx == 0:
-            self.endpoint.final_sample(self)
+            # pjsua destroys the media of a call that ends before it reports the call
+            # DISCONNECTED: ask the session, or a BYE from the peer looks like a re-INVITE
+            try:
+                ending = self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED
+            except pj.Error:
+                ending = True
+            self.endpoint.final_sample(self, ending)
+
+
+# PJSIP's loss simulation says nothing but this (level 5, sender = the media transport)
+TX_DROPPED = "TX RTP packet dropped because of pkt lost simulation"
+MEDIA_CREATED = "UDP media transport created"  # level 4, sender = the new transport
 
 
 class SipLogWriter(pj.LogWriter):
-    """Receives PJSIP log lines; only queues them (may run on a media thread)."""
+    """Receives PJSIP log lines; only queues them (may run on a media thread).
+
+    With the sender in each line (PJ_LOG_HAS_SENDER) it also counts, per media
+    transport, the RTP packets the loss simulation dropped (pjmedia counts them as
+    sent), and notes each media transport created, so a call can claim its own.
+    """
 
     def __init__(self, queue: collections.deque, level: int) -> None:
         super().__init__()
         self.queue, self.level = queue, level
+        self.tx_dropped: collections.Counter[str] = collections.Counter()
+        self.created: collections.deque[str] = collections.deque(maxlen=64)
 
     def write(self, entry: pj.LogEntry) -> None:
         try:
-            self.queue.append((entry.level, entry.msg))
+            msg = entry.msg
+            if TX_DROPPED in msg:
+                self.tx_dropped[msg.split(None, 1)[0]] += 1
+                return
+            if MEDIA_CREATED in msg:
+                self.created.append(msg.split(None, 1)[0])
+            self.queue.append((entry.level, msg))
         except Exception:  # noqa: BLE001 - never raise into C++
             pass
+
+    def claim_media_transport(self) -> str | None:
+        """The media transport created most recently and not claimed yet (pjsua makes a
+        call's transport inside makeCall, or before onIncomingCall for an SDP offer)."""
+        return self.created.pop() if self.created else None

@@ -62,6 +62,7 @@ def _stream() -> dict[str, Any]:
     return {
         "pkt": 0, "bytes": 0, "loss": 0, "dup": 0, "reorder": 0, "discard": 0,
         "update_count": 0, "update_unix": None, "jitter": _math(), "loss_period": _math(),
+        "dropped": 0,  # tx: packets PJSIP's loss simulation dropped (counted in pkt)
     }  # fmt: skip
 
 
@@ -93,10 +94,32 @@ def _delta(cur: int, prev: int) -> int:
     return max(0, int(cur) - int(prev))
 
 
+def jitter_floor_offset_ms(clock_rate: int | None) -> float:
+    """What PJSIP's jitter values lack on average: half a sample of the RTP clock.
+
+    PJSIP keeps J (RFC 3550 A.8) scaled by 16 in whole RTP timestamp units and reports
+    `J >> 4`, i.e. J rounded down to a whole sample (125 us at 8 kHz), so every value
+    it gives is on average half a sample below J (measured against tshark on the same
+    packets: 11-18 % low at 0.3-0.7 ms). An RTCP RR carries the same truncated J.
+    Adding half a sample makes the values unbiased; unknown clock: no correction.
+    """
+    return 500.0 / clock_rate if clock_rate else 0.0
+
+
+def _jitter_ms(stat: dict[str, float], key: str, offset_ms: float) -> float | None:
+    value = _ms(stat, key)
+    return value + offset_ms if value is not None else None
+
+
 def _direction(
-    cur: dict[str, Any], prev: dict[str, Any], elapsed: float | None, wall: float
+    cur: dict[str, Any],
+    prev: dict[str, Any],
+    elapsed: float | None,
+    wall: float,
+    jitter_offset_ms: float = 0.0,
 ) -> Sample:
     """Counters shared by both directions (packets, bytes, loss, RTCP bookkeeping)."""
+    jit, off = cur["jitter"], jitter_offset_ms
     pkts = _delta(cur["pkt"], prev["pkt"])
     nbytes = _delta(cur["bytes"], prev["bytes"])
     lost = _delta(cur["loss"], prev["loss"])
@@ -115,12 +138,17 @@ def _direction(
         "sequence_gaps": _delta(cur["loss_period"]["n"], prev["loss_period"]["n"]),
         "loss_period_mean_ms": _ms(cur["loss_period"], "mean"),
         "loss_period_max_ms": _ms(cur["loss_period"], "max"),
-        "jitter_ms": _ms(cur["jitter"], "last"), "jitter_mean_ms": _ms(cur["jitter"], "mean"),
-        "jitter_min_ms": _ms(cur["jitter"], "min"), "jitter_max_ms": _ms(cur["jitter"], "max"),
+        "jitter_ms": _jitter_ms(jit, "last", off), "jitter_mean_ms": _jitter_ms(jit, "mean", off),
+        "jitter_min_ms": _jitter_ms(jit, "min", off), "jitter_max_ms": _jitter_ms(jit, "max", off),
         "rtcp_reports": _delta(cur["update_count"], prev["update_count"]),
         "rtcp_update_count_total": cur["update_count"],
         "rtcp_last_update_age_ms": (wall - upd) * 1000.0 if upd else None,
     }  # fmt: skip
+
+
+def _on_wire(tx: dict[str, Any]) -> dict[str, Any]:
+    dropped = int(tx.get("dropped") or 0)
+    return {**tx, "dropped": dropped, "pkt": max(0, tx["pkt"] - dropped)}
 
 
 def _quality(codec: str | None, loss_pct: float | None, delay_ms: float) -> Sample:
@@ -163,7 +191,8 @@ def compute_samples(
     send, recv = dict(common), dict(common)
 
     # --- recv: everything measured locally on the incoming RTP stream
-    recv.update(_direction(cur["rx"], base["rx"], elapsed, cur["wall"]))
+    offset = jitter_floor_offset_ms(info.get("clock_rate"))
+    recv.update(_direction(cur["rx"], base["rx"], elapsed, cur["wall"], offset))
     recv["payload_type"] = info.get("rx_pt")
     recv["audio_level"] = cur["level"].get("rx")
     expected = recv["expected_packets"]
@@ -188,7 +217,12 @@ def compute_samples(
     recv.update(_quality(info.get("codec"), recv["loss_percent"], recv["one_way_delay_ms"]))
 
     # --- send: our own counters, plus what the peer told us in RTCP RRs
-    send.update(_direction(cur["tx"], base["tx"], elapsed, cur["wall"]))
+    # pjmedia counts a packet as sent before its loss simulation drops it: "sent" is
+    # what reached the wire, the simulated drops are counted apart
+    tx, btx = _on_wire(cur["tx"]), _on_wire(base["tx"])
+    send.update(_direction(tx, btx, elapsed, cur["wall"], offset))
+    send["simulated_drops"] = _delta(tx["dropped"], btx["dropped"])
+    send["simulated_drops_total"] = tx["dropped"]
     send["payload_type"] = info.get("tx_pt")
     send["audio_level"] = cur["level"].get("tx")
     # Loss on the send side is only known per RR interval (~5 s), so the per-second
@@ -214,6 +248,8 @@ class StreamSampler:
         # (update_count, loss, pkt) when the last peer RR was first seen
         self._rr_ref: tuple[int, int, int] = (0, 0, 0)
         self._rr_window: tuple[int, int] | None = None
+        # simulated drops are counted per media transport, which outlives a stream
+        self._drops_before_stream = 0
 
     def sample(self, cur: Snapshot) -> tuple[Sample, Sample]:
         tx, prev = cur["tx"], self.prev
@@ -222,8 +258,12 @@ class StreamSampler:
         ):
             # A re-INVITE (hold, codec change) recreated the stream and its counters
             # restarted at zero: measure this interval from zero, keep the clock.
+            self._drops_before_stream += prev["tx"].get("dropped", 0)
             prev = {**empty_snapshot(), "mono": prev["mono"], "wall": prev["wall"]}
             self._rr_ref, self._rr_window = (0, 0, 0), None
+        if self._drops_before_stream:
+            tx = {**tx, "dropped": tx.get("dropped", 0) - self._drops_before_stream}
+            cur = {**cur, "tx": tx}
         count, ref_loss, ref_pkt = self._rr_ref
         if tx["update_count"] != count:
             # tx.pkt counts packets sent until now; the RR covers packets until the

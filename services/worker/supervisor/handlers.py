@@ -44,7 +44,7 @@ def start_command(event: EndpointAssigned) -> StartEndpoint:
         "op": "start_endpoint", "endpoint_id": event.endpoint_id, "role": c.role,
         "codecs": list(c.codecs), "duration_s": c.duration_s, "target_uri": c.target_uri,
         "username": c.username, "drop_tx_pct": c.drop_tx_pct, "drop_rx_pct": c.drop_rx_pct,
-        "registrar": c.registrar.model_dump() if c.registrar else None,
+        "call_wait_s": c.call_wait_s, "registrar": c.registrar.model_dump() if c.registrar else None,
         "account": c.account.model_dump() if c.account else None,
         "options": c.options.model_dump(), "scenario": [s.model_dump() for s in c.scenario],
     }  # fmt: skip

@@ -20,10 +20,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from callmeter_events import host_lost_reason
+
 from .. import protocol as proto
+from .hostlog import HostOutput, exit_reason
 from .ports import PortAllocator
 
 log = logging.getLogger(__name__)
+host_log = logging.getLogger("callmeter.host")  # the worker sends it to a rotated file
+SUPPRESSED_NOTE_S = 10.0  # how often a host's dropped log lines are counted in the log
 
 OnMessage = Callable[["EndpointHost", dict[str, Any]], Awaitable[None]]
 OnHostLost = Callable[["EndpointHost", str], Awaitable[None]]
@@ -71,6 +76,8 @@ class EndpointHost:
     last_heard: float = field(default_factory=time.monotonic)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     lost: bool = False
+    output: HostOutput = field(default_factory=HostOutput)  # its stderr, rate-limited
+    stderr_done: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def send(self, command: proto.Command) -> None:
         assert self.proc.stdin is not None
@@ -148,12 +155,38 @@ class HostPool:
             argv += ["--tls-cert", self.tls_files[0], "--tls-key", self.tls_files[1]]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            start_new_session=True, limit=4 * 1024 * 1024,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=4 * 1024 * 1024,
         )  # fmt: skip
         host = EndpointHost(host_id, proc, sip_port, rtp_base, profile)
         self.hosts[host_id] = host
         self._spawn(self._read(host))
+        self._spawn(self._read_stderr(host))
         return host
+
+    async def _read_stderr(self, host: EndpointHost) -> None:
+        """The host's stderr into the rotated host log, at most HostOutput's rate."""
+        assert host.proc.stderr is not None
+        next_note = time.monotonic() + SUPPRESSED_NOTE_S
+        try:
+            while True:
+                try:
+                    raw = await host.proc.stderr.readline()
+                except ValueError:  # a line over the stream limit: skip what is buffered
+                    raw = b"(over-long line)\n"
+                if not raw:
+                    break
+                now = time.monotonic()
+                line = host.output.feed(raw.decode(errors="replace"), now)
+                if line is not None:
+                    host_log.info("%s %s", host.host_id, line)
+                if now >= next_note:
+                    next_note = now + SUPPRESSED_NOTE_S
+                    if n := host.output.take_suppressed():
+                        log.warning("host %s: %d log lines over the rate dropped", host.host_id, n)
+        finally:
+            if n := host.output.take_suppressed():
+                log.warning("host %s: %d log lines over the rate dropped", host.host_id, n)
+            host.stderr_done.set()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -180,7 +213,9 @@ class HostPool:
                 if not host.endpoints and host.placed >= self.per_host:
                     await host.send({"op": "shutdown"})
         code = await host.proc.wait()
-        await self._retire(host, f"endpoint host exited with code {code}")
+        with contextlib.suppress(TimeoutError):  # its last words (an assertion) come first
+            await asyncio.wait_for(host.stderr_done.wait(), 2.0)
+        await self._retire(host, exit_reason(host.host_id, code, host.output.assertion))
 
     async def _retire(self, host: EndpointHost, reason: str) -> None:
         if host.lost:
@@ -203,7 +238,8 @@ class HostPool:
             for host in list(self.hosts.values()):
                 if not host.lost and now - host.last_heard > self.silence_s:
                     self._kill(host)
-                    await self._retire(host, f"endpoint host silent for {self.silence_s:.0f} s")
+                    how = f"went silent for {self.silence_s:.0f} s"
+                    await self._retire(host, host_lost_reason(host.host_id, how))
 
     def _kill(self, host: EndpointHost) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 from callmeter_common.bus import Bus
 from callmeter_common.runtime import run_service
@@ -12,8 +15,25 @@ from .handlers import Supervisor
 from .settings import WorkerSettings
 
 
+def host_log_file(settings: WorkerSettings) -> Path:
+    """Send the `callmeter.host` logger (hosts' stderr) to its own rotated file only."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in settings.worker_id)
+    path = settings.data_dir / f"hosts-{safe}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(
+        path, maxBytes=settings.host_log_bytes, backupCount=settings.host_log_backups
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger = logging.getLogger("callmeter.host")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not into the worker's own log
+    return path
+
+
 async def serve(stop: asyncio.Event) -> None:
     settings = WorkerSettings()
+    host_log_file(settings)
     bus = await Bus.connect(settings.nats_url, f"worker-{settings.worker_id}")
     await bus.ensure_streams()
     supervisor = Supervisor(bus, settings)

@@ -17,6 +17,10 @@ class WorkerSettings(CommonSettings):
     heartbeat_s: float = 1.0
     host_silence_s: float = 5.0  # a host that says nothing this long is declared dead
     trace_sip: bool = True
+    # endpoint hosts' stderr (rate-limited) goes to <data_dir>/hosts-<worker_id>.log,
+    # rotated at this size with this many old files kept
+    host_log_bytes: int = 1_000_000
+    host_log_backups: int = 2
     # PEM files for endpoints whose SIP transport is TLS (empty: TLS endpoints fail OSERROR)
     tls_cert: str = ""
     tls_key: str = ""

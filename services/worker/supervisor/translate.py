@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callmeter_events import (
+    CallAttempted,
     CallEnded,
     CallEstablished,
     CallFailed,
@@ -53,6 +54,8 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
         return [DtmfReceived(**base, digits=msg["digits"], method=msg["method"])]
     if ev == "phase":
         return [EndpointPhaseChanged(**base, phase=msg["phase"])]
+    if ev == "call_attempted":
+        return [CallAttempted(**base, target_uri=msg["target_uri"])]
     if ev == "call_progress":
         return [CallProgress(**base, sip_code=msg["code"], reason=msg.get("reason") or "",
                              ms_since_invite=msg.get("ms_since_invite"))]  # fmt: skip
