@@ -165,7 +165,7 @@ def migrate(url: str, settings: StorageSettings | None = None) -> str:
 
     Concurrent callers (every service migrates at start-up) queue on the lock and
     find nothing left to do. Then the start-up upkeep: day partitions ahead and
-    the retention policy (plain mode) or the TimescaleDB retention policy.
+    the retention policy (plain mode) or the TimescaleDB retention and refresh policies.
     """
     settings = settings or StorageSettings()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -190,6 +190,7 @@ def migrate(url: str, settings: StorageSettings | None = None) -> str:
             row = conn.execute("SELECT mode FROM storage_mode").fetchone()
             if row and row[0] == "timescaledb":
                 timescale.apply_retention(conn, settings.retention_days)
+                timescale.ensure_refresh_policies(conn)
             else:
                 partitions.ensure_ahead(conn, settings.partition_days_ahead)
                 partitions.drop_expired(conn, settings.retention_days)
