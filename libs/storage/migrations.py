@@ -150,6 +150,24 @@ CREATE TABLE webhook_claims (
 )""")
 
 
+def m012_forward_only_position(conn: psycopg.Connection) -> None:
+    # A read model's stored position only moves forward: a writer whose fold is
+    # behind what is stored (a stale or second writer) must not take it back.
+    # Deleting the row (a rebuild) starts again from nothing.
+    conn.execute("""
+CREATE FUNCTION projection_position_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.seq < OLD.seq THEN
+        RAISE EXCEPTION 'position of % may only move forward: % is stored, % was written',
+            OLD.name, OLD.seq, NEW.seq USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER forward_only BEFORE UPDATE ON projection_position
+    FOR EACH ROW EXECUTE FUNCTION projection_position_forward();
+""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -157,6 +175,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (4, "rollups as folded rows plus appended deltas", m004_rollup_deltas),
     (10, "webhook delivery log", m010_webhook_deliveries),  # 5-9 left for storage work in flight
     (11, "webhook delivery claims", m011_webhook_claims),
+    (12, "read-model positions only move forward", m012_forward_only_position),
 ]
 
 

@@ -15,6 +15,11 @@ from callmeter_events import Event, RunCreated, RunDispatching, TestDeleted, Tes
 from callmeter_projections import EndpointState, RunsProjection, RunState, TestState, apply_test
 
 POSITION_NAME = "read_models"
+# Advisory lock held, on its writing connection, by the one process that writes the
+# read models; PostgreSQL releases it when that session ends (the process died).
+WRITER_LOCK = 727_002
+# NOTIFY channel: the position, sent by each read-model write when it commits.
+CHANNEL = "read_models"
 Touched = tuple[str | None, str | None, str | None]
 
 
@@ -91,7 +96,9 @@ class Snapshot:
 
 
 def write_snapshot(conn: psycopg.Connection[Any], snap: Snapshot) -> None:
-    """Upsert the rows and the position in one transaction."""
+    """Upsert the rows and the position in one transaction, and tell listeners on
+    commit. A position behind the stored one is refused by the table's trigger
+    (psycopg.errors.CheckViolation) and nothing of the snapshot is written."""
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO tests VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (test_id) DO UPDATE"
@@ -121,6 +128,7 @@ def write_snapshot(conn: psycopg.Connection[Any], snap: Snapshot) -> None:
             " ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq",
             (POSITION_NAME, snap.position),
         )
+        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(snap.position)))
 
 
 def stored_position(conn: psycopg.Connection[Any]) -> int:
@@ -128,6 +136,12 @@ def stored_position(conn: psycopg.Connection[Any]) -> int:
         "SELECT seq FROM projection_position WHERE name = %s", (POSITION_NAME,)
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+def take_writer_lock(conn: psycopg.Connection[Any]) -> bool:
+    """Become the read models' writer if no other session is (held until `conn` closes)."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()
+    return bool(row and row[0])
 
 
 def drop_views(conn: psycopg.Connection[Any]) -> None:

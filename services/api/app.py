@@ -36,12 +36,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
         webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)
-        projector.listeners.append(evaluator.observe)
-        projector.listeners.append(webhooks.observe)
+        projector.listeners.append(lambda _, event: evaluator.observe(event))
+        projector.listeners.append(lambda _, event: webhooks.observe(event))
         await projector.start()
         stop = asyncio.Event()
         tasks = [
-            asyncio.create_task(projector.run(stop)),
+            *projector.tasks(stop),
             asyncio.create_task(evaluator.run(stop)),
             asyncio.create_task(webhooks.run(stop)),
         ]
