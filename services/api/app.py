@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
@@ -16,12 +17,30 @@ from callmeter_common.api_keys import parse_keys
 from callmeter_common.bus import Bus
 from callmeter_storage.migrations import migrate
 
-from . import api_routes, auth, errors, events_routes, html_routes, results_routes
+from . import api_routes, auth, errors, events_routes, html_routes, queries, results_routes
 from .deps import Platform
 from .evaluator import Evaluator
+from .html_runs import TERMINAL
+from .live import LiveRuns
 from .projector import Projector
 from .settings import ApiSettings
 from .webhooks import Webhooks
+
+
+def live_runs(settings: ApiSettings, pool: ConnectionPool, projector: Projector) -> LiveRuns:
+    """Live run pages: one read of a watched run per change, shared by its pages."""
+
+    def read(run_id: str) -> Any:
+        with pool.connection() as conn:
+            return queries.run_overview(conn, run_id)
+
+    return LiveRuns(
+        load=lambda run_id: asyncio.to_thread(read, run_id),
+        visible=projector.wait_for,
+        is_live=lambda found: found[0]["status"] not in TERMINAL,
+        interval_s=settings.sse_interval_s,
+        refresh_s=settings.live_refresh_s,
+    )
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -38,6 +57,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)
         projector.listeners.append(lambda _, event: evaluator.observe(event))
         projector.listeners.append(lambda _, event: webhooks.observe(event))
+        live = live_runs(settings, pool, projector)
+        projector.listeners.append(live.observe)
         await projector.start()
         stop = asyncio.Event()
         tasks = [
@@ -45,7 +66,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             asyncio.create_task(evaluator.run(stop)),
             asyncio.create_task(webhooks.run(stop)),
         ]
-        app.state.platform = Platform(settings, bus, pool, projector)
+        app.state.platform = Platform(settings, bus, pool, projector, live)
         try:
             yield
         finally:
