@@ -150,11 +150,16 @@ CREATE TABLE webhook_claims (
 )""")
 
 
-def m012_forward_only_position(conn: psycopg.Connection) -> None:
-    # A read model's stored position only moves forward: a writer whose fold is
-    # behind what is stored (a stale or second writer) must not take it back.
-    # Deleting the row (a rebuild) starts again from nothing.
+def m012_forward_only_positions(conn: psycopg.Connection) -> None:
+    # The read models are two projections now (tests, runs), each with a position;
+    # both start where the single one was. A stored position only moves forward: a
+    # writer whose fold is behind it (a stale or second writer) must not take it
+    # back. Deleting the row (a rebuild) starts again from nothing.
     conn.execute("""
+INSERT INTO projection_position
+    SELECT p.name, old.seq FROM projection_position old, (VALUES ('tests'), ('runs')) p (name)
+    WHERE old.name = 'read_models';
+DELETE FROM projection_position WHERE name = 'read_models';
 CREATE FUNCTION projection_position_forward() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.seq < OLD.seq THEN
@@ -175,7 +180,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (4, "rollups as folded rows plus appended deltas", m004_rollup_deltas),
     (10, "webhook delivery log", m010_webhook_deliveries),  # 5-9 left for storage work in flight
     (11, "webhook delivery claims", m011_webhook_claims),
-    (12, "read-model positions only move forward", m012_forward_only_position),
+    (12, "read-model positions per projection, only forward", m012_forward_only_positions),
 ]
 
 

@@ -14,11 +14,16 @@ from psycopg.types.json import Jsonb
 from callmeter_events import Event, RunCreated, RunDispatching, TestDeleted, TestSaved
 from callmeter_projections import EndpointState, RunsProjection, RunState, TestState, apply_test
 
-POSITION_NAME = "read_models"
-# Advisory lock held, on its writing connection, by the one process that writes the
-# read models; PostgreSQL releases it when that session ends (the process died).
-WRITER_LOCK = 727_002
-# NOTIFY channel: the position, sent by each read-model write when it commits.
+# Two projections of CALLMETER_EVENTS, each folded from its own subjects with its own
+# stored position: a new test is readable without waiting behind every endpoint
+# event of every run (a big run's burst took POST /api/v1/tests past its wait).
+TESTS, RUNS = "tests", "runs"
+SUBJECTS = {TESTS: "callmeter.test.>", RUNS: "callmeter.run.>"}
+# Advisory locks held, on the writing connections, by the one process that writes
+# the read models (runs, then tests); PostgreSQL releases a lock when its session
+# ends (the process died).
+WRITER_LOCKS = {RUNS: 727_002, TESTS: 727_003}
+# NOTIFY channel: "<projection>:<position>", sent by each write when it commits.
 CHANNEL = "read_models"
 Touched = tuple[str | None, str | None, str | None]
 
@@ -46,11 +51,17 @@ class ReadModels:
     def __init__(self) -> None:
         self.runs = RunsProjection()
         self.tests: dict[str, TestState] = {}
-        self.position = 0
+        self.positions = {TESTS: 0, RUNS: 0}
+
+    @property
+    def position(self) -> int:
+        """The newest event folded, of either projection."""
+        return max(self.positions.values())
 
     def fold(self, seq: int, event: Event) -> list[Touched]:
         """Apply one event; returns the (test, run, endpoint) ids it touched."""
-        self.position = max(self.position, seq)
+        name = projection_of(event)
+        self.positions[name] = max(self.positions[name], seq)
         if isinstance(event, TestSaved | TestDeleted):
             state = apply_test(event, self.tests.get(event.test_id))
             if state is not None:
@@ -62,8 +73,9 @@ class ReadModels:
             return [(None, run_id, None)] + [(None, run_id, e) for e in self.runs.endpoints[run_id]]
         return [(None, run_id, endpoint_id)]
 
-    def snapshot(self, touched: Iterable[Touched]) -> Snapshot:
-        """The current states of the touched rows and the position they reflect.
+    def snapshot(self, touched: Iterable[Touched], name: str) -> Snapshot:
+        """The current states of the touched rows of projection `name` and the
+        position they reflect.
 
         States are immutable, so the snapshot can be written from another thread
         while the fold goes on.
@@ -76,23 +88,34 @@ class ReadModels:
                 runs.add(run_id)
                 if endpoint_id:
                     endpoints.add((run_id, endpoint_id))
+        if name == TESTS:
+            return Snapshot(TESTS, self.positions[TESTS], [self.tests[t] for t in sorted(tests)])
         return Snapshot(
-            [self.tests[t] for t in sorted(tests)],
+            RUNS, self.positions[RUNS], [],
             [self.runs.runs[r] for r in sorted(runs)],
             [self.runs.endpoints[r][e] for r, e in sorted(endpoints)],
-            self.position,
-        )
+        )  # fmt: skip
 
     def write(self, conn: psycopg.Connection[Any], touched: Iterable[Touched]) -> None:
-        write_snapshot(conn, self.snapshot(touched))
+        """Both projections' touched rows and positions, in one transaction."""
+        touched = list(touched)
+        with conn.transaction():
+            for name in (RUNS, TESTS):
+                write_snapshot(conn, self.snapshot(touched, name))
+
+
+def projection_of(event: Event) -> str:
+    """Which read-model projection folds `event`."""
+    return TESTS if isinstance(event, TestSaved | TestDeleted) else RUNS
 
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    tests: list[TestState]
-    runs: list[RunState]
-    endpoints: list[EndpointState]
+    name: str  # TESTS or RUNS
     position: int
+    tests: list[TestState] = dataclasses.field(default_factory=list)
+    runs: list[RunState] = dataclasses.field(default_factory=list)
+    endpoints: list[EndpointState] = dataclasses.field(default_factory=list)
 
 
 def write_snapshot(conn: psycopg.Connection[Any], snap: Snapshot) -> None:
@@ -126,21 +149,23 @@ def write_snapshot(conn: psycopg.Connection[Any], snap: Snapshot) -> None:
         cur.execute(
             "INSERT INTO projection_position VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq",
-            (POSITION_NAME, snap.position),
+            (snap.name, snap.position),
         )
-        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(snap.position)))
+        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{snap.name}:{snap.position}"))
 
 
-def stored_position(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "SELECT seq FROM projection_position WHERE name = %s", (POSITION_NAME,)
-    ).fetchone()
+def stored_position(conn: psycopg.Connection[Any], name: str) -> int:
+    row = conn.execute("SELECT seq FROM projection_position WHERE name = %s", (name,)).fetchone()
     return int(row[0]) if row else 0
 
 
-def take_writer_lock(conn: psycopg.Connection[Any]) -> bool:
-    """Become the read models' writer if no other session is (held until `conn` closes)."""
-    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()
+def take_writer_lock(conn: psycopg.Connection[Any], name: str, wait: bool = False) -> bool:
+    """Hold projection `name`'s writer lock on `conn` until it closes: at once if no
+    other session holds it (wait=False), or once it is free (wait=True)."""
+    if wait:
+        conn.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCKS[name],))
+        return True
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCKS[name],)).fetchone()
     return bool(row and row[0])
 
 
@@ -148,4 +173,4 @@ def drop_views(conn: psycopg.Connection[Any]) -> None:
     """Empty the read models and reset the position (the next fold rewrites them)."""
     with conn.transaction():
         conn.execute("TRUNCATE tests, runs, endpoints")
-        conn.execute("DELETE FROM projection_position WHERE name = %s", (POSITION_NAME,))
+        conn.execute("DELETE FROM projection_position WHERE name = ANY(%s)", ([TESTS, RUNS],))

@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 from callmeter_common.api_keys import parse_keys
 from callmeter_common.bus import Bus
 from callmeter_storage.migrations import migrate
+from callmeter_storage.readmodels import RUNS
 
 from . import api_routes, auth, errors, events_routes, html_routes, queries, results_routes
 from .deps import Platform
@@ -36,7 +37,7 @@ def live_runs(settings: ApiSettings, pool: ConnectionPool, projector: Projector)
 
     return LiveRuns(
         load=lambda run_id: asyncio.to_thread(read, run_id),
-        visible=projector.wait_for,
+        visible=lambda seq, timeout: projector.wait_for_position(RUNS, seq, timeout),
         is_live=lambda found: found[0]["status"] not in TERMINAL,
         interval_s=settings.sse_interval_s,
         refresh_s=settings.live_refresh_s,

@@ -1,17 +1,22 @@
 """The read models: every API process folds CALLMETER_EVENTS; exactly one writes.
 
-Every process folds the whole log in memory (pages, the evaluator and webhooks
-read that fold) and keeps the rows each event touched until they are stored.
-The process holding the writer lock (an advisory lock on its writing
-connection, readmodels.WRITER_LOCK) writes them in batches, with the position,
-in one transaction; the others only read. When the writer dies, PostgreSQL ends
-its session and drops the lock, and another process takes over within a second:
-it resumes from the stored position, whose rows its own fold already has. The
-stored position only moves forward (a trigger refuses anything else).
+Every process folds the log in memory (pages, the evaluator and webhooks read
+that fold) and keeps the rows each event touched until they are stored. The log
+is folded as two projections, tests and runs, each from its own subjects (one
+subscription each) with its own stored position: a new test never waits behind
+the endpoint events of a big run.
 
-Each write NOTIFYs its position on commit. Every process LISTENs on one
-connection, so a request that published an event waits, in any process, until
-the read models show it (read-your-writes), without polling.
+The process holding the writer locks (advisory locks on its two writing
+connections, readmodels.WRITER_LOCKS: runs first, then tests) writes them in
+batches, rows and position in one transaction; the others only read. When the
+writer dies, PostgreSQL ends its sessions and drops the locks, and another
+process takes over within a second: it resumes from the stored positions, whose
+rows its own fold already has. A stored position only moves forward (a trigger
+refuses anything else).
+
+Each write NOTIFYs "<projection>:<position>" on commit. Every process LISTENs on
+one connection, so a request that published an event waits, in any process,
+until the read models show it (read-your-writes), without polling.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -31,14 +37,43 @@ from callmeter_events import EVENTS, WORKERS, Event
 from callmeter_projections import WorkerState, apply_worker
 from callmeter_storage.readmodels import (
     CHANNEL,
+    RUNS,
+    SUBJECTS,
+    TESTS,
     ReadModels,
     Touched,
+    projection_of,
     stored_position,
     take_writer_lock,
     write_snapshot,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Part:
+    """One projection's bookkeeping in this process."""
+
+    name: str
+    stored: int = 0  # its stored position, as last read or notified
+    pending: list[tuple[int, list[Touched]]] = field(default_factory=list)  # not known stored
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+
+    def seen(self, position: int) -> None:
+        """Stored up to `position`: forget what that covers, release who waits for it."""
+        if position <= self.stored:
+            return
+        self.stored = position
+        self.pending = [p for p in self.pending if p[0] > position]
+        still = []
+        for seq, fut in self.waiters:
+            if seq > position:
+                still.append((seq, fut))
+            elif not fut.done():
+                fut.set_result(None)
+        self.waiters = still
 
 
 class Projector:
@@ -49,22 +84,20 @@ class Projector:
         self.models = ReadModels()
         self.workers: dict[str, WorkerState] = {}
         self.listeners: list[Callable[[int, Event], None]] = []  # told of every folded event
-        self.writer = False  # this process holds the writer lock
-        self.stored = 0  # the stored position, as last read or notified
-        self._pending: list[tuple[int, list[Touched]]] = []  # folded, not known stored
-        self._wake = asyncio.Event()
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.writer = False  # this process holds the writer locks
+        self.parts = {name: Part(name) for name in (TESTS, RUNS)}
 
     async def start(self) -> None:
-        await self.bus.fold(EVENTS, 1, self._on_event)
+        for name in (TESTS, RUNS):
+            await self.bus.fold(EVENTS, 1, self._on_event, subject=SUBJECTS[name])
         await self.bus.fold(
             WORKERS, 0, self._on_worker, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
         )
 
     def tasks(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        """The background work: watching the stored position, and writing when we may."""
+        """The background work: watching the stored positions, and writing when we may."""
         return [
-            asyncio.create_task(self.watch_position(stop)),
+            asyncio.create_task(self.watch_positions(stop)),
             asyncio.create_task(self.write_when_writer(stop)),
         ]
 
@@ -72,9 +105,10 @@ class Projector:
         touched = self.models.fold(seq, event)
         for listener in self.listeners:
             listener(seq, event)
-        if seq > self.stored:
-            self._pending.append((seq, touched))
-            self._wake.set()
+        part = self.parts[projection_of(event)]
+        if seq > part.stored:
+            part.pending.append((seq, touched))
+            part.wake.set()
 
     async def _on_worker(self, seq: int, event: Event) -> None:
         worker_id = getattr(event, "worker_id")  # noqa: B009
@@ -82,98 +116,99 @@ class Projector:
         if state is not None:
             self.workers[worker_id] = state
 
-    # -- the stored position, seen by every process ---------------------------------
+    # -- the stored positions, seen by every process --------------------------------
 
-    def _seen(self, position: int) -> None:
-        """The read models are stored up to `position`: forget what that covers and
-        release the requests waiting for it."""
-        if position <= self.stored:
-            return
-        self.stored = position
-        self._pending = [p for p in self._pending if p[0] > position]
-        still = []
-        for seq, fut in self._waiters:
-            if seq <= position:
-                if not fut.done():
-                    fut.set_result(None)
-            else:
-                still.append((seq, fut))
-        self._waiters = still
-
-    async def watch_position(self, stop: asyncio.Event) -> None:
+    async def watch_positions(self, stop: asyncio.Event) -> None:
         """LISTEN for each write's position (read once after LISTEN, so none is missed)."""
         while not stop.is_set():
             try:
                 conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
-                    cur = await conn.execute(
-                        "SELECT coalesce(max(seq), 0) FROM projection_position WHERE name = %s",
-                        ("read_models",),
-                    )
-                    row = await cur.fetchone()
-                    self._seen(int(row[0]) if row else 0)
+                    cur = await conn.execute("SELECT name, seq FROM projection_position")
+                    for name, seq in await cur.fetchall():
+                        if name in self.parts:
+                            self.parts[name].seen(int(seq))
                     async for note in conn.notifies():
-                        self._seen(int(note.payload))
+                        name, _, seq = note.payload.partition(":")
+                        self.parts[name].seen(int(seq))
             except psycopg.OperationalError as exc:
                 log.warning("listening for read-model writes failed (%s); reconnecting", exc)
                 await asyncio.sleep(self.retry_s)
 
-    async def wait_for(self, seq: int, timeout: float) -> bool:
-        """Wait until events up to `seq` are visible in the read models."""
-        if self.stored >= seq:
+    async def wait_for(self, event: Event, seq: int, timeout: float) -> bool:
+        """Wait until `event` (at stream sequence `seq`) is visible in the read models."""
+        return await self.wait_for_position(projection_of(event), seq, timeout)
+
+    async def wait_for_position(self, name: str, seq: int, timeout: float) -> bool:
+        part = self.parts[name]
+        if part.stored >= seq:
             return True
         fut = asyncio.get_running_loop().create_future()
-        self._waiters.append((seq, fut))
+        part.waiters.append((seq, fut))
         try:
             await asyncio.wait_for(fut, timeout)
             return True
         except TimeoutError:
             return False
         finally:
-            self._waiters = [w for w in self._waiters if w[1] is not fut]
+            part.waiters = [w for w in part.waiters if w[1] is not fut]
 
-    # -- writing, by the one process holding the lock -------------------------------
+    # -- writing, by the one process holding the locks ------------------------------
+
+    def _connect(self, name: str) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self.database_url, autocommit=True,
+            application_name=f"callmeter-api-writer-{name}-{os.getpid()}",
+        )  # fmt: skip
 
     async def write_when_writer(self, stop: asyncio.Event) -> None:
-        """Try the writer lock every `retry_s`; while holding it, write."""
+        """Try the runs writer lock every `retry_s`; once held, wait for the tests lock
+        (a dying writer's sessions end together), then write both projections, each on
+        the connection holding its lock (a lost connection is a lost lock)."""
         while not stop.is_set():
-            conn: psycopg.Connection[Any] | None = None
+            conns: dict[str, psycopg.Connection[Any]] = {}
             try:
-                conn = await asyncio.to_thread(
-                    psycopg.connect, self.database_url, autocommit=True,
-                    application_name=f"callmeter-api-writer-{os.getpid()}",
-                )  # fmt: skip
-                while not await asyncio.to_thread(take_writer_lock, conn):
+                conns[RUNS] = await asyncio.to_thread(self._connect, RUNS)
+                while not await asyncio.to_thread(take_writer_lock, conns[RUNS], RUNS):
                     await asyncio.sleep(self.retry_s)
+                conns[TESTS] = await asyncio.to_thread(self._connect, TESTS)
+                await asyncio.to_thread(take_writer_lock, conns[TESTS], TESTS, True)
                 self.writer = True
                 log.info("this process writes the read models now")
-                await self._write(conn)
+                writers = [
+                    asyncio.create_task(self._write(self.parts[n], c)) for n, c in conns.items()
+                ]
+                try:
+                    done, _ = await asyncio.wait(writers, return_when=asyncio.FIRST_EXCEPTION)
+                    for task in done:
+                        task.result()  # raises what stopped it
+                finally:
+                    for task in writers:
+                        task.cancel()
             except psycopg.OperationalError as exc:
                 log.warning("read-model writing stopped (%s); trying again", exc)
             finally:
                 self.writer = False
-                if conn is not None:
+                for conn in conns.values():
                     with contextlib.suppress(Exception):
                         await asyncio.to_thread(conn.close)
             await asyncio.sleep(self.retry_s)
 
-    async def _write(self, conn: psycopg.Connection[Any]) -> None:
-        """Write what is folded past the stored position, batch by batch, on the
-        connection that holds the lock (a lost connection is a lost lock)."""
-        self._seen(await asyncio.to_thread(stored_position, conn))
+    async def _write(self, part: Part, conn: psycopg.Connection[Any]) -> None:
+        """Write what is folded past the stored position, batch by batch."""
+        part.seen(await asyncio.to_thread(stored_position, conn, part.name))
         while True:
-            if not self._pending:
-                await self._wake.wait()
-                self._wake.clear()
+            if not part.pending:
+                await part.wake.wait()
+                part.wake.clear()
                 await asyncio.sleep(0.05)  # gather a burst into one transaction
                 continue
-            batch = self._pending
-            snap = self.models.snapshot(t for _, ts in batch for t in ts)
+            snap = self.models.snapshot((t for _, ts in part.pending for t in ts), part.name)
             try:
                 await asyncio.to_thread(write_snapshot, conn, snap)
             except psycopg.errors.CheckViolation:
                 # Stored past our fold (a rebuild ran): skip to what is stored.
-                self._seen(await asyncio.to_thread(stored_position, conn))
+                part.seen(await asyncio.to_thread(stored_position, conn, part.name))
                 continue
-            self._seen(snap.position)
+            part.seen(snap.position)

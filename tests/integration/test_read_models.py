@@ -3,6 +3,7 @@ API replicas under concurrent POSTs, including the writer's death."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -19,12 +20,16 @@ from typing import Any
 import psycopg
 import pytest
 
+from callmeter_common.bus import Bus
 from callmeter_common.procs import free_port, wait_for_port
+from callmeter_events import EndpointPhaseChanged, RunCreated, RunDispatching
 from callmeter_events import TestDefinition as Definition
 from callmeter_events import TestSaved as Saved
 from callmeter_storage.migrations import migrate
 from callmeter_storage.readmodels import (
-    WRITER_LOCK,
+    RUNS,
+    TESTS,
+    WRITER_LOCKS,
     ReadModels,
     Snapshot,
     stored_position,
@@ -35,6 +40,7 @@ from tests.support.databases import create_database, drop_database
 from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
+BIG_RUN = 2_000  # endpoints of the run whose events load the API processes
 
 
 def definition(name: str) -> dict[str, Any]:
@@ -56,28 +62,29 @@ def test_the_stored_position_only_moves_forward(url: str) -> None:
         saved = Saved(test_id=name, definition=Definition.model_validate(definition(name)))
         touched += models.fold(seq, saved)
     with psycopg.connect(url, autocommit=True) as conn:
-        write_snapshot(conn, models.snapshot(touched))
-        assert stored_position(conn) == 3
+        write_snapshot(conn, models.snapshot(touched, TESTS))
+        assert stored_position(conn, TESTS) == 3
         # A writer whose fold is behind (position 2) would put an older state back.
-        stale = models.snapshot([("one", None, None)])
+        stale = models.snapshot([("one", None, None)], TESTS)
         renamed = Definition.model_validate(definition("stale"))
-        old = Snapshot([dataclasses.replace(stale.tests[0], definition=renamed)], [], [], 2)
+        old = Snapshot(TESTS, 2, [dataclasses.replace(stale.tests[0], definition=renamed)])
         with pytest.raises(psycopg.errors.CheckViolation, match="only move forward"):
             write_snapshot(conn, old)
-        assert stored_position(conn) == 3  # and nothing of that snapshot was written:
+        assert stored_position(conn, TESTS) == 3  # and nothing of that snapshot was written:
         assert conn.execute("SELECT name FROM tests WHERE test_id = 'one'").fetchone() == ("one",)
         with pytest.raises(psycopg.errors.CheckViolation):  # plain SQL is held to it too
             conn.execute("UPDATE projection_position SET seq = 1")
         write_snapshot(conn, stale)  # the same position again changes nothing
-        assert stored_position(conn) == 3
+        assert stored_position(conn, TESTS) == 3
 
 
 def test_one_session_holds_the_writer_lock_until_it_ends(url: str) -> None:
     first = psycopg.connect(url, autocommit=True)
     with psycopg.connect(url, autocommit=True) as second:
-        assert take_writer_lock(first) and not take_writer_lock(second)
+        assert take_writer_lock(first, RUNS) and not take_writer_lock(second, RUNS)
+        assert take_writer_lock(second, TESTS)  # another projection: another lock
         first.close()  # as when the writing process dies: its session ends
-        assert take_writer_lock(second)
+        assert take_writer_lock(second, RUNS)
 
 
 def request(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -92,22 +99,24 @@ def request(base: str, method: str, path: str, body: Any = None) -> tuple[int, A
 
 
 def writer_pids(url: str) -> list[int]:
-    """Process ids of the API processes whose session holds the writer lock."""
+    """Process ids of the API processes whose sessions hold the writer locks (one per
+    projection), by the application name each writing connection carries."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-            " WHERE l.locktype = 'advisory' AND l.objid = %s AND l.granted",
-            (WRITER_LOCK,),
+            " WHERE l.locktype = 'advisory' AND l.objid = ANY(%s) AND l.granted",
+            (list(WRITER_LOCKS.values()),),
         ).fetchall()
     return [int(r[0].rsplit("-", 1)[1]) for r in rows]
 
 
 def wait_for_writer(url: str, among: set[int], timeout: float = 20) -> int:
+    """The one process holding both writer locks."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pids = writer_pids(url)
-        if pids:
-            assert len(pids) == 1 and pids[0] in among, pids
+        if len(pids) == 2:
+            assert pids[0] == pids[1] and pids[0] in among, pids
             return pids[0]
         time.sleep(0.1)
     raise TimeoutError(f"no read-model writer among {among} after {timeout}s")
@@ -151,7 +160,7 @@ def test_replicas_one_writer_read_your_writes_under_concurrent_posts_and_takeove
             assert status == 201, body
             assert body["definition"]["name"] == name and body["test_id"] == body["id"]
             assert other_status == 200  # stored: every replica reads it
-        assert writer_pids(url) == [writer]  # still the one writer
+        assert writer_pids(url) == [writer, writer]  # still the one writer
 
         # kill -9 the writer: the other replica takes over and POSTs keep working.
         os.killpg(writer, signal.SIGKILL)
@@ -161,5 +170,69 @@ def test_replicas_one_writer_read_your_writes_under_concurrent_posts_and_takeove
         status, body = request(base, "POST", "/api/v1/tests", definition("after takeover"))
         assert status == 201 and body["definition"]["name"] == "after takeover", body
         assert wait_for_writer(url, {survivor}) == survivor
+    finally:
+        platform.stop()
+
+
+def test_posts_read_their_writes_while_a_big_run_floods_the_log(
+    tmp_path: Path, nats_server, url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """The issue's case: two API processes, two clients posting tests at once, while a
+    big run's events arrive (its plan touches every endpoint, then each endpoint
+    changes phase). Each process folding and writing every endpoint row used to keep
+    POSTs waiting past the read-your-writes wait (503 projection_lag); a test's read
+    model now waits for test events only. Every POST answers 201 with its test
+    within 5 s."""
+    eps = [f"{g}-{i}" for g in "AB" for i in range(1, BIG_RUN // 2 + 1)]
+    big = Definition.model_validate({
+        "name": "big", "duration_s": 60,
+        "groups": [{"name": "A", "endpoints": BIG_RUN // 2, "codecs": ["PCMU"], "calls": "B"},
+                   {"name": "B", "endpoints": BIG_RUN // 2, "codecs": ["PCMU"]}],
+    })  # fmt: skip
+    run_id = f"big-{uuid.uuid4().hex[:6]}"
+    platform = TestPlatform(tmp_path / "apis", nats_server.url, url)
+    platform.extra_env = {"CALLMETER_PROJECTION_WAIT_S": "5"}
+    second_port = free_port()
+    try:
+        platform.start_services(("api",))
+        platform.start_replica("api", "api-2", CALLMETER_PORT=str(second_port))
+        bases = [platform.base, f"http://127.0.0.1:{second_port}"]
+        for base in bases:
+            wait_for_port("127.0.0.1", int(base.rsplit(":", 1)[1]), 60)
+
+        async def flood() -> None:
+            bus = await Bus.connect(nats_server.url, "test-flood")
+            try:
+                await bus.publish(RunCreated(run_id=run_id, test_id="t-big", definition=big))
+                await bus.publish(RunDispatching(run_id=run_id, worker_ids=["w1"],
+                                                 plan=dict.fromkeys(eps, "w1")))  # fmt: skip
+                await bus.publish_many([
+                    EndpointPhaseChanged(run_id=run_id, endpoint_id=e, phase=phase)
+                    for phase in ("REGISTERED", "CALLING", "INCALL") for e in eps
+                ])  # fmt: skip
+            finally:
+                await bus.close()
+
+        flooding = threading.Thread(target=asyncio.run, args=(flood(),))
+        flooding.start()
+        results: list[Any] = []
+
+        def post_while_flooding(client: int) -> None:
+            n = 0
+            while flooding.is_alive() or n < 3:
+                name = f"under load {client}-{n}"
+                status, body = request(bases[client], "POST", "/api/v1/tests", definition(name))
+                results.append((status, body, name))
+                n += 1
+
+        clients = [threading.Thread(target=post_while_flooding, args=(i,)) for i in (0, 1)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        flooding.join()
+        assert len(results) >= 6
+        for status, body, name in results:
+            assert status == 201 and body["definition"]["name"] == name, body
     finally:
         platform.stop()
