@@ -11,14 +11,22 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from callmeter_events import Event, RunCreated, RunDispatching, TestDeleted, TestSaved
+from callmeter_events import (
+    Event,
+    RunCreated,
+    RunDispatching,
+    TestDeleted,
+    TestSaved,
+    all_run_events,
+    all_test_events,
+)
 from callmeter_projections import EndpointState, RunsProjection, RunState, TestState, apply_test
 
 # Two projections of CALLMETER_EVENTS, each folded from its own subjects with its own
 # stored position: a new test is readable without waiting behind every endpoint
 # event of every run (a big run's burst took POST /api/v1/tests past its wait).
 TESTS, RUNS = "tests", "runs"
-SUBJECTS = {TESTS: "callmeter.test.>", RUNS: "callmeter.run.>"}
+SUBJECTS = {TESTS: all_test_events(), RUNS: all_run_events()}
 # Advisory locks held, on the writing connections, by the one process that writes
 # the read models (runs, then tests); PostgreSQL releases a lock when its session
 # ends (the process died).

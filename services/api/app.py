@@ -15,13 +15,13 @@ from psycopg_pool import ConnectionPool
 
 from callmeter_common.api_keys import parse_keys
 from callmeter_common.bus import Bus
+from callmeter_events import TERMINAL_STATUSES
 from callmeter_storage.migrations import migrate
 from callmeter_storage.readmodels import RUNS
 
 from . import api_routes, auth, errors, events_routes, html_routes, queries, results_routes
 from .deps import Platform
 from .evaluator import Evaluator
-from .html_runs import TERMINAL
 from .live import LiveRuns
 from .projector import Projector
 from .settings import ApiSettings
@@ -38,7 +38,7 @@ def live_runs(settings: ApiSettings, pool: ConnectionPool, projector: Projector)
     return LiveRuns(
         load=lambda run_id: asyncio.to_thread(read, run_id),
         visible=lambda seq, timeout: projector.wait_for_position(RUNS, seq, timeout),
-        is_live=lambda found: found[0]["status"] not in TERMINAL,
+        is_live=lambda found: found[0]["status"] not in TERMINAL_STATUSES,
         interval_s=settings.sse_interval_s,
         refresh_s=settings.live_refresh_s,
     )
