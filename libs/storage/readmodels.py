@@ -167,12 +167,9 @@ def stored_position(conn: psycopg.Connection[Any], name: str) -> int:
     return int(row[0]) if row else 0
 
 
-def take_writer_lock(conn: psycopg.Connection[Any], name: str, wait: bool = False) -> bool:
-    """Hold projection `name`'s writer lock on `conn` until it closes: at once if no
-    other session holds it (wait=False), or once it is free (wait=True)."""
-    if wait:
-        conn.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCKS[name],))
-        return True
+def take_writer_lock(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Hold projection `name`'s writer lock on `conn` until it closes, if no other
+    session holds it."""
     row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCKS[name],)).fetchone()
     return bool(row and row[0])
 

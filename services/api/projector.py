@@ -163,7 +163,7 @@ class Projector:
         )  # fmt: skip
 
     async def write_when_writer(self, stop: asyncio.Event) -> None:
-        """Try the runs writer lock every `retry_s`; once held, wait for the tests lock
+        """Try the runs writer lock every `retry_s`; once held, take the tests lock too
         (a dying writer's sessions end together), then write both projections, each on
         the connection holding its lock (a lost connection is a lost lock)."""
         while not stop.is_set():
@@ -173,7 +173,9 @@ class Projector:
                 while not await asyncio.to_thread(take_writer_lock, conns[RUNS], RUNS):
                     await asyncio.sleep(self.retry_s)
                 conns[TESTS] = await asyncio.to_thread(self._connect, TESTS)
-                await asyncio.to_thread(take_writer_lock, conns[TESTS], TESTS, True)
+                # Free at once, or as soon as a dying writer's last session ends.
+                while not await asyncio.to_thread(take_writer_lock, conns[TESTS], TESTS):
+                    await asyncio.sleep(self.retry_s / 10)
                 self.writer = True
                 log.info("this process writes the read models now")
                 writers = [
