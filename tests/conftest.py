@@ -9,30 +9,28 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from callmeter_common.servers import Server, start_nats, start_postgres
+from tests.support.databases import (
+    NO_TIMESCALE,
+    STORAGE_MODES,
+    TIMESCALE_URL,
+    create_database,
+    drop_database,
+)  # fmt: skip
 
 REQUIRE_ALL = os.environ.get("CALLMETER_REQUIRE_ALL") == "1"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "optional_external: needs a server the project cannot start itself (e.g. TimescaleDB);"
-        " its skip stays a skip under CALLMETER_REQUIRE_ALL=1",
-    )
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
     report = outcome.get_result()
-    exempt = item.get_closest_marker("optional_external") is not None
-    if REQUIRE_ALL and report.skipped and call.when in ("setup", "call") and not exempt:
+    if REQUIRE_ALL and report.skipped and call.when in ("setup", "call"):
         report.outcome = "failed"
         report.longrepr = f"skipped, but CALLMETER_REQUIRE_ALL=1: {report.longrepr}"
 
@@ -61,6 +59,31 @@ def postgres_server(session_dir: Path) -> Iterator[Server]:
 @pytest.fixture
 def database_url(postgres_server: Server) -> str:
     return postgres_server.url
+
+
+@pytest.fixture(scope="module", params=STORAGE_MODES)
+def storage_mode(request: pytest.FixtureRequest) -> str:
+    """Each storage test once per mode: plain (the embedded PostgreSQL, samples
+    partitioned by day) and timescaledb (the server CALLMETER_TEST_TIMESCALE_URL names;
+    without it that half skips, which CALLMETER_REQUIRE_ALL=1 makes a failure)."""
+    if request.param == "timescaledb" and not TIMESCALE_URL:
+        pytest.skip(NO_TIMESCALE)
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def new_database(storage_mode: str, postgres_server: Server) -> Iterator[Callable[[], str]]:
+    """Makes empty databases on the server of `storage_mode`; drops them afterwards."""
+    server = postgres_server.url if storage_mode == "plain" else str(TIMESCALE_URL)
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(create_database(server))
+        return made[-1]
+
+    yield make
+    for url in made:
+        drop_database(url)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import psycopg
 from callmeter_common.bus import Bus
 from callmeter_events import EVENTS, Event
 from callmeter_storage.migrations import migrate
-from callmeter_storage.readmodels import ReadModels, Touched, drop_views, write_snapshot
+from callmeter_storage.readmodels import ReadModels, Touched, drop_views
 
 
 async def fold_all(nats_url: str) -> tuple[ReadModels, list[Touched]]:
@@ -39,7 +39,9 @@ def rebuild(nats_url: str, database_url: str) -> int:
     """Returns the stream position the rebuilt views reflect."""
     migrate(database_url)
     models, touched = asyncio.run(fold_all(nats_url))
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        # One transaction: readers never see the views empty, and the live writer
+        # waits on the emptied tables, then finds the position it must pass.
         drop_views(conn)
-        write_snapshot(conn, models.snapshot(touched))
+        models.write(conn, touched)
     return models.position

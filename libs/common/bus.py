@@ -100,8 +100,10 @@ class Bus:
         start_seq: int,
         handler: FoldHandler,
         deliver_policy: api.DeliverPolicy = api.DeliverPolicy.BY_START_SEQUENCE,
+        subject: str | None = None,
     ) -> JetStreamContext.PushSubscription:
-        """Feed every event of `stream` from `start_seq` on to `handler`, in order, live.
+        """Feed every event of `stream` (or only those on `subject`) from `start_seq`
+        on to `handler`, in order, live.
 
         Projections keep their own position (in memory or next to their rows), so an
         ordered consumer is the right tool: no acks, no server-side state to lose.
@@ -124,8 +126,10 @@ class Bus:
         config = api.ConsumerConfig(deliver_policy=deliver_policy)
         if deliver_policy == api.DeliverPolicy.BY_START_SEQUENCE:
             config.opt_start_seq = max(1, start_seq)
+        if subject is None:
+            subject = stream.subjects[0] if len(stream.subjects) == 1 else ">"
         return await self.js.subscribe(
-            stream.subjects[0] if len(stream.subjects) == 1 else ">",
+            subject,
             stream=stream.name,
             cb=on_msg,
             ordered_consumer=True,

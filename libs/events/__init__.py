@@ -63,6 +63,7 @@ from .run_events import (
 from .streams import ALL_STREAMS, DEADLETTER, EVENTS, METRICS, TRACES, WORKERS, StreamDef
 from .subjects import (
     all_run_events,
+    all_test_events,
     assignments_for_worker,
     endpoint_events,
     metrics_for_run,

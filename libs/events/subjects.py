@@ -10,6 +10,11 @@ def all_run_events() -> str:
     return "callmeter.run.>"
 
 
+def all_test_events() -> str:
+    """TestSaved and TestDeleted of every test: `callmeter.test.>`."""
+    return "callmeter.test.>"
+
+
 def assignments_for_worker(worker_id: str) -> str:
     """EndpointAssigned events for one worker, across runs."""
     return f"callmeter.run.*.worker.{worker_id}.assigned"

@@ -150,7 +150,30 @@ CREATE TABLE webhook_claims (
 )""")
 
 
-def m012_catalogue_columns(conn: psycopg.Connection) -> None:
+def m012_forward_only_positions(conn: psycopg.Connection) -> None:
+    # The read models are two projections now (tests, runs), each with a position;
+    # both start where the single one was. A stored position only moves forward: a
+    # writer whose fold is behind it (a stale or second writer) must not take it
+    # back. Deleting the row (a rebuild) starts again from nothing.
+    conn.execute("""
+INSERT INTO projection_position
+    SELECT p.name, old.seq FROM projection_position old, (VALUES ('tests'), ('runs')) p (name)
+    WHERE old.name = 'read_models';
+DELETE FROM projection_position WHERE name = 'read_models';
+CREATE FUNCTION projection_position_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.seq < OLD.seq THEN
+        RAISE EXCEPTION 'position of % may only move forward: % is stored, % was written',
+            OLD.name, OLD.seq, NEW.seq USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER forward_only BEFORE UPDATE ON projection_position
+    FOR EACH ROW EXECUTE FUNCTION projection_position_forward();
+""")
+
+
+def m013_catalogue_columns(conn: psycopg.Connection) -> None:
     # m001 made one column per catalogue key of its day; a key added since (e.g.
     # simulated_drops) gets its column here. A no-op on a database made after it.
     for m in CATALOGUE:
@@ -166,7 +189,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (4, "rollups as folded rows plus appended deltas", m004_rollup_deltas),
     (10, "webhook delivery log", m010_webhook_deliveries),  # 5-9 left for storage work in flight
     (11, "webhook delivery claims", m011_webhook_claims),
-    (12, "columns for catalogue keys added since m001", m012_catalogue_columns),
+    (12, "read-model positions per projection, only forward", m012_forward_only_positions),
+    (13, "columns for catalogue keys added since m001", m013_catalogue_columns),
 ]
 
 
@@ -175,7 +199,7 @@ def migrate(url: str, settings: StorageSettings | None = None) -> str:
 
     Concurrent callers (every service migrates at start-up) queue on the lock and
     find nothing left to do. Then the start-up upkeep: day partitions ahead and
-    the retention policy (plain mode) or the TimescaleDB retention policy.
+    the retention policy (plain mode) or the TimescaleDB retention and refresh policies.
     """
     settings = settings or StorageSettings()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -200,6 +224,7 @@ def migrate(url: str, settings: StorageSettings | None = None) -> str:
             row = conn.execute("SELECT mode FROM storage_mode").fetchone()
             if row and row[0] == "timescaledb":
                 timescale.apply_retention(conn, settings.retention_days)
+                timescale.ensure_refresh_policies(conn)
             else:
                 partitions.ensure_ahead(conn, settings.partition_days_ahead)
                 partitions.drop_expired(conn, settings.retention_days)

@@ -11,10 +11,28 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from callmeter_events import Event, RunCreated, RunDispatching, TestDeleted, TestSaved
+from callmeter_events import (
+    Event,
+    RunCreated,
+    RunDispatching,
+    TestDeleted,
+    TestSaved,
+    all_run_events,
+    all_test_events,
+)
 from callmeter_projections import EndpointState, RunsProjection, RunState, TestState, apply_test
 
-POSITION_NAME = "read_models"
+# Two projections of CALLMETER_EVENTS, each folded from its own subjects with its own
+# stored position: a new test is readable without waiting behind every endpoint
+# event of every run (a big run's burst took POST /api/v1/tests past its wait).
+TESTS, RUNS = "tests", "runs"
+SUBJECTS = {TESTS: all_test_events(), RUNS: all_run_events()}
+# Advisory locks held, on the writing connections, by the one process that writes
+# the read models (runs, then tests); PostgreSQL releases a lock when its session
+# ends (the process died).
+WRITER_LOCKS = {RUNS: 727_002, TESTS: 727_003}
+# NOTIFY channel: "<projection>:<position>", sent by each write when it commits.
+CHANNEL = "read_models"
 Touched = tuple[str | None, str | None, str | None]
 
 
@@ -41,11 +59,17 @@ class ReadModels:
     def __init__(self) -> None:
         self.runs = RunsProjection()
         self.tests: dict[str, TestState] = {}
-        self.position = 0
+        self.positions = {TESTS: 0, RUNS: 0}
+
+    @property
+    def position(self) -> int:
+        """The newest event folded, of either projection."""
+        return max(self.positions.values())
 
     def fold(self, seq: int, event: Event) -> list[Touched]:
         """Apply one event; returns the (test, run, endpoint) ids it touched."""
-        self.position = max(self.position, seq)
+        name = projection_of(event)
+        self.positions[name] = max(self.positions[name], seq)
         if isinstance(event, TestSaved | TestDeleted):
             state = apply_test(event, self.tests.get(event.test_id))
             if state is not None:
@@ -57,8 +81,9 @@ class ReadModels:
             return [(None, run_id, None)] + [(None, run_id, e) for e in self.runs.endpoints[run_id]]
         return [(None, run_id, endpoint_id)]
 
-    def snapshot(self, touched: Iterable[Touched]) -> Snapshot:
-        """The current states of the touched rows and the position they reflect.
+    def snapshot(self, touched: Iterable[Touched], name: str) -> Snapshot:
+        """The current states of the touched rows of projection `name` and the
+        position they reflect.
 
         States are immutable, so the snapshot can be written from another thread
         while the fold goes on.
@@ -71,27 +96,40 @@ class ReadModels:
                 runs.add(run_id)
                 if endpoint_id:
                     endpoints.add((run_id, endpoint_id))
+        if name == TESTS:
+            return Snapshot(TESTS, self.positions[TESTS], [self.tests[t] for t in sorted(tests)])
         return Snapshot(
-            [self.tests[t] for t in sorted(tests)],
+            RUNS, self.positions[RUNS], [],
             [self.runs.runs[r] for r in sorted(runs)],
             [self.runs.endpoints[r][e] for r, e in sorted(endpoints)],
-            self.position,
-        )
+        )  # fmt: skip
 
     def write(self, conn: psycopg.Connection[Any], touched: Iterable[Touched]) -> None:
-        write_snapshot(conn, self.snapshot(touched))
+        """Both projections' touched rows and positions, in one transaction."""
+        touched = list(touched)
+        with conn.transaction():
+            for name in (RUNS, TESTS):
+                write_snapshot(conn, self.snapshot(touched, name))
+
+
+def projection_of(event: Event) -> str:
+    """Which read-model projection folds `event`."""
+    return TESTS if isinstance(event, TestSaved | TestDeleted) else RUNS
 
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    tests: list[TestState]
-    runs: list[RunState]
-    endpoints: list[EndpointState]
+    name: str  # TESTS or RUNS
     position: int
+    tests: list[TestState] = dataclasses.field(default_factory=list)
+    runs: list[RunState] = dataclasses.field(default_factory=list)
+    endpoints: list[EndpointState] = dataclasses.field(default_factory=list)
 
 
 def write_snapshot(conn: psycopg.Connection[Any], snap: Snapshot) -> None:
-    """Upsert the rows and the position in one transaction."""
+    """Upsert the rows and the position in one transaction, and tell listeners on
+    commit. A position behind the stored one is refused by the table's trigger
+    (psycopg.errors.CheckViolation) and nothing of the snapshot is written."""
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO tests VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (test_id) DO UPDATE"
@@ -119,19 +157,25 @@ def write_snapshot(conn: psycopg.Connection[Any], snap: Snapshot) -> None:
         cur.execute(
             "INSERT INTO projection_position VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq",
-            (POSITION_NAME, snap.position),
+            (snap.name, snap.position),
         )
+        cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{snap.name}:{snap.position}"))
 
 
-def stored_position(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "SELECT seq FROM projection_position WHERE name = %s", (POSITION_NAME,)
-    ).fetchone()
+def stored_position(conn: psycopg.Connection[Any], name: str) -> int:
+    row = conn.execute("SELECT seq FROM projection_position WHERE name = %s", (name,)).fetchone()
     return int(row[0]) if row else 0
+
+
+def take_writer_lock(conn: psycopg.Connection[Any], name: str) -> bool:
+    """Hold projection `name`'s writer lock on `conn` until it closes, if no other
+    session holds it."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCKS[name],)).fetchone()
+    return bool(row and row[0])
 
 
 def drop_views(conn: psycopg.Connection[Any]) -> None:
     """Empty the read models and reset the position (the next fold rewrites them)."""
     with conn.transaction():
         conn.execute("TRUNCATE tests, runs, endpoints")
-        conn.execute("DELETE FROM projection_position WHERE name = %s", (POSITION_NAME,))
+        conn.execute("DELETE FROM projection_position WHERE name = ANY(%s)", ([TESTS, RUNS],))

@@ -108,9 +108,9 @@ def run_series(
 ) -> list[dict[str, Any]]:
     """Per-second (or per `bucket_s`) n/avg/min/max of the quality metrics, for the run
     or one group: date_bin over rollup_second in plain mode, the continuous
-    aggregate in TimescaleDB mode."""
-    if storage_mode(conn) == "timescaledb" and group is None and bucket_s == 1:
-        rows = timescale.run_series(conn, run_id)
+    aggregates in TimescaleDB mode (per-second buckets)."""
+    if storage_mode(conn) == "timescaledb" and bucket_s == 1:
+        rows = timescale.run_series(conn, run_id, group)
     else:
         where, args = ("AND group_name = %s", [run_id, group]) if group else ("", [run_id])
         rows = conn.execute(

@@ -27,11 +27,17 @@ def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
+async def stored_test(p: PlatformDep, test_id: str) -> dict[str, Any]:
+    """A test as the read models now hold it (after read-your-writes), with its id."""
+    return {"id": test_id, **await service.get_test(p, test_id)}
+
+
 @router.post(
     "/tests", status_code=status.HTTP_201_CREATED, tags=["tests"], responses=error_responses(403)
 )
 async def create_test(body: TestDefinition, p: PlatformDep, scope: ScopeDep) -> dict[str, Any]:
-    return {"id": await service.save_test(p, own_definition(scope, body))}
+    """Save a new test; answers with the test as stored."""
+    return await stored_test(p, await service.save_test(p, own_definition(scope, body)))
 
 
 @router.get("/tests", tags=["tests"])
@@ -53,12 +59,12 @@ async def update_test(
     test_id: str, body: TestDefinition, p: PlatformDep, scope: ScopeDep
 ) -> dict[str, Any]:
     await service.get_test(p, test_id)
-    return {"id": await service.save_test(p, own_definition(scope, body), test_id)}
+    return await stored_test(p, await service.save_test(p, own_definition(scope, body), test_id))
 
 
 @router.post("/tests/{test_id}/duplicate", status_code=status.HTTP_201_CREATED, tags=["tests"])
 async def duplicate_test(test_id: str, p: PlatformDep) -> dict[str, Any]:
-    return {"id": await service.duplicate_test(p, test_id)}
+    return await stored_test(p, await service.duplicate_test(p, test_id))
 
 
 @router.delete("/tests/{test_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["tests"])
@@ -68,7 +74,8 @@ async def delete_test(test_id: str, p: PlatformDep) -> None:
 
 @router.post("/tests/{test_id}/runs", status_code=status.HTTP_202_ACCEPTED, tags=["runs"])
 async def create_run(test_id: str, p: PlatformDep) -> dict[str, Any]:
-    return {"id": await service.start_run(p, test_id)}
+    """Start a run of the test; answers with the run as stored (PENDING until scheduled)."""
+    return await service.get_run(p, await service.start_run(p, test_id))
 
 
 @router.get("/runs", tags=["runs"])

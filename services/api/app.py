@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
@@ -14,14 +15,33 @@ from psycopg_pool import ConnectionPool
 
 from callmeter_common.api_keys import parse_keys
 from callmeter_common.bus import Bus
+from callmeter_events import TERMINAL_STATUSES
 from callmeter_storage.migrations import migrate
+from callmeter_storage.readmodels import RUNS
 
-from . import api_routes, auth, errors, events_routes, html_routes, results_routes
+from . import api_routes, auth, errors, events_routes, html_routes, queries, results_routes
 from .deps import Platform
 from .evaluator import Evaluator
+from .live import LiveRuns
 from .projector import Projector
 from .settings import ApiSettings
 from .webhooks import Webhooks
+
+
+def live_runs(settings: ApiSettings, pool: ConnectionPool, projector: Projector) -> LiveRuns:
+    """Live run pages: one read of a watched run per change, shared by its pages."""
+
+    def read(run_id: str) -> Any:
+        with pool.connection() as conn:
+            return queries.run_overview(conn, run_id)
+
+    return LiveRuns(
+        load=lambda run_id: asyncio.to_thread(read, run_id),
+        visible=lambda seq, timeout: projector.wait_for_position(RUNS, seq, timeout),
+        is_live=lambda found: found[0]["status"] not in TERMINAL_STATUSES,
+        interval_s=settings.sse_interval_s,
+        refresh_s=settings.live_refresh_s,
+    )
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -36,16 +56,18 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
         webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)
-        projector.listeners.append(evaluator.observe)
-        projector.listeners.append(webhooks.observe)
+        projector.listeners.append(lambda _, event: evaluator.observe(event))
+        projector.listeners.append(lambda _, event: webhooks.observe(event))
+        live = live_runs(settings, pool, projector)
+        projector.listeners.append(live.observe)
         await projector.start()
         stop = asyncio.Event()
         tasks = [
-            asyncio.create_task(projector.run(stop)),
+            *projector.tasks(stop),
             asyncio.create_task(evaluator.run(stop)),
             asyncio.create_task(webhooks.run(stop)),
         ]
-        app.state.platform = Platform(settings, bus, pool, projector)
+        app.state.platform = Platform(settings, bus, pool, projector, live)
         try:
             yield
         finally:

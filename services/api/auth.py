@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from callmeter_common.api_keys import ApiKey, match_key
 from callmeter_events import Event, TestDefinition
+from callmeter_storage.readmodels import projection_of
 
 from . import errors, service
 from .deps import Platform, PlatformDep, Scope, ScopeDep
@@ -109,7 +110,7 @@ async def event_visible(p: Platform, scope: Scope, seq: int, event: Event) -> bo
     # The stream can be read ahead of this process's fold: give the fold a moment.
     for _ in range(40):
         project = event_project(p, event)
-        if project is not None or p.projector.models.position >= seq:
+        if project is not None or p.projector.models.positions[projection_of(event)] >= seq:
             return scope.sees(project)
         await asyncio.sleep(0.05)
     return scope.sees(event_project(p, event))

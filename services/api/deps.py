@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from callmeter_common.bus import Bus
 
+from .live import LiveRuns
 from .projector import Projector
 from .settings import ApiSettings
 
@@ -20,6 +21,7 @@ class Platform:
     bus: Bus
     pool: ConnectionPool
     projector: Projector
+    live: LiveRuns
 
 
 def get_platform(request: Request) -> Platform:

@@ -24,6 +24,7 @@ from .webhooks import deliveries
 
 router = APIRouter(include_in_schema=False)
 RUN_PAGE_ROWS = 25
+KEEPALIVE_S = 15.0
 
 
 async def overview(p: Platform, run_id: str, query: ListQuery | None = None) -> dict[str, Any]:
@@ -31,6 +32,11 @@ async def overview(p: Platform, run_id: str, query: ListQuery | None = None) -> 
     found = await service.query(p, queries.run_overview, run_id)
     if found is None:
         raise ApiError(404, "not_found", f"no run {run_id!r}", "run_id")
+    return shape(found, query)
+
+
+def shape(found: tuple[Any, ...], query: ListQuery | None = None) -> dict[str, Any]:
+    """The page's context from what queries.run_overview read (no I/O)."""
     run_doc, endpoints, summary, mos = found
     run = run_view(run_doc, endpoints, summary)
     query = query or ListQuery(per_page=RUN_PAGE_ROWS)
@@ -61,30 +67,38 @@ def sse(event: str, html: str) -> str:
 
 
 def stream(
-    request: Request, p: Platform, make: Callable[[], Any], event: str, render_fn: Any
+    request: Request,
+    p: Platform,
+    run_id: str,
+    make: Callable[[tuple[Any, ...]], dict[str, Any]],
+    event: str,
+    render_fn: Any,
 ) -> StreamingResponse:
-    """Push the fragment when it changes, at most once per interval, until the run ends.
+    """Push the fragment when it changes until the run ends.
 
     One stream per page carries the whole live region: the browser swaps one
-    block instead of every element polling on its own.
+    block instead of every element polling on its own. The run's reads come from
+    its live feed (live.py), shared by every page watching the run and driven by
+    the run's events; this page only renders them.
     """
 
     async def events() -> AsyncIterator[str]:
-        last, idle = "", 0.0
-        while not await request.is_disconnected():
-            ctx = await make()
-            html = render_fn(ctx)
-            if html != last:
-                yield sse(event, html)
-                last, idle = html, 0.0
-            elif idle >= 15:
-                yield ": keepalive\n\n"  # proxies close silent connections
-                idle = 0.0
-            if not ctx["live"]:
-                yield sse("done", "finished")
-                return
-            await asyncio.sleep(p.settings.sse_interval_s)
-            idle += p.settings.sse_interval_s
+        last = ""
+        async with p.live.watch(run_id) as reads:
+            while not await request.is_disconnected():
+                try:
+                    found = await asyncio.wait_for(reads.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"  # proxies close silent connections
+                    continue
+                ctx = make(found)
+                html = render_fn(ctx)
+                if html != last:
+                    yield sse(event, html)
+                    last = html
+                if not ctx["live"]:
+                    yield sse("done", "finished")
+                    return
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
@@ -120,8 +134,7 @@ async def run_live(run_id: str, p: PlatformDep) -> HTMLResponse:
 async def run_stream(run_id: str, request: Request, p: PlatformDep) -> StreamingResponse:
     await overview(p, run_id)  # a 404 before the stream starts, not inside it
     return stream(
-        request, p, lambda: overview(p, run_id), "live",
-        lambda ctx: render_block("run.html", "live", **ctx),
+        request, p, run_id, shape, "live", lambda ctx: render_block("run.html", "live", **ctx),
     )  # fmt: skip
 
 
@@ -142,6 +155,6 @@ async def endpoints_stream(run_id: str, request: Request, p: PlatformDep) -> Str
     query = ListQuery.parse(dict(request.query_params))
     await overview(p, run_id, query)
     return stream(
-        request, p, lambda: overview(p, run_id, query), "table",
+        request, p, run_id, lambda found: shape(found, query), "table",
         lambda ctx: render_block("endpoints.html", "table", **ctx),
     )  # fmt: skip

@@ -1,14 +1,32 @@
-"""Keeps the read models current: folds CALLMETER_EVENTS, writes batches to Postgres.
+"""The read models: every API process folds CALLMETER_EVENTS; exactly one writes.
 
-The in-memory fold starts at sequence 1; rows are only written for events
-past the position stored with them, so a restart resumes without rewriting.
+Every process folds the log in memory (pages, the evaluator and webhooks read
+that fold) and keeps the rows each event touched until they are stored. The log
+is folded as two projections, tests and runs, each from its own subjects (one
+subscription each) with its own stored position: a new test never waits behind
+the endpoint events of a big run.
+
+The process holding the writer locks (advisory locks on its two writing
+connections, readmodels.WRITER_LOCKS: runs first, then tests) writes them in
+batches, rows and position in one transaction; the others only read. When the
+writer dies, PostgreSQL ends its sessions and drops the locks, and another
+process takes over within a second: it resumes from the stored positions, whose
+rows its own fold already has. A stored position only moves forward (a trigger
+refuses anything else).
+
+Each write NOTIFYs "<projection>:<position>" on commit. Every process LISTENs on
+one connection, so a request that published an event waits, in any process,
+until the read models show it (read-your-writes), without polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -18,46 +36,79 @@ from callmeter_common.bus import Bus
 from callmeter_events import EVENTS, WORKERS, Event
 from callmeter_projections import WorkerState, apply_worker
 from callmeter_storage.readmodels import (
+    CHANNEL,
+    RUNS,
+    SUBJECTS,
+    TESTS,
     ReadModels,
-    Snapshot,
     Touched,
+    projection_of,
     stored_position,
+    take_writer_lock,
     write_snapshot,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Part:
+    """One projection's bookkeeping in this process."""
+
+    name: str
+    stored: int = 0  # its stored position, as last read or notified
+    pending: list[tuple[int, list[Touched]]] = field(default_factory=list)  # not known stored
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+
+    def seen(self, position: int) -> None:
+        """Stored up to `position`: forget what that covers, release who waits for it."""
+        if position <= self.stored:
+            return
+        self.stored = position
+        self.pending = [p for p in self.pending if p[0] > position]
+        still = []
+        for seq, fut in self.waiters:
+            if seq > position:
+                still.append((seq, fut))
+            elif not fut.done():
+                fut.set_result(None)
+        self.waiters = still
+
+
 class Projector:
-    def __init__(self, bus: Bus, database_url: str) -> None:
+    def __init__(self, bus: Bus, database_url: str, retry_s: float = 1.0) -> None:
         self.bus = bus
         self.database_url = database_url
+        self.retry_s = retry_s  # how often a standby tries the lock; back-off after errors
         self.models = ReadModels()
         self.workers: dict[str, WorkerState] = {}
-        self.listeners: list[Callable[[Event], None]] = []  # told of every folded event
-        self.written = 0
-        self._stored = 0
-        self._pending: list[Touched] = []
-        self._wake = asyncio.Event()
-        self._written_changed = asyncio.Condition()
-        self._conn: psycopg.Connection[Any] | None = None
+        self.listeners: list[Callable[[int, Event], None]] = []  # told of every folded event
+        self.writer = False  # this process holds the writer locks
+        self.parts = {name: Part(name) for name in (TESTS, RUNS)}
 
     async def start(self) -> None:
-        self._conn = await asyncio.to_thread(psycopg.connect, self.database_url, autocommit=True)
-        self._stored = await asyncio.to_thread(stored_position, self._conn)
-        self.written = self._stored
-        await self.bus.fold(EVENTS, 1, self._on_event)
+        for name in (TESTS, RUNS):
+            await self.bus.fold(EVENTS, 1, self._on_event, subject=SUBJECTS[name])
         await self.bus.fold(
             WORKERS, 0, self._on_worker, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
         )
 
+    def tasks(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """The background work: watching the stored positions, and writing when we may."""
+        return [
+            asyncio.create_task(self.watch_positions(stop)),
+            asyncio.create_task(self.write_when_writer(stop)),
+        ]
+
     async def _on_event(self, seq: int, event: Event) -> None:
         touched = self.models.fold(seq, event)
         for listener in self.listeners:
-            listener(event)
-        if seq > self._stored:
-            self._pending.extend(touched)
-            self._wake.set()
+            listener(seq, event)
+        part = self.parts[projection_of(event)]
+        if seq > part.stored:
+            part.pending.append((seq, touched))
+            part.wake.set()
 
     async def _on_worker(self, seq: int, event: Event) -> None:
         worker_id = getattr(event, "worker_id")  # noqa: B009
@@ -65,37 +116,101 @@ class Projector:
         if state is not None:
             self.workers[worker_id] = state
 
-    async def run(self, stop: asyncio.Event) -> None:
+    # -- the stored positions, seen by every process --------------------------------
+
+    async def watch_positions(self, stop: asyncio.Event) -> None:
+        """LISTEN for each write's position (read once after LISTEN, so none is missed)."""
         while not stop.is_set():
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(0.05)  # gather a burst into one transaction
-            touched, self._pending = self._pending, []
-            snap = self.models.snapshot(touched)
-            while True:
-                try:
-                    await asyncio.to_thread(self._write, snap)
-                    break
-                except psycopg.OperationalError as exc:
-                    log.warning("read-model write failed (%s); retrying", exc)
-                    self._conn = None
-                    await asyncio.sleep(1)
-            async with self._written_changed:
-                self.written = snap.position
-                self._written_changed.notify_all()
-
-    def _write(self, snap: Snapshot) -> None:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.database_url, autocommit=True)
-        write_snapshot(self._conn, snap)
-
-    async def wait_for(self, seq: int, timeout: float) -> bool:
-        """Wait until events up to `seq` are visible in the read models."""
-        async with self._written_changed:
             try:
-                await asyncio.wait_for(
-                    self._written_changed.wait_for(lambda: self.written >= seq), timeout
-                )
-            except TimeoutError:
-                return False
-        return True
+                conn = await psycopg.AsyncConnection.connect(self.database_url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    cur = await conn.execute("SELECT name, seq FROM projection_position")
+                    for name, seq in await cur.fetchall():
+                        if name in self.parts:
+                            self.parts[name].seen(int(seq))
+                    async for note in conn.notifies():
+                        name, _, seq = note.payload.partition(":")
+                        self.parts[name].seen(int(seq))
+            except psycopg.OperationalError as exc:
+                log.warning("listening for read-model writes failed (%s); reconnecting", exc)
+                await asyncio.sleep(self.retry_s)
+
+    async def wait_for(self, event: Event, seq: int, timeout: float) -> bool:
+        """Wait until `event` (at stream sequence `seq`) is visible in the read models."""
+        return await self.wait_for_position(projection_of(event), seq, timeout)
+
+    async def wait_for_position(self, name: str, seq: int, timeout: float) -> bool:
+        part = self.parts[name]
+        if part.stored >= seq:
+            return True
+        fut = asyncio.get_running_loop().create_future()
+        part.waiters.append((seq, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            part.waiters = [w for w in part.waiters if w[1] is not fut]
+
+    # -- writing, by the one process holding the locks ------------------------------
+
+    def _connect(self, name: str) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self.database_url, autocommit=True,
+            application_name=f"callmeter-api-writer-{name}-{os.getpid()}",
+        )  # fmt: skip
+
+    async def write_when_writer(self, stop: asyncio.Event) -> None:
+        """Try the runs writer lock every `retry_s`; once held, take the tests lock too
+        (a dying writer's sessions end together), then write both projections, each on
+        the connection holding its lock (a lost connection is a lost lock)."""
+        while not stop.is_set():
+            conns: dict[str, psycopg.Connection[Any]] = {}
+            try:
+                conns[RUNS] = await asyncio.to_thread(self._connect, RUNS)
+                while not await asyncio.to_thread(take_writer_lock, conns[RUNS], RUNS):
+                    await asyncio.sleep(self.retry_s)
+                conns[TESTS] = await asyncio.to_thread(self._connect, TESTS)
+                # Free at once, or as soon as a dying writer's last session ends.
+                while not await asyncio.to_thread(take_writer_lock, conns[TESTS], TESTS):
+                    await asyncio.sleep(self.retry_s / 10)
+                self.writer = True
+                log.info("this process writes the read models now")
+                writers = [
+                    asyncio.create_task(self._write(self.parts[n], c)) for n, c in conns.items()
+                ]
+                try:
+                    done, _ = await asyncio.wait(writers, return_when=asyncio.FIRST_EXCEPTION)
+                    for task in done:
+                        task.result()  # raises what stopped it
+                finally:
+                    for task in writers:
+                        task.cancel()
+            except psycopg.OperationalError as exc:
+                log.warning("read-model writing stopped (%s); trying again", exc)
+            finally:
+                self.writer = False
+                for conn in conns.values():
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(conn.close)
+            await asyncio.sleep(self.retry_s)
+
+    async def _write(self, part: Part, conn: psycopg.Connection[Any]) -> None:
+        """Write what is folded past the stored position, batch by batch."""
+        part.seen(await asyncio.to_thread(stored_position, conn, part.name))
+        while True:
+            if not part.pending:
+                await part.wake.wait()
+                part.wake.clear()
+                await asyncio.sleep(0.05)  # gather a burst into one transaction
+                continue
+            snap = self.models.snapshot((t for _, ts in part.pending for t in ts), part.name)
+            try:
+                await asyncio.to_thread(write_snapshot, conn, snap)
+            except psycopg.errors.CheckViolation:
+                # Stored past our fold (a rebuild ran): skip to what is stored.
+                part.seen(await asyncio.to_thread(stored_position, conn, part.name))
+                continue
+            part.seen(snap.position)

@@ -30,9 +30,10 @@ def new_id() -> str:
 
 
 async def publish_and_wait(p: Platform, event: Event) -> None:
-    """Publish, then wait until the read models show it (read-your-writes)."""
+    """Publish, then wait until the read models show it (read-your-writes): until the
+    writer (this process or another) has stored the event's position."""
     seq = await p.bus.publish(event)
-    if not await p.projector.wait_for(seq, p.settings.projection_wait_s):
+    if not await p.projector.wait_for(event, seq, p.settings.projection_wait_s):
         raise ApiError(503, "projection_lag", "saved, but the views are not updated yet; retry")
 
 

@@ -9,6 +9,9 @@ class ApiSettings(CommonSettings):
     webhook_secret: str = ""  # used for webhooks that carry no secret of their own
     projection_wait_s: float = 10.0  # how long a write waits to be visible in the read models
     sse_interval_s: float = 1.0  # live pages get at most one update per interval
+    # A live run's figures (samples, progress) change without events: its pages'
+    # shared read is refreshed this often while someone watches.
+    live_refresh_s: float = 5.0
     # Comma-separated Bearer tokens; when set, /api/v1 requires one (pages stay open).
     api_keys: str = ""
     max_body_bytes: int = 8 * 1024 * 1024  # a larger request body is refused with 413

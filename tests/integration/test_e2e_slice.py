@@ -133,7 +133,7 @@ def test_read_models_rebuild_from_the_log_identically(platform, nats_server, dat
     while time.monotonic() < deadline:
         _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
         with psycopg.connect(database_url) as conn:
-            position = conn.execute("SELECT seq FROM projection_position").fetchone()[0]
+            position = conn.execute("SELECT max(seq) FROM projection_position").fetchone()[0]
         if run.get("evaluation") is not None and position == asyncio.run(last_seq()):
             break
         time.sleep(0.2)

@@ -1,5 +1,8 @@
 """Results from the rollups, checked against the raw samples; partitions; migrations;
-the /api/v1 results routes and exports."""
+the /api/v1 results routes, exports and the results page.
+
+Every test but the day-partition one runs in both storage modes (`storage_mode`
+in conftest.py): plain PostgreSQL and TimescaleDB."""
 
 from __future__ import annotations
 
@@ -8,25 +11,47 @@ import io
 import math
 import threading
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
-from callmeter_events import MetricSample
+from callmeter_events import (
+    MetricSample,
+    RunCompleted,
+    RunCreated,
+    RunQueued,
+    RunStarted,
+)
+from callmeter_events import (
+    TestDefinition as Definition,
+)
 from callmeter_ingest.writer import write_new_rows, write_rows, write_staged
+from callmeter_projections import RunsProjection
 from callmeter_storage import partitions, results, stats
 from callmeter_storage.compaction import fold_rollups
 from callmeter_storage.migrations import MIGRATIONS, migrate
+from callmeter_storage.readmodels import doc
 from callmeter_storage.samples import to_row, to_write_order
+from tests.support.databases import create_database, drop_database
 
 pytestmark = pytest.mark.integration
-T0 = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
 
 
-def run_rows(run_id: str, t0: datetime = T0) -> list[tuple[object, ...]]:
+def recent() -> datetime:
+    """Where a run's samples start: half a minute ago, as if just measured (TimescaleDB's
+    continuous aggregates see samples stored late only once their policy refreshes),
+    on a whole 10 s so that 5 s buckets split the run evenly."""
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    return now - timedelta(seconds=now.second % 10)
+
+
+def run_rows(run_id: str, t0: datetime | None = None) -> list[tuple[object, ...]]:
     """Two groups, 3 endpoints each, 20 s; MOS and jitter vary by endpoint and second."""
+    t0 = t0 or recent()
     rows = []
     for g in ("A", "B"):
         for e in range(1, 4):
@@ -45,19 +70,11 @@ def run_rows(run_id: str, t0: datetime = T0) -> list[tuple[object, ...]]:
     return rows
 
 
-def fresh_database(postgres_server) -> str:  # type: ignore[no-untyped-def]
-    base = postgres_server.url.rsplit("/", 1)[0]
-    name = f"t_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return f"{base}/{name}"
-
-
 @pytest.fixture(scope="module")
-def database_url(postgres_server) -> str:  # type: ignore[no-untyped-def]
+def database_url(new_database) -> str:  # type: ignore[no-untyped-def]
     # Our own database: the endpoint rows below must not join the shared read
     # models (a rebuild from the log elsewhere would not recreate them).
-    return fresh_database(postgres_server)
+    return new_database()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -166,16 +183,17 @@ def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
     migrate(database_url)
 
     def rows(rid: str) -> list[tuple[object, ...]]:
+        t0 = recent()
         odd = [
             to_row(MetricSample(
                 run_id=rid, endpoint_id="C-1", direction=d, seq=i,
-                ts=T0 + timedelta(seconds=7 - i, microseconds=250_000 * i),
+                ts=t0 + timedelta(seconds=7 - i, microseconds=250_000 * i),
                 metrics={"mos": m, "rtt_ms": None if i == 1 else 0.0, "jitter_ms": 1e6,
                          "post_dial_delay_ms": None if i == 2 else 10.0 * i},
             ))
             for i, (m, d) in enumerate(((0.9, "recv"), (1.001, "recv"), (4.6, "send"), (1.0, "recv")))
         ]  # fmt: skip
-        return [to_write_order(r) for r in run_rows(rid) + odd]
+        return [to_write_order(r) for r in run_rows(rid, t0) + odd]
 
     fast, slow = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -235,17 +253,26 @@ def test_series_per_second_and_per_endpoint_with_the_key_checked(
     assert [v for _, v in series][:4] == [2.0, 3.0, 4.0, 2.0]
 
 
-def test_migrations_applied_concurrently_run_once(postgres_server) -> None:  # type: ignore[no-untyped-def]
-    url = fresh_database(postgres_server)
+def test_migrations_applied_concurrently_run_once(new_database, storage_mode: str) -> None:  # type: ignore[no-untyped-def]
+    url = new_database()
     with ThreadPoolExecutor(4) as pool:
         modes = list(pool.map(lambda _: migrate(url), range(4)))
-    assert modes == ["plain"] * 4 and migrate(url) == "plain"
+    assert modes == [storage_mode] * 4 and migrate(url) == storage_mode
     with psycopg.connect(url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
     assert sorted(versions) == [v for v, _, _ in MIGRATIONS]
 
 
-def test_a_day_partition_made_late_takes_its_rows_out_of_default(database_url: str) -> None:
+@pytest.fixture(scope="module")
+def plain_url(postgres_server) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    url = create_database(postgres_server.url)
+    yield url
+    drop_database(url)
+
+
+def test_a_day_partition_made_late_takes_its_rows_out_of_default(plain_url: str) -> None:
+    """Plain mode only: TimescaleDB makes its own chunks."""
+    database_url = plain_url
     migrate(database_url)
     day = date(2020, 2, 2) + timedelta(days=uuid.uuid4().int % 3000)
     rid = uuid.uuid4().hex[:8]
@@ -298,3 +325,64 @@ def test_results_routes_and_exports(nats_server, database_url: str, run_id: str)
         table = pq.read_table(io.BytesIO(raw))
         assert table.num_rows == 240
         assert math.isclose(sum(table.column("packets").to_pylist()), 240 * 50)
+
+
+def seed_finished_run(conn: psycopg.Connection, run_id: str) -> None:  # type: ignore[type-arg]
+    """A COMPLETED run of groups A and B (3 endpoints each) in the read models, as the
+    projector writes it, with the samples of `run_rows`."""
+    definition = Definition.model_validate({
+        "name": "results page", "duration_s": 20,
+        "groups": [{"name": "A", "endpoints": 3, "codecs": ["PCMU"], "calls": "B"},
+                   {"name": "B", "endpoints": 3, "codecs": ["PCMU"]}],
+    })  # fmt: skip
+    runs = RunsProjection()
+    for seq, event in enumerate(
+        [RunCreated(run_id=run_id, test_id="t-page", definition=definition),
+         RunQueued(run_id=run_id), RunStarted(run_id=run_id), RunCompleted(run_id=run_id)],
+        start=1,
+    ):  # fmt: skip
+        runs.apply(seq, event)
+    run = runs.runs[run_id]
+    assert run.status == "COMPLETED"
+    conn.execute(
+        "INSERT INTO runs VALUES (%s, %s, %s, %s, %s)",
+        (run_id, run.test_id, run.status, run.created_at, Jsonb(doc(run))),
+    )
+    for e in runs.endpoints[run_id].values():
+        conn.execute(
+            "INSERT INTO endpoints VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (run_id, e.endpoint_id, e.group, e.phase, e.outcome, e.sip_code, Jsonb(doc(e))),
+        )
+    assert write_rows(conn, run_rows(run_id)) == 240
+
+
+def test_the_results_page_of_a_finished_run(nats_server, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from callmeter_api.app import create_app
+    from callmeter_api.settings import ApiSettings
+
+    migrate(database_url)
+    rid = uuid.uuid4().hex[:8]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        seed_finished_run(conn, rid)
+        avg, lo = conn.execute(
+            "SELECT avg(mos), min(mos) FROM metric_samples WHERE run_id = %s AND direction = 'recv'",
+            (rid,),
+        ).fetchone()  # fmt: skip
+    app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url))
+    with TestClient(app) as client:
+        page = client.get(f"/runs/{rid}", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "COMPLETED" in page.text
+    html = page.text
+    assert 'id="results"' in html and 'id="percentiles"' in html
+    row = html.split('data-metric="mos"', 1)[1].split("</tr>", 1)[0]
+    cells = [c.split("<", 1)[0] for c in row.split('class="num')[1:]]
+    values = [c.split(">", 1)[1] for c in cells]
+    assert values[0] == f"{avg:.2f}" and values[4] == f"{lo:.2f}", values  # avg, min
+    assert values[-1] == "120"  # receive-side endpoint-seconds
+    charts = html.split('id="result-charts"', 1)[1].split("</div>", 1)[0]
+    # The charts over time (the per-second series: the continuous aggregate in
+    # TimescaleDB mode) have a line of 20 points each.
+    lines = [p.split('points="', 1)[1].split('"', 1)[0] for p in charts.split("<polyline")[1:]]
+    assert lines and all(len(points.split()) == 20 for points in lines), lines
