@@ -15,6 +15,8 @@ from typing import Any
 
 import pjsua2 as pj
 
+from callmeter_vocabulary import Outcome, Phase
+
 from .context import HostContext
 from .register import Registration
 from .scenario import Scenario
@@ -87,7 +89,7 @@ class Endpoint:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self.set_phase("INITIALIZING")
+        self.set_phase(Phase.INITIALIZING)
         self.contact_uri = self.registration.aor if self.registration else self.direct_uri()
         cfg = self.host.account_config(self.contact_uri, self.transport, self.options)
         if self.registration is not None:
@@ -116,13 +118,13 @@ class Endpoint:
         call = HostCall(self.host, self.account, self, pj.PJSUA_INVALID_ID)
         self.call = call
         self.t_invite = time.monotonic()
-        self.set_phase("CALLING")
+        self.set_phase(Phase.CALLING)
         self.host.emit("call_attempted", endpoint_id=self.id, target_uri=self.target_uri)
         try:
             call.makeCall(self.target_uri, pj.CallOpParam(True))
         except pj.Error as exc:
             self.call = None  # pjsua never allocated the call; nothing to release
-            outcome = "OSERROR" if "address" in exc.info().lower() else "CALL_FAILED"
+            outcome = Outcome.OSERROR if "address" in exc.info().lower() else Outcome.CALL_FAILED
             self.host.emit("call_failed", endpoint_id=self.id, code=None, reason=exc.info())
             self.end(outcome, f"makeCall failed: {exc.info()}", None)
             return
@@ -150,7 +152,7 @@ class Endpoint:
                 # an INVITE without SDP: pjsua made the media for our offer just now
                 self.call.media_transport = self.host.claim_media_transport()
             if code == 180:
-                self.set_phase("RINGING")
+                self.set_phase(Phase.RINGING)
             else:
                 self.t_200 = time.monotonic()
 
@@ -176,10 +178,10 @@ class Endpoint:
             self.t_trying = now
         elif code in (180, 183) and self.t_ringing is None:
             self.t_ringing = now
-            self.set_phase("RINGING")
+            self.set_phase(Phase.RINGING)
         elif 200 <= code < 300:
             self.t_200 = now
-            self.set_phase("NEGOTIATING")
+            self.set_phase(Phase.NEGOTIATING)
         self.host.emit(
             "call_progress", endpoint_id=self.id, code=code, reason=reason,
             ms_since_invite=self._ms(now),
@@ -192,7 +194,7 @@ class Endpoint:
         if ci.state == pj.PJSIP_INV_STATE_CONFIRMED and self.t_confirmed is None:
             self.t_confirmed = time.monotonic()
             self.next_sample = self.t_confirmed + 1.0
-            self.set_phase("INCALL")
+            self.set_phase(Phase.INCALL)
             codec = None
             try:
                 codec = self.call.getStreamInfo(0).codecName if self.call else None
@@ -256,23 +258,23 @@ class Endpoint:
         call = self.call
         if self.role == "idle" and self.ready:
             if self.stopped or now - self.t_ready >= self.duration_s:
-                self.end("SUCCESS", "stopped" if self.stopped else "", None)
+                self.end(Outcome.SUCCESS, "stopped" if self.stopped else "", None)
             return
         if call is None:
             if self.role == "receiver" and self.stopped:
-                self.end("CALL_FAILED", "stopped before a call arrived", None)
+                self.end(Outcome.CALL_FAILED, "stopped before a call arrived", None)
             elif self.role == "receiver" and self.ready and now - self.t_ready > self.call_wait_s:
                 reason = f"no incoming call within {self.call_wait_s:g} s of being ready"
                 self.end("NO_INCOMING_CALL", reason, None)
             elif self.stopped and not self.ready:
-                self.end("CALL_FAILED", "stopped before registration", None)
+                self.end(Outcome.CALL_FAILED, "stopped before registration", None)
             return
         if call.disconnected:
             self._finish_call()
             return
         if self.hangup_at is not None:
             if now - self.hangup_at > TEARDOWN_TIMEOUT_S:
-                self.end("TEARDOWN_ERROR", "call did not end after hangup", None)
+                self.end(Outcome.TEARDOWN_ERROR, "call did not end after hangup", None)
             return
         if self.answer_at:
             self._answer_due(now)
@@ -280,7 +282,7 @@ class Endpoint:
             self.hangup("stopped")
         elif self.t_confirmed is None:
             if self.role == "caller" and now - self.t_invite > self.options["invite_timeout_s"]:
-                self.forced = "TIMEOUT"
+                self.forced = Outcome.TIMEOUT
                 self.hangup("no answer")  # CANCEL
             return
         elif self.role == "caller" and now - self.t_confirmed >= self.duration_s:
@@ -289,7 +291,7 @@ class Endpoint:
             self.role == "receiver"
             and now - self.t_confirmed >= self.duration_s + RECEIVER_SAFETY_S
         ):
-            self.forced = "TIMEOUT"
+            self.forced = Outcome.TIMEOUT
             self.hangup("caller did not hang up")
         else:
             self.scenario.tick(call, now - self.t_confirmed, self.codecs)
@@ -310,7 +312,7 @@ class Endpoint:
             self.host.emit(ev, endpoint_id=self.id, **fields)
         reg.new_reports.clear()
         if reg.state == "failed":
-            self.end("REGISTRATION_FAILED", f"{reg.code} {reg.reason}".strip(), reg.code)
+            self.end(Outcome.REGISTRATION_FAILED, f"{reg.code} {reg.reason}".strip(), reg.code)
             return False
         if reg.state == "registered" and not self.ready:
             self.on_ready()
@@ -327,7 +329,7 @@ class Endpoint:
         if self.call is None or self.hangup_at is not None:
             return
         self.hangup_at = time.monotonic()
-        self.set_phase("DISCONNECTING")
+        self.set_phase(Phase.DISCONNECTING)
         if self.t_confirmed is not None and not self.final_done:
             self.final_done = True  # sample now: after hangup the stream may be gone
             try:
@@ -338,7 +340,7 @@ class Endpoint:
             self.call.hangup(pj.CallOpParam())
         except pj.Error as exc:
             if not self.call.disconnected:
-                self.forced = "TEARDOWN_ERROR"
+                self.forced = Outcome.TEARDOWN_ERROR
                 self.end_reason = f"hangup failed: {exc.info()}"
                 self.call.disconnected = True
         log.debug("hangup %s (%s)", self.id, why)
@@ -348,13 +350,13 @@ class Endpoint:
         if self.t_confirmed is None:
             if self.stopped and self.role == "caller":
                 reason = "stopped before answer"
-            elif self.forced == "TIMEOUT":
+            elif self.forced == Outcome.TIMEOUT:
                 reason = f"no answer within {self.options['invite_timeout_s']} s (CANCEL sent)"
             self.host.emit("call_failed", endpoint_id=self.id, code=code, reason=reason)
             outcome = self.forced or (
-                "TIMEOUT" if code == 408
-                else "NEGOTIATION_FAILED" if code in NEGOTIATION_CODES
-                else "CALL_FAILED"
+                Outcome.TIMEOUT if code == 408
+                else Outcome.NEGOTIATION_FAILED if code in NEGOTIATION_CODES
+                else Outcome.CALL_FAILED
             )  # fmt: skip
         else:
             duration = round(time.monotonic() - self.t_confirmed, 3)
@@ -364,11 +366,11 @@ class Endpoint:
             if self.forced:
                 outcome = self.forced
             elif self.rx_packets <= 0 and self.first_rtp_ms is None:
-                outcome, reason = "MEDIA_ERROR", "no RTP received"
+                outcome, reason = Outcome.MEDIA_ERROR, "no RTP received"
             elif self.registration is not None and self.registration.refresh_failures:
-                outcome, reason = "COMPLETED_WITH_WARNINGS", "a registration refresh failed"
+                outcome, reason = Outcome.COMPLETED_WITH_WARNINGS, "a registration refresh failed"
             else:
-                outcome = "SUCCESS"
+                outcome = Outcome.SUCCESS
         self.end(outcome, reason, code)
 
     def end(self, outcome: str, reason: str, code: int | None) -> None:
@@ -387,8 +389,8 @@ class Endpoint:
         if self.finished:
             return
         self.finished = True
-        if self.phase != "CLOSED":
-            self.set_phase("CLOSED")
+        if self.phase != Phase.CLOSED:
+            self.set_phase(Phase.CLOSED)
         self.host.emit(
             "endpoint_finished", endpoint_id=self.id, outcome=outcome, reason=reason, sip_code=code
         )

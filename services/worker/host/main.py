@@ -33,6 +33,8 @@ from typing import Any
 
 import pjsua2 as pj
 
+from callmeter_vocabulary import Outcome
+
 from .. import protocol as proto
 from .args import parse_args, pjsip_drop_pct
 from .audio import resolve_codecs, write_tone_wav
@@ -312,7 +314,7 @@ class Host:
             endpoint.start()
         except pj.Error as exc:
             self.error(f"start failed: {exc.info()}", eid)
-            endpoint.finish("OSERROR", f"start failed: {exc.info()}", None)
+            endpoint.finish(Outcome.OSERROR, f"start failed: {exc.info()}", None)
 
     # ------------------------------------------------------------ loop
     def drain_log(self) -> None:
@@ -374,7 +376,7 @@ class Host:
             for endpoint in self.endpoints.values():
                 endpoint.tick(now)
         for endpoint in self.endpoints.values():
-            endpoint.finish("TEARDOWN_ERROR", "host shut down before the call ended", None)
+            endpoint.finish(Outcome.TEARDOWN_ERROR, "host shut down before the call ended", None)
         self.drain_log()
         # A Call/Account destroyed after libDestroy aborts the process: drop them all first.
         self.endpoints.clear()
