@@ -52,7 +52,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await asyncio.to_thread(migrate, settings.database_url)
         bus = await Bus.connect(settings.nats_url, "api")
         await bus.ensure_streams()
-        pool = ConnectionPool(settings.database_url, min_size=1, max_size=10, open=True)
+        # Checked before each use: after a PostgreSQL restart no broken connection is handed out.
+        pool = ConnectionPool(
+            settings.database_url, min_size=1, max_size=10, open=True,
+            check=ConnectionPool.check_connection,
+        )  # fmt: skip
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
         webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)

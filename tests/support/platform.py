@@ -98,7 +98,10 @@ class TestPlatform(Platform):
         deadline = time.monotonic() + timeout
         run: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            _, run = self.request("GET", f"/api/v1/runs/{run_id}")
+            code, run = self.request("GET", f"/api/v1/runs/{run_id}")
+            if code == 503:  # a server restarting: asked again
+                time.sleep(0.25)
+                continue
             if run["status"] in statuses:
                 return run
             time.sleep(0.25)
