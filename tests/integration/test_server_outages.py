@@ -187,3 +187,78 @@ def test_postgres_killed_mid_run_is_restarted_and_the_run_completes(owned: TestP
 def test_supervisor_logs_say_what_was_restarted(owned: TestPlatform):
     log = Path(owned.data_dir / "nats.log").read_text()
     assert log.count("Server is ready") >= 2  # the restarted one used the same log
+
+
+# --- health for orchestrators and operators ----------------------------------------------
+
+
+def family(pid: int) -> list[int]:
+    """A process and its children (postgres backends lead sessions of their own)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [pid, *children]
+
+
+def readyz(p: TestPlatform) -> tuple[int, dict[str, dict[str, Any]]]:
+    code, body = p.request("GET", "/readyz")
+    return code, {c["name"]: c for c in body["checks"]}
+
+
+def wait_ready(p: TestPlatform, want: int, timeout: float = 30) -> dict[str, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, checks = readyz(p)
+        if code == want or time.monotonic() > deadline:
+            assert code == want, checks
+            return checks
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize(("name", "check"), [("postgres", "postgres"), ("nats-server", "nats")])
+def test_readyz_names_a_frozen_server_and_recovers(owned: TestPlatform, name: str, check: str):
+    assert owned.request("GET", "/healthz") == (200, {"status": "alive"})
+    wait_ready(owned, 200)
+    frozen = family(server(owned, name).proc.pid)
+    for pid in frozen:  # hung, not dead: the supervisor has nothing to restart
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        checks = wait_ready(owned, 503)
+        assert not checks[check]["ok"], checks
+        assert owned.request("GET", "/healthz")[0] == 200  # the process itself is fine
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    checks = wait_ready(owned, 200)
+    assert all(c["ok"] for c in checks.values()), checks
+
+
+def test_system_view_matches_the_servers_own_figures(owned: TestPlatform):
+    if not owned.request("GET", "/api/v1/runs")[1]["items"]:  # run alone: make one
+        owned.wait_status(owned.run_test(two_pairs(duration_s=2)), {"COMPLETED"}, timeout=60)
+    code, system = owned.request("GET", "/api/v1/system")
+    assert code == 200, system
+    with psycopg.connect(owned.database_url) as conn:
+        size, oldest = conn.execute(
+            "SELECT pg_database_size(current_database()),"
+            " (SELECT run_id FROM runs ORDER BY created_at LIMIT 1)"
+        ).fetchone()
+    db = system["database"]
+    assert abs(db["database_bytes"] - size) <= size * 0.05
+    assert db["oldest_run"]["run_id"] == oldest
+    streams = {s["name"]: s for s in system["streams"]}
+    metrics = asyncio.run(stream_state(owned.nats_url, METRICS.name))
+    assert streams[METRICS.name]["messages"] == metrics.messages > 0
+    assert streams[METRICS.name]["bytes"] == metrics.bytes
+    assert dict(streams[METRICS.name]["consumers"])["metrics-ingest"] >= 0
+    code, page = owned.get_html("/system")
+    assert code == 200 and 'id="streams"' in page and "CALLMETER_METRICS" in page
+    assert f'href="/runs/{oldest}"' in page
+
+
+async def stream_state(nats_url: str, name: str) -> Any:
+    bus = await Bus.connect(nats_url, "test")
+    try:
+        return (await bus.js.stream_info(name)).state
+    finally:
+        await bus.close()
