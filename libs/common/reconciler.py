@@ -110,6 +110,13 @@ class Reconciler:
     async def step(self) -> None:
         """Decide on the current state and publish what was not published yet."""
         now = time.monotonic()
+        if self.bus.degraded:
+            # NATS unreachable, or an outage seen here not reported yet: a decision now
+            # would miss the outage that deadlines count. Decide once it is folded.
+            await self.bus.report_outages()
+            return
+        if self.world.runs.position < self.bus.reported_seq:
+            return  # the outage report is not folded yet
         if not self._folded_own_writes(now):
             return  # the next folded event wakes the loop again
         fresh = [e for e in self.decide(self.world, utcnow()) if e.msg_id() not in self._sent]

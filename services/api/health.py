@@ -84,6 +84,26 @@ async def projection_lag(p: Platform) -> int | None:
     return max(0, last - p.projector.written)
 
 
+async def degraded_notice(p: Platform) -> str | None:
+    """What a run page says while the platform is degraded (None: all is well)."""
+    if p.bus.nats_down_since is not None:
+        return (
+            f"Platform degraded: NATS unreachable since {p.bus.nats_down_since:%H:%M:%S}."
+            " Live updates are paused; runs' deadlines count the outage."
+        )
+    lag = await ingest_lag(p)
+    if lag is not None and lag > p.settings.ready_max_ingest_lag:
+        return f"Platform degraded: metrics-ingest is {lag} messages behind; results will catch up."
+    return None
+
+
+def database_down_notice(exc: Exception) -> str:
+    return (
+        f"Platform degraded: PostgreSQL unreachable ({type(exc).__name__}). Live updates are"
+        " paused; samples wait in JetStream and are stored once it is back."
+    )
+
+
 async def checks(p: Platform) -> list[Check]:
     nats, pg, ingest, projection = await asyncio.gather(
         nats_check(p), postgres_check(p), ingest_lag(p), projection_lag(p)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from callmeter_common.reconciler import World
 from callmeter_events import (
@@ -26,7 +26,7 @@ from callmeter_events import (
     RunStatus,
     WorkerLost,
 )  # fmt: skip
-from callmeter_projections import EndpointState, RunState
+from callmeter_projections import EndpointState, RunState, covered_s
 
 from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
 
@@ -65,9 +65,13 @@ def gone_workers(world: World) -> set[str]:
 
 def lost_workers(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
     """A worker silent for `missed_heartbeats` intervals (plus slack for jitter) is lost."""
-    limit = timedelta(seconds=timing.heartbeat_s * timing.missed_heartbeats + 0.5)
+    limit = timing.heartbeat_s * timing.missed_heartbeats + 0.5
     for w in world.workers.values():
-        if w.status == "ONLINE" and now - w.last_seen > limit:
+        if w.status != "ONLINE":
+            continue
+        # Heartbeats a platform outage held back are not the worker's silence.
+        silent = (now - w.last_seen).total_seconds()
+        if silent - covered_s(world.runs.outages, w.last_seen, now) > limit:
             reason = (
                 f"missed {timing.missed_heartbeats} heartbeats ({timing.heartbeat_s:g} s apart); "
                 f"last heard at {w.last_seen:%H:%M:%S}"

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from callmeter_events.streams import METRICS
 from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
+GRACE_S = 8
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,8 @@ def owned() -> Iterator[TestPlatform]:
     data_dir = Path(tempfile.mkdtemp(prefix="callmeter-owned-"))
     p = TestPlatform(data_dir, "", "")
     p.ingest_processes = 1
+    # A short overrun allowance, so an outage longer than it is quick to stage.
+    p.extra_env = {"CALLMETER_GRACE_S": str(GRACE_S), "CALLMETER_RECEIVER_WAIT_S": "5"}
     stop: list[bool] = []
     supervisor = threading.Thread(target=p.supervise, args=(stop,), daemon=True)
     try:
@@ -158,13 +162,22 @@ def by_stream(samples: Counter[tuple[str, str, int]]) -> dict[tuple[str, str], l
     return out
 
 
-def kill_mid_run(p: TestPlatform, name: str) -> str:
-    run_id = p.run_test(two_pairs(duration_s=8))
+def kill_mid_run(
+    p: TestPlatform,
+    name: str,
+    duration_s: float = 8,
+    down_s: float = 0,
+    while_down: Callable[[str], None] | None = None,
+) -> str:
+    run_id = p.run_test(two_pairs(duration_s=duration_s))
     wait_in_call(p, run_id, 4)
     time.sleep(1)  # some samples stored before the kill
     victim = server(p, name)
     before = victim.restarts
+    victim.next_try = time.monotonic() + down_s  # the supervisor waits that long to restart
     os.kill(victim.proc.pid, signal.SIGKILL)
+    if while_down is not None:
+        while_down(run_id)
     deadline = time.monotonic() + 30
     while victim.restarts == before:
         assert time.monotonic() < deadline, f"{name} not restarted"
@@ -182,6 +195,31 @@ def test_nats_server_killed_mid_run_is_restarted_and_the_run_completes(owned: Te
 def test_postgres_killed_mid_run_is_restarted_and_the_run_completes(owned: TestPlatform):
     run_id = kill_mid_run(owned, "postgres")
     assert_completed_once(owned, run_id)
+
+
+def test_a_nats_outage_longer_than_the_deadline_is_named_and_counted(owned: TestPlatform):
+    # Budget: 4 s duration + 5 s receiver wait + 8 s grace = 17 s from the start; NATS is
+    # down for 20 s from about 3 s in. Counted as an outage, the run still completes,
+    # and no worker is declared lost for heartbeats the outage held back.
+    def banner_while_down(run_id: str) -> None:
+        deadline = time.monotonic() + 10
+        while "NATS unreachable since" not in (page := owned.get_html(f"/runs/{run_id}")[1]):
+            assert time.monotonic() < deadline, page
+            time.sleep(0.5)
+        assert 'id="degraded"' in page and "runs&#39; deadlines count the outage" in page
+
+    run_id = kill_mid_run(owned, "nats-server", 4, down_s=20, while_down=banner_while_down)
+    assert_completed_once(owned, run_id)
+    assert 'id="degraded"' not in owned.get_html(f"/runs/{run_id}")[1]
+    _, run = owned.request("GET", f"/api/v1/runs/{run_id}")
+    assert len(run["outages"]) == 1, run["outages"]
+    assert re.fullmatch(
+        r"NATS unreachable from \d\d:\d\d:\d\d to \d\d:\d\d:\d\d", run["outages"][0]
+    )
+    _, workers = owned.request("GET", "/api/v1/workers")
+    assert [w["status"] for w in workers["items"]] == ["ONLINE"]
+    code, page = owned.get_html(f"/runs/{run_id}")
+    assert code == 200 and f"Platform outage during this run: {run['outages'][0]}" in page
 
 
 def test_supervisor_logs_say_what_was_restarted(owned: TestPlatform):
