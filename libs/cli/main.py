@@ -90,6 +90,56 @@ def up(
         platform.stop()
 
 
+EMBEDDED_NATS_URL = "nats://127.0.0.1:4222"  # where `callmeter up` starts them by default
+EMBEDDED_DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/callmeter"
+
+
+@app.command()
+def backup(
+    directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
+    nats_url: Annotated[str, typer.Option(envvar="CALLMETER_NATS_URL")] = EMBEDDED_NATS_URL,
+    database_url: Annotated[
+        str, typer.Option(envvar="CALLMETER_DATABASE_URL")
+    ] = EMBEDDED_DATABASE_URL,
+) -> None:
+    """Back up a running platform: JetStream stream snapshots, a database dump, a manifest."""
+    from .backup import BackupError
+    from .backup import backup as do_backup
+    from .snapshots import SnapshotError
+
+    try:
+        manifest = do_backup(directory, nats_url, database_url)
+    except (BackupError, SnapshotError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    streams = manifest["streams"]
+    messages = sum(s["state"]["messages"] for s in streams)
+    typer.echo(f"backed up {len(streams)} streams ({messages} messages) and the database"
+               f" ({manifest['database']['bytes']} bytes) to {directory}")  # fmt: skip
+
+
+@app.command()
+def restore(
+    directory: Annotated[Path, typer.Argument(help="A directory `callmeter backup` wrote.")],
+    data_dir: Annotated[Path, typer.Option(help="A new or empty data directory.")] = Path(
+        ".callmeter"
+    ),
+) -> None:
+    """Restore a backup into an empty data directory; then `callmeter up --data-dir` it."""
+    from .backup import BackupError
+    from .backup import restore as do_restore
+    from .snapshots import SnapshotError
+
+    try:
+        manifest = do_restore(directory, data_dir.resolve())
+    except (BackupError, SnapshotError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"restored {len(manifest['streams'])} streams and the database from"
+               f" {manifest['created_at']} into {data_dir}; start it: callmeter up"
+               f" --data-dir {data_dir}")  # fmt: skip
+
+
 @app.command()
 def worker(
     region: str = typer.Option("default"),

