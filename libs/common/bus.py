@@ -56,18 +56,22 @@ class Bus:
     nats_down_since: datetime | None = None
     unreported: list[PlatformOutage] = field(default_factory=list)
     reported_seq: int = 0  # stream sequence of the last outage published from here
+    refusing: bool = False  # nats_down_since was set by refused publishes, not a disconnect
 
     @classmethod
     async def connect(cls, url: str, service: str) -> Bus:
         bus: Bus | None = None
 
         async def disconnected() -> None:
+            if bus is not None and bus.refusing:
+                bus.refusing = False  # refused, then disconnected: one outage
             if bus is not None and bus.nats_down_since is None and not bus.nc.is_closed:
                 bus.nats_down_since = utcnow()
                 log.warning("%s: NATS unreachable; reconnecting", service)
 
         async def reconnected() -> None:
             if bus is not None and bus.nats_down_since is not None:
+                bus.refusing = False
                 bus.outage_ended("nats", bus.nats_down_since)
                 bus.nats_down_since = None
                 log.warning("%s: NATS reachable again", service)
@@ -151,8 +155,11 @@ class Bus:
         while True:
             try:
                 ack = await self.js.publish(event.subject(), data, headers=headers)
-                return int(ack.seq)
             except TRANSIENT_PUBLISH_ERRORS as exc:
+                # Connected but refused (e.g. its store's disk is full) is an outage too.
+                if self.nats_down_since is None and self.nc.is_connected:
+                    self.nats_down_since = utcnow()
+                    self.refusing = True
                 if self.nc.is_closed or time.monotonic() > deadline:
                     raise
                 if not logged:
@@ -160,6 +167,15 @@ class Bus:
                                 type(event).__name__, exc)  # fmt: skip
                     logged = True
                 await asyncio.sleep(0.5)
+                continue
+            if self.refusing and self.nats_down_since is not None:
+                self.refusing = False
+                self.outage_ended("nats", self.nats_down_since)
+                self.nats_down_since = None
+                log.warning("%s: NATS accepts publishes again", self.service)
+                if not isinstance(event, PlatformOutage):
+                    asyncio.ensure_future(self.report_outages())
+            return int(ack.seq)
 
     async def publish_many(self, events: Sequence[Event], concurrency: int = 256) -> None:
         """Publish many events concurrently (order across events is not kept)."""

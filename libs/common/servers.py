@@ -58,6 +58,11 @@ class ServerSpec:
     ready_timeout_s: float = 30.0
     policy: RestartPolicy = RestartPolicy()
     run_as: tuple[int, int] | None = None  # (uid, gid) when started as root
+    # A log line matching this means the running server is stuck (e.g. JetStream after
+    # a write error on a full disk): it is restarted once min_free_bytes are free again.
+    stuck_pattern: str | None = None
+    min_free_bytes: int = 16 * 2**20
+    store: Path | None = None  # where it writes its data (free space checked there)
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Server:
     restarts: int = 0
     failed_starts: int = 0
     next_try: float = 0.0  # monotonic time before which no restart is tried
+    log_pos: int = 0  # how far its log was read for stuck_pattern
+    stuck: str = ""  # the log line that said it is stuck ("" : it is not)
 
     @property
     def url(self) -> str:
@@ -81,13 +88,18 @@ class Server:
     def restart(self) -> None:
         """Kill what is left of its process group, start it again on the same data and port."""
         stop_group(self.proc, timeout=5)
+        self.log_pos = _size(self.spec.log)
         self.proc = launch(self.spec)
+        self.stuck = ""
         self.restarts += 1
 
     def supervise_once(self, now: float) -> str | None:
-        """Restart the server if it exited (with backoff after failed starts); what happened."""
-        if self.alive() or not self.spec.policy.restart or now < self.next_try:
+        """Restart the server if it exited (with backoff after failed starts) or is stuck
+        and can recover; what happened."""
+        if not self.spec.policy.restart or now < self.next_try:
             return None
+        if self.alive():
+            return self._unstick()
         code = self.proc.returncode
         try:
             self.restart()
@@ -99,6 +111,30 @@ class Server:
             return f"{self.spec.name} exited ({code}); restart failed: {exc}; retry in {delay:.1f}s"
         self.failed_starts = 0
         return f"{self.spec.name} exited ({code}); restarted on port {self.spec.port}"
+
+    def _unstick(self) -> str | None:
+        if self.spec.stuck_pattern is None:
+            return None
+        if not self.stuck:
+            with self.spec.log.open("rb") as log:
+                log.seek(self.log_pos)
+                new = log.read()
+            self.log_pos += len(new)
+            found = re.search(self.spec.stuck_pattern, new.decode(errors="replace"))
+            if found is None:
+                return None
+            start = new.rfind(b"\n", 0, found.start()) + 1
+            self.stuck = new[start : new.find(b"\n", found.end())].decode(errors="replace")
+            return f"{self.spec.name} is stuck: {self.stuck.strip()}; restarting once disk is free"
+        if shutil.disk_usage(self.spec.store or self.spec.data_dir).free < self.spec.min_free_bytes:
+            return None  # restarting on a full disk would fail the same way
+        line = self.stuck
+        self.restart()
+        return f"{self.spec.name} restarted after: {line.strip()}"
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def launch(spec: ServerSpec) -> subprocess.Popen[bytes]:
@@ -146,14 +182,17 @@ def nats_spec(data_dir: Path, port: int, sync: str = NATS_SYNC_DEFAULT) -> Serve
         "-a", "127.0.0.1", "-p", str(port),
     )  # fmt: skip
     return ServerSpec(
-        "nats-server", argv, data_dir, port, f"nats://127.0.0.1:{port}", data_dir / "nats.log"
-    )
+        "nats-server", argv, data_dir, port, f"nats://127.0.0.1:{port}", data_dir / "nats.log",
+        # After a failed write (a full disk) a stream refuses every publish until restarted.
+        stuck_pattern=r"Critical write error|JetStream out of resources", store=store,
+    )  # fmt: skip
 
 
 def start_nats(data_dir: Path, port: int | None = None, sync: str = NATS_SYNC_DEFAULT) -> Server:
     """nats-server with JetStream, its store under data_dir/nats."""
     spec = nats_spec(data_dir, port or free_port(), sync)
-    return Server(spec, launch(spec))
+    log_pos = _size(spec.log)
+    return Server(spec, launch(spec), log_pos=log_pos)
 
 
 def _pg_bin() -> Path:

@@ -8,7 +8,9 @@ that hangs makes a check fail instead of hanging the probe.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -64,6 +66,26 @@ async def postgres_check(p: Platform) -> Check:
     return Check("postgres", True, "SELECT 1 answered")
 
 
+# The embedded servers' data under CALLMETER_DATA_DIR (what `callmeter up` starts).
+DATA_SUBDIRS = {"nats": "NATS store", "pgdata": "PostgreSQL data"}
+
+
+def disk_check(data_dir: Path, min_free_mb: float) -> Check:
+    """Free space where the embedded servers keep their data; a full disk fails it."""
+    found = []
+    for sub, what in DATA_SUBDIRS.items():
+        path = data_dir / sub
+        if path.exists():
+            free_mb = shutil.disk_usage(path).free / 2**20
+            found.append((free_mb, f"{what} {path}: {free_mb:.1f} MB free"))
+    if not found:
+        return Check("disk", True, f"no embedded server data under {data_dir}")
+    full = [text for free_mb, text in found if free_mb < min_free_mb]
+    if full:
+        return Check("disk", False, f"disk full: {'; '.join(full)} (minimum {min_free_mb:g} MB)")
+    return Check("disk", True, "; ".join(text for _, text in found))
+
+
 async def ingest_lag(p: Platform) -> int | None:
     """Messages waiting for metrics-ingest (None: NATS did not answer)."""
     try:
@@ -91,6 +113,9 @@ async def degraded_notice(p: Platform) -> str | None:
             f"Platform degraded: NATS unreachable since {p.bus.nats_down_since:%H:%M:%S}."
             " Live updates are paused; runs' deadlines count the outage."
         )
+    disk = disk_check(p.settings.data_dir, p.settings.ready_min_free_disk_mb)
+    if not disk.ok:
+        return f"Platform degraded: {disk.detail}. Publishes and writes wait until space is freed."
     lag = await ingest_lag(p)
     if lag is not None and lag > p.settings.ready_max_ingest_lag:
         return f"Platform degraded: metrics-ingest is {lag} messages behind; results will catch up."
@@ -110,7 +135,7 @@ async def checks(p: Platform) -> list[Check]:
     )
     s = p.settings
     return [
-        nats, pg,
+        nats, pg, disk_check(s.data_dir, s.ready_min_free_disk_mb),
         lag_check("ingest_lag", ingest, s.ready_max_ingest_lag, "messages"),
         lag_check("projection_lag", projection, s.ready_max_projection_lag, "events"),
     ]  # fmt: skip

@@ -20,3 +20,6 @@ class ApiSettings(CommonSettings):
     # events behind the log.
     ready_max_ingest_lag: int = 20_000
     ready_max_projection_lag: int = 1_000
+    # /readyz fails when the disk under the embedded NATS store or PostgreSQL data (in
+    # CALLMETER_DATA_DIR) has less free space than this.
+    ready_min_free_disk_mb: float = 64.0

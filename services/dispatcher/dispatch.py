@@ -26,7 +26,7 @@ from callmeter_events import (
     RunStatus,
     WorkerLost,
 )  # fmt: skip
-from callmeter_projections import EndpointState, RunState, covered_s
+from callmeter_projections import EndpointState, RunState
 
 from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
 
@@ -69,9 +69,11 @@ def lost_workers(world: World, now: datetime, timing: Timing) -> Iterator[Event]
     for w in world.workers.values():
         if w.status != "ONLINE":
             continue
-        # Heartbeats a platform outage held back are not the worker's silence.
-        silent = (now - w.last_seen).total_seconds()
-        if silent - covered_s(world.runs.outages, w.last_seen, now) > limit:
+        # Heartbeats a platform outage held back are not the worker's silence: after an
+        # outage, a worker has the whole limit again to be heard (when an outage began
+        # is only known roughly: by whoever first failed to publish).
+        ends = [o.ended_at for o in world.runs.outages if o.ended_at > w.last_seen]
+        if (now - max([w.last_seen, *ends])).total_seconds() > limit:
             reason = (
                 f"missed {timing.missed_heartbeats} heartbeats ({timing.heartbeat_s:g} s apart); "
                 f"last heard at {w.last_seen:%H:%M:%S}"

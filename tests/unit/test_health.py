@@ -34,3 +34,15 @@ def test_sizes_read_as_people_read_them() -> None:
     assert [size(n) for n in (0, 999, 1000, 3_400_000, 12_300_000_000, None)] == [
         "0 B", "999 B", "1.0 kB", "3.4 MB", "12.3 GB", "—",
     ]  # fmt: skip
+
+
+def test_disk_check_names_the_full_disk_and_passes_without_local_data(tmp_path) -> None:
+    from callmeter_api.health import disk_check
+
+    assert disk_check(tmp_path, 1).ok  # nothing there: not this API's concern
+    (tmp_path / "nats").mkdir()
+    ok = disk_check(tmp_path, 1)
+    assert ok.ok and ok.detail.startswith(f"NATS store {tmp_path / 'nats'}: ")
+    full = disk_check(tmp_path, 1e12)  # more than any disk has free
+    assert not full.ok and full.detail.startswith("disk full: NATS store ")
+    assert full.detail.endswith("(minimum 1e+12 MB)")
