@@ -16,7 +16,7 @@ from pathlib import Path
 
 from callmeter_common.api_keys import ApiKey, parse_keys
 from callmeter_common.bus import Bus
-from callmeter_common.procs import free_port, spawn, stop_group, wait_for_port
+from callmeter_common.procs import free_port, port_free, spawn, stop_group, wait_for_port
 from callmeter_common.servers import (
     NATS_SYNC_DEFAULT,
     PG_SYNCHRONOUS_COMMIT_DEFAULT,
@@ -49,13 +49,8 @@ def demo_key(keys: tuple[ApiKey, ...]) -> ApiKey | None:
 
 
 def _port_or_free(preferred: int) -> int:
-    with contextlib.suppress(OSError):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-    return free_port()
+    """The preferred port when it is free (0: none preferred), else any free port."""
+    return preferred if preferred and port_free(preferred) else free_port()
 
 
 @dataclass
@@ -77,17 +72,22 @@ class Platform:
     ingest_processes: int = 2
     nats_sync: str = NATS_SYNC_DEFAULT  # JetStream sync_interval: a duration or "always"
     pg_synchronous_commit: str = PG_SYNCHRONOUS_COMMIT_DEFAULT
+    # Ports the embedded servers get when free (0: any free port, as tests want).
+    nats_port: int = 4222
+    pg_port: int = 5433
 
     def start_servers(self) -> None:
         """Start the embedded servers not given by URL; `supervise` restarts them."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.nats_url:
-            nats = start_nats(self.data_dir, _port_or_free(4222), self.nats_sync)
+            nats = start_nats(self.data_dir, _port_or_free(self.nats_port), self.nats_sync)
             self.servers.append(nats)
             self.nats_url = nats.url
         if not self.database_url:
             pg = start_postgres(
-                self.data_dir, _port_or_free(5433), synchronous_commit=self.pg_synchronous_commit
+                self.data_dir,
+                _port_or_free(self.pg_port),
+                synchronous_commit=self.pg_synchronous_commit,
             )
             self.servers.append(pg)
             self.database_url = pg.url

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .procs import free_port, spawn, stop_group, wait_for_port
+from .procs import free_port, port_free, spawn, stop_group, wait_for_port
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
@@ -99,8 +99,11 @@ class Server:
         if not self.spec.policy.restart or now < self.next_try:
             return None
         if self.alive():
-            return self._unstick()
-        code = self.proc.returncode
+            if not self._stuck_and_recoverable():
+                return None
+            why = f"was stuck ({self.stuck.strip()})"
+        else:
+            why = f"exited ({self.proc.returncode})"
         try:
             self.restart()
         except (OSError, TimeoutError, RuntimeError) as exc:
@@ -108,29 +111,31 @@ class Server:
             delay = min(p.max_backoff_s, p.backoff_s * 2**self.failed_starts)
             self.failed_starts += 1
             self.next_try = now + delay
-            return f"{self.spec.name} exited ({code}); restart failed: {exc}; retry in {delay:.1f}s"
+            return f"{self.spec.name} {why}; restart failed: {exc}; retry in {delay:.1f}s"
         self.failed_starts = 0
-        return f"{self.spec.name} exited ({code}); restarted on port {self.spec.port}"
+        return f"{self.spec.name} {why}; restarted on port {self.spec.port}"
 
-    def _unstick(self) -> str | None:
-        if self.spec.stuck_pattern is None:
-            return None
+    def _stuck_and_recoverable(self) -> bool:
+        """Its log said it is stuck (stuck_pattern) and its disk has room again."""
+        if self.spec.stuck_pattern is None or not self.spec.log.exists():
+            return False
         if not self.stuck:
             with self.spec.log.open("rb") as log:
                 log.seek(self.log_pos)
                 new = log.read()
             self.log_pos += len(new)
-            found = re.search(self.spec.stuck_pattern, new.decode(errors="replace"))
+            text = new.decode(errors="replace")
+            found = re.search(self.spec.stuck_pattern, text)
             if found is None:
-                return None
-            start = new.rfind(b"\n", 0, found.start()) + 1
-            self.stuck = new[start : new.find(b"\n", found.end())].decode(errors="replace")
-            return f"{self.spec.name} is stuck: {self.stuck.strip()}; restarting once disk is free"
-        if shutil.disk_usage(self.spec.store or self.spec.data_dir).free < self.spec.min_free_bytes:
-            return None  # restarting on a full disk would fail the same way
-        line = self.stuck
-        self.restart()
-        return f"{self.spec.name} restarted after: {line.strip()}"
+                return False
+            start = text.rfind("\n", 0, found.start()) + 1
+            end = text.find("\n", found.end())
+            self.stuck = text[start : end if end >= 0 else None]
+        # Restarting on a disk that is still full would fail the same way.
+        return (
+            shutil.disk_usage(self.spec.store or self.spec.data_dir).free
+            >= self.spec.min_free_bytes
+        )
 
 
 def _size(path: Path) -> int:
@@ -139,6 +144,9 @@ def _size(path: Path) -> int:
 
 def launch(spec: ServerSpec) -> subprocess.Popen[bytes]:
     """Start the server and wait until it accepts connections (or fails to start)."""
+    if not port_free(spec.port):
+        # Someone else listens there: waiting for the port would find them, not us.
+        raise RuntimeError(f"{spec.name}: port {spec.port} is in use by another process")
     run_as = {"user": spec.run_as[0], "group": spec.run_as[1]} if spec.run_as else {}
     proc = spawn(spec.argv, spec.log, **run_as)  # type: ignore[arg-type]
     deadline = time.monotonic() + spec.ready_timeout_s
@@ -184,7 +192,8 @@ def nats_spec(data_dir: Path, port: int, sync: str = NATS_SYNC_DEFAULT) -> Serve
     return ServerSpec(
         "nats-server", argv, data_dir, port, f"nats://127.0.0.1:{port}", data_dir / "nats.log",
         # After a failed write (a full disk) a stream refuses every publish until restarted.
-        stuck_pattern=r"Critical write error|JetStream out of resources", store=store,
+        stuck_pattern=r"Critical write error|JetStream out of resources|no space left on device",
+        store=store,
     )  # fmt: skip
 
 

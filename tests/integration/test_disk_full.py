@@ -28,11 +28,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def small_disk() -> Iterator[Path]:
+def small_disk(request: pytest.FixtureRequest) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
+    size = getattr(request, "param", "48m")
     mount = Path(tempfile.mkdtemp(prefix="callmeter-tmpfs-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
@@ -43,11 +44,13 @@ def small_disk() -> Iterator[Path]:
 
 
 @pytest.fixture
-def on_small_disk(small_disk: Path) -> Iterator[TestPlatform]:
-    """A platform as `callmeter up` runs it, its NATS store on the small disk."""
+def on_small_disk(small_disk: Path, request: pytest.FixtureRequest) -> Iterator[TestPlatform]:
+    """A platform as `callmeter up` runs it, the NATS store (or PostgreSQL's data, as the
+    test's `which` parameter says) on the small disk."""
+    which = getattr(request, "param", "nats")
     data_dir = Path(tempfile.mkdtemp(prefix="callmeter-diskfull-"))
-    (small_disk / "store").mkdir()
-    (data_dir / "nats").symlink_to(small_disk / "store")
+    (small_disk / "store").mkdir(mode=0o777)
+    (data_dir / which).symlink_to(small_disk / "store")
     p = TestPlatform(data_dir, "", "")
     p.ingest_processes = 1
     p.extra_env = {"CALLMETER_READY_MIN_FREE_DISK_MB": "2", "CALLMETER_GRACE_S": "20",
@@ -84,6 +87,8 @@ def wait_for(what: str, check, timeout: float = 30) -> None:  # type: ignore[no-
         time.sleep(0.3)
 
 
+@pytest.mark.parametrize("small_disk", ["128m"], indirect=True)
+@pytest.mark.parametrize("on_small_disk", ["nats"], indirect=True)
 def test_nats_store_disk_full_mid_run_then_freed_resumes_and_loses_nothing(
     on_small_disk: TestPlatform, small_disk: Path
 ):
@@ -112,3 +117,28 @@ def test_nats_store_disk_full_mid_run_then_freed_resumes_and_loses_nothing(
     wait_for("nats-server restarted once space was free", lambda: nats.restarts == 1)
     assert_completed_once(p, run_id)
     assert p.request("GET", "/readyz")[0] == 200
+
+
+@pytest.mark.parametrize("small_disk", ["200m"], indirect=True)
+@pytest.mark.parametrize("on_small_disk", ["pgdata"], indirect=True)
+def test_postgres_disk_full_mid_run_then_freed_resumes_and_loses_nothing(
+    on_small_disk: TestPlatform, small_disk: Path
+):
+    p = on_small_disk
+    run_id = p.run_test(two_pairs(duration_s=8))
+    wait_in_call(p, run_id, 4)
+    time.sleep(1)
+    fill(small_disk / "ballast")
+
+    def readyz_names_the_disk() -> bool:
+        code, body = p.request("GET", "/readyz")
+        disk = next(c for c in body["checks"] if c["name"] == "disk")
+        return code == 503 and disk["detail"].startswith("disk full: PostgreSQL data")
+
+    wait_for("/readyz names the full disk", readyz_names_the_disk)
+    ingest_log = p.data_dir / "metrics-ingest.log"
+    wait_for("ingest holds its writes", lambda: "postgres unavailable" in ingest_log.read_text())
+    assert "No space left on device" in (p.data_dir / "postgres.log").read_text()
+    (small_disk / "ballast").unlink()
+    assert_completed_once(p, run_id)
+    wait_for("ready again", lambda: p.request("GET", "/readyz")[0] == 200)

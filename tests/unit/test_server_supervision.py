@@ -71,3 +71,28 @@ def test_a_server_whose_policy_says_no_restart_stays_down(tmp_path: Path) -> Non
     server.spec = ServerSpec(**{**spec.__dict__, "policy": RestartPolicy(restart=False)})
     server.stop()
     assert server.supervise_once(0.0) is None and not server.alive()
+
+
+def test_a_server_whose_log_says_it_is_stuck_is_restarted_once_its_disk_has_room(
+    tmp_path: Path,
+) -> None:
+    base = http_spec(tmp_path)
+    full = ServerSpec(**{**base.__dict__, "stuck_pattern": "Critical write error",
+                         "min_free_bytes": 2**62})  # fmt: skip
+    server = Server(full, launch(full))
+    try:
+        assert server.supervise_once(0.0) is None  # nothing in its log yet
+        with full.log.open("a") as log:
+            log.write("[1] [ERR] Critical write error: no space left on device\n")
+        assert server.supervise_once(0.0) is None  # stuck, but no disk has 4 EiB free
+        assert server.stuck == "[1] [ERR] Critical write error: no space left on device"
+        server.spec = ServerSpec(**{**full.__dict__, "min_free_bytes": 0})
+        happened = server.supervise_once(0.0)
+        assert happened == (
+            "web was stuck ([1] [ERR] Critical write error: no space left on device);"
+            f" restarted on port {full.port}"
+        )
+        assert server.restarts == 1 and server.stuck == "" and server.alive()
+        assert server.supervise_once(0.0) is None  # the old line is not read again
+    finally:
+        server.stop()
