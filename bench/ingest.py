@@ -16,6 +16,11 @@ median ratios are printed, since these machines are shared and noisy. Prints
 pipeline / raw COPY (target >= 0.5) and the p99 latency (target < 2 s).
 
     python bench/ingest.py [N] [steady_seconds] [pairs] [ingest_processes]
+
+What durability costs: `python bench/ingest.py durability [N] [rounds]` times the
+pipeline (made messages) on fresh servers per setting, rounds interleaved, and
+prints each setting's rate as a ratio of the unsafe baseline (PostgreSQL
+fsync=off, JetStream's own 2-minute sync) measured in the same script.
 """
 
 from __future__ import annotations
@@ -258,7 +263,68 @@ async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
         shutil.rmtree(data, ignore_errors=True)  # gigabytes of samples and WAL
 
 
+# (label, PostgreSQL fsync, synchronous_commit, JetStream sync_interval); the first is
+# the baseline: the embedded default before durability (fsync off, nats-server's 2m).
+DURABILITY = [
+    ("unsafe: fsync=off, nats sync 2m", False, "off", "2m"),
+    ("fsync=on, synchronous_commit=off, nats sync 1s", True, "off", "1s"),
+    ("default: fsync=on, synchronous_commit=on, nats sync 1s", True, "on", "1s"),
+    ("fsync=on, synchronous_commit=on, nats sync always", True, "on", "always"),
+]
+
+
+async def durability_round(data: Path, setting: int, n: int, run_id: str) -> float:
+    """Samples/s through the pipeline with one durability setting (servers started fresh
+    on that setting's own data directories, so earlier rounds' data is there too)."""
+    _, fsync, commit, sync = DURABILITY[setting]
+    base = data / f"setting-{setting}"
+    nats = start_nats(base / "nats", sync=sync)
+    pg = start_postgres(base / "pg", synchronous_commit=commit, fsync=fsync)
+    ingest = []
+    try:
+        migrate(pg.url)
+        bus = await Bus.connect(nats.url, "bench")
+        await bus.ensure_streams()
+        env = {"CALLMETER_NATS_URL": nats.url, "CALLMETER_DATABASE_URL": pg.url,
+               "CALLMETER_LOG_LEVEL": "WARNING"}  # fmt: skip
+        ingest = [
+            spawn([sys.executable, "-m", "callmeter_ingest"], base / f"ingest-{i}.log", env=env)
+            for i in range(2)
+        ]
+        await asyncio.sleep(2)  # its consumer exists before we time anything
+        _, pipe_s = await pipeline(bus, pg.url, run_id, n, pack_timed=False)
+        await bus.close()
+        return n / pipe_s
+    finally:
+        for process in ingest:
+            stop_group(process)
+        nats.stop()
+        pg.stop()
+
+
+async def durability(n: int, rounds: int) -> None:
+    data = Path(tempfile.mkdtemp(prefix="callmeter-bench-durability-"))
+    rates: dict[int, list[float]] = defaultdict(list)
+    try:
+        print(f"samples: {n} per round, {rounds} rounds, settings interleaved, 2 ingest processes")
+        for r in range(rounds):
+            for setting in range(len(DURABILITY)):
+                rates[setting].append(await durability_round(data, setting, n, f"dur-{r}"))
+            print(f"  round {r + 1}: " + " | ".join(f"{rates[i][-1]:7,.0f}/s" for i in rates))
+        base = statistics.median(rates[0])
+        for i, (label, *_) in enumerate(DURABILITY):
+            rate = statistics.median(rates[i])
+            print(f"{label:58} median {rate:7,.0f}/s  ratio {rate / base:.2f}")
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["durability"]:
+        dargs = [int(a) for a in sys.argv[2:]]
+        dn, drounds = (dargs + [30_000, 3][len(dargs) :])[:2]
+        asyncio.run(durability(dn, drounds))
+        raise SystemExit(0)
     args = [float(a) for a in sys.argv[1:]]
     n, steady_s, pairs, processes = (args + [50_000, 15, 5, 2][len(args) :])[:4]
     asyncio.run(main(int(n), steady_s, int(pairs), int(processes)))

@@ -9,6 +9,11 @@ from typing import Annotated
 
 import typer
 
+from callmeter_common.servers import (
+    NATS_SYNC_DEFAULT,
+    PG_SYNCHRONOUS_COMMIT_DEFAULT,
+    check_nats_sync,
+)
 from callmeter_common.settings import CommonSettings
 
 app = typer.Typer(help="CallMeter: self-hosted SIP/VoIP load testing.", no_args_is_help=True)
@@ -33,8 +38,22 @@ def up(
     ingest_processes: Annotated[
         int, typer.Option(min=1, help="metrics-ingest processes (they share the work).")
     ] = 2,
+    nats_sync: Annotated[
+        str,
+        typer.Option(
+            envvar="CALLMETER_NATS_SYNC",
+            help="Embedded JetStream fsync: a duration (1s, 2m) or 'always' (every write).",
+        ),
+    ] = NATS_SYNC_DEFAULT,
+    pg_synchronous_commit: Annotated[
+        str,
+        typer.Option(
+            envvar="CALLMETER_PG_SYNCHRONOUS_COMMIT",
+            help="Embedded PostgreSQL synchronous_commit: on (commits wait for disk) or off.",
+        ),
+    ] = PG_SYNCHRONOUS_COMMIT_DEFAULT,
 ) -> None:
-    """Start NATS, PostgreSQL and the five services; Ctrl-C stops everything."""
+    """Start NATS, PostgreSQL and the five services, restart any that exits; Ctrl-C stops."""
     from callmeter_common.api_keys import parse_keys
 
     from .platform import Platform
@@ -43,9 +62,16 @@ def up(
         parse_keys(os.environ.get("CALLMETER_API_KEYS", ""))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    try:
+        check_nats_sync(nats_sync)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--nats-sync") from None
+    if pg_synchronous_commit not in ("on", "off"):
+        raise typer.BadParameter("expected on or off", param_hint="--pg-synchronous-commit")
     platform = Platform(
         data_dir.resolve(), os.environ.get("CALLMETER_NATS_URL", ""),
         os.environ.get("CALLMETER_DATABASE_URL", ""), port, ingest_processes=ingest_processes,
+        nats_sync=nats_sync, pg_synchronous_commit=pg_synchronous_commit,
     )  # fmt: skip
     stop: list[bool] = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
@@ -62,6 +88,56 @@ def up(
     finally:
         typer.echo("stopping...")
         platform.stop()
+
+
+EMBEDDED_NATS_URL = "nats://127.0.0.1:4222"  # where `callmeter up` starts them by default
+EMBEDDED_DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/callmeter"
+
+
+@app.command()
+def backup(
+    directory: Annotated[Path, typer.Argument(help="A new or empty directory.")],
+    nats_url: Annotated[str, typer.Option(envvar="CALLMETER_NATS_URL")] = EMBEDDED_NATS_URL,
+    database_url: Annotated[
+        str, typer.Option(envvar="CALLMETER_DATABASE_URL")
+    ] = EMBEDDED_DATABASE_URL,
+) -> None:
+    """Back up a running platform: JetStream stream snapshots, a database dump, a manifest."""
+    from .backup import BackupError
+    from .backup import backup as do_backup
+    from .snapshots import SnapshotError
+
+    try:
+        manifest = do_backup(directory, nats_url, database_url)
+    except (BackupError, SnapshotError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    streams = manifest["streams"]
+    messages = sum(s["state"]["messages"] for s in streams)
+    typer.echo(f"backed up {len(streams)} streams ({messages} messages) and the database"
+               f" ({manifest['database']['bytes']} bytes) to {directory}")  # fmt: skip
+
+
+@app.command()
+def restore(
+    directory: Annotated[Path, typer.Argument(help="A directory `callmeter backup` wrote.")],
+    data_dir: Annotated[Path, typer.Option(help="A new or empty data directory.")] = Path(
+        ".callmeter"
+    ),
+) -> None:
+    """Restore a backup into an empty data directory; then `callmeter up --data-dir` it."""
+    from .backup import BackupError
+    from .backup import restore as do_restore
+    from .snapshots import SnapshotError
+
+    try:
+        manifest = do_restore(directory, data_dir.resolve())
+    except (BackupError, SnapshotError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"restored {len(manifest['streams'])} streams and the database from"
+               f" {manifest['created_at']} into {data_dir}; start it: callmeter up"
+               f" --data-dir {data_dir}")  # fmt: skip
 
 
 @app.command()

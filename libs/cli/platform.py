@@ -16,8 +16,14 @@ from pathlib import Path
 
 from callmeter_common.api_keys import ApiKey, parse_keys
 from callmeter_common.bus import Bus
-from callmeter_common.procs import free_port, spawn, stop_group, wait_for_port
-from callmeter_common.servers import Server, start_nats, start_postgres
+from callmeter_common.procs import free_port, port_free, spawn, stop_group, wait_for_port
+from callmeter_common.servers import (
+    NATS_SYNC_DEFAULT,
+    PG_SYNCHRONOUS_COMMIT_DEFAULT,
+    Server,
+    start_nats,
+    start_postgres,
+)
 from callmeter_storage.migrations import migrate
 
 SERVICES = ("scheduler", "dispatcher", "worker", "metrics-ingest", "api")
@@ -43,13 +49,8 @@ def demo_key(keys: tuple[ApiKey, ...]) -> ApiKey | None:
 
 
 def _port_or_free(preferred: int) -> int:
-    with contextlib.suppress(OSError):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-    return free_port()
+    """The preferred port when it is free (0: none preferred), else any free port."""
+    return preferred if preferred and port_free(preferred) else free_port()
 
 
 @dataclass
@@ -69,15 +70,25 @@ class Platform:
     # metrics-ingest processes sharing its durable consumer: one process is bound by
     # its GIL well before PostgreSQL is (bench/ingest.py: 2 reach ~1.5x the rate of 1).
     ingest_processes: int = 2
+    nats_sync: str = NATS_SYNC_DEFAULT  # JetStream sync_interval: a duration or "always"
+    pg_synchronous_commit: str = PG_SYNCHRONOUS_COMMIT_DEFAULT
+    # Ports the embedded servers get when free (0: any free port, as tests want).
+    nats_port: int = 4222
+    pg_port: int = 5433
 
     def start_servers(self) -> None:
+        """Start the embedded servers not given by URL; `supervise` restarts them."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.nats_url:
-            nats = start_nats(self.data_dir, _port_or_free(4222))
+            nats = start_nats(self.data_dir, _port_or_free(self.nats_port), self.nats_sync)
             self.servers.append(nats)
             self.nats_url = nats.url
         if not self.database_url:
-            pg = start_postgres(self.data_dir, _port_or_free(5433))
+            pg = start_postgres(
+                self.data_dir,
+                _port_or_free(self.pg_port),
+                synchronous_commit=self.pg_synchronous_commit,
+            )
             self.servers.append(pg)
             self.database_url = pg.url
         mode = migrate(self.database_url)
@@ -103,9 +114,16 @@ class Platform:
         self.procs[name] = spawn(argv, log, env=self.env)
 
     def supervise(self, stop: list[bool]) -> None:
-        """Restart any service that exits until `stop` is set (services rebuild state)."""
+        """Restart any server or service that exits until `stop` is set.
+
+        Servers come back on the same data and port (services reconnect to them);
+        services rebuild their state from the log.
+        """
         while not stop:
             time.sleep(0.5)
+            for server in self.servers:
+                if not stop and (happened := server.supervise_once(time.monotonic())):
+                    print(happened, flush=True)
             for name, proc in list(self.procs.items()):
                 if proc.poll() is not None and not stop:
                     print(f"{name} exited with {proc.returncode}; restarting (see its log)")

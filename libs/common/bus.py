@@ -5,21 +5,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
 
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from callmeter_events import ALL_STREAMS, Event, EventDecodeError, StreamDef, decode, encode
+from callmeter_events import (
+    ALL_STREAMS,
+    COMPONENT_NAMES,
+    Event,
+    EventDecodeError,
+    PlatformOutage,
+    StreamDef,
+    decode,
+    encode,
+    utcnow,
+)
 from callmeter_events.streams import deadletter_subject
 
 from . import telemetry
 
 log = logging.getLogger(__name__)
+
+# How long a publish keeps trying while NATS is unreachable or refuses (e.g. store full).
+PUBLISH_PATIENCE_S = 120.0
+TRANSIENT_PUBLISH_ERRORS = (
+    nats.errors.TimeoutError, nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError, ServiceUnavailableError,
+)  # fmt: skip
 
 FoldHandler = Callable[[int, Event], Awaitable[None]]
 BatchHandler = Callable[[list[tuple[Msg, Event]]], Awaitable[None]]
@@ -30,13 +51,70 @@ class Bus:
     nc: Client
     js: JetStreamContext
     service: str
+    # Since when NATS is unreachable from here (None: connected), and the outages seen
+    # here that are not published yet (they are, once NATS is back).
+    nats_down_since: datetime | None = None
+    unreported: list[PlatformOutage] = field(default_factory=list)
+    reported_seq: int = 0  # stream sequence of the last outage published from here
+    refusing: bool = False  # nats_down_since was set by refused publishes, not a disconnect
 
     @classmethod
     async def connect(cls, url: str, service: str) -> Bus:
+        bus: Bus | None = None
+
+        async def disconnected() -> None:
+            if bus is not None and bus.refusing:
+                bus.refusing = False  # refused, then disconnected: one outage
+            if bus is not None and bus.nats_down_since is None and not bus.nc.is_closed:
+                bus.nats_down_since = utcnow()
+                log.warning("%s: NATS unreachable; reconnecting", service)
+
+        async def reconnected() -> None:
+            if bus is not None and bus.nats_down_since is not None:
+                bus.refusing = False
+                bus.outage_ended("nats", bus.nats_down_since)
+                bus.nats_down_since = None
+                log.warning("%s: NATS reachable again", service)
+                asyncio.ensure_future(bus.report_outages())
+
         nc = await nats.connect(
-            url, name=f"callmeter-{service}", max_reconnect_attempts=-1, reconnect_time_wait=0.5
+            url, name=f"callmeter-{service}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            disconnected_cb=disconnected, reconnected_cb=reconnected,
+        )  # fmt: skip
+        bus = cls(nc, nc.jetstream(timeout=10), service)
+        return bus
+
+    @property
+    def degraded(self) -> bool:
+        """NATS unreachable now, or an outage seen here not published yet."""
+        return self.nats_down_since is not None or bool(self.unreported)
+
+    def outage_ended(self, component: Literal["nats", "postgres"], since: datetime) -> None:
+        """Remember an outage this service saw; `report_outages` publishes it."""
+        self.unreported.append(
+            PlatformOutage(
+                component=component, reporter=self.service, started_at=since, ended_at=utcnow()
+            )
         )
-        return cls(nc, nc.jetstream(timeout=10), service)
+
+    async def report_outages(self) -> int:
+        """Publish the outages seen here; the highest stream sequence (0: none published)."""
+        seq = 0
+        for outage in list(self.unreported):
+            try:
+                seq = max(seq, await self.publish(outage, patience_s=5))
+                self.reported_seq = max(self.reported_seq, seq)
+            except Exception:  # noqa: BLE001 - NATS trouble again: tried again later
+                log.warning("%s: could not report %s yet", self.service, outage.msg_id())
+                return seq
+            with contextlib.suppress(ValueError):
+                self.unreported.remove(outage)
+            name = COMPONENT_NAMES[outage.component]
+            log.warning(
+                "%s: reported %s unreachable from %s to %s", self.service, name,
+                f"{outage.started_at:%H:%M:%S}", f"{outage.ended_at:%H:%M:%S}",
+            )  # fmt: skip
+        return seq
 
     async def close(self, timeout: float = 5.0) -> None:
         """Drain (finish in-flight work), but never hang a shutdown on it."""
@@ -64,13 +142,40 @@ class Bus:
             except NotFoundError:
                 await self.js.add_stream(config)
 
-    async def publish(self, event: Event) -> int:
-        """Publish with a deterministic Nats-Msg-Id; returns the stream sequence."""
+    async def publish(self, event: Event, patience_s: float = PUBLISH_PATIENCE_S) -> int:
+        """Publish with a deterministic Nats-Msg-Id; returns the stream sequence.
+
+        While NATS restarts (or its store is full) the publish is retried for up to
+        `patience_s`: the same Nats-Msg-Id each time, so a retry never duplicates.
+        """
         run_id = getattr(event, "run_id", None)
         headers = telemetry.publish_headers(self.service, type(event).__name__, run_id)
         headers["Nats-Msg-Id"] = event.msg_id()
-        ack = await self.js.publish(event.subject(), encode(event), headers=headers)
-        return int(ack.seq)
+        data, deadline, logged = encode(event), time.monotonic() + patience_s, False
+        while True:
+            try:
+                ack = await self.js.publish(event.subject(), data, headers=headers)
+            except TRANSIENT_PUBLISH_ERRORS as exc:
+                # Connected but refused (e.g. its store's disk is full) is an outage too.
+                if self.nats_down_since is None and self.nc.is_connected:
+                    self.nats_down_since = utcnow()
+                    self.refusing = True
+                if self.nc.is_closed or time.monotonic() > deadline:
+                    raise
+                if not logged:
+                    log.warning("%s: publish of %s held: %r; retrying", self.service,
+                                type(event).__name__, exc)  # fmt: skip
+                    logged = True
+                await asyncio.sleep(0.5)
+                continue
+            if self.refusing and self.nats_down_since is not None:
+                self.refusing = False
+                self.outage_ended("nats", self.nats_down_since)
+                self.nats_down_since = None
+                log.warning("%s: NATS accepts publishes again", self.service)
+                if not isinstance(event, PlatformOutage):
+                    asyncio.ensure_future(self.report_outages())
+            return int(ack.seq)
 
     async def publish_many(self, events: Sequence[Event], concurrency: int = 256) -> None:
         """Publish many events concurrently (order across events is not kept)."""

@@ -26,7 +26,7 @@ from nats.js import api
 from callmeter_events import EVENTS, WORKERS, Event, utcnow
 from callmeter_projections import RunsProjection, WorkerState, apply_worker
 
-from .bus import Bus
+from .bus import TRANSIENT_PUBLISH_ERRORS, Bus
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class Reconciler:
         self._own: dict[str, int] = {}  # stream -> last sequence this loop published
         self._own_since = 0.0
         self.own_wait_s = 5.0  # a fold that lags longer than this no longer blocks decisions
+        self.publish_patience_s = 3.0  # a refused decision is re-derived, not held
 
     async def _on_event(self, seq: int, event: Event) -> None:
         self.world.apply(seq, event)
@@ -110,13 +111,27 @@ class Reconciler:
     async def step(self) -> None:
         """Decide on the current state and publish what was not published yet."""
         now = time.monotonic()
+        if self.bus.degraded:
+            # NATS unreachable, or an outage seen here not reported yet: a decision now
+            # would miss the outage that deadlines count. Decide once it is folded.
+            await self.bus.report_outages()
+            return
+        if self.world.runs.position < self.bus.reported_seq:
+            return  # the outage report is not folded yet
         if not self._folded_own_writes(now):
             return  # the next folded event wakes the loop again
         fresh = [e for e in self.decide(self.world, utcnow()) if e.msg_id() not in self._sent]
         for event in fresh:
             self._sent[event.msg_id()] = now
         if fresh:
-            await self._publish(fresh)
+            try:
+                await self._publish(fresh)
+            except TRANSIENT_PUBLISH_ERRORS:
+                # NATS refused (the bus now counts an outage): these decisions are taken
+                # again, on the state as it is once NATS accepts publishes.
+                log.warning("publishing %d decisions failed; deciding again later", len(fresh))
+                for event in fresh:
+                    self._sent.pop(event.msg_id(), None)
         # A decision not yet folded back after 10 s may be re-published (dedup still holds).
         self._sent = {k: t for k, t in self._sent.items() if now - t < 10}
 
@@ -131,7 +146,7 @@ class Reconciler:
 
         async def one(event: Event) -> None:
             async with gate:
-                seq = await self.bus.publish(event)
+                seq = await self.bus.publish(event, patience_s=self.publish_patience_s)
             own[event.stream] = max(own.get(event.stream, 0), seq)
 
         await asyncio.gather(*(one(e) for e in events))

@@ -45,6 +45,7 @@ from .endpoint_events import (
     lost_host,
 )  # fmt: skip
 from .metric_events import MetricSample, MetricValue, SipMessage
+from .platform_events import COMPONENT_NAMES, PlatformOutage
 from .run_events import (
     RunCompleted,
     RunCreated,

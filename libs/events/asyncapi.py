@@ -31,6 +31,7 @@ CHANNELS: dict[str, str] = {
     "MetricSample": "callmeter.metrics.{run_id}.{endpoint_id}",
     "MetricBatch": "callmeter.metrics.{run_id}.batch.{worker_id}",
     "SipMessage": "callmeter.trace.{run_id}.{endpoint_id}",
+    "PlatformOutage": "callmeter.run.platform.outage.{component}",
 }
 for _cls in EVENT_TYPES:
     _token = getattr(_cls, "token", "")

@@ -24,6 +24,7 @@ from .endpoint_events import (
     ScenarioActionExecuted,
 )  # fmt: skip
 from .metric_events import MetricBatch, MetricSample, SipMessage
+from .platform_events import PlatformOutage
 from .run_events import (
     RunCompleted,
     RunCreated,
@@ -47,7 +48,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EndpointRegistered, RegistrationFailed, CallAttempted, CallProgress, CallEstablished,
     CallFailed, ScenarioActionExecuted, DtmfReceived, CallEnded, EndpointFinished,
     WorkerOnline, WorkerHeartbeat, WorkerOffline, WorkerLost, MetricSample, MetricBatch,
-    SipMessage,
+    SipMessage, PlatformOutage,
 )  # fmt: skip
 BY_TYPE: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
 

@@ -23,6 +23,9 @@ DEADLETTER = StreamDef("CALLMETER_DEADLETTER", ("callmeter.deadletter.>",), max_
 
 ALL_STREAMS: tuple[StreamDef, ...] = (EVENTS, WORKERS, METRICS, TRACES, DEADLETTER)
 
+# metrics-ingest's durable consumer on METRICS: its lag is what /readyz bounds.
+INGEST_DURABLE = "metrics-ingest"
+
 
 def deadletter_subject(service: str, original_subject: str) -> str:
     """Where a service parks a message it could not decode or handle."""

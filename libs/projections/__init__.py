@@ -4,11 +4,12 @@ Each state is a frozen dataclass and each `apply_*` is a pure function of
 (state, event); `RunsProjection` only indexes states by id.
 """
 
+from .outages import Outage, covered_s
 from .runs import EndpointState, RunsProjection, RunState, StatusChange, apply_endpoint, apply_run
 from .tests import TestState, apply_test
 from .workers import WorkerState, apply_worker
 
 __all__ = [
-    "EndpointState", "RunState", "RunsProjection", "StatusChange", "TestState", "WorkerState",
-    "apply_endpoint", "apply_run", "apply_test", "apply_worker",
+    "EndpointState", "Outage", "RunState", "RunsProjection", "StatusChange", "TestState", "WorkerState",
+    "apply_endpoint", "apply_run", "apply_test", "apply_worker", "covered_s",
 ]  # fmt: skip

@@ -9,6 +9,7 @@ from functools import singledispatch
 from callmeter_events import (
     TERMINAL_STATUSES,
     Event,
+    PlatformOutage,
     RunCompleted,
     RunCreated,
     RunDispatching,
@@ -24,6 +25,7 @@ from callmeter_events import (
 )
 
 from .endpoints import EndpointState, apply_endpoint, evolve, initial_endpoints, role_of
+from .outages import Outage, merge, of_event
 
 __all__ = [
     "EndpointState", "RunState", "RunsProjection", "StatusChange", "apply_endpoint", "apply_run",
@@ -56,6 +58,7 @@ class RunState:
     total_endpoints: int = 0
     finished_endpoints: int = 0
     evaluation: RunEvaluated | None = None  # thresholds, once results are complete
+    outages: tuple[Outage, ...] = ()  # platform outages during the run
 
     @property
     def terminal(self) -> bool:
@@ -174,9 +177,28 @@ class RunsProjection:
     runs: dict[str, RunState] = field(default_factory=dict)
     endpoints: dict[str, dict[str, EndpointState]] = field(default_factory=dict)
     position: int = 0
+    outages: tuple[Outage, ...] = ()  # every platform outage reported, merged
+
+    def apply_outage(self, seq: int, event: PlatformOutage) -> list[str]:
+        """Record an outage on the platform and on every run it overlaps; those runs' ids."""
+        self.position = max(self.position, seq)
+        outage = of_event(event)
+        self.outages = merge(self.outages, outage)
+        touched = []
+        for run in self.runs.values():
+            started = run.created_at or outage.started_at
+            if started <= outage.ended_at and (
+                run.finished_at is None or run.finished_at >= outage.started_at
+            ):
+                self.runs[run.run_id] = evolve(run, outages=merge(run.outages, outage))
+                touched.append(run.run_id)
+        return touched
 
     def apply(self, seq: int, event: Event) -> tuple[str | None, str | None]:
         """Fold one event; returns (run_id, endpoint_id) it touched, for writers."""
+        if isinstance(event, PlatformOutage):
+            self.apply_outage(seq, event)
+            return None, None
         self.position = max(self.position, seq)
         if isinstance(event, RunCreated):
             if event.run_id in self.runs:

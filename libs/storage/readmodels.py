@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from callmeter_events import (
     Event,
+    PlatformOutage,
     RunCreated,
     RunDispatching,
     TestDeleted,
@@ -75,6 +76,8 @@ class ReadModels:
             if state is not None:
                 self.tests[event.test_id] = state
             return [(event.test_id, None, None)]
+        if isinstance(event, PlatformOutage):
+            return [(None, run_id, None) for run_id in self.runs.apply_outage(seq, event)]
         run_id, endpoint_id = self.runs.apply(seq, event)
         if run_id and isinstance(event, RunCreated | RunDispatching):
             # These set fields on every endpoint of the run.

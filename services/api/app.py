@@ -19,7 +19,16 @@ from callmeter_events import TERMINAL_STATUSES
 from callmeter_storage.migrations import migrate
 from callmeter_storage.readmodels import RUNS
 
-from . import api_routes, auth, errors, events_routes, html_routes, queries, results_routes
+from . import (
+    api_routes,
+    auth,
+    errors,
+    events_routes,
+    health_routes,
+    html_routes,
+    queries,
+    results_routes,
+)
 from .deps import Platform
 from .evaluator import Evaluator
 from .live import LiveRuns
@@ -52,7 +61,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await asyncio.to_thread(migrate, settings.database_url)
         bus = await Bus.connect(settings.nats_url, "api")
         await bus.ensure_streams()
-        pool = ConnectionPool(settings.database_url, min_size=1, max_size=10, open=True)
+        # Checked before each use: after a PostgreSQL restart no broken connection is handed out.
+        pool = ConnectionPool(
+            settings.database_url, min_size=1, max_size=10, open=True,
+            check=ConnectionPool.check_connection,
+        )  # fmt: skip
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
         webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)
@@ -105,8 +118,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     # Every /api/v1 router: a run or test of a project the API key may not see is a 404.
-    for router in (api_routes.router, events_routes.router, results_routes.router):
+    guarded = (api_routes.router, events_routes.router, results_routes.router, health_routes.api)
+    for router in guarded:
         app.include_router(router, dependencies=[Depends(auth.guard)])
+    app.include_router(health_routes.probes)
+    app.include_router(health_routes.pages)
     app.include_router(events_routes.docs_router)
     app.include_router(html_routes.router)
     return app

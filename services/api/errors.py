@@ -6,6 +6,7 @@ import logging
 import re
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -188,12 +189,27 @@ def install(app: FastAPI) -> None:
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
         )
 
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(
+        request: Request, exc: psycopg.OperationalError
+    ) -> JSONResponse | HTMLResponse:
+        # PostgreSQL restarting or unreachable: the platform's trouble, not the request's.
+        log.warning("database unavailable on %s: %s", request.url.path, exc)
+        message = "PostgreSQL is unavailable; retry in a moment (see /readyz)"
+        if _wants_page(request):
+            return render("error.html", 503, status=503, message=message)
+        return JSONResponse(error_body("database_unavailable", message), status_code=503)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse | HTMLResponse:
         # Runs outside the other middlewares, so it answers pages with the page itself.
         log.exception("unhandled error on %s", request.url.path)
         message = "unexpected error; the API log has the details"
-        wants_html = "text/html" in request.headers.get("accept", "")
-        if wants_html and not request.url.path.startswith("/api/"):
+        if _wants_page(request):
             return render("error.html", 500, status=500, message=message)
         return JSONResponse(error_body("internal_error", message), status_code=500)
+
+
+def _wants_page(request: Request) -> bool:
+    wants_html = "text/html" in request.headers.get("accept", "")
+    return wants_html and not request.url.path.startswith("/api/")

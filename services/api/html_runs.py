@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from callmeter_events import TERMINAL_STATUSES
 
-from . import queries, service
+from . import health, queries, service
 from .deps import Platform, PlatformDep
 from .endpoint_views import ListQuery, endpoint_page, group_breakdown
 from .errors import ApiError
@@ -32,7 +32,7 @@ async def overview(p: Platform, run_id: str, query: ListQuery | None = None) -> 
     found = await service.query(p, queries.run_overview, run_id)
     if found is None:
         raise ApiError(404, "not_found", f"no run {run_id!r}", "run_id")
-    return shape(found, query)
+    return await notice_for(p, shape(found, query))
 
 
 def shape(found: tuple[Any, ...], query: ListQuery | None = None) -> dict[str, Any]:
@@ -49,7 +49,13 @@ def shape(found: tuple[Any, ...], query: ListQuery | None = None) -> dict[str, A
         "listing": endpoint_page(run["endpoints"], mos, query),
         "elapsed_s": elapsed_s(run, total),
         "total_s": total,
+        "degraded": None,  # set by the caller, which can ask the platform (notice_for)
     }
+
+
+async def notice_for(p: Platform, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The context with the degraded-platform banner a live run's page shows, if any."""
+    return {**ctx, "degraded": await health.degraded_notice(p) if ctx["live"] else None}
 
 
 def elapsed_s(run: dict[str, Any], total: float) -> int:
@@ -83,15 +89,22 @@ def stream(
     """
 
     async def events() -> AsyncIterator[str]:
-        last = ""
+        last, shown = "", None
         async with p.live.watch(run_id) as reads:
             while not await request.is_disconnected():
                 try:
                     found = await asyncio.wait_for(reads.get(), KEEPALIVE_S)
                 except TimeoutError:
-                    yield ": keepalive\n\n"  # proxies close silent connections
+                    # No run events (NATS may be down): the banner can still change.
+                    html = render_fn(await notice_for(p, shown)) if shown else last
+                    if html != last:
+                        yield sse(event, html)
+                        last = html
+                    else:
+                        yield ": keepalive\n\n"  # proxies close silent connections
                     continue
-                ctx = make(found)
+                shown = make(found)
+                ctx = await notice_for(p, shown)
                 html = render_fn(ctx)
                 if html != last:
                     yield sse(event, html)

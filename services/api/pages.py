@@ -38,6 +38,18 @@ def signed(value: float | None, digits: int = 2) -> str:
     return f"{value:+.{digits}f}" if _number(value) else "—"
 
 
+def size(n: int | None) -> str:
+    """Bytes as people read them: 512 B, 3.4 MB, 1.2 GB."""
+    if not _number(n):
+        return "—"
+    value, unit = float(n), "B"  # type: ignore[arg-type]
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+
+
 def grade_of(metric: str, value: float | None) -> str:
     return grade(metric, value) if _number(value) else ""
 
@@ -53,6 +65,7 @@ env.globals.update(
     grade=grade_of,
     fmt=fmt,
     signed=signed,
+    size=size,
     status_class=status_class,
     svg=svg,
 )

@@ -15,3 +15,11 @@ class ApiSettings(CommonSettings):
     # Comma-separated Bearer tokens; when set, /api/v1 requires one (pages stay open).
     api_keys: str = ""
     max_body_bytes: int = 8 * 1024 * 1024  # a larger request body is refused with 413
+    # /readyz fails when metrics-ingest has more messages than this waiting (a batch is
+    # ~250 ms of one run's samples from one worker), or the read models are this many
+    # events behind the log.
+    ready_max_ingest_lag: int = 20_000
+    ready_max_projection_lag: int = 1_000
+    # /readyz fails when the disk under the embedded NATS store or PostgreSQL data (in
+    # CALLMETER_DATA_DIR) has less free space than this.
+    ready_min_free_disk_mb: float = 64.0

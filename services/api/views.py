@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES, TERMINAL_STATUSES
+from callmeter_projections import Outage
 
 # Thresholds from the product documents: (good below/above, bad beyond).
 THRESHOLDS = {
@@ -49,6 +50,14 @@ def progress(run: dict[str, Any], now: datetime | None = None) -> float:
     return max(0.0, min(1.0, elapsed / total))
 
 
+def outage_text(doc: dict[str, Any]) -> str:
+    """A stored outage as the run page names it."""
+    return Outage(
+        doc["component"], datetime.fromisoformat(doc["started_at"]),
+        datetime.fromisoformat(doc["ended_at"]),
+    ).describe()  # fmt: skip
+
+
 def run_view(
     run: dict[str, Any], endpoints: list[dict[str, Any]], summary: dict[str, Any]
 ) -> dict[str, Any]:
@@ -69,6 +78,7 @@ def run_view(
         "started_at": run.get("started_at"),
         "finished_at": run.get("finished_at"),
         "history": run.get("history", []),
+        "outages": [outage_text(o) for o in run.get("outages", [])],
         "evaluation": run.get("evaluation"),
         "definition": run["definition"],
         "progress": progress(run),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from callmeter_common.reconciler import World
 from callmeter_events import (
@@ -65,9 +65,15 @@ def gone_workers(world: World) -> set[str]:
 
 def lost_workers(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
     """A worker silent for `missed_heartbeats` intervals (plus slack for jitter) is lost."""
-    limit = timedelta(seconds=timing.heartbeat_s * timing.missed_heartbeats + 0.5)
+    limit = timing.heartbeat_s * timing.missed_heartbeats + 0.5
     for w in world.workers.values():
-        if w.status == "ONLINE" and now - w.last_seen > limit:
+        if w.status != "ONLINE":
+            continue
+        # Heartbeats a platform outage held back are not the worker's silence: after an
+        # outage, a worker has the whole limit again to be heard (when an outage began
+        # is only known roughly: by whoever first failed to publish).
+        ends = [o.ended_at for o in world.runs.outages if o.ended_at > w.last_seen]
+        if (now - max([w.last_seen, *ends])).total_seconds() > limit:
             reason = (
                 f"missed {timing.missed_heartbeats} heartbeats ({timing.heartbeat_s:g} s apart); "
                 f"last heard at {w.last_seen:%H:%M:%S}"

@@ -27,10 +27,9 @@ from nats.js import api
 
 from callmeter_common.bus import Bus
 from callmeter_events import METRICS
+from callmeter_events.streams import INGEST_DURABLE
 
 from .handlers import Ingest, Pending
-
-DURABLE = "metrics-ingest"
 
 
 def write_due(rows: int, waited_s: float, quiet: bool, min_rows: int, linger_s: float) -> bool:
@@ -50,7 +49,7 @@ async def consume(
     quiet_s: float = 0.02,
 ) -> None:
     config = api.ConsumerConfig(
-        durable_name=DURABLE,
+        durable_name=INGEST_DURABLE,
         ack_policy=api.AckPolicy.EXPLICIT,
         max_deliver=-1,  # a sample is never given up on: Postgres may be down for a while
         ack_wait=30,
@@ -58,7 +57,7 @@ async def consume(
         max_ack_pending=batch * 40,  # how far ingest may fall behind before JetStream waits
     )
     await bus.js.add_consumer(METRICS.name, config)
-    sub = await bus.js.pull_subscribe_bind(DURABLE, stream=METRICS.name)
+    sub = await bus.js.pull_subscribe_bind(INGEST_DURABLE, stream=METRICS.name)
     writing: asyncio.Task[None] | None = None
     pending, per_msg = Pending(), 1.0  # rows per message, to size fetches of batches
     quiet = False  # the last fetch found nothing: pending is all there is for now

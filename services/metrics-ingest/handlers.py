@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from callmeter_common import telemetry
 from callmeter_common.bus import Bus
-from callmeter_events import EventDecodeError, MetricSample, decode
+from callmeter_events import EventDecodeError, MetricSample, decode, utcnow
 from callmeter_events.codec import current_version
 from callmeter_events.metric_events import MetricBatch
 from callmeter_events.streams import deadletter_subject
@@ -67,6 +67,7 @@ class Ingest:
         self.database_url = database_url
         self.retry_s = retry_s
         self.fold_every_s = fold_every_s
+        self.pg_down_since: datetime | None = None  # PostgreSQL unreachable since then
         # When the oldest write whose rollup deltas are not folded yet was made; None: all folded.
         self.unfolded_since: float | None = None
         self.partitioned = mode == "plain"
@@ -180,11 +181,16 @@ class Ingest:
         while True:
             try:
                 await self._write_isolating(pending, which)
+                if self.pg_down_since is not None:  # back: the outage is named for the runs
+                    self.bus.outage_ended("postgres", self.pg_down_since)
+                    self.pg_down_since = None
+                    asyncio.ensure_future(self.bus.report_outages())
                 return
             except DOWN_ERRORS as exc:
                 # Backpressure: keep the messages unacked and retry until Postgres is back;
                 # JetStream stops sending once max_ack_pending is reached.
                 log.warning("postgres unavailable (%s); retrying in %.1fs", exc, self.retry_s)
+                self.pg_down_since = self.pg_down_since or utcnow()
                 self.conn = None
                 if time.monotonic() - last_touch > 10:  # well inside ack_wait
                     last_touch = time.monotonic()

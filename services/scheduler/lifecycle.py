@@ -25,7 +25,7 @@ from callmeter_events import (
     RunStopping,
     lost_host,
 )  # fmt: skip
-from callmeter_projections import EndpointState, RunState
+from callmeter_projections import EndpointState, RunState, covered_s
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.STOPPING)
 
@@ -203,14 +203,25 @@ def decide_run(
     if run.started_at is None:
         return
     budget = run.definition.duration_s + run.definition.buildup_s * 2 + limits.receiver_wait_s
-    if (now - run.started_at).total_seconds() > budget + limits.grace_s:
-        missing = run.total_endpoints - run.finished_endpoints
-        yield RunFailed(
-            run_id=run.run_id,
-            reason=f"run exceeded its duration ({run.definition.duration_s:g} s) plus buildup, "
-            f"receiver wait and a grace period of {limits.grace_s:g} s; {missing} endpoints "
-            "never reported an outcome: check the workers' logs",
-        )
+    # Time the platform itself was unreachable is not the endpoints' fault: it is added.
+    outage_s = covered_s(run.outages, run.started_at, now)
+    if (now - run.started_at).total_seconds() > budget + limits.grace_s + outage_s:
+        yield RunFailed(run_id=run.run_id, reason=_overrun_reason(run, limits, outage_s))
+
+
+def _overrun_reason(run: RunState, limits: Limits, outage_s: float) -> str:
+    missing = run.total_endpoints - run.finished_endpoints
+    overran = (
+        f"run exceeded its duration ({run.definition.duration_s:g} s) plus buildup, "
+        f"receiver wait and a grace period of {limits.grace_s:g} s"
+    )
+    if not run.outages:
+        return f"{overran}; {missing} endpoints never reported an outcome: check the workers' logs"
+    named = "; ".join(o.describe() for o in run.outages)
+    return (
+        f"platform outage: {named}; {overran} plus the {outage_s:.0f} s of outage; "
+        f"{missing} endpoints never reported an outcome after it"
+    )
 
 
 def decide(world: World, now: datetime, limits: Limits) -> Iterator[Event]:

@@ -23,6 +23,7 @@ class TestPlatform(Platform):
 
     def __init__(self, data_dir: Path, nats_url: str, database_url: str) -> None:
         super().__init__(data_dir, nats_url, database_url, free_port())
+        self.nats_port = self.pg_port = 0  # servers it starts: any free port, never 4222/5433
         data_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -98,7 +99,10 @@ class TestPlatform(Platform):
         deadline = time.monotonic() + timeout
         run: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            _, run = self.request("GET", f"/api/v1/runs/{run_id}")
+            code, run = self.request("GET", f"/api/v1/runs/{run_id}")
+            if code == 503:  # a server restarting: asked again
+                time.sleep(0.25)
+                continue
             if run["status"] in statuses:
                 return run
             time.sleep(0.25)

@@ -78,6 +78,9 @@ class EndpointHost:
     lost: bool = False
     output: HostOutput = field(default_factory=HostOutput)  # its stderr, rate-limited
     stderr_done: asyncio.Event = field(default_factory=asyncio.Event)
+    # Messages read from the host, handed over in order by one task: while a publish
+    # waits (NATS restarting), the host is still read, so it is never taken for silent.
+    inbox: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
 
     async def send(self, command: proto.Command) -> None:
         assert self.proc.stdin is not None
@@ -195,6 +198,7 @@ class HostPool:
 
     async def _read(self, host: EndpointHost) -> None:
         assert host.proc.stdout is not None
+        delivering = asyncio.ensure_future(self._deliver(host))
         while line := await host.proc.stdout.readline():
             host.last_heard = time.monotonic()
             try:
@@ -204,6 +208,16 @@ class HostPool:
                 continue
             if msg.get("ev") == "host_ready":
                 host.ready.set()
+            host.inbox.put_nowait(msg)
+        code = await host.proc.wait()
+        host.inbox.put_nowait(None)
+        await delivering  # what it said before it exited is handed over first
+        with contextlib.suppress(TimeoutError):  # its last words (an assertion) come first
+            await asyncio.wait_for(host.stderr_done.wait(), 2.0)
+        await self._retire(host, exit_reason(host.host_id, code, host.output.assertion))
+
+    async def _deliver(self, host: EndpointHost) -> None:
+        while (msg := await host.inbox.get()) is not None:
             try:
                 await self.on_message(host, msg)
             except Exception:  # a bad message must not stop the reader of a whole host
@@ -211,11 +225,8 @@ class HostPool:
             if msg.get("ev") == "endpoint_finished":
                 host.endpoints.pop(msg.get("endpoint_id", ""), None)
                 if not host.endpoints and host.placed >= self.per_host:
-                    await host.send({"op": "shutdown"})
-        code = await host.proc.wait()
-        with contextlib.suppress(TimeoutError):  # its last words (an assertion) come first
-            await asyncio.wait_for(host.stderr_done.wait(), 2.0)
-        await self._retire(host, exit_reason(host.host_id, code, host.output.assertion))
+                    with contextlib.suppress(ConnectionError):
+                        await host.send({"op": "shutdown"})
 
     async def _retire(self, host: EndpointHost, reason: str) -> None:
         if host.lost:
