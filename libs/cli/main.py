@@ -33,6 +33,14 @@ def up(
     ingest_processes: Annotated[
         int, typer.Option(min=1, help="metrics-ingest processes (they share the work).")
     ] = 2,
+    nats_nodes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=5,
+            help="NATS nodes: 3 starts a JetStream cluster on loopback, streams with 3 replicas.",
+        ),
+    ] = 1,
 ) -> None:
     """Start NATS, PostgreSQL and the five services; Ctrl-C stops everything."""
     from callmeter_common.api_keys import parse_keys
@@ -46,6 +54,7 @@ def up(
     platform = Platform(
         data_dir.resolve(), os.environ.get("CALLMETER_NATS_URL", ""),
         os.environ.get("CALLMETER_DATABASE_URL", ""), port, ingest_processes=ingest_processes,
+        nats_nodes=nats_nodes,
     )  # fmt: skip
     stop: list[bool] = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))

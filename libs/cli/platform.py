@@ -16,8 +16,10 @@ from pathlib import Path
 
 from callmeter_common.api_keys import ApiKey, parse_keys
 from callmeter_common.bus import Bus
+from callmeter_common.nats_cluster import start_nats_cluster
 from callmeter_common.procs import free_port, spawn, stop_group, wait_for_port
 from callmeter_common.servers import Server, start_nats, start_postgres
+from callmeter_common.settings import CommonSettings
 from callmeter_storage.migrations import migrate
 
 SERVICES = ("scheduler", "dispatcher", "worker", "metrics-ingest", "api")
@@ -69,10 +71,22 @@ class Platform:
     # metrics-ingest processes sharing its durable consumer: one process is bound by
     # its GIL well before PostgreSQL is (bench/ingest.py: 2 reach ~1.5x the rate of 1).
     ingest_processes: int = 2
+    nats_nodes: int = 1  # >1: a JetStream cluster on loopback, streams replicated
+    stream_replicas: int = 0  # 0: CALLMETER_STREAM_REPLICAS, else min(nats_nodes, 3)
 
     def start_servers(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.nats_url:
+        if not self.stream_replicas:
+            given = "CALLMETER_STREAM_REPLICAS" in os.environ or self.nats_url
+            self.stream_replicas = (
+                CommonSettings().stream_replicas if given else min(self.nats_nodes, 3)
+            )
+        if not self.nats_url and self.nats_nodes > 1:
+            ports = [_port_or_free(4222 + i) for i in range(self.nats_nodes)]
+            cluster = start_nats_cluster(self.data_dir, self.nats_nodes, ports)
+            self.servers += cluster.servers()
+            self.nats_url = cluster.url
+        elif not self.nats_url:
             nats = start_nats(self.data_dir, _port_or_free(4222))
             self.servers.append(nats)
             self.nats_url = nats.url
@@ -81,14 +95,17 @@ class Platform:
             self.servers.append(pg)
             self.database_url = pg.url
         mode = migrate(self.database_url)
-        asyncio.run(_ensure_streams(self.nats_url))
-        print(f"NATS {self.nats_url}  PostgreSQL {self.database_url}  storage mode: {mode}")
+        asyncio.run(_ensure_streams(self.nats_url, self.stream_replicas))
+        print(
+            f"NATS {self.nats_url} (streams x{self.stream_replicas})  "
+            f"PostgreSQL {self.database_url}  storage mode: {mode}"
+        )
 
     def start_services(self, services: tuple[str, ...] = SERVICES) -> None:
         self.env = {
             "CALLMETER_NATS_URL": self.nats_url, "CALLMETER_DATABASE_URL": self.database_url,
             "CALLMETER_PORT": str(self.api_port), "CALLMETER_DATA_DIR": str(self.data_dir),
-            **self.extra_env,
+            "CALLMETER_STREAM_REPLICAS": str(self.stream_replicas or 1), **self.extra_env,
         }  # fmt: skip
         for name in services:
             copies = self.ingest_processes if name == "metrics-ingest" else 1
@@ -141,9 +158,9 @@ class Platform:
         wait_for_port("127.0.0.1", self.api_port, timeout)
 
 
-async def _ensure_streams(url: str) -> None:
+async def _ensure_streams(url: str, replicas: int) -> None:
     bus = await Bus.connect(url, "cli")
     try:
-        await bus.ensure_streams()
+        await bus.ensure_streams(replicas=replicas or None)
     finally:
         await bus.close()
