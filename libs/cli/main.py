@@ -78,12 +78,19 @@ def worker(
     region: str = typer.Option("default"),
     capacity: int = typer.Option(200),
     worker_id: str = typer.Option("", help="Defaults to host name and pid."),
+    advertise_address: str = typer.Option(
+        "",
+        help="IP address peers reach this worker's SIP and RTP at"
+        " (CALLMETER_ADVERTISE_ADDRESS); default: the address of the route to NATS.",
+    ),
 ) -> None:
     """Join a platform (CALLMETER_NATS_URL) as a worker."""
     os.environ["CALLMETER_REGION"] = region
     os.environ["CALLMETER_CAPACITY"] = str(capacity)
     if worker_id:
         os.environ["CALLMETER_WORKER_ID"] = worker_id
+    if advertise_address:
+        os.environ["CALLMETER_ADVERTISE_ADDRESS"] = advertise_address
     from callmeter_worker.supervisor.main import main
 
     main()

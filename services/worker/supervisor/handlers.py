@@ -55,9 +55,9 @@ class Supervisor:
         self.bus = bus
         self.settings = settings
         self.pool = HostPool(
-            settings.endpoints_per_host, settings.rtp_port_range, settings.advertise_host,
+            settings.endpoints_per_host, settings.rtp_port_range, settings.address(),
             settings.host_silence_s, self.on_host_message, self.on_host_lost, settings.trace_sip,
-            tls_files=(settings.tls_cert, settings.tls_key),
+            tls_files=(settings.tls_cert, settings.tls_key), ports=settings.media_port_range(),
         )  # fmt: skip
         self.known: set[tuple[str, str]] = set()  # (run, endpoint) accepted, for redeliveries
         self.delayed: dict[tuple[str, str], asyncio.Task[None]] = {}
