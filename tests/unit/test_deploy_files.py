@@ -200,3 +200,31 @@ def test_infra_readme_names_each_file_and_only_files_that_exist() -> None:
         assert path.relative_to(INFRA).as_posix() in readme, f"README misses {path.name}"
     for named in re.findall(r"`((?:k8s|nats|postgres|kamailio)/[^`]*)`", readme):
         assert (INFRA / named).exists(), f"README names {named}, which does not exist"
+
+
+# --- every variable the files set is one a service reads -------------------------------
+
+
+def _settings_names() -> set[str]:
+    from callmeter_api.settings import ApiSettings
+    from callmeter_dispatcher.settings import DispatcherSettings
+    from callmeter_ingest.settings import IngestSettings
+    from callmeter_scheduler.settings import SchedulerSettings
+    from callmeter_worker.supervisor.settings import WorkerSettings
+
+    classes = (ApiSettings, DispatcherSettings, IngestSettings, SchedulerSettings, WorkerSettings)
+    return {f"CALLMETER_{name.upper()}" for cls in classes for name in cls.model_fields}
+
+
+def test_every_callmeter_variable_set_is_a_setting() -> None:
+    """A misspelt or retired name (CALLMETER_ADVERTISE_HOST) would be silently ignored."""
+    names = {k for s in compose()["services"].values() for k in s.get("environment", {})}
+    for _, doc in k8s_docs():
+        if doc["kind"] == "Secret" and doc["metadata"]["name"] == "callmeter":
+            names |= set(doc["stringData"])
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for container in pod.get("containers", []):
+            names |= {e["name"] for e in container.get("env", [])}
+    ours = {n for n in names if n.startswith("CALLMETER_")}
+    assert ours, "no CALLMETER_ variable found"
+    assert ours - _settings_names() == set()
