@@ -83,6 +83,9 @@ def worker(
         help="IP address peers reach this worker's SIP and RTP at"
         " (CALLMETER_ADVERTISE_ADDRESS); default: the address of the route to NATS.",
     ),
+    simulate: bool = typer.Option(
+        False, help="Simulated endpoints (no pjsua2, no calls): loads the control plane only."
+    ),
 ) -> None:
     """Join a platform (CALLMETER_NATS_URL) as a worker."""
     os.environ["CALLMETER_REGION"] = region
@@ -91,6 +94,8 @@ def worker(
         os.environ["CALLMETER_WORKER_ID"] = worker_id
     if advertise_address:
         os.environ["CALLMETER_ADVERTISE_ADDRESS"] = advertise_address
+    if simulate:
+        os.environ["CALLMETER_SIMULATE"] = "1"
     from callmeter_worker.supervisor.main import main
 
     main()

@@ -8,6 +8,7 @@ from functools import singledispatch
 
 from callmeter_events import (
     TERMINAL_STATUSES,
+    EndpointPhaseChanged,
     Event,
     RunCompleted,
     RunCreated,
@@ -56,6 +57,7 @@ class RunState:
     total_endpoints: int = 0
     finished_endpoints: int = 0
     evaluation: RunEvaluated | None = None  # thresholds, once results are complete
+    simulated: bool = False  # an endpoint ran on a simulated worker: no media results
 
     @property
     def terminal(self) -> bool:
@@ -220,6 +222,8 @@ class RunsProjection:
             return ep_id
         new = apply_endpoint(event, ep)
         eps[ep_id] = new
+        if isinstance(event, EndpointPhaseChanged) and event.simulated and not run.simulated:
+            run = self.runs[run.run_id] = evolve(run, simulated=True)
         if new.outcome is not None:
             self.runs[run.run_id] = evolve(run, finished_endpoints=run.finished_endpoints + 1)
         return ep_id

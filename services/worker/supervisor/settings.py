@@ -35,6 +35,9 @@ class WorkerSettings(CommonSettings):
     # PEM files for endpoints whose SIP transport is TLS (empty: TLS endpoints fail OSERROR)
     tls_cert: str = ""
     tls_key: str = ""
+    # No pjsua2: endpoints are simulated (supervisor/simulated.py) to load the control
+    # plane; what they report is marked simulated, never a measurement.
+    simulate: bool = False
 
     @field_validator("advertise_address")
     @classmethod
