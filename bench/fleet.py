@@ -150,6 +150,12 @@ def main() -> None:
     nats, pg = start_nats(base / "nats"), start_postgres(base / "pg")
     migrate(pg.url)
     p = TestPlatform(base / "platform", nats.url, pg.url)
+    # The scheduler's installation limits (2,000 per run, 5,000 at once) are policy,
+    # not capacity: raised here to what is measured.
+    p.extra_env = {
+        "CALLMETER_MAX_ENDPOINTS_PER_RUN": str(args.endpoints),
+        "CALLMETER_MAX_CONCURRENT_ENDPOINTS": str(args.endpoints),
+    }
     fleet: list[subprocess.Popen[bytes]] = []
     try:
         p.start_services(("scheduler", "dispatcher", "metrics-ingest", "api"))
@@ -232,11 +238,15 @@ def wait_assigned(database_url: str, run_id: str, total: int, since: float) -> f
     with psycopg.connect(database_url, autocommit=True) as conn:
         while time.monotonic() - since < 600:
             row = conn.execute(
-                "SELECT count(*) FROM endpoints WHERE run_id = %s AND doc->>'worker_id' IS NOT NULL",
+                "SELECT count(*) FILTER (WHERE e.doc->>'worker_id' IS NOT NULL), min(r.status),"
+                " min(r.doc->>'reason') FROM runs r LEFT JOIN endpoints e USING (run_id)"
+                " WHERE r.run_id = %s",
                 (run_id,),
             ).fetchone()
             if row and row[0] >= total:
                 return time.monotonic() - since
+            if row and row[1] in ("CANNOT_RUN_FOR_NOW", "FAILED"):
+                raise RuntimeError(f"run {row[1]}: {row[2]}")
             time.sleep(0.2)
     raise TimeoutError(f"not all {total} endpoints assigned after 600 s")
 
