@@ -70,6 +70,7 @@ from .subjects import (
     run_events,
     stop_signals,
     traces_for_endpoint,
+    traces_for_run,
 )  # fmt: skip
 from .testdef import (
     CallOptions,

@@ -24,7 +24,8 @@ from nats.js import api
 from callmeter_common.bus import Bus
 from callmeter_common.procs import free_port, spawn, stop_group, wait_for_port
 from callmeter_common.servers import Server, nats_binary
-from callmeter_events import TRACES
+from callmeter_events import TRACES, traces_for_run
+from tests.support.databases import create_database, drop_database
 from tests.support.netns import Lab, NetnsUnavailable
 from tests.support.platform import TestPlatform
 
@@ -62,12 +63,21 @@ def bridge_nats(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
+def database_url(postgres_server: Server) -> Iterator[str]:
+    # Its own database: this platform's NATS is not the shared one, so neither may
+    # its read models (they store their stream positions) be.
+    url = create_database(postgres_server.url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="module")
 def regions(
-    lab: Lab, bridge_nats: Server, postgres_server: Server, tmp_path_factory: pytest.TempPathFactory
+    lab: Lab, bridge_nats: Server, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestPlatform]:
     import sys
 
-    p = TestPlatform(tmp_path_factory.mktemp("regions"), bridge_nats.url, postgres_server.url)
+    p = TestPlatform(tmp_path_factory.mktemp("regions"), bridge_nats.url, database_url)
     p.start_services(("scheduler", "dispatcher", "metrics-ingest", "api"))
     try:
         for region, host in lab.hosts.items():
@@ -89,7 +99,7 @@ def _traces(url: str, run_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         try:
             sub = await bus.js.subscribe(
-                f"callmeter.trace.{run_id}.>", stream=TRACES.name, ordered_consumer=True,
+                traces_for_run(run_id), stream=TRACES.name, ordered_consumer=True,
                 config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
             )  # fmt: skip
             while True:
