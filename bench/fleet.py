@@ -144,6 +144,7 @@ def main() -> None:
     if args.serve:
         serve_fleet(*args.serve)
         return
+    signal.signal(signal.SIGTERM, _interrupt)  # `timeout` or kill: still clean up below
     live_s = args.live or max(10, args.duration - 20)
     capacity = -(-args.endpoints // args.workers) + 10
     base = Path(tempfile.mkdtemp(prefix="callmeter-fleet-"))
@@ -173,7 +174,7 @@ def main() -> None:
         roots["postgres"] = pg.proc.pid
         usage = Usage(roots)
         t_created = time.monotonic()
-        run_id = p.run_test({
+        run_id = start_run(p, {
             "name": "fleet", "duration_s": args.duration, "buildup_s": 0,
             "groups": [{"name": "A", "endpoints": half, "calls": "B"},
                        {"name": "B", "endpoints": args.endpoints - half}],
@@ -233,6 +234,23 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True) if not os.environ.get("KEEP") else print(base)
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def start_run(p: TestPlatform, definition: dict[str, object]) -> str:
+    """Save the test and start it; a busy machine may answer projection_lag first."""
+    status, body = p.request("POST", "/api/v1/tests", definition)
+    assert status == 201, body
+    for _ in range(60):
+        status, run = p.request("POST", f"/api/v1/tests/{body['id']}/runs")
+        if status == 202:
+            return str(run["id"])
+        assert run["error"]["code"] == "projection_lag", run
+        time.sleep(0.5)
+    raise TimeoutError("the API never saw the saved test")
+
+
 def wait_assigned(database_url: str, run_id: str, total: int, since: float) -> float:
     """Seconds from `since` until every endpoint of the run has a worker (read model)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -246,7 +264,9 @@ def wait_assigned(database_url: str, run_id: str, total: int, since: float) -> f
             if row and row[0] >= total:
                 return time.monotonic() - since
             if row and row[1] in ("CANNOT_RUN_FOR_NOW", "FAILED"):
-                raise RuntimeError(f"run {row[1]}: {row[2]}")
+                took = time.monotonic() - since
+                raise RuntimeError(f"run {row[1]} after {took:.0f} s, {row[0]} of {total}"
+                                   f" endpoints assigned: {row[2][:300]}")  # fmt: skip
             time.sleep(0.2)
     raise TimeoutError(f"not all {total} endpoints assigned after 600 s")
 
