@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell md5sum pyproject.toml | cut -c1-8)
 # System packages the real-peer and browser tests use (installed when we can).
-SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium curl tshark
+SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium curl tshark iproute2
 
 .PHONY: run test lint fmt bench system-deps clean
 
@@ -26,6 +26,7 @@ system-deps:
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v tshark >/dev/null || missing="$$missing tshark"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \

@@ -52,6 +52,14 @@ def up(
             help="Embedded PostgreSQL synchronous_commit: on (commits wait for disk) or off.",
         ),
     ] = PG_SYNCHRONOUS_COMMIT_DEFAULT,
+    nats_nodes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=5,
+            help="NATS nodes: 3 starts a JetStream cluster on loopback, streams with 3 replicas.",
+        ),
+    ] = 1,
 ) -> None:
     """Start NATS, PostgreSQL and the five services, restart any that exits; Ctrl-C stops."""
     from callmeter_common.api_keys import parse_keys
@@ -72,6 +80,7 @@ def up(
         data_dir.resolve(), os.environ.get("CALLMETER_NATS_URL", ""),
         os.environ.get("CALLMETER_DATABASE_URL", ""), port, ingest_processes=ingest_processes,
         nats_sync=nats_sync, pg_synchronous_commit=pg_synchronous_commit,
+        nats_nodes=nats_nodes,
     )  # fmt: skip
     stop: list[bool] = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
@@ -145,12 +154,24 @@ def worker(
     region: str = typer.Option("default"),
     capacity: int = typer.Option(200),
     worker_id: str = typer.Option("", help="Defaults to host name and pid."),
+    advertise_address: str = typer.Option(
+        "",
+        help="IP address peers reach this worker's SIP and RTP at"
+        " (CALLMETER_ADVERTISE_ADDRESS); default: the address of the route to NATS.",
+    ),
+    simulate: bool = typer.Option(
+        False, help="Simulated endpoints (no pjsua2, no calls): loads the control plane only."
+    ),
 ) -> None:
     """Join a platform (CALLMETER_NATS_URL) as a worker."""
     os.environ["CALLMETER_REGION"] = region
     os.environ["CALLMETER_CAPACITY"] = str(capacity)
     if worker_id:
         os.environ["CALLMETER_WORKER_ID"] = worker_id
+    if advertise_address:
+        os.environ["CALLMETER_ADVERTISE_ADDRESS"] = advertise_address
+    if simulate:
+        os.environ["CALLMETER_SIMULATE"] = "1"
     from callmeter_worker.supervisor.main import main
 
     main()

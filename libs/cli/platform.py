@@ -16,6 +16,7 @@ from pathlib import Path
 
 from callmeter_common.api_keys import ApiKey, parse_keys
 from callmeter_common.bus import Bus
+from callmeter_common.nats_cluster import start_nats_cluster
 from callmeter_common.procs import free_port, port_free, spawn, stop_group, wait_for_port
 from callmeter_common.servers import (
     NATS_SYNC_DEFAULT,
@@ -24,6 +25,7 @@ from callmeter_common.servers import (
     start_nats,
     start_postgres,
 )
+from callmeter_common.settings import CommonSettings
 from callmeter_storage.migrations import migrate
 
 SERVICES = ("scheduler", "dispatcher", "worker", "metrics-ingest", "api")
@@ -75,11 +77,23 @@ class Platform:
     # Ports the embedded servers get when free (0: any free port, as tests want).
     nats_port: int = 4222
     pg_port: int = 5433
+    nats_nodes: int = 1  # >1: a JetStream cluster on loopback, streams replicated
+    stream_replicas: int = 0  # 0: CALLMETER_STREAM_REPLICAS, else min(nats_nodes, 3)
 
     def start_servers(self) -> None:
         """Start the embedded servers not given by URL; `supervise` restarts them."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.nats_url:
+        if not self.stream_replicas:
+            given = "CALLMETER_STREAM_REPLICAS" in os.environ or self.nats_url
+            self.stream_replicas = (
+                CommonSettings().stream_replicas if given else min(self.nats_nodes, 3)
+            )
+        if not self.nats_url and self.nats_nodes > 1:
+            ports = [_port_or_free(self.nats_port + i) for i in range(self.nats_nodes)]
+            cluster = start_nats_cluster(self.data_dir, self.nats_nodes, ports)
+            self.servers += cluster.servers()
+            self.nats_url = cluster.url
+        elif not self.nats_url:
             nats = start_nats(self.data_dir, _port_or_free(self.nats_port), self.nats_sync)
             self.servers.append(nats)
             self.nats_url = nats.url
@@ -92,14 +106,17 @@ class Platform:
             self.servers.append(pg)
             self.database_url = pg.url
         mode = migrate(self.database_url)
-        asyncio.run(_ensure_streams(self.nats_url))
-        print(f"NATS {self.nats_url}  PostgreSQL {self.database_url}  storage mode: {mode}")
+        asyncio.run(_ensure_streams(self.nats_url, self.stream_replicas))
+        print(
+            f"NATS {self.nats_url} (streams x{self.stream_replicas})  "
+            f"PostgreSQL {self.database_url}  storage mode: {mode}"
+        )
 
     def start_services(self, services: tuple[str, ...] = SERVICES) -> None:
         self.env = {
             "CALLMETER_NATS_URL": self.nats_url, "CALLMETER_DATABASE_URL": self.database_url,
             "CALLMETER_PORT": str(self.api_port), "CALLMETER_DATA_DIR": str(self.data_dir),
-            **self.extra_env,
+            "CALLMETER_STREAM_REPLICAS": str(self.stream_replicas or 1), **self.extra_env,
         }  # fmt: skip
         for name in services:
             copies = self.ingest_processes if name == "metrics-ingest" else 1
@@ -159,9 +176,9 @@ class Platform:
         wait_for_port("127.0.0.1", self.api_port, timeout)
 
 
-async def _ensure_streams(url: str) -> None:
+async def _ensure_streams(url: str, replicas: int) -> None:
     bus = await Bus.connect(url, "cli")
     try:
-        await bus.ensure_streams()
+        await bus.ensure_streams(replicas=replicas or None)
     finally:
         await bus.close()

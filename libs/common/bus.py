@@ -15,7 +15,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from callmeter_events import (
     ALL_STREAMS,
@@ -31,13 +31,16 @@ from callmeter_events import (
 from callmeter_events.streams import deadletter_subject
 
 from . import telemetry
+from .settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-# How long a publish keeps trying while NATS is unreachable or refuses (e.g. store full).
+# How long a publish keeps trying while NATS is unreachable or refuses (e.g. store full),
+# or while a stream elects a new leader and the client moves to another node: retried
+# with the same Nats-Msg-Id, so JetStream keeps one copy.
 PUBLISH_PATIENCE_S = 120.0
 TRANSIENT_PUBLISH_ERRORS = (
-    nats.errors.TimeoutError, nats.errors.NoRespondersError,
+    nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError,
     nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
     nats.errors.OutboundBufferLimitError, ServiceUnavailableError,
 )  # fmt: skip
@@ -57,6 +60,8 @@ class Bus:
     unreported: list[PlatformOutage] = field(default_factory=list)
     reported_seq: int = 0  # stream sequence of the last outage published from here
     refusing: bool = False  # nats_down_since was set by refused publishes, not a disconnect
+
+    publish_retry_s: float = 60.0  # how long a publish keeps trying through a failover
 
     @classmethod
     async def connect(cls, url: str, service: str) -> Bus:
@@ -78,7 +83,7 @@ class Bus:
                 asyncio.ensure_future(bus.report_outages())
 
         nc = await nats.connect(
-            url, name=f"callmeter-{service}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            server_urls(url), name=f"callmeter-{service}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
             disconnected_cb=disconnected, reconnected_cb=reconnected,
         )  # fmt: skip
         bus = cls(nc, nc.jetstream(timeout=10), service)
@@ -126,8 +131,15 @@ class Bus:
             # A pull subscription's internal queue can keep drain() waiting forever.
             await self.nc.close()
 
-    async def ensure_streams(self, streams: Sequence[StreamDef] = ALL_STREAMS) -> None:
-        """Create or update the streams; safe to call from every service at start-up."""
+    async def ensure_streams(
+        self, streams: Sequence[StreamDef] = ALL_STREAMS, replicas: int | None = None
+    ) -> None:
+        """Create or update the streams; safe to call from every service at start-up.
+
+        `replicas` (default CALLMETER_STREAM_REPLICAS) copies of each stream: 3 on a
+        3-node cluster, so one node can die without losing a message or a consumer.
+        """
+        replicas = replicas or CommonSettings().stream_replicas
         for sd in streams:
             config = api.StreamConfig(
                 name=sd.name,
@@ -135,12 +147,31 @@ class Bus:
                 max_age=float(sd.max_age_s),
                 duplicate_window=float(sd.duplicate_window_s),
                 storage=api.StorageType.FILE,
+                num_replicas=replicas,
             )
-            try:
-                await self.js.stream_info(sd.name)
-                await self.js.update_stream(config)
-            except NotFoundError:
-                await self.js.add_stream(config)
+            deadline = asyncio.get_running_loop().time() + self.publish_retry_s
+            while True:
+                try:
+                    await self._ensure_stream(config)
+                    break
+                except TRANSIENT_PUBLISH_ERRORS as exc:
+                    # A cluster still electing, or busy with another service's update.
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    log.warning("stream %s: %r; trying again", sd.name, exc)
+                    await asyncio.sleep(0.5)
+
+    async def _ensure_stream(self, config: api.StreamConfig) -> None:
+        """Add the stream, or update it when its config differs (a cluster applies an
+        update through its meta leader: not something every service start should do)."""
+        try:
+            have = (await self.js.stream_info(config.name or "")).config
+        except NotFoundError:
+            await self.js.add_stream(config)
+            return
+        fields = ("subjects", "max_age", "duplicate_window", "storage", "num_replicas")
+        if any(getattr(have, f) != getattr(config, f) for f in fields):
+            await self.js.update_stream(config)
 
     async def publish(self, event: Event, patience_s: float = PUBLISH_PATIENCE_S) -> int:
         """Publish with a deterministic Nats-Msg-Id; returns the stream sequence.
@@ -238,6 +269,9 @@ class Bus:
             stream=stream.name,
             cb=on_msg,
             ordered_consumer=True,
+            # Silent this long twice: the consumer is recreated (e.g. on a new stream
+            # leader after its node died); nats-py's default would take 10 s.
+            idle_heartbeat=1.0,
             config=config,
             pending_msgs_limit=1_000_000,
         )
@@ -310,3 +344,11 @@ class Bus:
             # Unsubscribed, the connection can drain at shutdown without waiting on it.
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+def server_urls(url: str) -> list[str]:
+    """The NATS servers in a comma-separated CALLMETER_NATS_URL."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("CALLMETER_NATS_URL: no NATS server URL given")
+    return urls

@@ -19,8 +19,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+import nats
 from nats.js import api
 
 from callmeter_events import EVENTS, WORKERS, Event, utcnow
@@ -40,6 +41,10 @@ class World:
     runs: RunsProjection = field(default_factory=RunsProjection)
     workers: dict[str, WorkerState] = field(default_factory=dict)
     workers_position: int = 0
+    # Since when this service has heard the workers' stream without a break (the stream
+    # answering, the fold keeping up with it); None: not now. A worker's silence counts
+    # only from then: while a NATS node fails over, no heartbeat can arrive from anyone.
+    workers_heard_since: datetime | None = datetime.min.replace(tzinfo=UTC)
 
     def apply(self, seq: int, event: Event) -> None:
         if event.stream == WORKERS.name:
@@ -88,8 +93,28 @@ class Reconciler:
         await self._caught_up.wait()
         log.info("caught up at sequence %d", self._target_seq)
 
+    async def watch_workers_stream(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        """Keep `world.workers_heard_since`: the stream answers, and the fold has
+        everything the stream held one look ago (an ordered consumer whose node died
+        delivers nothing until it is recreated on the new leader)."""
+        seen = 0
+        while not stop.is_set():
+            try:
+                last = await asyncio.wait_for(self.bus.last_seq(WORKERS.name), timeout=2)
+                heard = self.world.workers_position >= seen
+                seen = last
+            except (TimeoutError, nats.errors.Error):
+                heard = False
+            if not heard:
+                self.world.workers_heard_since = None
+            elif self.world.workers_heard_since is None:
+                self.world.workers_heard_since = utcnow()
+                log.info("hearing the workers' stream again")
+            await asyncio.sleep(every_s)
+
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
+        watch = asyncio.create_task(self.watch_workers_stream(stop))
         while not stop.is_set():
             await self.step()
             self._wake.clear()
@@ -98,6 +123,7 @@ class Reconciler:
             except TimeoutError:
                 pass
             await asyncio.sleep(0.02)  # let a burst of events fold before deciding again
+        await watch
 
     def _folded_own_writes(self, now: float) -> bool:
         positions = {

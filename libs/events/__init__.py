@@ -71,6 +71,7 @@ from .subjects import (
     run_events,
     stop_signals,
     traces_for_endpoint,
+    traces_for_run,
 )  # fmt: skip
 from .testdef import (
     CallOptions,

@@ -84,6 +84,9 @@ class EndpointPhaseChanged(_EndpointEvent):
     type: Literal["EndpointPhaseChanged"] = "EndpointPhaseChanged"
     token: ClassVar[str] = "phase"
     phase: Phase
+    # From a simulated worker (`callmeter worker --simulate`): no real call, no real
+    # media; the run it belongs to is marked simulated.
+    simulated: bool = False
 
 
 class EndpointRegistered(_EndpointEvent):

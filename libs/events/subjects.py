@@ -37,3 +37,8 @@ def endpoint_events(run_id: str, endpoint_id: str) -> str:
 def traces_for_endpoint(run_id: str, endpoint_id: str) -> str:
     """The SIP messages of one endpoint (SipMessage.subject())."""
     return f"callmeter.trace.{run_id}.{endpoint_id}"
+
+
+def traces_for_run(run_id: str) -> str:
+    """The SIP messages of every endpoint of a run."""
+    return f"callmeter.trace.{run_id}.>"

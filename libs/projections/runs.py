@@ -8,6 +8,7 @@ from functools import singledispatch
 
 from callmeter_events import (
     TERMINAL_STATUSES,
+    EndpointPhaseChanged,
     Event,
     PlatformOutage,
     RunCompleted,
@@ -59,6 +60,7 @@ class RunState:
     finished_endpoints: int = 0
     evaluation: RunEvaluated | None = None  # thresholds, once results are complete
     outages: tuple[Outage, ...] = ()  # platform outages during the run
+    simulated: bool = False  # an endpoint ran on a simulated worker: no media results
 
     @property
     def terminal(self) -> bool:
@@ -242,6 +244,8 @@ class RunsProjection:
             return ep_id
         new = apply_endpoint(event, ep)
         eps[ep_id] = new
+        if isinstance(event, EndpointPhaseChanged) and event.simulated and not run.simulated:
+            run = self.runs[run.run_id] = evolve(run, simulated=True)
         if new.outcome is not None:
             self.runs[run.run_id] = evolve(run, finished_endpoints=run.finished_endpoints + 1)
         return ep_id

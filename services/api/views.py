@@ -74,6 +74,7 @@ def run_view(
         "status": run["status"],
         "reason": run.get("reason") or "",
         "stopped": run.get("stopped", False),
+        "simulated": run.get("simulated", False),
         "created_at": run.get("created_at"),
         "started_at": run.get("started_at"),
         "finished_at": run.get("finished_at"),

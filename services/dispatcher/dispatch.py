@@ -64,8 +64,12 @@ def gone_workers(world: World) -> set[str]:
 
 
 def lost_workers(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
-    """A worker silent for `missed_heartbeats` intervals (plus slack for jitter) is lost."""
+    """A worker silent for `missed_heartbeats` intervals (plus slack for jitter) is lost;
+    silence counts from when this service could hear the workers' stream again."""
     limit = timing.heartbeat_s * timing.missed_heartbeats + 0.5
+    heard_since = world.workers_heard_since
+    if heard_since is None:
+        return  # deaf to every worker right now (NATS failing over): no one is judged
     for w in world.workers.values():
         if w.status != "ONLINE":
             continue
@@ -73,7 +77,7 @@ def lost_workers(world: World, now: datetime, timing: Timing) -> Iterator[Event]
         # outage, a worker has the whole limit again to be heard (when an outage began
         # is only known roughly: by whoever first failed to publish).
         ends = [o.ended_at for o in world.runs.outages if o.ended_at > w.last_seen]
-        if (now - max([w.last_seen, *ends])).total_seconds() > limit:
+        if (now - max([w.last_seen, heard_since, *ends])).total_seconds() > limit:
             reason = (
                 f"missed {timing.missed_heartbeats} heartbeats ({timing.heartbeat_s:g} s apart); "
                 f"last heard at {w.last_seen:%H:%M:%S}"

@@ -20,6 +20,7 @@ existing durable carries on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import nats
@@ -30,6 +31,8 @@ from callmeter_events import METRICS
 from callmeter_events.streams import INGEST_DURABLE
 
 from .handlers import Ingest, Pending
+
+log = logging.getLogger(__name__)
 
 
 def write_due(rows: int, waited_s: float, quiet: bool, min_rows: int, linger_s: float) -> bool:
@@ -85,6 +88,11 @@ async def consume(
                 quiet = True
                 if writing is None and not pending.msgs and ingest.unfolded_since is not None:
                     writing = asyncio.create_task(ingest.fold())  # idle: fold the rollups now
+                continue
+            except nats.errors.Error as exc:
+                # A NATS node going away, the consumer moving to a new leader: fetch again.
+                log.warning("fetch from %s failed (%r); fetching again", INGEST_DURABLE, exc)
+                await asyncio.sleep(0.5)
                 continue
             quiet = False
             if not msgs:

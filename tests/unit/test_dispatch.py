@@ -228,6 +228,21 @@ def test_a_silent_worker_is_lost_and_only_its_endpoints_end_worker_lost():
     )
 
 
+def test_no_worker_is_lost_while_the_workers_stream_cannot_be_heard():
+    """A NATS node failing over silences every worker at once: that is not their loss."""
+    story = Story()
+    story.world.workers_heard_since = None  # the stream electing a new leader
+    story.now = T0 + timedelta(seconds=8)
+    assert story.step() == []
+    # Heard again from T0+8 s: silence counts from there, not from the last beats.
+    story.world.workers_heard_since = story.now
+    story.now = T0 + timedelta(seconds=11)
+    assert story.step() == []
+    story.beat("w1")
+    story.now = T0 + timedelta(seconds=11.6)
+    assert story.step() == [("WorkerLost", "w2")]
+
+
 def test_a_worker_back_after_being_lost_gets_no_second_verdict_and_no_replan():
     story = Story().queue("r1")
     story.step(), story.step()

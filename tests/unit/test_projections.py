@@ -222,3 +222,16 @@ def test_evolve_is_dataclasses_replace_without_its_cost():
     b1 = p.endpoints["r"]["B-1"]
     assert evolve(b1, phase="INCALL", codec="PCMA") == replace(b1, phase="INCALL", codec="PCMA")
     assert b1.phase is None  # the original is untouched
+
+
+def test_a_run_is_marked_simulated_by_an_endpoint_on_a_simulated_worker():
+    p = RunsProjection()
+    p.apply(1, RunCreated(run_id="r1", test_id="t", definition=PAIR))
+    p.apply(2, EndpointPhaseChanged(run_id="r1", endpoint_id="A-1", phase="INITIALIZING"))
+    assert p.runs["r1"].simulated is False
+    p.apply(
+        3,
+        EndpointPhaseChanged(run_id="r1", endpoint_id="B-1", phase="INITIALIZING", simulated=True),
+    )
+    assert p.runs["r1"].simulated is True
+    assert p.endpoints["r1"]["B-1"].phase == "INITIALIZING"

@@ -32,6 +32,7 @@ from ..protocol import StartEndpoint
 from .batcher import SampleBatcher
 from .hostpool import EndpointHost, HostPool, HostProfile
 from .settings import WorkerSettings
+from .simulated import SimulatedHost, SimulatedPool
 from .translate import to_events
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,16 @@ class Supervisor:
     def __init__(self, bus: Bus, settings: WorkerSettings) -> None:
         self.bus = bus
         self.settings = settings
-        self.pool = HostPool(
-            settings.endpoints_per_host, settings.rtp_port_range, settings.advertise_host,
-            settings.host_silence_s, self.on_host_message, self.on_host_lost, settings.trace_sip,
-            tls_files=(settings.tls_cert, settings.tls_key),
-        )  # fmt: skip
+        self.pool: HostPool | SimulatedPool
+        if settings.simulate:
+            self.pool = SimulatedPool(settings.address(), self.on_host_message)
+        else:
+            self.pool = HostPool(
+                settings.endpoints_per_host, settings.rtp_port_range, settings.address(),
+                settings.host_silence_s, self.on_host_message, self.on_host_lost,
+                settings.trace_sip, tls_files=(settings.tls_cert, settings.tls_key),
+                ports=settings.media_port_range(),
+            )  # fmt: skip
         self.known: set[tuple[str, str]] = set()  # (run, endpoint) accepted, for redeliveries
         self.delayed: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.stopped: set[str] = set()  # runs told to stop: later assignments never start
@@ -98,7 +104,10 @@ class Supervisor:
             return
         await self.bus.publish(
             EndpointPhaseChanged(
-                run_id=event.run_id, endpoint_id=event.endpoint_id, phase=Phase.INITIALIZING
+                run_id=event.run_id,
+                endpoint_id=event.endpoint_id,
+                phase=Phase.INITIALIZING,
+                simulated=self.settings.simulate,
             )
         )
         task = asyncio.ensure_future(self._start_later(event))
@@ -132,7 +141,9 @@ class Supervisor:
                     await host.send({"op": "hangup", "endpoint_id": slot})
 
     # --- host side -------------------------------------------------------------------
-    async def on_host_message(self, host: EndpointHost, msg: dict[str, Any]) -> None:
+    async def on_host_message(
+        self, host: EndpointHost | SimulatedHost, msg: dict[str, Any]
+    ) -> None:
         slot = msg.get("endpoint_id")  # the host knows its endpoints by slot (slot_of)
         owner = host.endpoints.get(slot) if isinstance(slot, str) else None
         if msg.get("ev") == "error":

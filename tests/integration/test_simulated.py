@@ -1,0 +1,67 @@
+"""Simulated workers (`callmeter worker --simulate`) speak the workers' protocol to the
+real scheduler, dispatcher, ingest and API, and their runs say they are simulated."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from callmeter_common.procs import spawn
+from callmeter_common.servers import Server
+from tests.support.platform import TestPlatform
+
+pytestmark = pytest.mark.integration
+
+FLEET = {
+    "name": "simulated fleet", "duration_s": 4,
+    "groups": [
+        {"name": "A", "endpoints": 30, "codecs": ["PCMA"], "calls": "B"},
+        {"name": "B", "endpoints": 30, "codecs": ["PCMA"]},
+        {"name": "I", "endpoints": 4},  # neither calls nor is called: idle
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def simulated(
+    tmp_path_factory: pytest.TempPathFactory, nats_server: Server, postgres_server: Server
+) -> Iterator[TestPlatform]:
+    p = TestPlatform(tmp_path_factory.mktemp("simulated"), nats_server.url, postgres_server.url)
+    p.start_services(("scheduler", "dispatcher", "metrics-ingest", "api"))
+    try:
+        for i in (1, 2):
+            argv = [sys.executable, "-m", "callmeter_cli.main", "worker", "--simulate",
+                    "--worker-id", f"sim-{i}", "--capacity", "40"]  # fmt: skip
+            p.procs[f"sim-{i}"] = spawn(argv, p.data_dir / f"sim-{i}.log", env=p.env)
+        p.wait_for_api()
+        p.wait_workers(2)
+        yield p
+    finally:
+        p.stop()
+
+
+def test_a_run_on_simulated_workers_completes_and_is_marked(
+    simulated: TestPlatform, database_url: str
+) -> None:
+    run_id = simulated.run_test(FLEET)
+    run = simulated.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
+    assert run["status"] == "COMPLETED", run
+    assert run["simulated"] is True
+    endpoints = run["endpoints"]
+    assert len(endpoints) == 64 and {e["outcome"] for e in endpoints} == {"SUCCESS"}
+    assert {e["worker_id"] for e in endpoints} == {"sim-1", "sim-2"}  # 64 > one's capacity
+    # Every caller and receiver sent one sample per direction per second of its call.
+    with psycopg.connect(database_url) as conn:
+        counts = conn.execute(
+            "SELECT endpoint_id, direction, count(*), min(codec), max(packets)"
+            " FROM metric_samples WHERE run_id = %s GROUP BY 1, 2",
+            (run_id,),
+        ).fetchall()
+    assert len(counts) == 60 * 2
+    assert {(n, codec, packets) for _, _, n, codec, packets in counts} == {(4, "PCMA", 50)}
+    # The run page says so, before any figure.
+    status, page = simulated.get_html(f"/runs/{run_id}")
+    assert status == 200 and 'id="simulated"' in page and "Simulated run" in page
