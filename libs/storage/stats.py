@@ -19,8 +19,8 @@ from psycopg import sql
 
 from callmeter_events.metrics_catalogue import BY_KEY
 
-from . import timescale
-from .rollup import ROLLUP_METRICS, bin_value, percentiles
+from . import quality, timescale
+from .rollup import ROLLUP_METRICS, bin_value
 
 Level = Literal["run", "group", "endpoint"]
 # Where each level's n/sum/min/max live, and the column that names its rows.
@@ -44,41 +44,95 @@ def histograms(
     conn: psycopg.Connection[Any], run_id: str, level: Level
 ) -> dict[str, dict[str, dict[int, int]]]:
     """{row key: {metric: {bin: count}}} for the run, summed up to `level`."""
-    key = _HIST_KEY[level]
-    rows = conn.execute(
-        f"SELECT {key}, metric, bin, sum(n) FROM rollup_hist WHERE run_id = %s"
-        f" GROUP BY {'' if level == 'run' else key + ', '}metric, bin",
-        (run_id,),
-    ).fetchall()
     out: dict[str, dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
-    for name, metric, index, n in rows:
+    for name, metric, index, n in _hist_rows(conn, run_id, level):
         out[name][metric][int(index)] = int(n)
     return out
 
 
-def metric_stats(
-    conn: psycopg.Connection[Any],
-    run_id: str,
-    level: Level = "run",
-    hists: dict[str, dict[str, dict[int, int]]] | None = None,
-) -> dict[str, dict[str, dict[str, float | int | None]]]:
-    """{row key: {metric: {n, avg, min, max, p50, p95, p99}}}; row key "" for the run.
+def _hist_rows(conn: psycopg.Connection[Any], run_id: str, level: Level) -> list[tuple[Any, ...]]:
+    key = _HIST_KEY[level]
+    return conn.execute(
+        f"SELECT {key}, metric, bin, sum(n) FROM rollup_hist WHERE run_id = %s"
+        f" GROUP BY {'' if level == 'run' else key + ', '}metric, bin",
+        (run_id,),
+    ).fetchall()
 
-    Receive side: mos, jitter_ms, fraction_lost, rtt_ms get percentiles; the
-    counters (samples, packets, packets_lost, packet_rate_ps) get n/avg/min/max/sum.
+
+def metric_stats(
+    conn: psycopg.Connection[Any], run_id: str, level: Level = "run"
+) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """{row key: {metric: {n, sum, avg, min, max, p50, p95, p99 (MOS also p5)}}, plus
+    "loss" (quality.figures); row key "" for the run. Receive side only, every
+    direction together: run-level figures that must not mix directions come from
+    run_quality.
+
+    mos, jitter_ms, fraction_lost, rtt_ms get percentiles (within [min, max]); the
+    counters (samples, packets, packets_lost, packet_rate_ps) get n/sum/avg/min/max.
     """
-    hists = histograms(conn, run_id, level) if hists is None else hists
-    out: dict[str, dict[str, dict[str, float | int | None]]] = defaultdict(dict)
-    for name, metric, n, total, lo, hi in conn.execute(_STATS[level], (run_id,)).fetchall():
-        n = int(n)
-        entry: dict[str, float | int | None] = {
-            "n": n, "sum": float(total), "avg": float(total) / n if n else None,
-            "min": lo, "max": hi,
-        }  # fmt: skip
-        if metric in ROLLUP_METRICS:
-            entry.update(percentiles(metric, hists.get(name, {}).get(metric, {})))
-        out[name][metric] = entry
-    return dict(out)
+    rows = conn.execute(_STATS[level], (run_id,)).fetchall()
+    names = {r[0] for r in rows}
+    accs = quality.accumulate(rows, _hist_rows(conn, run_id, level), {n: n for n in names})
+    return {name: quality.figures(per) for name, per in accs.items()}
+
+
+def run_definition(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any] | None:
+    """The test definition a run was started with (the runs read model), or None."""
+    row = conn.execute("SELECT doc->'definition' FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
+def run_quality(
+    conn: psycopg.Connection[Any], run_id: str, definition: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's quality per direction (quality.py) and its headline, from the group rollups:
+
+    {"directions": {"send": figures, "recv": figures}, "worst": figures,
+     "groups": {group: figures}, "group_direction": {group: "send" | "recv" | None}}
+
+    A group whose direction is unknown (no definition, an idle group) counts as a
+    direction of its own, "group:<name>": compared, never averaged with the others.
+    """
+    definition = run_definition(conn, run_id) if definition is None else definition
+    rows = conn.execute(_STATS["group"], (run_id,)).fetchall()
+    hist = _hist_rows(conn, run_id, "group")
+    names = sorted({r[0] for r in rows})
+    direction_of = {g: quality.receive_direction(definition, g) for g in names}
+    key_of = {g: d or f"group:{g}" for g, d in direction_of.items()}
+    directions = {
+        key: quality.figures(per) for key, per in quality.accumulate(rows, hist, key_of).items()
+    }
+    groups = {
+        g: quality.figures(per)
+        for g, per in quality.accumulate(rows, hist, {g: g for g in names}).items()
+    }
+    return {
+        "directions": directions,
+        "worst": quality.headline(directions),
+        "groups": groups,
+        "group_direction": direction_of,
+    }
+
+
+# Callers' per-call timings (the endpoints read model), the 95th percentile thresholds use.
+_CALLER_TIMINGS = """
+SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY (doc->>'post_dial_delay_ms')::float8),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY (doc->>'call_setup_ms')::float8)
+FROM endpoints WHERE run_id = %s AND doc->>'role' = 'caller'
+"""
+
+
+def threshold_values(
+    conn: psycopg.Connection[Any], run_id: str, definition: dict[str, Any] | None = None
+) -> dict[str, float | None]:
+    """Quality and timing values thresholds are judged on (callmeter_events.thresholds):
+    the same figures as run_quality, so a CI verdict and the results page agree."""
+    q = run_quality(conn, run_id, definition)
+    values = quality.threshold_values(q["worst"], q["directions"])
+    row = conn.execute(_CALLER_TIMINGS, (run_id,)).fetchone() or (None, None)
+    values["post_dial_delay_p95_ms"] = None if row[0] is None else float(row[0])
+    values["call_setup_p95_ms"] = None if row[1] is None else float(row[1])
+    return values
 
 
 def mos_histogram(

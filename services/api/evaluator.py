@@ -27,38 +27,18 @@ from callmeter_events import (
 )
 from callmeter_events.thresholds import evaluate, parse
 from callmeter_projections import RunState
+from callmeter_storage import stats
 
 log = logging.getLogger(__name__)
-
-_QUALITY = """
-SELECT avg(mos), min(mos),
-       percentile_cont(0.05) WITHIN GROUP (ORDER BY mos),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY mos),
-       avg(jitter_ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY jitter_ms),
-       100.0 * sum(packets_lost) / nullif(sum(packets_lost) + sum(packets), 0),
-       avg(rtt_ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY rtt_ms)
-FROM metric_samples WHERE run_id = %s AND direction = 'recv'
-"""
-_QUALITY_KEYS = ("mos_avg", "mos_min", "mos_p5", "mos_p50", "jitter_avg_ms", "jitter_p95_ms",
-                 "loss_avg_pct", "rtt_avg_ms", "rtt_p95_ms")  # fmt: skip
-_TIMINGS = """
-SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY (doc->>'post_dial_delay_ms')::float8),
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY (doc->>'call_setup_ms')::float8)
-FROM endpoints WHERE run_id = %s AND doc->>'role' = 'caller'
-"""
 
 
 def run_metrics(
     conn: psycopg.Connection[Any], run: RunState, endpoints: list[Any]
 ) -> dict[str, float | None]:
-    """The values thresholds are judged on (see callmeter_events.thresholds.METRICS)."""
-    quality = conn.execute(_QUALITY, (run.run_id,)).fetchone() or (None,) * len(_QUALITY_KEYS)
-    timings = conn.execute(_TIMINGS, (run.run_id,)).fetchone() or (None, None)
-    values: dict[str, float | None] = {
-        k: None if v is None else float(v) for k, v in zip(_QUALITY_KEYS, quality, strict=True)
-    }
-    values["post_dial_delay_p95_ms"] = None if timings[0] is None else float(timings[0])
-    values["call_setup_p95_ms"] = None if timings[1] is None else float(timings[1])
+    """The values thresholds are judged on (see callmeter_events.thresholds.METRICS):
+    quality and timings from callmeter_storage.stats, as the results pages and the API
+    show them; call and registration success from the folded endpoints."""
+    values = stats.threshold_values(conn, run.run_id, run.definition.model_dump(mode="json"))
     callers = [e for e in endpoints if e.role == "caller"]
     ok = [e for e in callers if e.outcome in GOOD_OUTCOMES]
     values["call_success_rate"] = 100.0 * len(ok) / len(callers) if callers else None

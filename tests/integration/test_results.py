@@ -88,6 +88,12 @@ def run_id(database_url: str) -> str:
         assert fold_rollups(conn)
         assert write_rows(conn, rows[100:]) == 140
         assert write_rows(conn, rows[:50]) == 0  # redelivered: nothing counted twice
+        definition = {"name": "t", "duration_s": 20, "groups": [
+            {"name": "A", "endpoints": 3, "calls": "B"}, {"name": "B", "endpoints": 3}]}  # fmt: skip
+        conn.execute(
+            "INSERT INTO runs VALUES (%s, 't', 'COMPLETED', now(), %s)",
+            (rid, Jsonb({"run_id": rid, "definition": definition})),
+        )
         conn.execute(
             "INSERT INTO endpoints VALUES (%s, 'A-1', 'A', 'CLOSED', 'SUCCESS', NULL, '{}'),"
             " (%s, 'A-2', 'A', 'CLOSED', 'REGISTRATION_FAILED', NULL, '{}'),"
@@ -109,15 +115,25 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
             " FROM metric_samples WHERE run_id = %s AND direction = 'recv' GROUP BY ROLLUP (1)",
             (run_id,),
         ).fetchall()
+    # A calls B: B's receive side is the run's send direction, A's its recv direction.
+    direction = {"A": "recv", "B": "send"}
     for group, avg, lo, hi, pcts in exact:
-        got = (
-            doc["run"]["metrics"]["mos"]
-            if group is None
-            else doc["groups"][group]["metrics"]["mos"]
-        )
-        assert got["avg"] == pytest.approx(avg) and (got["min"], got["max"]) == (lo, hi)
-        for name, value in zip(("p50", "p95", "p99"), pcts, strict=True):
-            assert got[name] == pytest.approx(value, abs=0.01), (group, name)
+        if group is None:
+            continue  # every receive side together is no figure of the run (two directions)
+        for got in (doc["groups"][group]["metrics"]["mos"],
+                    doc["directions"][direction[group]]["mos"]):  # fmt: skip
+            assert got["avg"] == pytest.approx(avg) and (got["min"], got["max"]) == (lo, hi)
+            for name, value in zip(("p50", "p95", "p99"), pcts, strict=True):
+                assert got[name] == pytest.approx(value, abs=0.01), (group, name)
+                assert lo <= got[name] <= hi
+        assert doc["groups"][group]["direction"] == direction[group]
+    # The run's headline is the worse direction's: B received the lower MOS.
+    by_group = {g: (avg, lo) for g, avg, lo, _, _ in exact if g}
+    assert doc["run"]["metrics"]["mos"]["avg"] == pytest.approx(
+        min(a for a, _ in by_group.values())
+    )
+    assert doc["run"]["metrics"]["mos"]["avg"] == pytest.approx(by_group["B"][0])
+    assert doc["run"]["metrics"]["mos"]["min"] == min(lo for _, lo in by_group.values())
     assert doc["run"]["metrics"]["samples"]["n"] == 120
     assert doc["endpoints"]["B-3"]["jitter_ms"]["max"] == 5.0
     # Per endpoint too, the percentiles are within a bin of the raw samples' own.
@@ -150,6 +166,9 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
     assert sum(b["count"] for b in doc["mos_histogram"]) == 120
     summary = results.summary(conn=psycopg.connect(database_url), run_id=run_id)
     assert summary["samples"] == 120 and summary["packets_received"] == 6000
+    assert summary["send"]["samples"] == summary["recv"]["samples"] == 60
+    assert summary["mos"] == summary["send"]["mos"] < summary["recv"]["mos"]
+    assert summary["fraction_lost"] == summary["send"]["fraction_lost"] == 0.0
 
 
 # What readers see of each rollup, summed per key (a view may hold several rows of

@@ -35,10 +35,14 @@ def test_percentiles_are_in_display_units_and_graded_by_the_user_thresholds():
     assert loss["unit"] == "%" and loss["values"]["p95"] == 5.0  # a fraction, shown in percent
     assert (loss["grades"]["avg"], loss["grades"]["p95"]) == ("good", "bad")  # <1 good, >3 bad
     assert rows["rtt_ms"]["values"]["p50"] is None and rows["rtt_ms"]["grades"]["p50"] == ""
-    # Percentiles come from histogram bins (midpoints): never shown outside min..max.
-    clamped = percentile_rows({"jitter_ms": {"n": 2, "p50": 1.8, "p95": 2.5, "p99": 2.5,
-                                             "min": 2.0, "max": 2.4}})[1]["values"]  # fmt: skip
-    assert (clamped["p50"], clamped["p95"], clamped["p99"]) == (2.0, 2.4, 2.4)
+    # Each direction gets its rows under the headline (the worse direction's figures).
+    sides = percentile_rows(
+        {"fraction_lost": {"n": 4, "avg": 0.05}},
+        {"send": {"fraction_lost": {"n": 2, "avg": 0.05}},
+         "recv": {"fraction_lost": {"n": 2, "avg": 0.0}}},
+    )  # fmt: skip
+    loss_rows = [(r["side"], r["values"]["avg"]) for r in sides if r["key"] == "fraction_lost"]
+    assert loss_rows == [("worst", 5.0), ("send", 5.0), ("recv", 0.0)]
 
 
 def test_outcomes_and_sip_codes_cover_every_endpoint():
