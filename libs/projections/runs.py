@@ -16,6 +16,7 @@ from callmeter_events import (
     RunFailed,
     RunQueued,
     RunRejected,
+    RunSamplesStored,
     RunStarted,
     RunStatus,
     RunStopping,
@@ -56,6 +57,7 @@ class RunState:
     total_endpoints: int = 0
     finished_endpoints: int = 0
     evaluation: RunEvaluated | None = None  # thresholds, once results are complete
+    samples_stored: int | None = None  # ingest's watermark: every sample stored (RunSamplesStored)
 
     @property
     def terminal(self) -> bool:
@@ -159,6 +161,11 @@ def _(event: RunFailed, run: RunState) -> RunState:
 @apply_run.register
 def _(event: RunEvaluated, run: RunState) -> RunState:
     return evolve(run, evaluation=event)
+
+
+@apply_run.register
+def _(event: RunSamplesStored, run: RunState) -> RunState:
+    return evolve(run, samples_stored=event.samples)
 
 
 def _created(event: RunCreated) -> str:

@@ -70,6 +70,7 @@ def run_view(
         "finished_at": run.get("finished_at"),
         "history": run.get("history", []),
         "evaluation": run.get("evaluation"),
+        "samples_stored": run.get("samples_stored"),  # set once ingest stored every sample
         "definition": run["definition"],
         "progress": progress(run),
         "phase_counts": {p: phases.get(p, 0) for p in PHASES},

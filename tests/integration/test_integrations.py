@@ -293,6 +293,12 @@ def test_loss_in_one_direction_is_shown_per_direction_everywhere(platform, datab
             " FROM metric_samples WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
             (run_id,),
         ).fetchall())  # fmt: skip
+        recv_samples = conn.execute(
+            "SELECT count(*) FROM metric_samples WHERE run_id = %s AND direction = 'recv'",
+            (run_id,),
+        ).fetchone()[0]  # type: ignore[index]
+    # Evaluated after ingest's watermark, which counted every receive sample stored.
+    assert run["samples_stored"] == recv_samples == run["summary"]["samples"] > 0
     s = run["summary"]
     assert s["send"]["loss_pct"] == pytest.approx(float(raw["B"]))  # B receives what A sends
     assert s["recv"]["loss_pct"] == pytest.approx(float(raw["A"]))
