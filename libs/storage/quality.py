@@ -200,3 +200,25 @@ def threshold_values(
         figs = directions.get(direction, {})
         out.update({f"{name}_{direction}": value(figs, name) for name in THRESHOLD_FIGURES})
     return out
+
+
+SeriesRows = Iterable[tuple[Any, str, str, int, float | None, float | None, float | None]]
+
+
+def series(rows: SeriesRows, direction_of: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """Per time bucket, n/avg/min/max of each metric over every group ("all") and per
+    direction, from (t, group, metric, n, sum, min, max) rows in time order."""
+    points: dict[Any, dict[str, dict[str, Acc]]] = {}
+    for t, group, metric, n, total, lo, hi in rows:
+        point = points.setdefault(t, {})
+        keys = ["all"] + ([d] if (d := direction_of.get(group)) else [])
+        for key in keys:
+            point.setdefault(key, {}).setdefault(metric, Acc()).add(int(n), total, lo, hi)
+    return [
+        {"t": t, **{key: {m: _point(acc) for m, acc in per.items()} for key, per in point.items()}}
+        for t, point in points.items()
+    ]
+
+
+def _point(acc: Acc) -> Stats:
+    return {"n": acc.n, "avg": acc.total / acc.n if acc.n else None, "min": acc.lo, "max": acc.hi}

@@ -1,11 +1,15 @@
-"""Quality statistics of a run, answered from the rollups ingest maintains.
+"""Quality statistics of a run, answered from the rollups ingest maintains: the one
+statistics module the API, the pages, the threshold evaluator and JUnit (through the
+API) read. Pure shaping lives in quality.py (directions, headline, threshold values)
+and rollup.py (bins, percentiles).
 
 Nothing here scans metric_samples except `endpoint_series` (one endpoint's
 rows, by primary key). Run and group figures come from rollup_second (a few
 rows per second of the run), endpoint figures from rollup_endpoint, and
 percentiles from rollup_hist bins (see rollup.py for their precision). Each
 rollup is a view over folded rows and the deltas not folded yet
-(compaction.py), so every query sums per key.
+(compaction.py), so every query sums per key. The same rollups exist in both
+storage modes, so the figures are the same in both.
 """
 
 from __future__ import annotations
@@ -158,26 +162,60 @@ def mos_histogram(
 
 
 def run_series(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    group: str | None = None,
+    bucket_s: int = 1,
+    direction: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per-second (or per `bucket_s`) n/avg/min/max of the quality metrics, for the run,
+    one group or one direction (quality.py): [{"t": time, metric: {n, avg, min, max}}].
+    date_bin over rollup_second; in TimescaleDB mode per-second buckets of the run or a
+    group come from the continuous aggregates (they have no direction)."""
+    if storage_mode(conn) == "timescaledb" and bucket_s == 1 and direction is None:
+        points: dict[datetime, dict[str, Any]] = {}
+        for t, metric, n, avg, lo, hi in timescale.run_series(conn, run_id, group):
+            point = points.setdefault(t, {"t": t})
+            point[metric] = {"n": int(n), "avg": avg, "min": lo, "max": hi}
+        return [points[t] for t in sorted(points)]
+    series = direction_series(conn, run_id, group, bucket_s)
+    key = "all" if direction is None else direction
+    return [{"t": p["t"], **p[key]} for p in series if key in p]
+
+
+def direction_series(
     conn: psycopg.Connection[Any], run_id: str, group: str | None = None, bucket_s: int = 1
 ) -> list[dict[str, Any]]:
-    """Per-second (or per `bucket_s`) n/avg/min/max of the quality metrics, for the run
-    or one group: date_bin over rollup_second in plain mode, the continuous
-    aggregates in TimescaleDB mode (per-second buckets)."""
-    if storage_mode(conn) == "timescaledb" and bucket_s == 1:
-        rows = timescale.run_series(conn, run_id, group)
-    else:
-        where, args = ("AND group_name = %s", [run_id, group]) if group else ("", [run_id])
-        rows = conn.execute(
-            "SELECT date_bin(make_interval(secs => %s), second, timestamptz 'epoch') AS t,"
-            " metric, sum(n), sum(total) / sum(n), min(lo), max(hi) FROM rollup_second"
-            " WHERE run_id = %s AND metric = ANY(%s) " + where + " GROUP BY t, metric ORDER BY t",
-            [bucket_s, args[0], list(ROLLUP_METRICS), *args[1:]],
-        ).fetchall()
-    points: dict[datetime, dict[str, Any]] = {}
-    for t, metric, n, avg, lo, hi in rows:
-        point = points.setdefault(t, {"t": t})
-        point[metric] = {"n": int(n), "avg": avg, "min": lo, "max": hi}
-    return [points[t] for t in sorted(points)]
+    """[{"t": time, "all": {metric: stats}, "send": {...}, "recv": {...}}] per bucket, from
+    the groups' rows of rollup_second; a direction appears where it has samples."""
+    where, args = ("AND group_name = %s", [group]) if group else ("", [])
+    rows = conn.execute(
+        "SELECT date_bin(make_interval(secs => %s), second, timestamptz 'epoch') AS t,"
+        " group_name, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+        " WHERE run_id = %s AND metric = ANY(%s) " + where + " GROUP BY 1, 2, 3 ORDER BY 1",
+        [bucket_s, run_id, list(ROLLUP_METRICS), *args],
+    ).fetchall()
+    definition = run_definition(conn, run_id)
+    direction_of = {g: quality.receive_direction(definition, g) for g in {r[1] for r in rows}}
+    return quality.series(rows, direction_of)
+
+
+def worst_series(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
+    """[{"t": seconds since the first, metric: the worse direction's average}] for
+    overlaying runs (compare): per second, as the headline is per run."""
+    points = direction_series(conn, run_id)
+    if not points:
+        return []
+    t0: datetime = points[0]["t"]
+    out = []
+    for p in points:
+        sides = {d: p[d] for d in quality.DIRECTIONS if d in p} or {"all": p["all"]}
+        worst = quality.headline(sides)
+        out.append({
+            "t": int((p["t"] - t0).total_seconds()),
+            **{m: worst.get(m, {}).get("avg") for m in ROLLUP_METRICS},
+        })  # fmt: skip
+    return out
 
 
 def endpoint_series(

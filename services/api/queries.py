@@ -72,24 +72,6 @@ def endpoint_series(
     return out
 
 
-def run_series(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
-    """Receive-side averages per second of call (sample seq), for overlaying runs."""
-    rows = conn.execute(
-        "SELECT seq, avg(mos), avg(jitter_ms), avg(fraction_lost), avg(rtt_ms)"
-        " FROM metric_samples WHERE run_id = %s AND direction = 'recv'"
-        " GROUP BY seq ORDER BY seq",
-        (run_id,),
-    ).fetchall()
-    keys = ("mos", "jitter_ms", "fraction_lost", "rtt_ms")
-    return [
-        {
-            "t": int(r[0]),
-            **{k: None if v is None else float(v) for k, v in zip(keys, r[1:], strict=True)},
-        }
-        for r in rows
-    ]
-
-
 def page_runs(
     conn: psycopg.Connection[Any],
     test_id: str | None,

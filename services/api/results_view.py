@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from callmeter_events import GOOD_OUTCOMES
+from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_storage import results, stats
 
 from .svg import Chart, Series, bar_chart, line_chart
@@ -48,7 +49,7 @@ def results_data(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
         "mos_histogram": stats.mos_histogram(conn, run_id),
         "timings": results.timing_distributions(conn, run_id),
         "rates": results.success_rates(conn, run_id).get("", {}),
-        "series": stats.run_series(conn, run_id),
+        "series": stats.direction_series(conn, run_id),
     }
 
 
@@ -122,8 +123,9 @@ def sip_code_rows(endpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def series_charts(series: list[dict[str, Any]]) -> list[str]:
-    """Run-wide MOS, jitter, loss and RTT per second (average, and the worst endpoint's
-    value), with the thresholds users judge by drawn as dashed lines."""
+    """MOS, jitter, loss and RTT per second: each direction's average (send: caller ->
+    callee, recv: callee -> caller) and the worst endpoint's value, with the thresholds
+    users judge by drawn as dashed lines. Points are stats.direction_series'."""
     if series:
         t0: datetime = series[0]["t"]
     charts = []
@@ -131,17 +133,22 @@ def series_charts(series: list[dict[str, Any]]) -> list[str]:
         good, bad, better = THRESHOLDS[grade_key]
         worst_field = "min" if better == "higher" else "max"
 
-        def points(field: str, key: str = key, scale: float = scale) -> list[tuple[float, Any]]:
+        def points(
+            side: str, field: str, key: str = key, scale: float = scale
+        ) -> list[tuple[float, Any]]:
             out: list[tuple[float, Any]] = []
             for p in series:
-                v = (p.get(key) or {}).get(field)
+                v = ((p.get(side) or {}).get(key) or {}).get(field)
                 out.append(((p["t"] - t0).total_seconds(), None if v is None else v * scale))
             return out
 
+        lines = [Series(f"{side} average", points(side, "avg"))
+                 for side in DIRECTIONS if any(side in p for p in series)]  # fmt: skip
+        if not lines:  # no direction known (no definition): every receive side together
+            lines = [Series("average", points("all", "avg"))]
+        lines.append(Series(f"worst ({worst_field})", points("all", worst_field)))
         marks = ((f"good {good:g}", good, "#17803d"), (f"bad {bad:g}", bad, "#c53030"))
-        chart = Chart(label, unit, [Series("average", points("avg")),
-                                    Series(f"worst ({worst_field})", points(worst_field))],
-                      marks, y_min=0 if better == "lower" else None)  # fmt: skip
+        chart = Chart(label, unit, lines, marks, y_min=0 if better == "lower" else None)
         charts.append(line_chart(chart))
     return charts
 

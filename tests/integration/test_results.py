@@ -267,9 +267,22 @@ def test_series_per_second_and_per_endpoint_with_the_key_checked(
         series = stats.endpoint_series(conn, run_id, "A-2", "jitter_ms")
         with pytest.raises(KeyError):
             stats.endpoint_series(conn, run_id, "A-2", "mos; DROP TABLE runs")
+        send = stats.run_series(conn, run_id, direction="send")
+        worst = stats.worst_series(conn, run_id)
+        exact = conn.execute(
+            "SELECT group_name, date_trunc('second', time), avg(mos) FROM metric_samples"
+            " WHERE run_id = %s AND direction = 'recv' GROUP BY 1, 2 ORDER BY 2",
+            (run_id,),
+        ).fetchall()
     assert len(points) == 20 and points[0]["mos"]["n"] == 6
     assert len(coarse) == 4 and coarse[0]["mos"]["n"] == 15
     assert [v for _, v in series][:4] == [2.0, 3.0, 4.0, 2.0]
+    # Per direction: B receives what A (the caller) sends; per second, the worse one.
+    by = {(g, t): avg for g, t, avg in exact}
+    assert [p["mos"]["avg"] for p in send] == pytest.approx([by["B", p["t"]] for p in send])
+    assert len(worst) == 20 and [w["t"] for w in worst] == list(range(20))
+    for w, p in zip(worst, points, strict=True):
+        assert w["mos"] == pytest.approx(min(by["A", p["t"]], by["B", p["t"]]))
 
 
 def test_migrations_applied_concurrently_run_once(new_database, storage_mode: str) -> None:  # type: ignore[no-untyped-def]
@@ -333,6 +346,9 @@ def test_results_routes_and_exports(nats_server, database_url: str, run_id: str)
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "key"
         assert client.get("/api/v1/runs/nosuchrun/results").status_code == 404
         assert len(client.get(f"/api/v1/runs/{run_id}/series").json()["points"]) == 20
+        recv = client.get(f"/api/v1/runs/{run_id}/series?direction=recv").json()["points"]
+        assert len(recv) == 20 and recv[0]["mos"]["n"] == 3  # A's three endpoints
+        assert client.get(f"/api/v1/runs/{run_id}/series?direction=up").status_code == 422
 
         text = client.get(f"/api/v1/runs/{run_id}/samples?format=csv").text
         rows = list(csv.DictReader(io.StringIO(text)))

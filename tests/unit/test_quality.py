@@ -112,3 +112,17 @@ def test_junit_reports_quality_per_direction_as_suite_properties() -> None:
     assert props["mos.recv"] == "4.4" and props["jitter_ms.send"] == ""
     assert [c.get("name") for c in root.iter("testcase")] == ["loss_avg_pct_recv <= 1"]
     assert root.get("tests") == "1" and root.get("failures") == "0"
+
+
+def test_series_points_keep_each_direction_apart_and_all_together() -> None:
+    rows = [  # (t, group, metric, n, sum, min, max)
+        (0, "A", "mos", 4, 17.6, 4.4, 4.4), (0, "B", "mos", 4, 16.0, 4.0, 4.0),
+        (1, "B", "mos", 4, 16.0, 3.9, 4.1), (1, "idle", "mos", 1, 1.0, 1.0, 1.0),
+    ]  # fmt: skip
+    points = quality.series(rows, {"A": "recv", "B": "send", "idle": None})
+    assert [p["t"] for p in points] == [0, 1]
+    first, second = points
+    assert first["recv"]["mos"]["avg"] == pytest.approx(4.4)
+    assert first["send"]["mos"]["avg"] == pytest.approx(4.0)
+    assert first["all"]["mos"] == {"n": 8, "avg": pytest.approx(4.2), "min": 4.0, "max": 4.4}
+    assert "recv" not in second and second["all"]["mos"]["min"] == 1.0

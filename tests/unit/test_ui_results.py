@@ -61,16 +61,25 @@ def test_outcomes_and_sip_codes_cover_every_endpoint():
     assert sip_code_rows([]) == []
 
 
-def test_charts_over_time_draw_average_and_worst_with_threshold_marks():
+def test_charts_over_time_draw_each_direction_and_the_worst_with_threshold_marks():
     series = [
         {"t": T0 + timedelta(seconds=s),
-         "mos": {"avg": 4.3, "min": 3.9 - s / 10}, "fraction_lost": {"avg": 0.01, "max": 0.04}}
+         "all": {"mos": {"avg": 4.15, "min": 3.9 - s / 10},
+                 "fraction_lost": {"avg": 0.01, "max": 0.04}},
+         "send": {"mos": {"avg": 4.0}, "fraction_lost": {"avg": 0.02}},
+         "recv": {"mos": {"avg": 4.3}, "fraction_lost": {"avg": 0.0}}}
         for s in range(5)
     ]  # fmt: skip
     charts = series_charts(series)
     assert len(charts) == 4
     mos = ET.fromstring(charts[0])
     assert [p.find(f"{SVG}title").text for p in mos.iter(f"{SVG}polyline")] == [
+        "send average", "recv average", "worst (min)"
+    ]  # fmt: skip
+    # Without a known direction (no definition): one average over every receive side.
+    alone = ET.fromstring(series_charts([{k: v for k, v in p.items() if k in ("t", "all")}
+                                         for p in series])[0])  # fmt: skip
+    assert [p.find(f"{SVG}title").text for p in alone.iter(f"{SVG}polyline")] == [
         "average", "worst (min)"
     ]  # fmt: skip
     assert len(mos.findall(f"{SVG}line[@stroke-dasharray]")) == 2  # good 3.5, bad 3.0
