@@ -87,7 +87,10 @@ def run_definition(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]
 
 
 def run_quality(
-    conn: psycopg.Connection[Any], run_id: str, definition: dict[str, Any] | None = None
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    definition: dict[str, Any] | None = None,
+    until: datetime | None = None,
 ) -> dict[str, Any]:
     """The run's quality per direction (quality.py) and its headline, from the group rollups:
 
@@ -96,10 +99,16 @@ def run_quality(
 
     A group whose direction is unknown (no definition, an idle group) counts as a
     direction of its own, "group:<name>": compared, never averaged with the others.
+    `until`: only the seconds up to that time (a replay's moment); the bins have no
+    time, so percentiles are null then.
     """
     definition = run_definition(conn, run_id) if definition is None else definition
-    rows = conn.execute(_STATS["group"], (run_id,)).fetchall()
-    hist = _hist_rows(conn, run_id, "group")
+    if until is None:
+        rows = conn.execute(_STATS["group"], (run_id,)).fetchall()
+        hist = _hist_rows(conn, run_id, "group")
+    else:
+        rows = conn.execute(_GROUP_UNTIL, (run_id, until)).fetchall()
+        hist = []
     names = sorted({r[0] for r in rows})
     direction_of = {g: quality.receive_direction(definition, g) for g in names}
     key_of = {g: d or f"group:{g}" for g, d in direction_of.items()}
@@ -116,6 +125,12 @@ def run_quality(
         "groups": groups,
         "group_direction": direction_of,
     }
+
+
+_GROUP_UNTIL = (
+    "SELECT group_name, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+    " WHERE run_id = %s AND second <= %s GROUP BY group_name, metric"
+)
 
 
 # Callers' per-call timings (the endpoints read model), the 95th percentile thresholds use.

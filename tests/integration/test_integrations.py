@@ -238,6 +238,12 @@ def test_replay_page_shows_the_run_as_it_was(platform):  # type: ignore[no-untyp
     assert max(in_call_at(t) for t in moments) == 4
     assert any(status_at(t) == "RUNNING" for t in moments)
     assert status_at(3600) == "COMPLETED"
+    # At the end the summary shows each direction, read from the rollups up to that moment.
+    _, end = platform.get_html(f"/runs/{run_id}/replay/frame?at=3600")
+    sides = re.search(r'data-sides="mos">send <span class="(\w+)">([\d.]+)</span> · recv '
+                      r'<span class="(\w+)">([\d.]+)<', end)  # fmt: skip
+    assert sides and sides.group(1) == sides.group(3) == "good", end
+    assert float(sides.group(2)) > 4.0 and float(sides.group(4)) > 4.0
     code, page = platform.get_html(f"/runs/{run_id}/replay")
     assert code == 200 and 'type="range"' in page and "▶ 10×" in page
 
