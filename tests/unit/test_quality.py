@@ -126,3 +126,21 @@ def test_series_points_keep_each_direction_apart_and_all_together() -> None:
     assert first["send"]["mos"]["avg"] == pytest.approx(4.0)
     assert first["all"]["mos"] == {"n": 8, "avg": pytest.approx(4.2), "min": 4.0, "max": 4.4}
     assert "recv" not in second and second["all"]["mos"]["min"] == 1.0
+
+
+def test_the_cli_summary_shows_the_worse_direction_and_each_direction() -> None:
+    from rich.console import Console
+
+    from callmeter_cli.run_cmd import summary_table
+
+    run = {"id": "r1", "status": "COMPLETED", "call_success_rate": 100.0, "outcome_counts": {},
+           "summary": {"mos": 3.9, "loss_pct": 5.0, "send": {"mos": 3.9, "loss_pct": 5.0},
+                       "recv": {"mos": 4.4, "loss_pct": 0.0}}}  # fmt: skip
+    console = Console(record=True, width=100)
+    console.print(summary_table(run))
+    cells = {
+        row[0]: row[1:]
+        for line in console.export_text().splitlines()
+        if (row := [c.strip() for c in line.strip("│ ").split("│")])[0] in ("loss %", "MOS (avg)")
+    }
+    assert cells == {"MOS (avg)": ["3.90", "3.90", "4.40"], "loss %": ["5.00", "5.00", "0.00"]}
