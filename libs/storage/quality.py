@@ -22,7 +22,6 @@ directions: with 5 % loss from A to B and none back, loss is 5 %, not 2.5 %.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +58,7 @@ def receive_direction(definition: Mapping[str, Any] | None, group: str) -> str |
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class Acc:
     """n, sum, min, max and bin counts of one metric, summed over several keys."""
 
@@ -67,7 +66,7 @@ class Acc:
     total: float = 0.0
     lo: float | None = None
     hi: float | None = None
-    bins: Counter[int] = field(default_factory=Counter)
+    bins: dict[int, int] = field(default_factory=dict)
 
     def add(self, n: int, total: float | None, lo: float | None, hi: float | None) -> None:
         self.n += n
@@ -76,6 +75,12 @@ class Acc:
             self.lo = lo if self.lo is None else min(self.lo, lo)
         if hi is not None:
             self.hi = hi if self.hi is None else max(self.hi, hi)
+
+    def merge(self, other: Acc) -> None:
+        self.add(other.n, other.total, other.lo, other.hi)
+        bins = self.bins
+        for index, n in other.bins.items():
+            bins[index] = bins.get(index, 0) + n
 
     def stats(self, metric: str) -> Stats:
         out: Stats = {
@@ -91,20 +96,45 @@ Rows = Iterable[tuple[str, str, int, float | None, float | None, float | None]]
 HistRows = Iterable[tuple[str, str, int, int]]
 
 
-def accumulate(
-    rows: Rows, hist: HistRows, key_of: Mapping[str, str | None]
-) -> dict[str, dict[str, Acc]]:
-    """{key: {metric: Acc}} from per-group (group, metric, n, sum, min, max) rows and
-    (group, metric, bin, count) rows; key_of maps a group to its key (None: left out)."""
+def accumulate(rows: Rows, hist: HistRows) -> dict[str, dict[str, Acc]]:
+    """{key: {metric: Acc}} from (key, metric, n, sum, min, max) rows and (key, metric,
+    bin, count) rows, e.g. per group or per endpoint (the rollups' own keys)."""
     out: dict[str, dict[str, Acc]] = {}
-    for group, metric, n, total, lo, hi in rows:
-        key = key_of.get(group)
-        if key is not None:
-            out.setdefault(key, {}).setdefault(metric, Acc()).add(int(n), total, lo, hi)
-    for group, metric, index, n in hist:
-        key = key_of.get(group)
-        if key is not None:
-            out.setdefault(key, {}).setdefault(metric, Acc()).bins[int(index)] += int(n)
+    for key, metric, n, total, lo, hi in rows:
+        per = out.get(key)
+        if per is None:
+            per = out[key] = {}
+        acc = per.get(metric)
+        if acc is None:
+            acc = per[metric] = Acc()
+        acc.add(int(n), total, lo, hi)
+    for key, metric, index, n in hist:
+        per = out.get(key)
+        if per is None:
+            per = out[key] = {}
+        acc = per.get(metric)
+        if acc is None:
+            acc = per[metric] = Acc()
+        bins = acc.bins
+        bins[int(index)] = bins.get(int(index), 0) + int(n)
+    return out
+
+
+def combine(
+    accs: Mapping[str, Mapping[str, Acc]], key_of: Mapping[str, str | None]
+) -> dict[str, dict[str, Acc]]:
+    """The accumulators of several keys summed under new keys (key_of; None: left out),
+    e.g. groups into the directions of the run."""
+    out: dict[str, dict[str, Acc]] = {}
+    for key, per in accs.items():
+        into = key_of.get(key)
+        if into is None:
+            continue
+        target = out.setdefault(into, {})
+        for metric, acc in per.items():
+            if metric not in target:
+                target[metric] = Acc()
+            target[metric].merge(acc)
     return out
 
 
@@ -213,7 +243,10 @@ def series(rows: SeriesRows, direction_of: Mapping[str, str | None]) -> list[dic
         point = points.setdefault(t, {})
         keys = ["all"] + ([d] if (d := direction_of.get(group)) else [])
         for key in keys:
-            point.setdefault(key, {}).setdefault(metric, Acc()).add(int(n), total, lo, hi)
+            per = point.setdefault(key, {})
+            if metric not in per:
+                per[metric] = Acc()
+            per[metric].add(int(n), total, lo, hi)
     return [
         {"t": t, **{key: {m: _point(acc) for m, acc in per.items()} for key, per in point.items()}}
         for t, point in points.items()

@@ -165,7 +165,7 @@ def run_results(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     from the worse direction), directions, groups, endpoints."""
     rates = success_rates(conn, run_id)
     group_rates = success_rates(conn, run_id, by_group=True)
-    q = stats_mod.run_quality(conn, run_id)
+    q = stats_mod.run_quality(conn, run_id, groups=True)
     groups = q["groups"]
     return {
         "run_id": run_id,

@@ -75,8 +75,7 @@ def metric_stats(
     counters (samples, packets, packets_lost, packet_rate_ps) get n/sum/avg/min/max.
     """
     rows = conn.execute(_STATS[level], (run_id,)).fetchall()
-    names = {r[0] for r in rows}
-    accs = quality.accumulate(rows, _hist_rows(conn, run_id, level), {n: n for n in names})
+    accs = quality.accumulate(rows, _hist_rows(conn, run_id, level))
     return {name: quality.figures(per) for name, per in accs.items()}
 
 
@@ -91,11 +90,13 @@ def run_quality(
     run_id: str,
     definition: dict[str, Any] | None = None,
     until: datetime | None = None,
+    groups: bool = False,
 ) -> dict[str, Any]:
     """The run's quality per direction (quality.py) and its headline, from the group rollups:
 
     {"directions": {"send": figures, "recv": figures}, "worst": figures,
-     "groups": {group: figures}, "group_direction": {group: "send" | "recv" | None}}
+     "group_direction": {group: "send" | "recv" | None}}, and with `groups` also
+    {"groups": {group: figures}}.
 
     A group whose direction is unknown (no definition, an idle group) counts as a
     direction of its own, "group:<name>": compared, never averaged with the others.
@@ -103,33 +104,45 @@ def run_quality(
     time, so percentiles are null then.
     """
     definition = run_definition(conn, run_id) if definition is None else definition
-    if until is None:
-        rows = conn.execute(_STATS["group"], (run_id,)).fetchall()
-        hist = _hist_rows(conn, run_id, "group")
-    else:
-        rows = conn.execute(_GROUP_UNTIL, (run_id, until)).fetchall()
-        hist = []
-    names = sorted({r[0] for r in rows})
+    names = [g["name"] for g in (definition or {}).get("groups", [])]
     direction_of = {g: quality.receive_direction(definition, g) for g in names}
-    key_of = {g: d or f"group:{g}" for g, d in direction_of.items()}
-    directions = {
-        key: quality.figures(per) for key, per in quality.accumulate(rows, hist, key_of).items()
-    }
-    groups = {
-        g: quality.figures(per)
-        for g, per in quality.accumulate(rows, hist, {g: g for g in names}).items()
-    }
-    return {
-        "directions": directions,
-        "worst": quality.headline(directions),
-        "groups": groups,
-        "group_direction": direction_of,
-    }
+    out: dict[str, Any] = {"group_direction": direction_of}
+    if groups:  # per group, then summed into the directions
+        rows = conn.execute(_STATS["group"], (run_id,)).fetchall()
+        per_group = quality.accumulate(rows, _hist_rows(conn, run_id, "group"))
+        key_of = {g: direction_of.get(g) or f"group:{g}" for g in per_group}
+        accs = quality.combine(per_group, key_of)
+        out["groups"] = {g: quality.figures(per) for g, per in per_group.items()}
+    else:  # summed per direction by the database: fewer rows to fold here
+        sides = {
+            "run": run_id, "until": until,
+            "send": [g for g, d in direction_of.items() if d == quality.SEND],
+            "recv": [g for g, d in direction_of.items() if d == quality.RECV],
+        }  # fmt: skip
+        rows = conn.execute(_SIDE_STATS_UNTIL if until else _SIDE_STATS, sides).fetchall()
+        hist = [] if until else conn.execute(_SIDE_HIST, sides).fetchall()
+        accs = quality.accumulate(rows, hist)
+    directions = {k: quality.figures(per) for k, per in accs.items()}
+    out["directions"] = directions
+    out["worst"] = quality.headline(directions)
+    return out
 
 
-_GROUP_UNTIL = (
-    "SELECT group_name, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
-    " WHERE run_id = %s AND second <= %s GROUP BY group_name, metric"
+# The direction a group's rows count for (quality.receive_direction), in SQL.
+_SIDE = (
+    "CASE WHEN group_name = ANY(%(send)s) THEN 'send' WHEN group_name = ANY(%(recv)s)"
+    " THEN 'recv' ELSE 'group:' || group_name END"
+)
+_SIDE_STATS = (
+    f"SELECT {_SIDE}, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+    " WHERE run_id = %(run)s GROUP BY 1, 2"
+)
+_SIDE_STATS_UNTIL = (
+    f"SELECT {_SIDE}, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+    " WHERE run_id = %(run)s AND second <= %(until)s GROUP BY 1, 2"
+)
+_SIDE_HIST = (
+    f"SELECT {_SIDE}, metric, bin, sum(n) FROM rollup_hist WHERE run_id = %(run)s GROUP BY 1, 2, 3"
 )
 
 

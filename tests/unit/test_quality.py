@@ -54,7 +54,8 @@ def directions_of(*groups: tuple) -> dict:
     rows = [r for g in groups for r in g[0]]
     hist = [h for g in groups for h in g[1]]
     key_of = {g: quality.receive_direction(DEFINITION, g) for g in ("A", "B")}
-    return {k: quality.figures(v) for k, v in quality.accumulate(rows, hist, key_of).items()}
+    combined = quality.combine(quality.accumulate(rows, hist), key_of)
+    return {k: quality.figures(v) for k, v in combined.items()}
 
 
 def test_the_headline_is_the_worse_direction_never_the_average() -> None:
