@@ -404,23 +404,35 @@ def test_the_results_page_of_a_finished_run(nats_server, database_url: str) -> N
     rid = uuid.uuid4().hex[:8]
     with psycopg.connect(database_url, autocommit=True) as conn:
         seed_finished_run(conn, rid)
-        avg, lo = conn.execute(
-            "SELECT avg(mos), min(mos) FROM metric_samples WHERE run_id = %s AND direction = 'recv'",
+        # Per group, from the raw samples: A receives what B sends back (recv), B what
+        # the callers of A send (send).
+        by_group = dict((g, (avg, lo)) for g, avg, lo in conn.execute(
+            "SELECT group_name, avg(mos), min(mos) FROM metric_samples"
+            " WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
             (rid,),
-        ).fetchone()  # fmt: skip
+        ).fetchall())  # fmt: skip
     app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url))
     with TestClient(app) as client:
         page = client.get(f"/runs/{rid}", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "COMPLETED" in page.text
     html = page.text
     assert 'id="results"' in html and 'id="percentiles"' in html
-    row = html.split('data-metric="mos"', 1)[1].split("</tr>", 1)[0]
-    cells = [c.split("<", 1)[0] for c in row.split('class="num')[1:]]
-    values = [c.split(">", 1)[1] for c in cells]
-    assert values[0] == f"{avg:.2f}" and values[4] == f"{lo:.2f}", values  # avg, min
-    assert values[-1] == "120"  # receive-side endpoint-seconds
+
+    def mos_row(side: str) -> list[str]:
+        row = html.split(f'data-metric="mos" data-side="{side}"', 1)[1].split("</tr>", 1)[0]
+        cells = [c.split("<", 1)[0] for c in row.split('class="num')[1:]]
+        return [c.split(">", 1)[1] for c in cells]
+
+    for side, group in (("send", "B"), ("recv", "A")):
+        avg, lo = by_group[group]
+        values = mos_row(side)
+        assert values[0] == f"{avg:.2f}" and values[4] == f"{lo:.2f}", values  # avg, min
+        assert values[-1] == "60"  # receive-side endpoint-seconds of that direction
+    worst = mos_row("worst")  # each figure the worse direction's: B's lower MOS here
+    assert worst[0] == f"{min(a for a, _ in by_group.values()):.2f}"
+    assert worst[4] == f"{min(lo for _, lo in by_group.values()):.2f}" and worst[-1] == "120"
     charts = html.split('id="result-charts"', 1)[1].split("</div>", 1)[0]
-    # The charts over time (the per-second series: the continuous aggregate in
-    # TimescaleDB mode) have a line of 20 points each.
+    # The charts over time (each direction's average and the worst endpoint per second,
+    # from the rollups in both storage modes) have lines of 20 points each.
     lines = [p.split('points="', 1)[1].split('"', 1)[0] for p in charts.split("<polyline")[1:]]
     assert lines and all(len(points.split()) == 20 for points in lines), lines
