@@ -1,4 +1,9 @@
-"""JUnit XML for CI systems: one test case per threshold and per endpoint. Pure."""
+"""JUnit XML for CI systems: one test case per threshold and per endpoint, and the run's
+quality per direction as suite properties. Pure.
+
+Every figure comes from the API's run view, i.e. from callmeter_storage.stats, the
+module the results pages and the threshold evaluator use: the XML cannot disagree
+with them."""
 
 from __future__ import annotations
 
@@ -8,10 +13,22 @@ from xml.etree import ElementTree as ET
 from callmeter_events import GOOD_OUTCOMES
 
 GOOD = GOOD_OUTCOMES
+# Summary keys reported as properties: the worse direction's, then send and recv.
+PROPERTIES = ("mos", "mos_p5", "mos_min", "jitter_ms", "loss_pct", "rtt_ms")
 
 
 def junit_xml(run: dict[str, Any]) -> str:
     suite = ET.Element("testsuite", name=f"callmeter run {run['id']} ({run['name']})")
+    properties = ET.SubElement(suite, "properties")
+    summary = run.get("summary") or {}
+    for side in ("", "send", "recv"):
+        figures = (summary.get(side) or {}) if side else summary
+        for key in PROPERTIES:
+            value = figures.get(key)
+            name = f"{key}.{side}" if side else key
+            ET.SubElement(
+                properties, "property", name=name, value="" if value is None else f"{value:g}"
+            )
     cases = 0
     failures = 0
     evaluation = run.get("evaluation") or {}

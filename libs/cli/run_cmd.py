@@ -40,18 +40,18 @@ def progress_table(run: dict[str, Any]) -> Table:
 
 
 def summary_table(run: dict[str, Any]) -> Table:
+    """Quality as the worse direction, then each direction (send: caller -> callee)."""
     table = Table(title=f"Run {run['id']}: {run['status']} {run.get('reason') or ''}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    for column in ("metric", "value", "send", "recv"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
     s = run["summary"]
-    rows = [
-        ("MOS (avg)", fmt(s.get("mos"))), ("jitter ms", fmt(s.get("jitter_ms"))),
-        ("loss %", fmt(s.get("loss_pct"))), ("RTT ms", fmt(s.get("rtt_ms"))),
-        ("call success %", fmt(run.get("call_success_rate"), 1)),
-        *((f"outcome {k}", str(v)) for k, v in run["outcome_counts"].items()),
-    ]  # fmt: skip
-    for row in rows:
-        table.add_row(*row)
+    send, recv = s.get("send") or {}, s.get("recv") or {}
+    for label, key in (("MOS (avg)", "mos"), ("jitter ms", "jitter_ms"), ("loss %", "loss_pct"),
+                       ("RTT ms", "rtt_ms")):  # fmt: skip
+        table.add_row(label, fmt(s.get(key)), fmt(send.get(key)), fmt(recv.get(key)))
+    table.add_row("call success %", fmt(run.get("call_success_rate"), 1), "", "")
+    for k, v in run["outcome_counts"].items():
+        table.add_row(f"outcome {k}", str(v), "", "")
     return table
 
 

@@ -26,6 +26,7 @@ CHANNELS: dict[str, str] = {
     "RunStopping": "callmeter.run.{run_id}.status.stopping",
     "RunCompleted": "callmeter.run.{run_id}.status.completed",
     "RunFailed": "callmeter.run.{run_id}.status.failed",
+    "RunSamplesStored": "callmeter.run.{run_id}.status.samples_stored",
     "RunEvaluated": "callmeter.run.{run_id}.status.evaluated",
     "EndpointAssigned": "callmeter.run.{run_id}.worker.{worker_id}.assigned",
     "MetricSample": "callmeter.metrics.{run_id}.{endpoint_id}",

@@ -33,6 +33,7 @@ from .run_events import (
     RunFailed,
     RunQueued,
     RunRejected,
+    RunSamplesStored,
     RunStarted,
     RunStopping,
     StopRequested,
@@ -43,7 +44,8 @@ from .worker_events import WorkerHeartbeat, WorkerLost, WorkerOffline, WorkerOnl
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     TestSaved, TestDeleted, RunCreated, RunQueued, RunRejected, RunDispatching, RunStarted,
-    StopRequested, RunStopping, RunCompleted, RunFailed, RunEvaluated, EndpointAssigned,
+    StopRequested, RunStopping, RunCompleted, RunFailed, RunSamplesStored, RunEvaluated,
+    EndpointAssigned,
     EndpointPhaseChanged,
     EndpointRegistered, RegistrationFailed, CallAttempted, CallProgress, CallEstablished,
     CallFailed, ScenarioActionExecuted, DtmfReceived, CallEnded, EndpointFinished,

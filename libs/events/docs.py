@@ -18,6 +18,15 @@ ITU-T G.113 Appendix I. The receive direction uses local loss, RTT/2 plus
 jitter-buffer delay plus packetisation; the send direction uses the loss and
 RTT the far end reports in RTCP (null until its first report).
 
+Run results are per direction. Each stream is measured where it is received (the
+`recv` samples: local counts, exact); every endpoint takes part in one call, so a
+run has two directions, named as the calling side sees them: `send` (caller →
+callee, the called groups' `recv` samples) and `recv` (callee → caller, the calling
+groups' `recv` samples). Each headline figure (summary, thresholds without a
+suffix) is the worse direction's, never an average of the two. Loss is packets lost
+over packets expected (lost + received); percentiles come from histogram bins,
+interpolated and kept within the observed minimum and maximum.
+
 | key | unit | category | type | source / how it is computed |
 |---|---|---|---|---|
 """

@@ -96,6 +96,17 @@ class RunFailed(_RunEvent):
     reason: str
 
 
+class RunSamplesStored(_RunEvent):
+    """Ingest's watermark: every sample of the finished run is stored (or dead-lettered
+    with a reason), so results read from now on are final. Once per run, after its
+    RunCompleted or RunFailed; the threshold evaluator waits for it."""
+
+    type: Literal["RunSamplesStored"] = "RunSamplesStored"
+    status_token: ClassVar[str] = "samples_stored"
+    samples: int  # receive-side samples stored for the run: what its results are made of
+    metrics_seq: int  # CALLMETER_METRICS sequence up to which ingest had stored everything
+
+
 class ThresholdOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

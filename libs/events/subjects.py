@@ -25,6 +25,11 @@ def stop_signals() -> str:
     return "callmeter.run.*.status.stopping"
 
 
+def run_endings() -> list[str]:
+    """RunCompleted and RunFailed of any run (what ingest's watermark waits for)."""
+    return ["callmeter.run.*.status.completed", "callmeter.run.*.status.failed"]
+
+
 def metrics_for_run(run_id: str) -> str:
     return f"callmeter.metrics.{run_id}.>"
 

@@ -8,16 +8,31 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 # The run results a threshold may name, and what each means (documented for users).
-METRICS: dict[str, str] = {
-    "mos_avg": "average MOS of the receive side",
+# Quality figures are measured where each stream is received. A run has two directions,
+# named as the calling side sees them: send (caller -> callee) and recv (callee -> caller).
+# The plain names mean the worse of the two (never their average); `<name>_send` and
+# `<name>_recv` judge one direction.
+QUALITY_METRICS: dict[str, str] = {
+    "mos_avg": "average per-second MOS",
     "mos_min": "lowest per-second MOS",
     "mos_p5": "5th percentile of per-second MOS (95% of seconds were at least this)",
     "mos_p50": "median per-second MOS",
-    "jitter_avg_ms": "average receive jitter",
-    "jitter_p95_ms": "95th percentile receive jitter",
-    "loss_avg_pct": "receive packet loss over the run, percent",
+    "jitter_avg_ms": "average interarrival jitter",
+    "jitter_p95_ms": "95th percentile interarrival jitter",
+    "loss_avg_pct": "packets lost over packets expected, percent",
     "rtt_avg_ms": "average RTCP round-trip time",
     "rtt_p95_ms": "95th percentile RTCP round-trip time",
+}
+SIDES = {
+    "": "the worse direction",
+    "_send": "what callers send (caller -> callee)",
+    "_recv": "what callers receive (callee -> caller)",
+}
+METRICS: dict[str, str] = {
+    f"{name}{suffix}": f"{text}, {side}"
+    for name, text in QUALITY_METRICS.items()
+    for suffix, side in SIDES.items()
+} | {
     "call_success_rate": "percent of callers whose call succeeded",
     "registration_success_rate": "percent of endpoints that registered (or became ready)",
     "post_dial_delay_p95_ms": "95th percentile post-dial delay (INVITE to first 180/183)",

@@ -18,6 +18,7 @@ from callmeter_events import (
     RunFailed,
     RunQueued,
     RunRejected,
+    RunSamplesStored,
     RunStarted,
     RunStatus,
     RunStopping,
@@ -61,6 +62,7 @@ class RunState:
     evaluation: RunEvaluated | None = None  # thresholds, once results are complete
     outages: tuple[Outage, ...] = ()  # platform outages during the run
     simulated: bool = False  # an endpoint ran on a simulated worker: no media results
+    samples_stored: int | None = None  # ingest's watermark: every sample stored (RunSamplesStored)
 
     @property
     def terminal(self) -> bool:
@@ -164,6 +166,11 @@ def _(event: RunFailed, run: RunState) -> RunState:
 @apply_run.register
 def _(event: RunEvaluated, run: RunState) -> RunState:
     return evolve(run, evaluation=event)
+
+
+@apply_run.register
+def _(event: RunSamplesStored, run: RunState) -> RunState:
+    return evolve(run, samples_stored=event.samples)
 
 
 def _created(event: RunCreated) -> str:

@@ -8,8 +8,8 @@ import psycopg
 
 from callmeter_events import GOOD_OUTCOMES
 
+from . import quality
 from . import stats as stats_mod
-from .rollup import percentiles
 
 
 def run_row(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any] | None:
@@ -27,22 +27,18 @@ def endpoint_rows(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, 
 
 
 def summary(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
-    """Receive-side overview of a run from the rollups; null where there are no samples."""
-    hists = stats_mod.histograms(conn, run_id, "run")
-    stats = stats_mod.metric_stats(conn, run_id, "run", hists).get("", {})
+    """Receive-side overview of a run from the rollups, null where there are no samples:
+    each quality figure from the worse direction, and "send" / "recv" with the same keys
+    for each direction (quality.py)."""
+    return summary_of(stats_mod.run_quality(conn, run_id))
 
-    def get(metric: str, field: str) -> Any:
-        return stats.get(metric, {}).get(field)
 
-    mos_p5 = hists.get("", {}).get("mos", {})
-    return {
-        "samples": get("samples", "n") or 0,
-        "mos": get("mos", "avg"), "mos_min": get("mos", "min"),
-        "mos_p5": percentiles("mos", mos_p5, (0.05,))["p5"],
-        "jitter_ms": get("jitter_ms", "avg"), "fraction_lost": get("fraction_lost", "avg"),
-        "rtt_ms": get("rtt_ms", "avg"), "packets_recv_rate_ps": get("packet_rate_ps", "avg"),
-        "packets_lost": get("packets_lost", "sum"), "packets_received": get("packets", "sum"),
-    }  # fmt: skip
+def summary_of(q: dict[str, Any]) -> dict[str, Any]:
+    """The overview from run_quality's figures."""
+    out = quality.summary(q["worst"])
+    for direction in quality.DIRECTIONS:
+        out[direction] = quality.summary(q["directions"].get(direction, {}))
+    return out
 
 
 def samples_per_endpoint(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
@@ -165,16 +161,23 @@ def timing_distributions(
 
 
 def run_results(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
-    """Everything the results page shows, from aggregates: run, groups, endpoints."""
+    """Everything the results page shows, from aggregates: run (its quality figures
+    from the worse direction), directions, groups, endpoints."""
     rates = success_rates(conn, run_id)
     group_rates = success_rates(conn, run_id, by_group=True)
-    groups = stats_mod.metric_stats(conn, run_id, "group")
+    q = stats_mod.run_quality(conn, run_id, groups=True)
+    groups = q["groups"]
     return {
         "run_id": run_id,
-        "run": {**rates.get("", {}), "metrics": stats_mod.metric_stats(conn, run_id).get("", {})},
+        "run": {**rates.get("", {}), "metrics": q["worst"]},
+        "directions": q["directions"],
         "outcomes": outcomes(conn, run_id),
         "groups": {
-            name: {**group_rates.get(name, {}), "metrics": groups.get(name, {})}
+            name: {
+                **group_rates.get(name, {}),
+                "direction": q["group_direction"].get(name),
+                "metrics": groups.get(name, {}),
+            }
             for name in sorted(set(groups) | set(group_rates))
         },
         "endpoints": stats_mod.metric_stats(conn, run_id, "endpoint"),

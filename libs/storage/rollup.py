@@ -57,9 +57,18 @@ def bin_value(metric: str, index: int) -> float:
 
 
 def percentiles(
-    metric: str, counts: Mapping[int, int], qs: Iterable[float] = PERCENTILES
+    metric: str,
+    counts: Mapping[int, int],
+    qs: Iterable[float] = PERCENTILES,
+    lo: float | None = None,
+    hi: float | None = None,
 ) -> dict[str, float | None]:
-    """Nearest-rank percentiles from bin counts, e.g. {"p50": 4.405, "p95": ...}."""
+    """Nearest-rank percentiles from bin counts, e.g. {"p50": 4.405, "p95": ...}.
+
+    The rank's value is interpolated inside its bin, whose edges are narrowed to
+    the observed minimum `lo` and maximum `hi` when given: a percentile then
+    always lies within [lo, hi], and is exact when every value is the same (a
+    run without loss has p50 0, not the first bin's midpoint)."""
     total = sum(counts.values())
     ordered = sorted(counts.items())
     out: dict[str, float | None] = {}
@@ -70,11 +79,34 @@ def percentiles(
             continue
         rank, seen = max(1, -(-q * total // 1)), 0  # ceil(q * total), at least 1
         for index, n in ordered:
-            seen += n
-            if seen >= rank:
-                out[name] = bin_value(metric, index)
+            if seen + n >= rank:
+                a, b = bin_edges(metric, index, lo, hi)
+                value = a + (b - a) * (rank - seen - 0.5) / n
+                out[name] = _clamp(value, lo, hi)
                 break
+            seen += n
     return out
+
+
+def bin_edges(
+    metric: str, index: int, lo: float | None = None, hi: float | None = None
+) -> tuple[float, float]:
+    """The range a bin's values can lie in: its bounds, narrowed to [lo, hi] when given
+    (the last bin, open above, ends at hi or at its own lower bound)."""
+    bounds = BOUNDS[metric]
+    a = bounds[index]
+    b = bounds[index + 1] if index + 1 < len(bounds) else (a if hi is None else max(a, hi))
+    if lo is not None:
+        a = min(max(a, lo), b) if index else lo  # bin 0 also holds values below its bound
+    if hi is not None:
+        b = max(min(b, hi), a)
+    return a, b
+
+
+def _clamp(value: float, lo: float | None, hi: float | None) -> float:
+    if lo is not None and value < lo:
+        return lo
+    return hi if hi is not None and value > hi else value
 
 
 def group_of(endpoint_id: str) -> str:

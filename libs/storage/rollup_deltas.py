@@ -103,8 +103,8 @@ _timing_cells = operator.itemgetter(*(_AT[k] for k in TIMING_KEYS))
 
 def deltas_of(rows: Sequence[tuple[Any, ...]]) -> Deltas:
     """The deltas of rows (WRITE_COLUMNS order, none stored before): receive-side
-    samples only, like the SQL of ingest's conflict-tolerant path, which computes
-    the same figures from the rows it stored (tests/integration/test_results.py)."""
+    samples only. Both of ingest's write paths use it: the fast one on the rows it
+    COPYs, the conflict-tolerant one on the rows its INSERT stored."""
     by_second: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
     by_endpoint: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     newest: dict[tuple[str, str], tuple[Any, ...]] = {}

@@ -1,11 +1,15 @@
-"""Quality statistics of a run, answered from the rollups ingest maintains.
+"""Quality statistics of a run, answered from the rollups ingest maintains: the one
+statistics module the API, the pages, the threshold evaluator and JUnit (through the
+API) read. Pure shaping lives in quality.py (directions, headline, threshold values)
+and rollup.py (bins, percentiles).
 
 Nothing here scans metric_samples except `endpoint_series` (one endpoint's
 rows, by primary key). Run and group figures come from rollup_second (a few
 rows per second of the run), endpoint figures from rollup_endpoint, and
 percentiles from rollup_hist bins (see rollup.py for their precision). Each
 rollup is a view over folded rows and the deltas not folded yet
-(compaction.py), so every query sums per key.
+(compaction.py), so every query sums per key. The same rollups exist in both
+storage modes, so the figures are the same in both.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from psycopg import sql
 
 from callmeter_events.metrics_catalogue import BY_KEY
 
-from . import timescale
-from .rollup import ROLLUP_METRICS, bin_value, percentiles
+from . import quality, timescale
+from .rollup import ROLLUP_METRICS, bin_value
 
 Level = Literal["run", "group", "endpoint"]
 # Where each level's n/sum/min/max live, and the column that names its rows.
@@ -44,41 +48,123 @@ def histograms(
     conn: psycopg.Connection[Any], run_id: str, level: Level
 ) -> dict[str, dict[str, dict[int, int]]]:
     """{row key: {metric: {bin: count}}} for the run, summed up to `level`."""
-    key = _HIST_KEY[level]
-    rows = conn.execute(
-        f"SELECT {key}, metric, bin, sum(n) FROM rollup_hist WHERE run_id = %s"
-        f" GROUP BY {'' if level == 'run' else key + ', '}metric, bin",
-        (run_id,),
-    ).fetchall()
     out: dict[str, dict[str, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
-    for name, metric, index, n in rows:
+    for name, metric, index, n in _hist_rows(conn, run_id, level):
         out[name][metric][int(index)] = int(n)
     return out
 
 
+def _hist_rows(conn: psycopg.Connection[Any], run_id: str, level: Level) -> list[tuple[Any, ...]]:
+    key = _HIST_KEY[level]
+    return conn.execute(
+        f"SELECT {key}, metric, bin, sum(n) FROM rollup_hist WHERE run_id = %s"
+        f" GROUP BY {'' if level == 'run' else key + ', '}metric, bin",
+        (run_id,),
+    ).fetchall()
+
+
 def metric_stats(
+    conn: psycopg.Connection[Any], run_id: str, level: Level = "run"
+) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """{row key: {metric: {n, sum, avg, min, max, p50, p95, p99 (MOS also p5)}}, plus
+    "loss" (quality.figures); row key "" for the run. Receive side only, every
+    direction together: run-level figures that must not mix directions come from
+    run_quality.
+
+    mos, jitter_ms, fraction_lost, rtt_ms get percentiles (within [min, max]); the
+    counters (samples, packets, packets_lost, packet_rate_ps) get n/sum/avg/min/max.
+    """
+    rows = conn.execute(_STATS[level], (run_id,)).fetchall()
+    accs = quality.accumulate(rows, _hist_rows(conn, run_id, level))
+    return {name: quality.figures(per) for name, per in accs.items()}
+
+
+def run_definition(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any] | None:
+    """The test definition a run was started with (the runs read model), or None."""
+    row = conn.execute("SELECT doc->'definition' FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
+def run_quality(
     conn: psycopg.Connection[Any],
     run_id: str,
-    level: Level = "run",
-    hists: dict[str, dict[str, dict[int, int]]] | None = None,
-) -> dict[str, dict[str, dict[str, float | int | None]]]:
-    """{row key: {metric: {n, avg, min, max, p50, p95, p99}}}; row key "" for the run.
+    definition: dict[str, Any] | None = None,
+    until: datetime | None = None,
+    groups: bool = False,
+) -> dict[str, Any]:
+    """The run's quality per direction (quality.py) and its headline, from the group rollups:
 
-    Receive side: mos, jitter_ms, fraction_lost, rtt_ms get percentiles; the
-    counters (samples, packets, packets_lost, packet_rate_ps) get n/avg/min/max/sum.
+    {"directions": {"send": figures, "recv": figures}, "worst": figures,
+     "group_direction": {group: "send" | "recv" | None}}, and with `groups` also
+    {"groups": {group: figures}}.
+
+    A group whose direction is unknown (no definition, an idle group) counts as a
+    direction of its own, "group:<name>": compared, never averaged with the others.
+    `until`: only the seconds up to that time (a replay's moment); the bins have no
+    time, so percentiles are null then.
     """
-    hists = histograms(conn, run_id, level) if hists is None else hists
-    out: dict[str, dict[str, dict[str, float | int | None]]] = defaultdict(dict)
-    for name, metric, n, total, lo, hi in conn.execute(_STATS[level], (run_id,)).fetchall():
-        n = int(n)
-        entry: dict[str, float | int | None] = {
-            "n": n, "sum": float(total), "avg": float(total) / n if n else None,
-            "min": lo, "max": hi,
+    definition = run_definition(conn, run_id) if definition is None else definition
+    names = [g["name"] for g in (definition or {}).get("groups", [])]
+    direction_of = {g: quality.receive_direction(definition, g) for g in names}
+    out: dict[str, Any] = {"group_direction": direction_of}
+    if groups:  # per group, then summed into the directions
+        rows = conn.execute(_STATS["group"], (run_id,)).fetchall()
+        per_group = quality.accumulate(rows, _hist_rows(conn, run_id, "group"))
+        key_of = {g: direction_of.get(g) or f"group:{g}" for g in per_group}
+        accs = quality.combine(per_group, key_of)
+        out["groups"] = {g: quality.figures(per) for g, per in per_group.items()}
+    else:  # summed per direction by the database: fewer rows to fold here
+        sides = {
+            "run": run_id, "until": until,
+            "send": [g for g, d in direction_of.items() if d == quality.SEND],
+            "recv": [g for g, d in direction_of.items() if d == quality.RECV],
         }  # fmt: skip
-        if metric in ROLLUP_METRICS:
-            entry.update(percentiles(metric, hists.get(name, {}).get(metric, {})))
-        out[name][metric] = entry
-    return dict(out)
+        rows = conn.execute(_SIDE_STATS_UNTIL if until else _SIDE_STATS, sides).fetchall()
+        hist = [] if until else conn.execute(_SIDE_HIST, sides).fetchall()
+        accs = quality.accumulate(rows, hist)
+    directions = {k: quality.figures(per) for k, per in accs.items()}
+    out["directions"] = directions
+    out["worst"] = quality.headline(directions)
+    return out
+
+
+# The direction a group's rows count for (quality.receive_direction), in SQL.
+_SIDE = (
+    "CASE WHEN group_name = ANY(%(send)s) THEN 'send' WHEN group_name = ANY(%(recv)s)"
+    " THEN 'recv' ELSE 'group:' || group_name END"
+)
+_SIDE_STATS = (
+    f"SELECT {_SIDE}, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+    " WHERE run_id = %(run)s GROUP BY 1, 2"
+)
+_SIDE_STATS_UNTIL = (
+    f"SELECT {_SIDE}, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+    " WHERE run_id = %(run)s AND second <= %(until)s GROUP BY 1, 2"
+)
+_SIDE_HIST = (
+    f"SELECT {_SIDE}, metric, bin, sum(n) FROM rollup_hist WHERE run_id = %(run)s GROUP BY 1, 2, 3"
+)
+
+
+# Callers' per-call timings (the endpoints read model), the 95th percentile thresholds use.
+_CALLER_TIMINGS = """
+SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY (doc->>'post_dial_delay_ms')::float8),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY (doc->>'call_setup_ms')::float8)
+FROM endpoints WHERE run_id = %s AND doc->>'role' = 'caller'
+"""
+
+
+def threshold_values(
+    conn: psycopg.Connection[Any], run_id: str, definition: dict[str, Any] | None = None
+) -> dict[str, float | None]:
+    """Quality and timing values thresholds are judged on (callmeter_events.thresholds):
+    the same figures as run_quality, so a CI verdict and the results page agree."""
+    q = run_quality(conn, run_id, definition)
+    values = quality.threshold_values(q["worst"], q["directions"])
+    row = conn.execute(_CALLER_TIMINGS, (run_id,)).fetchone() or (None, None)
+    values["post_dial_delay_p95_ms"] = None if row[0] is None else float(row[0])
+    values["call_setup_p95_ms"] = None if row[1] is None else float(row[1])
+    return values
 
 
 def mos_histogram(
@@ -104,26 +190,60 @@ def mos_histogram(
 
 
 def run_series(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    group: str | None = None,
+    bucket_s: int = 1,
+    direction: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per-second (or per `bucket_s`) n/avg/min/max of the quality metrics, for the run,
+    one group or one direction (quality.py): [{"t": time, metric: {n, avg, min, max}}].
+    date_bin over rollup_second; in TimescaleDB mode per-second buckets of the run or a
+    group come from the continuous aggregates (they have no direction)."""
+    if storage_mode(conn) == "timescaledb" and bucket_s == 1 and direction is None:
+        points: dict[datetime, dict[str, Any]] = {}
+        for t, metric, n, avg, lo, hi in timescale.run_series(conn, run_id, group):
+            point = points.setdefault(t, {"t": t})
+            point[metric] = {"n": int(n), "avg": avg, "min": lo, "max": hi}
+        return [points[t] for t in sorted(points)]
+    series = direction_series(conn, run_id, group, bucket_s)
+    key = "all" if direction is None else direction
+    return [{"t": p["t"], **p[key]} for p in series if key in p]
+
+
+def direction_series(
     conn: psycopg.Connection[Any], run_id: str, group: str | None = None, bucket_s: int = 1
 ) -> list[dict[str, Any]]:
-    """Per-second (or per `bucket_s`) n/avg/min/max of the quality metrics, for the run
-    or one group: date_bin over rollup_second in plain mode, the continuous
-    aggregates in TimescaleDB mode (per-second buckets)."""
-    if storage_mode(conn) == "timescaledb" and bucket_s == 1:
-        rows = timescale.run_series(conn, run_id, group)
-    else:
-        where, args = ("AND group_name = %s", [run_id, group]) if group else ("", [run_id])
-        rows = conn.execute(
-            "SELECT date_bin(make_interval(secs => %s), second, timestamptz 'epoch') AS t,"
-            " metric, sum(n), sum(total) / sum(n), min(lo), max(hi) FROM rollup_second"
-            " WHERE run_id = %s AND metric = ANY(%s) " + where + " GROUP BY t, metric ORDER BY t",
-            [bucket_s, args[0], list(ROLLUP_METRICS), *args[1:]],
-        ).fetchall()
-    points: dict[datetime, dict[str, Any]] = {}
-    for t, metric, n, avg, lo, hi in rows:
-        point = points.setdefault(t, {"t": t})
-        point[metric] = {"n": int(n), "avg": avg, "min": lo, "max": hi}
-    return [points[t] for t in sorted(points)]
+    """[{"t": time, "all": {metric: stats}, "send": {...}, "recv": {...}}] per bucket, from
+    the groups' rows of rollup_second; a direction appears where it has samples."""
+    where, args = ("AND group_name = %s", [group]) if group else ("", [])
+    rows = conn.execute(
+        "SELECT date_bin(make_interval(secs => %s), second, timestamptz 'epoch') AS t,"
+        " group_name, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+        " WHERE run_id = %s AND metric = ANY(%s) " + where + " GROUP BY 1, 2, 3 ORDER BY 1",
+        [bucket_s, run_id, list(ROLLUP_METRICS), *args],
+    ).fetchall()
+    definition = run_definition(conn, run_id)
+    direction_of = {g: quality.receive_direction(definition, g) for g in {r[1] for r in rows}}
+    return quality.series(rows, direction_of)
+
+
+def worst_series(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
+    """[{"t": seconds since the first, metric: the worse direction's average}] for
+    overlaying runs (compare): per second, as the headline is per run."""
+    points = direction_series(conn, run_id)
+    if not points:
+        return []
+    t0: datetime = points[0]["t"]
+    out = []
+    for p in points:
+        sides = {d: p[d] for d in quality.DIRECTIONS if d in p} or {"all": p["all"]}
+        worst = quality.headline(sides)
+        out.append({
+            "t": int((p["t"] - t0).total_seconds()),
+            **{m: worst.get(m, {}).get("avg") for m in ROLLUP_METRICS},
+        })  # fmt: skip
+    return out
 
 
 def endpoint_series(

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import Query
 
+from callmeter_storage import stats
+
 from . import auth, queries, service, traces
 from .deps import EVERY_PROJECT, Platform, Scope
 from .endpoint_views import paired_endpoints, status_class, timeline
@@ -64,7 +66,7 @@ async def compared_runs(
         if found is None:
             raise ApiError(404, "not_found", f"no run {run_id!r}", "runs")
         view = run_view(*found[:3])
-        view["series"] = await service.query(p, queries.run_series, run_id)
+        view["series"] = await service.query(p, stats.worst_series, run_id)
         return view
 
     ids = list(dict.fromkeys(i for r in run_ids for i in r.split(",") if i))[:MAX_COMPARED]

@@ -1,6 +1,8 @@
 """Evaluates a finished run's thresholds once its samples are stored: RunEvaluated.
 
-Runs inside the API process (it has the database and the fold). Several API
+"Stored" is ingest's word, not a guess: the run is evaluated once its
+RunSamplesStored (ingest's per-run watermark) is folded, with the figures the
+results pages show (callmeter_storage.stats). Runs inside the API process (it has the database and the fold). Several API
 replicas may evaluate the same run: they publish the same RunEvaluated with
 the same Nats-Msg-Id, and JetStream keeps one (its duplicate window, 2
 minutes by default, is far longer than replicas are apart).
@@ -13,13 +15,11 @@ import logging
 from typing import Any
 
 import psycopg
-from nats.js.errors import NotFoundError
 
 from callmeter_common.bus import Bus
 from callmeter_events import (
     EVENTS,
     GOOD_OUTCOMES,
-    METRICS,
     Event,
     RunEvaluated,
     RunStatus,
@@ -27,38 +27,18 @@ from callmeter_events import (
 )
 from callmeter_events.thresholds import evaluate, parse
 from callmeter_projections import RunState
+from callmeter_storage import stats
 
 log = logging.getLogger(__name__)
-
-_QUALITY = """
-SELECT avg(mos), min(mos),
-       percentile_cont(0.05) WITHIN GROUP (ORDER BY mos),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY mos),
-       avg(jitter_ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY jitter_ms),
-       100.0 * sum(packets_lost) / nullif(sum(packets_lost) + sum(packets), 0),
-       avg(rtt_ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY rtt_ms)
-FROM metric_samples WHERE run_id = %s AND direction = 'recv'
-"""
-_QUALITY_KEYS = ("mos_avg", "mos_min", "mos_p5", "mos_p50", "jitter_avg_ms", "jitter_p95_ms",
-                 "loss_avg_pct", "rtt_avg_ms", "rtt_p95_ms")  # fmt: skip
-_TIMINGS = """
-SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY (doc->>'post_dial_delay_ms')::float8),
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY (doc->>'call_setup_ms')::float8)
-FROM endpoints WHERE run_id = %s AND doc->>'role' = 'caller'
-"""
 
 
 def run_metrics(
     conn: psycopg.Connection[Any], run: RunState, endpoints: list[Any]
 ) -> dict[str, float | None]:
-    """The values thresholds are judged on (see callmeter_events.thresholds.METRICS)."""
-    quality = conn.execute(_QUALITY, (run.run_id,)).fetchone() or (None,) * len(_QUALITY_KEYS)
-    timings = conn.execute(_TIMINGS, (run.run_id,)).fetchone() or (None, None)
-    values: dict[str, float | None] = {
-        k: None if v is None else float(v) for k, v in zip(_QUALITY_KEYS, quality, strict=True)
-    }
-    values["post_dial_delay_p95_ms"] = None if timings[0] is None else float(timings[0])
-    values["call_setup_p95_ms"] = None if timings[1] is None else float(timings[1])
+    """The values thresholds are judged on (see callmeter_events.thresholds.METRICS):
+    quality and timings from callmeter_storage.stats, as the results pages and the API
+    show them; call and registration success from the folded endpoints."""
+    values = stats.threshold_values(conn, run.run_id, run.definition.model_dump(mode="json"))
     callers = [e for e in endpoints if e.role == "caller"]
     ok = [e for e in callers if e.outcome in GOOD_OUTCOMES]
     values["call_success_rate"] = 100.0 * len(ok) / len(callers) if callers else None
@@ -70,23 +50,27 @@ def run_metrics(
 
 
 class Evaluator:
-    def __init__(self, bus: Bus, database_url: str, runs: Any, ingest_wait_s: float = 30) -> None:
+    def __init__(self, bus: Bus, database_url: str, runs: Any) -> None:
         self.bus = bus
         self.database_url = database_url
         self.runs = runs  # the projector's RunsProjection
-        self.ingest_wait_s = ingest_wait_s
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.seen: set[str] = set()
 
     def observe(self, event: Event) -> None:
-        """Called for every folded event: queue runs that finished and are not evaluated."""
+        """Called for every folded event: queue runs that finished, whose samples are all
+        stored (RunSamplesStored) and that are not evaluated yet."""
         run_id = getattr(event, "run_id", None)
         if event.stream != EVENTS.name or not run_id or run_id in self.seen:
             return
         run = self.runs.runs.get(run_id)
         if isinstance(event, RunEvaluated) or (run and run.evaluation is not None):
             self.seen.add(run_id)
-        elif run and run.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+        elif (
+            run
+            and run.status in (RunStatus.COMPLETED, RunStatus.FAILED)
+            and run.samples_stored is not None
+        ):
             self.seen.add(run_id)
             self.queue.put_nowait(run_id)
 
@@ -98,20 +82,7 @@ class Evaluator:
             except Exception:
                 log.exception("evaluating run %s", run_id)
 
-    async def _ingest_drained(self) -> None:
-        """Wait (bounded) until metrics-ingest has stored everything published so far."""
-        deadline = asyncio.get_running_loop().time() + self.ingest_wait_s
-        while asyncio.get_running_loop().time() < deadline:
-            try:
-                info = await self.bus.js.consumer_info(METRICS.name, "metrics-ingest")
-            except NotFoundError:
-                return
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                return
-            await asyncio.sleep(0.5)
-
     async def evaluate(self, run_id: str) -> None:
-        await self._ingest_drained()
         run = self.runs.runs[run_id]
         if run.evaluation is not None:
             return

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from callmeter_events import EVENTS, Event, subjects
+from callmeter_storage import results, stats
 
 from . import service
 from .deps import Platform, PlatformDep
@@ -30,10 +31,6 @@ from .views import run_view
 router = APIRouter(include_in_schema=False)
 _CACHE: OrderedDict[str, list[Event]] = OrderedDict()  # finished runs never change
 
-_SUMMARY_UNTIL = """
-SELECT count(*), avg(mos), avg(jitter_ms), avg(fraction_lost), avg(rtt_ms)
-FROM metric_samples WHERE run_id = %s AND direction = 'recv' AND time <= %s
-"""
 _MOS_UNTIL = """
 SELECT endpoint_id, avg(mos) FROM metric_samples
 WHERE run_id = %s AND direction = 'recv' AND time <= %s AND mos IS NOT NULL GROUP BY endpoint_id
@@ -54,12 +51,9 @@ async def run_events(p: Platform, run_id: str) -> list[Event]:
 def _metrics_until(
     conn: psycopg.Connection[Any], run_id: str, until: Any
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    row = conn.execute(_SUMMARY_UNTIL, (run_id, until)).fetchone() or (0, None, None, None, None)
-    keys = ("samples", "mos", "jitter_ms", "fraction_lost", "rtt_ms")
-    summary = {
-        k: (float(v) if v is not None and k != "samples" else v)
-        for k, v in zip(keys, row, strict=True)
-    }
+    """The summary as it stood at `until` (the statistics module, per direction) and
+    each endpoint's MOS until then (a scan of one run's receive samples)."""
+    summary = results.summary_of(stats.run_quality(conn, run_id, until=until))
     mos = {r[0]: float(r[1]) for r in conn.execute(_MOS_UNTIL, (run_id, until)).fetchall()}
     return summary, mos
 

@@ -39,7 +39,8 @@ async def runs_page(p: PlatformDep, page: int = Query(1, ge=1)) -> HTMLResponse:
 
 
 def overlay(runs: list[dict[str, Any]]) -> list[str]:
-    """One chart per metric with a line per run, x = second of the call."""
+    """One chart per metric with a line per run: the worse direction's average per
+    second, x = seconds since the run's first sample."""
     specs = (("MOS", "mos", "", 1.0), ("Jitter", "jitter_ms", "ms", 1.0),
              ("Packet loss", "fraction_lost", "%", 100.0), ("RTT", "rtt_ms", "ms", 1.0))  # fmt: skip
     out = []

@@ -12,24 +12,17 @@ import psycopg
 
 from callmeter_storage import results
 
-# Receive side: the listening quality an endpoint experienced. The rollup ingest
-# keeps (a few rows per endpoint) answers without scanning samples; the scan is
-# the fallback for a schema without it.
-_MOS_ROLLUP = (
+# Receive side: the listening quality each endpoint experienced, from the rollup
+# ingest keeps (a few rows per endpoint), never a scan of the samples.
+_MOS = (
     "SELECT endpoint_id, sum(total) / sum(n) FROM rollup_endpoint"
     " WHERE run_id = %s AND metric = 'mos' AND n > 0 GROUP BY endpoint_id"
-)
-_MOS_SCAN = (
-    "SELECT endpoint_id, avg(mos) FROM metric_samples"
-    " WHERE run_id = %s AND direction = 'recv' AND mos IS NOT NULL GROUP BY endpoint_id"
 )
 SERIES_KEYS = ("mos", "jitter_ms", "fraction_lost", "rtt_ms", "bitrate_bps")
 
 
 def mos_per_endpoint(conn: psycopg.Connection[Any], run_id: str) -> dict[str, float]:
-    row = conn.execute("SELECT to_regclass('rollup_endpoint') IS NOT NULL").fetchone()
-    sql = _MOS_ROLLUP if row and row[0] else _MOS_SCAN
-    return {r[0]: float(r[1]) for r in conn.execute(sql, (run_id,)).fetchall()}
+    return {r[0]: float(r[1]) for r in conn.execute(_MOS, (run_id,)).fetchall()}
 
 
 def run_overview(conn: psycopg.Connection[Any], run_id: str) -> tuple[Any, ...] | None:
@@ -70,24 +63,6 @@ def endpoint_series(
         )
         out[direction].append(point)
     return out
-
-
-def run_series(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:
-    """Receive-side averages per second of call (sample seq), for overlaying runs."""
-    rows = conn.execute(
-        "SELECT seq, avg(mos), avg(jitter_ms), avg(fraction_lost), avg(rtt_ms)"
-        " FROM metric_samples WHERE run_id = %s AND direction = 'recv'"
-        " GROUP BY seq ORDER BY seq",
-        (run_id,),
-    ).fetchall()
-    keys = ("mos", "jitter_ms", "fraction_lost", "rtt_ms")
-    return [
-        {
-            "t": int(r[0]),
-            **{k: None if v is None else float(v) for k, v in zip(keys, r[1:], strict=True)},
-        }
-        for r in rows
-    ]
 
 
 def page_runs(

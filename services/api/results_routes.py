@@ -47,11 +47,16 @@ async def run_series(
     p: PlatformDep,
     group: str | None = None,
     bucket_s: Annotated[int, Query(ge=1, le=3600, description="seconds per point")] = 1,
+    direction: Literal["send", "recv"] | None = None,
 ) -> dict[str, Any]:
-    """Per-second aggregates of the run (or one group) over time."""
+    """Per-second aggregates of the run, one group, or one direction (send: what callers
+    send, recv: what they receive) over time."""
     await _known_run(p, run_id)
-    points = await service.query(p, stats.run_series, run_id, group, bucket_s)
-    return {"run_id": run_id, "group": group, "bucket_s": bucket_s, "points": points}
+    points = await service.query(p, stats.run_series, run_id, group, bucket_s, direction)
+    return {
+        "run_id": run_id, "group": group, "direction": direction, "bucket_s": bucket_s,
+        "points": points,
+    }  # fmt: skip
 
 
 # Any key of the catalogue, listed in the schema so a client knows them.

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from callmeter_events import GOOD_OUTCOMES
+from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_storage import results, stats
 
 from .svg import Chart, Series, bar_chart, line_chart
@@ -41,31 +42,43 @@ OK_OUTCOMES = GOOD_OUTCOMES
 
 def results_data(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     """The aggregates a finished run's results section needs, in one checkout."""
-    hists = stats.histograms(conn, run_id, "run")
+    q = stats.run_quality(conn, run_id)
     return {
-        "metrics": stats.metric_stats(conn, run_id, "run", hists).get("", {}),
+        "metrics": q["worst"],
+        "directions": q["directions"],
         "mos_histogram": stats.mos_histogram(conn, run_id),
         "timings": results.timing_distributions(conn, run_id),
         "rates": results.success_rates(conn, run_id).get("", {}),
-        "series": stats.run_series(conn, run_id),
+        "series": stats.direction_series(conn, run_id),
     }
 
 
-def percentile_rows(metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per quality metric: avg, p50/p95/p99, min, max in display units, graded."""
+# What each row of the percentile table stands for: the headline, then each direction.
+SIDES = (
+    ("worst", "worse direction"),
+    ("send", "send: caller → callee"),
+    ("recv", "recv: callee → caller"),
+)
+
+
+def percentile_rows(
+    metrics: dict[str, dict[str, Any]], directions: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Per quality metric: a row with avg, p50/p95/p99, min, max in display units, graded,
+    for the worse direction, then one per direction that has samples."""
     rows = []
     for key, label, unit, digits, grade_key, scale in QUALITY:
-        m = metrics.get(key, {})
-        values = {f: None if m.get(f) is None else float(m[f]) * scale for f in FIELDS}
-        lo, hi = values["min"], values["max"]
-        for f in ("p50", "p95", "p99"):  # a bin's midpoint can fall outside what was seen
-            v = values[f]
-            if v is not None and lo is not None and hi is not None:
-                values[f] = min(max(v, lo), hi)
-        rows.append({
-            "key": key, "label": label, "unit": unit, "digits": digits, "n": m.get("n") or 0,
-            "values": values, "grades": {f: grade(grade_key, v) for f, v in values.items()},
-        })  # fmt: skip
+        for side, side_label in SIDES:
+            figs = metrics if side == "worst" else (directions or {}).get(side)
+            if figs is None or (side != "worst" and key not in figs):
+                continue
+            m = figs.get(key, {})
+            values = {f: None if m.get(f) is None else float(m[f]) * scale for f in FIELDS}
+            rows.append({
+                "key": key, "label": label, "unit": unit, "digits": digits, "n": m.get("n") or 0,
+                "side": side, "side_label": side_label,
+                "values": values, "grades": {f: grade(grade_key, v) for f, v in values.items()},
+            })  # fmt: skip
     return rows
 
 
@@ -110,8 +123,9 @@ def sip_code_rows(endpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def series_charts(series: list[dict[str, Any]]) -> list[str]:
-    """Run-wide MOS, jitter, loss and RTT per second (average, and the worst endpoint's
-    value), with the thresholds users judge by drawn as dashed lines."""
+    """MOS, jitter, loss and RTT per second: each direction's average (send: caller ->
+    callee, recv: callee -> caller) and the worst endpoint's value, with the thresholds
+    users judge by drawn as dashed lines. Points are stats.direction_series'."""
     if series:
         t0: datetime = series[0]["t"]
     charts = []
@@ -119,17 +133,22 @@ def series_charts(series: list[dict[str, Any]]) -> list[str]:
         good, bad, better = THRESHOLDS[grade_key]
         worst_field = "min" if better == "higher" else "max"
 
-        def points(field: str, key: str = key, scale: float = scale) -> list[tuple[float, Any]]:
+        def points(
+            side: str, field: str, key: str = key, scale: float = scale
+        ) -> list[tuple[float, Any]]:
             out: list[tuple[float, Any]] = []
             for p in series:
-                v = (p.get(key) or {}).get(field)
+                v = ((p.get(side) or {}).get(key) or {}).get(field)
                 out.append(((p["t"] - t0).total_seconds(), None if v is None else v * scale))
             return out
 
+        lines = [Series(f"{side} average", points(side, "avg"))
+                 for side in DIRECTIONS if any(side in p for p in series)]  # fmt: skip
+        if not lines:  # no direction known (no definition): every receive side together
+            lines = [Series("average", points("all", "avg"))]
+        lines.append(Series(f"worst ({worst_field})", points("all", worst_field)))
         marks = ((f"good {good:g}", good, "#17803d"), (f"bad {bad:g}", bad, "#c53030"))
-        chart = Chart(label, unit, [Series("average", points("avg")),
-                                    Series(f"worst ({worst_field})", points(worst_field))],
-                      marks, y_min=0 if better == "lower" else None)  # fmt: skip
+        chart = Chart(label, unit, lines, marks, y_min=0 if better == "lower" else None)
         charts.append(line_chart(chart))
     return charts
 
@@ -152,7 +171,7 @@ def results_view(data: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     rates = data.get("rates", {})
     reg = rates.get("registration_success_rate")
     return {
-        "percentiles": percentile_rows(data.get("metrics", {})),
+        "percentiles": percentile_rows(data.get("metrics", {}), data.get("directions")),
         "timings": timing_rows(data.get("timings", {})),
         "outcomes": outcome_rows(run["outcome_counts"], len(endpoints)),
         "sip_codes": sip_code_rows(endpoints),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES, TERMINAL_STATUSES
+from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_projections import Outage
 
 # Thresholds from the product documents: (good below/above, bad beyond).
@@ -66,7 +67,6 @@ def run_view(
     outcomes = Counter(e["outcome"] for e in eps if e["outcome"])
     callers = [e for e in eps if e["role"] == "caller" and e["outcome"]]
     ok = sum(1 for e in callers if e["outcome"] in GOOD_OUTCOMES)
-    loss = summary.get("fraction_lost")
     return {
         "id": run["run_id"],
         "test_id": run["test_id"],
@@ -81,17 +81,31 @@ def run_view(
         "history": run.get("history", []),
         "outages": [outage_text(o) for o in run.get("outages", [])],
         "evaluation": run.get("evaluation"),
+        "samples_stored": run.get("samples_stored"),  # set once ingest stored every sample
         "definition": run["definition"],
         "progress": progress(run),
         "phase_counts": {p: phases.get(p, 0) for p in PHASES},
         "outcome_counts": {o: outcomes[o] for o in OUTCOMES if outcomes.get(o)},
         "call_success_rate": (100.0 * ok / len(callers)) if callers else None,
         "endpoints": eps,
-        "summary": {**summary, "loss_pct": None if loss is None else 100 * loss},
+        "summary": with_loss_pct(summary),
     }
 
 
+def with_loss_pct(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with loss in percent beside the fraction, headline and each direction."""
+    out = dict(summary)
+    loss = summary.get("fraction_lost")
+    out["loss_pct"] = None if loss is None else 100 * loss
+    for direction in DIRECTIONS:
+        if isinstance(summary.get(direction), dict):
+            out[direction] = with_loss_pct(summary[direction])
+    return out
+
+
+# Headline figures (the worse direction), then MOS, jitter and loss per direction.
 COMPARED = ("mos", "jitter_ms", "loss_pct", "rtt_ms", "call_setup_ms", "call_success_rate")
+PER_DIRECTION = ("mos", "jitter_ms", "loss_pct")
 
 
 def compare_view(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,7 +115,11 @@ def compare_view(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         setups = [e["call_setup_ms"] for e in run["endpoints"] if e.get("call_setup_ms")]
         values = {**run["summary"], "call_success_rate": run["call_success_rate"]}
         values["call_setup_ms"] = sum(setups) / len(setups) if setups else None
-        rows.append({"run": run, "values": {k: values.get(k) for k in COMPARED}})
+        shown = {k: values.get(k) for k in COMPARED}
+        for direction in DIRECTIONS:
+            side = values.get(direction) or {}
+            shown.update({f"{k}_{direction}": side.get(k) for k in PER_DIRECTION})
+        rows.append({"run": run, "values": shown})
     base = rows[0]["values"] if rows else {}
     for row in rows:
         row["deltas"] = {

@@ -1,8 +1,10 @@
-"""metrics-ingest wiring: migrate, then a durable pull consumer on CALLMETER_METRICS."""
+"""metrics-ingest wiring: migrate, then a durable pull consumer on CALLMETER_METRICS and
+the per-run watermark (watermark.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 
@@ -10,9 +12,10 @@ from callmeter_common.bus import Bus
 from callmeter_common.runtime import run_service
 from callmeter_storage.migrations import migrate
 
-from .consumer import consume
+from .consumer import DURABLE, consume
 from .handlers import Ingest
 from .settings import IngestSettings
+from .watermark import Watermarks
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,7 @@ async def serve(stop: asyncio.Event) -> None:
     await bus.ensure_streams()
     ingest = Ingest(bus, settings.database_url, settings.retry_s, mode, settings.fold_every_s)
     upkeep = asyncio.create_task(_hourly_upkeep(settings.database_url, stop))
+    watermarks = asyncio.create_task(Watermarks(bus, settings.database_url, DURABLE).serve(stop))
     try:
         await consume(
             bus, ingest, stop, settings.batch_size,
@@ -32,6 +36,9 @@ async def serve(stop: asyncio.Event) -> None:
         )  # fmt: skip
     finally:
         upkeep.cancel()
+        watermarks.cancel()  # a run being marked is not acked: it comes back to an ingest
+        with contextlib.suppress(asyncio.CancelledError):
+            await watermarks
         await bus.close()
 
 

@@ -89,7 +89,9 @@ def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: 
     # Back on the finished run's page: the results (percentiles, distributions, charts).
     page.goto(run_url)
     assert page.locator("#results").is_visible()
-    assert page.locator("#percentiles tr[data-metric=mos]").count() == 1
+    # MOS: the worse direction's row, then send (caller -> callee) and recv.
+    sides = page.locator("#percentiles tr[data-metric=mos]")
+    assert [sides.nth(i).get_attribute("data-side") for i in range(3)] == ["worst", "send", "recv"]
     assert page.locator("#sip-codes").is_visible()
     assert page.locator("#result-charts svg.chart").count() == 5
     page.locator("#results").screenshot(path=ARTIFACTS / "05-run-results.png")

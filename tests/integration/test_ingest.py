@@ -22,7 +22,17 @@ import pytest
 from callmeter_common.bus import Bus
 from callmeter_common.procs import free_port, spawn, stop_group
 from callmeter_common.servers import Server, start_nats, start_postgres
-from callmeter_events import DEADLETTER, MetricSample, encode
+from callmeter_events import (
+    DEADLETTER,
+    EVENTS,
+    METRICS,
+    MetricSample,
+    RunCompleted,
+    RunFailed,
+    RunSamplesStored,
+    decode,
+    encode,
+)
 from callmeter_events.metric_events import MetricBatch
 from callmeter_ingest.consumer import consume
 from callmeter_ingest.handlers import Ingest
@@ -216,5 +226,43 @@ async def test_kill_9_of_ingest_mid_run_then_restart_stores_every_sample_once(
         # Idle, ingest folds the rollup deltas it appended; the totals stay exact.
         await wait_folded(database_url)
         assert counts(database_url, run_id) == (4000, 2000)
+    finally:
+        stop_group(ingest)
+
+
+async def test_the_watermark_comes_once_every_sample_of_the_finished_run_is_stored(
+    bus: Bus, own_nats: Server, database_url: str, tmp_path: Path
+) -> None:
+    # The run ends while ingest is down, with 3,000 samples not stored yet: when ingest
+    # comes back, RunSamplesStored must wait for all of them (never early), and come once.
+    migrate(database_url)
+    run_id = uuid.uuid4().hex[:8]
+    batcher = SampleBatcher(bus.publish, "w-1")
+    for event in [sample(run_id, i) for i in range(3000)]:
+        batcher.add(event)
+    await batcher.flush()  # as the worker does before each EndpointFinished
+    await bus.publish(RunCompleted(run_id=run_id))
+    marks: asyncio.Queue[tuple[float, tuple[int, int], RunSamplesStored]] = asyncio.Queue()
+
+    async def on_mark(msg) -> None:  # type: ignore[no-untyped-def]
+        stored = await asyncio.to_thread(counts, database_url, run_id)  # right as it comes
+        event = decode(msg.data)
+        assert isinstance(event, RunSamplesStored)
+        await marks.put((time.monotonic(), stored, event))
+
+    await bus.nc.subscribe(f"callmeter.run.{run_id}.status.samples_stored", cb=on_mark)
+    ingest = start_ingest(tmp_path, own_nats.url, database_url)
+    try:
+        _, stored, mark = await asyncio.wait_for(marks.get(), 60)
+        assert stored == (3000, 1500)  # rows, receive samples: all there when the mark came
+        assert (mark.run_id, mark.samples) == (run_id, 1500)
+        assert mark.metrics_seq == (await bus.js.stream_info(METRICS.name)).state.last_seq
+        # A second ending of the same run (a redelivery, another ingest) is marked again,
+        # and JetStream keeps one mark (the same Nats-Msg-Id).
+        await bus.publish(RunFailed(run_id=run_id, reason="late duplicate"))
+        await asyncio.wait_for(marks.get(), 30)
+        subject = f"callmeter.run.{run_id}.status.samples_stored"
+        info = await bus.js.stream_info(EVENTS.name, subjects_filter=subject)
+        assert info.state.subjects == {subject: 1}
     finally:
         stop_group(ingest)

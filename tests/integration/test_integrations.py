@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
+import xml.etree.ElementTree as ET
 
 import psycopg
 import pytest
@@ -236,6 +238,12 @@ def test_replay_page_shows_the_run_as_it_was(platform):  # type: ignore[no-untyp
     assert max(in_call_at(t) for t in moments) == 4
     assert any(status_at(t) == "RUNNING" for t in moments)
     assert status_at(3600) == "COMPLETED"
+    # At the end the summary shows each direction, read from the rollups up to that moment.
+    _, end = platform.get_html(f"/runs/{run_id}/replay/frame?at=3600")
+    sides = re.search(r'data-sides="mos">send <span class="(\w+)">([\d.]+)</span> · recv '
+                      r'<span class="(\w+)">([\d.]+)<', end)  # fmt: skip
+    assert sides and sides.group(1) == sides.group(3) == "good", end
+    assert float(sides.group(2)) > 4.0 and float(sides.group(4)) > 4.0
     code, page = platform.get_html(f"/runs/{run_id}/replay")
     assert code == 200 and 'type="range"' in page and "▶ 10×" in page
 
@@ -267,3 +275,68 @@ def test_group_options_and_scenarios_reach_the_endpoints(platform):  # type: ign
     received = "".join(e["digits"] for e in events if e["type"] == "DtmfReceived")
     assert [(e["endpoint_id"], e["action"], e["ok"]) for e in executed] == [("A-1", "dtmf", True)]
     assert received == "159#"
+
+
+def test_loss_in_one_direction_is_shown_per_direction_everywhere(platform, database_url, tmp_path):  # type: ignore[no-untyped-def]
+    # A drops 5 % of what it sends to B; what B sends back arrives clean. The run must show
+    # ~5 % for the send direction, ~0 % for recv, and 5 % as its headline (not 2.5 %).
+    thresholds = ["loss_avg_pct >= 2", "loss_avg_pct_send >= 2", "loss_avg_pct_recv <= 0.5"]
+    run_id = platform.run_test({
+        "name": "one-way loss", "duration_s": 6, "thresholds": thresholds,
+        "groups": [{"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B",
+                    "drop_tx_pct": 5},
+                   {"name": "B", "endpoints": 4, "codecs": ["PCMU"]}],
+    })  # fmt: skip
+    platform.wait_status(run_id, {"COMPLETED"})
+    deadline = time.monotonic() + 60
+    while (run := platform.request("GET", f"/api/v1/runs/{run_id}")[1])["evaluation"] is None:
+        assert time.monotonic() < deadline, "the run was never evaluated"
+        time.sleep(0.25)
+    # Independently: packets lost over expected from the raw receive samples, per group.
+    with psycopg.connect(database_url) as conn:
+        raw = dict(conn.execute(
+            "SELECT group_name, 100.0 * sum(packets_lost) / (sum(packets_lost) + sum(packets))"
+            " FROM metric_samples WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
+            (run_id,),
+        ).fetchall())  # fmt: skip
+        recv_samples = conn.execute(
+            "SELECT count(*) FROM metric_samples WHERE run_id = %s AND direction = 'recv'",
+            (run_id,),
+        ).fetchone()[0]  # type: ignore[index]
+    # Evaluated after ingest's watermark, which counted every receive sample stored.
+    assert run["samples_stored"] == recv_samples == run["summary"]["samples"] > 0
+    s = run["summary"]
+    assert s["send"]["loss_pct"] == pytest.approx(float(raw["B"]))  # B receives what A sends
+    assert s["recv"]["loss_pct"] == pytest.approx(float(raw["A"]))
+    assert 2.5 <= s["send"]["loss_pct"] <= 7.5 and s["recv"]["loss_pct"] <= 0.5, s
+    assert s["loss_pct"] == s["send"]["loss_pct"]  # the worse direction, never the average
+    assert s["mos"] == s["send"]["mos"] < s["recv"]["mos"]
+    # Thresholds are judged on the same figures the pages show.
+    evaluation = run["evaluation"]
+    assert evaluation["passed"] is True, evaluation
+    m = evaluation["metrics"]
+    assert m["loss_avg_pct"] == pytest.approx(s["loss_pct"])
+    assert m["loss_avg_pct_send"] == pytest.approx(s["send"]["loss_pct"])
+    assert m["loss_avg_pct_recv"] == pytest.approx(s["recv"]["loss_pct"])
+    assert (m["mos_avg"], m["mos_p5"]) == (s["mos"], s["mos_p5"])
+    # The results API: per direction, percentiles within what was seen.
+    _, results = platform.request("GET", f"/api/v1/runs/{run_id}/results")
+    assert 100 * results["directions"]["send"]["loss"]["fraction"] == pytest.approx(
+        m["loss_avg_pct"]
+    )
+    assert results["groups"]["B"]["direction"] == "send"
+    for direction in ("send", "recv"):
+        for key in ("mos", "jitter_ms", "fraction_lost"):
+            f = results["directions"][direction][key]
+            assert all(f["min"] <= f[p] <= f["max"] for p in ("p50", "p95", "p99")), (key, f)
+    # JUnit carries each direction too (compare: tests/unit/test_ui_pages.py).
+    junit = subprocess.run(
+        [sys.executable, "-m", "callmeter_cli.main", "export", run_id, "--format", "junit",
+         "--api", platform.base],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    props = {p.get("name"): p.get("value") for p in ET.fromstring(junit).iter("property")}
+    assert float(props["loss_pct.send"]) == pytest.approx(s["send"]["loss_pct"], rel=1e-5)
+    assert float(props["loss_pct"]) == pytest.approx(s["loss_pct"], rel=1e-5)
+    _, html = platform.get_html(f"/runs/{run_id}?view=results")
+    assert 'data-side="send"' in html and "send: caller → callee" in html

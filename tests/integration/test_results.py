@@ -88,6 +88,12 @@ def run_id(database_url: str) -> str:
         assert fold_rollups(conn)
         assert write_rows(conn, rows[100:]) == 140
         assert write_rows(conn, rows[:50]) == 0  # redelivered: nothing counted twice
+        definition = {"name": "t", "duration_s": 20, "groups": [
+            {"name": "A", "endpoints": 3, "calls": "B"}, {"name": "B", "endpoints": 3}]}  # fmt: skip
+        conn.execute(
+            "INSERT INTO runs VALUES (%s, 't', 'COMPLETED', now(), %s)",
+            (rid, Jsonb({"run_id": rid, "definition": definition})),
+        )
         conn.execute(
             "INSERT INTO endpoints VALUES (%s, 'A-1', 'A', 'CLOSED', 'SUCCESS', NULL, '{}'),"
             " (%s, 'A-2', 'A', 'CLOSED', 'REGISTRATION_FAILED', NULL, '{}'),"
@@ -109,15 +115,25 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
             " FROM metric_samples WHERE run_id = %s AND direction = 'recv' GROUP BY ROLLUP (1)",
             (run_id,),
         ).fetchall()
+    # A calls B: B's receive side is the run's send direction, A's its recv direction.
+    direction = {"A": "recv", "B": "send"}
     for group, avg, lo, hi, pcts in exact:
-        got = (
-            doc["run"]["metrics"]["mos"]
-            if group is None
-            else doc["groups"][group]["metrics"]["mos"]
-        )
-        assert got["avg"] == pytest.approx(avg) and (got["min"], got["max"]) == (lo, hi)
-        for name, value in zip(("p50", "p95", "p99"), pcts, strict=True):
-            assert got[name] == pytest.approx(value, abs=0.01), (group, name)
+        if group is None:
+            continue  # every receive side together is no figure of the run (two directions)
+        for got in (doc["groups"][group]["metrics"]["mos"],
+                    doc["directions"][direction[group]]["mos"]):  # fmt: skip
+            assert got["avg"] == pytest.approx(avg) and (got["min"], got["max"]) == (lo, hi)
+            for name, value in zip(("p50", "p95", "p99"), pcts, strict=True):
+                assert got[name] == pytest.approx(value, abs=0.01), (group, name)
+                assert lo <= got[name] <= hi
+        assert doc["groups"][group]["direction"] == direction[group]
+    # The run's headline is the worse direction's: B received the lower MOS.
+    by_group = {g: (avg, lo) for g, avg, lo, _, _ in exact if g}
+    assert doc["run"]["metrics"]["mos"]["avg"] == pytest.approx(
+        min(a for a, _ in by_group.values())
+    )
+    assert doc["run"]["metrics"]["mos"]["avg"] == pytest.approx(by_group["B"][0])
+    assert doc["run"]["metrics"]["mos"]["min"] == min(lo for _, lo in by_group.values())
     assert doc["run"]["metrics"]["samples"]["n"] == 120
     assert doc["endpoints"]["B-3"]["jitter_ms"]["max"] == 5.0
     # Per endpoint too, the percentiles are within a bin of the raw samples' own.
@@ -150,6 +166,9 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
     assert sum(b["count"] for b in doc["mos_histogram"]) == 120
     summary = results.summary(conn=psycopg.connect(database_url), run_id=run_id)
     assert summary["samples"] == 120 and summary["packets_received"] == 6000
+    assert summary["send"]["samples"] == summary["recv"]["samples"] == 60
+    assert summary["mos"] == summary["send"]["mos"] < summary["recv"]["mos"]
+    assert summary["fraction_lost"] == summary["send"]["fraction_lost"] == 0.0
 
 
 # What readers see of each rollup, summed per key (a view may hold several rows of
@@ -177,9 +196,10 @@ def rollup_figures(conn: psycopg.Connection, run_id: str) -> dict[str, list[tupl
 def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
     database_url: str,
 ) -> None:
-    """Ingest's fast path computes the rollup deltas in Python; the conflict-tolerant
-    path in SQL from the rows it stored. Same rows, same rollups: edge bins, values
-    missing, sub-second times, out-of-order samples and send/recv at the same time."""
+    """Ingest's fast path rolls up the rows it COPYs; the conflict-tolerant path the
+    rows its INSERT stored (RETURNING, read back with their stored types). Same rows,
+    same rollups: edge bins, values missing, sub-second times, out-of-order samples
+    and send/recv at the same time; a redelivered part adds nothing."""
     migrate(database_url)
 
     def rows(rid: str) -> list[tuple[object, ...]]:
@@ -198,7 +218,9 @@ def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
     fast, slow = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert write_new_rows(conn, rows(fast)) == 244
-        assert write_staged(conn, rows(slow)) == 244
+        assert write_staged(conn, rows(slow)[:100]) == 100
+        assert write_staged(conn, rows(slow)) == 144  # the first 100 again: counted once
+        assert write_staged(conn, rows(slow)) == 0
         before = rollup_figures(conn, fast)
         assert before == rollup_figures(conn, slow) and all(before.values())
         assert fold_rollups(conn)  # deltas -> folded rows: what readers see is unchanged
@@ -248,9 +270,22 @@ def test_series_per_second_and_per_endpoint_with_the_key_checked(
         series = stats.endpoint_series(conn, run_id, "A-2", "jitter_ms")
         with pytest.raises(KeyError):
             stats.endpoint_series(conn, run_id, "A-2", "mos; DROP TABLE runs")
+        send = stats.run_series(conn, run_id, direction="send")
+        worst = stats.worst_series(conn, run_id)
+        exact = conn.execute(
+            "SELECT group_name, date_trunc('second', time), avg(mos) FROM metric_samples"
+            " WHERE run_id = %s AND direction = 'recv' GROUP BY 1, 2 ORDER BY 2",
+            (run_id,),
+        ).fetchall()
     assert len(points) == 20 and points[0]["mos"]["n"] == 6
     assert len(coarse) == 4 and coarse[0]["mos"]["n"] == 15
     assert [v for _, v in series][:4] == [2.0, 3.0, 4.0, 2.0]
+    # Per direction: B receives what A (the caller) sends; per second, the worse one.
+    by = {(g, t): avg for g, t, avg in exact}
+    assert [p["mos"]["avg"] for p in send] == pytest.approx([by["B", p["t"]] for p in send])
+    assert len(worst) == 20 and [w["t"] for w in worst] == list(range(20))
+    for w, p in zip(worst, points, strict=True):
+        assert w["mos"] == pytest.approx(min(by["A", p["t"]], by["B", p["t"]]))
 
 
 def test_migrations_applied_concurrently_run_once(new_database, storage_mode: str) -> None:  # type: ignore[no-untyped-def]
@@ -314,6 +349,9 @@ def test_results_routes_and_exports(nats_server, database_url: str, run_id: str)
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "key"
         assert client.get("/api/v1/runs/nosuchrun/results").status_code == 404
         assert len(client.get(f"/api/v1/runs/{run_id}/series").json()["points"]) == 20
+        recv = client.get(f"/api/v1/runs/{run_id}/series?direction=recv").json()["points"]
+        assert len(recv) == 20 and recv[0]["mos"]["n"] == 3  # A's three endpoints
+        assert client.get(f"/api/v1/runs/{run_id}/series?direction=up").status_code == 422
 
         text = client.get(f"/api/v1/runs/{run_id}/samples?format=csv").text
         rows = list(csv.DictReader(io.StringIO(text)))
@@ -366,23 +404,35 @@ def test_the_results_page_of_a_finished_run(nats_server, database_url: str) -> N
     rid = uuid.uuid4().hex[:8]
     with psycopg.connect(database_url, autocommit=True) as conn:
         seed_finished_run(conn, rid)
-        avg, lo = conn.execute(
-            "SELECT avg(mos), min(mos) FROM metric_samples WHERE run_id = %s AND direction = 'recv'",
+        # Per group, from the raw samples: A receives what B sends back (recv), B what
+        # the callers of A send (send).
+        by_group = dict((g, (avg, lo)) for g, avg, lo in conn.execute(
+            "SELECT group_name, avg(mos), min(mos) FROM metric_samples"
+            " WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
             (rid,),
-        ).fetchone()  # fmt: skip
+        ).fetchall())  # fmt: skip
     app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url))
     with TestClient(app) as client:
         page = client.get(f"/runs/{rid}", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "COMPLETED" in page.text
     html = page.text
     assert 'id="results"' in html and 'id="percentiles"' in html
-    row = html.split('data-metric="mos"', 1)[1].split("</tr>", 1)[0]
-    cells = [c.split("<", 1)[0] for c in row.split('class="num')[1:]]
-    values = [c.split(">", 1)[1] for c in cells]
-    assert values[0] == f"{avg:.2f}" and values[4] == f"{lo:.2f}", values  # avg, min
-    assert values[-1] == "120"  # receive-side endpoint-seconds
+
+    def mos_row(side: str) -> list[str]:
+        row = html.split(f'data-metric="mos" data-side="{side}"', 1)[1].split("</tr>", 1)[0]
+        cells = [c.split("<", 1)[0] for c in row.split('class="num')[1:]]
+        return [c.split(">", 1)[1] for c in cells]
+
+    for side, group in (("send", "B"), ("recv", "A")):
+        avg, lo = by_group[group]
+        values = mos_row(side)
+        assert values[0] == f"{avg:.2f}" and values[4] == f"{lo:.2f}", values  # avg, min
+        assert values[-1] == "60"  # receive-side endpoint-seconds of that direction
+    worst = mos_row("worst")  # each figure the worse direction's: B's lower MOS here
+    assert worst[0] == f"{min(a for a, _ in by_group.values()):.2f}"
+    assert worst[4] == f"{min(lo for _, lo in by_group.values()):.2f}" and worst[-1] == "120"
     charts = html.split('id="result-charts"', 1)[1].split("</div>", 1)[0]
-    # The charts over time (the per-second series: the continuous aggregate in
-    # TimescaleDB mode) have a line of 20 points each.
+    # The charts over time (each direction's average and the worst endpoint per second,
+    # from the rollups in both storage modes) have lines of 20 points each.
     lines = [p.split('points="', 1)[1].split('"', 1)[0] for p in charts.split("<polyline")[1:]]
     assert lines and all(len(points.split()) == 20 for points in lines), lines

@@ -61,6 +61,7 @@ def test_codec_round_trips_every_kind_of_event():
         ev.TestSaved(test_id="t1", definition=DEFINITION),
         ev.RunCreated(run_id="r1", test_id="t1", definition=DEFINITION),
         ev.RunRejected(run_id="r1", reason="no worker online"),
+        ev.RunSamplesStored(run_id="r1", samples=1200, metrics_seq=4711),
         ev.RunDispatching(run_id="r1", worker_ids=["w1"], plan={"A-1": "w1"}),
         ev.EndpointFinished(run_id="r1", endpoint_id="A-1", outcome="CALL_FAILED", sip_code=486),
         ev.WorkerLost(worker_id="w1", reason="missed 3 heartbeats", last_seq=7),

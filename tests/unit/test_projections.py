@@ -17,6 +17,7 @@ from callmeter_events import (
     RunFailed,
     RunQueued,
     RunRejected,
+    RunSamplesStored,
     RunStarted,
     RunStopping,
     StopRequested,
@@ -124,6 +125,17 @@ def test_terminal_statuses_are_final():
         False,
     )
     assert [h.status for h in run.history] == ["PENDING", "QUEUED", "RUNNING", "FAILED"]
+
+
+def test_the_watermark_marks_a_finished_run_without_changing_its_status():
+    done = started(RunCompleted(run_id="r", occurred_at=at(5)))
+    assert done.runs["r"].samples_stored is None  # finished, samples maybe still in flight
+    marked = started(
+        RunCompleted(run_id="r", occurred_at=at(5)),
+        RunSamplesStored(run_id="r", samples=40, metrics_seq=99),
+    )
+    run = marked.runs["r"]
+    assert (run.status, run.samples_stored, len(run.history)) == ("COMPLETED", 40, 4)
 
 
 def test_the_first_plan_wins():

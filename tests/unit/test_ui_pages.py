@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from callmeter_api.endpoint_views import ListQuery, endpoint_page, group_breakdown, timeline
 from callmeter_api.pages import env, render_block
 from callmeter_api.svg import topology
-from callmeter_api.views import run_view
+from callmeter_api.views import compare_view, run_view
 
 DEFINITION = {
     "name": "office", "duration_s": 20, "buildup_s": 0,
@@ -47,6 +47,27 @@ def test_a_live_run_page_connects_one_stream_and_colours_by_threshold():
     assert 'class="st-good" data-endpoint="A-1"' in html
     assert 'class="st-warn" data-endpoint="A-2"' in html
     assert 'class="topology"' in html
+
+
+def test_the_run_page_and_compare_show_each_direction_under_the_worse_one():
+    ctx = run_ctx("COMPLETED")
+    summary = {"samples": 8, "mos": 3.9, "jitter_ms": 2.0, "fraction_lost": 0.05,
+               "send": {"mos": 3.9, "jitter_ms": 2.0, "fraction_lost": 0.05},
+               "recv": {"mos": 4.4, "jitter_ms": 1.0, "fraction_lost": 0.0}}  # fmt: skip
+    view = run_view({**ctx["run"], "run_id": "r1", "definition": DEFINITION}, [], summary)
+    assert (view["summary"]["loss_pct"], view["summary"]["send"]["loss_pct"]) == (5.0, 5.0)
+    assert view["summary"]["recv"]["loss_pct"] == 0.0
+    html = env.get_template("run.html").render(**{**ctx, "run": view})
+    loss = html.split('data-sides="loss_pct"', 1)[1].split("</div>", 1)[0]
+    assert loss == '>send <span class="bad">5.00</span> · recv <span class="good">0.00</span>'
+    other = run_view({**ctx["run"], "run_id": "r2", "definition": DEFINITION}, [],
+                     {"mos": 4.4, "fraction_lost": 0.0, "send": {"mos": 4.4, "fraction_lost": 0.0},
+                      "recv": {"mos": 4.4, "fraction_lost": 0.0}})  # fmt: skip
+    rows = compare_view([other, view])
+    assert rows[1]["values"]["loss_pct_send"] == 5.0 and rows[1]["values"]["loss_pct_recv"] == 0.0
+    assert rows[1]["deltas"]["loss_pct_send"] == 5.0 and rows[1]["deltas"]["mos_recv"] == 0.0
+    page = env.get_template("compare.html").render(rows=rows, charts=[])
+    assert "Loss % send" in page and "Loss % recv" in page
 
 
 def test_the_live_block_alone_is_a_fragment_and_a_finished_run_offers_rerun():

@@ -35,10 +35,14 @@ def test_percentiles_are_in_display_units_and_graded_by_the_user_thresholds():
     assert loss["unit"] == "%" and loss["values"]["p95"] == 5.0  # a fraction, shown in percent
     assert (loss["grades"]["avg"], loss["grades"]["p95"]) == ("good", "bad")  # <1 good, >3 bad
     assert rows["rtt_ms"]["values"]["p50"] is None and rows["rtt_ms"]["grades"]["p50"] == ""
-    # Percentiles come from histogram bins (midpoints): never shown outside min..max.
-    clamped = percentile_rows({"jitter_ms": {"n": 2, "p50": 1.8, "p95": 2.5, "p99": 2.5,
-                                             "min": 2.0, "max": 2.4}})[1]["values"]  # fmt: skip
-    assert (clamped["p50"], clamped["p95"], clamped["p99"]) == (2.0, 2.4, 2.4)
+    # Each direction gets its rows under the headline (the worse direction's figures).
+    sides = percentile_rows(
+        {"fraction_lost": {"n": 4, "avg": 0.05}},
+        {"send": {"fraction_lost": {"n": 2, "avg": 0.05}},
+         "recv": {"fraction_lost": {"n": 2, "avg": 0.0}}},
+    )  # fmt: skip
+    loss_rows = [(r["side"], r["values"]["avg"]) for r in sides if r["key"] == "fraction_lost"]
+    assert loss_rows == [("worst", 5.0), ("send", 5.0), ("recv", 0.0)]
 
 
 def test_outcomes_and_sip_codes_cover_every_endpoint():
@@ -57,16 +61,25 @@ def test_outcomes_and_sip_codes_cover_every_endpoint():
     assert sip_code_rows([]) == []
 
 
-def test_charts_over_time_draw_average_and_worst_with_threshold_marks():
+def test_charts_over_time_draw_each_direction_and_the_worst_with_threshold_marks():
     series = [
         {"t": T0 + timedelta(seconds=s),
-         "mos": {"avg": 4.3, "min": 3.9 - s / 10}, "fraction_lost": {"avg": 0.01, "max": 0.04}}
+         "all": {"mos": {"avg": 4.15, "min": 3.9 - s / 10},
+                 "fraction_lost": {"avg": 0.01, "max": 0.04}},
+         "send": {"mos": {"avg": 4.0}, "fraction_lost": {"avg": 0.02}},
+         "recv": {"mos": {"avg": 4.3}, "fraction_lost": {"avg": 0.0}}}
         for s in range(5)
     ]  # fmt: skip
     charts = series_charts(series)
     assert len(charts) == 4
     mos = ET.fromstring(charts[0])
     assert [p.find(f"{SVG}title").text for p in mos.iter(f"{SVG}polyline")] == [
+        "send average", "recv average", "worst (min)"
+    ]  # fmt: skip
+    # Without a known direction (no definition): one average over every receive side.
+    alone = ET.fromstring(series_charts([{k: v for k, v in p.items() if k in ("t", "all")}
+                                         for p in series])[0])  # fmt: skip
+    assert [p.find(f"{SVG}title").text for p in alone.iter(f"{SVG}polyline")] == [
         "average", "worst (min)"
     ]  # fmt: skip
     assert len(mos.findall(f"{SVG}line[@stroke-dasharray]")) == 2  # good 3.5, bad 3.0

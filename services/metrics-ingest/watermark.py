@@ -1,0 +1,90 @@
+"""The per-run watermark: RunSamplesStored once every sample of a finished run is stored.
+
+How ingest knows "all": a worker publishes an endpoint's last samples before its
+EndpointFinished (the supervisor flushes the run's batch first and waits for
+JetStream's ack), and the scheduler ends a run after its endpoints finished. So
+when RunCompleted or RunFailed is in CALLMETER_EVENTS, every sample of the run
+is in CALLMETER_METRICS already, at or below the stream's last sequence read
+now. Ingest acks a metrics message only once its samples are committed (or
+dead-lettered with a reason), so once the ingest consumer's ack floor (every
+message up to it acked) reaches that sequence, the run's samples are all
+stored: RunSamplesStored, with the number of receive-side samples stored.
+
+A run that ended by timeout (an endpoint never reported) may still get samples
+from a host that was only late; they are stored, but after the watermark.
+
+This is ingest reading its own consumer; nothing else needs to know how ingest
+consumes. The run endings come through a durable consumer, so a run that ended
+while ingest was down gets its watermark when ingest is back; several ingest
+processes share it (each ending goes to one), and the event's Nats-Msg-Id (one
+per run) keeps a repeated one out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import psycopg
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+
+from callmeter_common.bus import Bus
+from callmeter_events import EVENTS, METRICS, Event, RunCompleted, RunFailed, RunSamplesStored
+from callmeter_events.subjects import run_endings
+
+log = logging.getLogger(__name__)
+
+DURABLE = "metrics-ingest-watermark"
+_SAMPLES = (
+    "SELECT coalesce(sum(n), 0) FROM rollup_endpoint WHERE run_id = %s AND metric = 'samples'"
+)
+
+
+class Watermarks:
+    def __init__(self, bus: Bus, database_url: str, consumer: str, poll_s: float = 0.1) -> None:
+        self.bus = bus
+        self.database_url = database_url
+        self.consumer = consumer  # ingest's own durable on CALLMETER_METRICS
+        self.poll_s = poll_s
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        await self.bus.pull_loop(
+            EVENTS, DURABLE, run_endings(), self.handle, stop, batch=16, max_deliver=-1
+        )
+
+    async def handle(self, batch: list[tuple[Msg, Event]]) -> None:
+        for msg, event in batch:
+            if isinstance(event, RunCompleted | RunFailed):
+                await self.mark(event.run_id, msg)
+            await msg.ack()
+
+    async def mark(self, run_id: str, msg: Msg | None = None) -> RunSamplesStored:
+        """Wait until everything in CALLMETER_METRICS now is stored, then publish the mark."""
+        through = await self.bus.last_seq(METRICS.name)
+        touched = time.monotonic()
+        while await self._ack_floor() < through:
+            if msg is not None and time.monotonic() - touched > 10:  # well inside ack_wait
+                touched = time.monotonic()
+                await msg.in_progress()
+            await asyncio.sleep(self.poll_s)
+        samples = await asyncio.to_thread(self._samples, run_id)
+        event = RunSamplesStored(run_id=run_id, samples=samples, metrics_seq=through)
+        await self.bus.publish(event)
+        log.info("run %s: %d samples stored (metrics through %d)", run_id, samples, through)
+        return event
+
+    async def _ack_floor(self) -> int:
+        """The stream sequence up to which ingest acked every message (0: not consuming yet)."""
+        try:
+            info: Any = await self.bus.js.consumer_info(METRICS.name, self.consumer)
+        except NotFoundError:
+            return 0
+        return int(info.ack_floor.stream_seq)
+
+    def _samples(self, run_id: str) -> int:
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(_SAMPLES, (run_id,)).fetchone()
+            return int(row[0]) if row else 0

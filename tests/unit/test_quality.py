@@ -1,0 +1,147 @@
+"""A run's quality per direction, its headline and threshold values: the pure core of
+callmeter_storage.stats, which the API, the pages, the evaluator and JUnit all read."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from callmeter_cli.junit import junit_xml
+from callmeter_events.thresholds import QUALITY_METRICS, parse
+from callmeter_storage import quality
+from callmeter_storage.rollup import bin_of
+
+DEFINITION = {
+    "groups": [
+        {"name": "A", "calls": "B"},
+        {"name": "B"},
+        {"name": "ext", "target_uri": "sip:echo@example.net"},
+        {"name": "idle"},
+    ]
+}
+
+
+def test_a_groups_received_streams_are_one_direction_of_the_run() -> None:
+    assert quality.receive_direction(DEFINITION, "A") == "recv"  # callers receive
+    assert quality.receive_direction(DEFINITION, "B") == "send"  # what callers send
+    assert quality.receive_direction(DEFINITION, "ext") == "recv"
+    assert quality.receive_direction(DEFINITION, "idle") is None
+    assert quality.receive_direction(DEFINITION, "nope") is None
+    assert quality.receive_direction(None, "A") is None
+
+
+def group_rows(group: str, loss: float, mos: float, jitter: float, seconds: int = 20) -> tuple:
+    """Rollup rows of a group whose 4 endpoints each received 50 packets a second."""
+    samples = 4 * seconds
+    lost = round(50 * samples * loss / (1 - loss))
+    rows = [
+        (group, "samples", samples, float(samples), 1.0, 1.0),
+        (group, "packets", samples, 50.0 * samples, 50.0, 50.0),
+        (group, "packets_lost", samples, float(lost), 0.0, float(lost)),
+        (group, "mos", samples, mos * samples, mos, mos),
+        (group, "jitter_ms", samples, jitter * samples, jitter, jitter),
+        (group, "fraction_lost", samples, loss * samples, loss, loss),
+    ]
+    hist = [
+        (group, m, bin_of(m, v), samples)
+        for m, v in (("mos", mos), ("jitter_ms", jitter), ("fraction_lost", loss))
+    ]
+    return rows, hist
+
+
+def directions_of(*groups: tuple) -> dict:
+    rows = [r for g in groups for r in g[0]]
+    hist = [h for g in groups for h in g[1]]
+    key_of = {g: quality.receive_direction(DEFINITION, g) for g in ("A", "B")}
+    combined = quality.combine(quality.accumulate(rows, hist), key_of)
+    return {k: quality.figures(v) for k, v in combined.items()}
+
+
+def test_the_headline_is_the_worse_direction_never_the_average() -> None:
+    # A sends to B with 5 % loss; what B sends back arrives clean.
+    directions = directions_of(group_rows("B", 0.05, 4.0, 1.2), group_rows("A", 0.0, 4.4, 0.3))
+    assert directions["send"]["loss"]["fraction"] == pytest.approx(0.05, abs=2e-4)
+    assert directions["recv"]["loss"]["fraction"] == 0.0
+    worst = quality.headline(directions)
+    assert worst["loss"]["fraction"] == pytest.approx(0.05, abs=2e-4)  # not 0.025
+    assert worst["mos"]["avg"] == 4.0 and worst["mos"]["p5"] == 4.0
+    assert worst["jitter_ms"]["avg"] == 1.2 and worst["jitter_ms"]["p95"] == 1.2
+    # Counts are added up over both directions.
+    assert worst["samples"]["n"] == 160 and worst["packets"]["sum"] == 8000
+    summary = quality.summary(worst)
+    assert summary["fraction_lost"] == pytest.approx(0.05, abs=2e-4) and summary["mos"] == 4.0
+    assert summary["packets_received"] == 8000
+
+
+def test_each_headline_figure_is_the_worse_of_the_directions_figures() -> None:
+    # send has the lower average MOS, recv the lower minimum: each figure is its own worst.
+    send = {"mos": {"n": 3, "avg": 3.9, "min": 3.8, "p5": 3.8}, "loss": {"fraction": 0.01}}
+    recv = {"mos": {"n": 5, "avg": 4.2, "min": 2.0, "p5": 2.5}, "loss": {"fraction": None}}
+    worst = quality.headline({"send": send, "recv": recv})
+    assert worst["mos"] == {"n": 8, "avg": 3.9, "min": 2.0, "p5": 2.5}
+    assert worst["loss"]["fraction"] == 0.01
+    assert quality.headline({})["loss"]["fraction"] is None
+
+
+def test_threshold_values_name_the_worse_direction_and_each_direction() -> None:
+    directions = directions_of(group_rows("B", 0.05, 4.0, 1.2), group_rows("A", 0.0, 4.4, 0.3))
+    values = quality.threshold_values(quality.headline(directions), directions)
+    assert values["loss_avg_pct"] == pytest.approx(5.0, abs=0.02)
+    assert values["loss_avg_pct_send"] == pytest.approx(5.0, abs=0.02)
+    assert values["loss_avg_pct_recv"] == 0.0
+    assert values["mos_avg"] == values["mos_avg_send"] == 4.0 and values["mos_avg_recv"] == 4.4
+    assert values["rtt_avg_ms"] is None  # no RTT in these samples: null, never a guess
+    # Every name the evaluator produces is a name a threshold may use, and the reverse.
+    for name in values:
+        parse(f"{name} >= 0")
+    assert set(quality.THRESHOLD_FIGURES) == set(QUALITY_METRICS)
+
+
+def test_junit_reports_quality_per_direction_as_suite_properties() -> None:
+    run = {
+        "id": "r1", "name": "t",
+        "summary": {"mos": 4.0, "loss_pct": 5.0, "send": {"mos": 4.0, "loss_pct": 5.0},
+                    "recv": {"mos": 4.4, "loss_pct": 0.0}},
+        "evaluation": {"results": [{"expression": "loss_avg_pct_recv <= 1", "actual": 0.0,
+                                    "passed": True}]},
+        "endpoints": [],
+    }  # fmt: skip
+    root = ET.fromstring(junit_xml(run))
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert (props["loss_pct"], props["loss_pct.send"], props["loss_pct.recv"]) == ("5", "5", "0")
+    assert props["mos.recv"] == "4.4" and props["jitter_ms.send"] == ""
+    assert [c.get("name") for c in root.iter("testcase")] == ["loss_avg_pct_recv <= 1"]
+    assert root.get("tests") == "1" and root.get("failures") == "0"
+
+
+def test_series_points_keep_each_direction_apart_and_all_together() -> None:
+    rows = [  # (t, group, metric, n, sum, min, max)
+        (0, "A", "mos", 4, 17.6, 4.4, 4.4), (0, "B", "mos", 4, 16.0, 4.0, 4.0),
+        (1, "B", "mos", 4, 16.0, 3.9, 4.1), (1, "idle", "mos", 1, 1.0, 1.0, 1.0),
+    ]  # fmt: skip
+    points = quality.series(rows, {"A": "recv", "B": "send", "idle": None})
+    assert [p["t"] for p in points] == [0, 1]
+    first, second = points
+    assert first["recv"]["mos"]["avg"] == pytest.approx(4.4)
+    assert first["send"]["mos"]["avg"] == pytest.approx(4.0)
+    assert first["all"]["mos"] == {"n": 8, "avg": pytest.approx(4.2), "min": 4.0, "max": 4.4}
+    assert "recv" not in second and second["all"]["mos"]["min"] == 1.0
+
+
+def test_the_cli_summary_shows_the_worse_direction_and_each_direction() -> None:
+    from rich.console import Console
+
+    from callmeter_cli.run_cmd import summary_table
+
+    run = {"id": "r1", "status": "COMPLETED", "call_success_rate": 100.0, "outcome_counts": {},
+           "summary": {"mos": 3.9, "loss_pct": 5.0, "send": {"mos": 3.9, "loss_pct": 5.0},
+                       "recv": {"mos": 4.4, "loss_pct": 0.0}}}  # fmt: skip
+    console = Console(record=True, width=100)
+    console.print(summary_table(run))
+    cells = {
+        row[0]: row[1:]
+        for line in console.export_text().splitlines()
+        if (row := [c.strip() for c in line.strip("│ ").split("│")])[0] in ("loss %", "MOS (avg)")
+    }
+    assert cells == {"MOS (avg)": ["3.90", "3.90", "4.40"], "loss %": ["5.00", "5.00", "0.00"]}
