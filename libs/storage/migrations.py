@@ -182,6 +182,11 @@ def m013_catalogue_columns(conn: psycopg.Connection) -> None:
         )
 
 
+def m020_projection_versions(conn: psycopg.Connection) -> None:
+    # Which fold code wrote the read models: another one rebuilds them from sequence 1.
+    conn.execute("CREATE TABLE projection_versions (name text PRIMARY KEY, version text NOT NULL)")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -191,6 +196,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (11, "webhook delivery claims", m011_webhook_claims),
     (12, "read-model positions per projection, only forward", m012_forward_only_positions),
     (13, "columns for catalogue keys added since m001", m013_catalogue_columns),
+    (20, "fold version of the read models", m020_projection_versions),
 ]
 
 
