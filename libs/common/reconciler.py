@@ -94,8 +94,6 @@ class Reconciler:
 
     async def _on_event(self, seq: int, event: Event) -> None:
         self.world.apply(seq, event)
-        if not self._caught_up.is_set() and seq >= self._target_seq:
-            self._caught_up.set()
         self._wake.set()
 
     async def _on_worker_event(self, seq: int, event: Event) -> None:
@@ -117,14 +115,13 @@ class Reconciler:
     async def start(self) -> None:
         self._target_seq = await self.bus.last_seq(EVENTS.name)
         await self._resume()
-        if self._target_seq <= self.world.runs.position:
-            self._caught_up.set()
-        await self.bus.fold(EVENTS, self.world.runs.position + 1, self._on_event)
+        start = self.world.runs.position + 1
+        await self.bus.fold(EVENTS, start, self._on_event, caught_up=self._caught_up)
         await self.bus.fold(
             WORKERS, 0, self._on_worker_event, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
         )
         await self._caught_up.wait()
-        log.info("caught up at sequence %d", self._target_seq)
+        log.info("caught up at sequence %d", self.world.runs.position)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()

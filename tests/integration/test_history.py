@@ -5,9 +5,6 @@ from sequence 1 that still gives the rows of the live path."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,40 +13,12 @@ from callmeter_api.projector import Projector
 from callmeter_cli.rebuild import rebuild
 from callmeter_common.bus import Bus
 from callmeter_common.reconciler import Reconciler
-from callmeter_common.servers import Server, start_nats
+from callmeter_common.servers import Server
 from callmeter_common.snapshots import SnapshotStore
 from callmeter_events import EVENTS, EndpointPhaseChanged, Event
-from callmeter_storage.migrations import migrate
-from tests.support.history import history
+from tests.support.history import history, run_story
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[Server]:
-    server = start_nats(tmp_path / "nats")  # a stream holding only this test's log
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def own_db(postgres_server: Server) -> Iterator[str]:
-    name = f"history_{uuid.uuid4().hex[:8]}"
-    base = postgres_server.url.rsplit("/", 1)[0]
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    migrate(f"{base}/{name}")
-    yield f"{base}/{name}"
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-async def bus(own_nats: Server) -> AsyncIterator[Bus]:
-    b = await Bus.connect(own_nats.url, "test")
-    await b.ensure_streams()
-    yield b
-    await b.close()
 
 
 async def publish(bus: Bus, events: list[Event]) -> int:
@@ -62,21 +31,21 @@ def nothing_to_decide(world, now):  # type: ignore[no-untyped-def]
     return []
 
 
-async def test_control_services_resume_from_their_snapshot(bus: Bus):
+async def test_control_services_resume_from_their_snapshot(own_bus: Bus):
     log = history()
     half = len(log) // 2
-    await publish(bus, log[:half])
-    store = await SnapshotStore.open(bus.js)
-    first = Reconciler(bus, nothing_to_decide, snapshots=store, name="scheduler")
+    await publish(own_bus, log[:half])
+    store = await SnapshotStore.open(own_bus.js)
+    first = Reconciler(own_bus, nothing_to_decide, snapshots=store, name="scheduler")
     await first.start()
     await first.snapshot(force=True)
     saved = first.world.runs.position
     assert saved == half
 
-    last = await publish(bus, log[half:])
-    resumed = Reconciler(bus, nothing_to_decide, snapshots=store, name="scheduler")
+    last = await publish(own_bus, log[half:])
+    resumed = Reconciler(own_bus, nothing_to_decide, snapshots=store, name="scheduler")
     await resumed.start()
-    from_one = Reconciler(bus, nothing_to_decide)  # no snapshot: folds from sequence 1
+    from_one = Reconciler(own_bus, nothing_to_decide)  # no snapshot: folds from sequence 1
     await from_one.start()
     for _ in range(100):
         if resumed.world.runs.position == from_one.world.runs.position == last:
@@ -84,6 +53,15 @@ async def test_control_services_resume_from_their_snapshot(bus: Bus):
         await asyncio.sleep(0.05)
     assert resumed.world.runs == from_one.world.runs
     assert sorted(resumed.world.runs.runs) == ["r4", "r6"]  # finished runs left memory
+
+    # Deleting a run purges its subjects; when they were the stream's tail, the
+    # stream's last sequence names a message that is gone: start-up still ends.
+    await publish(own_bus, run_story("r7", 7))  # finished, then deleted
+    await own_bus.js.purge_stream(EVENTS.name, subject="callmeter.run.r7.>")
+    for start_from in (store, None):  # from the snapshot, and from sequence 1
+        again = Reconciler(own_bus, nothing_to_decide, snapshots=start_from, name="scheduler")
+        await asyncio.wait_for(again.start(), 10)
+        assert sorted(again.world.runs.runs) == ["r4", "r6"]
 
 
 def rows(url: str) -> list[list[tuple[object, ...]]]:
@@ -94,8 +72,10 @@ def rows(url: str) -> list[list[tuple[object, ...]]]:
         ]
 
 
-async def running(bus: Bus, url: str, last: int) -> tuple[Projector, asyncio.Event, asyncio.Task]:  # type: ignore[type-arg]
-    projector, stop = Projector(bus, url), asyncio.Event()
+async def running(
+    own_bus: Bus, url: str, last: int
+) -> tuple[Projector, asyncio.Event, asyncio.Task]:  # type: ignore[type-arg]
+    projector, stop = Projector(own_bus, url), asyncio.Event()
     await projector.start()
     task = asyncio.create_task(projector.run(stop))
     for _ in range(200):
@@ -107,10 +87,10 @@ async def running(bus: Bus, url: str, last: int) -> tuple[Projector, asyncio.Eve
 
 
 async def test_projector_resumes_from_its_rows_and_reads_finished_runs_back(
-    bus: Bus, own_db: str, own_nats: Server
+    own_bus: Bus, own_db: str, own_nats: Server
 ):
-    last = await publish(bus, history())
-    projector, stop, task = await running(bus, own_db, last)
+    last = await publish(own_bus, history())
+    projector, stop, task = await running(own_bus, own_db, last)
     await asyncio.sleep(0.2)  # the write loop evicts after each write
     assert sorted(projector.models.runs.runs) == ["r4", "r6"]  # settled runs left memory
     task.cancel()
@@ -118,8 +98,8 @@ async def test_projector_resumes_from_its_rows_and_reads_finished_runs_back(
     # A late report for a finished run, folded by a resumed projector: the run's state
     # is read back from its rows, updated and written again, then forgotten again.
     late = EndpointPhaseChanged(run_id="r1", endpoint_id="B-1", phase="DISCONNECTING")
-    last = await publish(bus, [late])
-    projector, stop, task = await running(bus, own_db, last)
+    last = await publish(own_bus, [late])
+    projector, stop, task = await running(own_bus, own_db, last)
     with psycopg.connect(own_db) as conn:
         doc = conn.execute(
             "SELECT doc FROM endpoints WHERE run_id = 'r1' AND endpoint_id = 'B-1'"
@@ -139,6 +119,6 @@ async def test_projector_resumes_from_its_rows_and_reads_finished_runs_back(
     with psycopg.connect(own_db, autocommit=True) as conn:
         conn.execute("UPDATE projection_versions SET version = 'an-older-fold'")
         conn.execute("UPDATE runs SET doc = '{}'::jsonb")  # stale rows
-    projector, stop, task = await running(bus, own_db, last)
+    projector, stop, task = await running(own_bus, own_db, last)
     task.cancel()
     assert rows(own_db) == live
