@@ -35,6 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nats
@@ -83,8 +84,8 @@ class Services:
 
     def start_ready(self, name: str, timeout: float) -> tuple[float, int]:
         """Start `name`, wait until it is ready; returns (seconds, RSS KiB), then stops it."""
-        self.starts += 1
-        log = self.data_dir / f"{name}-{self.starts}.log"
+        self.starts += 1  # (a log per start; two may start at once, the count is a name)
+        log = self.data_dir / f"{name}-{self.starts}-{time.monotonic_ns()}.log"
         port = free_port()
         env = {**self.env, "CALLMETER_PORT": str(port)}
         t0 = time.perf_counter()
@@ -156,10 +157,11 @@ async def ensure_streams(nats_url: str) -> int:
 def measure(
     services: Services, label: str, warm_up: bool, timeout: float
 ) -> dict[str, tuple[float, int]]:
+    if warm_up:  # side by side: not measured (the API's warm-up was the rebuild)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda n: services.start_ready(n, timeout), SERVICES[:2]))
     figures = {}
     for name in SERVICES:
-        if warm_up and name != "api":  # the API's warm-up was the rebuild
-            services.start_ready(name, timeout)
         figures[name] = t, rss = services.start_ready(name, timeout)
         print(f"  {label:8} {name:10} ready {t:6.2f} s   RSS {rss / 1024:7.1f} MiB", flush=True)
     return figures

@@ -136,6 +136,17 @@ class Projector:
         self.models.runs.position = stored[RUNS]
         log.info("resumed read models at %s (%d runs in flight)", stored, len(runs))
 
+    def run_project(self, run_id: str) -> str | None:
+        """The project of a run that may have left memory, from its row."""
+        run = self.models.runs.runs.get(run_id)
+        if run is not None:
+            return run.definition.project
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                "SELECT doc->'definition'->>'project' FROM runs WHERE run_id = %s", (run_id,)
+            ).fetchone()
+        return row[0] if row else None
+
     def _load(self, run_id: str) -> None:
         """Read a settled run back from its rows (retrying while the database is away)."""
         while True:
@@ -150,17 +161,6 @@ class Projector:
                 time.sleep(self.retry_s)
         if found is not None:
             self.models.restore([], [found])
-
-    def run_project(self, run_id: str) -> str | None:
-        """The project of a run that may have left memory, from its row."""
-        run = self.models.runs.runs.get(run_id)
-        if run is not None:
-            return run.definition.project
-        with psycopg.connect(self.database_url) as conn:
-            row = conn.execute(
-                "SELECT doc->'definition'->>'project' FROM runs WHERE run_id = %s", (run_id,)
-            ).fetchone()
-        return row[0] if row else None
 
     def _seen(self, name: str, position: int) -> None:
         """Stored up to `position`: settled runs whose rows that covers leave memory."""

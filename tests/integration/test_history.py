@@ -5,6 +5,7 @@ from sequence 1 that still gives the rows of the live path."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import psycopg
 import pytest
@@ -16,9 +17,11 @@ from callmeter_common.reconciler import Reconciler
 from callmeter_common.servers import Server
 from callmeter_common.snapshots import SnapshotStore
 from callmeter_events import EVENTS, EndpointPhaseChanged, Event
+from callmeter_storage.readmodels import RUNS
 from tests.support.history import history, run_story
 
 pytestmark = pytest.mark.integration
+Stopper = Callable[[], Awaitable[None]]
 
 
 async def publish(bus: Bus, events: list[Event]) -> int:
@@ -72,34 +75,35 @@ def rows(url: str) -> list[list[tuple[object, ...]]]:
         ]
 
 
-async def running(
-    own_bus: Bus, url: str, last: int
-) -> tuple[Projector, asyncio.Event, asyncio.Task]:  # type: ignore[type-arg]
-    projector, stop = Projector(own_bus, url), asyncio.Event()
+async def running(bus: Bus, url: str, last: int) -> tuple[Projector, Stopper]:
+    projector, stop = Projector(bus, url, retry_s=0.1), asyncio.Event()
     await projector.start()
-    task = asyncio.create_task(projector.run(stop))
-    for _ in range(200):
-        if projector.written >= last:
-            break
-        await asyncio.sleep(0.05)
-    assert projector.written >= last
-    return projector, stop, task
+    tasks = projector.tasks(stop)
+
+    async def stopper() -> None:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # the writer's locks go
+
+    assert await projector.wait_for_position(RUNS, last, 20)
+    return projector, stopper
 
 
 async def test_projector_resumes_from_its_rows_and_reads_finished_runs_back(
     own_bus: Bus, own_db: str, own_nats: Server
 ):
     last = await publish(own_bus, history())
-    projector, stop, task = await running(own_bus, own_db, last)
+    projector, stopper = await running(own_bus, own_db, last)
     await asyncio.sleep(0.2)  # the write loop evicts after each write
     assert sorted(projector.models.runs.runs) == ["r4", "r6"]  # settled runs left memory
-    task.cancel()
+    await stopper()
 
     # A late report for a finished run, folded by a resumed projector: the run's state
     # is read back from its rows, updated and written again, then forgotten again.
     late = EndpointPhaseChanged(run_id="r1", endpoint_id="B-1", phase="DISCONNECTING")
     last = await publish(own_bus, [late])
-    projector, stop, task = await running(own_bus, own_db, last)
+    projector, stopper = await running(own_bus, own_db, last)
     with psycopg.connect(own_db) as conn:
         doc = conn.execute(
             "SELECT doc FROM endpoints WHERE run_id = 'r1' AND endpoint_id = 'B-1'"
@@ -107,7 +111,7 @@ async def test_projector_resumes_from_its_rows_and_reads_finished_runs_back(
     assert doc["late_events"] == 1 and doc["outcome"] == "SUCCESS"
     await asyncio.sleep(0.2)
     assert "r1" not in projector.models.runs.runs
-    task.cancel()
+    await stopper()
 
     # `callmeter projections rebuild` folds from sequence 1 and writes the same rows.
     live = rows(own_db)
@@ -119,6 +123,6 @@ async def test_projector_resumes_from_its_rows_and_reads_finished_runs_back(
     with psycopg.connect(own_db, autocommit=True) as conn:
         conn.execute("UPDATE projection_versions SET version = 'an-older-fold'")
         conn.execute("UPDATE runs SET doc = '{}'::jsonb")  # stale rows
-    projector, stop, task = await running(own_bus, own_db, last)
-    task.cancel()
+    projector, stopper = await running(own_bus, own_db, last)
+    await stopper()
     assert rows(own_db) == live
