@@ -31,7 +31,7 @@ SUBJECTS = {TESTS: all_test_events(), RUNS: all_run_events()}
 # Advisory locks held, on the writing connections, by the one process that writes
 # the read models (runs, then tests); PostgreSQL releases a lock when its session
 # ends (the process died).
-WRITER_LOCKS = {RUNS: 727_002, TESTS: 727_003}
+WRITER_LOCKS = {RUNS: 727_011, TESTS: 727_012}  # apart from every other lock id
 # NOTIFY channel: "<projection>:<position>", sent by each write when it commits.
 CHANNEL = "read_models"
 VERSION_NAME = "read_models"  # projection_versions row: the fold code that wrote them

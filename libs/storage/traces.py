@@ -36,7 +36,7 @@ BEGIN
     IF to_regclass(part) IS NOT NULL THEN
         RETURN false;
     END IF;
-    PERFORM pg_advisory_xact_lock(727003);
+    PERFORM pg_advisory_xact_lock(727004);  -- ids: migrations 001, partitions 002, folds 003
     IF to_regclass(part) IS NOT NULL
        OR EXISTS (SELECT 1 FROM sip_messages_default WHERE ts >= lo AND ts < hi) THEN
         RETURN false;  -- made meanwhile, or that day already lives in DEFAULT
