@@ -17,6 +17,7 @@ from callmeter_events import (
     TestSaved,
 )
 from callmeter_storage import results, retention
+from callmeter_storage.readmodels import RUNS
 
 from .deps import Platform
 from .errors import ApiError
@@ -99,7 +100,9 @@ async def delete_run(p: Platform, run_id: str) -> dict[str, int]:
                        "retry in a few seconds", "run_id")  # fmt: skip
     await retention.purge_run_streams(p.bus, run_id)  # first: nothing can fold it back
     p.projector.models.runs.forget(run_id)
-    await p.projector.wait_for(p.projector.models.position, p.settings.projection_wait_s)
+    # A write of this process holding the run's old rows lands before the delete.
+    folded = p.projector.models.positions[RUNS]
+    await p.projector.wait_for_position(RUNS, folded, p.settings.projection_wait_s)
     return await retention.delete_rows(p.settings.database_url, run_id)
 
 
