@@ -14,8 +14,9 @@ the resident memory (VmRSS) at that moment:
 Before the measured starts, `callmeter projections rebuild` writes the read models
 (as a long-lived installation has them), and the scheduler and the dispatcher run
 once until ready and are stopped with SIGTERM (snapshots taken). Ready means: scheduler and dispatcher logged
-"caught up"; the API answered a POST /api/v1/tests with 201 (read-your-writes, so
-its projector has folded everything before the new event). Each service is started
+"caught up"; the API answered POST /api/v1/tests with 201, then POST
+/api/v1/tests/<id>/runs with 202 (read-your-writes: its projector has folded every
+test and run event before the new ones). Each service is started
 alone, so the figures do not share the two cores.
 
 Prints both rows and the ratios history/empty (targets: ready <= 2 s, RSS <= 1.5x).
@@ -62,18 +63,27 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def _post_test(port: int) -> int:
+def _post(port: int, path: str, body: object) -> tuple[int, dict[str, object]]:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/tests", json.dumps(TEST).encode(),
+        f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(),
         {"Content-Type": "application/json"}, method="POST",
     )  # fmt: skip
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return int(resp.status)
+            return int(resp.status), json.loads(resp.read())
     except urllib.error.HTTPError as err:
-        return int(err.code)
+        return int(err.code), {}
     except OSError:
-        return 0
+        return 0, {}
+
+
+def _api_ready(port: int) -> bool:
+    """Both read-model projections caught up: a saved test, then a run of it, each
+    answered once the read models show it (the run waits behind every run event)."""
+    status, test = _post(port, "/api/v1/tests", TEST)
+    if status != 201:
+        return False
+    return _post(port, f"/api/v1/tests/{test['id']}/runs", {})[0] == 202
 
 
 class Services:
@@ -105,7 +115,7 @@ class Services:
     @staticmethod
     def _ready(name: str, log: Path, port: int) -> bool:
         if name == "api":
-            return _post_test(port) == 201
+            return _api_ready(port)
         return b"caught up" in log.read_bytes()
 
 
