@@ -17,17 +17,12 @@ async def fold_all(nats_url: str) -> tuple[ReadModels, list[Touched]]:
     bus = await Bus.connect(nats_url, "rebuild")
     models, touched = ReadModels(), []
     try:
-        target = await bus.last_seq(EVENTS.name)
         done = asyncio.Event()
-        if target == 0:
-            done.set()
 
         async def on_event(seq: int, event: Event) -> None:
             touched.extend(models.fold(seq, event))
-            if seq >= target:
-                done.set()
 
-        sub = await bus.fold(EVENTS, 1, on_event)
+        sub = await bus.fold(EVENTS, 1, on_event, caught_up=done)
         await done.wait()
         await sub.unsubscribe()
     finally:

@@ -237,6 +237,7 @@ class Bus:
         handler: FoldHandler,
         deliver_policy: api.DeliverPolicy = api.DeliverPolicy.BY_START_SEQUENCE,
         subject: str | None = None,
+        caught_up: asyncio.Event | None = None,
     ) -> JetStreamContext.PushSubscription:
         """Feed every event of `stream` (or only those on `subject`) from `start_seq`
         on to `handler`, in order, live.
@@ -244,6 +245,11 @@ class Bus:
         Projections keep their own position (in memory or next to their rows), so an
         ordered consumer is the right tool: no acks, no server-side state to lose.
         A payload that does not decode is dead-lettered and skipped.
+
+        `caught_up` is set once the handler has had every message the stream held
+        when the fold started. Told by the consumer (nothing pending), not by the
+        stream's last sequence: purging a deleted run's subjects can remove the
+        stream's tail, and a sequence that no longer exists never arrives.
         """
 
         async def on_msg(msg: Msg) -> None:
@@ -258,13 +264,15 @@ class Bus:
                 1, {"service": self.service, "type": type(event).__name__}
             )
             await handler(seq, event)
+            if caught_up is not None and msg.metadata.num_pending == 0:
+                caught_up.set()
 
         config = api.ConsumerConfig(deliver_policy=deliver_policy)
         if deliver_policy == api.DeliverPolicy.BY_START_SEQUENCE:
             config.opt_start_seq = max(1, start_seq)
         if subject is None:
             subject = stream.subjects[0] if len(stream.subjects) == 1 else ">"
-        return await self.js.subscribe(
+        sub = await self.js.subscribe(
             subject,
             stream=stream.name,
             cb=on_msg,
@@ -275,6 +283,13 @@ class Bus:
             config=config,
             pending_msgs_limit=1_000_000,
         )
+        if caught_up is not None:
+            info = await sub.consumer_info()
+            # Nothing to deliver and nothing delivered: there was nothing to fold. (If
+            # something was delivered, the last one said "0 pending" and sets it.)
+            if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
+                caught_up.set()
+        return sub
 
     async def pull_loop(
         self,

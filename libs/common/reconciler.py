@@ -1,10 +1,19 @@
 """The loop scheduler and dispatcher share: fold the log, then decide, then publish.
 
-State is rebuilt from CALLMETER_EVENTS (from sequence 1) and CALLMETER_WORKERS
-(last message per subject) at start-up. No decision is taken before the fold has
-caught up with where the stream was when the service started, so a restarted
-service re-derives exactly the decisions that were still missing; the ones it
-already published come back with the same Nats-Msg-Id and JetStream drops them.
+State is rebuilt at start-up from the service's last snapshot (if it was made by
+the same FOLD_VERSION) plus the CALLMETER_EVENTS that follow it, or from sequence 1
+without one, and from CALLMETER_WORKERS (last message per subject). No decision is
+taken before the fold has caught up with where the stream was when the service
+started, so a restarted service re-derives exactly the decisions that were still
+missing; the ones it already published come back with the same Nats-Msg-Id and
+JetStream drops them.
+
+Finished runs leave memory as soon as they are folded: neither service decides
+anything for a terminal run, so a late event for one (an endpoint report from a
+worker declared lost) changes no decision and is rightly ignored. The state kept,
+and so each snapshot (every SNAPSHOT_EVERY events or SNAPSHOT_EVERY_S seconds, and
+at shutdown), holds only the runs still in flight: start-up and memory do not
+grow with history.
 
 After publishing, the loop also waits until its own events have come back
 through the fold before deciding again ("read your own writes"): otherwise a
@@ -26,12 +35,16 @@ from nats.js import api
 
 from callmeter_events import EVENTS, WORKERS, Event, utcnow
 from callmeter_projections import RunsProjection, WorkerState, apply_worker
+from callmeter_projections.snapshot import decode_runs, encode_runs
 
 from .bus import TRANSIENT_PUBLISH_ERRORS, Bus
+from .snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
 Decide = Callable[["World", datetime], Iterable[Event]]
+SNAPSHOT_EVERY = 10_000  # events folded since the last snapshot
+SNAPSHOT_EVERY_S = 30.0  # or seconds, whichever comes first (if anything was folded)
 
 
 @dataclass
@@ -54,15 +67,28 @@ class World:
             if state is not None:
                 self.workers[worker_id] = state
         else:
-            self.runs.apply(seq, event)
+            run_id, _ = self.runs.apply(seq, event)
+            if run_id is not None and self.runs.runs[run_id].terminal:
+                self.runs.forget(run_id)  # nothing more is decided for it
 
 
 class Reconciler:
-    def __init__(self, bus: Bus, decide: Decide, tick_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        decide: Decide,
+        tick_s: float = 0.5,
+        snapshots: SnapshotStore | None = None,
+        name: str = "",
+    ) -> None:
         self.bus = bus
         self.decide = decide
         self.tick_s = tick_s
         self.world = World()
+        self.snapshots = snapshots
+        self.name = name  # the snapshot's name in the store
+        self._snap_seq = 0
+        self._snap_at = time.monotonic()
         self._caught_up = asyncio.Event()
         self._target_seq = 0
         self._wake = asyncio.Event()
@@ -74,24 +100,34 @@ class Reconciler:
 
     async def _on_event(self, seq: int, event: Event) -> None:
         self.world.apply(seq, event)
-        if not self._caught_up.is_set() and seq >= self._target_seq:
-            self._caught_up.set()
         self._wake.set()
 
     async def _on_worker_event(self, seq: int, event: Event) -> None:
         self.world.apply(seq, event)
         self._wake.set()
 
+    async def _resume(self) -> None:
+        """Restore the last snapshot when it fits the code and the stream."""
+        data = await self.snapshots.load(self.name) if self.snapshots else None
+        runs = decode_runs(data) if data else None
+        if runs is None or runs.position > self._target_seq:
+            log.info("no usable snapshot: folding from sequence 1")
+            return
+        self.world.runs = runs
+        self._snap_seq = runs.position
+        log.info("resumed from the snapshot at sequence %d (%d runs in flight)",
+                 runs.position, len(runs.runs))  # fmt: skip
+
     async def start(self) -> None:
         self._target_seq = await self.bus.last_seq(EVENTS.name)
-        if self._target_seq == 0:
-            self._caught_up.set()
-        await self.bus.fold(EVENTS, 1, self._on_event)
+        await self._resume()
+        start = self.world.runs.position + 1
+        await self.bus.fold(EVENTS, start, self._on_event, caught_up=self._caught_up)
         await self.bus.fold(
             WORKERS, 0, self._on_worker_event, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
         )
         await self._caught_up.wait()
-        log.info("caught up at sequence %d", self._target_seq)
+        log.info("caught up at sequence %d", self.world.runs.position)
 
     async def watch_workers_stream(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
         """Keep `world.workers_heard_since`: the stream answers, and the fold has
@@ -115,15 +151,40 @@ class Reconciler:
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
         watch = asyncio.create_task(self.watch_workers_stream(stop))
+        try:
+            await self._loop(stop)
+        finally:
+            await self.snapshot(force=True)
+            await watch
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await self.step()
+            await self.snapshot()
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.tick_s)
             except TimeoutError:
                 pass
             await asyncio.sleep(0.02)  # let a burst of events fold before deciding again
-        await watch
+
+    async def snapshot(self, force: bool = False) -> None:
+        """Save the fold when SNAPSHOT_EVERY events or SNAPSHOT_EVERY_S seconds have passed."""
+        position = self.world.runs.position
+        if self.snapshots is None or position <= self._snap_seq:
+            return
+        due = position - self._snap_seq >= SNAPSHOT_EVERY or (
+            time.monotonic() - self._snap_at >= SNAPSHOT_EVERY_S
+        )
+        if not (due or force):
+            return
+        data = encode_runs(self.world.runs)  # no await before this: one consistent state
+        try:
+            await self.snapshots.save(self.name, data)
+        except Exception as exc:  # noqa: BLE001 - a missed snapshot only costs a longer fold
+            log.warning("snapshot at %d not saved: %s", position, exc)
+            return
+        self._snap_seq, self._snap_at = position, time.monotonic()
 
     def _folded_own_writes(self, now: float) -> bool:
         positions = {
@@ -187,6 +248,7 @@ async def serve_reconciler(
     bus = await Bus.connect(nats_url, service)
     await bus.ensure_streams()
     try:
-        await Reconciler(bus, decide).run(stop)
+        snapshots = await SnapshotStore.open(bus.js)
+        await Reconciler(bus, decide, snapshots=snapshots, name=service).run(stop)
     finally:
         await bus.close()

@@ -47,3 +47,15 @@ def traces_for_endpoint(run_id: str, endpoint_id: str) -> str:
 def traces_for_run(run_id: str) -> str:
     """The SIP messages of every endpoint of a run."""
     return f"callmeter.trace.{run_id}.>"
+
+
+def everything_of_run(run_id: str) -> dict[str, list[str]]:
+    """Per stream, the filters matching every message of one run (for deleting it),
+    including what a service dead-lettered from those subjects."""
+    own = [run_events(run_id), metrics_for_run(run_id), traces_for_run(run_id)]
+    return {
+        "CALLMETER_EVENTS": [run_events(run_id)],
+        "CALLMETER_METRICS": [metrics_for_run(run_id)],
+        "CALLMETER_TRACES": [traces_for_run(run_id)],
+        "CALLMETER_DEADLETTER": [f"callmeter.deadletter.*.{s}" for s in own],
+    }

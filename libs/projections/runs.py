@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import singledispatch
@@ -239,6 +240,16 @@ class RunsProjection:
             self.runs[run.run_id] = apply_run(event, run)
             return run.run_id, None
         return run.run_id, self._apply_endpoint(run, ep_id, event)
+
+    def forget(self, run_id: str) -> None:
+        """Drop a run from memory: it lives on in storage (or, if deleted, nowhere)."""
+        self.runs.pop(run_id, None)
+        self.endpoints.pop(run_id, None)
+
+    def restore(self, run: RunState, endpoints: Iterable[EndpointState]) -> None:
+        """Put back a run read from a snapshot or from storage."""
+        self.runs[run.run_id] = run
+        self.endpoints[run.run_id] = {e.endpoint_id: e for e in endpoints}
 
     def _apply_endpoint(self, run: RunState, ep_id: str, event: Event) -> str | None:
         eps = self.endpoints[run.run_id]

@@ -15,7 +15,7 @@ import psycopg
 from callmeter_events.metrics_catalogue import BY_KEY as CATALOGUE_BY_KEY
 from callmeter_events.metrics_catalogue import CATALOGUE
 
-from . import partitions, rollup_deltas, timescale
+from . import partitions, rollup_deltas, timescale, traces
 from .samples import TIMING_KEYS
 from .settings import StorageSettings
 
@@ -182,6 +182,16 @@ def m013_catalogue_columns(conn: psycopg.Connection) -> None:
         )
 
 
+def m020_projection_versions(conn: psycopg.Connection) -> None:
+    # Which fold code wrote the read models: another one rebuilds them from sequence 1.
+    conn.execute("CREATE TABLE projection_versions (name text PRIMARY KEY, version text NOT NULL)")
+
+
+def m021_sip_messages(conn: psycopg.Connection) -> None:
+    mode = conn.execute("SELECT mode FROM storage_mode").fetchone()
+    traces.create(conn, timescale=bool(mode and mode[0] == "timescaledb"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -191,6 +201,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (11, "webhook delivery claims", m011_webhook_claims),
     (12, "read-model positions per projection, only forward", m012_forward_only_positions),
     (13, "columns for catalogue keys added since m001", m013_catalogue_columns),
+    (20, "fold version of the read models", m020_projection_versions),
+    (21, "SIP messages", m021_sip_messages),
 ]
 
 
@@ -228,6 +240,7 @@ def migrate(url: str, settings: StorageSettings | None = None) -> str:
             else:
                 partitions.ensure_ahead(conn, settings.partition_days_ahead)
                 partitions.drop_expired(conn, settings.retention_days)
+                traces.drop_expired(conn, settings.retention_days)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
     mode = row[0] if row else "plain"

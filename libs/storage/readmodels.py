@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -22,6 +20,9 @@ from callmeter_events import (
     all_test_events,
 )
 from callmeter_projections import EndpointState, RunsProjection, RunState, TestState, apply_test
+from callmeter_projections.documents import endpoint_state, run_state, saved_test
+from callmeter_projections.documents import to_doc as doc
+from callmeter_projections.version import FOLD_VERSION
 
 # Two projections of CALLMETER_EVENTS, each folded from its own subjects with its own
 # stored position: a new test is readable without waiting behind every endpoint
@@ -31,27 +32,12 @@ SUBJECTS = {TESTS: all_test_events(), RUNS: all_run_events()}
 # Advisory locks held, on the writing connections, by the one process that writes
 # the read models (runs, then tests); PostgreSQL releases a lock when its session
 # ends (the process died).
-WRITER_LOCKS = {RUNS: 727_002, TESTS: 727_003}
+WRITER_LOCKS = {RUNS: 727_011, TESTS: 727_012}  # apart from every other lock id
 # NOTIFY channel: "<projection>:<position>", sent by each write when it commits.
 CHANNEL = "read_models"
+VERSION_NAME = "read_models"  # projection_versions row: the fold code that wrote them
+TERMINAL = ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW")
 Touched = tuple[str | None, str | None, str | None]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def doc(state: Any) -> dict[str, Any]:
-    """A deterministic JSON document of a projection state (rebuilds compare equal)."""
-    return json.loads(json.dumps(_plain(state), sort_keys=True))
 
 
 class ReadModels:
@@ -84,6 +70,26 @@ class ReadModels:
             return [(None, run_id, None)] + [(None, run_id, e) for e in self.runs.endpoints[run_id]]
         return [(None, run_id, endpoint_id)]
 
+    def unknown_run(self, event: Event) -> str | None:
+        """The run of an event that is not in memory (settled and evicted), if any."""
+        run_id = getattr(event, "run_id", None)
+        if run_id is None or isinstance(event, RunCreated) or run_id in self.runs.runs:
+            return None
+        return str(run_id)
+
+    def restore(self, tests: Iterable[TestState], runs: Iterable[OpenRun]) -> None:
+        """Resume from stored rows (in place: the evaluator and webhooks hold self.runs)."""
+        self.tests.update((t.test_id, t) for t in tests)
+        for run, endpoints in runs:
+            self.runs.restore(run, endpoints)
+
+    def evict_settled(self, keep: set[str]) -> int:
+        """Forget settled runs whose rows are stored (not in `keep`); returns how many."""
+        gone = [r for r, run in self.runs.runs.items() if settled(run) and r not in keep]
+        for run_id in gone:
+            self.runs.forget(run_id)
+        return len(gone)
+
     def snapshot(self, touched: Iterable[Touched], name: str) -> Snapshot:
         """The current states of the touched rows of projection `name` and the
         position they reflect.
@@ -101,10 +107,11 @@ class ReadModels:
                     endpoints.add((run_id, endpoint_id))
         if name == TESTS:
             return Snapshot(TESTS, self.positions[TESTS], [self.tests[t] for t in sorted(tests)])
+        known = self.runs.runs  # a run deleted meanwhile has nothing left to write
         return Snapshot(
             RUNS, self.positions[RUNS], [],
-            [self.runs.runs[r] for r in sorted(runs)],
-            [self.runs.endpoints[r][e] for r, e in sorted(endpoints)],
+            [known[r] for r in sorted(runs) if r in known],
+            [self.runs.endpoints[r][e] for r, e in sorted(endpoints) if r in known],
         )  # fmt: skip
 
     def write(self, conn: psycopg.Connection[Any], touched: Iterable[Touched]) -> None:
@@ -118,6 +125,19 @@ class ReadModels:
 def projection_of(event: Event) -> str:
     """Which read-model projection folds `event`."""
     return TESTS if isinstance(event, TestSaved | TestDeleted) else RUNS
+
+
+OpenRun = tuple[RunState, list[EndpointState]]
+
+
+def settled(run: RunState) -> bool:
+    """Nothing more is expected for the run: finished and, if it ran, evaluated.
+
+    Its rows stay; memory keeps only runs still in flight (plus those the
+    evaluator has not judged yet). A late event for a settled run is folded
+    onto its state read back from the rows (load_run).
+    """
+    return run.terminal and (run.evaluation is not None or run.status == "CANNOT_RUN_FOR_NOW")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +197,56 @@ def take_writer_lock(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
-def drop_views(conn: psycopg.Connection[Any]) -> None:
-    """Empty the read models and reset the position (the next fold rewrites them)."""
+def drop_views(conn: psycopg.Connection[Any], version: str = FOLD_VERSION) -> None:
+    """Empty the read models and reset the positions; the next fold (by the code of
+    `version`) rewrites them from sequence 1."""
     with conn.transaction():
         conn.execute("TRUNCATE tests, runs, endpoints")
         conn.execute("DELETE FROM projection_position WHERE name = ANY(%s)", ([TESTS, RUNS],))
+        conn.execute(
+            "INSERT INTO projection_versions VALUES (%s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version",
+            (VERSION_NAME, version),
+        )
+
+
+def stored_version(conn: psycopg.Connection[Any]) -> str | None:
+    """The FOLD_VERSION that wrote the read models (None: unknown, rebuild them)."""
+    row = conn.execute(
+        "SELECT version FROM projection_versions WHERE name = %s", (VERSION_NAME,)
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _endpoints_of(conn: psycopg.Connection[Any], run_ids: list[str]) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {r: [] for r in run_ids}
+    rows = conn.execute(
+        "SELECT run_id, doc FROM endpoints WHERE run_id = ANY(%s) ORDER BY run_id, endpoint_id",
+        (run_ids,),
+    )
+    for run_id, ep in rows:
+        found[run_id].append(endpoint_state(ep))
+    return found
+
+
+def load_open(conn: psycopg.Connection[Any]) -> tuple[list[TestState], list[OpenRun]]:
+    """What a projector keeps in memory: every test and the runs not settled yet."""
+    tests = [saved_test(d) for (d,) in conn.execute("SELECT doc FROM tests ORDER BY test_id")]
+    runs = [
+        run_state(d)
+        for (d,) in conn.execute(
+            "SELECT doc FROM runs WHERE status <> ALL(%s) OR (status <> 'CANNOT_RUN_FOR_NOW'"
+            " AND COALESCE(doc->'evaluation', 'null') = 'null') ORDER BY run_id",
+            (list(TERMINAL),),
+        )
+    ]
+    eps = _endpoints_of(conn, [r.run_id for r in runs])
+    return tests, [(r, eps[r.run_id]) for r in runs]
+
+
+def load_run(conn: psycopg.Connection[Any], run_id: str) -> OpenRun | None:
+    """A run's state (and its endpoints') as last written, or None if there is none."""
+    row = conn.execute("SELECT doc FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+    if row is None:
+        return None
+    return run_state(row[0]), _endpoints_of(conn, [run_id])[run_id]

@@ -4,7 +4,8 @@ from callmeter_common.settings import CommonSettings
 
 
 class StorageSettings(CommonSettings):
-    # Raw samples older than this many days are dropped (whole day partitions,
-    # or the TimescaleDB retention policy); 0 keeps them forever. Rollups stay.
+    # Runs finished more than this many days ago are deleted whole: samples, rollups,
+    # SIP messages, read-model rows and their events in every stream (plus whole
+    # day partitions of raw data, or the TimescaleDB policy); 0 keeps everything.
     retention_days: int = 0
     partition_days_ahead: int = 3  # plain mode: day partitions created ahead at start-up

@@ -106,6 +106,12 @@ async def stop_run(run_id: str, p: PlatformDep) -> dict[str, Any]:
     return {"id": run_id, "stop_requested": True}
 
 
+@router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["runs"])
+async def delete_run(run_id: str, p: PlatformDep) -> None:
+    """Delete a finished run: its events, samples, rollups, SIP messages and views."""
+    await service.delete_run(p, run_id)
+
+
 @router.get("/runs/{run_id}/endpoints", tags=["endpoints"])
 async def list_endpoints(
     run_id: str, request: Request, p: PlatformDep, limit: Limit = 100, offset: Offset = 0,

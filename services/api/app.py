@@ -74,6 +74,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         live = live_runs(settings, pool, projector)
         projector.listeners.append(live.observe)
         await projector.start()
+        evaluator.resume()  # runs read back unjudged from the read models
         stop = asyncio.Event()
         tasks = [
             *projector.tasks(stop),

@@ -111,9 +111,12 @@ async def event_visible(p: Platform, scope: Scope, seq: int, event: Event) -> bo
     for _ in range(40):
         project = event_project(p, event)
         if project is not None or p.projector.models.positions[projection_of(event)] >= seq:
-            return scope.sees(project)
+            break
         await asyncio.sleep(0.05)
-    return scope.sees(event_project(p, event))
+    run_id = getattr(event, "run_id", None)
+    if project is None and run_id:  # a settled run has left memory: ask its row
+        project = await asyncio.to_thread(p.projector.run_project, run_id)
+    return scope.sees(project)
 
 
 SCHEME = "bearerAuth"

@@ -35,7 +35,7 @@ async def endpoint_detail(p: Platform, run_id: str, endpoint_id: str) -> dict[st
 
     async def one(ep_id: str) -> dict[str, Any]:
         (events, messages), series = await asyncio.gather(
-            traces.endpoint_history(p.bus, run_id, ep_id),
+            traces.endpoint_history(p.bus, p.settings.database_url, run_id, ep_id),
             service.query(p, queries.endpoint_series, run_id, ep_id),
         )
         view = endpoint_view(docs[ep_id])

@@ -74,6 +74,15 @@ class Evaluator:
             self.seen.add(run_id)
             self.queue.put_nowait(run_id)
 
+    def resume(self) -> None:
+        """Queue the finished, unjudged runs the projector resumed with: their
+        RunCompleted was folded before this process started, so observe() missed it."""
+        for run in list(self.runs.runs.values()):
+            if run.status in ("COMPLETED", "FAILED") and run.evaluation is None:
+                if run.run_id not in self.seen:
+                    self.seen.add(run.run_id)
+                    self.queue.put_nowait(run.run_id)
+
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             run_id = await self.queue.get()

@@ -38,8 +38,8 @@ WHERE run_id = %s AND direction = 'recv' AND time <= %s AND mos IS NOT NULL GROU
 
 
 async def run_events(p: Platform, run_id: str) -> list[Event]:
+    await service.get_run(p, run_id)  # 404 for an unknown (or deleted) run, cached or not
     if run_id not in _CACHE:
-        await service.get_run(p, run_id)  # 404 for an unknown run
         _CACHE[run_id] = await read_subject(
             p.bus, EVENTS.name, subjects.run_events(run_id), timeout=30
         )

@@ -1,4 +1,4 @@
-"""Run pages: overview (live over server-sent events), endpoint list, stop."""
+"""Run pages: overview (live over server-sent events), endpoint list, stop, delete."""
 
 from __future__ import annotations
 
@@ -155,6 +155,13 @@ async def run_stream(run_id: str, request: Request, p: PlatformDep) -> Streaming
 async def stop_run(run_id: str, p: PlatformDep) -> RedirectResponse:
     await service.stop_run(p, run_id)
     return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+
+@router.post("/runs/{run_id}/delete")
+async def delete_run(run_id: str, p: PlatformDep) -> RedirectResponse:
+    test_id = (await service.get_run(p, run_id))["test_id"]
+    await service.delete_run(p, run_id)
+    return RedirectResponse(f"/tests/{test_id}", status_code=303)
 
 
 @router.get("/runs/{run_id}/endpoints", response_class=HTMLResponse)

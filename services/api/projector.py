@@ -17,6 +17,13 @@ refuses anything else).
 Each write NOTIFYs "<projection>:<position>" on commit. Every process LISTENs on
 one connection, so a request that published an event waits, in any process,
 until the read models show it (read-your-writes), without polling.
+
+The stored rows are also the fold's snapshot: at start-up a process reads back
+the tests and the runs not settled yet, with both positions, in one consistent
+read, and folds only what follows, unless another version of the fold code
+wrote them (FOLD_VERSION): then they are dropped and folded again from sequence 1.
+Settled runs (finished and evaluated) leave memory once their rows are known to
+be stored; a late event for one is folded onto its state read back from its row.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +43,7 @@ from nats.js import api
 from callmeter_common.bus import Bus
 from callmeter_events import EVENTS, WORKERS, Event
 from callmeter_projections import WorkerState, apply_worker
+from callmeter_projections.version import FOLD_VERSION
 from callmeter_storage.readmodels import (
     CHANNEL,
     RUNS,
@@ -42,8 +51,12 @@ from callmeter_storage.readmodels import (
     TESTS,
     ReadModels,
     Touched,
+    drop_views,
+    load_open,
+    load_run,
     projection_of,
     stored_position,
+    stored_version,
     take_writer_lock,
     write_snapshot,
 )  # fmt: skip
@@ -86,10 +99,13 @@ class Projector:
         self.listeners: list[Callable[[int, Event], None]] = []  # told of every folded event
         self.writer = False  # this process holds the writer locks
         self.parts = {name: Part(name) for name in (TESTS, RUNS)}
+        self._reader: psycopg.Connection[Any] | None = None  # reads settled runs back
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._resume)
         for name in (TESTS, RUNS):
-            await self.bus.fold(EVENTS, 1, self._on_event, subject=SUBJECTS[name])
+            start = self.parts[name].stored + 1
+            await self.bus.fold(EVENTS, start, self._on_event, subject=SUBJECTS[name])
         await self.bus.fold(
             WORKERS, 0, self._on_worker, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
         )
@@ -101,7 +117,62 @@ class Projector:
             asyncio.create_task(self.write_when_writer(stop)),
         ]
 
+    def _resume(self) -> None:
+        """Read back what the stored rows hold, or drop rows another fold version wrote."""
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            if stored_version(conn) != FOLD_VERSION:
+                log.info("read models written by another fold version: rebuilding them")
+                drop_views(conn)
+                return
+        # One snapshot of the database: positions and rows must agree.
+        with psycopg.connect(self.database_url) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                stored = {name: stored_position(conn, name) for name in (TESTS, RUNS)}
+                tests, runs = load_open(conn)
+        self.models.restore(tests, runs)
+        for name, seq in stored.items():
+            self.parts[name].stored = self.models.positions[name] = seq
+        self.models.runs.position = stored[RUNS]
+        log.info("resumed read models at %s (%d runs in flight)", stored, len(runs))
+
+    def run_project(self, run_id: str) -> str | None:
+        """The project of a run that may have left memory, from its row."""
+        run = self.models.runs.runs.get(run_id)
+        if run is not None:
+            return run.definition.project
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(
+                "SELECT doc->'definition'->>'project' FROM runs WHERE run_id = %s", (run_id,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def _load(self, run_id: str) -> None:
+        """Read a settled run back from its rows (retrying while the database is away)."""
+        while True:
+            try:
+                if self._reader is None or self._reader.closed:
+                    self._reader = psycopg.connect(self.database_url, autocommit=True)
+                found = load_run(self._reader, run_id)
+                break
+            except psycopg.OperationalError as exc:
+                log.warning("reading run %s back failed (%s); retrying", run_id, exc)
+                self._reader = None
+                time.sleep(self.retry_s)
+        if found is not None:
+            self.models.restore([], [found])
+
+    def _seen(self, name: str, position: int) -> None:
+        """Stored up to `position`: settled runs whose rows that covers leave memory."""
+        part = self.parts[name]
+        part.seen(position)
+        if name == RUNS:
+            self.models.evict_settled(keep={r for _, ts in part.pending for _, r, _ in ts if r})
+
     async def _on_event(self, seq: int, event: Event) -> None:
+        late = self.models.unknown_run(event)
+        if late is not None:
+            await asyncio.to_thread(self._load, late)
         touched = self.models.fold(seq, event)
         for listener in self.listeners:
             listener(seq, event)
@@ -128,10 +199,10 @@ class Projector:
                     cur = await conn.execute("SELECT name, seq FROM projection_position")
                     for name, seq in await cur.fetchall():
                         if name in self.parts:
-                            self.parts[name].seen(int(seq))
+                            self._seen(name, int(seq))
                     async for note in conn.notifies():
                         name, _, seq = note.payload.partition(":")
-                        self.parts[name].seen(int(seq))
+                        self._seen(name, int(seq))
             except psycopg.OperationalError as exc:
                 log.warning("listening for read-model writes failed (%s); reconnecting", exc)
                 await asyncio.sleep(self.retry_s)
@@ -199,7 +270,7 @@ class Projector:
 
     async def _write(self, part: Part, conn: psycopg.Connection[Any]) -> None:
         """Write what is folded past the stored position, batch by batch."""
-        part.seen(await asyncio.to_thread(stored_position, conn, part.name))
+        self._seen(part.name, await asyncio.to_thread(stored_position, conn, part.name))
         while True:
             if not part.pending:
                 await part.wake.wait()
@@ -211,6 +282,6 @@ class Projector:
                 await asyncio.to_thread(write_snapshot, conn, snap)
             except psycopg.errors.CheckViolation:
                 # Stored past our fold (a rebuild ran): skip to what is stored.
-                part.seen(await asyncio.to_thread(stored_position, conn, part.name))
+                self._seen(part.name, await asyncio.to_thread(stored_position, conn, part.name))
                 continue
-            part.seen(snap.position)
+            self._seen(part.name, snap.position)

@@ -16,7 +16,8 @@ from callmeter_events import (
     TestDeleted,
     TestSaved,
 )
-from callmeter_storage import results
+from callmeter_storage import results, retention
+from callmeter_storage.readmodels import RUNS
 
 from .deps import Platform
 from .errors import ApiError
@@ -86,6 +87,23 @@ async def stop_run(p: Platform, run_id: str) -> None:
     if view["status"] in TERMINAL_STATUSES:
         raise ApiError(409, "run_finished", f"run {run_id} is already {view['status']}", "run_id")
     await publish_and_wait(p, StopRequested(run_id=run_id))
+
+
+async def delete_run(p: Platform, run_id: str) -> dict[str, int]:
+    """Remove a finished run from every stream and table; returns rows deleted per table."""
+    view = await get_run(p, run_id)
+    if view["status"] not in ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"):
+        raise ApiError(409, "run_active", f"run {run_id} is {view['status']}: stop it and "
+                       "delete it once it has finished", "run_id")  # fmt: skip
+    if view["status"] != "CANNOT_RUN_FOR_NOW" and view.get("evaluation") is None:
+        raise ApiError(409, "run_evaluating", f"run {run_id} is still being evaluated; "
+                       "retry in a few seconds", "run_id")  # fmt: skip
+    await retention.purge_run_streams(p.bus, run_id)  # first: nothing can fold it back
+    p.projector.models.runs.forget(run_id)
+    # A write of this process holding the run's old rows lands before the delete.
+    folded = p.projector.models.positions[RUNS]
+    await p.projector.wait_for_position(RUNS, folded, p.settings.projection_wait_s)
+    return await retention.delete_rows(p.settings.database_url, run_id)
 
 
 async def get_run(p: Platform, run_id: str) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""An endpoint's history read back from JetStream: lifecycle events and SIP messages.
+"""An endpoint's history: lifecycle events from JetStream, SIP messages from PostgreSQL.
 
-The read models keep only the latest state of an endpoint; its timeline (every
-event and every SIP message, in order) stays in the streams. One ephemeral,
-filtered, no-ack consumer per read collects what is there now and stops: the
+The read models keep only the latest state of an endpoint; its lifecycle events
+stay in CALLMETER_EVENTS (kept until the run is deleted) and its SIP messages in
+the sip_messages table (written by metrics-ingest; CALLMETER_TRACES is only a
+buffer), so the ladder exists as long as the run's samples do. One ephemeral,
+filtered, no-ack consumer per read collects the events there now and stops: the
 number of matching messages is known when the consumer is created.
 """
 
@@ -13,17 +15,12 @@ import contextlib
 from typing import Any
 
 import nats.errors
+import psycopg
 from nats.js import api
 
 from callmeter_common.bus import Bus
-from callmeter_events import (
-    EVENTS,
-    TRACES,
-    EventDecodeError,
-    decode,
-    endpoint_events,
-    traces_for_endpoint,
-)
+from callmeter_events import EVENTS, EventDecodeError, SipMessage, decode, endpoint_events
+from callmeter_storage import traces
 
 MAX_MESSAGES = 5_000  # an endpoint's life is dozens of messages; bound a pathological one
 
@@ -58,13 +55,18 @@ async def read_subject(bus: Bus, stream: str, subject: str, timeout: float = 5.0
     return out
 
 
+def _messages(database_url: str, run_id: str, endpoint_id: str) -> list[SipMessage]:
+    with psycopg.connect(database_url) as conn:
+        return traces.read(conn, run_id, endpoint_id)
+
+
 async def endpoint_history(
-    bus: Bus, run_id: str, endpoint_id: str
+    bus: Bus, database_url: str, run_id: str, endpoint_id: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(lifecycle events, SIP messages) of one endpoint, as JSON-ready dicts."""
     events, messages = await asyncio.gather(
         read_subject(bus, EVENTS.name, endpoint_events(run_id, endpoint_id)),
-        read_subject(bus, TRACES.name, traces_for_endpoint(run_id, endpoint_id)),
+        asyncio.to_thread(_messages, database_url, run_id, endpoint_id),
     )
     return (
         [e.model_dump(mode="json") for e in events],

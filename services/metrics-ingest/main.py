@@ -1,5 +1,6 @@
-"""metrics-ingest wiring: migrate, then a durable pull consumer on CALLMETER_METRICS and
-the per-run watermark (watermark.py)."""
+"""metrics-ingest wiring: migrate, then durable pull consumers on CALLMETER_METRICS
+(samples) and CALLMETER_TRACES (SIP messages), the per-run watermark (watermark.py),
+and the hourly upkeep (partitions, retention of whole runs)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import logging
 
 from callmeter_common.bus import Bus
 from callmeter_common.runtime import run_service
+from callmeter_events.streams import INGEST_DURABLE
 from callmeter_storage.migrations import migrate
+from callmeter_storage.retention import sweep
+from callmeter_storage.settings import StorageSettings
 
-from .consumer import DURABLE, consume
+from .consumer import consume
 from .handlers import Ingest
 from .settings import IngestSettings
+from .traces import consume_traces
 from .watermark import Watermarks
 
 log = logging.getLogger(__name__)
@@ -27,8 +32,11 @@ async def serve(stop: asyncio.Event) -> None:
     bus = await Bus.connect(settings.nats_url, "metrics-ingest")
     await bus.ensure_streams()
     ingest = Ingest(bus, settings.database_url, settings.retry_s, mode, settings.fold_every_s)
-    upkeep = asyncio.create_task(_hourly_upkeep(settings.database_url, stop))
-    watermarks = asyncio.create_task(Watermarks(bus, settings.database_url, DURABLE).serve(stop))
+    upkeep = asyncio.create_task(_hourly_upkeep(bus, settings.database_url, stop))
+    traces = asyncio.create_task(consume_traces(bus, settings.database_url, stop))
+    watermarks = asyncio.create_task(
+        Watermarks(bus, settings.database_url, INGEST_DURABLE).serve(stop)
+    )
     try:
         await consume(
             bus, ingest, stop, settings.batch_size,
@@ -37,21 +45,30 @@ async def serve(stop: asyncio.Event) -> None:
     finally:
         upkeep.cancel()
         watermarks.cancel()  # a run being marked is not acked: it comes back to an ingest
-        with contextlib.suppress(asyncio.CancelledError):
-            await watermarks
+        traces.cancel()
+        for task in (watermarks, traces):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await bus.close()
 
 
-async def _hourly_upkeep(database_url: str, stop: asyncio.Event) -> None:
-    """Re-run the start-up upkeep hourly so a long-lived ingest keeps partitions ahead."""
+async def _hourly_upkeep(bus: Bus, database_url: str, stop: asyncio.Event) -> None:
+    """At start and hourly: remove runs past the retention, keep partitions ahead."""
+    first = True
     while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=3600)
-        except TimeoutError:
+        if not first:
             try:
+                await asyncio.wait_for(stop.wait(), timeout=3600)
+                return
+            except TimeoutError:
+                pass
+        try:
+            if not first:
                 await asyncio.to_thread(migrate, database_url)
-            except Exception:  # noqa: BLE001 - the database may be down; next hour
-                log.exception("storage upkeep failed")
+            await sweep(bus, database_url, StorageSettings().retention_days)
+        except Exception:  # noqa: BLE001 - the database may be down; next hour
+            log.exception("storage upkeep failed")
+        first = False
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ def test_sip_trace_gives_the_call_timeline(registrar_run, nats_server, database_
     async def history():  # type: ignore[no-untyped-def]
         bus = await Bus.connect(nats_server.url, "test-registrar-trace")
         try:
-            return await endpoint_history(bus, run_id, "A-1")
+            return await endpoint_history(bus, database_url, run_id, "A-1")
         finally:
             await bus.close()
 

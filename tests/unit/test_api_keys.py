@@ -68,7 +68,8 @@ def test_global_events_are_filtered_by_the_project_of_their_run_or_test():
     models.fold(1, ev.TestSaved(test_id="t1", definition=acme))
     models.fold(2, ev.RunCreated(run_id="r1", test_id="t1", definition=acme))
     models.fold(3, ev.RunCreated(run_id="r2", test_id="t2", definition=globex))
-    p = SimpleNamespace(projector=SimpleNamespace(models=models))
+    stored = {"old": "acme"}  # a settled run: no longer in memory, only in its row
+    p = SimpleNamespace(projector=SimpleNamespace(models=models, run_project=stored.get))
 
     def visible(scope: Scope, seq: int, event: object) -> bool:
         return asyncio.run(event_visible(p, scope, seq, event))  # type: ignore[arg-type]
@@ -81,6 +82,8 @@ def test_global_events_are_filtered_by_the_project_of_their_run_or_test():
     assert not visible(
         Scope("acme"), 3, ev.RunCreated(run_id="r2", test_id="t2", definition=globex)
     )
+    assert visible(Scope("acme"), 6, ev.RunEvaluated(run_id="old", passed=True, results=[],
+                                                     metrics={}))  # fmt: skip
     # A run this process has not folded (nor will): hidden, never guessed.
     assert not visible(Scope("acme"), 3, ev.RunCompleted(run_id="unknown", **done))
 

@@ -318,9 +318,11 @@ def test_a_stopped_run_whose_endpoints_all_failed_is_still_completed_not_failed(
 def test_finished_runs_call_for_nothing():
     story = Story("eu").running("r1")
     story.finish("r1", {e: "SUCCESS" for e in ("A-1", "A-2", "B-1", "B-2")})
-    story.add(*(e for e in decide(story.world, T0, LIMITS)))
+    verdict = list(decide(story.world, T0, LIMITS))
+    assert [type(e).__name__ for e in verdict] == ["RunCompleted"]
+    story.add(*verdict)
     story.add(StopRequested(run_id="r1"), EndpointRegistered(
         run_id="r1", endpoint_id="B-1", contact_uri="sip:b1@127.0.0.1"
     ))  # fmt: skip
-    assert story.world.runs.runs["r1"].status == "COMPLETED"
+    assert "r1" not in story.world.runs.runs  # finished: it left the scheduler's memory
     assert story.decide(T0 + timedelta(hours=1)) == []
