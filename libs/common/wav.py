@@ -73,9 +73,13 @@ def validate(data: bytes) -> WavInfo:
 
 def read_pcm(path: str | Path) -> tuple[bytes, int]:
     """16-bit mono PCM and clock rate of a WAV (a recording or a validated reference)."""
-    with wave.open(str(path), "rb") as w:
+    return read_pcm_bytes(Path(path).read_bytes(), str(path))
+
+
+def read_pcm_bytes(data: bytes, name: str = "the WAV") -> tuple[bytes, int]:
+    with wave.open(io.BytesIO(data), "rb") as w:
         if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise WavError(f"format: {path} is not 16-bit mono PCM")
+            raise WavError(f"format: {name} is not 16-bit mono PCM")
         return w.readframes(w.getnframes()), w.getframerate()
 
 

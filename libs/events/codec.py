@@ -22,6 +22,7 @@ from .endpoint_events import (
     EndpointRegistered,
     RegistrationFailed,
     ScenarioActionExecuted,
+    SpeechQualityMeasured,
 )  # fmt: skip
 from .metric_events import MetricBatch, MetricSample, SipMessage
 from .run_events import (
@@ -45,7 +46,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     StopRequested, RunStopping, RunCompleted, RunFailed, RunEvaluated, EndpointAssigned,
     EndpointPhaseChanged,
     EndpointRegistered, RegistrationFailed, CallAttempted, CallProgress, CallEstablished,
-    CallFailed, ScenarioActionExecuted, DtmfReceived, CallEnded, EndpointFinished,
+    CallFailed, ScenarioActionExecuted, DtmfReceived, SpeechQualityMeasured, CallEnded,
+    EndpointFinished,
     WorkerOnline, WorkerHeartbeat, WorkerOffline, WorkerLost, MetricSample, MetricBatch,
     SipMessage,
 )  # fmt: skip

@@ -19,7 +19,16 @@ from callmeter_events import TERMINAL_STATUSES
 from callmeter_storage.migrations import migrate
 from callmeter_storage.readmodels import RUNS
 
-from . import api_routes, auth, errors, events_routes, html_routes, queries, results_routes
+from . import (
+    api_routes,
+    audio_routes,
+    auth,
+    errors,
+    events_routes,
+    html_routes,
+    queries,
+    results_routes,
+)
 from .deps import Platform
 from .evaluator import Evaluator
 from .live import LiveRuns
@@ -105,7 +114,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     # Every /api/v1 router: a run or test of a project the API key may not see is a 404.
-    for router in (api_routes.router, events_routes.router, results_routes.router):
+    for router in (
+        api_routes.router,
+        events_routes.router,
+        results_routes.router,
+        audio_routes.router,
+    ):
         app.include_router(router, dependencies=[Depends(auth.guard)])
     app.include_router(events_routes.docs_router)
     app.include_router(html_routes.router)
