@@ -86,9 +86,7 @@ def test_uploaded_speech_is_played_recorded_and_scored(platform):  # type: ignor
     assert 3.5 <= b1["mos_lqo"] <= 4.55 and b1["error"] is None, b1
     assert b1["mos_emodel"] > 4.0 and sq["mos_lqo_avg"] == b1["mos_lqo"]
 
-    req = urllib.request.Request(
-        platform.base + f"/api/v1/runs/{run_id}/speech_quality?format=csv"
-    )
+    req = urllib.request.Request(platform.base + f"/api/v1/runs/{run_id}/speech_quality?format=csv")
     with urllib.request.urlopen(req, timeout=30) as resp:
         rows = list(csv.DictReader(io.StringIO(resp.read().decode())))
     assert [(r["endpoint_id"], float(r["mos_lqo"])) for r in rows] == [("B-1", b1["mos_lqo"])]
