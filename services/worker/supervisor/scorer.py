@@ -55,7 +55,10 @@ class Scorer:
     async def score(self, reference: str, recording: str, codec: str | None) -> dict[str, Any]:
         if self._pool is None:  # started on first use: runs without speech never pay for it
             ctx = multiprocessing.get_context("spawn")  # no fork of a threaded asyncio process
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+            # niced: scoring may wait, the endpoint hosts' audio may not
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=ctx, initializer=os.nice, initargs=(10,)
+            )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, score_files, reference, recording, codec)
 
