@@ -164,6 +164,9 @@ class SpeechQualityMeasured(_EndpointEvent):
     reference: AudioRef
     error: str = ""
 
+    def dedup_key(self) -> str | None:
+        return f"SpeechQualityMeasured:{self.run_id}:{self.endpoint_id}"  # one call, one score
+
 
 class CallEnded(_EndpointEvent):
     type: Literal["CallEnded"] = "CallEnded"
