@@ -101,3 +101,12 @@ def test_resampling_keeps_a_tone_below_the_new_nyquist():
     assert len(y) == 8000
     expected = 10000 * np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000)
     assert np.abs(y[100:-100] - expected[100:-100]).max() < 150  # within 1.5 % inside
+
+
+@pytest.mark.parametrize(
+    ("codec", "rec_rate", "mode"),
+    [("PCMU/8000", 8000, "nb"), ("G722/16000", 16000, "wb"), ("speex/16000", 16000, "wb"),
+     ("speex/16000", 8000, "nb"), ("GSM/8000", 16000, "nb"), (None, 8000, "nb")],
+)  # fmt: skip
+def test_wideband_scoring_needs_a_16k_codec_and_a_16k_recording(codec, rec_rate, mode):
+    assert speech.mode_for(codec, rec_rate) == mode

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 from pesq import pesq as _pesq
 
-WIDEBAND_CODECS = ("G722",)  # everything else this build has is narrow-band (8 kHz)
 MIN_SPEECH_S = 2.0  # shorter recordings give no stable score
 
 
@@ -31,9 +30,12 @@ class Score:
     offset_s: float  # where in the reference loop the recording started
 
 
-def mode_for(codec: str | None) -> str:
-    name = (codec or "").split("/")[0]
-    return "wb" if name in WIDEBAND_CODECS else "nb"
+def mode_for(codec: str | None, rec_rate: int) -> str:
+    """Wide-band (P.862.2) for a 16 kHz codec (G722/16000, speex/16000) recorded at 16 kHz;
+    narrow-band (P.862 + P.862.1) for the rest."""
+    parts = (codec or "").split("/")
+    rate = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 8000
+    return "wb" if rate >= 16_000 and rec_rate >= 16_000 else "nb"
 
 
 def resample(x: np.ndarray, src: int, dst: int, taps: int = 32) -> np.ndarray:
@@ -76,7 +78,7 @@ def score(
     reference: np.ndarray, ref_rate: int, recording: np.ndarray, rec_rate: int, codec: str | None
 ) -> Score:
     """PESQ MOS-LQO of `recording` (int16 PCM) against the looped `reference` (int16 PCM)."""
-    mode = mode_for(codec)
+    mode = mode_for(codec, rec_rate)
     rate = 16_000 if mode == "wb" else 8_000
     ref = resample(reference, ref_rate, rate)
     rec = resample(recording, rec_rate, rate)
