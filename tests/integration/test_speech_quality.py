@@ -17,10 +17,10 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("pjsua2")
 hosts = pytest.fixture(name="hosts")(start_hosts)
 LOSS_PCT = (0, 5, 10)
-# Per loss level: 2 host pairs x 2 calls. Which packets a random 5 % hits moves one call's
+# Per loss level: 2 host pairs x 4 calls. Which packets a random 5 % hits moves one call's
 # score by +-0.4 (a loss in a pause costs nothing), so levels are compared by their means;
 # a starved host glitches all its calls at once, so each level spans two host pairs.
-PAIRS, CALLS = 2, 2
+PAIRS, CALLS = 2, 4
 RECORD_S = 8.0  # P.862 asks for 8-12 s of speech
 
 
