@@ -93,3 +93,12 @@ def test_uploaded_speech_is_played_recorded_and_scored(platform):  # type: ignor
 
     status, html = platform.get_html(f"/runs/{run_id}")
     assert status == 200 and 'id="speech-quality"' in html and "PESQ MOS-LQO" in html
+
+    # per endpoint: on its view (published before its EndpointFinished, or the read model
+    # would have ignored it as late) and in its timeline
+    _, detail = platform.request("GET", f"/api/v1/runs/{run_id}/endpoints/B-1")
+    assert detail["me"]["endpoint"]["mos_lqo"] == b1["mos_lqo"]
+    labels = [e["label"] for e in detail["me"]["timeline"] if e["kind"] == "event"]
+    assert f"PESQ MOS-LQO {b1['mos_lqo']:.2f} (nb)" in labels, labels
+    status, html = platform.get_html(f"/runs/{run_id}/endpoints/B-1")
+    assert status == 200 and "MOS-LQO" in html
