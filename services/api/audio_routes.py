@@ -7,6 +7,7 @@ store under its content hash, and a test group names it by that reference
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -17,6 +18,13 @@ from .deps import PlatformDep
 from .errors import ApiError
 
 router = APIRouter(prefix="/api/v1", tags=["audio"])
+_UPLOADED = re.compile(r"^sha256:[0-9a-f]{64}$")
+_WAV_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def _info(info: wav.WavInfo) -> dict[str, Any]:
@@ -31,7 +39,7 @@ def _invalid(exc: wav.WavError) -> ApiError:
     return ApiError(422, "validation_error", str(exc), field)
 
 
-@router.post("/audio", status_code=status.HTTP_201_CREATED)
+@router.post("/audio", status_code=status.HTTP_201_CREATED, openapi_extra=_WAV_BODY)
 async def upload_audio(request: Request, p: PlatformDep) -> dict[str, Any]:
     """The request body is the WAV file: 16-bit PCM, mono, 8 or 16 kHz, 1-60 s, at most 2 MB.
 
@@ -56,7 +64,7 @@ async def audio_info(ref: str, p: PlatformDep) -> dict[str, Any]:
     """Format of an uploaded or shipped audio reference."""
     if ref in wav.BUILTIN:
         return _info(wav.validate(wav.BUILTIN[ref].read_bytes()))
-    data = await p.bus.get_object(wav.AUDIO_BUCKET, ref) if ref.startswith("sha256:") else None
+    data = await p.bus.get_object(wav.AUDIO_BUCKET, ref) if _UPLOADED.match(ref) else None
     if data is None:
         raise ApiError(404, "not_found", f"no audio {ref!r}", "ref")
     return _info(wav.validate(data))

@@ -77,7 +77,10 @@ async def endpoint_series(
     }  # fmt: skip
 
 
-@router.get("/runs/{run_id}/speech_quality")
+@router.get(
+    "/runs/{run_id}/speech_quality",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
 async def speech_quality(
     run_id: str, p: PlatformDep, format: Literal["json", "csv"] = "json"
 ) -> Any:
