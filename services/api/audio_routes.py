@@ -22,7 +22,7 @@ _UPLOADED = re.compile(r"^sha256:[0-9a-f]{64}$")
 _WAV_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 
