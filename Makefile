@@ -7,9 +7,24 @@ STAMP := $(VENV)/.installed-$(shell md5sum pyproject.toml | cut -c1-8)
 # System packages the real-peer and browser tests use (installed when we can).
 SYSTEM_PACKAGES := kamailio kamailio-extra-modules sip-tester chromium curl tshark iproute2
 
-.PHONY: run test lint fmt bench system-deps clean
+.PHONY: run test lint fmt bench system-deps build-deps clean
 
-$(STAMP): pyproject.toml
+# `pesq` (ITU-T P.862) is published only as source: pip compiles it with gcc against
+# the interpreter's headers (Python.h).
+build-deps:
+	@missing=""; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	$(PYTHON) -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || missing="$$missing python3-dev $$(basename $(PYTHON))-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) \
+	      || echo "could not install:$$missing (pip cannot build pesq)"; \
+	  else echo "not installing:$$missing (need root and apt-get); pip cannot build pesq"; fi; \
+	fi
+
+$(STAMP): pyproject.toml | build-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -226,6 +226,31 @@ class Bus:
         )
         log.warning("dead-lettered %s: %s", msg.subject, reason)
 
+    async def put_object(self, bucket: str, name: str, data: bytes) -> None:
+        """Store a blob in a JetStream object store bucket (created on first use)."""
+        try:
+            store = await self.js.object_store(bucket)
+        except NotFoundError:
+            store = await self.js.create_object_store(bucket)
+        await store.put(name, data)
+
+    async def get_object(self, bucket: str, name: str) -> bytes | None:
+        """A blob from an object store bucket; None when the bucket or the object is absent."""
+        try:
+            store = await self.js.object_store(bucket)
+            result = await store.get(name)
+        except NotFoundError:  # ObjectNotFoundError and BucketNotFoundError are NotFoundErrors
+            return None
+        return bytes(result.data or b"")
+
+    async def has_object(self, bucket: str, name: str) -> bool:
+        try:
+            store = await self.js.object_store(bucket)
+            await store.get_info(name)
+        except NotFoundError:
+            return False
+        return True
+
     async def last_seq(self, stream: str) -> int:
         info = await self.js.stream_info(stream)
         return int(info.state.last_seq)

@@ -41,6 +41,7 @@ from .endpoint_events import (
     RegistrationFailed,
     Role,
     ScenarioActionExecuted,
+    SpeechQualityMeasured,
     host_lost_reason,
     lost_host,
 )  # fmt: skip
@@ -76,6 +77,7 @@ from .subjects import (
     traces_for_run,
 )  # fmt: skip
 from .testdef import (
+    AudioRef,
     CallOptions,
     Codec,
     Group,

@@ -22,6 +22,7 @@ from .endpoint_events import (
     EndpointRegistered,
     RegistrationFailed,
     ScenarioActionExecuted,
+    SpeechQualityMeasured,
 )  # fmt: skip
 from .metric_events import MetricBatch, MetricSample, SipMessage
 from .platform_events import PlatformOutage
@@ -48,7 +49,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     EndpointAssigned,
     EndpointPhaseChanged,
     EndpointRegistered, RegistrationFailed, CallAttempted, CallProgress, CallEstablished,
-    CallFailed, ScenarioActionExecuted, DtmfReceived, CallEnded, EndpointFinished,
+    CallFailed, ScenarioActionExecuted, DtmfReceived, SpeechQualityMeasured, CallEnded,
+    EndpointFinished,
     WorkerOnline, WorkerHeartbeat, WorkerOffline, WorkerLost, MetricSample, MetricBatch,
     SipMessage, PlatformOutage,
 )  # fmt: skip

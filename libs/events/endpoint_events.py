@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from callmeter_vocabulary import Outcome, Phase
 
 from .base import Event
-from .testdef import CallOptions, Codec, Registrar, ScenarioAction, SipAccount
+from .testdef import AudioRef, CallOptions, Codec, Registrar, ScenarioAction, SipAccount
 
 Role = Literal["caller", "receiver", "idle"]
 
@@ -53,6 +53,8 @@ class EndpointConfig(BaseModel):
     # NO_INCOMING_CALL (the dispatcher sets duration + buildup + a margin); None: the
     # host's default of duration + a margin
     call_wait_s: float | None = None
+    audio: AudioRef | None = None  # what this endpoint plays (None: the tone)
+    speech_reference: AudioRef | None = None  # receiver: record, score PESQ against this
 
 
 class _EndpointEvent(Event):
@@ -150,6 +152,23 @@ class DtmfReceived(_EndpointEvent):
     token: ClassVar[str] = "dtmf_received"
     digits: str
     method: str
+
+
+class SpeechQualityMeasured(_EndpointEvent):
+    """PESQ (ITU-T P.862) MOS-LQO of what a sampled receiver heard, against the reference
+    its caller played; null with `error` when the call could not be scored."""
+
+    type: Literal["SpeechQualityMeasured"] = "SpeechQualityMeasured"
+    token: ClassVar[str] = "speech_quality"
+    mos_lqo: float | None = None
+    mode: Literal["nb", "wb"] | None = None  # P.862.1 narrow-band or P.862.2 wide-band
+    codec: str | None = None
+    seconds: float | None = None  # length of speech scored
+    reference: AudioRef
+    error: str = ""
+
+    def dedup_key(self) -> str | None:
+        return f"SpeechQualityMeasured:{self.run_id}:{self.endpoint_id}"  # one call, one score
 
 
 class CallEnded(_EndpointEvent):

@@ -15,6 +15,9 @@ Codec = Literal["PCMU", "PCMA", "G722", "GSM", "speex", "iLBC"]
 Transport = Literal["udp", "tcp", "tls"]
 # Group names become NATS subject tokens and endpoint ids: keep them plain.
 GroupName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
+# What a group's endpoints play instead of the tone: the shipped speech reference or an
+# uploaded WAV by content hash (POST /api/v1/audio; callmeter_common.wav validates it).
+AudioRef = Annotated[str, Field(pattern=r"^(speech-en|sha256:[0-9a-f]{64})$")]
 
 
 class _Frozen(BaseModel):
@@ -92,6 +95,7 @@ class Group(_Frozen):
     drop_rx_pct: int = Field(default=0, ge=0, le=100)
     options: CallOptions = Field(default_factory=CallOptions)
     scenario: list[ScenarioAction] = Field(default_factory=list, max_length=50)
+    audio: AudioRef | None = None  # None: a 440 Hz tone (PESQ cannot score a tone)
 
 
 class TestDefinition(_Frozen):
@@ -105,6 +109,9 @@ class TestDefinition(_Frozen):
     )
     thresholds: list[str] = Field(default_factory=list, max_length=50)  # "mos_avg >= 4.0"
     webhooks: list[Webhook] = Field(default_factory=list, max_length=20)
+    # PESQ (MOS-LQO) on this many calls per run: receivers called by a group that plays
+    # audio record and score it. 0 turns it off.
+    speech_quality_calls: int = Field(default=3, ge=0, le=100)
 
     @model_validator(mode="after")
     def _groups_consistent(self) -> TestDefinition:
@@ -128,6 +135,24 @@ class TestDefinition(_Frozen):
     def callee_groups(self) -> set[str]:
         """Names of groups that some other group calls (they receive)."""
         return {g.calls for g in self.groups if g.calls}
+
+    def speech_samples(self) -> dict[str, str]:
+        """Receivers that record for PESQ -> the audio their caller plays (the reference).
+
+        Receiver n of a callee group is called by caller n (the dispatcher's pairing),
+        so the first `speech_quality_calls` receivers called by a group with audio, in
+        group order, are sampled: a few calls per run, chosen the same way every time.
+        """
+        out: dict[str, str] = {}
+        for group in self.groups:
+            callee = next((g for g in self.groups if g.name == group.calls), None)
+            if group.audio is None or callee is None:
+                continue
+            for i in range(1, min(group.endpoints, callee.endpoints) + 1):
+                if len(out) >= self.speech_quality_calls:
+                    return out
+                out.setdefault(endpoint_id(callee.name, i), group.audio)
+        return out
 
     def total_endpoints(self) -> int:
         return sum(g.endpoints for g in self.groups)

@@ -19,6 +19,7 @@ from callmeter_events import (
     Event,
     Phase,
     RegistrationFailed,
+    SpeechQualityMeasured,
     TestDefinition,
     endpoint_id,
 )
@@ -58,6 +59,10 @@ class EndpointState:
     call_setup_ms: float | None = None
     call_duration_s: float | None = None
     finished_at: datetime | None = None
+    # PESQ on a sampled receiver (SpeechQualityMeasured); error says why a sample has none
+    mos_lqo: float | None = None
+    mos_lqo_mode: str | None = None
+    mos_lqo_error: str | None = None
     late_events: int = 0  # events that arrived after the endpoint had finished
 
 
@@ -122,6 +127,12 @@ def _(event: CallEstablished, ep: EndpointState) -> EndpointState:
 @apply_endpoint.register
 def _(event: CallFailed, ep: EndpointState) -> EndpointState:
     return evolve(ep, sip_code=event.sip_code, reason=event.reason)
+
+
+@apply_endpoint.register
+def _(event: SpeechQualityMeasured, ep: EndpointState) -> EndpointState:
+    return evolve(ep, mos_lqo=event.mos_lqo, mos_lqo_mode=event.mode,
+                  mos_lqo_error=event.error or None)  # fmt: skip
 
 
 @apply_endpoint.register

@@ -160,6 +160,41 @@ def timing_distributions(
     return out
 
 
+_SPEECH = """
+SELECT endpoint_id, group_name, (doc->>'mos_lqo')::float8, doc->>'mos_lqo_mode',
+       doc->>'mos_lqo_error', doc->>'codec'
+FROM endpoints WHERE run_id = %s
+  AND (doc->>'mos_lqo' IS NOT NULL OR doc->>'mos_lqo_error' IS NOT NULL)
+ORDER BY group_name, length(endpoint_id), endpoint_id
+"""
+
+
+def speech_quality(
+    conn: psycopg.Connection[Any], run_id: str, endpoint_stats: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """PESQ MOS-LQO of the sampled receivers, each beside its E-model MOS (receive side,
+    average over the call), and the run's summary of both over the scored calls."""
+    if endpoint_stats is None:
+        endpoint_stats = stats_mod.metric_stats(conn, run_id, "endpoint")
+    endpoints = []
+    for eid, group, lqo, mode, error, codec in conn.execute(_SPEECH, (run_id,)).fetchall():
+        emodel = endpoint_stats.get(eid, {}).get("mos", {}).get("avg")
+        endpoints.append({
+            "endpoint_id": eid, "group": group, "mos_lqo": lqo, "mode": mode, "codec": codec,
+            "mos_emodel": emodel, "error": error,
+        })  # fmt: skip
+    scored = [e for e in endpoints if e["mos_lqo"] is not None]
+    lqo = [e["mos_lqo"] for e in scored]
+    emodel = [e["mos_emodel"] for e in scored if e["mos_emodel"] is not None]
+    return {
+        "sampled": len(endpoints), "scored": len(scored),
+        "mos_lqo_avg": sum(lqo) / len(lqo) if lqo else None,
+        "mos_lqo_min": min(lqo, default=None), "mos_lqo_max": max(lqo, default=None),
+        "mos_emodel_avg": sum(emodel) / len(emodel) if emodel else None,
+        "endpoints": endpoints,
+    }  # fmt: skip
+
+
 def run_results(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     """Everything the results page shows, from aggregates: run (its quality figures
     from the worse direction), directions, groups, endpoints."""
@@ -167,6 +202,7 @@ def run_results(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     group_rates = success_rates(conn, run_id, by_group=True)
     q = stats_mod.run_quality(conn, run_id, groups=True)
     groups = q["groups"]
+    endpoints = stats_mod.metric_stats(conn, run_id, "endpoint")
     return {
         "run_id": run_id,
         "run": {**rates.get("", {}), "metrics": q["worst"]},
@@ -180,7 +216,8 @@ def run_results(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
             }
             for name in sorted(set(groups) | set(group_rates))
         },
-        "endpoints": stats_mod.metric_stats(conn, run_id, "endpoint"),
+        "endpoints": endpoints,
         "timings": timing_distributions(conn, run_id),
         "mos_histogram": stats_mod.mos_histogram(conn, run_id),
+        "speech_quality": speech_quality(conn, run_id, endpoints),
     }

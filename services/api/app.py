@@ -21,6 +21,7 @@ from callmeter_storage.readmodels import RUNS
 
 from . import (
     api_routes,
+    audio_routes,
     auth,
     errors,
     events_routes,
@@ -119,7 +120,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     # Every /api/v1 router: a run or test of a project the API key may not see is a 404.
-    guarded = (api_routes.router, events_routes.router, results_routes.router, health_routes.api)
+    guarded = (
+        api_routes.router,
+        events_routes.router,
+        results_routes.router,
+        health_routes.api,
+        audio_routes.router,
+    )
     for router in guarded:
         app.include_router(router, dependencies=[Depends(auth.guard)])
     app.include_router(health_routes.probes)

@@ -203,6 +203,11 @@ def describe_event(event: dict[str, Any]) -> str:
         "CallFailed": f"call failed{code}{reason}",
         "ScenarioActionExecuted": f"scenario {event.get('action')}: {event.get('detail', '')}",
         "DtmfReceived": f"DTMF {event.get('digits')} ({event.get('method')})",
+        "SpeechQualityMeasured": (
+            f"PESQ MOS-LQO {event['mos_lqo']:.2f} ({event.get('mode')})"
+            if event.get("mos_lqo") is not None
+            else f"PESQ not scored: {event.get('error')}"
+        ),  # fmt: skip
         "CallEnded": f"call ended{code}{reason}",
         "EndpointFinished": f"finished {event.get('outcome')}{code}{reason}",
     }.get(kind, kind)

@@ -58,7 +58,7 @@ def blank_group(index: int) -> dict[str, Any]:
         "name": chr(ord("A") + index) if index < 26 else f"G{index + 1}",
         "endpoints": "1", "calls": "", "codecs": "PCMU", "accounts": "",
         "registrar.host": "", "registrar.port": "5060", "registrar.transport": "udp",
-        "registrar.domain": "", **options_form({}), "scenario": [],
+        "registrar.domain": "", **options_form({}), "scenario": [], "audio": "",
     }  # fmt: skip
 
 
@@ -81,7 +81,7 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
                 "registrar.host": reg.get("host", ""), "registrar.port": str(reg.get("port", 5060)),
                 "registrar.transport": reg.get("transport", "udp"),
                 "registrar.domain": reg.get("domain") or "",
-                **options_form(g.get("options") or {}),
+                **options_form(g.get("options") or {}), "audio": g.get("audio") or "",
                 "scenario": [
                     {"at_s": _num(a["at_s"]), "action": a["action"], "digits": a.get("digits") or "",
                      "method": a.get("method") or "rfc4733", "codec": a.get("codec") or ""}
@@ -93,6 +93,7 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
         "name": d.get("name", ""),
         "duration_s": _num(d.get("duration_s", 30)),
         "buildup_s": _num(d.get("buildup_s", 0)),
+        "speech_quality_calls": _num(d.get("speech_quality_calls", 3)),
         "groups": groups or [blank_group(0)],
         "thresholds": "\n".join(d.get("thresholds") or []),
         "webhooks": [{"url": w["url"], "secret": w.get("secret") or ""}
@@ -123,6 +124,7 @@ def form_from_fields(fields: dict[str, str]) -> dict[str, Any]:
         "name": fields.get("name", ""),
         "duration_s": fields.get("duration_s", ""),
         "buildup_s": fields.get("buildup_s", ""),
+        "speech_quality_calls": fields.get("speech_quality_calls", ""),
         "groups": groups,
         "thresholds": fields.get("thresholds", ""),
         "webhooks": webhooks,
@@ -170,11 +172,15 @@ def definition_from_form(form: dict[str, Any]) -> dict[str, Any]:
             group["options"] = options
         if g.get("scenario"):
             group["scenario"] = [scenario_action(row) for row in g["scenario"]]
+        if g.get("audio", "").strip():
+            group["audio"] = g["audio"].strip()
         groups.append(group)
     out: dict[str, Any] = {"name": form["name"].strip(), "groups": groups}
     out["duration_s"] = form["duration_s"].strip() or "0"
     if form["buildup_s"].strip():
         out["buildup_s"] = form["buildup_s"].strip()
+    if form.get("speech_quality_calls", "").strip():
+        out["speech_quality_calls"] = form["speech_quality_calls"].strip()
     thresholds = [t.strip() for t in form.get("thresholds", "").splitlines() if t.strip()]
     if thresholds:
         out["thresholds"] = thresholds
@@ -202,7 +208,8 @@ def field_errors(exc: ValidationError, form: dict[str, Any]) -> dict[str, str]:
     An error deeper than any input (`groups.0.accounts.2.username`) goes to the
     nearest enclosing input (`groups.0.accounts`); one about no input goes to "".
     """
-    inputs = {"name", "duration_s", "buildup_s", "groups", "thresholds", "webhooks"}
+    inputs = {"name", "duration_s", "buildup_s", "speech_quality_calls", "groups", "thresholds",
+              "webhooks"}  # fmt: skip
     for i, g in enumerate(form["groups"]):
         inputs |= {f"groups.{i}.{k}" for k in blank_group(i)} | {f"groups.{i}.{k}" for k in g}
         for j, _ in enumerate(g.get("scenario") or []):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from callmeter_events import Direction
 from callmeter_events.metrics_catalogue import BY_KEY
@@ -78,6 +80,30 @@ async def endpoint_series(
         "run_id": run_id, "endpoint_id": endpoint_id, "direction": direction,
         "key": key, "unit": m.unit, "points": [{"t": t, "value": v} for t, v in points],
     }  # fmt: skip
+
+
+@router.get(
+    "/runs/{run_id}/speech_quality",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
+async def speech_quality(
+    run_id: str, p: PlatformDep, format: Literal["json", "csv"] = "json"
+) -> Any:
+    """PESQ MOS-LQO per sampled receiver beside its E-model MOS; CSV for spreadsheets."""
+    await _known_run(p, run_id)
+    sq = await service.query(p, results.speech_quality, run_id)
+    if format == "json":
+        return {"run_id": run_id, **sq}
+    columns = ("endpoint_id", "group", "codec", "mode", "mos_lqo", "mos_emodel", "error")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    writer.writerows([e[c] for c in columns] for e in sq["endpoints"])
+    filename = f"callmeter-{run_id}-speech-quality.csv"
+    return Response(
+        out.getvalue(), media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )  # fmt: skip
 
 
 @router.get("/runs/{run_id}/samples")

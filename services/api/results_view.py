@@ -17,7 +17,7 @@ from callmeter_events import GOOD_OUTCOMES
 from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_storage import results, stats
 
-from .svg import Chart, Series, bar_chart, line_chart
+from .svg import Chart, Series, bar_chart, line_chart, paired_bars
 from .views import THRESHOLDS, grade
 
 # (rollup key, label, unit, digits, grade key, scale): loss is stored as a fraction.
@@ -50,7 +50,19 @@ def results_data(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
         "timings": results.timing_distributions(conn, run_id),
         "rates": results.success_rates(conn, run_id).get("", {}),
         "series": stats.direction_series(conn, run_id),
+        "speech": results.speech_quality(conn, run_id),
     }
+
+
+def speech_view(speech: dict[str, Any]) -> dict[str, Any] | None:
+    """PESQ MOS-LQO beside the E-model MOS per sampled receiver; None when none sampled."""
+    if not speech.get("sampled"):
+        return None
+    rows = [(e["endpoint_id"], e["mos_lqo"], e["mos_emodel"]) for e in speech["endpoints"]]
+    chart = paired_bars(
+        "Speech quality per sampled call (MOS)", rows, ("PESQ MOS-LQO", "E-model MOS (avg)")
+    )
+    return {**speech, "chart": chart}
 
 
 # What each row of the percentile table stands for: the headline, then each direction.
@@ -179,4 +191,5 @@ def results_view(data: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         "mos_histogram": mos_histogram_svg(data.get("mos_histogram", [])),
         "registration_success_rate": None if reg is None else 100.0 * reg,
         "endpoints": len(endpoints),
+        "speech": speech_view(data.get("speech", {})),
     }

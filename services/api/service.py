@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from callmeter_common import wav
 from callmeter_events import (
     TERMINAL_STATUSES,
     Event,
@@ -56,6 +57,12 @@ async def get_test(p: Platform, test_id: str) -> dict[str, Any]:
 
 
 async def save_test(p: Platform, definition: TestDefinition, test_id: str | None = None) -> str:
+    for i, group in enumerate(definition.groups):
+        if group.audio and group.audio not in wav.BUILTIN:
+            if not await p.bus.has_object(wav.AUDIO_BUCKET, group.audio):
+                field = f"groups.{i}.audio"
+                message = f"{field}: no uploaded audio {group.audio} (POST /api/v1/audio first)"
+                raise ApiError(422, "validation_error", message, field)
     test_id = test_id or new_id()
     await publish_and_wait(p, TestSaved(test_id=test_id, definition=definition))
     return test_id

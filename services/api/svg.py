@@ -287,3 +287,48 @@ def bar_chart(
             )
     out.append("</svg>")
     return "".join(out)
+
+
+def paired_bars(
+    title: str,
+    rows: Sequence[tuple[str, float | None, float | None]],
+    legend: tuple[str, str],
+    lo: float = 1.0,
+    hi: float = 4.5,
+    width: int = 520,
+) -> str:
+    """Two horizontal bars per row (label, first, second) on a lo..hi scale; None: no bar."""
+    left, right, top, row_h = 90, 40, 36, 26
+    height = top + row_h * len(rows) + 8
+    plot_w = width - left - right
+    colors = ("#2563eb", "#9ca3af")
+    out = [
+        f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} '
+        f'{height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+        f'<text x="4" y="14" font-size="12" font-weight="600">{escape(title)}</text>'
+    ]
+    for i, (name, color) in enumerate(zip(legend, colors, strict=True)):
+        x = left + i * 170
+        out.append(
+            f'<rect x="{x}" y="21" width="10" height="10" fill="{color}"/>'
+            f'<text x="{x + 14}" y="30" font-size="10" fill="#6b7480">{escape(name)}</text>'
+        )
+    for r, (label, *values) in enumerate(rows):
+        y = top + r * row_h
+        out.append(
+            f'<text x="{left - 6}" y="{y + 15}" font-size="11" text-anchor="end">'
+            f"{escape(label)}</text>"
+        )
+        for j, v in enumerate(values):
+            if v is None:
+                continue
+            w = max(0.0, min(1.0, (v - lo) / (hi - lo))) * plot_w
+            yy = y + 2 + j * 11
+            out.append(
+                f'<rect x="{left}" y="{yy}" width="{w:.1f}" height="10" fill="{colors[j]}">'
+                f"<title>{escape(legend[j])}: {v:.2f}</title></rect>"
+                f'<text x="{left + w + 4:.1f}" y="{yy + 9}" font-size="10" fill="#6b7480">'
+                f"{v:.2f}</text>"
+            )
+    out.append("</svg>")
+    return "".join(out)

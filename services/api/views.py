@@ -32,7 +32,8 @@ def grade(metric: str, value: float | None) -> str:
 def endpoint_view(doc: dict[str, Any]) -> dict[str, Any]:
     keys = ("endpoint_id", "group", "role", "phase", "outcome", "reason", "sip_code", "worker_id",
             "contact_uri", "target_uri", "codec", "time_to_register_ms", "post_dial_delay_ms",
-            "call_setup_ms", "call_duration_s", "late_events")  # fmt: skip
+            "call_setup_ms", "call_duration_s", "late_events", "mos_lqo", "mos_lqo_mode",
+            "mos_lqo_error")  # fmt: skip
     view = {k: doc.get(k) for k in keys}
     view["id"] = doc["endpoint_id"]
     return view

@@ -146,9 +146,10 @@ def endpoint_config(run: RunState, ep: EndpointState, target_uri: str | None) ->
         username=account.username if account else ep.endpoint_id.lower(),
         target_uri=target_uri or group.target_uri, registrar=group.registrar, account=account,
         drop_tx_pct=group.drop_tx_pct, drop_rx_pct=group.drop_rx_pct,
-        options=group.options, scenario=list(group.scenario),
+        options=group.options, scenario=list(group.scenario), audio=group.audio,
         call_wait_s=run.definition.duration_s + run.definition.buildup_s + NO_CALL_MARGIN_S
         if ep.role == "receiver" else None,
+        speech_reference=run.definition.speech_samples().get(ep.endpoint_id),
     )  # fmt: skip
 
 

@@ -46,6 +46,7 @@ class StartEndpoint(TypedDict):
     account: dict[str, Any] | None
     options: dict[str, Any]
     scenario: list[dict[str, Any]]
+    record_s: float | None  # receiver: record this many seconds for PESQ (None: no)
 
 
 class Hangup(TypedDict):
@@ -93,6 +94,11 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "endpoint_id": (str,), "outcome": (str,), "reason": (str,), "sip_code": _OPT_INT,
     },
     "sip_message": {"endpoint_id": _OPT_STR, "direction": (str,), "text": (str,)},
+    # a sampled receiver's recording (path "" and error set when there is none)
+    "recording": {
+        "endpoint_id": (str,), "path": (str,), "seconds": _OPT_NUM, "codec": _OPT_STR,
+        "error": (str,),
+    },
     "error": {"message": (str,)},
     "heartbeat": {"calls": (int,), "accounts": (int,)},
 }  # fmt: skip
@@ -230,6 +236,11 @@ def _validate_command(msg: dict[str, Any]) -> dict[str, Any]:
         msg["call_wait_s"] = msg["duration_s"] + NO_CALL_MARGIN_S
     elif isinstance(wait, bool) or not isinstance(wait, _NUM) or wait <= 0:
         raise ProtocolError("call_wait_s must be a number > 0 or null")
+    record_s = msg.setdefault("record_s", None)
+    if record_s is not None and (
+        isinstance(record_s, bool) or not isinstance(record_s, _NUM) or not 1 <= record_s <= 60
+    ):
+        raise ProtocolError("record_s must be a number in 1..60 or null")
     try:
         msg["registrar"] = protocol_options.registrar(msg.get("registrar"))
         msg["account"] = protocol_options.account(msg.get("account"))

@@ -156,3 +156,16 @@ def test_editing_keeps_the_settings_the_form_has_no_input_for():
     # A group the form makes a caller drops its old target URI (one or the other).
     _, errors = forms.validate(forms.form_from_fields({**FIELDS, "groups.1.calls": "A"}), stored)
     assert errors == {}
+
+
+def test_speech_audio_and_the_pesq_sample_count_are_edited_and_checked_in_the_form():
+    fields = {**FIELDS, "groups.0.audio": " speech-en ", "speech_quality_calls": "1"}
+    definition, errors = forms.validate(forms.form_from_fields(fields))
+    assert errors == {} and definition is not None
+    assert (definition.groups[0].audio, definition.groups[1].audio) == ("speech-en", None)
+    assert definition.speech_quality_calls == 1
+    again, _ = forms.validate(forms.form_from_definition(definition.model_dump()))
+    assert again == definition
+    bad = {**fields, "groups.0.audio": "song.wav", "speech_quality_calls": "-2"}
+    _, errors = forms.validate(forms.form_from_fields(bad))
+    assert set(errors) == {"groups.0.audio", "speech_quality_calls"}

@@ -14,6 +14,7 @@ from callmeter_api.results_view import (
     percentile_rows,
     series_charts,
     sip_code_rows,
+    speech_view,
 )
 from callmeter_api.settings import ApiSettings
 from callmeter_api.svg import bar_chart
@@ -121,3 +122,18 @@ def test_openapi_declares_bearer_keys_required_or_optional():
         assert api and all(op["security"] == security for ops in api.values()
                            for op in ops.values())  # fmt: skip
         assert all("security" not in op for op in doc["paths"].get("/asyncapi", {}).values())
+
+
+def test_speech_quality_pairs_each_sampled_calls_pesq_with_its_e_model_mos():
+    assert speech_view({"sampled": 0, "endpoints": []}) is None  # nothing sampled: no section
+    speech = {"sampled": 2, "scored": 1, "endpoints": [
+        {"endpoint_id": "B-1", "mos_lqo": 4.31, "mos_emodel": 4.41, "mode": "nb", "error": None},
+        {"endpoint_id": "B-2", "mos_lqo": None, "mos_emodel": 4.2, "mode": None,
+         "error": "a 3 s call is too short to score"},
+    ]}  # fmt: skip
+    view = speech_view(speech)
+    assert view is not None and view["scored"] == 1
+    svg = ET.fromstring(view["chart"])
+    bars = [t.text for t in svg.iter(f"{SVG}title")]
+    # B-1 has both bars; B-2 only its E-model bar (no score, no invented bar)
+    assert bars == ["PESQ MOS-LQO: 4.31", "E-model MOS (avg): 4.41", "E-model MOS (avg): 4.20"]

@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clock-rate", type=int, default=8000, help="16000 for G722 hosts")
     p.add_argument("--drop-tx-pct", type=int, default=0)
     p.add_argument("--drop-rx-pct", type=int, default=0)
+    p.add_argument("--audio", default="", help="WAV the senders loop (default: a tone)")
+    p.add_argument("--record-dir", default="", help="where recordings go (default: temp dir)")
     p.add_argument("--trace-sip", action="store_true", help="emit sip_message events")
     p.add_argument("--log-level", type=int, default=2, help="PJSIP log level sent to stderr")
     p.add_argument("--tls-cert", default="", help="PEM certificate for the TLS listener")

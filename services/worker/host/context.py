@@ -20,6 +20,7 @@ class HostContext(Protocol):
     """What endpoints, their scenarios and the pjsua2 callbacks use of the Host."""
 
     bind: str
+    record_dir: str  # where sampled receivers write their recordings
     accounts: dict[str, Any]  # endpoint_id -> live pjsua2 Account
     rejected: list[Any]  # calls kept alive until PJSIP drops them
 

@@ -18,6 +18,7 @@ import pjsua2 as pj
 from callmeter_vocabulary import Outcome, Phase
 
 from .context import HostContext
+from .recording import Recording
 from .register import Registration
 from .scenario import Scenario
 from .sip import HostAccount, HostCall
@@ -49,6 +50,7 @@ class Endpoint:
             if cmd.get("registrar") else None
         )  # fmt: skip
         self.scenario = Scenario(host, self.id, cmd.get("scenario") or [])
+        self.recording = Recording(host, self.id, cmd.get("record_s"))
         self.contact_uri = ""  # set by start(): the transport's port is known only then
         self.sip_call_id: str | None = None
         self.account: HostAccount | None = None
@@ -295,6 +297,7 @@ class Endpoint:
             self.hangup("caller did not hang up")
         else:
             self.scenario.tick(call, now - self.t_confirmed, self.codecs)
+            self.recording.tick(call, now)
             if self.first_rtp_ms is None and now >= self.next_rtp_poll:
                 self.next_rtp_poll = now + FIRST_RTP_POLL_S
                 self._poll_first_rtp(call, now)
@@ -389,6 +392,7 @@ class Endpoint:
         if self.finished:
             return
         self.finished = True
+        self.recording.stop(time.monotonic())  # reported before the endpoint's end
         if self.phase != Phase.CLOSED:
             self.set_phase(Phase.CLOSED)
         self.host.emit(

@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -65,6 +66,7 @@ class Host:
     def __init__(self, args: argparse.Namespace, out_fd: int) -> None:
         self.args, self.out_fd = args, out_fd
         self.bind, self.sip_port = args.bind, args.sip_port
+        self.record_dir = args.record_dir or tempfile.gettempdir()
         self.endpoints: dict[str, Endpoint] = {}
         self.accounts: dict[str, Any] = {}  # endpoint_id -> live HostAccount
         self.rejected: list[HostCall] = []  # turned-away calls, kept until DISCONNECTED
@@ -109,12 +111,15 @@ class Host:
         self.ep.libStart()
         self.ep.audDevManager().setNullDev()
         self.codec_ids = [c.codecId for c in self.ep.codecEnum2()]
-        self.tone_path = write_tone_wav(a.clock_rate)
         self.player = pj.AudioMediaPlayer()
-        self.player.createPlayer(self.tone_path, 0)  # options 0: loop forever
-        # the player keeps its fd open and rewinds it; unlinking now means a killed
-        # host leaves no temp file behind
-        os.unlink(self.tone_path)
+        if a.audio:  # the group's WAV (the supervisor owns the file); the bridge resamples it
+            self.player.createPlayer(a.audio, 0)  # options 0: loop forever
+        else:
+            tone_path = write_tone_wav(a.clock_rate)
+            self.player.createPlayer(tone_path, 0)
+            # the player keeps its fd open and rewinds it; unlinking now means a killed
+            # host leaves no temp file behind
+            os.unlink(tone_path)
         self.playback = self.ep.audDevManager().getPlaybackDevMedia()
         self.emit("host_ready", sip_port=a.sip_port)
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Awaitable
 from typing import Any
 
 from nats.aio.msg import Msg
 
 from callmeter_common.bus import Bus
+from callmeter_common.wav import WavError
 from callmeter_events import (
     EndpointAssigned,
     EndpointFinished,
@@ -23,14 +27,17 @@ from callmeter_events import (
     Outcome,
     Phase,
     RunStopping,
+    SpeechQualityMeasured,
     WorkerHeartbeat,
     WorkerOffline,
     WorkerOnline,
 )  # fmt: skip
 
 from ..protocol import StartEndpoint
+from .audio import AudioStore
 from .batcher import SampleBatcher
 from .hostpool import EndpointHost, HostPool, HostProfile
+from .scorer import Scorer, record_seconds
 from .settings import WorkerSettings
 from .simulated import SimulatedHost, SimulatedPool
 from .translate import to_events
@@ -38,7 +45,7 @@ from .translate import to_events
 log = logging.getLogger(__name__)
 
 
-def start_command(event: EndpointAssigned) -> StartEndpoint:
+def start_command(event: EndpointAssigned, record_s: float | None = None) -> StartEndpoint:
     """The host protocol's start_endpoint command for one assignment."""
     c = event.config
     return {
@@ -48,6 +55,7 @@ def start_command(event: EndpointAssigned) -> StartEndpoint:
         "call_wait_s": c.call_wait_s, "registrar": c.registrar.model_dump() if c.registrar else None,
         "account": c.account.model_dump() if c.account else None,
         "options": c.options.model_dump(), "scenario": [s.model_dump() for s in c.scenario],
+        "record_s": record_s,
     }  # fmt: skip
 
 
@@ -55,6 +63,8 @@ class Supervisor:
     def __init__(self, bus: Bus, settings: WorkerSettings) -> None:
         self.bus = bus
         self.settings = settings
+        # audio files for hosts and the recordings they write (removed by close())
+        self.speech_dir = tempfile.mkdtemp(prefix="callmeter-speech-")
         self.pool: HostPool | SimulatedPool
         if settings.simulate:
             self.pool = SimulatedPool(settings.address(), self.on_host_message)
@@ -63,8 +73,14 @@ class Supervisor:
                 settings.endpoints_per_host, settings.rtp_port_range, settings.address(),
                 settings.host_silence_s, self.on_host_message, self.on_host_lost,
                 settings.trace_sip, tls_files=(settings.tls_cert, settings.tls_key),
-                ports=settings.media_port_range(),
+                ports=settings.media_port_range(), record_dir=self.speech_dir,
             )  # fmt: skip
+        self.audio = AudioStore(bus, self.speech_dir)
+        self.scorer = Scorer()
+        # sampled receivers: (run, endpoint) -> (reference, its WAV at the host's rate)
+        self.references: dict[tuple[str, str], tuple[str, str]] = {}
+        self.scoring: dict[tuple[str, str], Awaitable[SpeechQualityMeasured]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
         self.known: set[tuple[str, str]] = set()  # (run, endpoint) accepted, for redeliveries
         self.delayed: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.stopped: set[str] = set()  # runs told to stop: later assignments never start
@@ -117,15 +133,70 @@ class Supervisor:
     async def _start_later(self, event: EndpointAssigned) -> None:
         if event.config.start_delay_s > 0:
             await asyncio.sleep(event.config.start_delay_s)  # buildup stagger
+        c = event.config
+        profile = HostProfile(tuple(c.codecs), c.drop_tx_pct, c.drop_rx_pct)
         try:
-            c = event.config
-            profile = HostProfile(tuple(c.codecs), c.drop_tx_pct, c.drop_rx_pct)
-            await self.pool.place(event.run_id, event.endpoint_id, start_command(event), profile)
+            if c.audio:
+                audio = await self.audio.path(c.audio, profile.clock_rate)
+                profile = HostProfile(profile.codecs, c.drop_tx_pct, c.drop_rx_pct, audio)
+        except (LookupError, WavError) as exc:
+            await self.bus.publish(EndpointFinished(
+                run_id=event.run_id, endpoint_id=event.endpoint_id, outcome="MEDIA_ERROR",
+                reason=f"audio: {exc}",
+            ))  # fmt: skip
+            return
+        record_s = await self._sample_speech(event, profile.clock_rate)
+        try:
+            command = start_command(event, record_s)
+            await self.pool.place(event.run_id, event.endpoint_id, command, profile)
         except (OSError, RuntimeError) as exc:
             await self.bus.publish(EndpointFinished(
                 run_id=event.run_id, endpoint_id=event.endpoint_id, outcome=Outcome.OSERROR,
                 reason=f"could not start endpoint host: {exc}",
             ))  # fmt: skip
+
+    async def _sample_speech(self, event: EndpointAssigned, clock_rate: int) -> float | None:
+        """A receiver sampled for PESQ: its reference at the host's rate, and how long
+        to record. A reason is published instead when the call cannot be scored."""
+        ref, run, ep = event.config.speech_reference, event.run_id, event.endpoint_id
+        if ref is None or event.config.role != "receiver":
+            return None
+        record_s = record_seconds(event.config.duration_s)
+        try:
+            if record_s is None:
+                raise ValueError(f"a {event.config.duration_s:g} s call is too short to score")
+            self.references[(run, ep)] = (ref, await self.audio.path(ref, clock_rate))
+            return record_s
+        except (ValueError, LookupError) as exc:  # WavError is a ValueError
+            await self.bus.publish(SpeechQualityMeasured(
+                run_id=run, endpoint_id=ep, reference=ref, error=str(exc),
+            ))  # fmt: skip
+            return None
+
+    def _score(self, key: tuple[str, str], msg: dict[str, Any]) -> None:
+        """A sampled receiver's recording arrived: score it in the background."""
+        ref, ref_path = self.references.pop(key)
+        base = {"run_id": key[0], "endpoint_id": key[1], "reference": ref, "codec": msg["codec"]}
+
+        async def measured() -> SpeechQualityMeasured:
+            if not msg["path"]:
+                return SpeechQualityMeasured(**base, error=msg["error"] or "nothing recorded")
+            result = await self.scorer.score(ref_path, msg["path"], msg["codec"])
+            return SpeechQualityMeasured(**base, **result)
+
+        self.scoring[key] = asyncio.ensure_future(measured())
+
+    async def _finish_after_score(self, key: tuple[str, str], events: list[Event]) -> None:
+        """The score goes out before the endpoint's end (the run's view ignores later news)."""
+        try:
+            await self.bus.publish(await self.scoring.pop(key))
+        except Exception:
+            log.exception("scoring %s", key)
+        await self.publish(events)
+
+    def close(self) -> None:
+        self.scorer.close()
+        shutil.rmtree(self.speech_dir, ignore_errors=True)
 
     async def stop_run(self, run_id: str) -> None:
         self.stopped.add(run_id)
@@ -157,11 +228,22 @@ class Supervisor:
                 ))  # fmt: skip
             return
         if owner is not None:
-            run_id, endpoint = owner
-            await self.publish(to_events(run_id, {**msg, "endpoint_id": endpoint}))
+            key = owner
+            if msg["ev"] == "recording" and key in self.references:
+                self._score(key, msg)
+                return
+            events = to_events(owner[0], {**msg, "endpoint_id": owner[1]})
+            if msg["ev"] == "endpoint_finished" and key in self.scoring:
+                # a background task, so this host's other messages do not wait for PESQ
+                task = asyncio.ensure_future(self._finish_after_score(key, events))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+            await self.publish(events)
 
     async def on_host_lost(self, host: EndpointHost, reason: str) -> None:
         for run_id, endpoint in list(host.endpoints.values()):
+            self.references.pop((run_id, endpoint), None)
             await self.bus.publish(EndpointFinished(
                 run_id=run_id, endpoint_id=endpoint, outcome=Outcome.OSERROR, reason=reason,
             ))  # fmt: skip

@@ -39,12 +39,14 @@ class HostProfile:
     """What pjsua fixes per process: endpoints share a host only when these agree.
 
     Clock rate and drop percentages are read at library start; codec
-    priorities are process-wide, so a host serves one codec list.
+    priorities are process-wide, so a host serves one codec list; one player
+    feeds every call of a host, so a host plays one audio.
     """
 
     codecs: tuple[str, ...] = ("PCMU",)
     drop_tx_pct: int = 0
     drop_rx_pct: int = 0
+    audio: str = ""  # WAV the host loops to every call (a file at its clock rate); "": tone
 
     @property
     def clock_rate(self) -> int:
@@ -54,7 +56,7 @@ class HostProfile:
         return [
             "--clock-rate", str(self.clock_rate), "--drop-tx-pct", str(self.drop_tx_pct),
             "--drop-rx-pct", str(self.drop_rx_pct),
-        ]  # fmt: skip
+        ] + (["--audio", self.audio] if self.audio else [])  # fmt: skip
 
 
 def slot_of(run_id: str, endpoint_id: str) -> str:
@@ -100,6 +102,7 @@ class HostPool:
         trace_sip: bool = False,
         tls_files: tuple[str, str] = ("", ""),
         ports: tuple[int, int] = (16_000, 60_000),
+        record_dir: str = "",
     ) -> None:
         self.per_host = per_host
         self.bind = bind
@@ -108,6 +111,7 @@ class HostPool:
         self.on_host_lost = on_host_lost
         self.trace_sip = trace_sip
         self.tls_files = tls_files
+        self.record_dir = record_dir
         self.ports = PortAllocator(rtp_span, *ports)
         self.hosts: dict[str, EndpointHost] = {}
         self._ids = itertools.count(1)
@@ -155,6 +159,8 @@ class HostPool:
         argv += profile.args()
         if self.trace_sip:
             argv.append("--trace-sip")
+        if self.record_dir:
+            argv += ["--record-dir", self.record_dir]
         if all(self.tls_files):
             argv += ["--tls-cert", self.tls_files[0], "--tls-key", self.tls_files[1]]
         proc = await asyncio.create_subprocess_exec(

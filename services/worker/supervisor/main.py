@@ -54,6 +54,7 @@ async def serve(stop: asyncio.Event, settings: WorkerSettings | None = None) -> 
         await supervisor.pool.shutdown()
         await asyncio.gather(*tasks, return_exceptions=True)
         await supervisor.samples.flush()  # the last batched samples
+        supervisor.close()
         await bus.close()
 
 
