@@ -25,7 +25,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@probes.get("/readyz")
+@probes.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: the body names each check that failed."}},
+)
 async def readyz(p: PlatformDep) -> JSONResponse:
     """200 when NATS and PostgreSQL answer and ingest and the read models keep up; else 503."""
     code, body = health.readiness(await health.checks(p))
