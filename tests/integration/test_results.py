@@ -31,10 +31,11 @@ from callmeter_events import (
 )
 from callmeter_ingest.writer import write_new_rows, write_rows, write_staged
 from callmeter_projections import RunsProjection
+from callmeter_projections.version import FOLD_VERSION
 from callmeter_storage import partitions, results, stats
 from callmeter_storage.compaction import fold_rollups
 from callmeter_storage.migrations import MIGRATIONS, migrate
-from callmeter_storage.readmodels import doc
+from callmeter_storage.readmodels import VERSION_NAME, doc
 from callmeter_storage.samples import to_row, to_write_order
 from tests.support.databases import create_database, drop_database
 
@@ -92,7 +93,23 @@ def run_id(database_url: str) -> str:
             {"name": "A", "endpoints": 3, "calls": "B"}, {"name": "B", "endpoints": 3}]}  # fmt: skip
         conn.execute(
             "INSERT INTO runs VALUES (%s, 't', 'COMPLETED', now(), %s)",
-            (rid, Jsonb({"run_id": rid, "definition": definition})),
+            # Finished and evaluated: a projector starting on these rows leaves it be.
+            (
+                rid,
+                Jsonb(
+                    {
+                        "run_id": rid,
+                        "definition": definition,
+                        "evaluation": {"passed": True, "results": []},
+                    }
+                ),
+            ),  # fmt: skip
+        )
+        # Rows of this fold version: an API starting on them keeps them (it drops read
+        # models another fold version wrote, and ones with no version, as new).
+        conn.execute(
+            "INSERT INTO projection_versions VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (VERSION_NAME, FOLD_VERSION),
         )
         conn.execute(
             "INSERT INTO endpoints VALUES (%s, 'A-1', 'A', 'CLOSED', 'SUCCESS', NULL, '{}'),"
