@@ -49,7 +49,7 @@ def lab() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def bridge_nats(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def bridge_nats(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """NATS on the bridge's address: reachable from the host side and both namespaces."""
     data = tmp_path_factory.mktemp("bridge-nats")
     port = free_port()
@@ -57,7 +57,7 @@ def bridge_nats(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     proc = spawn(argv, data / "nats.log")
     try:
         wait_for_port(lab.gateway, port)
-        yield Server(proc, f"nats://{lab.gateway}:{port}")
+        yield f"nats://{lab.gateway}:{port}"
     finally:
         stop_group(proc)
 
@@ -73,11 +73,11 @@ def database_url(postgres_server: Server) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def regions(
-    lab: Lab, bridge_nats: Server, database_url: str, tmp_path_factory: pytest.TempPathFactory
+    lab: Lab, bridge_nats: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TestPlatform]:
     import sys
 
-    p = TestPlatform(tmp_path_factory.mktemp("regions"), bridge_nats.url, database_url)
+    p = TestPlatform(tmp_path_factory.mktemp("regions"), bridge_nats, database_url)
     p.start_services(("scheduler", "dispatcher", "metrics-ingest", "api"))
     try:
         for region, host in lab.hosts.items():
@@ -158,7 +158,7 @@ def test_eu_calls_us_across_the_veths(
         assert f"@{us.address}:" in endpoints[b]["contact_uri"], endpoints[b]
 
     # On the wire (the SIP each endpoint sent): Contact and SDP carry the namespaces'.
-    sent = [t for t in _traces(bridge_nats.url, run_id) if t["direction"] == "out"]
+    sent = [t for t in _traces(bridge_nats, run_id) if t["direction"] == "out"]
     invites = [t["text"] for t in sent if t["text"].startswith("INVITE ")]
     answers = [
         t["text"] for t in sent if t["text"].startswith("SIP/2.0 200") and "v=0" in t["text"]
