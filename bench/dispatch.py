@@ -37,7 +37,7 @@ from callmeter_events import (
     WorkerOnline,
     decode,
     encode,
-)  # fmt: skip
+)
 from callmeter_projections import RunsProjection
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -57,9 +57,16 @@ def bench_allocation(endpoints: int = 10_000, workers: int = 50, rounds: int = 5
     world = World()
     for i, s in enumerate(slots, 1):
         world.apply(i, WorkerOnline(worker_id=s.worker_id, capacity=s.free, occurred_at=T0))
-    d = TestDefinition.model_validate({"name": "big", "duration_s": 60, "groups": [
-        {"name": "A", "endpoints": half, "calls": "B"}, {"name": "B", "endpoints": endpoints - half},
-    ]})  # fmt: skip
+    d = TestDefinition.model_validate(
+        {
+            "name": "big",
+            "duration_s": 60,
+            "groups": [
+                {"name": "A", "endpoints": half, "calls": "B"},
+                {"name": "B", "endpoints": endpoints - half},
+            ],
+        }
+    )
     world.apply(1, RunCreated(run_id="r", test_id="t", definition=d, occurred_at=T0))
     world.apply(2, RunQueued(run_id="r", occurred_at=T0))
     t = _timed(lambda: list(decide(world, T0, Timing())))
@@ -76,9 +83,16 @@ def run_events(run_no: int, per_run: int) -> Iterator[Event]:
     """What a real run writes: lifecycle, then ~14 events per endpoint, then completion."""
     run_id, at = f"run{run_no:06d}", T0 + timedelta(minutes=run_no)
     half = per_run // 2
-    d = TestDefinition.model_validate({"name": "bench", "duration_s": 30, "groups": [
-        {"name": "A", "endpoints": half, "calls": "B"}, {"name": "B", "endpoints": per_run - half},
-    ]})  # fmt: skip
+    d = TestDefinition.model_validate(
+        {
+            "name": "bench",
+            "duration_s": 30,
+            "groups": [
+                {"name": "A", "endpoints": half, "calls": "B"},
+                {"name": "B", "endpoints": per_run - half},
+            ],
+        }
+    )
     eps = [f"A-{i}" for i in range(1, half + 1)] + [f"B-{i}" for i in range(1, per_run - half + 1)]
     plan = {e: f"w{i % 10}" for i, e in enumerate(eps)}
     yield RunCreated(run_id=run_id, test_id="t", definition=d, occurred_at=at)
@@ -88,8 +102,13 @@ def run_events(run_no: int, per_run: int) -> Iterator[Event]:
     for ep in eps:
         caller = ep.startswith("A")
         base = {"run_id": run_id, "endpoint_id": ep, "occurred_at": at}
-        config = EndpointConfig(group=ep[0], role="caller" if caller else "receiver",
-                                codecs=["PCMU"], duration_s=30, username=ep.lower())  # fmt: skip
+        config = EndpointConfig(
+            group=ep[0],
+            role="caller" if caller else "receiver",
+            codecs=["PCMU"],
+            duration_s=30,
+            username=ep.lower(),
+        )
         yield EndpointAssigned(run_id=run_id, endpoint_id=ep, worker_id=plan[ep], config=config)
         yield EndpointPhaseChanged(**base, phase="INITIALIZING")
         yield EndpointRegistered(
@@ -99,8 +118,14 @@ def run_events(run_no: int, per_run: int) -> Iterator[Event]:
         yield EndpointPhaseChanged(**base, phase="CALLING" if caller else "RINGING")
         yield CallProgress(**base, sip_code=180, reason="Ringing", ms_since_invite=12.0)
         yield EndpointPhaseChanged(**base, phase="NEGOTIATING")
-        yield CallEstablished(**base, codec="PCMU", time_to_trying_ms=1.0, time_to_ringing_ms=12.0,
-                              post_dial_delay_ms=12.0, call_setup_ms=20.0)  # fmt: skip
+        yield CallEstablished(
+            **base,
+            codec="PCMU",
+            time_to_trying_ms=1.0,
+            time_to_ringing_ms=12.0,
+            post_dial_delay_ms=12.0,
+            call_setup_ms=20.0,
+        )
         yield EndpointPhaseChanged(**base, phase="INCALL")
         yield EndpointPhaseChanged(**base, phase="DISCONNECTING")
         yield CallEnded(**base, sip_code=200, reason="Normal call clearing", duration_s=30.0)
@@ -148,8 +173,10 @@ def bench_rebuild(total: int, per_run: int) -> None:
 
     completed = sum(1 for r in p.runs.values() if r.status == "COMPLETED")
     print(f"decode only:     {n / t_decode:10,.0f} events/s")
-    print(f"rebuild:         {n / t_rebuild:10,.0f} events/s  (decode + fold; {len(p.runs):,} runs, "
-          f"{completed:,} completed)")  # fmt: skip
+    print(
+        f"rebuild:         {n / t_rebuild:10,.0f} events/s  (decode + fold; {len(p.runs):,} runs, "
+        f"{completed:,} completed)"
+    )
     print(
         f"fold alone:      {len(sample) / t_fold:10,.0f} events/s  (first {len(sample):,}, pre-decoded)"
     )

@@ -139,8 +139,9 @@ def main() -> None:
     ap.add_argument(
         "--live", type=int, default=0, help="seconds measured live (default: duration - 20)"
     )
-    ap.add_argument("--serve", nargs=3, type=int, metavar=("FIRST", "COUNT", "CAPACITY"),
-                    help=argparse.SUPPRESS)  # fmt: skip
+    ap.add_argument(
+        "--serve", nargs=3, type=int, metavar=("FIRST", "COUNT", "CAPACITY"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.serve:
         serve_fleet(*args.serve)
@@ -175,14 +176,23 @@ def main() -> None:
         roots["postgres"] = pg.proc.pid
         usage = Usage(roots)
         t_created = time.monotonic()
-        run_id = start_run(p, {
-            "name": "fleet", "duration_s": args.duration, "buildup_s": 0,
-            "groups": [{"name": "A", "endpoints": half, "calls": "B"},
-                       {"name": "B", "endpoints": args.endpoints - half}],
-        })  # fmt: skip
+        run_id = start_run(
+            p,
+            {
+                "name": "fleet",
+                "duration_s": args.duration,
+                "buildup_s": 0,
+                "groups": [
+                    {"name": "A", "endpoints": half, "calls": "B"},
+                    {"name": "B", "endpoints": args.endpoints - half},
+                ],
+            },
+        )
         assigned_s = wait_assigned(pg.url, run_id, args.endpoints, t_created)
-        print(f"{args.endpoints} endpoints on {args.workers} simulated workers"
-              f" ({len(fleet)} processes), {args.duration} s run")  # fmt: skip
+        print(
+            f"{args.endpoints} endpoints on {args.workers} simulated workers"
+            f" ({len(fleet)} processes), {args.duration} s run"
+        )
         print(f"RunCreated -> all endpoints assigned: {assigned_s:.1f} s")
         lags, pages, lists, backlogs = [], [], [], []
         tick = 0
@@ -191,8 +201,9 @@ def main() -> None:
             while time.monotonic() - t_live < live_s:
                 row = conn.execute(
                     "SELECT extract(epoch FROM now() - max(time)) FROM metric_samples"
-                    " WHERE run_id = %s AND time > now() - interval '60 s'", (run_id,),
-                ).fetchone()  # fmt: skip
+                    " WHERE run_id = %s AND time > now() - interval '60 s'",
+                    (run_id,),
+                ).fetchone()
                 if row and row[0] is not None:
                     lags.append(float(row[0]))
                 backlogs.append(asyncio.run(backlog(nats.url)))
@@ -205,19 +216,29 @@ def main() -> None:
         third = max(1, len(backlogs) // 3)
         early, late = statistics.mean(backlogs[:third]), statistics.mean(backlogs[-third:])
         # The newest stored second is up to 1 s old by construction (samples are per second).
-        print(f"ingest lag (now - newest stored sample second): p50 {pct(lags, 0.5):.2f} s,"
-              f" p99 {pct(lags, 0.99):.2f} s   [target p99 < 2 s]")  # fmt: skip
-        print(f"ingest backlog (messages): first third {early:.0f}, last third {late:.0f}"
-              f" -> {'GROWING' if late > 2 * early + 100 else 'steady'}")  # fmt: skip
-        print(f"run page live: p50 {1000 * pct(pages, 0.5):.0f} ms, max {1000 * max(pages):.0f} ms"
-              f"   [target < 300 ms]")  # fmt: skip
-        print(f"endpoint list (100) live: p50 {1000 * pct(lists, 0.5):.0f} ms,"
-              f" max {1000 * max(lists):.0f} ms")  # fmt: skip
+        print(
+            f"ingest lag (now - newest stored sample second): p50 {pct(lags, 0.5):.2f} s,"
+            f" p99 {pct(lags, 0.99):.2f} s   [target p99 < 2 s]"
+        )
+        print(
+            f"ingest backlog (messages): first third {early:.0f}, last third {late:.0f}"
+            f" -> {'GROWING' if late > 2 * early + 100 else 'steady'}"
+        )
+        print(
+            f"run page live: p50 {1000 * pct(pages, 0.5):.0f} ms, max {1000 * max(pages):.0f} ms"
+            f"   [target < 300 ms]"
+        )
+        print(
+            f"endpoint list (100) live: p50 {1000 * pct(lists, 0.5):.0f} ms,"
+            f" max {1000 * max(lists):.0f} ms"
+        )
         t_stop = time.monotonic()
         p.request("POST", f"/api/v1/runs/{run_id}/stop")
         run = p.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=300)
-        print(f"Stop -> {run['status']}: {time.monotonic() - t_stop:.1f} s   [target < 30 s]"
-              f"   outcomes: {run['outcome_counts']}, simulated: {run['simulated']}")  # fmt: skip
+        print(
+            f"Stop -> {run['status']}: {time.monotonic() - t_stop:.1f} s   [target < 30 s]"
+            f"   outcomes: {run['outcome_counts']}, simulated: {run['simulated']}"
+        )
         print("resources over the run:")
         usage.report()
     finally:
@@ -281,8 +302,10 @@ def wait_assigned(database_url: str, run_id: str, total: int, since: float) -> f
                 return time.monotonic() - since
             if row and row[1] in ("CANNOT_RUN_FOR_NOW", "FAILED"):
                 took = time.monotonic() - since
-                raise RuntimeError(f"run {row[1]} after {took:.0f} s, {row[0]} of {total}"
-                                   f" endpoints assigned: {row[2][:300]}")  # fmt: skip
+                raise RuntimeError(
+                    f"run {row[1]} after {took:.0f} s, {row[0]} of {total}"
+                    f" endpoints assigned: {row[2][:300]}"
+                )
             time.sleep(0.2)
     raise TimeoutError(f"not all {total} endpoints assigned after 600 s")
 

@@ -65,9 +65,11 @@ def rss_kib(pid: int) -> int:
 
 def _post(port: int, path: str, body: object) -> tuple[int, dict[str, object]]:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(),
-        {"Content-Type": "application/json"}, method="POST",
-    )  # fmt: skip
+        f"http://127.0.0.1:{port}{path}",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return int(resp.status), json.loads(resp.read())
@@ -184,10 +186,11 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds a start may take")
     ap.add_argument(
-        "--no-warm-up", action="store_true",
+        "--no-warm-up",
+        action="store_true",
         help="skip the scheduler's and dispatcher's first start (for code that keeps no "
         "snapshot, where it leaves nothing behind)",
-    )  # fmt: skip
+    )
     args = ap.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="callmeter-history-"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up on kill as on Ctrl-C
@@ -218,8 +221,10 @@ def main() -> None:
         print("with history:", flush=True)
         full = measure(services, "history", warm_up, args.timeout)
 
-        print(f"\n{'service':10} {'ready empty':>12} {'ready hist':>11} {'RSS empty':>10} "
-              f"{'RSS hist':>9} {'RSS ratio':>10}")  # fmt: skip
+        print(
+            f"\n{'service':10} {'ready empty':>12} {'ready hist':>11} {'RSS empty':>10} "
+            f"{'RSS hist':>9} {'RSS ratio':>10}"
+        )
         for name in SERVICES:
             (te, re), (th, rh) = empty[name], full[name]
             ok = "ok" if th <= 2.0 and rh <= 1.5 * re else "MISSES TARGET"

@@ -68,9 +68,13 @@ def sample(run_id: str, endpoint: int, direction: str, seq: int, ts: datetime) -
             values[m.key] = round(rnd.uniform(0, 50), 3)
     values.update(mos=round(rnd.uniform(4.2, 4.41), 3), fraction_lost=rnd.choice([0.0, 0.02]))
     return MetricSample(
-        run_id=run_id, endpoint_id=f"G{endpoint % 4}-{endpoint}", direction=direction,
-        seq=seq, ts=ts, metrics=values,
-    )  # fmt: skip
+        run_id=run_id,
+        endpoint_id=f"G{endpoint % 4}-{endpoint}",
+        direction=direction,
+        seq=seq,
+        ts=ts,
+        metrics=values,
+    )
 
 
 def samples(run_id: str, n: int, endpoints: int = 250) -> list[MetricSample]:
@@ -225,15 +229,20 @@ async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
         migrate(pg.url)
         bus = await Bus.connect(nats.url, "bench")
         await bus.ensure_streams()
-        env = {"CALLMETER_NATS_URL": nats.url, "CALLMETER_DATABASE_URL": pg.url,
-               "CALLMETER_LOG_LEVEL": "WARNING"}  # fmt: skip
+        env = {
+            "CALLMETER_NATS_URL": nats.url,
+            "CALLMETER_DATABASE_URL": pg.url,
+            "CALLMETER_LOG_LEVEL": "WARNING",
+        }
         ingest = [
             spawn([sys.executable, "-m", "callmeter_ingest"], data / f"ingest-{i}.log", env=env)
             for i in range(processes)
         ]
         await asyncio.sleep(2)  # its consumer exists before we time anything
-        print(f"samples: {n} x {len(COLUMNS)} columns, {os.cpu_count()} CPUs; {pairs} pairs;"
-              f" {processes} metrics-ingest process(es)")  # fmt: skip
+        print(
+            f"samples: {n} x {len(COLUMNS)} columns, {os.cpu_count()} CPUs; {pairs} pairs;"
+            f" {processes} metrics-ingest process(es)"
+        )
         ratios: dict[bool, list[float]] = {False: [], True: []}
         for pair in range(pairs):
             # Back to back, so all three see the same outside load.
@@ -243,18 +252,24 @@ async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
                 run_id = f"bench-pipe-{pair}-{'packing' if pack_timed else 'made'}"
                 pub_s, pipe_s = await pipeline(bus, pg.url, run_id, n, pack_timed)
                 ratios[pack_timed].append(raw_s / pipe_s)
-                line += (f" | {'packing timed' if pack_timed else 'pipeline'} {n / pipe_s:7,.0f}/s"
-                         f" (publishing {n / pub_s:7,.0f}/s) -> {raw_s / pipe_s:.2f}")  # fmt: skip
+                line += (
+                    f" | {'packing timed' if pack_timed else 'pipeline'} {n / pipe_s:7,.0f}/s"
+                    f" (publishing {n / pub_s:7,.0f}/s) -> {raw_s / pipe_s:.2f}"
+                )
             print(line)
-        print(f"pipeline / raw COPY, median of {pairs}: {statistics.median(ratios[False]):.2f}"
-              f"   (target >= 0.5); with the workers' packing timed too:"
-              f" {statistics.median(ratios[True]):.2f}")  # fmt: skip
+        print(
+            f"pipeline / raw COPY, median of {pairs}: {statistics.median(ratios[False]):.2f}"
+            f"   (target >= 0.5); with the workers' packing timed too:"
+            f" {statistics.median(ratios[True]):.2f}"
+        )
         latencies = await steady(bus, pg.url, steady_s) if steady_s else []
         await bus.close()
         if latencies:
             p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-            print(f"steady {RATE}/s for {steady_s:.0f}s: publish->visible"
-                  f" p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (target p99 < 2000 ms)")  # fmt: skip
+            print(
+                f"steady {RATE}/s for {steady_s:.0f}s: publish->visible"
+                f" p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (target p99 < 2000 ms)"
+            )
     finally:
         for process in ingest or []:
             stop_group(process)
@@ -285,8 +300,11 @@ async def durability_round(data: Path, setting: int, n: int, run_id: str) -> flo
         migrate(pg.url)
         bus = await Bus.connect(nats.url, "bench")
         await bus.ensure_streams()
-        env = {"CALLMETER_NATS_URL": nats.url, "CALLMETER_DATABASE_URL": pg.url,
-               "CALLMETER_LOG_LEVEL": "WARNING"}  # fmt: skip
+        env = {
+            "CALLMETER_NATS_URL": nats.url,
+            "CALLMETER_DATABASE_URL": pg.url,
+            "CALLMETER_LOG_LEVEL": "WARNING",
+        }
         ingest = [
             spawn([sys.executable, "-m", "callmeter_ingest"], base / f"ingest-{i}.log", env=env)
             for i in range(2)

@@ -32,7 +32,7 @@ from callmeter_events import (
     RunStarted,
     TestDefinition,
     decode,
-)  # fmt: skip
+)
 from callmeter_events.metrics_catalogue import KEYS
 from callmeter_projections import RunsProjection
 from callmeter_storage.readmodels import doc
@@ -44,28 +44,39 @@ def history(run_id: str) -> list[Event]:
     t0 = datetime.now(UTC) - timedelta(hours=1)
     at = lambda s: t0 + timedelta(seconds=s)  # noqa: E731
     definition = TestDefinition(
-        name="bench", duration_s=SECONDS,
+        name="bench",
+        duration_s=SECONDS,
         groups=[{"name": "A", "endpoints": 8, "calls": "B"}, {"name": "B", "endpoints": 8}],
-    )  # fmt: skip
+    )
     events: list[Event] = [
         RunCreated(run_id=run_id, test_id="t", definition=definition, occurred_at=at(0)),
-        RunQueued(run_id=run_id, occurred_at=at(0.1)), RunStarted(run_id=run_id, occurred_at=at(0.2)),
-    ]  # fmt: skip
+        RunQueued(run_id=run_id, occurred_at=at(0.1)),
+        RunStarted(run_id=run_id, occurred_at=at(0.2)),
+    ]
     eps = [f"{g}-{i}" for g in "AB" for i in range(1, 9)]
     metrics = dict.fromkeys(KEYS, 1.0) | {"codec": "PCMU"}
     for ep in eps:
-        events += [EndpointPhaseChanged(run_id=run_id, endpoint_id=ep, phase=p, occurred_at=at(1))
-                   for p in ("INITIALIZING", "CALLING", "INCALL")]  # fmt: skip
+        events += [
+            EndpointPhaseChanged(run_id=run_id, endpoint_id=ep, phase=p, occurred_at=at(1))
+            for p in ("INITIALIZING", "CALLING", "INCALL")
+        ]
         events.append(
             CallEstablished(run_id=run_id, endpoint_id=ep, codec="PCMU", occurred_at=at(1.5))
         )
     for s in range(SECONDS):
         for ep in eps:
             for direction in ("send", "recv"):
-                events.append(MetricSample(
-                    run_id=run_id, endpoint_id=ep, direction=direction, seq=s, ts=at(2 + s),
-                    metrics=metrics, occurred_at=at(2 + s),
-                ))  # fmt: skip
+                events.append(
+                    MetricSample(
+                        run_id=run_id,
+                        endpoint_id=ep,
+                        direction=direction,
+                        seq=s,
+                        ts=at(2 + s),
+                        metrics=metrics,
+                        occurred_at=at(2 + s),
+                    )
+                )
     events += [
         EndpointFinished(
             run_id=run_id, endpoint_id=ep, outcome="SUCCESS", occurred_at=at(SECONDS + 3)

@@ -45,8 +45,10 @@ FROM metric_samples WHERE run_id = %s AND direction = 'recv'
 def add_run(conn: psycopg.Connection[object]) -> None:
     """The run's read-model row: its definition says which group calls which (G0-G4
     call G5-G9), so results are per direction, as for a real run."""
-    groups = [{"name": f"G{i}", "endpoints": 1, **({"calls": f"G{i + 5}"} if i < 5 else {})}
-              for i in range(10)]  # fmt: skip
+    groups = [
+        {"name": f"G{i}", "endpoints": 1, **({"calls": f"G{i + 5}"} if i < 5 else {})}
+        for i in range(10)
+    ]
     doc = {"run_id": RUN, "definition": {"name": "bench", "duration_s": 1, "groups": groups}}
     conn.execute("INSERT INTO runs VALUES (%s, 'bench', 'COMPLETED', now(), %s)", (RUN, Jsonb(doc)))
 
@@ -59,10 +61,13 @@ def rows_for_second(endpoints: int, second: int, t0: datetime) -> list[tuple[obj
         endpoint_id = f"G{e % 10}-{e}"
         for direction in ("send", "recv"):
             cells = [
-                "PCMU" if m.kind == "text" else rnd.randint(0, 50) if m.kind == "int"
+                "PCMU"
+                if m.kind == "text"
+                else rnd.randint(0, 50)
+                if m.kind == "int"
                 else rnd.uniform(0, 40)
                 for m in CATALOGUE
-            ]  # fmt: skip
+            ]
             row = [ts, RUN, endpoint_id, direction, second, group_of(endpoint_id), *cells]
             row[6] = rnd.uniform(3.6, 4.41)  # mos is the first catalogue key
             out.append(tuple(row))
@@ -102,8 +107,10 @@ def main(endpoints: int, seconds: int) -> None:
             full_ms = timed(conn, results.run_results, RUN, repeat=3)
             raw_ms = timed(conn, lambda c, r: c.execute(_RAW_SCAN, (r,)).fetchall(), RUN, repeat=3)
             n = results.summary(conn, RUN)["samples"]
-        print(f"run: {endpoints} endpoints x {seconds} s = {2 * n:,} samples"
-              f" (loaded through ingest's writer in {load_s:.0f} s)")  # fmt: skip
+        print(
+            f"run: {endpoints} endpoints x {seconds} s = {2 * n:,} samples"
+            f" (loaded through ingest's writer in {load_s:.0f} s)"
+        )
         print(f"summary from rollups:            {summary_ms:8.1f} ms   (target < 200 ms)")
         print(f"  while live ({FOLD_EVERY} s of deltas unfolded): {live_ms:8.1f} ms")
         print(f"full results (run/groups/{endpoints} endpoints/timings): {full_ms:8.1f} ms")

@@ -31,8 +31,10 @@ from callmeter_worker.supervisor.speech import at_rate
 def host(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "callmeter_worker.host", *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def send(p: subprocess.Popen[bytes], **cmd: object) -> None:
@@ -54,20 +56,43 @@ def one_call(tmp: Path, seconds: float) -> tuple[float, dict, str]:
     pcm, rate = wav.read_pcm(wav.BUILTIN["speech-en"])
     ref = str(tmp / "ref-8k.wav")
     wav.write_pcm(ref, at_rate(pcm, rate, 8000), 8000)
-    rh = host("--sip-port", "35060", "--rtp-port", "36000", "--rtp-port-range", "40",
-              "--record-dir", str(tmp))  # fmt: skip
-    ch = host("--sip-port", "35062", "--rtp-port", "36100", "--rtp-port-range", "40",
-              "--audio", ref)  # fmt: skip
+    rh = host(
+        "--sip-port",
+        "35060",
+        "--rtp-port",
+        "36000",
+        "--rtp-port-range",
+        "40",
+        "--record-dir",
+        str(tmp),
+    )
+    ch = host(
+        "--sip-port", "35062", "--rtp-port", "36100", "--rtp-port-range", "40", "--audio", ref
+    )
     try:
         wait_for(rh, "host_ready")
         wait_for(ch, "host_ready")
         cpu0 = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in (rh, ch))
         base = {"codecs": ["PCMU"], "duration_s": seconds + 2}
-        send(rh, op="start_endpoint", endpoint_id="r", role="receiver", username="r",
-             record_s=seconds, **base)  # fmt: skip
+        send(
+            rh,
+            op="start_endpoint",
+            endpoint_id="r",
+            role="receiver",
+            username="r",
+            record_s=seconds,
+            **base,
+        )
         uri = wait_for(rh, "endpoint_ready")["contact_uri"]
-        send(ch, op="start_endpoint", endpoint_id="c", role="caller", username="c",
-             target_uri=uri, **base)  # fmt: skip
+        send(
+            ch,
+            op="start_endpoint",
+            endpoint_id="c",
+            role="caller",
+            username="c",
+            target_uri=uri,
+            **base,
+        )
         rec = wait_for(rh, "recording")
         wait_for(rh, "endpoint_finished", "r")
         cpu = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in (rh, ch)) - cpu0
@@ -81,11 +106,17 @@ def one_call(tmp: Path, seconds: float) -> tuple[float, dict, str]:
 def import_cost(code: str) -> tuple[float, float]:
     """CPU seconds and RSS (MB) of a fresh interpreter that runs `code`."""
     out = subprocess.run(
-        [sys.executable, "-c", f"{code}\nimport resource, psutil\n"
-         "u = resource.getrusage(resource.RUSAGE_SELF)\n"  # (ru_maxrss survives exec: no)
-         "print(u.ru_utime + u.ru_stime, psutil.Process().memory_info().rss / 2**20)"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            f"{code}\nimport resource, psutil\n"
+            "u = resource.getrusage(resource.RUSAGE_SELF)\n"  # (ru_maxrss survives exec: no)
+            "print(u.ru_utime + u.ru_stime, psutil.Process().memory_info().rss / 2**20)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return float(out[0]), float(out[1])
 
 
@@ -100,14 +131,20 @@ def main() -> int:
         score_cpu = time.process_time() - t0
     bare_cpu, bare_rss = import_cost("pass")
     np_cpu, np_rss = import_cost("import numpy, pesq")
-    print(f"call: {a.seconds + 2:g} s G.711, both hosts' CPU {call_cpu:.3f} s; "
-          f"recorded {rec['seconds']} s, MOS-LQO {result['mos_lqo']}")  # fmt: skip
+    print(
+        f"call: {a.seconds + 2:g} s G.711, both hosts' CPU {call_cpu:.3f} s; "
+        f"recorded {rec['seconds']} s, MOS-LQO {result['mos_lqo']}"
+    )
     print(f"scoring one recording: {score_cpu:.3f} s CPU = {score_cpu / call_cpu:.2f}x the call")
-    print(f"  (per host process the scorer would block the pjsua loop ~{score_cpu * 1000:.0f} ms:"
-          f" {score_cpu / 0.02:.0f} frame periods of 20 ms)")  # fmt: skip
-    print(f"numpy+pesq import: {np_cpu - bare_cpu:.3f} s CPU "
-          f"({(np_cpu - bare_cpu) / call_cpu:.2f}x the call), "
-          f"+{np_rss - bare_rss:.1f} MB RSS per process that imports them")  # fmt: skip
+    print(
+        f"  (per host process the scorer would block the pjsua loop ~{score_cpu * 1000:.0f} ms:"
+        f" {score_cpu / 0.02:.0f} frame periods of 20 ms)"
+    )
+    print(
+        f"numpy+pesq import: {np_cpu - bare_cpu:.3f} s CPU "
+        f"({(np_cpu - bare_cpu) / call_cpu:.2f}x the call), "
+        f"+{np_rss - bare_rss:.1f} MB RSS per process that imports them"
+    )
     return 0
 
 

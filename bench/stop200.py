@@ -45,11 +45,17 @@ def main() -> None:
             p.start_worker(f"bench{i}", CALLMETER_CAPACITY=per_worker)
         p.wait_for_api()
         p.wait_workers(args.workers, timeout=60)
-        run_id = p.run_test({
-            "name": "stop200", "duration_s": 600, "buildup_s": args.buildup,
-            "groups": [{"name": "A", "endpoints": half, "calls": "B"},
-                       {"name": "B", "endpoints": args.endpoints - half}],
-        })  # fmt: skip
+        run_id = p.run_test(
+            {
+                "name": "stop200",
+                "duration_s": 600,
+                "buildup_s": args.buildup,
+                "groups": [
+                    {"name": "A", "endpoints": half, "calls": "B"},
+                    {"name": "B", "endpoints": args.endpoints - half},
+                ],
+            }
+        )
         t0 = time.monotonic()
         in_call = 0
         while time.monotonic() - t0 < args.buildup + 90:
@@ -66,8 +72,10 @@ def main() -> None:
         p.request("POST", f"/api/v1/runs/{run_id}/stop")
         run = p.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=180)
         took = time.monotonic() - t_stop
-        print(f"stop -> {run['status']} (stopped={run['stopped']}) in {took:.1f} s"
-              f"  [target <= 30 s: {'OK' if took <= 30 else 'MISSED'}]")  # fmt: skip
+        print(
+            f"stop -> {run['status']} (stopped={run['stopped']}) in {took:.1f} s"
+            f"  [target <= 30 s: {'OK' if took <= 30 else 'MISSED'}]"
+        )
         print(f"outcomes: {run['outcome_counts']}  samples kept: {run['summary'].get('samples')}")
     finally:
         _stop(p)

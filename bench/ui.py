@@ -37,24 +37,40 @@ RUN, DONE, TEST = "benchrun0001", "benchdone001", "benchtest001"
 
 def seed(url: str) -> None:
     """Fold the events of a big run in memory and write its rows, as the projector does."""
-    definition = ev.TestDefinition.model_validate({
-        "name": "1,000 endpoints", "duration_s": 60, "buildup_s": 10,
-        "groups": [{"name": "A", "endpoints": ENDPOINTS // 2, "codecs": ["PCMU"], "calls": "B"},
-                   {"name": "B", "endpoints": ENDPOINTS // 2, "codecs": ["PCMU"]}],
-    })  # fmt: skip
+    definition = ev.TestDefinition.model_validate(
+        {
+            "name": "1,000 endpoints",
+            "duration_s": 60,
+            "buildup_s": 10,
+            "groups": [
+                {"name": "A", "endpoints": ENDPOINTS // 2, "codecs": ["PCMU"], "calls": "B"},
+                {"name": "B", "endpoints": ENDPOINTS // 2, "codecs": ["PCMU"]},
+            ],
+        }
+    )
     models, seq, touched = ReadModels(), 0, []
-    events: list = [ev.TestSaved(test_id=TEST, definition=definition),
-                    ev.RunCreated(run_id=RUN, test_id=TEST, definition=definition),
-                    ev.RunQueued(run_id=RUN), ev.RunStarted(run_id=RUN)]  # fmt: skip
-    events += [ev.RunCreated(run_id=DONE, test_id=TEST, definition=definition),
-               ev.RunQueued(run_id=DONE), ev.RunStarted(run_id=DONE)]  # fmt: skip
+    events: list = [
+        ev.TestSaved(test_id=TEST, definition=definition),
+        ev.RunCreated(run_id=RUN, test_id=TEST, definition=definition),
+        ev.RunQueued(run_id=RUN),
+        ev.RunStarted(run_id=RUN),
+    ]
+    events += [
+        ev.RunCreated(run_id=DONE, test_id=TEST, definition=definition),
+        ev.RunQueued(run_id=DONE),
+        ev.RunStarted(run_id=DONE),
+    ]
     for run in (RUN, DONE):
         for g in ("A", "B"):
             for i in range(1, ENDPOINTS // 2 + 1):
                 ep = dict(run_id=run, endpoint_id=f"{g}-{i}")
-                events += [ev.EndpointRegistered(**ep, contact_uri=f"sip:{g}{i}@10.0.0.1", time_to_register_ms=12.0),
-                           ev.EndpointPhaseChanged(**ep, phase="INCALL"),
-                           ev.CallEstablished(**ep, codec="PCMU", call_setup_ms=40.0 + i % 17)]  # fmt: skip
+                events += [
+                    ev.EndpointRegistered(
+                        **ep, contact_uri=f"sip:{g}{i}@10.0.0.1", time_to_register_ms=12.0
+                    ),
+                    ev.EndpointPhaseChanged(**ep, phase="INCALL"),
+                    ev.CallEstablished(**ep, codec="PCMU", call_setup_ms=40.0 + i % 17),
+                ]
                 if i % 50 == 0:  # a few failures so the list has colours to show
                     events.append(ev.EndpointFinished(**ep, outcome="CALL_FAILED", sip_code=486))
                 elif run == DONE:
@@ -73,8 +89,20 @@ def seed(url: str) -> None:
             for g in ("A", "B"):
                 for i in range(1, ENDPOINTS // 2 + 1):
                     for s in range(SECONDS):
-                        copy.write_row((start + timedelta(seconds=s), RUN, f"{g}-{i}", "recv", s,
-                                        4.3 - (i % 7) / 20, 2.0 + i % 5, 0.0, 1.0, 64_000.0))  # fmt: skip
+                        copy.write_row(
+                            (
+                                start + timedelta(seconds=s),
+                                RUN,
+                                f"{g}-{i}",
+                                "recv",
+                                s,
+                                4.3 - (i % 7) / 20,
+                                2.0 + i % 5,
+                                0.0,
+                                1.0,
+                                64_000.0,
+                            )
+                        )
         conn.execute(
             "INSERT INTO metric_samples (time, run_id, endpoint_id, direction, seq, mos,"
             " jitter_ms, fraction_lost, rtt_ms, bitrate_bps) SELECT time, %s, endpoint_id,"
@@ -166,8 +194,10 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         worst = max(worst, median)
-        print(f"{name:36s} median {median:7.1f} ms   min {min(values):7.1f}   "
-              f"max {max(values):7.1f}   (n={len(values)})")  # fmt: skip
+        print(
+            f"{name:36s} median {median:7.1f} ms   min {min(values):7.1f}   "
+            f"max {max(values):7.1f}   (n={len(values)})"
+        )
     verdict = "OK" if worst < TARGET_MS else "SLOW"
     print(f"worst median {worst:.1f} ms vs target {TARGET_MS:.0f} ms: {verdict}")
 

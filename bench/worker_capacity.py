@@ -108,14 +108,36 @@ def run_bare(legs: int, duration: float) -> tuple[bool, float, float]:
     base = 30_000
     for p in range(pairs):
         rport, cport = free_port(kind=2), free_port(kind=2)
-        recv = subprocess.Popen([sys.executable, "-c", BARE, "receiver", str(rport),
-                                 str(base + 100 * p), "", str(duration)],
-                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        recv = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                BARE,
+                "receiver",
+                str(rport),
+                str(base + 100 * p),
+                "",
+                str(duration),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         recv.stdout.readline()
         targets = ",".join(f"sip:u@127.0.0.1:{rport}" for _ in range(4))
-        call = subprocess.Popen([sys.executable, "-c", BARE, "caller", str(cport),
-                                 str(base + 100 * p + 50), targets, str(duration)],
-                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        call = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                BARE,
+                "caller",
+                str(cport),
+                str(base + 100 * p + 50),
+                targets,
+                str(duration),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         procs += [recv, call]
     time.sleep(duration / 2)
     mem = rss_kb([p.pid for p in procs])
@@ -135,10 +157,13 @@ def run_platform(platform, database_url: str, legs: int, duration: float):  # ty
     import psycopg
 
     n = max(1, legs // 2)
-    run_id = platform.run_test({
-        "name": f"capacity-{legs}", "duration_s": duration,
-        "groups": [{"name": "A", "endpoints": n, "calls": "B"}, {"name": "B", "endpoints": n}],
-    })  # fmt: skip
+    run_id = platform.run_test(
+        {
+            "name": f"capacity-{legs}",
+            "duration_s": duration,
+            "groups": [{"name": "A", "endpoints": n, "calls": "B"}, {"name": "B", "endpoints": n}],
+        }
+    )
     deadline, mem = time.monotonic() + duration + 120, 0
     while time.monotonic() < deadline:
         _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
@@ -188,12 +213,18 @@ def main() -> None:
         platform.wait_workers(1)
         for legs in [int(x) for x in args.ladder.split(",")]:
             ok_b, rate_b, mem_b = run_bare(legs, args.duration)
-            print(f"bare     {legs:4d} legs: {'ok  ' if ok_b else 'FAIL'} worst median"
-                  f" {rate_b:5.1f} pkt/s, {mem_b / 1024:5.1f} MB/leg", flush=True)  # fmt: skip
+            print(
+                f"bare     {legs:4d} legs: {'ok  ' if ok_b else 'FAIL'} worst median"
+                f" {rate_b:5.1f} pkt/s, {mem_b / 1024:5.1f} MB/leg",
+                flush=True,
+            )
             ok_p, rate_p, missing, mem_p = run_platform(platform, pg.url, legs, args.duration)
-            print(f"platform {legs:4d} legs: {'ok  ' if ok_p else 'FAIL'} worst median"
-                  f" {rate_p:5.1f} pkt/s, {100 * missing:4.1f} % samples missing,"
-                  f" {mem_p / 1024:5.1f} MB/leg (hosts)", flush=True)  # fmt: skip
+            print(
+                f"platform {legs:4d} legs: {'ok  ' if ok_p else 'FAIL'} worst median"
+                f" {rate_p:5.1f} pkt/s, {100 * missing:4.1f} % samples missing,"
+                f" {mem_p / 1024:5.1f} MB/leg (hosts)",
+                flush=True,
+            )
             if ok_b:
                 best["bare"] = (legs, mem_b)
             if ok_p:
@@ -207,10 +238,12 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     bare, plat = best["bare"][0], best["platform"][0]
     ratio = plat / bare if bare else float("nan")
-    print(f"largest passing size: bare {bare} legs, platform {plat} legs;"
-          f" ratio platform/bare {ratio:.2f} (target >= 0.8);"
-          f" RSS per leg: bare {best['bare'][1] / 1024:.1f} MB,"
-          f" platform hosts {best['platform'][1] / 1024:.1f} MB")  # fmt: skip
+    print(
+        f"largest passing size: bare {bare} legs, platform {plat} legs;"
+        f" ratio platform/bare {ratio:.2f} (target >= 0.8);"
+        f" RSS per leg: bare {best['bare'][1] / 1024:.1f} MB,"
+        f" platform hosts {best['platform'][1] / 1024:.1f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from tests.support.databases import (
     TIMESCALE_URL,
     create_database,
     drop_database,
-)  # fmt: skip
+)
 
 REQUIRE_ALL = os.environ.get("CALLMETER_REQUIRE_ALL") == "1"
 

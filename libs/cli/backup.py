@@ -69,18 +69,24 @@ def backup(out: Path, nats_url: str, database_url: str) -> dict[str, Any]:
     dump = out / DUMP
     done = subprocess.run(
         [pg_tool("pg_dump"), "--format=custom", "--no-owner", f"--file={dump}", database_url],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise BackupError(f"pg_dump failed: {done.stderr.strip()}")
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
     manifest = {
-        "format": FORMAT, "created_at": datetime.now(UTC).isoformat(),
+        "format": FORMAT,
+        "created_at": datetime.now(UTC).isoformat(),
         "streams": streams,
-        "database": {"file": DUMP, "bytes": dump.stat().st_size, "sha256": _sha256(dump),
-                     "schema_version": row[0] if row else None},
-    }  # fmt: skip
+        "database": {
+            "file": DUMP,
+            "bytes": dump.stat().st_size,
+            "sha256": _sha256(dump),
+            "schema_version": row[0] if row else None,
+        },
+    }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
@@ -116,10 +122,16 @@ def restore(source: Path, data_dir: Path) -> dict[str, Any]:
     pg = start_postgres(data_dir)
     try:
         done = subprocess.run(
-            [pg_tool("pg_restore"), "--no-owner", "--exit-on-error", f"--dbname={pg.url}",
-             str(source / manifest["database"]["file"])],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                pg_tool("pg_restore"),
+                "--no-owner",
+                "--exit-on-error",
+                f"--dbname={pg.url}",
+                str(source / manifest["database"]["file"]),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             raise BackupError(f"pg_restore failed: {done.stderr.strip()}")
         asyncio.run(_restore_streams(nats_server.url, source, manifest["streams"]))

@@ -77,11 +77,15 @@ def up(
     if pg_synchronous_commit not in ("on", "off"):
         raise typer.BadParameter("expected on or off", param_hint="--pg-synchronous-commit")
     platform = Platform(
-        data_dir.resolve(), os.environ.get("CALLMETER_NATS_URL", ""),
-        os.environ.get("CALLMETER_DATABASE_URL", ""), port, ingest_processes=ingest_processes,
-        nats_sync=nats_sync, pg_synchronous_commit=pg_synchronous_commit,
+        data_dir.resolve(),
+        os.environ.get("CALLMETER_NATS_URL", ""),
+        os.environ.get("CALLMETER_DATABASE_URL", ""),
+        port,
+        ingest_processes=ingest_processes,
+        nats_sync=nats_sync,
+        pg_synchronous_commit=pg_synchronous_commit,
         nats_nodes=nats_nodes,
-    )  # fmt: skip
+    )
     stop: list[bool] = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
@@ -123,8 +127,10 @@ def backup(
         raise typer.Exit(1) from None
     streams = manifest["streams"]
     messages = sum(s["state"]["messages"] for s in streams)
-    typer.echo(f"backed up {len(streams)} streams ({messages} messages) and the database"
-               f" ({manifest['database']['bytes']} bytes) to {directory}")  # fmt: skip
+    typer.echo(
+        f"backed up {len(streams)} streams ({messages} messages) and the database"
+        f" ({manifest['database']['bytes']} bytes) to {directory}"
+    )
 
 
 @app.command()
@@ -144,9 +150,11 @@ def restore(
     except (BackupError, SnapshotError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"restored {len(manifest['streams'])} streams and the database from"
-               f" {manifest['created_at']} into {data_dir}; start it: callmeter up"
-               f" --data-dir {data_dir}")  # fmt: skip
+    typer.echo(
+        f"restored {len(manifest['streams'])} streams and the database from"
+        f" {manifest['created_at']} into {data_dir}; start it: callmeter up"
+        f" --data-dir {data_dir}"
+    )
 
 
 @app.command()

@@ -30,17 +30,22 @@ from callmeter_storage.migrations import migrate
 
 SERVICES = ("scheduler", "dispatcher", "worker", "metrics-ingest", "api")
 MODULES = {
-    "scheduler": "callmeter_scheduler", "dispatcher": "callmeter_dispatcher",
-    "worker": "callmeter_worker", "metrics-ingest": "callmeter_ingest", "api": "callmeter_api",
-}  # fmt: skip
+    "scheduler": "callmeter_scheduler",
+    "dispatcher": "callmeter_dispatcher",
+    "worker": "callmeter_worker",
+    "metrics-ingest": "callmeter_ingest",
+    "api": "callmeter_api",
+}
 
 DEMO_TEST = {
-    "name": "Demo: 4 phones call 4 phones (direct, G.711)", "duration_s": 20, "buildup_s": 2,
+    "name": "Demo: 4 phones call 4 phones (direct, G.711)",
+    "duration_s": 20,
+    "buildup_s": 2,
     "groups": [
         {"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B"},
         {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 
 
 def demo_key(keys: tuple[ApiKey, ...]) -> ApiKey | None:
@@ -114,10 +119,13 @@ class Platform:
 
     def start_services(self, services: tuple[str, ...] = SERVICES) -> None:
         self.env = {
-            "CALLMETER_NATS_URL": self.nats_url, "CALLMETER_DATABASE_URL": self.database_url,
-            "CALLMETER_PORT": str(self.api_port), "CALLMETER_DATA_DIR": str(self.data_dir),
-            "CALLMETER_STREAM_REPLICAS": str(self.stream_replicas or 1), **self.extra_env,
-        }  # fmt: skip
+            "CALLMETER_NATS_URL": self.nats_url,
+            "CALLMETER_DATABASE_URL": self.database_url,
+            "CALLMETER_PORT": str(self.api_port),
+            "CALLMETER_DATA_DIR": str(self.data_dir),
+            "CALLMETER_STREAM_REPLICAS": str(self.stream_replicas or 1),
+            **self.extra_env,
+        }
         for name in services:
             copies = self.ingest_processes if name == "metrics-ingest" else 1
             for copy in range(1, copies + 1):

@@ -33,9 +33,11 @@ def progress_table(run: dict[str, Any]) -> Table:
         table.add_column(column)
     s = run["summary"]
     table.add_row(
-        f"{100 * run['progress']:.0f}%", *map(str, phases.values()), fmt(s.get("mos")),
+        f"{100 * run['progress']:.0f}%",
+        *map(str, phases.values()),
+        fmt(s.get("mos")),
         str(s.get("samples") or 0),
-    )  # fmt: skip
+    )
     return table
 
 
@@ -46,8 +48,12 @@ def summary_table(run: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column == "metric" else "right")
     s = run["summary"]
     send, recv = s.get("send") or {}, s.get("recv") or {}
-    for label, key in (("MOS (avg)", "mos"), ("jitter ms", "jitter_ms"), ("loss %", "loss_pct"),
-                       ("RTT ms", "rtt_ms")):  # fmt: skip
+    for label, key in (
+        ("MOS (avg)", "mos"),
+        ("jitter ms", "jitter_ms"),
+        ("loss %", "loss_pct"),
+        ("RTT ms", "rtt_ms"),
+    ):
         table.add_row(label, fmt(s.get(key)), fmt(send.get(key)), fmt(recv.get(key)))
     table.add_row("call success %", fmt(run.get("call_success_rate"), 1), "", "")
     for k, v in run["outcome_counts"].items():

@@ -63,16 +63,21 @@ async def snapshot_stream(nc: Client, stream: str, path: Path) -> dict[str, Any]
         sub = await nc.subscribe(inbox, cb=on_chunk)
         try:
             await _api(
-                nc, f"$JS.API.STREAM.SNAPSHOT.{stream}",
+                nc,
+                f"$JS.API.STREAM.SNAPSHOT.{stream}",
                 {"deliver_subject": inbox, "chunk_size": CHUNK, "no_consumers": False},
-            )  # fmt: skip
+            )
             await asyncio.wait_for(done, timeout=600)
         finally:
             await sub.unsubscribe()
     return {
-        "stream": stream, "file": path.name, "bytes": size, "sha256": digest.hexdigest(),
-        "config": info["config"], "state": info["state"],
-    }  # fmt: skip
+        "stream": stream,
+        "file": path.name,
+        "bytes": size,
+        "sha256": digest.hexdigest(),
+        "config": info["config"],
+        "state": info["state"],
+    }
 
 
 async def restore_stream(nc: Client, entry: dict[str, Any], path: Path) -> dict[str, Any]:

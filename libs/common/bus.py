@@ -40,10 +40,14 @@ log = logging.getLogger(__name__)
 # with the same Nats-Msg-Id, so JetStream keeps one copy.
 PUBLISH_PATIENCE_S = 120.0
 TRANSIENT_PUBLISH_ERRORS = (
-    nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError,
-    nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError, ServiceUnavailableError,
-)  # fmt: skip
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    NoStreamResponseError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    ServiceUnavailableError,
+)
 
 FoldHandler = Callable[[int, Event], Awaitable[None]]
 BatchHandler = Callable[[list[tuple[Msg, Event]]], Awaitable[None]]
@@ -83,9 +87,13 @@ class Bus:
                 asyncio.ensure_future(bus.report_outages())
 
         nc = await nats.connect(
-            server_urls(url), name=f"callmeter-{service}", max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-            disconnected_cb=disconnected, reconnected_cb=reconnected,
-        )  # fmt: skip
+            server_urls(url),
+            name=f"callmeter-{service}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+        )
         bus = cls(nc, nc.jetstream(timeout=10), service)
         return bus
 
@@ -116,9 +124,12 @@ class Bus:
                 self.unreported.remove(outage)
             name = COMPONENT_NAMES[outage.component]
             log.warning(
-                "%s: reported %s unreachable from %s to %s", self.service, name,
-                f"{outage.started_at:%H:%M:%S}", f"{outage.ended_at:%H:%M:%S}",
-            )  # fmt: skip
+                "%s: reported %s unreachable from %s to %s",
+                self.service,
+                name,
+                f"{outage.started_at:%H:%M:%S}",
+                f"{outage.ended_at:%H:%M:%S}",
+            )
         return seq
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -194,8 +205,12 @@ class Bus:
                 if self.nc.is_closed or time.monotonic() > deadline:
                     raise
                 if not logged:
-                    log.warning("%s: publish of %s held: %r; retrying", self.service,
-                                type(event).__name__, exc)  # fmt: skip
+                    log.warning(
+                        "%s: publish of %s held: %r; retrying",
+                        self.service,
+                        type(event).__name__,
+                        exc,
+                    )
                     logged = True
                 await asyncio.sleep(0.5)
                 continue

@@ -39,10 +39,23 @@ def node_argv(node: NodeSpec, all_nodes: list[NodeSpec]) -> list[str]:
     """nats-server arguments for `node` in a cluster of `all_nodes` (pure)."""
     routes = ",".join(f"nats://127.0.0.1:{n.cluster_port}" for n in all_nodes)
     return [
-        nats_binary(), "-js", "-sd", str(node.store), "-a", "127.0.0.1", "-p", str(node.port),
-        "-n", node.name, "--cluster_name", CLUSTER_NAME,
-        "--cluster", f"nats://127.0.0.1:{node.cluster_port}", "--routes", routes,
-    ]  # fmt: skip
+        nats_binary(),
+        "-js",
+        "-sd",
+        str(node.store),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(node.port),
+        "-n",
+        node.name,
+        "--cluster_name",
+        CLUSTER_NAME,
+        "--cluster",
+        f"nats://127.0.0.1:{node.cluster_port}",
+        "--routes",
+        routes,
+    ]
 
 
 def plan_cluster(data_dir: Path, nodes: int, ports: list[int] | None = None) -> list[NodeSpec]:
@@ -57,7 +70,7 @@ def plan_cluster(data_dir: Path, nodes: int, ports: list[int] | None = None) -> 
             free_port(),
             data_dir / f"nats-{i}",
             data_dir / f"nats-{i}.log",
-        )  # fmt: skip
+        )
         for i in range(1, nodes + 1)
     ]
 
@@ -106,9 +119,14 @@ class NatsCluster:
     def server_spec(self, name: str) -> ServerSpec:
         node = self.spec(name)
         return ServerSpec(
-            name=node.name, argv=tuple(node_argv(node, self.specs)), data_dir=node.store,
-            port=node.port, url=node.url, log=node.log, store=node.store,
-        )  # fmt: skip
+            name=node.name,
+            argv=tuple(node_argv(node, self.specs)),
+            data_dir=node.store,
+            port=node.port,
+            url=node.url,
+            log=node.log,
+            store=node.store,
+        )
 
 
 def start_nats_cluster(data_dir: Path, nodes: int, ports: list[int] | None = None) -> NatsCluster:

@@ -115,8 +115,11 @@ class Reconciler:
             return
         self.world.runs = runs
         self._snap_seq = runs.position
-        log.info("resumed from the snapshot at sequence %d (%d runs in flight)",
-                 runs.position, len(runs.runs))  # fmt: skip
+        log.info(
+            "resumed from the snapshot at sequence %d (%d runs in flight)",
+            runs.position,
+            len(runs.runs),
+        )
 
     async def start(self) -> None:
         self._target_seq = await self.bus.last_seq(EVENTS.name)

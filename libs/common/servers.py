@@ -186,15 +186,28 @@ def nats_spec(data_dir: Path, port: int, sync: str = NATS_SYNC_DEFAULT) -> Serve
     conf = data_dir / "nats-jetstream.conf"
     conf.write_text(f'jetstream {{\n  sync_interval: "{check_nats_sync(sync)}"\n}}\n')
     argv = (
-        nats_binary(), "-c", str(conf), "-js", "-sd", str(store),
-        "-a", "127.0.0.1", "-p", str(port),
-    )  # fmt: skip
+        nats_binary(),
+        "-c",
+        str(conf),
+        "-js",
+        "-sd",
+        str(store),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    )
     return ServerSpec(
-        "nats-server", argv, data_dir, port, f"nats://127.0.0.1:{port}", data_dir / "nats.log",
+        "nats-server",
+        argv,
+        data_dir,
+        port,
+        f"nats://127.0.0.1:{port}",
+        data_dir / "nats.log",
         # After a failed write (a full disk) a stream refuses every publish until restarted.
         stuck_pattern=r"Critical write error|JetStream out of resources|no space left on device",
         store=store,
-    )  # fmt: skip
+    )
 
 
 def start_nats(data_dir: Path, port: int | None = None, sync: str = NATS_SYNC_DEFAULT) -> Server:
@@ -272,17 +285,36 @@ def postgres_spec(
         subprocess.run([*initdb, *options], check=True, capture_output=True, user=user, group=group)
     _chown_tree(pgdata, demote)
     argv = (
-        str(_pg_bin() / "postgres"), "-D", str(pgdata), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={pgdata}",
-        "-c", f"fsync={'on' if fsync else 'off'}", "-c", "full_page_writes=on",
-        "-c", f"synchronous_commit={synchronous_commit}",
-        "-c", "max_connections=200", "-c", "shared_buffers=256MB",
-    )  # fmt: skip
+        str(_pg_bin() / "postgres"),
+        "-D",
+        str(pgdata),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"unix_socket_directories={pgdata}",
+        "-c",
+        f"fsync={'on' if fsync else 'off'}",
+        "-c",
+        "full_page_writes=on",
+        "-c",
+        f"synchronous_commit={synchronous_commit}",
+        "-c",
+        "max_connections=200",
+        "-c",
+        "shared_buffers=256MB",
+    )
     return ServerSpec(
-        "postgres", argv, data_dir, port, f"postgresql://postgres@127.0.0.1:{port}",
-        data_dir / "postgres.log", ready_timeout_s=60,
+        "postgres",
+        argv,
+        data_dir,
+        port,
+        f"postgresql://postgres@127.0.0.1:{port}",
+        data_dir / "postgres.log",
+        ready_timeout_s=60,
         run_as=(demote["user"], demote["group"]) if demote else None,
-    )  # fmt: skip
+    )
 
 
 def start_postgres(

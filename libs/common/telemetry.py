@@ -52,7 +52,7 @@ class JsonLinesSpanExporter:
                     "parent_id": format(s.parent.span_id, "016x") if s.parent else None,
                     "attributes": dict(s.attributes or {}),
                 }
-            )  # fmt: skip
+            )
             for s in spans
         ]
         with self._lock, open(self.path, "a") as fh:
@@ -88,7 +88,7 @@ def setup(service: str) -> None:
             BatchSpanProcessor,
             ConsoleSpanExporter,
             SimpleSpanProcessor,
-        )  # fmt: skip
+        )
 
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         if exporter_name == "console":
@@ -106,7 +106,7 @@ def setup(service: str) -> None:
         from opentelemetry.sdk.metrics.export import (
             ConsoleMetricExporter,
             PeriodicExportingMetricReader,
-        )  # fmt: skip
+        )
 
         reader = PeriodicExportingMetricReader(
             ConsoleMetricExporter(), export_interval_millis=10_000

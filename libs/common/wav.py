@@ -50,8 +50,11 @@ def validate(data: bytes) -> WavInfo:
     try:
         with wave.open(io.BytesIO(data), "rb") as w:
             channels, width, rate, frames = (
-                w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes(),
-            )  # fmt: skip
+                w.getnchannels(),
+                w.getsampwidth(),
+                w.getframerate(),
+                w.getnframes(),
+            )
             pcm = w.readframes(frames)
     except (wave.Error, EOFError) as exc:
         raise WavError(f"format: not a PCM WAV file ({exc})") from None

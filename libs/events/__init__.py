@@ -13,7 +13,7 @@ from callmeter_vocabulary import (
     Outcome,
     Phase,
     RunStatus,
-)  # fmt: skip
+)
 
 from .base import Event, utcnow
 from .codec import (
@@ -25,7 +25,7 @@ from .codec import (
     encode,
     register_upcaster,
     upcast,
-)  # fmt: skip
+)
 from .endpoint_events import (
     CallAttempted,
     CallEnded,
@@ -44,7 +44,7 @@ from .endpoint_events import (
     SpeechQualityMeasured,
     host_lost_reason,
     lost_host,
-)  # fmt: skip
+)
 from .metric_events import MetricSample, MetricValue, SipMessage
 from .platform_events import COMPONENT_NAMES, PlatformOutage
 from .run_events import (
@@ -62,7 +62,7 @@ from .run_events import (
     TestDeleted,
     TestSaved,
     ThresholdOutcome,
-)  # fmt: skip
+)
 from .streams import ALL_STREAMS, DEADLETTER, EVENTS, METRICS, TRACES, WORKERS, StreamDef
 from .subjects import (
     all_run_events,
@@ -75,7 +75,7 @@ from .subjects import (
     stop_signals,
     traces_for_endpoint,
     traces_for_run,
-)  # fmt: skip
+)
 from .testdef import (
     AudioRef,
     CallOptions,
@@ -86,7 +86,7 @@ from .testdef import (
     SipAccount,
     TestDefinition,
     endpoint_id,
-)  # fmt: skip
+)
 from .worker_events import WorkerHeartbeat, WorkerLost, WorkerOffline, WorkerOnline
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -23,7 +23,7 @@ from .endpoint_events import (
     RegistrationFailed,
     ScenarioActionExecuted,
     SpeechQualityMeasured,
-)  # fmt: skip
+)
 from .metric_events import MetricBatch, MetricSample, SipMessage
 from .platform_events import PlatformOutage
 from .run_events import (
@@ -40,20 +40,45 @@ from .run_events import (
     StopRequested,
     TestDeleted,
     TestSaved,
-)  # fmt: skip
+)
 from .worker_events import WorkerHeartbeat, WorkerLost, WorkerOffline, WorkerOnline
 
 EVENT_TYPES: tuple[type[Event], ...] = (
-    TestSaved, TestDeleted, RunCreated, RunQueued, RunRejected, RunDispatching, RunStarted,
-    StopRequested, RunStopping, RunCompleted, RunFailed, RunSamplesStored, RunEvaluated,
+    TestSaved,
+    TestDeleted,
+    RunCreated,
+    RunQueued,
+    RunRejected,
+    RunDispatching,
+    RunStarted,
+    StopRequested,
+    RunStopping,
+    RunCompleted,
+    RunFailed,
+    RunSamplesStored,
+    RunEvaluated,
     EndpointAssigned,
     EndpointPhaseChanged,
-    EndpointRegistered, RegistrationFailed, CallAttempted, CallProgress, CallEstablished,
-    CallFailed, ScenarioActionExecuted, DtmfReceived, SpeechQualityMeasured, CallEnded,
+    EndpointRegistered,
+    RegistrationFailed,
+    CallAttempted,
+    CallProgress,
+    CallEstablished,
+    CallFailed,
+    ScenarioActionExecuted,
+    DtmfReceived,
+    SpeechQualityMeasured,
+    CallEnded,
     EndpointFinished,
-    WorkerOnline, WorkerHeartbeat, WorkerOffline, WorkerLost, MetricSample, MetricBatch,
-    SipMessage, PlatformOutage,
-)  # fmt: skip
+    WorkerOnline,
+    WorkerHeartbeat,
+    WorkerOffline,
+    WorkerLost,
+    MetricSample,
+    MetricBatch,
+    SipMessage,
+    PlatformOutage,
+)
 BY_TYPE: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
 
 # One discriminated union over every event type: adding a class to EVENT_TYPES is enough.

@@ -25,9 +25,14 @@ FLOAT_KEYS, INT_KEYS, TEXT_KEYS = (
 # follow the batch's float_keys, int_keys and text_keys. Typed by kind, so a batch
 # serialises and validates without a union per value.
 SampleRecord = tuple[
-    str, Literal["send", "recv"], int, datetime,
-    tuple[float | None, ...], tuple[int | None, ...], tuple[str | None, ...],
-]  # fmt: skip
+    str,
+    Literal["send", "recv"],
+    int,
+    datetime,
+    tuple[float | None, ...],
+    tuple[int | None, ...],
+    tuple[str | None, ...],
+]
 
 
 class MetricSample(Event):
@@ -138,7 +143,7 @@ class MetricBatch(Event):
                 ts=ts,
                 occurred_at=ts,
                 metrics=dict(zip(keys, f + i + t, strict=True)),
-            )  # fmt: skip
+            )
             for ep, direction, seq, ts, f, i, t in self.samples
         ]
 
@@ -167,8 +172,15 @@ def _record(s: MetricSample) -> tuple[Any, ...]:
     try:
         return (s.endpoint_id, s.direction, s.seq, s.ts, _FLOATS(m), _INTS(m), _TEXTS(m))
     except KeyError:  # a sample without every key: the missing ones are null
-        return (s.endpoint_id, s.direction, s.seq, s.ts, tuple(map(m.get, FLOAT_KEYS)),
-                tuple(map(m.get, INT_KEYS)), tuple(map(m.get, TEXT_KEYS)))  # fmt: skip
+        return (
+            s.endpoint_id,
+            s.direction,
+            s.seq,
+            s.ts,
+            tuple(map(m.get, FLOAT_KEYS)),
+            tuple(map(m.get, INT_KEYS)),
+            tuple(map(m.get, TEXT_KEYS)),
+        )
 
 
 # What validation makes of a record's float values: used for those holding ints.

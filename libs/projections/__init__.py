@@ -10,6 +10,16 @@ from .tests import TestState, apply_test
 from .workers import WorkerState, apply_worker
 
 __all__ = [
-    "EndpointState", "Outage", "RunState", "RunsProjection", "StatusChange", "TestState", "WorkerState",
-    "apply_endpoint", "apply_run", "apply_test", "apply_worker", "covered_s",
-]  # fmt: skip
+    "EndpointState",
+    "Outage",
+    "RunState",
+    "RunsProjection",
+    "StatusChange",
+    "TestState",
+    "WorkerState",
+    "apply_endpoint",
+    "apply_run",
+    "apply_test",
+    "apply_worker",
+    "covered_s",
+]

@@ -43,24 +43,30 @@ def _when(value: str | None) -> datetime | None:
 
 def run_state(doc: dict[str, Any]) -> RunState:
     evaluation = doc.get("evaluation")
-    return RunState(**{
-        **doc,
-        "definition": TestDefinition.model_validate(doc["definition"]),
-        "created_at": _when(doc["created_at"]),
-        "started_at": _when(doc["started_at"]),
-        "finished_at": _when(doc["finished_at"]),
-        "worker_ids": tuple(doc["worker_ids"]),
-        "history": tuple(
-            StatusChange(h["status"], datetime.fromisoformat(h["at"]), h["reason"])
-            for h in doc["history"]
-        ),
-        "evaluation": RunEvaluated.model_validate(evaluation) if evaluation else None,
-        "outages": tuple(
-            Outage(o["component"], datetime.fromisoformat(o["started_at"]),
-                   datetime.fromisoformat(o["ended_at"]), tuple(o.get("reporters", ())))
-            for o in doc.get("outages", ())
-        ),
-    })  # fmt: skip
+    return RunState(
+        **{
+            **doc,
+            "definition": TestDefinition.model_validate(doc["definition"]),
+            "created_at": _when(doc["created_at"]),
+            "started_at": _when(doc["started_at"]),
+            "finished_at": _when(doc["finished_at"]),
+            "worker_ids": tuple(doc["worker_ids"]),
+            "history": tuple(
+                StatusChange(h["status"], datetime.fromisoformat(h["at"]), h["reason"])
+                for h in doc["history"]
+            ),
+            "evaluation": RunEvaluated.model_validate(evaluation) if evaluation else None,
+            "outages": tuple(
+                Outage(
+                    o["component"],
+                    datetime.fromisoformat(o["started_at"]),
+                    datetime.fromisoformat(o["ended_at"]),
+                    tuple(o.get("reporters", ())),
+                )
+                for o in doc.get("outages", ())
+            ),
+        }
+    )
 
 
 def endpoint_state(doc: dict[str, Any]) -> EndpointState:
@@ -68,9 +74,11 @@ def endpoint_state(doc: dict[str, Any]) -> EndpointState:
 
 
 def saved_test(doc: dict[str, Any]) -> TestState:
-    return TestState(**{
-        **doc,
-        "definition": TestDefinition.model_validate(doc["definition"]),
-        "created_at": datetime.fromisoformat(doc["created_at"]),
-        "updated_at": datetime.fromisoformat(doc["updated_at"]),
-    })  # fmt: skip
+    return TestState(
+        **{
+            **doc,
+            "definition": TestDefinition.model_validate(doc["definition"]),
+            "created_at": datetime.fromisoformat(doc["created_at"]),
+            "updated_at": datetime.fromisoformat(doc["updated_at"]),
+        }
+    )

@@ -100,9 +100,11 @@ def _(event: EndpointPhaseChanged, ep: EndpointState) -> EndpointState:
 @apply_endpoint.register
 def _(event: EndpointRegistered, ep: EndpointState) -> EndpointState:
     return evolve(
-        ep, phase=Phase.REGISTERED if ep.phase in (None, Phase.INITIALIZING) else ep.phase,
-        contact_uri=event.contact_uri, time_to_register_ms=event.time_to_register_ms,
-    )  # fmt: skip
+        ep,
+        phase=Phase.REGISTERED if ep.phase in (None, Phase.INITIALIZING) else ep.phase,
+        contact_uri=event.contact_uri,
+        time_to_register_ms=event.time_to_register_ms,
+    )
 
 
 @apply_endpoint.register
@@ -118,10 +120,14 @@ def _(event: CallProgress, ep: EndpointState) -> EndpointState:
 @apply_endpoint.register
 def _(event: CallEstablished, ep: EndpointState) -> EndpointState:
     return evolve(
-        ep, codec=event.codec, sip_code=200, time_to_trying_ms=event.time_to_trying_ms,
-        time_to_ringing_ms=event.time_to_ringing_ms, post_dial_delay_ms=event.post_dial_delay_ms,
+        ep,
+        codec=event.codec,
+        sip_code=200,
+        time_to_trying_ms=event.time_to_trying_ms,
+        time_to_ringing_ms=event.time_to_ringing_ms,
+        post_dial_delay_ms=event.post_dial_delay_ms,
         call_setup_ms=event.call_setup_ms,
-    )  # fmt: skip
+    )
 
 
 @apply_endpoint.register
@@ -131,8 +137,9 @@ def _(event: CallFailed, ep: EndpointState) -> EndpointState:
 
 @apply_endpoint.register
 def _(event: SpeechQualityMeasured, ep: EndpointState) -> EndpointState:
-    return evolve(ep, mos_lqo=event.mos_lqo, mos_lqo_mode=event.mode,
-                  mos_lqo_error=event.error or None)  # fmt: skip
+    return evolve(
+        ep, mos_lqo=event.mos_lqo, mos_lqo_mode=event.mode, mos_lqo_error=event.error or None
+    )
 
 
 @apply_endpoint.register
@@ -144,6 +151,10 @@ def _(event: CallEnded, ep: EndpointState) -> EndpointState:
 def _(event: EndpointFinished, ep: EndpointState) -> EndpointState:
     code = event.sip_code if event.sip_code is not None else ep.sip_code
     return evolve(
-        ep, outcome=event.outcome, reason=event.reason or ep.reason, sip_code=code,
-        finished_at=event.occurred_at, phase=Phase.CLOSED,
-    )  # fmt: skip
+        ep,
+        outcome=event.outcome,
+        reason=event.reason or ep.reason,
+        sip_code=code,
+        finished_at=event.occurred_at,
+        phase=Phase.CLOSED,
+    )

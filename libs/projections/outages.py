@@ -35,10 +35,11 @@ def merge(outages: Iterable[Outage], new: Outage) -> tuple[Outage, ...]:
             o.started_at <= joined.ended_at and joined.started_at <= o.ended_at
         ):
             joined = Outage(
-                o.component, min(o.started_at, joined.started_at),
+                o.component,
+                min(o.started_at, joined.started_at),
                 max(o.ended_at, joined.ended_at),
                 tuple(sorted(set(o.reporters) | set(joined.reporters))),
-            )  # fmt: skip
+            )
         else:
             keep.append(o)
     return tuple(sorted([*keep, joined], key=lambda o: (o.started_at, o.component)))

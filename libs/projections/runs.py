@@ -31,9 +31,15 @@ from .endpoints import EndpointState, apply_endpoint, evolve, initial_endpoints,
 from .outages import Outage, merge, of_event
 
 __all__ = [
-    "EndpointState", "RunState", "RunsProjection", "StatusChange", "apply_endpoint", "apply_run",
-    "initial_endpoints", "role_of",
-]  # fmt: skip
+    "EndpointState",
+    "RunState",
+    "RunsProjection",
+    "StatusChange",
+    "apply_endpoint",
+    "apply_run",
+    "initial_endpoints",
+    "role_of",
+]
 
 
 @dataclass(frozen=True)
@@ -107,9 +113,13 @@ def _(event: RunQueued, run: RunState) -> RunState:
 @apply_run.register
 def _(event: RunRejected, run: RunState) -> RunState:
     return _to(
-        run, RunStatus.CANNOT_RUN_FOR_NOW, event.occurred_at, event.reason, sets_reason=True,
+        run,
+        RunStatus.CANNOT_RUN_FOR_NOW,
+        event.occurred_at,
+        event.reason,
+        sets_reason=True,
         finished_at=event.occurred_at,
-    )  # fmt: skip
+    )
 
 
 @apply_run.register
@@ -150,18 +160,25 @@ def _(event: RunCompleted, run: RunState) -> RunState:
         why = f"all {run.total_endpoints} endpoints finished"
     why = f"{why}; {event.reason}" if event.reason else why
     return _to(
-        run, RunStatus.COMPLETED, event.occurred_at, why,
+        run,
+        RunStatus.COMPLETED,
+        event.occurred_at,
+        why,
         sets_reason=event.stopped or bool(event.reason),
         finished_at=event.occurred_at,
-    )  # fmt: skip
+    )
 
 
 @apply_run.register
 def _(event: RunFailed, run: RunState) -> RunState:
     return _to(
-        run, RunStatus.FAILED, event.occurred_at, event.reason, sets_reason=True,
+        run,
+        RunStatus.FAILED,
+        event.occurred_at,
+        event.reason,
+        sets_reason=True,
         finished_at=event.occurred_at,
-    )  # fmt: skip
+    )
 
 
 @apply_run.register
@@ -214,10 +231,13 @@ class RunsProjection:
             if event.run_id in self.runs:
                 return None, None
             self.runs[event.run_id] = RunState(
-                event.run_id, event.test_id, event.definition, created_at=event.occurred_at,
+                event.run_id,
+                event.test_id,
+                event.definition,
+                created_at=event.occurred_at,
                 history=(StatusChange(RunStatus.PENDING, event.occurred_at, _created(event)),),
                 total_endpoints=event.definition.total_endpoints(),
-            )  # fmt: skip
+            )
             self.endpoints[event.run_id] = {
                 ep.endpoint_id: ep for ep in initial_endpoints(event.run_id, event.definition)
             }

@@ -23,9 +23,12 @@ def apply_test(event: Event, test: TestState | None) -> TestState | None:
         if test is None:
             return TestState(event.test_id, event.definition, event.occurred_at, event.occurred_at)
         return replace(
-            test, definition=event.definition, updated_at=event.occurred_at,
-            revision=test.revision + 1, deleted=False,
-        )  # fmt: skip
+            test,
+            definition=event.definition,
+            updated_at=event.occurred_at,
+            revision=test.revision + 1,
+            deleted=False,
+        )
     if isinstance(event, TestDeleted) and test is not None:
         return replace(test, deleted=True, updated_at=event.occurred_at)
     return test

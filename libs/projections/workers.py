@@ -24,14 +24,26 @@ class WorkerState:
 def apply_worker(event: Event, worker: WorkerState | None) -> WorkerState | None:
     if isinstance(event, WorkerOnline):
         return WorkerState(
-            event.worker_id, event.region, event.capacity, event.capacity, 0.0, "ONLINE",
+            event.worker_id,
+            event.region,
+            event.capacity,
+            event.capacity,
+            0.0,
+            "ONLINE",
             event.occurred_at,
-        )  # fmt: skip
+        )
     if isinstance(event, WorkerHeartbeat):
         return WorkerState(
-            event.worker_id, event.region, event.capacity, event.free_slots, event.load, "ONLINE",
-            event.occurred_at, event.seq, event.hosts,
-        )  # fmt: skip
+            event.worker_id,
+            event.region,
+            event.capacity,
+            event.free_slots,
+            event.load,
+            "ONLINE",
+            event.occurred_at,
+            event.seq,
+            event.hosts,
+        )
     if worker is None:
         return None
     if isinstance(event, WorkerOffline):

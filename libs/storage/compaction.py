@@ -29,13 +29,22 @@ _STATS_SET = (
 )
 # table: (its key, how its other columns fold, in column order; the upsert's SET)
 _FOLDS: dict[str, tuple[str, str, str]] = {
-    "rollup_second": ("run_id, group_name, second, metric",
-                      "sum(n), sum(total), min(lo), max(hi)", _STATS_SET),
-    "rollup_endpoint": ("run_id, endpoint_id, metric",
-                        "min(group_name), sum(n), sum(total), min(lo), max(hi)", _STATS_SET),
-    "rollup_hist": ("run_id, endpoint_id, metric, bin", "min(group_name), sum(n)",
-                    "n = t.n + EXCLUDED.n"),
-}  # fmt: skip
+    "rollup_second": (
+        "run_id, group_name, second, metric",
+        "sum(n), sum(total), min(lo), max(hi)",
+        _STATS_SET,
+    ),
+    "rollup_endpoint": (
+        "run_id, endpoint_id, metric",
+        "min(group_name), sum(n), sum(total), min(lo), max(hi)",
+        _STATS_SET,
+    ),
+    "rollup_hist": (
+        "run_id, endpoint_id, metric, bin",
+        "min(group_name), sum(n)",
+        "n = t.n + EXCLUDED.n",
+    ),
+}
 FOLD_STATEMENTS = tuple(
     f"WITH moved AS (DELETE FROM {table}_delta RETURNING *),"
     f" flat AS ({UNPIVOT[table].format(source='moved')})"

@@ -84,9 +84,12 @@ class Acc:
 
     def stats(self, metric: str) -> Stats:
         out: Stats = {
-            "n": self.n, "sum": self.total, "avg": self.total / self.n if self.n else None,
-            "min": self.lo, "max": self.hi,
-        }  # fmt: skip
+            "n": self.n,
+            "sum": self.total,
+            "avg": self.total / self.n if self.n else None,
+            "min": self.lo,
+            "max": self.hi,
+        }
         if metric in QUANTILES:
             out.update(percentiles(metric, self.bins, QUANTILES[metric], self.lo, self.hi))
         return out
@@ -146,8 +149,10 @@ def figures(accs: Mapping[str, Acc]) -> dict[str, Stats]:
     received = accs["packets"].total if "packets" in accs else 0.0
     expected = lost + received
     out["loss"] = {
-        "lost": lost, "expected": expected, "fraction": lost / expected if expected else None,
-    }  # fmt: skip
+        "lost": lost,
+        "expected": expected,
+        "fraction": lost / expected if expected else None,
+    }
     return out
 
 
@@ -197,21 +202,30 @@ def summary(figs: Mapping[str, Stats]) -> dict[str, Any]:
 
     return {
         "samples": get("samples", "n") or 0,
-        "mos": get("mos", "avg"), "mos_min": get("mos", "min"), "mos_p5": get("mos", "p5"),
-        "jitter_ms": get("jitter_ms", "avg"), "fraction_lost": get("loss", "fraction"),
-        "rtt_ms": get("rtt_ms", "avg"), "packets_recv_rate_ps": get("packet_rate_ps", "avg"),
-        "packets_lost": get("packets_lost", "sum"), "packets_received": get("packets", "sum"),
-    }  # fmt: skip
+        "mos": get("mos", "avg"),
+        "mos_min": get("mos", "min"),
+        "mos_p5": get("mos", "p5"),
+        "jitter_ms": get("jitter_ms", "avg"),
+        "fraction_lost": get("loss", "fraction"),
+        "rtt_ms": get("rtt_ms", "avg"),
+        "packets_recv_rate_ps": get("packet_rate_ps", "avg"),
+        "packets_lost": get("packets_lost", "sum"),
+        "packets_received": get("packets", "sum"),
+    }
 
 
 # Threshold metric -> (rollup metric, field, scale); see callmeter_events.thresholds.METRICS.
 THRESHOLD_FIGURES: dict[str, tuple[str, str, float]] = {
-    "mos_avg": ("mos", "avg", 1.0), "mos_min": ("mos", "min", 1.0),
-    "mos_p5": ("mos", "p5", 1.0), "mos_p50": ("mos", "p50", 1.0),
-    "jitter_avg_ms": ("jitter_ms", "avg", 1.0), "jitter_p95_ms": ("jitter_ms", "p95", 1.0),
+    "mos_avg": ("mos", "avg", 1.0),
+    "mos_min": ("mos", "min", 1.0),
+    "mos_p5": ("mos", "p5", 1.0),
+    "mos_p50": ("mos", "p50", 1.0),
+    "jitter_avg_ms": ("jitter_ms", "avg", 1.0),
+    "jitter_p95_ms": ("jitter_ms", "p95", 1.0),
     "loss_avg_pct": ("loss", "fraction", 100.0),
-    "rtt_avg_ms": ("rtt_ms", "avg", 1.0), "rtt_p95_ms": ("rtt_ms", "p95", 1.0),
-}  # fmt: skip
+    "rtt_avg_ms": ("rtt_ms", "avg", 1.0),
+    "rtt_p95_ms": ("rtt_ms", "p95", 1.0),
+}
 
 
 def threshold_values(

@@ -109,10 +109,12 @@ class ReadModels:
             return Snapshot(TESTS, self.positions[TESTS], [self.tests[t] for t in sorted(tests)])
         known = self.runs.runs  # a run deleted meanwhile has nothing left to write
         return Snapshot(
-            RUNS, self.positions[RUNS], [],
+            RUNS,
+            self.positions[RUNS],
+            [],
             [known[r] for r in sorted(runs) if r in known],
             [self.runs.endpoints[r][e] for r, e in sorted(endpoints) if r in known],
-        )  # fmt: skip
+        )
 
     def write(self, conn: psycopg.Connection[Any], touched: Iterable[Touched]) -> None:
         """Both projections' touched rows and positions, in one transaction."""

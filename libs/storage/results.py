@@ -107,10 +107,11 @@ def success_rates(
     out = {}
     for name, finished, ok, reg_tried, reg_ok in rows.fetchall():
         out[name] = {
-            "endpoints_finished": finished, "call_success_rate": _ratio(ok, finished),
+            "endpoints_finished": finished,
+            "call_success_rate": _ratio(ok, finished),
             "registration_attempts": reg_tried,
             "registration_success_rate": _ratio(reg_ok, reg_tried),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -179,20 +180,29 @@ def speech_quality(
     endpoints = []
     for eid, group, lqo, mode, error, codec in conn.execute(_SPEECH, (run_id,)).fetchall():
         emodel = endpoint_stats.get(eid, {}).get("mos", {}).get("avg")
-        endpoints.append({
-            "endpoint_id": eid, "group": group, "mos_lqo": lqo, "mode": mode, "codec": codec,
-            "mos_emodel": emodel, "error": error,
-        })  # fmt: skip
+        endpoints.append(
+            {
+                "endpoint_id": eid,
+                "group": group,
+                "mos_lqo": lqo,
+                "mode": mode,
+                "codec": codec,
+                "mos_emodel": emodel,
+                "error": error,
+            }
+        )
     scored = [e for e in endpoints if e["mos_lqo"] is not None]
     lqo = [e["mos_lqo"] for e in scored]
     emodel = [e["mos_emodel"] for e in scored if e["mos_emodel"] is not None]
     return {
-        "sampled": len(endpoints), "scored": len(scored),
+        "sampled": len(endpoints),
+        "scored": len(scored),
         "mos_lqo_avg": sum(lqo) / len(lqo) if lqo else None,
-        "mos_lqo_min": min(lqo, default=None), "mos_lqo_max": max(lqo, default=None),
+        "mos_lqo_min": min(lqo, default=None),
+        "mos_lqo_max": max(lqo, default=None),
         "mos_emodel_avg": sum(emodel) / len(emodel) if emodel else None,
         "endpoints": endpoints,
-    }  # fmt: skip
+    }
 
 
 def run_results(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:

@@ -29,13 +29,19 @@ from .rollup import ROLLUP_METRICS, bin_value
 Level = Literal["run", "group", "endpoint"]
 # Where each level's n/sum/min/max live, and the column that names its rows.
 _STATS = {
-    "run": ("SELECT '', metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
-            " WHERE run_id = %s GROUP BY metric"),
-    "group": ("SELECT group_name, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
-              " WHERE run_id = %s GROUP BY group_name, metric"),
-    "endpoint": ("SELECT endpoint_id, metric, sum(n), sum(total), min(lo), max(hi)"
-                 " FROM rollup_endpoint WHERE run_id = %s GROUP BY endpoint_id, metric"),
-}  # fmt: skip
+    "run": (
+        "SELECT '', metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+        " WHERE run_id = %s GROUP BY metric"
+    ),
+    "group": (
+        "SELECT group_name, metric, sum(n), sum(total), min(lo), max(hi) FROM rollup_second"
+        " WHERE run_id = %s GROUP BY group_name, metric"
+    ),
+    "endpoint": (
+        "SELECT endpoint_id, metric, sum(n), sum(total), min(lo), max(hi)"
+        " FROM rollup_endpoint WHERE run_id = %s GROUP BY endpoint_id, metric"
+    ),
+}
 _HIST_KEY = {"run": "''", "group": "group_name", "endpoint": "endpoint_id"}
 
 
@@ -115,10 +121,11 @@ def run_quality(
         out["groups"] = {g: quality.figures(per) for g, per in per_group.items()}
     else:  # summed per direction by the database: fewer rows to fold here
         sides = {
-            "run": run_id, "until": until,
+            "run": run_id,
+            "until": until,
             "send": [g for g, d in direction_of.items() if d == quality.SEND],
             "recv": [g for g, d in direction_of.items() if d == quality.RECV],
-        }  # fmt: skip
+        }
         rows = conn.execute(_SIDE_STATS_UNTIL if until else _SIDE_STATS, sides).fetchall()
         hist = [] if until else conn.execute(_SIDE_HIST, sides).fetchall()
         accs = quality.accumulate(rows, hist)
@@ -239,10 +246,12 @@ def worst_series(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, A
     for p in points:
         sides = {d: p[d] for d in quality.DIRECTIONS if d in p} or {"all": p["all"]}
         worst = quality.headline(sides)
-        out.append({
-            "t": int((p["t"] - t0).total_seconds()),
-            **{m: worst.get(m, {}).get("avg") for m in ROLLUP_METRICS},
-        })  # fmt: skip
+        out.append(
+            {
+                "t": int((p["t"] - t0).total_seconds()),
+                **{m: worst.get(m, {}).get("avg") for m in ROLLUP_METRICS},
+            }
+        )
     return out
 
 

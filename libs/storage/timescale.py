@@ -104,9 +104,14 @@ def ensure_refresh_policies(conn: psycopg.Connection[Any]) -> list[str]:
             "SELECT add_continuous_aggregate_policy(%s, start_offset => %s::interval,"
             " end_offset => %s::interval, schedule_interval => %s::interval,"
             " buckets_per_batch => %s)",
-            (name, REFRESH_POLICY["start_offset"], REFRESH_POLICY["end_offset"],
-             REFRESH_POLICY["schedule_interval"], REFRESH_POLICY["buckets_per_batch"]),
-        )  # fmt: skip
+            (
+                name,
+                REFRESH_POLICY["start_offset"],
+                REFRESH_POLICY["end_offset"],
+                REFRESH_POLICY["schedule_interval"],
+                REFRESH_POLICY["buckets_per_batch"],
+            ),
+        )
         changed.append(name)
     return changed
 

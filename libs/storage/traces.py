@@ -91,7 +91,7 @@ def read(conn: psycopg.Connection[Any], run_id: str, endpoint_id: str) -> list[S
             ts=ts,
             text=text,
             occurred_at=at,
-        )  # fmt: skip
+        )
         for e, d, ts, text, at in rows
     ]
 

@@ -114,10 +114,18 @@ async def delete_run(run_id: str, p: PlatformDep) -> None:
 
 @router.get("/runs/{run_id}/endpoints", tags=["endpoints"])
 async def list_endpoints(
-    run_id: str, request: Request, p: PlatformDep, limit: Limit = 100, offset: Offset = 0,
-    phase: str = "", outcome: str = "", group: str = "", q: str = "",
-    sort: str = "endpoint", order: str = "asc",
-) -> dict[str, Any]:  # fmt: skip
+    run_id: str,
+    request: Request,
+    p: PlatformDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    phase: str = "",
+    outcome: str = "",
+    group: str = "",
+    q: str = "",
+    sort: str = "endpoint",
+    order: str = "asc",
+) -> dict[str, Any]:
     """Filter (phase, outcome or `failed`, group, text), sort and page a run's endpoints."""
     found = await service.query(p, queries.run_overview, run_id)
     if found is None:
@@ -147,11 +155,17 @@ async def compare(p: PlatformDep, scope: ScopeDep, runs: RunIds = ()) -> dict[st
     rows = compare_view(views)
     return {
         "runs": [
-            {"id": r["run"]["id"], "test_id": r["run"]["test_id"], "status": r["run"]["status"],
-             "values": r["values"], "deltas": r["deltas"], "series": r["run"]["series"]}
+            {
+                "id": r["run"]["id"],
+                "test_id": r["run"]["test_id"],
+                "status": r["run"]["status"],
+                "values": r["values"],
+                "deltas": r["deltas"],
+                "series": r["run"]["series"],
+            }
             for r in rows
         ]
-    }  # fmt: skip
+    }
 
 
 @router.get("/workers", tags=["workers"])

@@ -64,9 +64,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         await bus.ensure_streams()
         # Checked before each use: after a PostgreSQL restart no broken connection is handed out.
         pool = ConnectionPool(
-            settings.database_url, min_size=1, max_size=10, open=True,
+            settings.database_url,
+            min_size=1,
+            max_size=10,
+            open=True,
             check=ConnectionPool.check_connection,
-        )  # fmt: skip
+        )
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
         webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)

@@ -29,9 +29,11 @@ _WAV_BODY = {
 
 def _info(info: wav.WavInfo) -> dict[str, Any]:
     return {
-        "audio": info.ref, "clock_rate": info.clock_rate,
-        "duration_s": round(info.duration_s, 3), "size_bytes": info.size_bytes,
-    }  # fmt: skip
+        "audio": info.ref,
+        "clock_rate": info.clock_rate,
+        "duration_s": round(info.duration_s, 3),
+        "size_bytes": info.size_bytes,
+    }
 
 
 def _invalid(exc: wav.WavError) -> ApiError:

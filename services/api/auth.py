@@ -41,8 +41,9 @@ def install(app: FastAPI, keys: tuple[ApiKey, ...]) -> None:
         if path == PROTECTED or path.startswith(PROTECTED + "/"):
             key = match_key(request.headers.get("authorization", ""), keys)
             if key is None:
-                body = error_body("unauthorized", "a valid API key is required: "
-                                  "Authorization: Bearer <key>")  # fmt: skip
+                body = error_body(
+                    "unauthorized", "a valid API key is required: Authorization: Bearer <key>"
+                )
                 return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
             request.state.project = key.project
         response: Response = await call_next(request)
@@ -52,9 +53,11 @@ def install(app: FastAPI, keys: tuple[ApiKey, ...]) -> None:
 # What the caller may see. Unknown ids and other projects' ids get the same answer.
 _PROJECT_OF = {
     "run_id": ("run", "SELECT doc->'definition'->>'project' FROM runs WHERE run_id = %s"),
-    "test_id": ("test", "SELECT doc->'definition'->>'project' FROM tests"
-                        " WHERE test_id = %s AND NOT deleted"),
-}  # fmt: skip
+    "test_id": (
+        "test",
+        "SELECT doc->'definition'->>'project' FROM tests WHERE test_id = %s AND NOT deleted",
+    ),
+}
 
 
 async def ensure_visible(p: Platform, scope: Scope, name: str, value: str, field: str = "") -> None:
@@ -86,8 +89,12 @@ def own_definition(scope: Scope, definition: TestDefinition) -> TestDefinition:
     if "project" not in definition.model_fields_set:
         return definition.model_copy(update={"project": scope.project})
     if definition.project != scope.project:
-        raise ApiError(403, "forbidden", f"project: this API key may only use project "
-                       f"{scope.project!r}", "project")  # fmt: skip
+        raise ApiError(
+            403,
+            "forbidden",
+            f"project: this API key may only use project {scope.project!r}",
+            "project",
+        )
     return definition
 
 
@@ -130,14 +137,19 @@ def document(app: FastAPI, required: bool) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                             description=app.description)  # fmt: skip
-        state = "required: the server has CALLMETER_API_KEYS set" if required else (
-            "optional: this server has no CALLMETER_API_KEYS, so requests need no token")  # fmt: skip
+        schema = get_openapi(
+            title=app.title, version=app.version, routes=app.routes, description=app.description
+        )
+        state = (
+            "required: the server has CALLMETER_API_KEYS set"
+            if required
+            else ("optional: this server has no CALLMETER_API_KEYS, so requests need no token")
+        )
         schema.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME] = {
-            "type": "http", "scheme": "bearer",
+            "type": "http",
+            "scheme": "bearer",
             "description": f"API key as `Authorization: Bearer <key>`; {state}.",
-        }  # fmt: skip
+        }
         security: list[dict[str, list[str]]] = [{SCHEME: []}]
         if not required:
             security.append({})  # no token is fine too

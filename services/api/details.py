@@ -49,12 +49,16 @@ async def endpoint_detail(p: Platform, run_id: str, endpoint_id: str) -> dict[st
 
     parts = await asyncio.gather(*(one(e) for e in [endpoint_id, *pairs[:1]]))
     return {
-        "run": {"id": run_id, "test_id": run_doc["test_id"], "status": run_doc["status"],
-                "name": run_doc["definition"]["name"]},
+        "run": {
+            "id": run_id,
+            "test_id": run_doc["test_id"],
+            "status": run_doc["status"],
+            "name": run_doc["definition"]["name"],
+        },
         "me": parts[0],
         "pair": parts[1] if len(parts) > 1 else None,
         "pairs": pairs,
-    }  # fmt: skip
+    }
 
 
 async def compared_runs(

@@ -207,7 +207,7 @@ def describe_event(event: dict[str, Any]) -> str:
             f"PESQ MOS-LQO {event['mos_lqo']:.2f} ({event.get('mode')})"
             if event.get("mos_lqo") is not None
             else f"PESQ not scored: {event.get('error')}"
-        ),  # fmt: skip
+        ),
         "CallEnded": f"call ended{code}{reason}",
         "EndpointFinished": f"finished {event.get('outcome')}{code}{reason}",
     }.get(kind, kind)

@@ -107,6 +107,11 @@ class Evaluator:
             ThresholdOutcome(expression=r.expression, actual=r.actual, passed=r.passed)
             for r in results
         ]
-        await self.bus.publish(RunEvaluated(
-            run_id=run_id, passed=all(r.passed for r in results), results=outcomes, metrics=metrics,
-        ))  # fmt: skip
+        await self.bus.publish(
+            RunEvaluated(
+                run_id=run_id,
+                passed=all(r.passed for r in results),
+                results=outcomes,
+                metrics=metrics,
+            )
+        )

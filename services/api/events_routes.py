@@ -54,9 +54,13 @@ async def sse(
     config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE)
     config.opt_start_seq = start_seq + 1
     sub = await bus.js.subscribe(
-        subject, stream=EVENTS.name, ordered_consumer=True, config=config, cb=queue.put,
+        subject,
+        stream=EVENTS.name,
+        ordered_consumer=True,
+        config=config,
+        cb=queue.put,
         pending_msgs_limit=100_000,
-    )  # fmt: skip
+    )
     try:
         yield b"retry: 2000\n\n"
         while True:

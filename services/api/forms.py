@@ -56,10 +56,18 @@ def rows_from_fields(fields: dict[str, str], name: str) -> list[dict[str, str]]:
 def blank_group(index: int) -> dict[str, Any]:
     return {
         "name": chr(ord("A") + index) if index < 26 else f"G{index + 1}",
-        "endpoints": "1", "calls": "", "codecs": "PCMU", "accounts": "",
-        "registrar.host": "", "registrar.port": "5060", "registrar.transport": "udp",
-        "registrar.domain": "", **options_form({}), "scenario": [], "audio": "",
-    }  # fmt: skip
+        "endpoints": "1",
+        "calls": "",
+        "codecs": "PCMU",
+        "accounts": "",
+        "registrar.host": "",
+        "registrar.port": "5060",
+        "registrar.transport": "udp",
+        "registrar.domain": "",
+        **options_form({}),
+        "scenario": [],
+        "audio": "",
+    }
 
 
 def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
@@ -76,19 +84,29 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
         )
         groups.append(
             {
-                "name": g["name"], "endpoints": str(g["endpoints"]), "calls": g.get("calls") or "",
-                "codecs": ", ".join(g.get("codecs") or ["PCMU"]), "accounts": accounts,
-                "registrar.host": reg.get("host", ""), "registrar.port": str(reg.get("port", 5060)),
+                "name": g["name"],
+                "endpoints": str(g["endpoints"]),
+                "calls": g.get("calls") or "",
+                "codecs": ", ".join(g.get("codecs") or ["PCMU"]),
+                "accounts": accounts,
+                "registrar.host": reg.get("host", ""),
+                "registrar.port": str(reg.get("port", 5060)),
                 "registrar.transport": reg.get("transport", "udp"),
                 "registrar.domain": reg.get("domain") or "",
-                **options_form(g.get("options") or {}), "audio": g.get("audio") or "",
+                **options_form(g.get("options") or {}),
+                "audio": g.get("audio") or "",
                 "scenario": [
-                    {"at_s": _num(a["at_s"]), "action": a["action"], "digits": a.get("digits") or "",
-                     "method": a.get("method") or "rfc4733", "codec": a.get("codec") or ""}
+                    {
+                        "at_s": _num(a["at_s"]),
+                        "action": a["action"],
+                        "digits": a.get("digits") or "",
+                        "method": a.get("method") or "rfc4733",
+                        "codec": a.get("codec") or "",
+                    }
                     for a in g.get("scenario") or []
                 ],
             }
-        )  # fmt: skip
+        )
     return {
         "name": d.get("name", ""),
         "duration_s": _num(d.get("duration_s", 30)),
@@ -96,9 +114,10 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
         "speech_quality_calls": _num(d.get("speech_quality_calls", 3)),
         "groups": groups or [blank_group(0)],
         "thresholds": "\n".join(d.get("thresholds") or []),
-        "webhooks": [{"url": w["url"], "secret": w.get("secret") or ""}
-                     for w in d.get("webhooks") or []],
-    }  # fmt: skip
+        "webhooks": [
+            {"url": w["url"], "secret": w.get("secret") or ""} for w in d.get("webhooks") or []
+        ],
+    }
 
 
 def _num(v: Any) -> str:
@@ -208,8 +227,15 @@ def field_errors(exc: ValidationError, form: dict[str, Any]) -> dict[str, str]:
     An error deeper than any input (`groups.0.accounts.2.username`) goes to the
     nearest enclosing input (`groups.0.accounts`); one about no input goes to "".
     """
-    inputs = {"name", "duration_s", "buildup_s", "speech_quality_calls", "groups", "thresholds",
-              "webhooks"}  # fmt: skip
+    inputs = {
+        "name",
+        "duration_s",
+        "buildup_s",
+        "speech_quality_calls",
+        "groups",
+        "thresholds",
+        "webhooks",
+    }
     for i, g in enumerate(form["groups"]):
         inputs |= {f"groups.{i}.{k}" for k in blank_group(i)} | {f"groups.{i}.{k}" for k in g}
         for j, _ in enumerate(g.get("scenario") or []):
@@ -261,8 +287,12 @@ def keep_hidden(definition: dict[str, Any], stored: dict[str, Any] | None) -> di
         if g.get("calls"):
             g.pop("target_uri", None)
         if g.get("registrar") and old.get("registrar"):
-            g["registrar"] = {**g["registrar"], **{k: old["registrar"][k]
-                              for k in HIDDEN_REGISTRAR_KEYS if old["registrar"].get(k)}}  # fmt: skip
+            g["registrar"] = {
+                **g["registrar"],
+                **{
+                    k: old["registrar"][k] for k in HIDDEN_REGISTRAR_KEYS if old["registrar"].get(k)
+                },
+            }
         groups.append(g)
     return {**out, "groups": groups}
 

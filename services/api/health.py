@@ -129,10 +129,12 @@ async def checks(p: Platform) -> list[Check]:
     projection = projection_lag(p)
     s = p.settings
     return [
-        nats, pg, disk_check(s.data_dir, s.ready_min_free_disk_mb),
+        nats,
+        pg,
+        disk_check(s.data_dir, s.ready_min_free_disk_mb),
         lag_check("ingest_lag", ingest, s.ready_max_ingest_lag, "messages"),
         lag_check("projection_lag", projection, s.ready_max_projection_lag, "events"),
-    ]  # fmt: skip
+    ]
 
 
 # --- the System page -------------------------------------------------------------------

@@ -71,11 +71,16 @@ async def frame(p: Platform, run_id: str, at_s: float) -> dict[str, Any]:
     configured = definition["duration_s"] + definition.get("buildup_s", 0)
     run["progress"] = min(1.0, at_s / total) if total else 1.0
     return {
-        "run": run, "live": False, "replay": True, "at_s": at_s, "length_s": total,
+        "run": run,
+        "live": False,
+        "replay": True,
+        "at_s": at_s,
+        "length_s": total,
         "groups": group_breakdown(definition, run["endpoints"], mos),
         "listing": endpoint_page(run["endpoints"], mos, ListQuery(per_page=25)),
-        "elapsed_s": round(at_s), "total_s": configured,
-    }  # fmt: skip
+        "elapsed_s": round(at_s),
+        "total_s": configured,
+    }
 
 
 @router.get("/runs/{run_id}/replay", response_class=HTMLResponse)

@@ -41,14 +41,18 @@ async def runs_page(p: PlatformDep, page: int = Query(1, ge=1)) -> HTMLResponse:
 def overlay(runs: list[dict[str, Any]]) -> list[str]:
     """One chart per metric with a line per run: the worse direction's average per
     second, x = seconds since the run's first sample."""
-    specs = (("MOS", "mos", "", 1.0), ("Jitter", "jitter_ms", "ms", 1.0),
-             ("Packet loss", "fraction_lost", "%", 100.0), ("RTT", "rtt_ms", "ms", 1.0))  # fmt: skip
+    specs = (
+        ("MOS", "mos", "", 1.0),
+        ("Jitter", "jitter_ms", "ms", 1.0),
+        ("Packet loss", "fraction_lost", "%", 100.0),
+        ("RTT", "rtt_ms", "ms", 1.0),
+    )
     out = []
     for title, key, unit, scale in specs:
         series = [
             Series(
                 r["id"], [(s["t"], None if s[key] is None else s[key] * scale) for s in r["series"]]
-            )  # fmt: skip
+            )
             for r in runs
         ]
         out.append(line_chart(Chart(title, unit, series, y_min=1.0 if key == "mos" else 0.0)))

@@ -132,9 +132,12 @@ async def run_page(run_id: str, p: PlatformDep) -> HTMLResponse:
         else results_view(await service.query(p, results_data, run_id), ctx["run"])
     )
     return render(
-        "run.html", **ctx, topology=topology(ctx["run"]["definition"]), webhook_log=log,
+        "run.html",
+        **ctx,
+        topology=topology(ctx["run"]["definition"]),
+        webhook_log=log,
         results=outcome,
-    )  # fmt: skip
+    )
 
 
 @router.get("/runs/{run_id}/live", response_class=HTMLResponse)
@@ -147,8 +150,13 @@ async def run_live(run_id: str, p: PlatformDep) -> HTMLResponse:
 async def run_stream(run_id: str, request: Request, p: PlatformDep) -> StreamingResponse:
     await overview(p, run_id)  # a 404 before the stream starts, not inside it
     return stream(
-        request, p, run_id, shape, "live", lambda ctx: render_block("run.html", "live", **ctx),
-    )  # fmt: skip
+        request,
+        p,
+        run_id,
+        shape,
+        "live",
+        lambda ctx: render_block("run.html", "live", **ctx),
+    )
 
 
 @router.post("/runs/{run_id}/stop")
@@ -175,6 +183,10 @@ async def endpoints_stream(run_id: str, request: Request, p: PlatformDep) -> Str
     query = ListQuery.parse(dict(request.query_params))
     await overview(p, run_id, query)
     return stream(
-        request, p, run_id, lambda found: shape(found, query), "table",
+        request,
+        p,
+        run_id,
+        lambda found: shape(found, query),
+        "table",
         lambda ctx: render_block("endpoints.html", "table", **ctx),
-    )  # fmt: skip
+    )

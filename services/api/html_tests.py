@@ -21,12 +21,13 @@ from .pages import render
 router = APIRouter(include_in_schema=False)
 
 DEMO = {
-    "name": "smoke", "duration_s": 10,
+    "name": "smoke",
+    "duration_s": 10,
     "groups": [
         {"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B"},
         {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 
 
 async def posted(request: Request) -> dict[str, str]:
@@ -37,10 +38,19 @@ async def posted(request: Request) -> dict[str, str]:
 
 def editor(form: dict[str, Any], action: str, title: str, **ctx: Any) -> dict[str, Any]:
     names = [g.get("name", "") for g in form["groups"]]
-    return {"form": form, "action": action, "title": title, "group_names": names,
-            "codecs": forms.CODECS, "transports": forms.TRANSPORTS, "errors": {},
-            "option_choices": forms.OPTION_CHOICES, "actions": forms.ACTIONS,
-            "dtmf_methods": forms.DTMF_METHODS, **ctx}  # fmt: skip
+    return {
+        "form": form,
+        "action": action,
+        "title": title,
+        "group_names": names,
+        "codecs": forms.CODECS,
+        "transports": forms.TRANSPORTS,
+        "errors": {},
+        "option_choices": forms.OPTION_CHOICES,
+        "actions": forms.ACTIONS,
+        "dtmf_methods": forms.DTMF_METHODS,
+        **ctx,
+    }
 
 
 def apply_op(form: dict[str, Any], op: str) -> bool:
@@ -67,9 +77,13 @@ def apply_op(form: dict[str, Any], op: str) -> bool:
 
 
 async def save_from_form(  # type: ignore[no-untyped-def]
-    request: Request, p: Any, action: str, title: str, test_id: str = "",
+    request: Request,
+    p: Any,
+    action: str,
+    title: str,
+    test_id: str = "",
     stored: dict[str, Any] | None = None,
-):  # fmt: skip
+):
     fields = await posted(request)
     if fields.get("definition", "").strip():  # the advanced JSON editor
         try:
@@ -106,8 +120,10 @@ async def tests_page(p: PlatformDep) -> HTMLResponse:
 @router.get("/tests/new", response_class=HTMLResponse)
 async def new_test(p: PlatformDep) -> HTMLResponse:
     form = forms.form_from_definition(DEMO)
-    return render("test_form.html", **editor(form, "/tests", "New test",
-                                             json_draft=json.dumps(DEMO, indent=2)))  # fmt: skip
+    return render(
+        "test_form.html",
+        **editor(form, "/tests", "New test", json_draft=json.dumps(DEMO, indent=2)),
+    )
 
 
 @router.post("/tests", response_class=HTMLResponse)
@@ -127,8 +143,13 @@ async def edit_test(test_id: str, p: PlatformDep) -> HTMLResponse:
     test = await service.get_test(p, test_id)
     d = test["definition"]
     form = forms.form_from_definition(d)
-    ctx = editor(form, f"/tests/{test_id}", f"Edit {d['name']}", test_id=test_id,
-                 json_draft=json.dumps(d, indent=2))  # fmt: skip
+    ctx = editor(
+        form,
+        f"/tests/{test_id}",
+        f"Edit {d['name']}",
+        test_id=test_id,
+        json_draft=json.dumps(d, indent=2),
+    )
     return render("test_form.html", **ctx)
 
 

@@ -59,7 +59,7 @@ from callmeter_storage.readmodels import (
     stored_version,
     take_writer_lock,
     write_snapshot,
-)  # fmt: skip
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +229,10 @@ class Projector:
 
     def _connect(self, name: str) -> psycopg.Connection[Any]:
         return psycopg.connect(
-            self.database_url, autocommit=True,
+            self.database_url,
+            autocommit=True,
             application_name=f"callmeter-api-writer-{name}-{os.getpid()}",
-        )  # fmt: skip
+        )
 
     async def write_when_writer(self, stop: asyncio.Event) -> None:
         """Try the runs writer lock every `retry_s`; once held, take the tests lock too

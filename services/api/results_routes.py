@@ -56,9 +56,12 @@ async def run_series(
     await _known_run(p, run_id)
     points = await service.query(p, stats.run_series, run_id, group, bucket_s, direction)
     return {
-        "run_id": run_id, "group": group, "direction": direction, "bucket_s": bucket_s,
+        "run_id": run_id,
+        "group": group,
+        "direction": direction,
+        "bucket_s": bucket_s,
         "points": points,
-    }  # fmt: skip
+    }
 
 
 # Any key of the catalogue, listed in the schema so a client knows them.
@@ -77,9 +80,13 @@ async def endpoint_series(
     points = await service.query(p, stats.endpoint_series, run_id, endpoint_id, key, direction)
     m = BY_KEY[key]
     return {
-        "run_id": run_id, "endpoint_id": endpoint_id, "direction": direction,
-        "key": key, "unit": m.unit, "points": [{"t": t, "value": v} for t, v in points],
-    }  # fmt: skip
+        "run_id": run_id,
+        "endpoint_id": endpoint_id,
+        "direction": direction,
+        "key": key,
+        "unit": m.unit,
+        "points": [{"t": t, "value": v} for t, v in points],
+    }
 
 
 @router.get(
@@ -101,9 +108,10 @@ async def speech_quality(
     writer.writerows([e[c] for c in columns] for e in sq["endpoints"])
     filename = f"callmeter-{run_id}-speech-quality.csv"
     return Response(
-        out.getvalue(), media_type="text/csv",
+        out.getvalue(),
+        media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )  # fmt: skip
+    )
 
 
 @router.get("/runs/{run_id}/samples")

@@ -28,15 +28,30 @@ QUALITY = (
     ("rtt_ms", "RTT", "ms", 1, "rtt_ms", 1.0),
 )
 FIELDS = ("avg", "p50", "p95", "p99", "min", "max")
-TIMINGS = {"time_to_register_ms": "Time to register", "post_dial_delay_ms": "Post-dial delay",
-           "call_setup_ms": "Call setup"}  # fmt: skip
+TIMINGS = {
+    "time_to_register_ms": "Time to register",
+    "post_dial_delay_ms": "Post-dial delay",
+    "call_setup_ms": "Call setup",
+}
 REASONS = {
-    200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 407: "Proxy Auth Required",
-    408: "Request Timeout", 480: "Temporarily Unavailable", 481: "Call Does Not Exist",
-    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
-    500: "Server Internal Error", 502: "Bad Gateway", 503: "Service Unavailable",
-    504: "Server Time-out", 600: "Busy Everywhere", 603: "Decline",
-}  # fmt: skip
+    200: "OK",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    407: "Proxy Auth Required",
+    408: "Request Timeout",
+    480: "Temporarily Unavailable",
+    481: "Call Does Not Exist",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    500: "Server Internal Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    600: "Busy Everywhere",
+    603: "Decline",
+}
 OK_OUTCOMES = GOOD_OUTCOMES
 
 
@@ -86,20 +101,30 @@ def percentile_rows(
                 continue
             m = figs.get(key, {})
             values = {f: None if m.get(f) is None else float(m[f]) * scale for f in FIELDS}
-            rows.append({
-                "key": key, "label": label, "unit": unit, "digits": digits, "n": m.get("n") or 0,
-                "side": side, "side_label": side_label,
-                "values": values, "grades": {f: grade(grade_key, v) for f, v in values.items()},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "key": key,
+                    "label": label,
+                    "unit": unit,
+                    "digits": digits,
+                    "n": m.get("n") or 0,
+                    "side": side,
+                    "side_label": side_label,
+                    "values": values,
+                    "grades": {f: grade(grade_key, v) for f, v in values.items()},
+                }
+            )
     return rows
 
 
 def timing_rows(timings: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [
-        {"label": label, **{f: timings.get(key, {}).get(f) for f in ("n", "avg", "p50", "p95",
-                                                                     "p99", "max")}}
+        {
+            "label": label,
+            **{f: timings.get(key, {}).get(f) for f in ("n", "avg", "p50", "p95", "p99", "max")},
+        }
         for key, label in TIMINGS.items()
-    ]  # fmt: skip
+    ]
 
 
 def share(n: int, total: int) -> float:
@@ -108,12 +133,25 @@ def share(n: int, total: int) -> float:
 
 def outcome_rows(counts: dict[str, int], total: int) -> list[dict[str, Any]]:
     """Outcome, count, percent of all endpoints; unfinished endpoints as NOT_FINISHED."""
-    rows = [{"outcome": o, "count": n, "pct": share(n, total),
-             "cls": "st-good" if o in OK_OUTCOMES else "st-bad"} for o, n in counts.items()]  # fmt: skip
+    rows = [
+        {
+            "outcome": o,
+            "count": n,
+            "pct": share(n, total),
+            "cls": "st-good" if o in OK_OUTCOMES else "st-bad",
+        }
+        for o, n in counts.items()
+    ]
     missing = total - sum(counts.values())
     if missing > 0:
-        rows.append({"outcome": "NOT_FINISHED", "count": missing, "pct": share(missing, total),
-                     "cls": "st-warn"})  # fmt: skip
+        rows.append(
+            {
+                "outcome": "NOT_FINISHED",
+                "count": missing,
+                "pct": share(missing, total),
+                "cls": "st-warn",
+            }
+        )
     return rows
 
 
@@ -126,11 +164,25 @@ def sip_code_rows(endpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for code in sorted((c for c in counts if c is not None), key=int):
         c = int(code)
         cls = "st-good" if 200 <= c < 300 else ("st-warn" if c < 200 else "st-bad")
-        rows.append({"code": c, "reason": REASONS.get(c, ""), "count": counts[code],
-                     "pct": share(counts[code], total), "cls": cls})  # fmt: skip
+        rows.append(
+            {
+                "code": c,
+                "reason": REASONS.get(c, ""),
+                "count": counts[code],
+                "pct": share(counts[code], total),
+                "cls": cls,
+            }
+        )
     if counts.get(None):
-        rows.append({"code": None, "reason": "no final response", "count": counts[None],
-                     "pct": share(counts[None], total), "cls": "st-warn"})  # fmt: skip
+        rows.append(
+            {
+                "code": None,
+                "reason": "no final response",
+                "count": counts[None],
+                "pct": share(counts[None], total),
+                "cls": "st-warn",
+            }
+        )
     return rows
 
 
@@ -154,8 +206,11 @@ def series_charts(series: list[dict[str, Any]]) -> list[str]:
                 out.append(((p["t"] - t0).total_seconds(), None if v is None else v * scale))
             return out
 
-        lines = [Series(f"{side} average", points(side, "avg"))
-                 for side in DIRECTIONS if any(side in p for p in series)]  # fmt: skip
+        lines = [
+            Series(f"{side} average", points(side, "avg"))
+            for side in DIRECTIONS
+            if any(side in p for p in series)
+        ]
         if not lines:  # no direction known (no definition): every receive side together
             lines = [Series("average", points("all", "avg"))]
         lines.append(Series(f"worst ({worst_field})", points("all", worst_field)))

@@ -100,11 +100,19 @@ async def delete_run(p: Platform, run_id: str) -> dict[str, int]:
     """Remove a finished run from every stream and table; returns rows deleted per table."""
     view = await get_run(p, run_id)
     if view["status"] not in ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"):
-        raise ApiError(409, "run_active", f"run {run_id} is {view['status']}: stop it and "
-                       "delete it once it has finished", "run_id")  # fmt: skip
+        raise ApiError(
+            409,
+            "run_active",
+            f"run {run_id} is {view['status']}: stop it and delete it once it has finished",
+            "run_id",
+        )
     if view["status"] != "CANNOT_RUN_FOR_NOW" and view.get("evaluation") is None:
-        raise ApiError(409, "run_evaluating", f"run {run_id} is still being evaluated; "
-                       "retry in a few seconds", "run_id")  # fmt: skip
+        raise ApiError(
+            409,
+            "run_evaluating",
+            f"run {run_id} is still being evaluated; retry in a few seconds",
+            "run_id",
+        )
     await retention.purge_run_streams(p.bus, run_id)  # first: nothing can fold it back
     p.projector.models.runs.forget(run_id)
     # A write of this process holding the run's old rows lands before the delete.

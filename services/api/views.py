@@ -30,10 +30,27 @@ def grade(metric: str, value: float | None) -> str:
 
 
 def endpoint_view(doc: dict[str, Any]) -> dict[str, Any]:
-    keys = ("endpoint_id", "group", "role", "phase", "outcome", "reason", "sip_code", "worker_id",
-            "contact_uri", "target_uri", "codec", "time_to_register_ms", "post_dial_delay_ms",
-            "call_setup_ms", "call_duration_s", "late_events", "mos_lqo", "mos_lqo_mode",
-            "mos_lqo_error")  # fmt: skip
+    keys = (
+        "endpoint_id",
+        "group",
+        "role",
+        "phase",
+        "outcome",
+        "reason",
+        "sip_code",
+        "worker_id",
+        "contact_uri",
+        "target_uri",
+        "codec",
+        "time_to_register_ms",
+        "post_dial_delay_ms",
+        "call_setup_ms",
+        "call_duration_s",
+        "late_events",
+        "mos_lqo",
+        "mos_lqo_mode",
+        "mos_lqo_error",
+    )
     view = {k: doc.get(k) for k in keys}
     view["id"] = doc["endpoint_id"]
     return view
@@ -55,9 +72,10 @@ def progress(run: dict[str, Any], now: datetime | None = None) -> float:
 def outage_text(doc: dict[str, Any]) -> str:
     """A stored outage as the run page names it."""
     return Outage(
-        doc["component"], datetime.fromisoformat(doc["started_at"]),
+        doc["component"],
+        datetime.fromisoformat(doc["started_at"]),
         datetime.fromisoformat(doc["ended_at"]),
-    ).describe()  # fmt: skip
+    ).describe()
 
 
 def run_view(

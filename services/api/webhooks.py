@@ -37,7 +37,7 @@ from callmeter_events import (
     RunStarted,
     RunStopping,
     encode,
-)  # fmt: skip
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,11 @@ class Webhooks:
             return
         body = encode(event)
         headers = {
-            "Content-Type": "application/json", "X-CallMeter-Event": type(event).__name__,
-            "X-CallMeter-Delivery": event.event_id, "X-CallMeter-Signature": signature(secret, body),
-        }  # fmt: skip
+            "Content-Type": "application/json",
+            "X-CallMeter-Event": type(event).__name__,
+            "X-CallMeter-Delivery": event.event_id,
+            "X-CallMeter-Signature": signature(secret, body),
+        }
         for attempt in range(1, self.attempts + 1):
             # Long enough for this attempt and the backoff after it; renewed each time.
             lease = HTTP_TIMEOUT_S + backoff_s(attempt, self.base_delay_s) + 30
@@ -158,9 +160,17 @@ class Webhooks:
             conn.execute(
                 "INSERT INTO webhook_deliveries (run_id, event_id, event_type, url, attempt,"
                 " status_code, error, ok) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (getattr(event, "run_id", None), event.event_id, type(event).__name__, url, attempt,
-                 status, error[:500], ok),
-            )  # fmt: skip
+                (
+                    getattr(event, "run_id", None),
+                    event.event_id,
+                    type(event).__name__,
+                    url,
+                    attempt,
+                    status,
+                    error[:500],
+                    ok,
+                ),
+            )
 
 
 def deliveries(conn: psycopg.Connection[Any], run_id: str) -> list[dict[str, Any]]:

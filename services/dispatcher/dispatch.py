@@ -25,7 +25,7 @@ from callmeter_events import (
     RunStarted,
     RunStatus,
     WorkerLost,
-)  # fmt: skip
+)
 from callmeter_projections import EndpointState, RunState
 
 from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
@@ -98,9 +98,11 @@ def orphaned_endpoints(world: World) -> Iterator[Event]:
             if ep.outcome is None and worker in gone:
                 state = world.workers[worker].status.lower()
                 yield EndpointFinished(
-                    run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.WORKER_LOST,
+                    run_id=run.run_id,
+                    endpoint_id=ep.endpoint_id,
+                    outcome=Outcome.WORKER_LOST,
                     reason=f"worker {worker} {state} before this endpoint finished",
-                )  # fmt: skip
+                )
 
 
 def plan_queued(world: World) -> Iterator[Event]:
@@ -122,7 +124,7 @@ def plan_queued(world: World) -> Iterator[Event]:
                 tuple(e.endpoint_id for e in eps.values() if e.group == g.name),
                 g.region,
                 tuple(g.workers),
-            )  # fmt: skip
+            )
             for g in run.definition.groups
         ]
         slots = [WorkerSlot(w.worker_id, w.region, free[w.worker_id]) for w in online]
@@ -140,25 +142,35 @@ def endpoint_config(run: RunState, ep: EndpointState, target_uri: str | None) ->
     index = int(ep.endpoint_id.rsplit("-", 1)[1]) - 1
     account = group.accounts[index] if group.registrar and index < len(group.accounts) else None
     return EndpointConfig(
-        group=group.name, role=ep.role, codecs=list(group.codecs),  # type: ignore[arg-type]
+        group=group.name,
+        role=ep.role,
+        codecs=list(group.codecs),  # type: ignore[arg-type]
         duration_s=run.definition.duration_s,
         start_delay_s=run.definition.buildup_s * index / group.endpoints,
         username=account.username if account else ep.endpoint_id.lower(),
-        target_uri=target_uri or group.target_uri, registrar=group.registrar, account=account,
-        drop_tx_pct=group.drop_tx_pct, drop_rx_pct=group.drop_rx_pct,
-        options=group.options, scenario=list(group.scenario), audio=group.audio,
+        target_uri=target_uri or group.target_uri,
+        registrar=group.registrar,
+        account=account,
+        drop_tx_pct=group.drop_tx_pct,
+        drop_rx_pct=group.drop_rx_pct,
+        options=group.options,
+        scenario=list(group.scenario),
+        audio=group.audio,
         call_wait_s=run.definition.duration_s + run.definition.buildup_s + NO_CALL_MARGIN_S
-        if ep.role == "receiver" else None,
+        if ep.role == "receiver"
+        else None,
         speech_reference=run.definition.speech_samples().get(ep.endpoint_id),
-    )  # fmt: skip
+    )
 
 
 def _assign(run: RunState, ep: EndpointState, target_uri: str | None = None) -> EndpointAssigned:
     assert ep.planned_worker is not None
     return EndpointAssigned(
-        run_id=run.run_id, endpoint_id=ep.endpoint_id, worker_id=ep.planned_worker,
+        run_id=run.run_id,
+        endpoint_id=ep.endpoint_id,
+        worker_id=ep.planned_worker,
         config=endpoint_config(run, ep, target_uri),
-    )  # fmt: skip
+    )
 
 
 def paired_receiver(
@@ -190,9 +202,10 @@ def dispatch_callers(
     eps = world.runs.endpoints[run.run_id]
     receivers = [e for e in eps.values() if e.role == "receiver"]
     ready_groups = {
-        g.name for g in run.definition.groups
+        g.name
+        for g in run.definition.groups
         if all(r.contact_uri or r.outcome for r in receivers if r.group == g.name)
-    }  # fmt: skip
+    }
     assert run.started_at is not None
     waited = (now - run.started_at).total_seconds()
     timed_out = waited > timing.receiver_wait_s + run.definition.buildup_s
@@ -208,18 +221,22 @@ def dispatch_callers(
             # Registered or not, a callee that has finished cannot answer: dialling it
             # would only hang until the INVITE times out.
             yield EndpointFinished(
-                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.CALL_FAILED,
+                run_id=run.run_id,
+                endpoint_id=ep.endpoint_id,
+                outcome=Outcome.CALL_FAILED,
                 reason=f"callee {receiver.endpoint_id} ended before the call: "
                 f"{receiver.outcome} {receiver.reason}".rstrip(),
                 sip_code=receiver.sip_code,
-            )  # fmt: skip
+            )
         elif receiver.contact_uri and (receiver.group in ready_groups or timed_out):
             yield _assign(run, ep, receiver.contact_uri)
         elif timed_out:
             yield EndpointFinished(
-                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.TIMEOUT,
+                run_id=run.run_id,
+                endpoint_id=ep.endpoint_id,
+                outcome=Outcome.TIMEOUT,
                 reason=f"callee {receiver.endpoint_id} not ready after {waited:.0f} s",
-            )  # fmt: skip
+            )
 
 
 def stop_endpoints(world: World, run: RunState, now: datetime, timing: Timing) -> Iterator[Event]:
@@ -232,15 +249,19 @@ def stop_endpoints(world: World, run: RunState, now: datetime, timing: Timing) -
             continue
         if ep.worker_id is None:
             yield EndpointFinished(
-                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.COMPLETED_WITH_WARNINGS,
+                run_id=run.run_id,
+                endpoint_id=ep.endpoint_id,
+                outcome=Outcome.COMPLETED_WITH_WARNINGS,
                 reason="run stopped before this endpoint started",
-            )  # fmt: skip
+            )
         elif stopping_for > timing.stop_timeout_s:
             yield EndpointFinished(
-                run_id=run.run_id, endpoint_id=ep.endpoint_id, outcome=Outcome.TEARDOWN_ERROR,
+                run_id=run.run_id,
+                endpoint_id=ep.endpoint_id,
+                outcome=Outcome.TEARDOWN_ERROR,
                 reason=f"worker {ep.worker_id} did not confirm the hangup within "
                 f"{timing.stop_timeout_s:g} s of the stop",
-            )  # fmt: skip
+            )
 
 
 def decide(world: World, now: datetime, timing: Timing) -> Iterator[Event]:

@@ -15,9 +15,11 @@ from .settings import DispatcherSettings
 async def serve(stop: asyncio.Event) -> None:
     settings = DispatcherSettings()
     timing = Timing(
-        settings.heartbeat_s, settings.missed_heartbeats, settings.receiver_wait_s,
+        settings.heartbeat_s,
+        settings.missed_heartbeats,
+        settings.receiver_wait_s,
         settings.stop_timeout_s,
-    )  # fmt: skip
+    )
     await serve_reconciler(
         "dispatcher", settings.nats_url, functools.partial(decide, timing=timing), stop
     )

@@ -39,9 +39,14 @@ async def serve(stop: asyncio.Event) -> None:
     )
     try:
         await consume(
-            bus, ingest, stop, settings.batch_size,
-            settings.max_rows, settings.min_rows, settings.linger_s,
-        )  # fmt: skip
+            bus,
+            ingest,
+            stop,
+            settings.batch_size,
+            settings.max_rows,
+            settings.min_rows,
+            settings.linger_s,
+        )
     finally:
         upkeep.cancel()
         watermarks.cancel()  # a run being marked is not acked: it comes back to an ingest

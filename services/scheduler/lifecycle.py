@@ -24,7 +24,7 @@ from callmeter_events import (
     RunStatus,
     RunStopping,
     lost_host,
-)  # fmt: skip
+)
 from callmeter_projections import EndpointState, RunState, covered_s
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.STOPPING)
@@ -158,13 +158,16 @@ def _verdict(run: RunState, eps: list[EndpointState]) -> Event:
         )
     receivers = [e for e in tried if e.role == "receiver"]
     if (
-        failed is None and not run.stopped and receivers
+        failed is None
+        and not run.stopped
+        and receivers
         and all(e.outcome == Outcome.NO_INCOMING_CALL for e in receivers)
-    ):  # fmt: skip
+    ):
         callers = Counter(
             f"{e.outcome}{f' {e.sip_code}' if e.sip_code else ''}"
-            for e in eps if e.role == "caller"
-        )  # fmt: skip
+            for e in eps
+            if e.role == "caller"
+        )
         how = ", ".join(f"{n} {o}" for o, n in sorted(callers.items())) or "none"
         failed = (
             f"no receiver got a call ({len(receivers)} ended NO_INCOMING_CALL); "

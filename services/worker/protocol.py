@@ -70,8 +70,11 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "endpoint_ready": {"endpoint_id": (str,), "contact_uri": (str,)},
     # registrar mode: first successful REGISTER (refresh > 0 for each refresh after it)
     "registered": {
-        "endpoint_id": (str,), "contact_uri": (str,), "time_to_register_ms": _OPT_NUM,
-        "expires_s": _OPT_INT, "refresh": (int,),
+        "endpoint_id": (str,),
+        "contact_uri": (str,),
+        "time_to_register_ms": _OPT_NUM,
+        "expires_s": _OPT_INT,
+        "refresh": (int,),
     },
     "registration_failed": {"endpoint_id": (str,), "code": _OPT_INT, "reason": (str,)},
     "scenario_action": {"endpoint_id": (str,), "action": (str,), "ok": (bool,), "detail": (str,)},
@@ -79,29 +82,45 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "phase": {"endpoint_id": (str,), "phase": (str,)},
     "call_attempted": {"endpoint_id": (str,), "target_uri": (str,)},
     "call_progress": {
-        "endpoint_id": (str,), "code": (int,), "reason": (str,), "ms_since_invite": _OPT_NUM,
+        "endpoint_id": (str,),
+        "code": (int,),
+        "reason": (str,),
+        "ms_since_invite": _OPT_NUM,
     },
     "call_established": {
-        "endpoint_id": (str,), "codec": _OPT_STR, "time_to_trying_ms": _OPT_NUM,
-        "time_to_ringing_ms": _OPT_NUM, "post_dial_delay_ms": _OPT_NUM, "call_setup_ms": _OPT_NUM,
+        "endpoint_id": (str,),
+        "codec": _OPT_STR,
+        "time_to_trying_ms": _OPT_NUM,
+        "time_to_ringing_ms": _OPT_NUM,
+        "post_dial_delay_ms": _OPT_NUM,
+        "call_setup_ms": _OPT_NUM,
     },
     "call_failed": {"endpoint_id": (str,), "code": _OPT_INT, "reason": (str,)},
     "call_ended": {
-        "endpoint_id": (str,), "code": _OPT_INT, "reason": (str,), "duration_s": _OPT_NUM,
+        "endpoint_id": (str,),
+        "code": _OPT_INT,
+        "reason": (str,),
+        "duration_s": _OPT_NUM,
     },
     "sample": {"endpoint_id": (str,), "direction": (str,), "seq": (int,), "metrics": (dict,)},
     "endpoint_finished": {
-        "endpoint_id": (str,), "outcome": (str,), "reason": (str,), "sip_code": _OPT_INT,
+        "endpoint_id": (str,),
+        "outcome": (str,),
+        "reason": (str,),
+        "sip_code": _OPT_INT,
     },
     "sip_message": {"endpoint_id": _OPT_STR, "direction": (str,), "text": (str,)},
     # a sampled receiver's recording (path "" and error set when there is none)
     "recording": {
-        "endpoint_id": (str,), "path": (str,), "seconds": _OPT_NUM, "codec": _OPT_STR,
+        "endpoint_id": (str,),
+        "path": (str,),
+        "seconds": _OPT_NUM,
+        "codec": _OPT_STR,
         "error": (str,),
     },
     "error": {"message": (str,)},
     "heartbeat": {"calls": (int,), "accounts": (int,)},
-}  # fmt: skip
+}
 _ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("phase", "phase"): PHASES,
     ("sample", "direction"): tuple(Direction),

@@ -14,10 +14,17 @@ from typing import Any
 TRANSPORTS = ("udp", "tcp", "tls")
 ACTIONS = ("hold", "resume", "dtmf", "update_media")
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "prack": "off", "session_timer": "off", "session_expires_s": 1800, "min_se_s": 90,
-    "answer_delay_s": 0.0, "ring_time_s": 0.0, "invite_timeout_s": 60.0, "transport": "udp",
-    "srtp": "off", "dscp_rtp": None,
-}  # fmt: skip
+    "prack": "off",
+    "session_timer": "off",
+    "session_expires_s": 1800,
+    "min_se_s": 90,
+    "answer_delay_s": 0.0,
+    "ring_time_s": 0.0,
+    "invite_timeout_s": 60.0,
+    "transport": "udp",
+    "srtp": "off",
+    "dscp_rtp": None,
+}
 _CHOICES = {
     "prack": ("off", "supported", "required"),
     "session_timer": ("off", "optional", "required", "always"),
@@ -45,11 +52,13 @@ def registrar(block: Any) -> dict[str, Any] | None:
     if not isinstance(block, dict) or not _HOST.match(str(block.get("host", ""))):
         raise OptionError("registrar.host must be a host name or address")
     out = {
-        "host": block["host"], "port": int(_num(block.get("port", 5060), "registrar.port", 1, 65535)),
-        "transport": block.get("transport") or "udp", "domain": block.get("domain") or None,
+        "host": block["host"],
+        "port": int(_num(block.get("port", 5060), "registrar.port", 1, 65535)),
+        "transport": block.get("transport") or "udp",
+        "domain": block.get("domain") or None,
         "outbound_proxy": block.get("outbound_proxy") or None,
         "expires_s": int(_num(block.get("expires_s", 300), "registrar.expires_s", 5, 86_400)),
-    }  # fmt: skip
+    }
     if out["transport"] not in TRANSPORTS:
         raise OptionError(f"registrar.transport must be one of {TRANSPORTS}")
     for key in ("domain", "outbound_proxy"):
@@ -106,9 +115,11 @@ def scenario(block: Any) -> list[dict[str, Any]]:
             raise OptionError(f"scenario.{i}.action must be one of {ACTIONS}")
         item = {
             "at_s": _num(step.get("at_s", 0), f"scenario.{i}.at_s", 0, 86_400),
-            "action": step["action"], "digits": step.get("digits"),
-            "method": step.get("method") or "rfc4733", "codec": step.get("codec"),
-        }  # fmt: skip
+            "action": step["action"],
+            "digits": step.get("digits"),
+            "method": step.get("method") or "rfc4733",
+            "codec": step.get("codec"),
+        }
         if item["action"] == "dtmf" and not _DIGITS.match(str(item["digits"] or "")):
             raise OptionError(f"scenario.{i}.digits must be DTMF digits (0-9 * # A-D)")
         if item["method"] not in ("rfc4733", "info"):

@@ -13,8 +13,16 @@ import pytest
 pytestmark = pytest.mark.integration
 
 CHROMIUM = os.environ.get("CALLMETER_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
@@ -105,7 +113,10 @@ def test_the_editor_saves_call_options_a_scenario_and_thresholds(platform, brows
     page.set_default_timeout(30_000)
     page.goto(platform.base + "/tests/new")
     page.get_by_label("Name", exact=True).fill("browser options")
-    callers, receivers = page.locator('fieldset[data-group="0"]'), page.locator('fieldset[data-group="1"]')  # fmt: skip
+    callers, receivers = (
+        page.locator('fieldset[data-group="0"]'),
+        page.locator('fieldset[data-group="1"]'),
+    )
 
     # Call options, in each group's folded "Call options" section.
     callers.locator("details.call-options > summary").click()

@@ -13,25 +13,31 @@ from tests.support.sse import read_sse
 pytestmark = pytest.mark.integration
 
 TEST = {
-    "name": "scoped", "duration_s": 2,
+    "name": "scoped",
+    "duration_s": 2,
     "groups": [
         {"name": "A", "endpoints": 2, "codecs": ["PCMU"], "calls": "B"},
         {"name": "B", "endpoints": 2, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 # Other group names: one worker host runs both at once, and endpoint ids must differ there.
 GLOBEX = {
-    **TEST, "project": "globex",
-    "groups": [{**TEST["groups"][0], "name": "G", "calls": "H"}, {**TEST["groups"][1], "name": "H"}],
-}  # fmt: skip
+    **TEST,
+    "project": "globex",
+    "groups": [
+        {**TEST["groups"][0], "name": "G", "calls": "H"},
+        {**TEST["groups"][1], "name": "H"},
+    ],
+}
 
 
 @pytest.fixture(scope="module")
 def keyed_api(platform):  # type: ignore[no-untyped-def]
     """A second API process of the same platform, with one scoped and one global key."""
     port = free_port()
-    platform.start_replica("api", "api-keys", CALLMETER_PORT=str(port),
-                           CALLMETER_API_KEYS="acme:K1,ADMIN")  # fmt: skip
+    platform.start_replica(
+        "api", "api-keys", CALLMETER_PORT=str(port), CALLMETER_API_KEYS="acme:K1,ADMIN"
+    )
     try:
         wait_for_port("127.0.0.1", port, 60)
         yield f"http://127.0.0.1:{port}"
@@ -48,8 +54,9 @@ def test_a_project_key_sees_only_its_project(platform, keyed_api):  # type: igno
         return r.status_code, r.json() if is_json and r.content else r.content
 
     def hidden(kind: str, id_: str) -> dict[str, Any]:
-        return {"error": {"code": "not_found", "message": f"no {kind} {id_!r}",
-                          "field": f"{kind}_id"}}  # fmt: skip
+        return {
+            "error": {"code": "not_found", "message": f"no {kind} {id_!r}", "field": f"{kind}_id"}
+        }
 
     # K1 creates without a project and lands in acme; naming another project is refused.
     status, body = call("K1", "POST", "/api/v1/tests", TEST)
@@ -66,8 +73,9 @@ def test_a_project_key_sees_only_its_project(platform, keyed_api):  # type: igno
     assert status == 202, body
     acme_run = body["id"]
     assert call("K1", "POST", f"/api/v1/tests/{globex_test}/runs") == (
-        404, hidden("test", globex_test)
-    )  # fmt: skip
+        404,
+        hidden("test", globex_test),
+    )
     status, body = call("ADMIN", "POST", f"/api/v1/tests/{globex_test}/runs")
     assert status == 202, body
     globex_run = body["id"]
@@ -92,16 +100,23 @@ def test_a_project_key_sees_only_its_project(platform, keyed_api):  # type: igno
         ("DELETE", f"/api/v1/tests/{globex_test}", None),
     ):
         assert call("K1", method, path, body) == (404, hidden("test", globex_test)), path
-    assert call("K1", "POST", f"/api/v1/runs/{globex_run}/stop") == (
-        404, hidden("run", globex_run)
-    )  # fmt: skip
+    assert call("K1", "POST", f"/api/v1/runs/{globex_run}/stop") == (404, hidden("run", globex_run))
 
     for run_id in (acme_run, globex_run):
         platform.wait_status(run_id, {"COMPLETED"}, timeout=60)
     # ... and of its run, results, exports, events, traces and webhook log included.
-    for path in ("", "/results", "/series", "/samples?format=csv", "/samples?format=parquet",
-                 "/endpoints", "/endpoints/{ep}-1", "/endpoints/{ep}-1/series",
-                 "/events?follow=false", "/webhooks"):  # fmt: skip
+    for path in (
+        "",
+        "/results",
+        "/series",
+        "/samples?format=csv",
+        "/samples?format=parquet",
+        "/endpoints",
+        "/endpoints/{ep}-1",
+        "/endpoints/{ep}-1/series",
+        "/events?follow=false",
+        "/webhooks",
+    ):
         globex_path = f"/api/v1/runs/{globex_run}{path.format(ep='G')}"
         assert call("K1", "GET", globex_path) == (404, hidden("run", globex_run)), path
         assert call("ADMIN", "GET", globex_path)[0] == 200, path
@@ -114,8 +129,7 @@ def test_a_project_key_sees_only_its_project(platform, keyed_api):  # type: igno
     # The global event stream: K1 gets its run's events and none of globex's.
     def ids(key: str, path: str, **params: Any) -> set[int]:
         headers = {"Authorization": f"Bearer {key}"}
-        with http.stream("GET", path, params={"follow": "false", **params},
-                         headers=headers) as r:  # fmt: skip
+        with http.stream("GET", path, params={"follow": "false", **params}, headers=headers) as r:
             assert r.status_code == 200
             return {i for i, _ in read_sse(r)}
 

@@ -56,26 +56,43 @@ def test_the_api_answers_every_generated_request_as_documented(keyed_api, tmp_pa
     cli = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run(
         [
-            str(cli), "run", f"{keyed_api}/openapi.json",
-            "--header", f"Authorization: Bearer {KEY}",
-            "--checks", "all",
-            "--exclude-checks", "positive_data_acceptance,negative_data_rejection",
+            str(cli),
+            "run",
+            f"{keyed_api}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {KEY}",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance,negative_data_rejection",
             # Not the stateful phase: its chains run the fuzzed tests, whose generated
             # webhooks and endpoint counts keep the platform busy for many minutes.
-            "--phases", "examples,coverage,fuzzing",
+            "--phases",
+            "examples,coverage,fuzzing",
             # The SSE streams stay open by design (follow=true); they are tested in
             # tests/integration/test_integrations.py. /readyz answers 503 here on purpose
             # (this platform has no ingest), which the server-error check would flag; its
             # answers are tested in tests/integration/test_server_outages.py.
-            "--exclude-path-regex", "/events$|^/readyz$",
-            "--max-examples", "10",
-            "--workers", "1",
-            "--request-timeout", "20",
-            "--seed", "20261201",
-            "--report", "junit", "--report-dir", str(tmp_path),
+            "--exclude-path-regex",
+            "/events$|^/readyz$",
+            "--max-examples",
+            "10",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "20",
+            "--seed",
+            "20261201",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path),
         ],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     out = result.stdout + result.stderr
     generated = re.search(r"(\d+) generated", out)
     print(out[-3000:])

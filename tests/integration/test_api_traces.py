@@ -32,8 +32,15 @@ async def test_history_is_filtered_to_the_endpoint_ordered_and_outlives_the_buff
         # Two endpoints talk; only A-1's messages and events must come back, in order.
         for i, (ep, direction) in enumerate([("A-1", "out"), ("B-1", "in"), ("A-1", "in")]):
             text = f"MSG {i} SIP/2.0\r\nCall-ID: {run}\r\n\r\n"
-            await bus.publish(SipMessage(run_id=run, endpoint_id=ep, direction=direction,
-                                         ts=t0 + timedelta(milliseconds=i), text=text))  # fmt: skip
+            await bus.publish(
+                SipMessage(
+                    run_id=run,
+                    endpoint_id=ep,
+                    direction=direction,
+                    ts=t0 + timedelta(milliseconds=i),
+                    text=text,
+                )
+            )
         await bus.publish(EndpointPhaseChanged(run_id=run, endpoint_id="A-1", phase="CALLING"))
         await bus.publish(EndpointPhaseChanged(run_id=run, endpoint_id="A-10", phase="CALLING"))
         await bus.publish(CallProgress(run_id=run, endpoint_id="A-1", sip_code=180))

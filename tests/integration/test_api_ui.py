@@ -14,12 +14,13 @@ from callmeter_api.settings import ApiSettings
 pytestmark = pytest.mark.integration
 
 SMOKE = {
-    "name": "ui smoke", "duration_s": 3,
+    "name": "ui smoke",
+    "duration_s": 3,
     "groups": [
         {"name": "A", "endpoints": 2, "codecs": ["PCMU"], "calls": "B"},
         {"name": "B", "endpoints": 2, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 
 
 def post_form(platform, path: str, fields: dict[str, str]) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
@@ -48,8 +49,12 @@ def finished_run(platform):  # type: ignore[no-untyped-def]
 
 
 def test_pages_have_clear_empty_states_and_errors(platform):  # type: ignore[no-untyped-def]
-    for path, text in [("/tests/new", "Save test"), ("/workers", "ONLINE"),
-                       ("/compare", "Pick two or more runs"), ("/runs", "Runs")]:  # fmt: skip
+    for path, text in [
+        ("/tests/new", "Save test"),
+        ("/workers", "ONLINE"),
+        ("/compare", "Pick two or more runs"),
+        ("/runs", "Runs"),
+    ]:
         status, html = platform.get_html(path)
         assert status == 200 and text in html, path
     status, html = platform.get_html("/runs/nope")
@@ -58,11 +63,18 @@ def test_pages_have_clear_empty_states_and_errors(platform):  # type: ignore[no-
 
 def test_the_editor_saves_a_test_and_puts_errors_next_to_fields(platform):  # type: ignore[no-untyped-def]
     fields = {
-        "name": "from the form", "duration_s": "2", "buildup_s": "0",
-        "groups.0.name": "A", "groups.0.endpoints": "1", "groups.0.calls": "B",
-        "groups.0.codecs": "PCMA, PCMU", "groups.0.accounts": "1001,pw",
-        "groups.1.name": "B", "groups.1.endpoints": "1", "groups.1.codecs": "PCMU",
-    }  # fmt: skip
+        "name": "from the form",
+        "duration_s": "2",
+        "buildup_s": "0",
+        "groups.0.name": "A",
+        "groups.0.endpoints": "1",
+        "groups.0.calls": "B",
+        "groups.0.codecs": "PCMA, PCMU",
+        "groups.0.accounts": "1001,pw",
+        "groups.1.name": "B",
+        "groups.1.endpoints": "1",
+        "groups.1.codecs": "PCMU",
+    }
     # A group that calls a group that does not exist: 422, message beside that input.
     status, _, html = post_form(platform, "/tests", {**fields, "groups.0.calls": "Z"})
     assert status == 422
@@ -91,19 +103,31 @@ def test_the_editor_saves_a_test_and_puts_errors_next_to_fields(platform):  # ty
 
 def test_the_editor_covers_call_options_scenario_thresholds_and_webhooks(platform):  # type: ignore[no-untyped-def]
     fields = {
-        "name": "options", "duration_s": "2", "buildup_s": "",
-        "groups.0.name": "A", "groups.0.endpoints": "1", "groups.0.calls": "B",
-        "groups.0.codecs": "PCMU", "groups.0.options.prack": "supported",
-        "groups.0.options.session_timer": "optional", "groups.0.options.session_expires_s": "300",
-        "groups.0.options.min_se_s": "90", "groups.0.options.invite_timeout_s": "30",
+        "name": "options",
+        "duration_s": "2",
+        "buildup_s": "",
+        "groups.0.name": "A",
+        "groups.0.endpoints": "1",
+        "groups.0.calls": "B",
+        "groups.0.codecs": "PCMU",
+        "groups.0.options.prack": "supported",
+        "groups.0.options.session_timer": "optional",
+        "groups.0.options.session_expires_s": "300",
+        "groups.0.options.min_se_s": "90",
+        "groups.0.options.invite_timeout_s": "30",
         "groups.0.options.dscp_rtp": "46",
-        "groups.0.scenario.0.at_s": "1", "groups.0.scenario.0.action": "dtmf",
-        "groups.0.scenario.0.digits": "", "groups.0.scenario.0.method": "rfc4733",
-        "groups.1.name": "B", "groups.1.endpoints": "1", "groups.1.codecs": "PCMU",
+        "groups.0.scenario.0.at_s": "1",
+        "groups.0.scenario.0.action": "dtmf",
+        "groups.0.scenario.0.digits": "",
+        "groups.0.scenario.0.method": "rfc4733",
+        "groups.1.name": "B",
+        "groups.1.endpoints": "1",
+        "groups.1.codecs": "PCMU",
         "groups.1.options.ring_time_s": "0.5",
         "thresholds": "mos_avg >= 4\ncall_success_rate >= 99",
-        "webhooks.0.url": "http://127.0.0.1:9/hook", "webhooks.0.secret": "",
-    }  # fmt: skip
+        "webhooks.0.url": "http://127.0.0.1:9/hook",
+        "webhooks.0.secret": "",
+    }
     # A DTMF action without digits: 422, the message beside that row's digits input.
     status, _, html = post_form(platform, "/tests", fields)
     assert status == 422, html[:500]
@@ -121,12 +145,14 @@ def test_the_editor_covers_call_options_scenario_thresholds_and_webhooks(platfor
     d = test["definition"]
     a_opts = d["groups"][0]["options"]
     assert (a_opts["prack"], a_opts["session_timer"], a_opts["session_expires_s"]) == (
-        "supported", "optional", 300
-    )  # fmt: skip
+        "supported",
+        "optional",
+        300,
+    )
     assert a_opts["dscp_rtp"] == 46 and d["groups"][1]["options"]["ring_time_s"] == 0.5
     assert d["groups"][0]["scenario"] == [
         {"at_s": 1.0, "action": "dtmf", "digits": "1#", "method": "rfc4733", "codec": None}
-    ]  # fmt: skip
+    ]
     assert d["thresholds"] == ["mos_avg >= 4", "call_success_rate >= 99"]
     assert [w["url"] for w in d["webhooks"]] == ["http://127.0.0.1:9/hook"]
     # The edit page shows it all again, so saving it unchanged keeps it.
@@ -135,8 +161,13 @@ def test_the_editor_covers_call_options_scenario_thresholds_and_webhooks(platfor
     assert 'value="1#"' in html and "call_success_rate &gt;= 99" in html
     assert 'value="http://127.0.0.1:9/hook"' in html
     # The JSON API names a nested scenario error's field the same way.
-    bad = {**SMOKE, "groups": [{**SMOKE["groups"][0], "scenario": [{"at_s": 1, "action": "dtmf"}]},
-                               SMOKE["groups"][1]]}  # fmt: skip
+    bad = {
+        **SMOKE,
+        "groups": [
+            {**SMOKE["groups"][0], "scenario": [{"at_s": 1, "action": "dtmf"}]},
+            SMOKE["groups"][1],
+        ],
+    }
     status, body = platform.request("POST", "/api/v1/tests", bad)
     assert status == 422 and body["error"]["field"] == "groups.0.scenario.0.digits"
 

@@ -23,16 +23,20 @@ from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
 PAIR = {
-    "name": "backed up", "duration_s": 3,
+    "name": "backed up",
+    "duration_s": 3,
     "groups": [{"name": "C", "endpoints": 1, "calls": "R"}, {"name": "R", "endpoints": 1}],
-}  # fmt: skip
+}
 
 
 def callmeter(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "callmeter_cli.main", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "callmeter_cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 class Owned:

@@ -26,10 +26,14 @@ from tests.support.history import history
 
 pytestmark = pytest.mark.integration
 
-PAIR = {"name": "deletable", "duration_s": 3, "groups": [
-    {"name": "A", "endpoints": 1, "codecs": ["PCMU"], "calls": "B"},
-    {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
-]}  # fmt: skip
+PAIR = {
+    "name": "deletable",
+    "duration_s": 3,
+    "groups": [
+        {"name": "A", "endpoints": 1, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
+    ],
+}
 
 # The tables are found independently of the code under test (information_schema, and
 # partitions included): a table that holds run rows and is forgotten fails here.
@@ -43,9 +47,11 @@ def rows_per_table(database_url: str, run_id: str) -> dict[str, int]:
     with psycopg.connect(database_url) as conn:
         tables = [r[0] for r in conn.execute(RUN_TABLES).fetchall()]
         return {
-            t: conn.execute(f'SELECT count(*) FROM "{t}" WHERE run_id = %s', (run_id,)).fetchone()[0]
+            t: conn.execute(f'SELECT count(*) FROM "{t}" WHERE run_id = %s', (run_id,)).fetchone()[
+                0
+            ]
             for t in tables
-        }  # fmt: skip
+        }
 
 
 async def in_streams(nats_url: str, run_id: str) -> dict[str, int]:
@@ -141,10 +147,23 @@ async def test_retention_removes_finished_runs_whole_and_keeps_runs_in_flight(
         await own_bus.publish(event)
     now = datetime.now(UTC)
     for run_id in ("r1", "r4"):  # measured data of a finished run and of one in flight
-        await own_bus.publish(MetricSample(run_id=run_id, endpoint_id="A-1", direction="recv",
-                                           seq=1, ts=now, metrics={"mos": 4.1}))  # fmt: skip
-        message = SipMessage(run_id=run_id, endpoint_id="A-1", direction="out", ts=now,
-                             text="INVITE sip:b@h SIP/2.0\r\n\r\n")  # fmt: skip
+        await own_bus.publish(
+            MetricSample(
+                run_id=run_id,
+                endpoint_id="A-1",
+                direction="recv",
+                seq=1,
+                ts=now,
+                metrics={"mos": 4.1},
+            )
+        )
+        message = SipMessage(
+            run_id=run_id,
+            endpoint_id="A-1",
+            direction="out",
+            ts=now,
+            text="INVITE sip:b@h SIP/2.0\r\n\r\n",
+        )
         await own_bus.publish(message)
         with psycopg.connect(own_db) as conn:
             traces.write(conn, [message])

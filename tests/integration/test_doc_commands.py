@@ -57,11 +57,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv make run installs into
 # A short test for `callmeter run test.yaml --wait`: 2 s, one call, thresholds that hold.
 TEST_YAML = {
-    "name": "docs: ci gate", "duration_s": 2,
-    "groups": [{"name": "A", "endpoints": 1, "codecs": ["PCMU"], "calls": "B"},
-               {"name": "B", "endpoints": 1, "codecs": ["PCMU"]}],
+    "name": "docs: ci gate",
+    "duration_s": 2,
+    "groups": [
+        {"name": "A", "endpoints": 1, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
+    ],
     "thresholds": ["call_success_rate == 100", "mos_avg >= 4.0"],
-}  # fmt: skip
+}
 
 
 @dataclass
@@ -141,10 +144,12 @@ class Docs:
         PostgreSQL are (not for `make run`, which starts its own)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLMETER_", "MAKE"))}
         env |= {
-            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "COLUMNS": "200",
-            "CALLMETER_PORT": str(self.port), "CALLMETER_DATA_DIR": str(self.tmp / "data"),
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "COLUMNS": "200",
+            "CALLMETER_PORT": str(self.port),
+            "CALLMETER_DATA_DIR": str(self.tmp / "data"),
             "CALLMETER_API_URL": self.base,
-        }  # fmt: skip
+        }
         if servers:
             env |= {
                 "CALLMETER_NATS_URL": self.nats_url,
@@ -176,8 +181,14 @@ class Docs:
         self, text: str, timeout: float = 120, more: str = ""
     ) -> subprocess.CompletedProcess[str]:
         """Run `text` (rendered) followed by `more` (as is)."""
-        return subprocess.run(["bash", "-c", self.render(text) + more], cwd=ROOT, env=self.env(),
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        return subprocess.run(
+            ["bash", "-c", self.render(text) + more],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def api(self, method: str, path: str, key: str = "", **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -245,9 +256,14 @@ def start_make_run(docs: Docs, command: Command) -> None:
         docs.make_run.ctrl_c()
     log = docs.tmp / f"make-run-{len(list(docs.tmp.glob('make-run-*')))}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["bash", "-c", docs.render(command.text)], cwd=ROOT,
-                                env=docs.env(servers=False), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            ["bash", "-c", docs.render(command.text)],
+            cwd=ROOT,
+            env=docs.env(servers=False),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     docs.make_run = MakeRun(proc, log, docs.port)
     docs.make_run.wait_up()
     servers = re.search(
@@ -328,8 +344,13 @@ def callmeter_up(docs: Docs, command: Command) -> None:
     assert any(line.endswith("callmeter up") for line in lines), lines
     modules = [m for line in lines if (m := re.search(r"-m (callmeter_\w+)", line))]
     counts = {m[1]: sum(1 for n in modules if n[1] == m[1]) for m in modules}
-    assert counts == {"callmeter_scheduler": 1, "callmeter_dispatcher": 1, "callmeter_worker": 1,
-                      "callmeter_ingest": 2, "callmeter_api": 1}, counts  # fmt: skip
+    assert counts == {
+        "callmeter_scheduler": 1,
+        "callmeter_dispatcher": 1,
+        "callmeter_worker": 1,
+        "callmeter_ingest": 2,
+        "callmeter_api": 1,
+    }, counts
 
 
 # Stage 4: a run for the commands that need a finished one.
@@ -393,9 +414,14 @@ def worker(docs: Docs, command: Command) -> None:
     on Ctrl-C."""
     asked = dict(re.findall(r"--(region|capacity) (\S+)", command.text))
     before = {w["worker_id"] for w in docs.api("GET", "/api/v1/workers").json()["items"]}
-    proc = subprocess.Popen(["bash", "-c", f"exec {docs.render(command.text)}"], cwd=ROOT,
-                            env=docs.env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {docs.render(command.text)}"],
+        cwd=ROOT,
+        env=docs.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
 
         def joined() -> list[dict[str, Any]]:
@@ -451,8 +477,9 @@ def replay(docs: Docs, command: Command) -> None:
 @handles(r"examples/\w+\.py", stage=5)
 def example(docs: Docs, command: Command) -> None:
     """An example runs as its own docstring says (`python examples/x.py ARGS`)."""
-    usage = re.search(rf"^\s*(python {re.escape(command.text)} .*)$",
-                      (ROOT / command.text).read_text(), re.M)  # fmt: skip
+    usage = re.search(
+        rf"^\s*(python {re.escape(command.text)} .*)$", (ROOT / command.text).read_text(), re.M
+    )
     assert usage, f"{command.text}: its docstring shows no `python {command.text} ...` line"
     out = ok(docs.sh(usage[1].replace("<run_id>", "RUN"), timeout=60))
     assert "RunCompleted" in out, out
@@ -494,14 +521,21 @@ def validate_not_run(command: Command) -> list[str]:
     words = shlex.split(command.text)
     makefile = (ROOT / "Makefile").read_text()
     if words[0] == "make":
-        problems += [f"no make target {t!r}" for t in words[1:]
-                     if not re.search(rf"^{re.escape(t)}:", makefile, re.M)]  # fmt: skip
+        problems += [
+            f"no make target {t!r}"
+            for t in words[1:]
+            if not re.search(rf"^{re.escape(t)}:", makefile, re.M)
+        ]
     if words[:2] == ["pip", "install"]:
         extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
         declared = extras.get("optional-dependencies", {})
-        problems += [f"pyproject.toml has no extra {x!r}" for w in words
-                     if (m := re.fullmatch(r"\.\[([\w,-]+)\]", w))
-                     for x in m[1].split(",") if x not in declared]  # fmt: skip
+        problems += [
+            f"pyproject.toml has no extra {x!r}"
+            for w in words
+            if (m := re.fullmatch(r"\.\[([\w,-]+)\]", w))
+            for x in m[1].split(",")
+            if x not in declared
+        ]
     paths = [w.split("=", 1)[-1] for w in words[1:] if not w.startswith("-") or "=" in w]
     paths += re.findall(r"\btests/[\w/]+\.py\b", command.not_run or "")
     for word in paths:
@@ -530,8 +564,10 @@ def test_every_documented_command_is_run_or_marked() -> None:
     for c in commands:
         found = handlers_of(c)
         if c.not_run is None and not found:
-            problems.append(f"{c.where} `{c.text}`: not run by {__name__} and not marked "
-                            "<!-- not-run: reason --> (see tests/support/doc_commands.py)")  # fmt: skip
+            problems.append(
+                f"{c.where} `{c.text}`: not run by {__name__} and not marked "
+                "<!-- not-run: reason --> (see tests/support/doc_commands.py)"
+            )
         elif c.not_run is None and len({h.run for h in found}) > 1:
             problems.append(f"{c.where} `{c.text}`: matched by several handlers")
         elif c.not_run is not None:
@@ -539,10 +575,15 @@ def test_every_documented_command_is_run_or_marked() -> None:
             if not c.not_run.split(" [")[0]:
                 problems.append(f"{c.where} `{c.text}`: the not-run marker gives no reason")
     runnable = [c for c in commands if c.not_run is None]
-    problems += [f"handler {h.run.__name__} ({h.pattern.pattern}) matches no documented command"
-                 for h in HANDLERS if not any(h.pattern.fullmatch(c.text) for c in runnable)]  # fmt: skip
-    problems += [f"{m.page}:{m.line}: not-run marker marks nothing" for m in
-                 unused_markers(commands, markers)]  # fmt: skip
+    problems += [
+        f"handler {h.run.__name__} ({h.pattern.pattern}) matches no documented command"
+        for h in HANDLERS
+        if not any(h.pattern.fullmatch(c.text) for c in runnable)
+    ]
+    problems += [
+        f"{m.page}:{m.line}: not-run marker marks nothing"
+        for m in unused_markers(commands, markers)
+    ]
     assert not problems, "\n".join(problems)
 
 

@@ -13,12 +13,13 @@ from callmeter_cli.rebuild import rebuild
 from callmeter_common.bus import Bus
 
 SMOKE = {
-    "name": "smoke", "duration_s": 5,
+    "name": "smoke",
+    "duration_s": 5,
     "groups": [
         {"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B"},
         {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 
 pytestmark = pytest.mark.integration
 
@@ -148,10 +149,14 @@ def test_two_runs_with_the_same_endpoint_ids_share_a_worker(platform):  # type: 
     """Every test has an A-1: two runs at once on one worker put endpoints with the same
     ids on the same endpoint host, and each must still be told apart."""
     # 2 endpoints per run: the second run's fit in the first run's host (4 per host).
-    small = {**SMOKE, "duration_s": 3, "groups": [
-        {"name": "A", "endpoints": 1, "codecs": ["PCMU"], "calls": "B"},
-        {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
-    ]}  # fmt: skip
+    small = {
+        **SMOKE,
+        "duration_s": 3,
+        "groups": [
+            {"name": "A", "endpoints": 1, "codecs": ["PCMU"], "calls": "B"},
+            {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
+        ],
+    }
 
     def completes(*run_ids: str) -> None:
         for run_id in run_ids:
@@ -161,7 +166,9 @@ def test_two_runs_with_the_same_endpoint_ids_share_a_worker(platform):  # type: 
             assert outcomes == {"A-1": "SUCCESS", "B-1": "SUCCESS"}, run_id
 
     # At once: each run on a host of its own (their SIP users a-1, b-1 are the same).
-    completes(platform.run_test({**small, "name": "twin 1"}),
-              platform.run_test({**small, "name": "twin 2"}))  # fmt: skip
+    completes(
+        platform.run_test({**small, "name": "twin 1"}),
+        platform.run_test({**small, "name": "twin 2"}),
+    )
     # Then a third: it reuses a host that already ran an A-1 and a B-1.
     completes(platform.run_test({**small, "name": "twin 3"}))

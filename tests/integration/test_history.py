@@ -107,7 +107,7 @@ async def test_projector_resumes_from_its_rows_and_reads_finished_runs_back(
     with psycopg.connect(own_db) as conn:
         doc = conn.execute(
             "SELECT doc FROM endpoints WHERE run_id = 'r1' AND endpoint_id = 'B-1'"
-        ).fetchone()[0]  # fmt: skip
+        ).fetchone()[0]
     assert doc["late_events"] == 1 and doc["outcome"] == "SUCCESS"
     await asyncio.sleep(0.2)
     assert "r1" not in projector.models.runs.runs

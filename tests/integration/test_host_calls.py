@@ -32,13 +32,22 @@ def _free_udp_port() -> int:
 class HostProc:
     def __init__(self, *extra: str) -> None:
         self.sip_port = _free_udp_port()
-        args = ["--sip-port", str(self.sip_port), "--rtp-port", str(next(_rtp_bases)),
-                "--rtp-port-range", "100", *extra]  # fmt: skip
+        args = [
+            "--sip-port",
+            str(self.sip_port),
+            "--rtp-port",
+            str(next(_rtp_bases)),
+            "--rtp-port-range",
+            "100",
+            *extra,
+        ]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "callmeter_worker.host", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,  # own process group: teardown kills it and any child
-        )  # fmt: skip
+        )
         self.events: list[dict] = []
         self._q: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -80,8 +89,11 @@ class HostProc:
             self.events.append(ev)
 
     def of(self, ev: str, endpoint_id: str | None = None) -> list[dict]:
-        return [e for e in self.events if e["ev"] == ev
-                and (endpoint_id is None or e.get("endpoint_id") == endpoint_id)]  # fmt: skip
+        return [
+            e
+            for e in self.events
+            if e["ev"] == ev and (endpoint_id is None or e.get("endpoint_id") == endpoint_id)
+        ]
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -108,8 +120,18 @@ hosts = pytest.fixture(name="hosts")(start_hosts)
 
 
 def start_ep(host: HostProc, eid: str, role: str, duration: float, target=None, **kw) -> None:
-    host.send({"op": "start_endpoint", "endpoint_id": eid, "role": role, "codecs": ["PCMU"],
-               "duration_s": duration, "target_uri": target, "username": eid, **kw})  # fmt: skip
+    host.send(
+        {
+            "op": "start_endpoint",
+            "endpoint_id": eid,
+            "role": role,
+            "codecs": ["PCMU"],
+            "duration_s": duration,
+            "target_uri": target,
+            "username": eid,
+            **kw,
+        }
+    )
 
 
 def finished(eid: str) -> Callable[[dict], bool]:
@@ -182,12 +204,18 @@ def test_drop_tx_pct_shows_as_receiver_loss(hosts):
     assert expected > 1500
     assert 3.5 <= 100 * lost / expected <= 6.5, (lost, expected)
     # MOS follows the E-model: 5 % random loss on G.711 (Bpl 25.1) gives R ~ 77, MOS ~ 3.9
-    mos = [e["metrics"]["mos"] for e in rh.of("sample") if e["direction"] == "recv"
-           and e["metrics"]["expected_packets"] and e["seq"] > 0]  # fmt: skip
+    mos = [
+        e["metrics"]["mos"]
+        for e in rh.of("sample")
+        if e["direction"] == "recv" and e["metrics"]["expected_packets"] and e["seq"] > 0
+    ]
     assert 3.5 <= sum(mos) / len(mos) <= 4.15, mos
     # the caller learns about it through RTCP: send-direction remote loss appears
-    remote = [e["metrics"]["remote_fraction_lost"] for e in ch.of("sample")
-              if e["direction"] == "send" and e["metrics"]["remote_fraction_lost"]]  # fmt: skip
+    remote = [
+        e["metrics"]["remote_fraction_lost"]
+        for e in ch.of("sample")
+        if e["direction"] == "send" and e["metrics"]["remote_fraction_lost"]
+    ]
     assert remote, "no RTCP-reported loss on the caller's send direction"
 
 

@@ -98,20 +98,29 @@ def test_a_host_that_still_dies_is_reported_with_pjsips_words(platform):  # type
     # What no filter here prevents: TCP connections opened and closed back to back at a
     # host's TCP listener. Each accept takes an ioqueue key that comes back 500 ms after
     # the close; about 60 in that time abort the process (pj_ioqueue_register_sock2).
-    run_id = platform.run_test({
-        "name": "tcp-churn", "duration_s": 4,
-        "groups": [
-            {"name": "A", "endpoints": 1, "calls": "B", "options": {"transport": "tcp"}},
-            {"name": "B", "endpoints": 1, "options": {"transport": "tcp"}},
-            {"name": "C", "endpoints": 1, "calls": "D", "codecs": ["PCMA"]},
-            {"name": "D", "endpoints": 1, "codecs": ["PCMA"]},
-        ],
-    })  # fmt: skip
+    run_id = platform.run_test(
+        {
+            "name": "tcp-churn",
+            "duration_s": 4,
+            "groups": [
+                {"name": "A", "endpoints": 1, "calls": "B", "options": {"transport": "tcp"}},
+                {"name": "B", "endpoints": 1, "options": {"transport": "tcp"}},
+                {"name": "C", "endpoints": 1, "calls": "D", "codecs": ["PCMA"]},
+                {"name": "D", "endpoints": 1, "codecs": ["PCMA"]},
+            ],
+        }
+    )
     deadline, contact = time.monotonic() + 30, None
     while contact is None and time.monotonic() < deadline:
         _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
-        contact = next((e["contact_uri"] for e in run.get("endpoints", [])
-                        if e["id"] == "B-1" and e.get("contact_uri")), None)  # fmt: skip
+        contact = next(
+            (
+                e["contact_uri"]
+                for e in run.get("endpoints", [])
+                if e["id"] == "B-1" and e.get("contact_uri")
+            ),
+            None,
+        )
         time.sleep(0.1)
     assert contact is not None and contact.endswith(";transport=tcp"), contact
     port = int(contact.split("@", 1)[1].split(";")[0].split(":")[1])

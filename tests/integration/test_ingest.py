@@ -48,9 +48,13 @@ def sample(run_id: str, i: int, **metrics: object) -> MetricSample:
     ts = datetime(2025, 1, 6, 9, 0, tzinfo=UTC) + timedelta(seconds=second)
     values = {"mos": 4.3, "jitter_ms": 2.0, "packets": 50, "codec": "PCMU", **metrics}
     return MetricSample(
-        run_id=run_id, endpoint_id=f"A-{rest // 2 + 1}", direction=("send", "recv")[rest % 2],
-        seq=second, ts=ts, metrics=values,  # type: ignore[arg-type]
-    )  # fmt: skip
+        run_id=run_id,
+        endpoint_id=f"A-{rest // 2 + 1}",
+        direction=("send", "recv")[rest % 2],
+        seq=second,
+        ts=ts,
+        metrics=values,  # type: ignore[arg-type]
+    )
 
 
 def counts(url: str, run_id: str) -> tuple[int, int]:
@@ -104,8 +108,12 @@ async def bus(own_nats: Server) -> AsyncIterator[Bus]:
 
 
 def start_ingest(tmp_path: Path, nats_url: str, database_url: str, name: str = "ingest"):  # type: ignore[no-untyped-def]
-    env = {"CALLMETER_NATS_URL": nats_url, "CALLMETER_DATABASE_URL": database_url,
-           "CALLMETER_RETRY_S": "0.5", "CALLMETER_BATCH_SIZE": "200"}  # fmt: skip
+    env = {
+        "CALLMETER_NATS_URL": nats_url,
+        "CALLMETER_DATABASE_URL": database_url,
+        "CALLMETER_RETRY_S": "0.5",
+        "CALLMETER_BATCH_SIZE": "200",
+    }
     return spawn([sys.executable, "-m", "callmeter_ingest"], tmp_path / f"{name}.log", env=env)
 
 

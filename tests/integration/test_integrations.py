@@ -23,19 +23,30 @@ from tests.support.sse import read_sse
 pytestmark = pytest.mark.integration
 
 TEST = {
-    "name": "ci-gate", "duration_s": 3,
+    "name": "ci-gate",
+    "duration_s": 3,
     "groups": [
         {"name": "A", "endpoints": 2, "codecs": ["PCMU"], "calls": "B"},
         {"name": "B", "endpoints": 2, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 
 
 def callmeter_run(platform, tmp_path, thresholds):  # type: ignore[no-untyped-def]
     path = tmp_path / "test.yaml"
     path.write_text(yaml.safe_dump({**TEST, "thresholds": thresholds}))
-    cmd = [sys.executable, "-m", "callmeter_cli.main", "run", str(path), "--wait",
-           "--api", platform.base, "--timeout", "120"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "callmeter_cli.main",
+        "run",
+        str(path),
+        "--wait",
+        "--api",
+        platform.base,
+        "--timeout",
+        "120",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
@@ -105,9 +116,11 @@ def test_replayed_events_rebuild_the_same_views(platform, nats_server, database_
     projection, samples = asyncio.run(replay_and_fold())
     with psycopg.connect(database_url) as conn:
         run_doc = conn.execute("SELECT doc FROM runs WHERE run_id = %s", (run_id,)).fetchone()[0]
-        ep_docs = dict(conn.execute(
-            "SELECT endpoint_id, doc FROM endpoints WHERE run_id = %s", (run_id,)
-        ).fetchall())  # fmt: skip
+        ep_docs = dict(
+            conn.execute(
+                "SELECT endpoint_id, doc FROM endpoints WHERE run_id = %s", (run_id,)
+            ).fetchall()
+        )
         stored = conn.execute(
             "SELECT count(*) FROM metric_samples WHERE run_id = %s", (run_id,)
         ).fetchone()[0]
@@ -240,8 +253,11 @@ def test_replay_page_shows_the_run_as_it_was(platform):  # type: ignore[no-untyp
     assert status_at(3600) == "COMPLETED"
     # At the end the summary shows each direction, read from the rollups up to that moment.
     _, end = platform.get_html(f"/runs/{run_id}/replay/frame?at=3600")
-    sides = re.search(r'data-sides="mos">send <span class="(\w+)">([\d.]+)</span> · recv '
-                      r'<span class="(\w+)">([\d.]+)<', end)  # fmt: skip
+    sides = re.search(
+        r'data-sides="mos">send <span class="(\w+)">([\d.]+)</span> · recv '
+        r'<span class="(\w+)">([\d.]+)<',
+        end,
+    )
     assert sides and sides.group(1) == sides.group(3) == "good", end
     assert float(sides.group(2)) > 4.0 and float(sides.group(4)) > 4.0
     code, page = platform.get_html(f"/runs/{run_id}/replay")
@@ -254,13 +270,18 @@ def test_group_options_and_scenarios_reach_the_endpoints(platform):  # type: ign
     import httpx
 
     definition = {
-        "name": "scenario", "duration_s": 4,
+        "name": "scenario",
+        "duration_s": 4,
         "groups": [
-            {"name": "A", "endpoints": 1, "calls": "B",
-             "scenario": [{"at_s": 1, "action": "dtmf", "digits": "159#", "method": "rfc4733"}]},
+            {
+                "name": "A",
+                "endpoints": 1,
+                "calls": "B",
+                "scenario": [{"at_s": 1, "action": "dtmf", "digits": "159#", "method": "rfc4733"}],
+            },
             {"name": "B", "endpoints": 1, "options": {"answer_delay_s": 0.3, "ring_time_s": 0.5}},
         ],
-    }  # fmt: skip
+    }
     run_id = platform.run_test(definition)
     run = platform.wait_status(run_id, {"COMPLETED"})
     caller = next(e for e in run["endpoints"] if e["id"] == "A-1")
@@ -281,12 +302,17 @@ def test_loss_in_one_direction_is_shown_per_direction_everywhere(platform, datab
     # A drops 5 % of what it sends to B; what B sends back arrives clean. The run must show
     # ~5 % for the send direction, ~0 % for recv, and 5 % as its headline (not 2.5 %).
     thresholds = ["loss_avg_pct >= 2", "loss_avg_pct_send >= 2", "loss_avg_pct_recv <= 0.5"]
-    run_id = platform.run_test({
-        "name": "one-way loss", "duration_s": 6, "thresholds": thresholds,
-        "groups": [{"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B",
-                    "drop_tx_pct": 5},
-                   {"name": "B", "endpoints": 4, "codecs": ["PCMU"]}],
-    })  # fmt: skip
+    run_id = platform.run_test(
+        {
+            "name": "one-way loss",
+            "duration_s": 6,
+            "thresholds": thresholds,
+            "groups": [
+                {"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B", "drop_tx_pct": 5},
+                {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
+            ],
+        }
+    )
     platform.wait_status(run_id, {"COMPLETED"})
     deadline = time.monotonic() + 60
     while (run := platform.request("GET", f"/api/v1/runs/{run_id}")[1])["evaluation"] is None:
@@ -294,11 +320,13 @@ def test_loss_in_one_direction_is_shown_per_direction_everywhere(platform, datab
         time.sleep(0.25)
     # Independently: packets lost over expected from the raw receive samples, per group.
     with psycopg.connect(database_url) as conn:
-        raw = dict(conn.execute(
-            "SELECT group_name, 100.0 * sum(packets_lost) / (sum(packets_lost) + sum(packets))"
-            " FROM metric_samples WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
-            (run_id,),
-        ).fetchall())  # fmt: skip
+        raw = dict(
+            conn.execute(
+                "SELECT group_name, 100.0 * sum(packets_lost) / (sum(packets_lost) + sum(packets))"
+                " FROM metric_samples WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
+                (run_id,),
+            ).fetchall()
+        )
         recv_samples = conn.execute(
             "SELECT count(*) FROM metric_samples WHERE run_id = %s AND direction = 'recv'",
             (run_id,),
@@ -331,10 +359,22 @@ def test_loss_in_one_direction_is_shown_per_direction_everywhere(platform, datab
             assert all(f["min"] <= f[p] <= f["max"] for p in ("p50", "p95", "p99")), (key, f)
     # JUnit carries each direction too (compare: tests/unit/test_ui_pages.py).
     junit = subprocess.run(
-        [sys.executable, "-m", "callmeter_cli.main", "export", run_id, "--format", "junit",
-         "--api", platform.base],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "callmeter_cli.main",
+            "export",
+            run_id,
+            "--format",
+            "junit",
+            "--api",
+            platform.base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     props = {p.get("name"): p.get("value") for p in ET.fromstring(junit).iter("property")}
     assert float(props["loss_pct.send"]) == pytest.approx(s["send"]["loss_pct"], rel=1e-5)
     assert float(props["loss_pct"]) == pytest.approx(s["loss_pct"], rel=1e-5)

@@ -78,9 +78,10 @@ def workers_by_id(p: TestPlatform) -> dict[str, dict[str, Any]]:
 
 
 def wait_workers_online(p: TestPlatform, ids: tuple[str, ...]) -> None:
-    wait_until(f"{ids} online", lambda: all(
-        workers_by_id(p).get(w, {}).get("status") == "ONLINE" for w in ids
-    ))  # fmt: skip
+    wait_until(
+        f"{ids} online",
+        lambda: all(workers_by_id(p).get(w, {}).get("status") == "ONLINE" for w in ids),
+    )
 
 
 def get_run(p: TestPlatform, run_id: str) -> dict[str, Any]:
@@ -124,8 +125,13 @@ def statuses(run: dict[str, Any]) -> list[str]:
 
 
 def test_no_worker_in_the_region_cannot_run_for_now_with_the_reason(lp):
-    run_id = lp.run_test({"name": "mars", "duration_s": 2,
-                          "groups": [{"name": "A", "endpoints": 1, "region": "mars"}]})  # fmt: skip
+    run_id = lp.run_test(
+        {
+            "name": "mars",
+            "duration_s": 2,
+            "groups": [{"name": "A", "endpoints": 1, "region": "mars"}],
+        }
+    )
     run = lp.wait_status(run_id, {"CANNOT_RUN_FOR_NOW", "QUEUED", "RUNNING"}, timeout=30)
     assert run["status"] == "CANNOT_RUN_FOR_NOW"
     assert run["reason"] == (
@@ -188,9 +194,11 @@ def test_scheduler_killed_mid_run_restarts_and_completes_the_run(lp):
     lp.wait_status(run_id, {"RUNNING"}, timeout=30)
     lp.kill("scheduler")
     # The run goes on without it: every endpoint finishes, nobody declares completion.
-    wait_until("all endpoints finished", lambda: all(
-        e["outcome"] for e in get_run(lp, run_id)["endpoints"]
-    ), timeout=60)  # fmt: skip
+    wait_until(
+        "all endpoints finished",
+        lambda: all(e["outcome"] for e in get_run(lp, run_id)["endpoints"]),
+        timeout=60,
+    )
     assert get_run(lp, run_id)["status"] == "RUNNING"
     # The restarted scheduler rebuilds from the log and takes the missing decision.
     lp.restart("scheduler")
@@ -230,21 +238,33 @@ def test_a_worker_lost_and_back_does_not_corrupt_the_run(lp):
     worker = lp.procs["w2"]
     os.kill(worker.pid, signal.SIGSTOP)
     try:
-        run = wait_until("w2's endpoints lost", lambda: (r := get_run(lp, run_id)) and all(
-            endpoints(r)[e]["outcome"] == "WORKER_LOST" for e in ("C2-1", "R2-1")
-        ) and r, timeout=30)  # fmt: skip
+        run = wait_until(
+            "w2's endpoints lost",
+            lambda: (
+                (r := get_run(lp, run_id))
+                and all(endpoints(r)[e]["outcome"] == "WORKER_LOST" for e in ("C2-1", "R2-1"))
+                and r
+            ),
+            timeout=30,
+        )
         assert workers_by_id(lp)["w2"]["status"] == "LOST"
     finally:
         os.kill(worker.pid, signal.SIGCONT)
     # It comes back and reports what its endpoints did meanwhile: recorded as late.
     wait_workers_online(lp, ("w2",))
     run = lp.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
-    eps = wait_until("late events recorded", lambda: (e := endpoints(get_run(lp, run_id)))
-                     and e["C2-1"]["late_events"] > 0 and e, timeout=30)  # fmt: skip
+    eps = wait_until(
+        "late events recorded",
+        lambda: (e := endpoints(get_run(lp, run_id))) and e["C2-1"]["late_events"] > 0 and e,
+        timeout=30,
+    )
     assert run["status"] == "COMPLETED"
     assert {k: e["outcome"] for k, e in eps.items()} == {
-        "C1-1": "SUCCESS", "R1-1": "SUCCESS", "C2-1": "WORKER_LOST", "R2-1": "WORKER_LOST",
-    }  # fmt: skip
+        "C1-1": "SUCCESS",
+        "R1-1": "SUCCESS",
+        "C2-1": "WORKER_LOST",
+        "R2-1": "WORKER_LOST",
+    }
     assert eps["C2-1"]["reason"] == "worker w2 lost before this endpoint finished"
     assert get_run(lp, run_id)["outcome_counts"] == {"SUCCESS": 2, "WORKER_LOST": 2}
 

@@ -57,16 +57,23 @@ def next_frame(out: queue.Queue[tuple[str, str]], timeout: float = 15) -> tuple[
 
 
 def test_open_pages_get_the_runs_changes_pushed_and_close_when_it_ends(api, nats_server) -> None:  # type: ignore[no-untyped-def]
-    status, test = api.request("POST", "/api/v1/tests", {
-        "name": "live", "duration_s": 3, "groups": [{"name": "A", "endpoints": 1, "codecs": ["PCMU"]}],
-    })  # fmt: skip
+    status, test = api.request(
+        "POST",
+        "/api/v1/tests",
+        {
+            "name": "live",
+            "duration_s": 3,
+            "groups": [{"name": "A", "endpoints": 1, "codecs": ["PCMU"]}],
+        },
+    )
     assert status == 201, test
     status, run = api.request("POST", f"/api/v1/tests/{test['id']}/runs")
     assert status == 202 and run["status"] == "PENDING", run
     pages: list[queue.Queue[tuple[str, str]]] = [queue.Queue() for _ in range(3)]
     for out in pages:
-        threading.Thread(target=frames, args=(api.base, f"/runs/{run['id']}/stream", out),
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(
+            target=frames, args=(api.base, f"/runs/{run['id']}/stream", out), daemon=True
+        ).start()
     for out in pages:  # each page gets the run as it is at once
         event, html = next_frame(out)
         assert event == "live" and 'id="run-status"' in html and ">PENDING<" in html

@@ -31,12 +31,14 @@ from tests.support.platform import TestPlatform
 pytestmark = pytest.mark.integration
 
 RUN = {
-    "name": "cluster failover", "duration_s": 25, "buildup_s": 1,
+    "name": "cluster failover",
+    "duration_s": 25,
+    "buildup_s": 1,
     "groups": [
         {"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B"},
         {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 # Decisions the control services take once per run or once per endpoint.
 ONCE_PER_RUN = {"RunCreated", "RunQueued", "RunDispatching", "RunStarted", "RunCompleted"}
 ONCE_PER_ENDPOINT = {"EndpointAssigned", "EndpointFinished"}
@@ -142,9 +144,11 @@ async def _stream_contents(url: str, stream: str, subject: str) -> list[bytes]:
     out: list[bytes] = []
     try:
         sub = await bus.js.subscribe(
-            subject, stream=stream, ordered_consumer=True,
+            subject,
+            stream=stream,
+            ordered_consumer=True,
             config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
-        )  # fmt: skip
+        )
         while True:
             try:
                 msg = await sub.next_msg(timeout=2)

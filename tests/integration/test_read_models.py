@@ -35,7 +35,7 @@ from callmeter_storage.readmodels import (
     stored_position,
     take_writer_lock,
     write_snapshot,
-)  # fmt: skip
+)
 from tests.support.databases import create_database, drop_database
 from tests.support.platform import TestPlatform
 
@@ -44,7 +44,11 @@ BIG_RUN = 2_000  # endpoints of the run whose events load the API processes
 
 
 def definition(name: str) -> dict[str, Any]:
-    return {"name": name, "duration_s": 3, "groups": [{"name": "A", "endpoints": 1, "codecs": ["PCMU"]}]}  # fmt: skip
+    return {
+        "name": name,
+        "duration_s": 3,
+        "groups": [{"name": "A", "endpoints": 1, "codecs": ["PCMU"]}],
+    }
 
 
 @pytest.fixture
@@ -188,11 +192,16 @@ def test_posts_read_their_writes_while_a_big_run_floods_the_log(
     model now waits for test events only. Every POST answers 201 with its test
     within 5 s."""
     eps = [f"{g}-{i}" for g in "AB" for i in range(1, BIG_RUN // 2 + 1)]
-    big = Definition.model_validate({
-        "name": "big", "duration_s": 60,
-        "groups": [{"name": "A", "endpoints": BIG_RUN // 2, "codecs": ["PCMU"], "calls": "B"},
-                   {"name": "B", "endpoints": BIG_RUN // 2, "codecs": ["PCMU"]}],
-    })  # fmt: skip
+    big = Definition.model_validate(
+        {
+            "name": "big",
+            "duration_s": 60,
+            "groups": [
+                {"name": "A", "endpoints": BIG_RUN // 2, "codecs": ["PCMU"], "calls": "B"},
+                {"name": "B", "endpoints": BIG_RUN // 2, "codecs": ["PCMU"]},
+            ],
+        }
+    )
     run_id = f"big-{uuid.uuid4().hex[:6]}"
     platform = TestPlatform(tmp_path / "apis", nats_server.url, url)
     platform.extra_env = {"CALLMETER_PROJECTION_WAIT_S": "5"}
@@ -208,12 +217,16 @@ def test_posts_read_their_writes_while_a_big_run_floods_the_log(
             bus = await Bus.connect(nats_server.url, "test-flood")
             try:
                 await bus.publish(RunCreated(run_id=run_id, test_id="t-big", definition=big))
-                await bus.publish(RunDispatching(run_id=run_id, worker_ids=["w1"],
-                                                 plan=dict.fromkeys(eps, "w1")))  # fmt: skip
-                await bus.publish_many([
-                    EndpointPhaseChanged(run_id=run_id, endpoint_id=e, phase=phase)
-                    for phase in ("REGISTERED", "CALLING", "INCALL") for e in eps
-                ])  # fmt: skip
+                await bus.publish(
+                    RunDispatching(run_id=run_id, worker_ids=["w1"], plan=dict.fromkeys(eps, "w1"))
+                )
+                await bus.publish_many(
+                    [
+                        EndpointPhaseChanged(run_id=run_id, endpoint_id=e, phase=phase)
+                        for phase in ("REGISTERED", "CALLING", "INCALL")
+                        for e in eps
+                    ]
+                )
             finally:
                 await bus.close()
 

@@ -99,9 +99,11 @@ def _traces(url: str, run_id: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         try:
             sub = await bus.js.subscribe(
-                traces_for_run(run_id), stream=TRACES.name, ordered_consumer=True,
+                traces_for_run(run_id),
+                stream=TRACES.name,
+                ordered_consumer=True,
                 config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL),
-            )  # fmt: skip
+            )
             while True:
                 try:
                     msg = await sub.next_msg(timeout=2)
@@ -128,13 +130,20 @@ def _sent_packets(database_url: str, run_id: str, group: str) -> int:
 
 
 CROSS = {
-    "name": "eu calls us", "duration_s": 6,
+    "name": "eu calls us",
+    "duration_s": 6,
     "groups": [
-        {"name": "A", "endpoints": 2, "codecs": ["PCMU"], "calls": "B", "region": "eu",
-         "workers": ["w-eu"]},
+        {
+            "name": "A",
+            "endpoints": 2,
+            "codecs": ["PCMU"],
+            "calls": "B",
+            "region": "eu",
+            "workers": ["w-eu"],
+        },
         {"name": "B", "endpoints": 2, "codecs": ["PCMU"], "region": "us", "workers": ["w-us"]},
     ],
-}  # fmt: skip
+}
 
 
 def test_eu_calls_us_across_the_veths(
@@ -151,8 +160,11 @@ def test_eu_calls_us_across_the_veths(
     )
     # Explicit worker selection: each group on the worker it named.
     assert {k: e["worker_id"] for k, e in endpoints.items()} == {
-        "A-1": "w-eu", "A-2": "w-eu", "B-1": "w-us", "B-2": "w-us",
-    }  # fmt: skip
+        "A-1": "w-eu",
+        "A-2": "w-eu",
+        "B-1": "w-us",
+        "B-2": "w-us",
+    }
     # The receivers advertise their namespace's address, not 127.0.0.1.
     for b in ("B-1", "B-2"):
         assert f"@{us.address}:" in endpoints[b]["contact_uri"], endpoints[b]
@@ -184,14 +196,15 @@ def test_eu_calls_us_across_the_veths(
 
 
 SPLIT = {
-    "name": "two regions, one cut off", "duration_s": 12,
+    "name": "two regions, one cut off",
+    "duration_s": 12,
     "groups": [
         {"name": "EA", "endpoints": 2, "codecs": ["PCMU"], "calls": "EB", "region": "eu"},
         {"name": "EB", "endpoints": 2, "codecs": ["PCMU"], "region": "eu"},
         {"name": "UA", "endpoints": 2, "codecs": ["PCMU"], "calls": "UB", "region": "us"},
         {"name": "UB", "endpoints": 2, "codecs": ["PCMU"], "region": "us"},
     ],
-}  # fmt: skip
+}
 
 
 def test_a_region_cut_off_mid_run_loses_its_endpoints_only(regions: TestPlatform, lab: Lab) -> None:

@@ -40,16 +40,32 @@ def _accounts(prefix: str, n: int) -> list[dict[str, str]]:
 def registrar_run(platform, kamailio):  # type: ignore[no-untyped-def]
     reg = kamailio.registrar() | {"expires_s": 60}
     definition = {
-        "name": "registrar", "duration_s": 3,
+        "name": "registrar",
+        "duration_s": 3,
         "groups": [
-            {"name": "A", "endpoints": 4, "calls": "B", "registrar": reg, "accounts": _accounts("a", 4)},
+            {
+                "name": "A",
+                "endpoints": 4,
+                "calls": "B",
+                "registrar": reg,
+                "accounts": _accounts("a", 4),
+            },
             {"name": "B", "endpoints": 4, "registrar": reg, "accounts": _accounts("b", 4)},
-            {"name": "W", "endpoints": 1, "registrar": reg,
-             "accounts": [{"username": "w1", "password": "wrong"}]},
-            {"name": "U", "endpoints": 1, "registrar": reg, "accounts": _accounts("u", 1),
-             "target_uri": kamailio.aor("nobody")},
+            {
+                "name": "W",
+                "endpoints": 1,
+                "registrar": reg,
+                "accounts": [{"username": "w1", "password": "wrong"}],
+            },
+            {
+                "name": "U",
+                "endpoints": 1,
+                "registrar": reg,
+                "accounts": _accounts("u", 1),
+                "target_uri": kamailio.aor("nobody"),
+            },
         ],
-    }  # fmt: skip
+    }
     run_id = platform.run_test(definition)
     run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=90)
     return run_id, run, {e["id"]: e for e in run["endpoints"]}
@@ -103,11 +119,22 @@ def test_sip_trace_gives_the_call_timeline(registrar_run, nats_server, database_
 
     timeline = [step(m) for m in messages]
     # REGISTER (challenged, then accepted) comes first and its Expires: 0 last.
-    assert timeline[:4] == ["out REGISTER REGISTER", "in 401 REGISTER", "out REGISTER REGISTER",
-                            "in 200 REGISTER"], timeline  # fmt: skip
+    assert timeline[:4] == [
+        "out REGISTER REGISTER",
+        "in 401 REGISTER",
+        "out REGISTER REGISTER",
+        "in 200 REGISTER",
+    ], timeline
     call = [t for t in timeline if not t.endswith("REGISTER")]
-    expected = ["out INVITE INVITE", "in 100 INVITE", "in 180 INVITE", "in 200 INVITE",
-                "out ACK ACK", "out BYE BYE", "in 200 BYE"]  # fmt: skip
+    expected = [
+        "out INVITE INVITE",
+        "in 100 INVITE",
+        "in 180 INVITE",
+        "in 200 INVITE",
+        "out ACK ACK",
+        "out BYE BYE",
+        "in 200 BYE",
+    ]
     assert call == expected, timeline
     assert timeline[-1] == "in 200 REGISTER"
     assert "Expires: 0" in messages[-2]["text"] or "expires=0" in messages[-2]["text"]
@@ -130,13 +157,16 @@ def test_a_run_whose_callers_all_fail_ends_in_time_with_a_reason(platform, kamai
     # and would wait for ever. They end NO_INCOMING_CALL at duration + margin instead.
     reg = kamailio.registrar() | {"expires_s": 60}
     wrong = [{"username": u, "password": "wrong"} for u in accounts("a", 2)]
-    run_id = platform.run_test({
-        "name": "callers-fail", "duration_s": 2,
-        "groups": [
-            {"name": "F", "endpoints": 2, "calls": "G", "registrar": reg, "accounts": wrong},
-            {"name": "G", "endpoints": 2, "registrar": reg, "accounts": _accounts("b", 2)},
-        ],
-    })  # fmt: skip
+    run_id = platform.run_test(
+        {
+            "name": "callers-fail",
+            "duration_s": 2,
+            "groups": [
+                {"name": "F", "endpoints": 2, "calls": "G", "registrar": reg, "accounts": wrong},
+                {"name": "G", "endpoints": 2, "registrar": reg, "accounts": _accounts("b", 2)},
+            ],
+        }
+    )
     started = time.monotonic()
     # the old behaviour: duration + receiver wait + grace (92 s), then "never reported"
     run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=40)

@@ -60,14 +60,27 @@ def run_rows(run_id: str, t0: datetime | None = None) -> list[tuple[object, ...]
                 for d in ("send", "recv"):
                     metrics = {
                         "mos": 4.4 - 0.1 * e - (0.5 if g == "B" and s % 5 == 0 else 0),
-                        "jitter_ms": float(e + s % 3), "rtt_ms": 20.0 + e, "fraction_lost": 0.0,
-                        "packets": 50, "packets_lost": 0, "post_dial_delay_ms": 100.0 * e,
-                        "call_setup_ms": 150.0 * e, "call_duration_s": float(s),
-                    }  # fmt: skip
-                    rows.append(to_row(MetricSample(
-                        run_id=run_id, endpoint_id=f"{g}-{e}", direction=d, seq=s,
-                        ts=t0 + timedelta(seconds=s), metrics=metrics,
-                    )))  # fmt: skip
+                        "jitter_ms": float(e + s % 3),
+                        "rtt_ms": 20.0 + e,
+                        "fraction_lost": 0.0,
+                        "packets": 50,
+                        "packets_lost": 0,
+                        "post_dial_delay_ms": 100.0 * e,
+                        "call_setup_ms": 150.0 * e,
+                        "call_duration_s": float(s),
+                    }
+                    rows.append(
+                        to_row(
+                            MetricSample(
+                                run_id=run_id,
+                                endpoint_id=f"{g}-{e}",
+                                direction=d,
+                                seq=s,
+                                ts=t0 + timedelta(seconds=s),
+                                metrics=metrics,
+                            )
+                        )
+                    )
     return rows
 
 
@@ -89,8 +102,11 @@ def run_id(database_url: str) -> str:
         assert fold_rollups(conn)
         assert write_rows(conn, rows[100:]) == 140
         assert write_rows(conn, rows[:50]) == 0  # redelivered: nothing counted twice
-        definition = {"name": "t", "duration_s": 20, "groups": [
-            {"name": "A", "endpoints": 3, "calls": "B"}, {"name": "B", "endpoints": 3}]}  # fmt: skip
+        definition = {
+            "name": "t",
+            "duration_s": 20,
+            "groups": [{"name": "A", "endpoints": 3, "calls": "B"}, {"name": "B", "endpoints": 3}],
+        }
         conn.execute(
             "INSERT INTO runs VALUES (%s, 't', 'COMPLETED', now(), %s)",
             # Finished and evaluated: a projector starting on these rows leaves it be.
@@ -103,7 +119,7 @@ def run_id(database_url: str) -> str:
                         "evaluation": {"passed": True, "results": []},
                     }
                 ),
-            ),  # fmt: skip
+            ),
         )
         # Rows of this fold version: an API starting on them keeps them (it drops read
         # models another fold version wrote, and ones with no version, as new).
@@ -137,8 +153,10 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
     for group, avg, lo, hi, pcts in exact:
         if group is None:
             continue  # every receive side together is no figure of the run (two directions)
-        for got in (doc["groups"][group]["metrics"]["mos"],
-                    doc["directions"][direction[group]]["mos"]):  # fmt: skip
+        for got in (
+            doc["groups"][group]["metrics"]["mos"],
+            doc["directions"][direction[group]]["mos"],
+        ):
             assert got["avg"] == pytest.approx(avg) and (got["min"], got["max"]) == (lo, hi)
             for name, value in zip(("p50", "p95", "p99"), pcts, strict=True):
                 assert got[name] == pytest.approx(value, abs=0.01), (group, name)
@@ -191,23 +209,32 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
 # What readers see of each rollup, summed per key (a view may hold several rows of
 # a key: folded ones and deltas not folded yet).
 _FIGURES = {
-    "rollup_second": ("group_name, second, metric, sum(n), round(sum(total)::numeric, 6),"
-                      " min(lo), max(hi)", "1, 2, 3"),
-    "rollup_endpoint": ("endpoint_id, metric, min(group_name), sum(n),"
-                        " round(sum(total)::numeric, 6), min(lo), max(hi)", "1, 2"),
+    "rollup_second": (
+        "group_name, second, metric, sum(n), round(sum(total)::numeric, 6), min(lo), max(hi)",
+        "1, 2, 3",
+    ),
+    "rollup_endpoint": (
+        "endpoint_id, metric, min(group_name), sum(n),"
+        " round(sum(total)::numeric, 6), min(lo), max(hi)",
+        "1, 2",
+    ),
     "rollup_hist": ("endpoint_id, metric, bin, min(group_name), sum(n)", "1, 2, 3"),
-    "call_timings": ("endpoint_id, group_name, last_time, post_dial_delay_ms, call_setup_ms",
-                     "1, 2, 3, 4, 5"),
-}  # fmt: skip
+    "call_timings": (
+        "endpoint_id, group_name, last_time, post_dial_delay_ms, call_setup_ms",
+        "1, 2, 3, 4, 5",
+    ),
+}
 
 
 def rollup_figures(conn: psycopg.Connection, run_id: str) -> dict[str, list[tuple[object, ...]]]:  # type: ignore[type-arg]
     return {
-        table: sorted(conn.execute(
-            f"SELECT {select} FROM {table} WHERE run_id = %s GROUP BY {keys}", (run_id,)
-        ))
+        table: sorted(
+            conn.execute(
+                f"SELECT {select} FROM {table} WHERE run_id = %s GROUP BY {keys}", (run_id,)
+            )
+        )
         for table, (select, keys) in _FIGURES.items()
-    }  # fmt: skip
+    }
 
 
 def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
@@ -222,14 +249,25 @@ def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
     def rows(rid: str) -> list[tuple[object, ...]]:
         t0 = recent()
         odd = [
-            to_row(MetricSample(
-                run_id=rid, endpoint_id="C-1", direction=d, seq=i,
-                ts=t0 + timedelta(seconds=7 - i, microseconds=250_000 * i),
-                metrics={"mos": m, "rtt_ms": None if i == 1 else 0.0, "jitter_ms": 1e6,
-                         "post_dial_delay_ms": None if i == 2 else 10.0 * i},
-            ))
-            for i, (m, d) in enumerate(((0.9, "recv"), (1.001, "recv"), (4.6, "send"), (1.0, "recv")))
-        ]  # fmt: skip
+            to_row(
+                MetricSample(
+                    run_id=rid,
+                    endpoint_id="C-1",
+                    direction=d,
+                    seq=i,
+                    ts=t0 + timedelta(seconds=7 - i, microseconds=250_000 * i),
+                    metrics={
+                        "mos": m,
+                        "rtt_ms": None if i == 1 else 0.0,
+                        "jitter_ms": 1e6,
+                        "post_dial_delay_ms": None if i == 2 else 10.0 * i,
+                    },
+                )
+            )
+            for i, (m, d) in enumerate(
+                ((0.9, "recv"), (1.001, "recv"), (4.6, "send"), (1.0, "recv"))
+            )
+        ]
         return [to_write_order(r) for r in run_rows(rid, t0) + odd]
 
     fast, slow = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
@@ -339,8 +377,9 @@ def test_a_day_partition_made_late_takes_its_rows_out_of_default(plain_url: str)
         assert partitions.ensure_days(conn, [day]) == []  # already there
         where = conn.execute(
             "SELECT tableoid::regclass::text, count(*) FROM metric_samples WHERE run_id = %s"
-            " GROUP BY 1", (rid,),
-        ).fetchall()  # fmt: skip
+            " GROUP BY 1",
+            (rid,),
+        ).fetchall()
         assert where == [(f"metric_samples_{day:%Y%m%d}", 240)]
         # Retention drops whole days, oldest first; 0 keeps everything.
         assert partitions.drop_expired(conn, 0) == []
@@ -385,17 +424,26 @@ def test_results_routes_and_exports(nats_server, database_url: str, run_id: str)
 def seed_finished_run(conn: psycopg.Connection, run_id: str) -> None:  # type: ignore[type-arg]
     """A COMPLETED run of groups A and B (3 endpoints each) in the read models, as the
     projector writes it, with the samples of `run_rows`."""
-    definition = Definition.model_validate({
-        "name": "results page", "duration_s": 20,
-        "groups": [{"name": "A", "endpoints": 3, "codecs": ["PCMU"], "calls": "B"},
-                   {"name": "B", "endpoints": 3, "codecs": ["PCMU"]}],
-    })  # fmt: skip
+    definition = Definition.model_validate(
+        {
+            "name": "results page",
+            "duration_s": 20,
+            "groups": [
+                {"name": "A", "endpoints": 3, "codecs": ["PCMU"], "calls": "B"},
+                {"name": "B", "endpoints": 3, "codecs": ["PCMU"]},
+            ],
+        }
+    )
     runs = RunsProjection()
     for seq, event in enumerate(
-        [RunCreated(run_id=run_id, test_id="t-page", definition=definition),
-         RunQueued(run_id=run_id), RunStarted(run_id=run_id), RunCompleted(run_id=run_id)],
+        [
+            RunCreated(run_id=run_id, test_id="t-page", definition=definition),
+            RunQueued(run_id=run_id),
+            RunStarted(run_id=run_id),
+            RunCompleted(run_id=run_id),
+        ],
         start=1,
-    ):  # fmt: skip
+    ):
         runs.apply(seq, event)
     run = runs.runs[run_id]
     assert run.status == "COMPLETED"
@@ -423,11 +471,14 @@ def test_the_results_page_of_a_finished_run(nats_server, database_url: str) -> N
         seed_finished_run(conn, rid)
         # Per group, from the raw samples: A receives what B sends back (recv), B what
         # the callers of A send (send).
-        by_group = dict((g, (avg, lo)) for g, avg, lo in conn.execute(
-            "SELECT group_name, avg(mos), min(mos) FROM metric_samples"
-            " WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
-            (rid,),
-        ).fetchall())  # fmt: skip
+        by_group = dict(
+            (g, (avg, lo))
+            for g, avg, lo in conn.execute(
+                "SELECT group_name, avg(mos), min(mos) FROM metric_samples"
+                " WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
+                (rid,),
+            ).fetchall()
+        )
     app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url))
     with TestClient(app) as client:
         page = client.get(f"/runs/{rid}", headers={"Accept": "text/html"})

@@ -44,15 +44,28 @@ def url() -> Iterator[str]:
 def samples(run_id: str, t0: datetime, seconds: int) -> list[tuple[object, ...]]:
     """Two endpoints of group A, one receive sample per second; MOS differs by endpoint."""
     return [
-        to_row(MetricSample(
-            run_id=run_id, endpoint_id=f"A-{e}", direction="recv", seq=s,
-            ts=t0 + timedelta(seconds=s),
-            metrics={**dict.fromkeys(KEYS), "mos": 4.0 + e / 10, "jitter_ms": 2.0 + s % 3,
-                     "packets": 50, "packets_lost": 0, "fraction_lost": 0.0, "rtt_ms": 1.0,
-                     "codec": "PCMU"},
-        ))
-        for e in (1, 2) for s in range(seconds)
-    ]  # fmt: skip
+        to_row(
+            MetricSample(
+                run_id=run_id,
+                endpoint_id=f"A-{e}",
+                direction="recv",
+                seq=s,
+                ts=t0 + timedelta(seconds=s),
+                metrics={
+                    **dict.fromkeys(KEYS),
+                    "mos": 4.0 + e / 10,
+                    "jitter_ms": 2.0 + s % 3,
+                    "packets": 50,
+                    "packets_lost": 0,
+                    "fraction_lost": 0.0,
+                    "rtt_ms": 1.0,
+                    "codec": "PCMU",
+                },
+            )
+        )
+        for e in (1, 2)
+        for s in range(seconds)
+    ]
 
 
 def refresh_jobs(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, dict[str, Any]]]:

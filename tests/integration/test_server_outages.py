@@ -65,9 +65,10 @@ def owned() -> Iterator[TestPlatform]:
 
 def two_pairs(duration_s: float) -> dict[str, Any]:
     return {
-        "name": "server restarts", "duration_s": duration_s,
+        "name": "server restarts",
+        "duration_s": duration_s,
         "groups": [{"name": "C", "endpoints": 2, "calls": "R"}, {"name": "R", "endpoints": 2}],
-    }  # fmt: skip
+    }
 
 
 def wait_in_call(p: TestPlatform, run_id: str, count: int, timeout: float = 60) -> None:

@@ -16,13 +16,14 @@ from tests.support.platform import TestPlatform
 pytestmark = pytest.mark.integration
 
 FLEET = {
-    "name": "simulated fleet", "duration_s": 4,
+    "name": "simulated fleet",
+    "duration_s": 4,
     "groups": [
         {"name": "A", "endpoints": 30, "codecs": ["PCMA"], "calls": "B"},
         {"name": "B", "endpoints": 30, "codecs": ["PCMA"]},
         {"name": "I", "endpoints": 4},  # neither calls nor is called: idle
     ],
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,17 @@ def simulated(
     p.start_services(("scheduler", "dispatcher", "metrics-ingest", "api"))
     try:
         for i in (1, 2):
-            argv = [sys.executable, "-m", "callmeter_cli.main", "worker", "--simulate",
-                    "--worker-id", f"sim-{i}", "--capacity", "40"]  # fmt: skip
+            argv = [
+                sys.executable,
+                "-m",
+                "callmeter_cli.main",
+                "worker",
+                "--simulate",
+                "--worker-id",
+                f"sim-{i}",
+                "--capacity",
+                "40",
+            ]
             p.procs[f"sim-{i}"] = spawn(argv, p.data_dir / f"sim-{i}.log", env=p.env)
         p.wait_for_api()
         p.wait_workers(2)

@@ -22,14 +22,17 @@ def test_worker_calls_sipp_uas_and_rejections_give_their_code(platform, tmp_path
         uas_reject(tmp_path, 503),
     )
     try:
-        run_id = platform.run_test({
-            "name": "sipp-uas", "duration_s": 3,
-            "groups": [
-                {"name": "S", "endpoints": 1, "target_uri": f"sip:service@{echo.uri_host}"},
-                {"name": "X", "endpoints": 1, "target_uri": f"sip:busy@{busy.uri_host}"},
-                {"name": "Y", "endpoints": 1, "target_uri": f"sip:down@{unavailable.uri_host}"},
-            ],
-        })  # fmt: skip
+        run_id = platform.run_test(
+            {
+                "name": "sipp-uas",
+                "duration_s": 3,
+                "groups": [
+                    {"name": "S", "endpoints": 1, "target_uri": f"sip:service@{echo.uri_host}"},
+                    {"name": "X", "endpoints": 1, "target_uri": f"sip:busy@{busy.uri_host}"},
+                    {"name": "Y", "endpoints": 1, "target_uri": f"sip:down@{unavailable.uri_host}"},
+                ],
+            }
+        )
         run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
     finally:
         for s in (echo, busy, unavailable):
@@ -62,21 +65,30 @@ def test_sipp_uac_calls_a_worker_receiver(hosts, tmp_path):  # type: ignore[no-u
 
 def test_garbage_at_a_receiver_harms_only_its_own_host(platform):  # type: ignore[no-untyped-def]
     # Two receiver groups with different codecs land on two endpoint hosts.
-    run_id = platform.run_test({
-        "name": "garbage", "duration_s": 4,
-        "groups": [
-            {"name": "A", "endpoints": 1, "calls": "B", "codecs": ["PCMU"]},
-            {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
-            {"name": "C", "endpoints": 1, "calls": "D", "codecs": ["PCMA"]},
-            {"name": "D", "endpoints": 1, "codecs": ["PCMA"]},
-        ],
-    })  # fmt: skip
+    run_id = platform.run_test(
+        {
+            "name": "garbage",
+            "duration_s": 4,
+            "groups": [
+                {"name": "A", "endpoints": 1, "calls": "B", "codecs": ["PCMU"]},
+                {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
+                {"name": "C", "endpoints": 1, "calls": "D", "codecs": ["PCMA"]},
+                {"name": "D", "endpoints": 1, "codecs": ["PCMA"]},
+            ],
+        }
+    )
     # As soon as B-1 advertises its contact, its SIP port gets junk and truncated SIP.
     deadline, contact = time.monotonic() + 30, None
     while contact is None and time.monotonic() < deadline:
         _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
-        contact = next((e["contact_uri"] for e in run.get("endpoints", [])
-                        if e["id"] == "B-1" and e.get("contact_uri")), None)  # fmt: skip
+        contact = next(
+            (
+                e["contact_uri"]
+                for e in run.get("endpoints", [])
+                if e["id"] == "B-1" and e.get("contact_uri")
+            ),
+            None,
+        )
         time.sleep(0.1)
     assert contact is not None
     host, port = contact.split("@", 1)[1].split(";")[0].split(":")

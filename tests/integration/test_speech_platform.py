@@ -53,10 +53,14 @@ def test_bad_uploads_and_unknown_references_name_the_field(platform):  # type: i
     status, body = _upload(platform, b"x" * (wav.MAX_BYTES + 10))
     assert status == 413 and body["error"]["field"] == "size", body
     missing = "sha256:" + "0" * 64
-    test = {"name": "no audio", "duration_s": 5, "groups": [
-        {"name": "A", "endpoints": 1, "calls": "B", "audio": missing},
-        {"name": "B", "endpoints": 1},
-    ]}  # fmt: skip
+    test = {
+        "name": "no audio",
+        "duration_s": 5,
+        "groups": [
+            {"name": "A", "endpoints": 1, "calls": "B", "audio": missing},
+            {"name": "B", "endpoints": 1},
+        ],
+    }
     status, body = platform.request("POST", "/api/v1/tests", test)
     assert status == 422 and body["error"]["field"] == "groups.0.audio", body
     status, body = platform.request("GET", f"/api/v1/audio/{missing}")
@@ -69,10 +73,15 @@ def test_uploaded_speech_is_played_recorded_and_scored(platform):  # type: ignor
     assert status == 201, audio
     assert audio["audio"] == wav.ref_of(data) and audio["clock_rate"] == 8000
     assert _upload(platform, data)[1]["audio"] == audio["audio"]  # same file, same reference
-    test = {"name": "speech", "duration_s": 8, "speech_quality_calls": 1, "groups": [
-        {"name": "A", "endpoints": 2, "calls": "B", "audio": audio["audio"]},
-        {"name": "B", "endpoints": 2},
-    ]}  # fmt: skip
+    test = {
+        "name": "speech",
+        "duration_s": 8,
+        "speech_quality_calls": 1,
+        "groups": [
+            {"name": "A", "endpoints": 2, "calls": "B", "audio": audio["audio"]},
+            {"name": "B", "endpoints": 2},
+        ],
+    }
     run_id = platform.run_test(test)
     run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=90)
     assert run["status"] == "COMPLETED", run

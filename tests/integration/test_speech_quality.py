@@ -28,18 +28,22 @@ def _score(recording: dict, reference: str) -> speech.Score:
     ref, ref_rate = wav.read_pcm(reference)
     rec, rec_rate = wav.read_pcm(recording["path"])
     return speech.score(
-        np.frombuffer(ref, "<i2"), ref_rate, np.frombuffer(rec, "<i2"), rec_rate,
+        np.frombuffer(ref, "<i2"),
+        ref_rate,
+        np.frombuffer(rec, "<i2"),
+        rec_rate,
         recording["codec"],
-    )  # fmt: skip
+    )
 
 
 def _underflows(host, eid: str) -> int:  # type: ignore[no-untyped-def]
     """Jitter-buffer underflows while the call recorded; at 0 % loss each one is an
     endpoint host late with its audio (CPU starvation), not the network."""
     return sum(
-        e["metrics"]["jb_empty"] or 0 for e in host.of("sample", eid)
+        e["metrics"]["jb_empty"] or 0
+        for e in host.of("sample", eid)
         if e["direction"] == "recv" and 1 <= e["seq"] <= RECORD_S + 1
-    )  # fmt: skip
+    )
 
 
 def test_mos_lqo_falls_with_loss_and_g711_scores_in_its_published_range(hosts, tmp_path):
@@ -53,8 +57,9 @@ def test_mos_lqo_falls_with_loss_and_g711_scores_in_its_published_range(hosts, t
             ch = hosts("--audio", reference, "--drop-tx-pct", str(pct))
             for i in range(CALLS):
                 start_ep(rh, f"r{i}", "receiver", RECORD_S + 4, record_s=RECORD_S)
-                uri = rh.wait_for(lambda e, i=i: e["ev"] == "endpoint_ready"
-                                  and e["endpoint_id"] == f"r{i}", 5)["contact_uri"]  # fmt: skip
+                uri = rh.wait_for(
+                    lambda e, i=i: e["ev"] == "endpoint_ready" and e["endpoint_id"] == f"r{i}", 5
+                )["contact_uri"]
                 start_ep(ch, f"c{i}", "caller", RECORD_S + 4, uri, drop_tx_pct=pct)
             pairs.append((pct, rh, ch))
     deadline = time.monotonic() + RECORD_S + 25

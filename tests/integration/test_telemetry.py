@@ -16,16 +16,25 @@ def test_a_run_is_one_trace_across_at_least_four_services(tmp_path, nats_server,
     spans_file = tmp_path / "spans.jsonl"
     p = TestPlatform(tmp_path / "platform", nats_server.url, postgres_server.url)
     # Every service writes its finished spans to one JSON-lines file.
-    p.extra_env = {"OTEL_TRACES_EXPORTER": "jsonl", "CALLMETER_OTEL_JSONL": str(spans_file),
-                   "CALLMETER_WORKER_ID": "traced-worker"}  # fmt: skip
+    p.extra_env = {
+        "OTEL_TRACES_EXPORTER": "jsonl",
+        "CALLMETER_OTEL_JSONL": str(spans_file),
+        "CALLMETER_WORKER_ID": "traced-worker",
+    }
     p.start_services()
     try:
         p.wait_for_api()
         p.wait_workers(1)
-        run_id = p.run_test({
-            "name": "traced", "duration_s": 2,
-            "groups": [{"name": "A", "endpoints": 1, "calls": "B"}, {"name": "B", "endpoints": 1}],
-        })  # fmt: skip
+        run_id = p.run_test(
+            {
+                "name": "traced",
+                "duration_s": 2,
+                "groups": [
+                    {"name": "A", "endpoints": 1, "calls": "B"},
+                    {"name": "B", "endpoints": 1},
+                ],
+            }
+        )
         p.wait_status(run_id, {"COMPLETED"})
         time.sleep(2)  # the last batches are written after the run completes
     finally:

@@ -39,8 +39,9 @@ def _direct_call(  # type: ignore[no-untyped-def]
 
 
 def _recv_rates(h: HostProc, eid: str) -> list[float]:
-    return [e["metrics"]["packet_rate_ps"] or 0 for e in h.of("sample", eid)
-            if e["direction"] == "recv"]  # fmt: skip
+    return [
+        e["metrics"]["packet_rate_ps"] or 0 for e in h.of("sample", eid) if e["direction"] == "recv"
+    ]
 
 
 def _assert_media_flowed(rh: HostProc, ch: HostProc) -> None:
@@ -83,13 +84,22 @@ def test_call_through_kamailio(hosts, request, transport):  # type: ignore[no-un
     try:
         args = ("--trace-sip", *(("--tls-cert", tls[0], "--tls-key", tls[1]) if tls else ()))
         rh, ch = hosts(*args), hosts(*args)
-        for h, eid, user, role, target in ((rh, "r", "t2", "receiver", None),
-                                           (ch, "c", "t1", "caller", kam.aor("t2"))):  # fmt: skip
+        for h, eid, user, role, target in (
+            (rh, "r", "t2", "receiver", None),
+            (ch, "c", "t1", "caller", kam.aor("t2")),
+        ):
             if role == "caller":
                 rh.wait_for(lambda e: e["ev"] == "registered", 10)
-            start_ep(h, eid, role, 4.0, target, username=user,
-                     registrar=kam.registrar(transport),
-                     account={"username": user, "password": users[user]})  # fmt: skip
+            start_ep(
+                h,
+                eid,
+                role,
+                4.0,
+                target,
+                username=user,
+                registrar=kam.registrar(transport),
+                account={"username": user, "password": users[user]},
+            )
         ch.wait_for(finished("c"), 30)
         _assert_media_flowed(rh, ch)
     finally:
@@ -97,12 +107,19 @@ def test_call_through_kamailio(hosts, request, transport):  # type: ignore[no-un
     # REGISTER, INVITE and BYE all went over the stream transport
     via = f"SIP/2.0/{transport.upper()}"
     for h, eid in ((rh, None), (ch, "c")):
-        out = [m["text"] for m in h.of("sip_message", eid) if m["direction"] == "out"
-               and m["text"].split(" ", 1)[0] in ("REGISTER", "INVITE", "BYE")]  # fmt: skip
+        out = [
+            m["text"]
+            for m in h.of("sip_message", eid)
+            if m["direction"] == "out"
+            and m["text"].split(" ", 1)[0] in ("REGISTER", "INVITE", "BYE")
+        ]
         assert out and all(via in _top_via(t) for t in out), out
     # Kamailio relayed the INVITE to the receiver over the same kind of transport
-    relayed = [m["text"] for m in rh.of("sip_message", "r") if m["direction"] == "in"
-               and m["text"].startswith("INVITE ")]  # fmt: skip
+    relayed = [
+        m["text"]
+        for m in rh.of("sip_message", "r")
+        if m["direction"] == "in" and m["text"].startswith("INVITE ")
+    ]
     assert relayed and via in _top_via(relayed[0]), relayed
 
 
@@ -160,11 +177,28 @@ def tls_files(tmp_path_factory) -> tuple[str, str]:  # type: ignore[no-untyped-d
     d: Path = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     return str(cert), str(key)
 
 

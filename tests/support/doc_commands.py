@@ -32,10 +32,32 @@ from pathlib import Path
 PAGES = ("README.md", "docs/*.md", "infra/*.md", "examples/*.md")
 SHELL_FENCES = {"bash", "sh", "shell", "console"}
 PROGRAMS = {
-    "make", "callmeter", "curl", "python", "python3", "pytest", "pip", "kubectl", "docker",
-    "docker-compose", "helm", "nats", "nats-server", "psql", "ruff", "mypy", "git", "bash",
-    "sh", "source", "export", "cd", "sipp", "kamailio", "tshark",
-}  # fmt: skip
+    "make",
+    "callmeter",
+    "curl",
+    "python",
+    "python3",
+    "pytest",
+    "pip",
+    "kubectl",
+    "docker",
+    "docker-compose",
+    "helm",
+    "nats",
+    "nats-server",
+    "psql",
+    "ruff",
+    "mypy",
+    "git",
+    "bash",
+    "sh",
+    "source",
+    "export",
+    "cd",
+    "sipp",
+    "kamailio",
+    "tshark",
+}
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _REQUEST = re.compile(rf"({'|'.join(METHODS)}) (/\S*)")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=\S*")
@@ -118,8 +140,9 @@ def parse(page: str, text: str) -> tuple[list[Command], list[Marker]]:
 def _apply(command: Command, markers: list[Marker]) -> Command:
     for m in markers:
         if m.prefix is None or command.text.startswith(m.prefix):
-            return Command(command.page, command.line, command.kind, command.text,
-                           command.comment, _reason(m))  # fmt: skip
+            return Command(
+                command.page, command.line, command.kind, command.text, command.comment, _reason(m)
+            )
     return command
 
 

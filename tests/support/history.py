@@ -22,13 +22,18 @@ from callmeter_events import (
     RunStarted,
     StopRequested,
     ThresholdOutcome,
-)  # fmt: skip
+)
 from callmeter_events import TestDefinition as Definition
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
-PAIR = Definition.model_validate({"name": "pair", "duration_s": 5, "thresholds": ["mos_avg > 3.5"],
-    "groups": [{"name": "A", "endpoints": 2, "calls": "B"}, {"name": "B", "endpoints": 2}],
-})  # fmt: skip
+PAIR = Definition.model_validate(
+    {
+        "name": "pair",
+        "duration_s": 5,
+        "thresholds": ["mos_avg > 3.5"],
+        "groups": [{"name": "A", "endpoints": 2, "calls": "B"}, {"name": "B", "endpoints": 2}],
+    }
+)
 
 
 def run_story(run_id: str, minute: int, finish: bool = True) -> list[Event]:
@@ -58,7 +63,7 @@ def run_story(run_id: str, minute: int, finish: bool = True) -> list[Event]:
                     time_to_ringing_ms=2.0,
                     post_dial_delay_ms=2.0,
                     call_setup_ms=3.0,
-                ),  # fmt: skip
+                ),
                 CallEnded(**base, sip_code=200, reason="bye", duration_s=5.0),
             ]
         if finish:
@@ -73,7 +78,7 @@ def run_story(run_id: str, minute: int, finish: bool = True) -> list[Event]:
                 passed=False,
                 metrics={"mos_avg": 3.1, "loss_avg_pct": None},
                 results=[ThresholdOutcome(expression="mos_avg > 3.5", actual=3.1, passed=False)],
-            ),  # fmt: skip
+            ),
         ]
     return events
 
@@ -81,9 +86,11 @@ def run_story(run_id: str, minute: int, finish: bool = True) -> list[Event]:
 def history() -> list[Event]:
     """Three finished runs, one rejected, two in flight, interleaved like a real log."""
     log = run_story("r1", 1) + run_story("r2", 2)
-    log += [RunCreated(run_id="r3", test_id="t", definition=PAIR, occurred_at=T0),
-            RunRejected(run_id="r3", reason="no worker online", occurred_at=T0)]  # fmt: skip
+    log += [
+        RunCreated(run_id="r3", test_id="t", definition=PAIR, occurred_at=T0),
+        RunRejected(run_id="r3", reason="no worker online", occurred_at=T0),
+    ]
     live, done = run_story("r4", 4, finish=False), run_story("r5", 5)
     log += [e for pair in zip(live, done, strict=False) for e in pair]
-    log += live[len(done):] + done[len(live):]  # fmt: skip
+    log += live[len(done) :] + done[len(live) :]
     return log + run_story("r6", 6, finish=False)

@@ -38,8 +38,7 @@ def oversized_invite(host: str, port: int, user: str) -> int:
         s.bind(("127.0.0.1", 0))
         lport = s.getsockname()[1]
         junk = "x" * 4000
-        packet = invite(host, port, user, lport, SDP.format(port=lport + 2),
-                        "application/" + junk)  # fmt: skip
+        packet = invite(host, port, user, lport, SDP.format(port=lport + 2), "application/" + junk)
         s.sendto(packet, (host, port))
     return len(packet)
 
@@ -50,6 +49,8 @@ def invite_burst(host: str, port: int, user: str, count: int) -> int:
         s.bind(("127.0.0.1", 0))
         lport = s.getsockname()[1]
         for _ in range(count):
-            s.sendto(invite(host, port, user, lport, SDP.format(port=lport + 2),
-                            "application/sdp"), (host, port))  # fmt: skip
+            s.sendto(
+                invite(host, port, user, lport, SDP.format(port=lport + 2), "application/sdp"),
+                (host, port),
+            )
     return count

@@ -102,13 +102,35 @@ class Kamailio:
 
     def start(self, timeout: float = 20.0) -> None:
         argv = [
-            "kamailio", "-f", str(self.cfg), "-DD", "-E", "-m", "32", "-M", "8",
-            "-l", f"udp:{self.host}:{self.port}", "-l", f"tcp:{self.host}:{self.port}",
-            "-A", f'DBURL="text://{self.db}"', "-Y", str(self.dir),
-        ]  # fmt: skip
+            "kamailio",
+            "-f",
+            str(self.cfg),
+            "-DD",
+            "-E",
+            "-m",
+            "32",
+            "-M",
+            "8",
+            "-l",
+            f"udp:{self.host}:{self.port}",
+            "-l",
+            f"tcp:{self.host}:{self.port}",
+            "-A",
+            f'DBURL="text://{self.db}"',
+            "-Y",
+            str(self.dir),
+        ]
         if self.tls is not None:
-            argv += ["-A", "WITH_TLS", "-A", f'TLS_CERT="{self.tls[0]}"',
-                     "-A", f'TLS_KEY="{self.tls[1]}"', "-l", f"tls:{self.host}:{self.tls_port}"]  # fmt: skip
+            argv += [
+                "-A",
+                "WITH_TLS",
+                "-A",
+                f'TLS_CERT="{self.tls[0]}"',
+                "-A",
+                f'TLS_KEY="{self.tls[1]}"',
+                "-l",
+                f"tls:{self.host}:{self.tls_port}",
+            ]
         self.proc = spawn(argv, self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -33,16 +33,18 @@ class TestPlatform(Platform):
     def start_worker(self, worker_id: str, **env: str) -> None:
         extra = {"CALLMETER_WORKER_ID": worker_id, **{k.upper(): v for k, v in env.items()}}
         self.procs[worker_id] = spawn(
-            [sys.executable, "-m", MODULES["worker"]], self.data_dir / f"{worker_id}.log",
+            [sys.executable, "-m", MODULES["worker"]],
+            self.data_dir / f"{worker_id}.log",
             env={**self.env, **extra},
-        )  # fmt: skip
+        )
 
     def start_replica(self, service: str, name: str, **env: str) -> None:
         """Another process of a service, e.g. a second API on its own port."""
         self.procs[name] = spawn(
-            [sys.executable, "-m", MODULES[service]], self.data_dir / f"{name}.log",
+            [sys.executable, "-m", MODULES[service]],
+            self.data_dir / f"{name}.log",
             env={**self.env, **env},
-        )  # fmt: skip
+        )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """kill -9 (by default) a service and everything it started."""

@@ -65,10 +65,19 @@ class Sipp:
         self.port, self.media_port = free_udp_port(), free_udp_port()
         self.log = workdir / f"sipp-{name}.log"
         argv = [
-            "sipp", "-i", "127.0.0.1", "-p", str(self.port), "-mp", str(self.media_port),
-            "-nostdin", "-trace_err", "-error_file", str(workdir / f"sipp-{name}-errors.log"),
+            "sipp",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-mp",
+            str(self.media_port),
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(workdir / f"sipp-{name}-errors.log"),
             *args,
-        ]  # fmt: skip
+        ]
         self.proc: subprocess.Popen[bytes] = spawn(argv, self.log, cwd=str(workdir))
 
     @property
@@ -97,10 +106,25 @@ def uas_reject(workdir: Path, code: int) -> Sipp:
 
 def uac_call(workdir: Path, target: str, user: str, hold_ms: int) -> Sipp:
     """One call to user@target, held `hold_ms`, RTP echoed back to the callee."""
-    return Sipp(workdir, "uac", [
-        target, "-sn", "uac", "-s", user, "-m", "1", "-d", str(hold_ms), "-rtp_echo",
-        "-timeout", "30s", "-timeout_error",
-    ])  # fmt: skip
+    return Sipp(
+        workdir,
+        "uac",
+        [
+            target,
+            "-sn",
+            "uac",
+            "-s",
+            user,
+            "-m",
+            "1",
+            "-d",
+            str(hold_ms),
+            "-rtp_echo",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ],
+    )
 
 
 def send_garbage(host: str, port: int, rounds: int = 3) -> int:

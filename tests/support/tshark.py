@@ -59,8 +59,11 @@ def rtp_streams(pcap: Path) -> list[RtpStream]:
     """tshark's RTP stream analysis of the capture (RTP found by its UDP heuristic)."""
     out = subprocess.run(
         ["tshark", "-r", str(pcap), "-q", "--enable-heuristic", "rtp_udp", "-z", "rtp,streams"],
-        capture_output=True, text=True, timeout=120, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     streams = []
     for line in out.splitlines():
         # [Start End] SrcIP SrcPort DstIP DstPort SSRC Payload Pkts Lost (p%) Min/Mean/Max
@@ -71,9 +74,15 @@ def rtp_streams(pcap: Path) -> list[RtpStream]:
             continue
         i = next(k for k in range(at + 2, len(cols)) if cols[k].isdigit())  # Pkts
         nums = [c for c in cols[i + 2 :] if not c.startswith("(") and c != "X"]
-        streams.append(RtpStream(
-            src_port=int(cols[at - 3]), dst_port=int(cols[at - 1]), ssrc=cols[at],
-            packets=int(cols[i]), lost=int(cols[i + 1]), mean_jitter_ms=float(nums[4]),
-            max_jitter_ms=float(nums[5]),
-        ))  # fmt: skip
+        streams.append(
+            RtpStream(
+                src_port=int(cols[at - 3]),
+                dst_port=int(cols[at - 1]),
+                ssrc=cols[at],
+                packets=int(cols[i]),
+                lost=int(cols[i + 1]),
+                mean_jitter_ms=float(nums[4]),
+                max_jitter_ms=float(nums[5]),
+            )
+        )
     return streams

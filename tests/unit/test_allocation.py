@@ -24,8 +24,13 @@ def test_endpoints_spread_evenly_over_equal_workers():
     plan = allocate([GroupDemand("A", eps("A", 6))], workers)
     # Round robin by free slots, ties broken by worker id.
     assert plan == {
-        "A-1": "w1", "A-2": "w2", "A-3": "w3", "A-4": "w1", "A-5": "w2", "A-6": "w3",
-    }  # fmt: skip
+        "A-1": "w1",
+        "A-2": "w2",
+        "A-3": "w3",
+        "A-4": "w1",
+        "A-5": "w2",
+        "A-6": "w3",
+    }
 
 
 def test_the_worker_with_most_free_slots_is_filled_first_until_levels_even_out():
@@ -47,8 +52,13 @@ def test_groups_share_the_same_free_slots_in_the_order_given():
     workers = [WorkerSlot("w1", "eu", 3), WorkerSlot("w2", "eu", 3)]
     plan = allocate([GroupDemand("A", eps("A", 3)), GroupDemand("B", eps("B", 3))], workers)
     assert plan == {
-        "A-1": "w1", "A-2": "w2", "A-3": "w1", "B-1": "w2", "B-2": "w1", "B-3": "w2",
-    }  # fmt: skip
+        "A-1": "w1",
+        "A-2": "w2",
+        "A-3": "w1",
+        "B-1": "w2",
+        "B-2": "w1",
+        "B-3": "w2",
+    }
 
 
 def test_explicit_worker_selection_is_honoured_even_when_others_are_freer():

@@ -19,9 +19,7 @@ DEFINITION = {"name": "t", "duration_s": 2, "groups": [{"name": "A", "endpoints"
 
 def test_keys_are_global_or_scoped_to_a_project():
     keys = parse_keys(" k1, acme:K1 ,, my proj.2 : k:with:colons ,")
-    assert keys == (
-        ApiKey("k1"), ApiKey("K1", "acme"), ApiKey("k:with:colons", "my proj.2")
-    )  # fmt: skip
+    assert keys == (ApiKey("k1"), ApiKey("K1", "acme"), ApiKey("k:with:colons", "my proj.2"))
     assert parse_keys("") == ()
 
 
@@ -82,8 +80,9 @@ def test_global_events_are_filtered_by_the_project_of_their_run_or_test():
     assert not visible(
         Scope("acme"), 3, ev.RunCreated(run_id="r2", test_id="t2", definition=globex)
     )
-    assert visible(Scope("acme"), 6, ev.RunEvaluated(run_id="old", passed=True, results=[],
-                                                     metrics={}))  # fmt: skip
+    assert visible(
+        Scope("acme"), 6, ev.RunEvaluated(run_id="old", passed=True, results=[], metrics={})
+    )
     # A run this process has not folded (nor will): hidden, never guessed.
     assert not visible(Scope("acme"), 3, ev.RunCompleted(run_id="unknown", **done))
 

@@ -31,9 +31,13 @@ FULL: dict[str, Any] = {
 
 def sample(i: int = 0, ts: datetime = T0, direction: str = "recv", **metrics: Any) -> MetricSample:
     return MetricSample(
-        run_id="r1", endpoint_id=f"A-{i}", direction=direction, seq=i,  # type: ignore[arg-type]
-        ts=ts + timedelta(seconds=i), metrics={**FULL, **metrics},
-    )  # fmt: skip
+        run_id="r1",
+        endpoint_id=f"A-{i}",
+        direction=direction,
+        seq=i,  # type: ignore[arg-type]
+        ts=ts + timedelta(seconds=i),
+        metrics={**FULL, **metrics},
+    )
 
 
 def raw(i: int = 0, ts: datetime = T0, **fields: Any) -> MetricSample:
@@ -45,10 +49,17 @@ def raw(i: int = 0, ts: datetime = T0, **fields: Any) -> MetricSample:
 def reference(samples: Sequence[MetricSample]) -> MetricBatch:
     """pack as it was: every value validated."""
     records = [
-        (s.endpoint_id, s.direction, s.seq, s.ts, tuple(map(s.metrics.get, FLOAT_KEYS)),
-         tuple(map(s.metrics.get, INT_KEYS)), tuple(map(s.metrics.get, TEXT_KEYS)))
+        (
+            s.endpoint_id,
+            s.direction,
+            s.seq,
+            s.ts,
+            tuple(map(s.metrics.get, FLOAT_KEYS)),
+            tuple(map(s.metrics.get, INT_KEYS)),
+            tuple(map(s.metrics.get, TEXT_KEYS)),
+        )
         for s in samples
-    ]  # fmt: skip
+    ]
     return MetricBatch(run_id="r1", worker_id="w.1", seq=7, samples=records)  # type: ignore[arg-type]
 
 

@@ -31,9 +31,13 @@ MOS, PACKETS, CODEC = FLOAT_KEYS.index("mos"), INT_KEYS.index("packets"), TEXT_K
 
 def sample(i: int, base: dict[str, Any] = FULL, **metrics: Any) -> MetricSample:
     return MetricSample(
-        run_id="r1", endpoint_id=f"G{i % 3}-{i}", direction=("send", "recv")[i % 2], seq=i,
-        ts=T0 + timedelta(seconds=i // 4), metrics={**base, **metrics},
-    )  # fmt: skip
+        run_id="r1",
+        endpoint_id=f"G{i % 3}-{i}",
+        direction=("send", "recv")[i % 2],
+        seq=i,
+        ts=T0 + timedelta(seconds=i // 4),
+        metrics={**base, **metrics},
+    )
 
 
 def tail(reason: str) -> str:
@@ -244,8 +248,9 @@ def test_keys_in_another_order_are_checked_and_placed_record_by_record() -> None
 
 def test_many_batches_with_bad_records_anywhere_keep_exactly_the_good_ones() -> None:
     rnd = random.Random(7)
-    samples = [sample(i, mos=None if i % 5 == 0 else 4.25, packets=None if i % 3 else i)
-               for i in range(12)]  # fmt: skip
+    samples = [
+        sample(i, mos=None if i % 5 == 0 else 4.25, packets=None if i % 3 else i) for i in range(12)
+    ]
     clean = rows(samples)
     for _ in range(150):
         data = payload(samples)

@@ -20,9 +20,13 @@ T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 def sample(i: int, run_id: str = "r1", **metrics: object) -> MetricSample:
     values = {"mos": 4.3, "jitter_ms": 2.0, "packets": 50, "codec": "PCMU", **metrics}
     return MetricSample(
-        run_id=run_id, endpoint_id=f"A-{i // 2 + 1}", direction=("send", "recv")[i % 2],
-        seq=i // 2, ts=T0 + timedelta(seconds=i // 2), metrics=values,  # type: ignore[arg-type]
-    )  # fmt: skip
+        run_id=run_id,
+        endpoint_id=f"A-{i // 2 + 1}",
+        direction=("send", "recv")[i % 2],
+        seq=i // 2,
+        ts=T0 + timedelta(seconds=i // 2),
+        metrics=values,  # type: ignore[arg-type]
+    )
 
 
 def payload(samples: list[MetricSample]) -> dict:  # type: ignore[type-arg]
@@ -42,10 +46,14 @@ def test_a_batch_round_trips_through_the_codec_and_unpacks_to_its_samples() -> N
     batch = decode(encode(MetricBatch.pack("r1", "w.1", 7, samples)))
     assert isinstance(batch, MetricBatch)
     assert [s.metrics for s in batch.unpack()] == [
-        {**dict.fromkeys(s.metrics | dict.fromkeys(batch.float_keys + batch.int_keys
-                                                     + batch.text_keys)), **s.metrics}
+        {
+            **dict.fromkeys(
+                s.metrics | dict.fromkeys(batch.float_keys + batch.int_keys + batch.text_keys)
+            ),
+            **s.metrics,
+        }
         for s in samples
-    ]  # fmt: skip
+    ]
     # One subject token per worker, whatever its id holds; dedup by run, worker and number.
     assert batch.subject() == "callmeter.metrics.r1.batch.w_1"
     assert batch.msg_id() == MetricBatch.pack("r1", "w.1", 7, samples[:1]).msg_id()

@@ -70,8 +70,10 @@ def test_compose_file_matches_the_compose_spec() -> None:
     tool = Path(sys.executable).parent / "check-jsonschema"
     out = subprocess.run(
         [str(tool), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -82,8 +84,10 @@ def test_the_compose_schema_check_can_fail(tmp_path: Path) -> None:
     tool = Path(sys.executable).parent / "check-jsonschema"
     out = subprocess.run(
         [str(tool), "--builtin-schema", "vendor.compose-spec", str(bad)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and "restrat" in out.stdout + out.stderr
 
 
@@ -107,9 +111,11 @@ def test_compose_runs_a_three_node_routed_nats_cluster() -> None:
 def test_compose_clients_list_every_node_and_streams_are_r3() -> None:
     services = compose()["services"]
     published = {  # host port -> node, for clients on the host network
-        int(p.split(":")[0]): n for n, s in services.items() for p in s.get("ports", [])
+        int(p.split(":")[0]): n
+        for n, s in services.items()
+        for p in s.get("ports", [])
         if str(s.get("image", "")).startswith("nats:")
-    }  # fmt: skip
+    }
     clients = {
         n: s for n, s in services.items() if "CALLMETER_NATS_URL" in s.get("environment", {})
     }

@@ -21,15 +21,20 @@ from callmeter_events import (
     WorkerHeartbeat,
     WorkerLost,
     WorkerOnline,
-)  # fmt: skip
+)
 from callmeter_events import TestDefinition as Definition
 from callmeter_worker.supervisor.settings import WorkerSettings
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 TIMING = Timing(heartbeat_s=1.0, missed_heartbeats=3, receiver_wait_s=30.0)
-PAIR = {"name": "pair", "duration_s": 10, "groups": [
-    {"name": "A", "endpoints": 2, "calls": "B"}, {"name": "B", "endpoints": 2},
-]}  # fmt: skip
+PAIR = {
+    "name": "pair",
+    "duration_s": 10,
+    "groups": [
+        {"name": "A", "endpoints": 2, "calls": "B"},
+        {"name": "B", "endpoints": 2},
+    ],
+}
 
 
 class Story:
@@ -63,17 +68,22 @@ class Story:
         return [summary(e) for e in events]
 
     def beat(self, *workers: str) -> Story:
-        return self.add(*(
-            WorkerHeartbeat(worker_id=w, capacity=8, free_slots=8, load=0.1, seq=1,
-                            occurred_at=self.now)
-            for w in workers
-        ))  # fmt: skip
+        return self.add(
+            *(
+                WorkerHeartbeat(
+                    worker_id=w, capacity=8, free_slots=8, load=0.1, seq=1, occurred_at=self.now
+                )
+                for w in workers
+            )
+        )
 
     def register(self, run_id: str, *endpoints: str) -> Story:
-        return self.add(*(
-            EndpointRegistered(run_id=run_id, endpoint_id=e, contact_uri=f"sip:{e}@10.0.0.1")
-            for e in endpoints
-        ))  # fmt: skip
+        return self.add(
+            *(
+                EndpointRegistered(run_id=run_id, endpoint_id=e, contact_uri=f"sip:{e}@10.0.0.1")
+                for e in endpoints
+            )
+        )
 
     def endpoint(self, run_id: str, endpoint: str) -> Any:
         return self.world.runs.endpoints[run_id][endpoint]
@@ -98,8 +108,9 @@ def summary(e: Event) -> tuple[str, ...]:
 
 def test_a_queued_run_gets_a_plan_spread_over_the_workers():
     story = Story().queue("r1")
-    assert story.step() == [("RunDispatching", "r1", ("A-1", "w1"), ("A-2", "w2"),
-                             ("B-1", "w1"), ("B-2", "w2"))]  # fmt: skip
+    assert story.step() == [
+        ("RunDispatching", "r1", ("A-1", "w1"), ("A-2", "w2"), ("B-1", "w1"), ("B-2", "w2"))
+    ]
 
 
 def test_busy_workers_make_runs_wait_first_in_first_out():
@@ -110,13 +121,20 @@ def test_busy_workers_make_runs_wait_first_in_first_out():
     story.queue("small", T0 + timedelta(seconds=2), groups=[{"name": "A", "endpoints": 2}])
     # Only the first fits; the small one would fit nowhere either: it waits its turn.
     assert [s[:2] for s in story.step()] == [("RunDispatching", "big1")]
-    assert [s[:2] for s in story.step()] == [*(("EndpointAssigned", f"A-{i}") for i in range(1, 9)),
-                                             ("RunStarted", "big1")]  # fmt: skip
+    assert [s[:2] for s in story.step()] == [
+        *(("EndpointAssigned", f"A-{i}") for i in range(1, 9)),
+        ("RunStarted", "big1"),
+    ]
     story.step()
     assert story.step() == []
     # big1 finishes: its slots free up and big2 (not the smaller, later run) goes next.
-    story.add(*(EndpointFinished(run_id="big1", endpoint_id=f"A-{i}", outcome="SUCCESS")
-                for i in range(1, 9)), RunCompleted(run_id="big1"))  # fmt: skip
+    story.add(
+        *(
+            EndpointFinished(run_id="big1", endpoint_id=f"A-{i}", outcome="SUCCESS")
+            for i in range(1, 9)
+        ),
+        RunCompleted(run_id="big1"),
+    )
     assert [s[:2] for s in story.step()] == [("RunDispatching", "big2")]
 
 
@@ -162,14 +180,23 @@ def test_a_receiver_that_fails_to_register_fails_its_caller_instead_of_leaving_i
     story.register("r1", "B-1")
     story.add(
         RegistrationFailed(run_id="r1", endpoint_id="B-2", sip_code=403, reason="Forbidden"),
-        EndpointFinished(run_id="r1", endpoint_id="B-2", outcome="REGISTRATION_FAILED",
-                         reason="Forbidden", sip_code=403),
-    )  # fmt: skip
+        EndpointFinished(
+            run_id="r1",
+            endpoint_id="B-2",
+            outcome="REGISTRATION_FAILED",
+            reason="Forbidden",
+            sip_code=403,
+        ),
+    )
     assert story.step() == [
         ("EndpointAssigned", "A-1", "w1", "caller", "sip:B-1@10.0.0.1"),
-        ("EndpointFinished", "A-2", "CALL_FAILED",
-         "callee B-2 ended before the call: REGISTRATION_FAILED Forbidden"),
-    ]  # fmt: skip
+        (
+            "EndpointFinished",
+            "A-2",
+            "CALL_FAILED",
+            "callee B-2 ended before the call: REGISTRATION_FAILED Forbidden",
+        ),
+    ]
     assert story.endpoint("r1", "A-2").sip_code == 403
 
 
@@ -197,8 +224,10 @@ def test_sip_accounts_are_given_one_per_endpoint():
     story.step()
     assigned = [e for e in story.decide() if type(e).__name__ == "EndpointAssigned"]
     assert [(e.endpoint_id, e.config.username, e.config.account.username) for e in assigned] == [  # type: ignore[attr-defined]
-        ("A-1", "100", "100"), ("A-2", "101", "101"), ("A-3", "102", "102"),
-    ]  # fmt: skip
+        ("A-1", "100", "100"),
+        ("A-2", "101", "101"),
+        ("A-3", "102", "102"),
+    ]
 
 
 # --- worker loss ---------------------------------------------------------------------
@@ -299,8 +328,9 @@ def test_a_stop_ends_even_when_a_worker_never_confirms_its_hangups():
     story.step()  # everyone is out and calling
     story.add(StopRequested(run_id="r1"), RunStopping(run_id="r1", occurred_at=T0))
     # w1 confirms its two hangups; w2 stays silent (but keeps beating).
-    story.add(*(EndpointFinished(run_id="r1", endpoint_id=e, outcome="SUCCESS")
-                for e in ("A-1", "B-1")))  # fmt: skip
+    story.add(
+        *(EndpointFinished(run_id="r1", endpoint_id=e, outcome="SUCCESS") for e in ("A-1", "B-1"))
+    )
     story.now = T0 + timedelta(seconds=25)
     story.beat("w1", "w2")
     assert story.step() == []

@@ -41,9 +41,11 @@ def commands() -> list[Command]:
 def test_inline_spans_that_run_something_are_commands():
     inline = [(c.kind, c.text, c.line) for c in commands() if c.kind != "block"]
     assert inline[:4] == [
-        ("inline", "make run", 3), ("inline", "callmeter runs list", 3),
-        ("request", "GET /api/v1/runs/<id>", 4), ("inline", "examples/follow.py", 5),
-    ]  # fmt: skip
+        ("inline", "make run", 3),
+        ("inline", "callmeter runs list", 3),
+        ("request", "GET /api/v1/runs/<id>", 4),
+        ("inline", "examples/follow.py", 5),
+    ]
     assert is_command("CALLMETER_API_KEYS=k make run") and is_command("python bench/ui.py")
     assert not is_command("callmeter") and not is_command("OTEL_X=console")
     assert not is_command("libs/cli/main.py") and not is_command("mos_avg >= 4.0")
@@ -53,10 +55,13 @@ def test_a_block_command_runs_on_while_a_quote_is_open_and_keeps_its_promise():
     block = [c for c in commands() if c.kind == "block" and c.not_run is None]
     assert [(c.line, c.text, c.comment) for c in block] == [
         (8, "make run", "starts it"),
-        (9, "curl -XPOST localhost:8000/x -d '{\n  \"a\": \"# not a comment\"}'",
-         '-> 201 {"id": "<test>"}'),
+        (
+            9,
+            'curl -XPOST localhost:8000/x -d \'{\n  "a": "# not a comment"}\'',
+            '-> 201 {"id": "<test>"}',
+        ),
         (13, "FOO=1 make lint \\\n  --quiet", ""),
-    ]  # fmt: skip
+    ]
 
 
 def test_markers_mark_the_next_block_or_only_the_commands_they_name():

@@ -59,7 +59,9 @@ def test_codec_names_resolve_to_pjsip_ids():
 
     avail = ["speex/16000/1", "speex/8000/1", "PCMU/8000/1", "G722/16000/1", "iLBC/8000/1"]
     assert resolve_codecs(["speex", "pcmu", "G722/16000/1", "PCMU"], avail) == [
-        "speex/8000/1", "PCMU/8000/1", "G722/16000/1",
-    ]  # fmt: skip
+        "speex/8000/1",
+        "PCMU/8000/1",
+        "G722/16000/1",
+    ]
     with pytest.raises(ValueError):
         resolve_codecs(["opus"], avail)

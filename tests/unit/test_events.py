@@ -32,9 +32,13 @@ def test_subjects_are_built_by_the_event_classes():
     )
     assert sample.subject() == "callmeter.metrics.r1.A-1"
     assigned = ev.EndpointAssigned(
-        run_id="r1", endpoint_id="A-1", worker_id="w1",
-        config=ev.EndpointConfig(group="A", role="caller", codecs=["PCMU"], duration_s=5, username="a"),
-    )  # fmt: skip
+        run_id="r1",
+        endpoint_id="A-1",
+        worker_id="w1",
+        config=ev.EndpointConfig(
+            group="A", role="caller", codecs=["PCMU"], duration_s=5, username="a"
+        ),
+    )
     assert assigned.subject() == "callmeter.run.r1.worker.w1.assigned"
 
 
@@ -72,7 +76,7 @@ def test_codec_round_trips_every_kind_of_event():
             seq=3,
             ts=datetime.now(UTC),
             metrics={"mos": 4.4, "packets": 50, "codec": "PCMU", "jitter_ms": None},
-        ),  # fmt: skip
+        ),
         ev.SipMessage(
             run_id="r1", endpoint_id="A-1", direction="out", ts=datetime.now(UTC), text="INVITE"
         ),
@@ -83,9 +87,14 @@ def test_codec_round_trips_every_kind_of_event():
 
 @pytest.mark.parametrize(
     "payload",
-    [b"not json", b"[1, 2]", b'{"type": "NoSuchEvent"}', b'{"type": "RunFailed", "run_id": "r"}',
-     b'{"type": "EndpointFinished", "run_id": "r", "endpoint_id": "A-1", "outcome": "MAYBE"}'],
-)  # fmt: skip
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"type": "NoSuchEvent"}',
+        b'{"type": "RunFailed", "run_id": "r"}',
+        b'{"type": "EndpointFinished", "run_id": "r", "endpoint_id": "A-1", "outcome": "MAYBE"}',
+    ],
+)
 def test_malformed_payloads_raise_one_clear_error(payload):
     with pytest.raises(ev.EventDecodeError):
         ev.decode(payload)
@@ -94,9 +103,13 @@ def test_malformed_payloads_raise_one_clear_error(payload):
 def test_unknown_metric_keys_are_refused():
     with pytest.raises(ValueError, match="unknown metric keys: made_up"):
         ev.MetricSample(
-            run_id="r", endpoint_id="A-1", direction="recv", seq=0, ts=datetime.now(UTC),
+            run_id="r",
+            endpoint_id="A-1",
+            direction="recv",
+            seq=0,
+            ts=datetime.now(UTC),
             metrics={"made_up": 1.0},
-        )  # fmt: skip
+        )
 
 
 def test_old_versions_are_upcast_when_read(monkeypatch):

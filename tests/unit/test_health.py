@@ -8,10 +8,16 @@ from callmeter_api.pages import size
 
 def test_ready_only_when_every_check_passes() -> None:
     good = [Check("nats", True, "ok"), Check("postgres", True, "SELECT 1 answered")]
-    assert readiness(good) == (200, {"status": "ready", "checks": [
-        {"name": "nats", "ok": True, "detail": "ok"},
-        {"name": "postgres", "ok": True, "detail": "SELECT 1 answered"},
-    ]})  # fmt: skip
+    assert readiness(good) == (
+        200,
+        {
+            "status": "ready",
+            "checks": [
+                {"name": "nats", "ok": True, "detail": "ok"},
+                {"name": "postgres", "ok": True, "detail": "SELECT 1 answered"},
+            ],
+        },
+    )
     code, body = readiness([*good, Check("ingest_lag", False, "30000 messages behind")])
     assert code == 503 and body["status"] == "not_ready"
     assert body["checks"][2] == {
@@ -32,8 +38,13 @@ def test_lag_within_the_limit_passes_beyond_fails_unknown_fails() -> None:
 
 def test_sizes_read_as_people_read_them() -> None:
     assert [size(n) for n in (0, 999, 1000, 3_400_000, 12_300_000_000, None)] == [
-        "0 B", "999 B", "1.0 kB", "3.4 MB", "12.3 GB", "—",
-    ]  # fmt: skip
+        "0 B",
+        "999 B",
+        "1.0 kB",
+        "3.4 MB",
+        "12.3 GB",
+        "—",
+    ]
 
 
 def test_disk_check_names_the_full_disk_and_passes_without_local_data(tmp_path) -> None:

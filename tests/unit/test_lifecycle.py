@@ -19,18 +19,27 @@ from callmeter_events import (
     RunStopping,
     StopRequested,
     WorkerOnline,
-)  # fmt: skip
+)
 from callmeter_events import TestDefinition as Definition
 from callmeter_scheduler.lifecycle import Limits, decide
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 LIMITS = Limits(
-    max_endpoints_per_run=100, max_concurrent_runs=3, max_concurrent_endpoints=40, grace_s=60,
-    receiver_wait_s=30, max_concurrent_runs_per_project=2,
-)  # fmt: skip
-PAIR = {"name": "pair", "duration_s": 10, "groups": [
-    {"name": "A", "endpoints": 2, "calls": "B"}, {"name": "B", "endpoints": 2},
-]}  # fmt: skip
+    max_endpoints_per_run=100,
+    max_concurrent_runs=3,
+    max_concurrent_endpoints=40,
+    grace_s=60,
+    receiver_wait_s=30,
+    max_concurrent_runs_per_project=2,
+)
+PAIR = {
+    "name": "pair",
+    "duration_s": 10,
+    "groups": [
+        {"name": "A", "endpoints": 2, "calls": "B"},
+        {"name": "B", "endpoints": 2},
+    ],
+}
 
 
 class Story:
@@ -63,14 +72,18 @@ class Story:
         )
 
     def assigned(self, run_id: str, endpoint: str) -> EndpointAssigned:
-        config = EndpointConfig(group=endpoint[0], role="idle", codecs=["PCMU"], duration_s=10,
-                                username=endpoint)  # fmt: skip
+        config = EndpointConfig(
+            group=endpoint[0], role="idle", codecs=["PCMU"], duration_s=10, username=endpoint
+        )
         return EndpointAssigned(run_id=run_id, endpoint_id=endpoint, worker_id="w1", config=config)
 
     def finish(self, run_id: str, outcomes: dict[str, str]) -> Story:
-        return self.add(*(
-            EndpointFinished(run_id=run_id, endpoint_id=e, outcome=o) for e, o in outcomes.items()
-        ))  # fmt: skip
+        return self.add(
+            *(
+                EndpointFinished(run_id=run_id, endpoint_id=e, outcome=o)
+                for e, o in outcomes.items()
+            )
+        )
 
     def decide(self, now: datetime = T0) -> list[tuple[str, dict[str, Any]]]:
         return facts(decide(self.world, now, LIMITS))
@@ -92,10 +105,18 @@ def test_a_valid_run_is_queued():
 
 def test_too_many_endpoints_for_one_run_is_rejected_with_what_to_change():
     story = Story("eu").create("r1", groups=[{"name": "A", "endpoints": 101}])
-    assert story.decide() == [("RunRejected", {"run_id": "r1", "reason": (
-        "101 endpoints exceed the limit of 100 per run; reduce the group sizes or raise "
-        "CALLMETER_MAX_ENDPOINTS_PER_RUN"
-    )})]  # fmt: skip
+    assert story.decide() == [
+        (
+            "RunRejected",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "101 endpoints exceed the limit of 100 per run; reduce the group sizes or raise "
+                    "CALLMETER_MAX_ENDPOINTS_PER_RUN"
+                ),
+            },
+        )
+    ]
 
 
 def test_concurrent_runs_are_limited_per_project_but_other_projects_still_run():
@@ -105,21 +126,35 @@ def test_concurrent_runs_are_limited_per_project_but_other_projects_still_run():
     story.create("r3", T0 + timedelta(seconds=1), project="voice")
     story.create("r4", T0 + timedelta(seconds=2), project="video")
     assert story.decide() == [
-        ("RunRejected", {"run_id": "r3", "reason": (
-            "project 'voice' already has 2 active runs (limit 2); wait for one to finish or "
-            "raise CALLMETER_MAX_CONCURRENT_RUNS_PER_PROJECT"
-        )}),
+        (
+            "RunRejected",
+            {
+                "run_id": "r3",
+                "reason": (
+                    "project 'voice' already has 2 active runs (limit 2); wait for one to finish or "
+                    "raise CALLMETER_MAX_CONCURRENT_RUNS_PER_PROJECT"
+                ),
+            },
+        ),
         ("RunQueued", {"run_id": "r4"}),
-    ]  # fmt: skip
+    ]
 
 
 def test_concurrent_runs_are_limited_per_organisation():
     story = Story("eu").running("r1", project="p1").running("r2", project="p2")
     story.running("r3", project="p3").create("r4", project="p4")
-    assert story.decide() == [("RunRejected", {"run_id": "r4", "reason": (
-        "the organisation already has 3 active runs (limit 3); wait for one to finish or "
-        "raise CALLMETER_MAX_CONCURRENT_RUNS"
-    )})]  # fmt: skip
+    assert story.decide() == [
+        (
+            "RunRejected",
+            {
+                "run_id": "r4",
+                "reason": (
+                    "the organisation already has 3 active runs (limit 3); wait for one to finish or "
+                    "raise CALLMETER_MAX_CONCURRENT_RUNS"
+                ),
+            },
+        )
+    ]
 
 
 def test_runs_admitted_in_the_same_pass_count_against_the_limits():
@@ -136,11 +171,17 @@ def test_total_concurrent_endpoints_are_limited():
     story.create("r3", T0 + timedelta(seconds=1), project="p3")  # 4 more again: too many
     assert story.decide() == [
         ("RunQueued", {"run_id": "r2"}),
-        ("RunRejected", {"run_id": "r3", "reason": (
-            "40 endpoints already active + 4 would exceed the limit of 40 concurrent "
-            "endpoints; wait for a run to finish or raise CALLMETER_MAX_CONCURRENT_ENDPOINTS"
-        )}),
-    ]  # fmt: skip
+        (
+            "RunRejected",
+            {
+                "run_id": "r3",
+                "reason": (
+                    "40 endpoints already active + 4 would exceed the limit of 40 concurrent "
+                    "endpoints; wait for a run to finish or raise CALLMETER_MAX_CONCURRENT_ENDPOINTS"
+                ),
+            },
+        ),
+    ]
 
 
 def test_finished_runs_free_their_share_of_the_limits():
@@ -153,40 +194,79 @@ def test_finished_runs_free_their_share_of_the_limits():
 
 def test_no_worker_online_in_the_selected_region_is_rejected():
     story = Story("eu").create("r1", groups=[{"name": "A", "endpoints": 1, "region": "us"}])
-    assert story.decide() == [("RunRejected", {"run_id": "r1", "reason": (
-        "no worker online in region 'us' for group 'A'; start one with "
-        "`callmeter worker` --region us"
-    )})]  # fmt: skip
+    assert story.decide() == [
+        (
+            "RunRejected",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "no worker online in region 'us' for group 'A'; start one with "
+                    "`callmeter worker` --region us"
+                ),
+            },
+        )
+    ]
 
 
 def test_selected_workers_must_be_online():
     story = Story("eu").create("r1", groups=[{"name": "A", "endpoints": 1, "workers": ["w7"]}])
-    assert story.decide() == [("RunRejected", {"run_id": "r1", "reason": (
-        "group 'A' selects workers that are not online: w7; start them or change the selection"
-    )})]  # fmt: skip
+    assert story.decide() == [
+        (
+            "RunRejected",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "group 'A' selects workers that are not online: w7; start them or change the selection"
+                ),
+            },
+        )
+    ]
 
 
 def test_groups_must_fit_the_workers_they_may_use():
     # Two eu workers of 50 slots; the eu group needs 120 (the per-run limit is lifted).
-    story = Story("eu", "eu", "us").create("r1", groups=[
-        {"name": "A", "endpoints": 120, "region": "eu"}, {"name": "B", "endpoints": 5},
-    ])  # fmt: skip
+    story = Story("eu", "eu", "us").create(
+        "r1",
+        groups=[
+            {"name": "A", "endpoints": 120, "region": "eu"},
+            {"name": "B", "endpoints": 5},
+        ],
+    )
     limits = Limits(max_endpoints_per_run=1000, max_concurrent_endpoints=1000)
-    assert facts(decide(story.world, T0, limits)) == [("RunRejected", {"run_id": "r1", "reason": (
-        "120 endpoints exceed the 100 endpoint slots of the workers they may use (w1, w2); "
-        "add workers or reduce the endpoints"
-    )})]  # fmt: skip
+    assert facts(decide(story.world, T0, limits)) == [
+        (
+            "RunRejected",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "120 endpoints exceed the 100 endpoint slots of the workers they may use (w1, w2); "
+                    "add workers or reduce the endpoints"
+                ),
+            },
+        )
+    ]
 
 
 def test_every_registering_endpoint_needs_its_own_sip_account():
     registrar = {"host": "pbx.example"}
     accounts = [{"username": "1001"}, {"username": "1002"}]
-    story = Story("eu").create("r1", groups=[
-        {"name": "A", "endpoints": 3, "registrar": registrar, "accounts": accounts},
-    ])  # fmt: skip
-    assert story.decide() == [("RunRejected", {"run_id": "r1", "reason": (
-        "group 'A' has 3 endpoints but only 2 SIP accounts; add accounts or reduce the endpoints"
-    )})]  # fmt: skip
+    story = Story("eu").create(
+        "r1",
+        groups=[
+            {"name": "A", "endpoints": 3, "registrar": registrar, "accounts": accounts},
+        ],
+    )
+    assert story.decide() == [
+        (
+            "RunRejected",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "group 'A' has 3 endpoints but only 2 SIP accounts; add accounts or reduce the endpoints"
+                ),
+            },
+        )
+    ]
 
 
 # --- completion and failure ------------------------------------------------------------
@@ -203,20 +283,30 @@ def test_a_run_completes_when_every_endpoint_has_finished():
 def test_a_run_where_every_endpoint_failed_to_register_fails():
     story = Story("eu").running("r1")
     story.finish("r1", {e: "REGISTRATION_FAILED" for e in ("A-1", "A-2", "B-1", "B-2")})
-    assert story.decide() == [("RunFailed", {"run_id": "r1", "reason": (
-        "every endpoint failed to register; check the registrar address, transport and SIP "
-        "account credentials"
-    )})]  # fmt: skip
+    assert story.decide() == [
+        (
+            "RunFailed",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "every endpoint failed to register; check the registrar address, transport and SIP "
+                    "account credentials"
+                ),
+            },
+        )
+    ]
 
 
 def test_callers_never_dispatched_because_receivers_failed_do_not_hide_a_registration_failure():
     story = Story("eu").create("r1")
     plan = {e: "w1" for e in ("A-1", "A-2", "B-1", "B-2")}
     story.add(
-        RunQueued(run_id="r1"), RunDispatching(run_id="r1", worker_ids=["w1"], plan=plan),
-        RunStarted(run_id="r1", occurred_at=T0), story.assigned("r1", "B-1"),
+        RunQueued(run_id="r1"),
+        RunDispatching(run_id="r1", worker_ids=["w1"], plan=plan),
+        RunStarted(run_id="r1", occurred_at=T0),
+        story.assigned("r1", "B-1"),
         story.assigned("r1", "B-2"),
-    )  # fmt: skip
+    )
     # Receivers fail to register; the dispatcher fails their callers without dialling.
     story.finish("r1", {"B-1": "REGISTRATION_FAILED", "B-2": "REGISTRATION_FAILED"})
     story.finish("r1", {"A-1": "CALL_FAILED", "A-2": "CALL_FAILED"})
@@ -225,15 +315,27 @@ def test_callers_never_dispatched_because_receivers_failed_do_not_hide_a_registr
 
 def test_a_run_where_no_receiver_got_a_call_fails_naming_what_the_callers_got():
     story = Story("eu").running("r1")
-    story.add(*(
-        EndpointFinished(run_id="r1", endpoint_id=e, outcome="REGISTRATION_FAILED", sip_code=403)
-        for e in ("A-1", "A-2")
-    ))  # fmt: skip
+    story.add(
+        *(
+            EndpointFinished(
+                run_id="r1", endpoint_id=e, outcome="REGISTRATION_FAILED", sip_code=403
+            )
+            for e in ("A-1", "A-2")
+        )
+    )
     story.finish("r1", {"B-1": "NO_INCOMING_CALL", "B-2": "NO_INCOMING_CALL"})
-    assert story.decide() == [("RunFailed", {"run_id": "r1", "reason": (
-        "no receiver got a call (2 ended NO_INCOMING_CALL); the callers ended: "
-        "2 REGISTRATION_FAILED 403"
-    )})]  # fmt: skip
+    assert story.decide() == [
+        (
+            "RunFailed",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "no receiver got a call (2 ended NO_INCOMING_CALL); the callers ended: "
+                    "2 REGISTRATION_FAILED 403"
+                ),
+            },
+        )
+    ]
 
 
 def test_one_receiver_without_a_call_does_not_fail_the_run():
@@ -246,23 +348,40 @@ def test_one_receiver_without_a_call_does_not_fail_the_run():
 def test_endpoint_hosts_that_died_are_counted_in_the_runs_reason():
     story = Story("eu").running("r1")
     dead = "endpoint host h2 was killed by SIGABRT: f: Assertion `x' failed"
-    story.add(*(
-        EndpointFinished(run_id="r1", endpoint_id=e, outcome="OSERROR", reason=dead)
-        for e in ("A-1", "B-1")
-    ))  # fmt: skip
+    story.add(
+        *(
+            EndpointFinished(run_id="r1", endpoint_id=e, outcome="OSERROR", reason=dead)
+            for e in ("A-1", "B-1")
+        )
+    )
     story.finish("r1", {"A-2": "SUCCESS", "B-2": "SUCCESS"})
-    assert story.decide() == [("RunCompleted", {"run_id": "r1", "stopped": False, "reason": (
-        f"1 endpoint host died, ending 2 endpoints OSERROR (first: {dead})"
-    )})]  # fmt: skip
+    assert story.decide() == [
+        (
+            "RunCompleted",
+            {
+                "run_id": "r1",
+                "stopped": False,
+                "reason": (f"1 endpoint host died, ending 2 endpoints OSERROR (first: {dead})"),
+            },
+        )
+    ]
 
 
 def test_a_run_whose_every_worker_was_lost_fails():
     story = Story("eu").running("r1")
     story.finish("r1", {e: "WORKER_LOST" for e in ("A-1", "A-2", "B-1", "B-2")})
-    assert story.decide() == [("RunFailed", {"run_id": "r1", "reason": (
-        "every worker of the run was lost (w1); check the workers' connectivity to NATS and "
-        "their logs"
-    )})]  # fmt: skip
+    assert story.decide() == [
+        (
+            "RunFailed",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "every worker of the run was lost (w1); check the workers' connectivity to NATS and "
+                    "their logs"
+                ),
+            },
+        )
+    ]
 
 
 def test_a_run_that_lost_only_some_endpoints_completes():
@@ -277,10 +396,18 @@ def test_a_run_past_its_duration_and_grace_fails():
     story = Story("eu").running("r1")
     story.finish("r1", {"A-1": "SUCCESS"})
     assert story.decide(T0 + timedelta(seconds=100)) == []
-    assert story.decide(T0 + timedelta(seconds=101)) == [("RunFailed", {"run_id": "r1", "reason": (
-        "run exceeded its duration (10 s) plus buildup, receiver wait and a grace period of "
-        "60 s; 3 endpoints never reported an outcome: check the workers' logs"
-    )})]  # fmt: skip
+    assert story.decide(T0 + timedelta(seconds=101)) == [
+        (
+            "RunFailed",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "run exceeded its duration (10 s) plus buildup, receiver wait and a grace period of "
+                    "60 s; 3 endpoints never reported an outcome: check the workers' logs"
+                ),
+            },
+        )
+    ]
 
 
 # --- stop --------------------------------------------------------------------------
@@ -321,8 +448,9 @@ def test_finished_runs_call_for_nothing():
     verdict = list(decide(story.world, T0, LIMITS))
     assert [type(e).__name__ for e in verdict] == ["RunCompleted"]
     story.add(*verdict)
-    story.add(StopRequested(run_id="r1"), EndpointRegistered(
-        run_id="r1", endpoint_id="B-1", contact_uri="sip:b1@127.0.0.1"
-    ))  # fmt: skip
+    story.add(
+        StopRequested(run_id="r1"),
+        EndpointRegistered(run_id="r1", endpoint_id="B-1", contact_uri="sip:b1@127.0.0.1"),
+    )
     assert "r1" not in story.world.runs.runs  # finished: it left the scheduler's memory
     assert story.decide(T0 + timedelta(hours=1)) == []

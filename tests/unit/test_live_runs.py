@@ -29,9 +29,12 @@ class Runs:
 
 def live(runs: Runs) -> LiveRuns:
     return LiveRuns(
-        runs.load, runs.visible, lambda v: v["status"] not in ("COMPLETED", "FAILED"),
-        interval_s=0.01, refresh_s=3600,
-    )  # fmt: skip
+        runs.load,
+        runs.visible,
+        lambda v: v["status"] not in ("COMPLETED", "FAILED"),
+        interval_s=0.01,
+        refresh_s=3600,
+    )
 
 
 async def test_pages_of_a_run_share_one_read_per_change() -> None:

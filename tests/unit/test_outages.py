@@ -31,8 +31,10 @@ def test_reports_of_one_outage_by_several_services_merge_into_one() -> None:
     # Another component, or a later outage of the same one, stays apart.
     more = merge(merge(merged, outage(20, 25, "postgres")), outage(50, 55))
     assert [(o.component, o.started_at) for o in more] == [
-        ("nats", at(10)), ("postgres", at(20)), ("nats", at(50)),
-    ]  # fmt: skip
+        ("nats", at(10)),
+        ("postgres", at(20)),
+        ("nats", at(50)),
+    ]
 
 
 def test_covered_time_counts_overlaps_once_and_only_inside_the_span() -> None:
@@ -59,11 +61,19 @@ def test_a_run_deadline_counts_the_outage_and_its_reason_names_it() -> None:
         Outage("nats", at(20), at(60), ("dispatcher", "scheduler")),
     )
     assert story.decide(at(140)) == []
-    assert story.decide(at(141)) == [("RunFailed", {"run_id": "r1", "reason": (
-        "platform outage: NATS unreachable from 09:00:20 to 09:01:00; run exceeded its duration"
-        " (10 s) plus buildup, receiver wait and a grace period of 60 s plus the 40 s of outage;"
-        " 3 endpoints never reported an outcome after it"
-    )})]  # fmt: skip
+    assert story.decide(at(141)) == [
+        (
+            "RunFailed",
+            {
+                "run_id": "r1",
+                "reason": (
+                    "platform outage: NATS unreachable from 09:00:20 to 09:01:00; run exceeded its duration"
+                    " (10 s) plus buildup, receiver wait and a grace period of 60 s plus the 40 s of outage;"
+                    " 3 endpoints never reported an outcome after it"
+                ),
+            },
+        )
+    ]
 
 
 def test_an_outage_before_a_run_is_not_its_outage() -> None:
@@ -78,10 +88,14 @@ def test_heartbeats_held_back_by_an_outage_are_not_a_lost_worker() -> None:
     story = DispatchStory().queue("r1")
     story.step(), story.step()
     # NATS down from 1 s to 9 s: no heartbeat of either worker got through.
-    story.add(PlatformOutage(
-        component="nats", reporter="dispatcher", started_at=D0 + timedelta(seconds=1),
-        ended_at=D0 + timedelta(seconds=9),
-    ))  # fmt: skip
+    story.add(
+        PlatformOutage(
+            component="nats",
+            reporter="dispatcher",
+            started_at=D0 + timedelta(seconds=1),
+            ended_at=D0 + timedelta(seconds=9),
+        )
+    )
     story.now = D0 + timedelta(seconds=10)
     assert [e for e in story.step() if e[0] == "WorkerLost"] == []
     # Silence after the outage still counts: 3.5 s past its end, w2 is lost.

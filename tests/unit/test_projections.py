@@ -25,15 +25,22 @@ from callmeter_events import (
     WorkerLost,
     WorkerOffline,
     WorkerOnline,
-)  # fmt: skip
+)
 from callmeter_events import TestDefinition as Definition
 from callmeter_projections import RunsProjection, StatusChange, apply_worker
 from callmeter_projections.endpoints import evolve
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
-PAIR = Definition.model_validate({"name": "pair", "duration_s": 5, "groups": [
-    {"name": "A", "endpoints": 1, "calls": "B"}, {"name": "B", "endpoints": 1},
-]})  # fmt: skip
+PAIR = Definition.model_validate(
+    {
+        "name": "pair",
+        "duration_s": 5,
+        "groups": [
+            {"name": "A", "endpoints": 1, "calls": "B"},
+            {"name": "B", "endpoints": 1},
+        ],
+    }
+)
 
 
 def at(s: float) -> datetime:
@@ -147,8 +154,9 @@ def test_the_first_plan_wins():
     )
     assert p.runs["r"].worker_ids == ("w1",)
     assert {e.endpoint_id: e.planned_worker for e in p.endpoints["r"].values()} == {
-        "A-1": "w1", "B-1": "w1",
-    }  # fmt: skip
+        "A-1": "w1",
+        "B-1": "w1",
+    }
 
 
 def test_an_endpoint_collects_its_call_facts_and_closes_on_finish():
@@ -214,16 +222,36 @@ def test_events_for_unknown_runs_or_endpoints_touch_nothing():
 def test_worker_registry_online_heartbeat_lost_and_back():
     w = apply_worker(WorkerOnline(worker_id="w1", region="eu", capacity=8, occurred_at=at(0)), None)
     assert w is not None and (w.status, w.free_slots, w.region) == ("ONLINE", 8, "eu")
-    w = apply_worker(WorkerHeartbeat(worker_id="w1", region="eu", capacity=8, free_slots=5,
-                                     load=0.5, seq=7, occurred_at=at(1)), w)  # fmt: skip
+    w = apply_worker(
+        WorkerHeartbeat(
+            worker_id="w1",
+            region="eu",
+            capacity=8,
+            free_slots=5,
+            load=0.5,
+            seq=7,
+            occurred_at=at(1),
+        ),
+        w,
+    )
     assert w is not None and (w.free_slots, w.seq, w.last_seen) == (5, 7, at(1))
     # A verdict about an older beat does not undo a newer one...
     assert apply_worker(WorkerLost(worker_id="w1", reason="x", last_seq=6), w) == w
     # ...a current one does; and a beat after it brings the worker back.
     w = apply_worker(WorkerLost(worker_id="w1", reason="x", last_seq=7), w)
     assert w is not None and (w.status, w.free_slots) == ("LOST", 0)
-    w = apply_worker(WorkerHeartbeat(worker_id="w1", region="eu", capacity=8, free_slots=8,
-                                     load=0.1, seq=8, occurred_at=at(9)), w)  # fmt: skip
+    w = apply_worker(
+        WorkerHeartbeat(
+            worker_id="w1",
+            region="eu",
+            capacity=8,
+            free_slots=8,
+            load=0.1,
+            seq=8,
+            occurred_at=at(9),
+        ),
+        w,
+    )
     assert w is not None and w.status == "ONLINE"
     w = apply_worker(WorkerOffline(worker_id="w1"), w)
     assert w is not None and w.status == "OFFLINE"

@@ -10,10 +10,16 @@ from callmeter_worker.protocol import ProtocolError
 
 def _start(**over):
     cmd = {
-        "op": "start_endpoint", "endpoint_id": "e1", "role": "caller", "codecs": ["PCMU"],
-        "duration_s": 5, "target_uri": "sip:r1@127.0.0.1:5070", "username": "c1",
-        "drop_tx_pct": 0, "drop_rx_pct": 0,
-    }  # fmt: skip
+        "op": "start_endpoint",
+        "endpoint_id": "e1",
+        "role": "caller",
+        "codecs": ["PCMU"],
+        "duration_s": 5,
+        "target_uri": "sip:r1@127.0.0.1:5070",
+        "username": "c1",
+        "drop_tx_pct": 0,
+        "drop_rx_pct": 0,
+    }
     cmd.update(over)
     return cmd
 
@@ -103,8 +109,11 @@ def test_encode_validates_too():
     with pytest.raises(ProtocolError):
         proto.encode({"ev": "phase", "t": 1.0, "endpoint_id": "e"})
     with pytest.raises(ValueError):
-        proto.encode(proto.event("sample", endpoint_id="e", direction="send", seq=0,
-                                 metrics={"mos": float("nan")}))  # fmt: skip
+        proto.encode(
+            proto.event(
+                "sample", endpoint_id="e", direction="send", seq=0, metrics={"mos": float("nan")}
+            )
+        )
 
 
 def test_parse_sip_log_entry():

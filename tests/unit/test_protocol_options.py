@@ -14,8 +14,14 @@ def test_options_default_to_a_plain_phone():
 
 def test_registrar_fills_defaults():
     reg = opts.registrar({"host": "127.0.0.1"})
-    assert reg == {"host": "127.0.0.1", "port": 5060, "transport": "udp", "domain": None,
-                   "outbound_proxy": None, "expires_s": 300}  # fmt: skip
+    assert reg == {
+        "host": "127.0.0.1",
+        "port": 5060,
+        "transport": "udp",
+        "domain": None,
+        "outbound_proxy": None,
+        "expires_s": 300,
+    }
     assert opts.registrar(None) is None
 
 
@@ -52,21 +58,35 @@ def test_register_messages_are_attributed_by_their_to_user():
 
 
 def test_registration_events_translate_once():
-    base = {"endpoint_id": "A-1", "contact_uri": "sip:a1@d", "time_to_register_ms": 3.5,
-            "expires_s": 60}  # fmt: skip
+    base = {
+        "endpoint_id": "A-1",
+        "contact_uri": "sip:a1@d",
+        "time_to_register_ms": 3.5,
+        "expires_s": 60,
+    }
     first = to_events("r1", proto.event("registered", refresh=0, **base))
     assert [type(e).__name__ for e in first] == ["EndpointRegistered", "EndpointPhaseChanged"]
     assert first[0].time_to_register_ms == 3.5 and first[0].expires_s == 60
     assert to_events("r1", proto.event("registered", refresh=1, **base)) == []
-    failed = to_events("r1", proto.event("registration_failed", endpoint_id="A-1", code=401,
-                                         reason="Unauthorized"))  # fmt: skip
+    failed = to_events(
+        "r1", proto.event("registration_failed", endpoint_id="A-1", code=401, reason="Unauthorized")
+    )
     assert failed[0].sip_code == 401 and type(failed[0]).__name__ == "RegistrationFailed"
 
 
 def test_scenario_and_dtmf_events_translate():
-    act = to_events("r1", proto.event("scenario_action", endpoint_id="A-1", action="hold",
-                                      ok=True, detail="re-INVITE sendonly"))  # fmt: skip
+    act = to_events(
+        "r1",
+        proto.event(
+            "scenario_action",
+            endpoint_id="A-1",
+            action="hold",
+            ok=True,
+            detail="re-INVITE sendonly",
+        ),
+    )
     assert act[0].action == "hold" and act[0].ok is True
-    dtmf = to_events("r1", proto.event("dtmf_received", endpoint_id="B-1", digits="5",
-                                       method="info"))  # fmt: skip
+    dtmf = to_events(
+        "r1", proto.event("dtmf_received", endpoint_id="B-1", digits="5", method="info")
+    )
     assert (dtmf[0].digits, dtmf[0].method) == ("5", "info")

@@ -100,13 +100,19 @@ def test_threshold_values_name_the_worse_direction_and_each_direction() -> None:
 
 def test_junit_reports_quality_per_direction_as_suite_properties() -> None:
     run = {
-        "id": "r1", "name": "t",
-        "summary": {"mos": 4.0, "loss_pct": 5.0, "send": {"mos": 4.0, "loss_pct": 5.0},
-                    "recv": {"mos": 4.4, "loss_pct": 0.0}},
-        "evaluation": {"results": [{"expression": "loss_avg_pct_recv <= 1", "actual": 0.0,
-                                    "passed": True}]},
+        "id": "r1",
+        "name": "t",
+        "summary": {
+            "mos": 4.0,
+            "loss_pct": 5.0,
+            "send": {"mos": 4.0, "loss_pct": 5.0},
+            "recv": {"mos": 4.4, "loss_pct": 0.0},
+        },
+        "evaluation": {
+            "results": [{"expression": "loss_avg_pct_recv <= 1", "actual": 0.0, "passed": True}]
+        },
         "endpoints": [],
-    }  # fmt: skip
+    }
     root = ET.fromstring(junit_xml(run))
     props = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert (props["loss_pct"], props["loss_pct.send"], props["loss_pct.recv"]) == ("5", "5", "0")
@@ -117,9 +123,11 @@ def test_junit_reports_quality_per_direction_as_suite_properties() -> None:
 
 def test_series_points_keep_each_direction_apart_and_all_together() -> None:
     rows = [  # (t, group, metric, n, sum, min, max)
-        (0, "A", "mos", 4, 17.6, 4.4, 4.4), (0, "B", "mos", 4, 16.0, 4.0, 4.0),
-        (1, "B", "mos", 4, 16.0, 3.9, 4.1), (1, "idle", "mos", 1, 1.0, 1.0, 1.0),
-    ]  # fmt: skip
+        (0, "A", "mos", 4, 17.6, 4.4, 4.4),
+        (0, "B", "mos", 4, 16.0, 4.0, 4.0),
+        (1, "B", "mos", 4, 16.0, 3.9, 4.1),
+        (1, "idle", "mos", 1, 1.0, 1.0, 1.0),
+    ]
     points = quality.series(rows, {"A": "recv", "B": "send", "idle": None})
     assert [p["t"] for p in points] == [0, 1]
     first, second = points
@@ -134,9 +142,18 @@ def test_the_cli_summary_shows_the_worse_direction_and_each_direction() -> None:
 
     from callmeter_cli.run_cmd import summary_table
 
-    run = {"id": "r1", "status": "COMPLETED", "call_success_rate": 100.0, "outcome_counts": {},
-           "summary": {"mos": 3.9, "loss_pct": 5.0, "send": {"mos": 3.9, "loss_pct": 5.0},
-                       "recv": {"mos": 4.4, "loss_pct": 0.0}}}  # fmt: skip
+    run = {
+        "id": "r1",
+        "status": "COMPLETED",
+        "call_success_rate": 100.0,
+        "outcome_counts": {},
+        "summary": {
+            "mos": 3.9,
+            "loss_pct": 5.0,
+            "send": {"mos": 3.9, "loss_pct": 5.0},
+            "recv": {"mos": 4.4, "loss_pct": 0.0},
+        },
+    }
     console = Console(record=True, width=100)
     console.print(summary_table(run))
     cells = {

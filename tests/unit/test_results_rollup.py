@@ -67,8 +67,10 @@ def test_percentiles_lie_within_the_observed_min_and_max() -> None:
     got = percentiles("mos", _counts("mos", mos), lo=min(mos), hi=max(mos))
     assert all(4.381 <= v <= 4.383 for v in got.values() if v is not None), got
     assert percentiles("fraction_lost", _counts("fraction_lost", [0.0] * 50), lo=0.0, hi=0.0) == {
-        "p50": 0.0, "p95": 0.0, "p99": 0.0,
-    }  # fmt: skip
+        "p50": 0.0,
+        "p95": 0.0,
+        "p99": 0.0,
+    }
 
 
 def test_one_repeated_value_is_every_percentile_exactly() -> None:

@@ -16,9 +16,13 @@ def row(
     endpoint: str, direction: str, s: float, **metrics: float | int | None
 ) -> tuple[object, ...]:
     sample = MetricSample(
-        run_id="r", endpoint_id=endpoint, direction=direction, seq=int(s),
-        ts=T0 + timedelta(seconds=s), metrics=metrics,  # type: ignore[arg-type]
-    )  # fmt: skip
+        run_id="r",
+        endpoint_id=endpoint,
+        direction=direction,
+        seq=int(s),
+        ts=T0 + timedelta(seconds=s),
+        metrics=metrics,  # type: ignore[arg-type]
+    )
     return to_write_order(to_row(sample))
 
 
@@ -38,22 +42,58 @@ def test_receive_samples_sum_per_second_and_endpoint_and_bin_jointly() -> None:
         row("B-1", "recv", 1.0),  # nothing binned: no histogram row
     ]
     d = deltas_of(rows)
-    assert sorted(d.second, key=str) == sorted([
-        ("r", "A", T0, 2, *stats({"mos": (2, 8.4, 4.0, 4.4), "jitter_ms": (1, 1.0, 1.0, 1.0),
-                                    "packets": (2, 98.0, 48.0, 50.0)})),
-        ("r", "A", T0 + timedelta(seconds=1), 1,
-         *stats({"mos": (1, 4.0, 4.0, 4.0), "jitter_ms": (1, 1.0, 1.0, 1.0)})),
-        ("r", "B", T0 + timedelta(seconds=1), 1, *stats({})),
-    ], key=str)  # fmt: skip
-    assert ("r", "A-1", "A", 2, *stats({"mos": (2, 8.4, 4.0, 4.4), "jitter_ms": (1, 1.0, 1.0, 1.0),
-            "packets": (2, 98.0, 48.0, 50.0)})) in d.endpoint  # fmt: skip
+    assert sorted(d.second, key=str) == sorted(
+        [
+            (
+                "r",
+                "A",
+                T0,
+                2,
+                *stats(
+                    {
+                        "mos": (2, 8.4, 4.0, 4.4),
+                        "jitter_ms": (1, 1.0, 1.0, 1.0),
+                        "packets": (2, 98.0, 48.0, 50.0),
+                    }
+                ),
+            ),
+            (
+                "r",
+                "A",
+                T0 + timedelta(seconds=1),
+                1,
+                *stats({"mos": (1, 4.0, 4.0, 4.0), "jitter_ms": (1, 1.0, 1.0, 1.0)}),
+            ),
+            ("r", "B", T0 + timedelta(seconds=1), 1, *stats({})),
+        ],
+        key=str,
+    )
+    assert (
+        "r",
+        "A-1",
+        "A",
+        2,
+        *stats(
+            {
+                "mos": (2, 8.4, 4.0, 4.4),
+                "jitter_ms": (1, 1.0, 1.0, 1.0),
+                "packets": (2, 98.0, 48.0, 50.0),
+            }
+        ),
+    ) in d.endpoint
     mos4, mos44, jit1 = bin_of("mos", 4.0), bin_of("mos", 4.4), bin_of("jitter_ms", 1.0)
     # One row per endpoint and combination of bins (mos, jitter, loss, rtt), counted.
-    assert sorted(d.hist, key=str) == sorted([
-        ("r", "A-1", "A", mos4, jit1, None, None, 1),
-        ("r", "A-1", "A", mos44, None, None, None, 1),
-        ("r", "A-2", "A", mos4, jit1, None, None, 1),
-    ], key=str)  # fmt: skip
+    assert sorted(d.hist, key=str) == sorted(
+        [
+            ("r", "A-1", "A", mos4, jit1, None, None, 1),
+            ("r", "A-1", "A", mos44, None, None, None, 1),
+            ("r", "A-2", "A", mos4, jit1, None, None, 1),
+        ],
+        key=str,
+    )
     newest = {t[1]: t[3] for t in d.timings}
-    assert newest == {"A-1": T0 + timedelta(seconds=1), "A-2": T0 + timedelta(seconds=1),
-                      "B-1": T0 + timedelta(seconds=1)}  # fmt: skip
+    assert newest == {
+        "A-1": T0 + timedelta(seconds=1),
+        "A-2": T0 + timedelta(seconds=1),
+        "B-1": T0 + timedelta(seconds=1),
+    }

@@ -15,9 +15,13 @@ T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
 def sample(**metrics: object) -> MetricSample:
     return MetricSample(
-        run_id="r1", endpoint_id="callers-12", direction="recv", seq=3, ts=T0,
+        run_id="r1",
+        endpoint_id="callers-12",
+        direction="recv",
+        seq=3,
+        ts=T0,
         metrics=metrics,  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
 
 
 def test_a_row_has_every_column_in_order_with_the_group_from_the_endpoint_id() -> None:

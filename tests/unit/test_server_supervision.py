@@ -18,9 +18,15 @@ def http_spec(tmp_path: Path, argv: tuple[str, ...] | None = None) -> ServerSpec
     port = free_port()
     argv = argv or (sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port))
     return ServerSpec(
-        "web", argv, tmp_path, port, f"http://127.0.0.1:{port}", tmp_path / "web.log",
-        ready_timeout_s=10, policy=RestartPolicy(backoff_s=1.0, max_backoff_s=3.0),
-    )  # fmt: skip
+        "web",
+        argv,
+        tmp_path,
+        port,
+        f"http://127.0.0.1:{port}",
+        tmp_path / "web.log",
+        ready_timeout_s=10,
+        policy=RestartPolicy(backoff_s=1.0, max_backoff_s=3.0),
+    )
 
 
 @pytest.mark.parametrize("value", ["always", "1s", "2m", "500ms", "1.5s", "1h"])
@@ -77,8 +83,9 @@ def test_a_server_whose_log_says_it_is_stuck_is_restarted_once_its_disk_has_room
     tmp_path: Path,
 ) -> None:
     base = http_spec(tmp_path)
-    full = ServerSpec(**{**base.__dict__, "stuck_pattern": "Critical write error",
-                         "min_free_bytes": 2**62})  # fmt: skip
+    full = ServerSpec(
+        **{**base.__dict__, "stuck_pattern": "Critical write error", "min_free_bytes": 2**62}
+    )
     server = Server(full, launch(full))
     try:
         assert server.supervise_once(0.0) is None  # nothing in its log yet

@@ -15,8 +15,12 @@ def test_simulated_samples_are_valid_and_complete() -> None:
         metrics = sample_metrics(direction, 3, "PCMU", rng)
         assert set(metrics) == {m.key for m in CATALOGUE}
         sample = MetricSample(
-            run_id="r1", endpoint_id="A-1", direction=direction, seq=3, ts=utcnow(),
+            run_id="r1",
+            endpoint_id="A-1",
+            direction=direction,
+            seq=3,
+            ts=utcnow(),
             metrics=metrics,
-        )  # fmt: skip
+        )
         assert sample.metrics["packets"] == 50 and sample.metrics["packets_total"] == 150
         assert sample.metrics["codec"] == "PCMU" and sample.metrics["payload_type"] == 0

@@ -105,8 +105,14 @@ def test_resampling_keeps_a_tone_below_the_new_nyquist():
 
 @pytest.mark.parametrize(
     ("codec", "rec_rate", "mode"),
-    [("PCMU/8000", 8000, "nb"), ("G722/16000", 16000, "wb"), ("speex/16000", 16000, "wb"),
-     ("speex/16000", 8000, "nb"), ("GSM/8000", 16000, "nb"), (None, 8000, "nb")],
-)  # fmt: skip
+    [
+        ("PCMU/8000", 8000, "nb"),
+        ("G722/16000", 16000, "wb"),
+        ("speex/16000", 16000, "wb"),
+        ("speex/16000", 8000, "nb"),
+        ("GSM/8000", 16000, "nb"),
+        (None, 8000, "nb"),
+    ],
+)
 def test_wideband_scoring_needs_a_16k_codec_and_a_16k_recording(codec, rec_rate, mode):
     assert speech.mode_for(codec, rec_rate) == mode

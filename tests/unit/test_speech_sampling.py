@@ -13,7 +13,7 @@ from callmeter_events import (
     SpeechQualityMeasured,
     decode,
     encode,
-)  # fmt: skip
+)
 from callmeter_events import TestDefinition as Definition
 from callmeter_projections import RunsProjection
 from callmeter_projections.endpoints import initial_endpoints
@@ -36,12 +36,16 @@ def definition(**over) -> Definition:  # type: ignore[no-untyped-def]
 
 
 def test_a_few_receivers_per_run_are_sampled_against_their_callers_audio():
-    assert definition().speech_samples() == {"B-1": "speech-en", "B-2": "speech-en",
-                                             "B-3": "speech-en"}  # fmt: skip
+    assert definition().speech_samples() == {
+        "B-1": "speech-en",
+        "B-2": "speech-en",
+        "B-3": "speech-en",
+    }
     # Two callers of C share D-1 (the dispatcher pairs caller n with receiver n mod size).
     assert definition(speech_quality_calls=10).speech_samples() == {
-        **{f"B-{i}": "speech-en" for i in range(1, 5)}, "D-1": SHA,
-    }  # fmt: skip
+        **{f"B-{i}": "speech-en" for i in range(1, 5)},
+        "D-1": SHA,
+    }
     assert definition(speech_quality_calls=0).speech_samples() == {}
 
 
@@ -63,8 +67,15 @@ def test_the_dispatcher_gives_senders_their_audio_and_sampled_receivers_the_refe
 
 
 def test_a_score_lands_on_its_endpoint_before_the_end_and_round_trips():
-    event = SpeechQualityMeasured(run_id="r", endpoint_id="B-1", mos_lqo=4.31, mode="nb",
-                                  codec="PCMU/8000", seconds=8.0, reference="speech-en")  # fmt: skip
+    event = SpeechQualityMeasured(
+        run_id="r",
+        endpoint_id="B-1",
+        mos_lqo=4.31,
+        mode="nb",
+        codec="PCMU/8000",
+        seconds=8.0,
+        reference="speech-en",
+    )
     assert decode(encode(event)) == event
     p = RunsProjection()
     p.apply(1, RunCreated(run_id="r", test_id="t", definition=definition()))
@@ -72,10 +83,17 @@ def test_a_score_lands_on_its_endpoint_before_the_end_and_round_trips():
     p.apply(3, EndpointFinished(run_id="r", endpoint_id="B-1", outcome="SUCCESS"))
     b1 = p.endpoints["r"]["B-1"]
     assert (b1.mos_lqo, b1.mos_lqo_mode, b1.mos_lqo_error, b1.outcome) == (
-        4.31, "nb", None, "SUCCESS",
-    )  # fmt: skip
-    failed = SpeechQualityMeasured(run_id="r", endpoint_id="B-2", reference="speech-en",
-                                   error="a 3 s call is too short to score")  # fmt: skip
+        4.31,
+        "nb",
+        None,
+        "SUCCESS",
+    )
+    failed = SpeechQualityMeasured(
+        run_id="r",
+        endpoint_id="B-2",
+        reference="speech-en",
+        error="a 3 s call is too short to score",
+    )
     p.apply(4, failed)
     assert p.endpoints["r"]["B-2"].mos_lqo_error == failed.error
 

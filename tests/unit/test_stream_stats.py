@@ -24,19 +24,42 @@ def snap(second, rx_pkt, rx_loss=0, tx_pkt=None, tx_loss=0, rr=0, rtt_us=None):
     s = empty_snapshot()
     s["mono"], s["wall"] = 100.0 + second, 1000.0 + second
     s["rx"].update(pkt=rx_pkt, bytes=160 * rx_pkt, loss=rx_loss, jitter=_math(2000))
-    s["tx"].update(pkt=tx_pkt if tx_pkt is not None else rx_pkt, bytes=160 * rx_pkt, loss=tx_loss,
-                   update_count=rr, update_unix=1000.0 + second - 0.5 if rr else None)  # fmt: skip
+    s["tx"].update(
+        pkt=tx_pkt if tx_pkt is not None else rx_pkt,
+        bytes=160 * rx_pkt,
+        loss=tx_loss,
+        update_count=rr,
+        update_unix=1000.0 + second - 0.5 if rr else None,
+    )
     if rr:
         s["tx"]["jitter"] = _math(3000)
     if rtt_us is not None:
         s["rtt"] = _math(rtt_us)
     s["jb"] = {
-        "avg_delay_ms": 40, "min_delay_ms": 20, "max_delay_ms": 60, "dev_delay_ms": 5,
-        "frame_size": 160, "prefetch": 2, "min_prefetch": 0, "max_prefetch": 4, "size": 10,
-        "empty": 3 * second, "lost": rx_loss, "discard": 0, "burst": 1, "avg_burst": 1,
-    }  # fmt: skip
-    s["info"] = {"codec": "PCMU", "clock_rate": 8000, "tx_pt": 0, "rx_pt": 0, "ptime_ms": 20,
-                 "channel_count": 1, "codec_bitrate_bps": 64000}  # fmt: skip
+        "avg_delay_ms": 40,
+        "min_delay_ms": 20,
+        "max_delay_ms": 60,
+        "dev_delay_ms": 5,
+        "frame_size": 160,
+        "prefetch": 2,
+        "min_prefetch": 0,
+        "max_prefetch": 4,
+        "size": 10,
+        "empty": 3 * second,
+        "lost": rx_loss,
+        "discard": 0,
+        "burst": 1,
+        "avg_burst": 1,
+    }
+    s["info"] = {
+        "codec": "PCMU",
+        "clock_rate": 8000,
+        "tx_pt": 0,
+        "rx_pt": 0,
+        "ptime_ms": 20,
+        "channel_count": 1,
+        "codec_bitrate_bps": 64000,
+    }
     s["level"] = {"tx": 30, "rx": 25}
     s["timing"].update(call_setup_ms=12.0, first_rtp_ms=20.0, call_duration_s=float(second))
     return s
@@ -45,9 +68,18 @@ def snap(second, rx_pkt, rx_loss=0, tx_pkt=None, tx_loss=0, rr=0, rtt_us=None):
 def test_every_key_in_both_directions_and_promised_nulls():
     send, recv = compute_samples(None, snap(1, 50))
     assert set(send) == set(KEYS) and set(recv) == set(KEYS)
-    always_null = ["rtcp_sr_sent", "rtcp_rr_received", "rtcp_interval_ms", "burst_density",
-                   "gap_density", "plc_frames", "timestamp_jumps", "ssrc_switches",
-                   "srtp_decrypt_failures", "time_to_register_ms"]  # fmt: skip
+    always_null = [
+        "rtcp_sr_sent",
+        "rtcp_rr_received",
+        "rtcp_interval_ms",
+        "burst_density",
+        "gap_density",
+        "plc_frames",
+        "timestamp_jumps",
+        "ssrc_switches",
+        "srtp_decrypt_failures",
+        "time_to_register_ms",
+    ]
     for key in always_null:
         assert send[key] is None and recv[key] is None, key
     for key in KEYS:
@@ -61,20 +93,53 @@ def test_every_key_in_both_directions_and_promised_nulls():
 def test_recv_second_with_loss():
     prev, cur = snap(1, 50), snap(2, 98, rx_loss=2, rtt_us=40000)
     _, recv = compute_samples(prev, cur)
-    subset = {k: recv[k] for k in (
-        "packets", "packets_total", "packets_lost", "packets_lost_total", "expected_packets",
-        "fraction_lost", "loss_percent", "packet_rate_ps", "bitrate_bps", "avg_packet_size_bytes",
-        "jitter_ms", "rtt_ms", "jb_avg_delay_ms", "jb_empty", "jb_lost", "one_way_delay_ms",
-        "payload_type", "audio_level", "sample_interval_ms", "codec")}  # fmt: skip
+    subset = {
+        k: recv[k]
+        for k in (
+            "packets",
+            "packets_total",
+            "packets_lost",
+            "packets_lost_total",
+            "expected_packets",
+            "fraction_lost",
+            "loss_percent",
+            "packet_rate_ps",
+            "bitrate_bps",
+            "avg_packet_size_bytes",
+            "jitter_ms",
+            "rtt_ms",
+            "jb_avg_delay_ms",
+            "jb_empty",
+            "jb_lost",
+            "one_way_delay_ms",
+            "payload_type",
+            "audio_level",
+            "sample_interval_ms",
+            "codec",
+        )
+    }
     assert subset == {
-        "packets": 48, "packets_total": 98, "packets_lost": 2, "packets_lost_total": 2,
-        "expected_packets": 50, "fraction_lost": 0.04, "loss_percent": 4.0,
-        "packet_rate_ps": 48.0, "bitrate_bps": 8 * 48 * 160.0, "avg_packet_size_bytes": 160.0,
+        "packets": 48,
+        "packets_total": 98,
+        "packets_lost": 2,
+        "packets_lost_total": 2,
+        "expected_packets": 50,
+        "fraction_lost": 0.04,
+        "loss_percent": 4.0,
+        "packet_rate_ps": 48.0,
+        "bitrate_bps": 8 * 48 * 160.0,
+        "avg_packet_size_bytes": 160.0,
         "jitter_ms": 2.0625,  # 2 ms from PJSIP + half an 8 kHz sample
-        "rtt_ms": 40.0, "jb_avg_delay_ms": 40, "jb_empty": 3, "jb_lost": 2,
-        "one_way_delay_ms": 20.0 + 40 + 20, "payload_type": 0, "audio_level": 25,
-        "sample_interval_ms": 1000.0, "codec": "PCMU",
-    }  # fmt: skip
+        "rtt_ms": 40.0,
+        "jb_avg_delay_ms": 40,
+        "jb_empty": 3,
+        "jb_lost": 2,
+        "one_way_delay_ms": 20.0 + 40 + 20,
+        "payload_type": 0,
+        "audio_level": 25,
+        "sample_interval_ms": 1000.0,
+        "codec": "PCMU",
+    }
     expected = emodel.evaluate("PCMU", 4.0, 80.0)
     assert recv["mos"] == pytest.approx(expected.mos) and recv["r_factor"] == pytest.approx(
         expected.r
@@ -133,28 +198,52 @@ def _fake_stream(pkt, loss, upd_sec=0):
     ms = SimpleNamespace(last=2000, mean=1500, min=0, max=3000, n=4)
     zero = SimpleNamespace(last=0, mean=0, min=0, max=0, n=0)
     return SimpleNamespace(
-        pkt=pkt, bytes=160 * pkt, loss=loss, dup=0, reorder=1, discard=0, updateCount=2,
-        update=SimpleNamespace(sec=upd_sec, msec=500), jitterUsec=ms, lossPeriodUsec=zero,
-    )  # fmt: skip
+        pkt=pkt,
+        bytes=160 * pkt,
+        loss=loss,
+        dup=0,
+        reorder=1,
+        discard=0,
+        updateCount=2,
+        update=SimpleNamespace(sec=upd_sec, msec=500),
+        jitterUsec=ms,
+        lossPeriodUsec=zero,
+    )
 
 
 class _FakeCall:
     """Duck-typed stand-in for pjsua2.Call; getAudioMedia fails like an ended stream."""
 
     def getStreamStat(self, idx):
-        rtcp = SimpleNamespace(rxStat=_fake_stream(100, 2, 1000), txStat=_fake_stream(101, 0),
-                               rttUsec=SimpleNamespace(last=30000, mean=30000, min=30000,
-                                                       max=30000, n=1))  # fmt: skip
-        jbuf = SimpleNamespace(avgDelayMsec=40, minDelayMsec=20, maxDelayMsec=60, devDelayMsec=5,
-                               frameSize=80, prefetch=1, minPrefetch=0, maxPrefetch=4, size=3,
-                               empty=0, lost=2, discard=0, burst=1, avgBurst=1)  # fmt: skip
+        rtcp = SimpleNamespace(
+            rxStat=_fake_stream(100, 2, 1000),
+            txStat=_fake_stream(101, 0),
+            rttUsec=SimpleNamespace(last=30000, mean=30000, min=30000, max=30000, n=1),
+        )
+        jbuf = SimpleNamespace(
+            avgDelayMsec=40,
+            minDelayMsec=20,
+            maxDelayMsec=60,
+            devDelayMsec=5,
+            frameSize=80,
+            prefetch=1,
+            minPrefetch=0,
+            maxPrefetch=4,
+            size=3,
+            empty=0,
+            lost=2,
+            discard=0,
+            burst=1,
+            avgBurst=1,
+        )
         return SimpleNamespace(rtcp=rtcp, jbuf=jbuf)
 
     def getStreamInfo(self, idx):
         info = SimpleNamespace(frameLen=10, channelCnt=1, avgBps=64000)
         prm = SimpleNamespace(setting=SimpleNamespace(frmPerPkt=2), info=info)
-        return SimpleNamespace(codecName="PCMA", codecClockRate=8000, txPt=8, rxPt=8,
-                               audCodecParam=prm)  # fmt: skip
+        return SimpleNamespace(
+            codecName="PCMA", codecClockRate=8000, txPt=8, rxPt=8, audCodecParam=prm
+        )
 
     def getAudioMedia(self, idx):
         raise KeyError("no active audio media")

@@ -21,15 +21,25 @@ DEF = {
 
 def ep(i: str, phase=None, outcome=None, sip=None, setup=None):  # type: ignore[no-untyped-def]
     group = i.split("-")[0]
-    return {"id": i, "group": group, "role": "caller" if group == "A" else "receiver",
-            "phase": phase, "outcome": outcome, "sip_code": sip, "call_setup_ms": setup,
-            "reason": ""}  # fmt: skip
+    return {
+        "id": i,
+        "group": group,
+        "role": "caller" if group == "A" else "receiver",
+        "phase": phase,
+        "outcome": outcome,
+        "sip_code": sip,
+        "call_setup_ms": setup,
+        "reason": "",
+    }
 
 
 EPS = [
-    ep("A-1", "INCALL", setup=40.0), ep("A-2", "RINGING", sip=180), ep("A-10", "CLOSED", "CALL_FAILED", 486),
-    ep("B-1", "INCALL"), ep("B-2", "CLOSED", "SUCCESS", 200, 20.0),
-]  # fmt: skip
+    ep("A-1", "INCALL", setup=40.0),
+    ep("A-2", "RINGING", sip=180),
+    ep("A-10", "CLOSED", "CALL_FAILED", 486),
+    ep("B-1", "INCALL"),
+    ep("B-2", "CLOSED", "SUCCESS", 200, 20.0),
+]
 MOS = {"A-1": 4.3, "B-1": 4.1, "B-2": 2.5}
 
 
@@ -72,8 +82,12 @@ def test_bad_query_parameters_fall_back_to_defaults():
 def test_callers_pair_round_robin_onto_their_callee_group():
     # Caller n of A calls receiver ((n-1) mod 2)+1 of B.
     assert [paired_endpoints(DEF, f"A-{n}") for n in range(1, 6)] == [
-        ["B-1"], ["B-2"], ["B-1"], ["B-2"], ["B-1"]
-    ]  # fmt: skip
+        ["B-1"],
+        ["B-2"],
+        ["B-1"],
+        ["B-2"],
+        ["B-1"],
+    ]
     assert paired_endpoints(DEF, "B-1") == ["A-1", "A-3", "A-5"]
     assert paired_endpoints(DEF, "Z-1") == [] and paired_endpoints(DEF, "A-x") == []
 
@@ -81,25 +95,39 @@ def test_callers_pair_round_robin_onto_their_callee_group():
 def test_group_breakdown_counts_and_averages():
     groups = group_breakdown(DEF, EPS, MOS)
     assert groups[0] == {
-        "name": "A", "endpoints": 3, "calls": "B", "codecs": ["PCMU"],
-        "phases": {"RINGING": 1, "INCALL": 1, "CLOSED": 1}, "succeeded": 0, "failed": 1,
+        "name": "A",
+        "endpoints": 3,
+        "calls": "B",
+        "codecs": ["PCMU"],
+        "phases": {"RINGING": 1, "INCALL": 1, "CLOSED": 1},
+        "succeeded": 0,
+        "failed": 1,
         "mos": 4.3,
-    }  # fmt: skip
+    }
     assert groups[1]["succeeded"] == 1 and groups[1]["mos"] == 3.3
 
 
 def test_timeline_merges_events_and_messages_with_deltas():
     events = [
-        {"type": "CallAttempted", "occurred_at": "2026-01-01T10:00:00.000+00:00",
-         "target_uri": "sip:b@x"},
-        {"type": "CallEstablished", "occurred_at": "2026-01-01T10:00:00.120+00:00",
-         "codec": "PCMU"},
-    ]  # fmt: skip
+        {
+            "type": "CallAttempted",
+            "occurred_at": "2026-01-01T10:00:00.000+00:00",
+            "target_uri": "sip:b@x",
+        },
+        {
+            "type": "CallEstablished",
+            "occurred_at": "2026-01-01T10:00:00.120+00:00",
+            "codec": "PCMU",
+        },
+    ]
     messages = [
-        {"ts": "2026-01-01T10:00:00.010+00:00", "direction": "out",
-         "text": "INVITE sip:b@x SIP/2.0\r\nVia: x\r\n\r\n"},
+        {
+            "ts": "2026-01-01T10:00:00.010+00:00",
+            "direction": "out",
+            "text": "INVITE sip:b@x SIP/2.0\r\nVia: x\r\n\r\n",
+        },
         {"ts": "2026-01-01T10:00:00.100+00:00", "direction": "in", "text": "SIP/2.0 200 OK\r\n"},
-    ]  # fmt: skip
+    ]
     t = timeline(events, messages)
     assert [(e["kind"], e["label"]) for e in t] == [
         ("event", "calling sip:b@x"),

@@ -5,14 +5,25 @@ from __future__ import annotations
 from callmeter_api import forms
 
 FIELDS = {
-    "name": "office", "duration_s": "30", "buildup_s": "",
-    "groups.0.name": "A", "groups.0.endpoints": "2", "groups.0.calls": "B",
-    "groups.0.codecs": "PCMA, PCMU", "groups.0.registrar.host": "pbx.example",
-    "groups.0.registrar.port": "5070", "groups.0.registrar.transport": "tcp",
-    "groups.0.registrar.domain": "", "groups.0.accounts": "1001,secret\n\n1002,pw2,auth2\n",
-    "groups.1.name": "B", "groups.1.endpoints": "2", "groups.1.calls": "", "groups.1.codecs": "PCMU",
-    "groups.1.registrar.host": "", "groups.1.accounts": "",
-}  # fmt: skip
+    "name": "office",
+    "duration_s": "30",
+    "buildup_s": "",
+    "groups.0.name": "A",
+    "groups.0.endpoints": "2",
+    "groups.0.calls": "B",
+    "groups.0.codecs": "PCMA, PCMU",
+    "groups.0.registrar.host": "pbx.example",
+    "groups.0.registrar.port": "5070",
+    "groups.0.registrar.transport": "tcp",
+    "groups.0.registrar.domain": "",
+    "groups.0.accounts": "1001,secret\n\n1002,pw2,auth2\n",
+    "groups.1.name": "B",
+    "groups.1.endpoints": "2",
+    "groups.1.calls": "",
+    "groups.1.codecs": "PCMU",
+    "groups.1.registrar.host": "",
+    "groups.1.accounts": "",
+}
 
 
 def test_a_filled_form_becomes_a_valid_definition():
@@ -22,8 +33,9 @@ def test_a_filled_form_becomes_a_valid_definition():
     assert a.codecs == ["PCMA", "PCMU"]  # order kept: it is the preference
     assert a.registrar is not None and (a.registrar.port, a.registrar.transport) == (5070, "tcp")
     assert [(x.username, x.password, x.auth_username) for x in a.accounts] == [
-        ("1001", "secret", None), ("1002", "pw2", "auth2")
-    ]  # fmt: skip
+        ("1001", "secret", None),
+        ("1002", "pw2", "auth2"),
+    ]
     assert b.registrar is None and b.calls is None and definition.buildup_s == 0
 
 
@@ -50,25 +62,35 @@ def test_an_account_error_goes_to_the_accounts_box():
 
 def test_bulk_accounts_skip_blanks_and_comments():
     assert forms.parse_accounts("# user,pass\n a , b \n\nc") == [
-        {"username": "a", "password": "b"}, {"username": "c", "password": ""}
-    ]  # fmt: skip
+        {"username": "a", "password": "b"},
+        {"username": "c", "password": ""},
+    ]
 
 
 EXTRAS = {
     **FIELDS,
-    "groups.0.options.prack": "required", "groups.0.options.session_timer": "optional",
-    "groups.0.options.session_expires_s": "600", "groups.0.options.min_se_s": "120",
-    "groups.0.options.answer_delay_s": "", "groups.0.options.dscp_rtp": "46",
-    "groups.0.scenario.0.at_s": "2", "groups.0.scenario.0.action": "dtmf",
-    "groups.0.scenario.0.digits": "12#", "groups.0.scenario.0.method": "info",
+    "groups.0.options.prack": "required",
+    "groups.0.options.session_timer": "optional",
+    "groups.0.options.session_expires_s": "600",
+    "groups.0.options.min_se_s": "120",
+    "groups.0.options.answer_delay_s": "",
+    "groups.0.options.dscp_rtp": "46",
+    "groups.0.scenario.0.at_s": "2",
+    "groups.0.scenario.0.action": "dtmf",
+    "groups.0.scenario.0.digits": "12#",
+    "groups.0.scenario.0.method": "info",
     "groups.0.scenario.0.codec": "",
-    "groups.0.scenario.1.at_s": "4.5", "groups.0.scenario.1.action": "update_media",
-    "groups.0.scenario.1.digits": "", "groups.0.scenario.1.method": "rfc4733",
+    "groups.0.scenario.1.at_s": "4.5",
+    "groups.0.scenario.1.action": "update_media",
+    "groups.0.scenario.1.digits": "",
+    "groups.0.scenario.1.method": "rfc4733",
     "groups.0.scenario.1.codec": "PCMA",
     "thresholds": "mos_avg >= 4.0\n\n call_success_rate >= 99 ",
-    "webhooks.0.url": "https://ci.example/hook", "webhooks.0.secret": "s3",
-    "webhooks.1.url": "", "webhooks.1.secret": "",  # the editor's spare blank row
-}  # fmt: skip
+    "webhooks.0.url": "https://ci.example/hook",
+    "webhooks.0.secret": "s3",
+    "webhooks.1.url": "",
+    "webhooks.1.secret": "",  # the editor's spare blank row
+}
 
 
 def test_call_options_scenario_thresholds_and_webhooks_become_the_definition():
@@ -77,12 +99,16 @@ def test_call_options_scenario_thresholds_and_webhooks_become_the_definition():
     a, b = definition.groups
     o = a.options
     assert (o.prack, o.session_timer, o.session_expires_s, o.min_se_s) == (
-        "required", "optional", 600, 120
-    )  # fmt: skip
+        "required",
+        "optional",
+        600,
+        120,
+    )
     assert o.dscp_rtp == 46 and o.answer_delay_s == 0  # an empty input keeps the default
     assert [(s.at_s, s.action, s.digits, s.method, s.codec) for s in a.scenario] == [
-        (2, "dtmf", "12#", "info", None), (4.5, "update_media", None, "rfc4733", "PCMA")
-    ]  # fmt: skip
+        (2, "dtmf", "12#", "info", None),
+        (4.5, "update_media", None, "rfc4733", "PCMA"),
+    ]
     assert b.options.prack == "off" and b.scenario == []
     assert definition.thresholds == ["mos_avg >= 4.0", "call_success_rate >= 99"]
     assert [(w.url, w.secret) for w in definition.webhooks] == [("https://ci.example/hook", "s3")]
@@ -92,11 +118,20 @@ def test_call_options_scenario_thresholds_and_webhooks_become_the_definition():
 
 
 def test_scenario_option_threshold_and_webhook_errors_land_on_their_input():
-    bad = {**EXTRAS, "groups.0.scenario.0.digits": "", "groups.0.scenario.1.codec": "",
-           "groups.0.options.min_se_s": "30", "webhooks.0.url": "ci.example/hook"}  # fmt: skip
+    bad = {
+        **EXTRAS,
+        "groups.0.scenario.0.digits": "",
+        "groups.0.scenario.1.codec": "",
+        "groups.0.options.min_se_s": "30",
+        "webhooks.0.url": "ci.example/hook",
+    }
     _, errors = forms.validate(forms.form_from_fields(bad))
-    assert set(errors) == {"groups.0.scenario.0.digits", "groups.0.scenario.1.codec",
-                           "groups.0.options.min_se_s", "webhooks.0.url"}  # fmt: skip
+    assert set(errors) == {
+        "groups.0.scenario.0.digits",
+        "groups.0.scenario.1.codec",
+        "groups.0.options.min_se_s",
+        "webhooks.0.url",
+    }
     assert "needs digits" in errors["groups.0.scenario.0.digits"]
     # A bad threshold is reported with its line even while other fields are wrong.
     _, errors = forms.validate(
@@ -127,8 +162,14 @@ def test_the_editor_shows_the_new_fields_and_their_errors():
     form = forms.form_from_fields({**EXTRAS, "groups.0.scenario.0.digits": ""})
     _, errors = forms.validate(form)
     html = render("test_form.html", **editor(form, "/tests", "New", errors=errors)).body.decode()
-    for name in ("groups.0.options.prack", "groups.1.options.srtp", "groups.0.scenario.1.codec",
-                 "thresholds", "webhooks.0.url", "webhooks.1.url"):  # fmt: skip
+    for name in (
+        "groups.0.options.prack",
+        "groups.1.options.srtp",
+        "groups.0.scenario.1.codec",
+        "thresholds",
+        "webhooks.0.url",
+        "webhooks.1.url",
+    ):
         assert f'name="{name}"' in html, name
     assert 'value="add_action:1"' in html and 'value="remove_action:0:1"' in html
     assert 'id="f-groups-0-scenario-0-digits" name="groups.0.scenario.0.digits"' in html
@@ -139,13 +180,21 @@ def test_the_editor_shows_the_new_fields_and_their_errors():
 
 def test_editing_keeps_the_settings_the_form_has_no_input_for():
     stored = {
-        "name": "office", "duration_s": 30, "project": "lab",
+        "name": "office",
+        "duration_s": 30,
+        "project": "lab",
         "groups": [
-            {"name": "A", "endpoints": 2, "calls": "B", "region": "eu", "drop_tx_pct": 5,
-             "registrar": {"host": "old", "expires_s": 60, "outbound_proxy": "sip:px"}},
+            {
+                "name": "A",
+                "endpoints": 2,
+                "calls": "B",
+                "region": "eu",
+                "drop_tx_pct": 5,
+                "registrar": {"host": "old", "expires_s": 60, "outbound_proxy": "sip:px"},
+            },
             {"name": "B", "endpoints": 2, "target_uri": "sip:ivr@pbx", "workers": ["w1"]},
         ],
-    }  # fmt: skip
+    }
     definition, errors = forms.validate(forms.form_from_fields(FIELDS), stored)
     assert errors == {} and definition is not None
     a, b = definition.groups

@@ -10,32 +10,49 @@ from callmeter_api.svg import topology
 from callmeter_api.views import compare_view, run_view
 
 DEFINITION = {
-    "name": "office", "duration_s": 20, "buildup_s": 0,
+    "name": "office",
+    "duration_s": 20,
+    "buildup_s": 0,
     "groups": [
         {"name": "A", "endpoints": 2, "codecs": ["PCMU"], "calls": "B"},
         {"name": "B", "endpoints": 2, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 NOW = datetime.now(UTC).isoformat()
 
 
 def run_ctx(status: str = "RUNNING") -> dict:  # type: ignore[type-arg]
-    run = {"run_id": "r1", "test_id": "t1", "status": status, "definition": DEFINITION,
-           "started_at": NOW, "history": [{"status": status, "at": NOW, "reason": ""}]}  # fmt: skip
+    run = {
+        "run_id": "r1",
+        "test_id": "t1",
+        "status": status,
+        "definition": DEFINITION,
+        "started_at": NOW,
+        "history": [{"status": status, "at": NOW, "reason": ""}],
+    }
     endpoints = [
-        {"endpoint_id": f"{g}-{i}", "group": g, "role": "caller" if g == "A" else "receiver",
-         "phase": "INCALL" if i == 1 else "RINGING", "outcome": None}
-        for g in "AB" for i in (1, 2)
-    ]  # fmt: skip
+        {
+            "endpoint_id": f"{g}-{i}",
+            "group": g,
+            "role": "caller" if g == "A" else "receiver",
+            "phase": "INCALL" if i == 1 else "RINGING",
+            "outcome": None,
+        }
+        for g in "AB"
+        for i in (1, 2)
+    ]
     summary = {"samples": 8, "mos": 4.4, "jitter_ms": 55.0, "fraction_lost": 0.0, "rtt_ms": None}
     view = run_view(run, endpoints, summary)
     mos = {"A-1": 4.4}
     return {
-        "run": view, "live": status not in ("COMPLETED", "FAILED"),
+        "run": view,
+        "live": status not in ("COMPLETED", "FAILED"),
         "groups": group_breakdown(DEFINITION, view["endpoints"], mos),
         "listing": endpoint_page(view["endpoints"], mos, ListQuery(per_page=25)),
-        "elapsed_s": 5, "total_s": 20, "topology": topology(DEFINITION),
-    }  # fmt: skip
+        "elapsed_s": 5,
+        "total_s": 20,
+        "topology": topology(DEFINITION),
+    }
 
 
 def test_a_live_run_page_connects_one_stream_and_colours_by_threshold():
@@ -51,18 +68,30 @@ def test_a_live_run_page_connects_one_stream_and_colours_by_threshold():
 
 def test_the_run_page_and_compare_show_each_direction_under_the_worse_one():
     ctx = run_ctx("COMPLETED")
-    summary = {"samples": 8, "mos": 3.9, "jitter_ms": 2.0, "fraction_lost": 0.05,
-               "send": {"mos": 3.9, "jitter_ms": 2.0, "fraction_lost": 0.05},
-               "recv": {"mos": 4.4, "jitter_ms": 1.0, "fraction_lost": 0.0}}  # fmt: skip
+    summary = {
+        "samples": 8,
+        "mos": 3.9,
+        "jitter_ms": 2.0,
+        "fraction_lost": 0.05,
+        "send": {"mos": 3.9, "jitter_ms": 2.0, "fraction_lost": 0.05},
+        "recv": {"mos": 4.4, "jitter_ms": 1.0, "fraction_lost": 0.0},
+    }
     view = run_view({**ctx["run"], "run_id": "r1", "definition": DEFINITION}, [], summary)
     assert (view["summary"]["loss_pct"], view["summary"]["send"]["loss_pct"]) == (5.0, 5.0)
     assert view["summary"]["recv"]["loss_pct"] == 0.0
     html = env.get_template("run.html").render(**{**ctx, "run": view})
     loss = html.split('data-sides="loss_pct"', 1)[1].split("</div>", 1)[0]
     assert loss == '>send <span class="bad">5.00</span> · recv <span class="good">0.00</span>'
-    other = run_view({**ctx["run"], "run_id": "r2", "definition": DEFINITION}, [],
-                     {"mos": 4.4, "fraction_lost": 0.0, "send": {"mos": 4.4, "fraction_lost": 0.0},
-                      "recv": {"mos": 4.4, "fraction_lost": 0.0}})  # fmt: skip
+    other = run_view(
+        {**ctx["run"], "run_id": "r2", "definition": DEFINITION},
+        [],
+        {
+            "mos": 4.4,
+            "fraction_lost": 0.0,
+            "send": {"mos": 4.4, "fraction_lost": 0.0},
+            "recv": {"mos": 4.4, "fraction_lost": 0.0},
+        },
+    )
     rows = compare_view([other, view])
     assert rows[1]["values"]["loss_pct_send"] == 5.0 and rows[1]["values"]["loss_pct_recv"] == 0.0
     assert rows[1]["deltas"]["loss_pct_send"] == 5.0 and rows[1]["deltas"]["mos_recv"] == 0.0
@@ -92,8 +121,12 @@ def test_endpoint_page_renders_ladder_and_empty_pair():
     t = timeline(
         [], [{"ts": NOW, "direction": "out", "text": "INVITE sip:x SIP/2.0\r\nCall-ID: 1"}]
     )
-    side = {"endpoint": {"id": "A-1", "role": "caller", "group": "A", "css": ""},
-            "timeline": t, "messages": 1, "charts": ["<svg class=\"chart\"></svg>"]}  # fmt: skip
+    side = {
+        "endpoint": {"id": "A-1", "role": "caller", "group": "A", "css": ""},
+        "timeline": t,
+        "messages": 1,
+        "charts": ['<svg class="chart"></svg>'],
+    }
     html = env.get_template("endpoint.html").render(
         run={"id": "r1", "test_id": "t1", "status": "COMPLETED", "name": "office"},
         me=side,

@@ -30,8 +30,14 @@ def test_percentiles_are_in_display_units_and_graded_by_the_user_thresholds():
     }
     rows = {r["key"]: r for r in percentile_rows(metrics)}
     assert list(rows) == ["mos", "jitter_ms", "fraction_lost", "rtt_ms"]
-    assert rows["mos"]["grades"] == {"avg": "good", "p50": "good", "p95": "good", "p99": "good",
-                                     "min": "bad", "max": "good"}  # fmt: skip
+    assert rows["mos"]["grades"] == {
+        "avg": "good",
+        "p50": "good",
+        "p95": "good",
+        "p99": "good",
+        "min": "bad",
+        "max": "good",
+    }
     loss = rows["fraction_lost"]
     assert loss["unit"] == "%" and loss["values"]["p95"] == 5.0  # a fraction, shown in percent
     assert (loss["grades"]["avg"], loss["grades"]["p95"]) == ("good", "bad")  # <1 good, >3 bad
@@ -39,9 +45,11 @@ def test_percentiles_are_in_display_units_and_graded_by_the_user_thresholds():
     # Each direction gets its rows under the headline (the worse direction's figures).
     sides = percentile_rows(
         {"fraction_lost": {"n": 4, "avg": 0.05}},
-        {"send": {"fraction_lost": {"n": 2, "avg": 0.05}},
-         "recv": {"fraction_lost": {"n": 2, "avg": 0.0}}},
-    )  # fmt: skip
+        {
+            "send": {"fraction_lost": {"n": 2, "avg": 0.05}},
+            "recv": {"fraction_lost": {"n": 2, "avg": 0.0}},
+        },
+    )
     loss_rows = [(r["side"], r["values"]["avg"]) for r in sides if r["key"] == "fraction_lost"]
     assert loss_rows == [("worst", 5.0), ("send", 5.0), ("recv", 0.0)]
 
@@ -49,40 +57,52 @@ def test_percentiles_are_in_display_units_and_graded_by_the_user_thresholds():
 def test_outcomes_and_sip_codes_cover_every_endpoint():
     rows = outcome_rows({"SUCCESS": 6, "CALL_FAILED": 2}, 10)
     assert [(r["outcome"], r["count"], r["pct"], r["cls"]) for r in rows] == [
-        ("SUCCESS", 6, 60.0, "st-good"), ("CALL_FAILED", 2, 20.0, "st-bad"),
+        ("SUCCESS", 6, 60.0, "st-good"),
+        ("CALL_FAILED", 2, 20.0, "st-bad"),
         ("NOT_FINISHED", 2, 20.0, "st-warn"),
-    ]  # fmt: skip
+    ]
     endpoints = [{"sip_code": c} for c in (200, 200, 486, None, 503, 200, 180)]
     codes = sip_code_rows(endpoints)
     assert [(c["code"], c["reason"], c["count"]) for c in codes] == [
-        (180, "", 1), (200, "OK", 3), (486, "Busy Here", 1), (503, "Service Unavailable", 1),
+        (180, "", 1),
+        (200, "OK", 3),
+        (486, "Busy Here", 1),
+        (503, "Service Unavailable", 1),
         (None, "no final response", 1),
-    ]  # fmt: skip
+    ]
     assert [c["cls"] for c in codes] == ["st-warn", "st-good", "st-bad", "st-bad", "st-warn"]
     assert sip_code_rows([]) == []
 
 
 def test_charts_over_time_draw_each_direction_and_the_worst_with_threshold_marks():
     series = [
-        {"t": T0 + timedelta(seconds=s),
-         "all": {"mos": {"avg": 4.15, "min": 3.9 - s / 10},
-                 "fraction_lost": {"avg": 0.01, "max": 0.04}},
-         "send": {"mos": {"avg": 4.0}, "fraction_lost": {"avg": 0.02}},
-         "recv": {"mos": {"avg": 4.3}, "fraction_lost": {"avg": 0.0}}}
+        {
+            "t": T0 + timedelta(seconds=s),
+            "all": {
+                "mos": {"avg": 4.15, "min": 3.9 - s / 10},
+                "fraction_lost": {"avg": 0.01, "max": 0.04},
+            },
+            "send": {"mos": {"avg": 4.0}, "fraction_lost": {"avg": 0.02}},
+            "recv": {"mos": {"avg": 4.3}, "fraction_lost": {"avg": 0.0}},
+        }
         for s in range(5)
-    ]  # fmt: skip
+    ]
     charts = series_charts(series)
     assert len(charts) == 4
     mos = ET.fromstring(charts[0])
     assert [p.find(f"{SVG}title").text for p in mos.iter(f"{SVG}polyline")] == [
-        "send average", "recv average", "worst (min)"
-    ]  # fmt: skip
+        "send average",
+        "recv average",
+        "worst (min)",
+    ]
     # Without a known direction (no definition): one average over every receive side.
-    alone = ET.fromstring(series_charts([{k: v for k, v in p.items() if k in ("t", "all")}
-                                         for p in series])[0])  # fmt: skip
+    alone = ET.fromstring(
+        series_charts([{k: v for k, v in p.items() if k in ("t", "all")} for p in series])[0]
+    )
     assert [p.find(f"{SVG}title").text for p in alone.iter(f"{SVG}polyline")] == [
-        "average", "worst (min)"
-    ]  # fmt: skip
+        "average",
+        "worst (min)",
+    ]
     assert len(mos.findall(f"{SVG}line[@stroke-dasharray]")) == 2  # good 3.5, bad 3.0
     assert "Packet loss (%)" in charts[2] and "worst (max)" in charts[2]
     assert "no samples yet" in charts[1]  # no jitter data: says so, draws no axes
@@ -102,10 +122,16 @@ def test_mos_histogram_is_coloured_by_grade_and_skips_the_empty_low_end():
 
 def test_the_results_section_renders_from_a_view():
     macro = env.get_template("_results.html").module.results_section  # type: ignore[attr-defined]
-    results = {"endpoints": 2, "registration_success_rate": 100.0,
-               "percentiles": percentile_rows({}), "timings": [],
-               "outcomes": outcome_rows({"SUCCESS": 2}, 2), "sip_codes": sip_code_rows([]),
-               "charts": series_charts([]), "mos_histogram": mos_histogram_svg([])}  # fmt: skip
+    results = {
+        "endpoints": 2,
+        "registration_success_rate": 100.0,
+        "percentiles": percentile_rows({}),
+        "timings": [],
+        "outcomes": outcome_rows({"SUCCESS": 2}, 2),
+        "sip_codes": sip_code_rows([]),
+        "charts": series_charts([]),
+        "mos_histogram": mos_histogram_svg([]),
+    }
     html = str(macro({"id": "r1", "call_success_rate": 100.0}, results))
     assert 'id="percentiles"' in html and "No endpoints." in html
     assert 'href="/runs/r1/endpoints?outcome=SUCCESS"' in html
@@ -113,24 +139,41 @@ def test_the_results_section_renders_from_a_view():
 
 def test_openapi_declares_bearer_keys_required_or_optional():
     for keys, security in (("", [{"bearerAuth": []}, {}]), ("k1", [{"bearerAuth": []}])):
-        app = create_app(ApiSettings(nats_url="nats://unused", database_url="postgresql://unused",
-                                     api_keys=keys))  # fmt: skip
+        app = create_app(
+            ApiSettings(nats_url="nats://unused", database_url="postgresql://unused", api_keys=keys)
+        )
         doc = app.openapi()
         scheme = doc["components"]["securitySchemes"]["bearerAuth"]
         assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
         api = {p: ops for p, ops in doc["paths"].items() if p.startswith("/api/v1")}
-        assert api and all(op["security"] == security for ops in api.values()
-                           for op in ops.values())  # fmt: skip
+        assert api and all(
+            op["security"] == security for ops in api.values() for op in ops.values()
+        )
         assert all("security" not in op for op in doc["paths"].get("/asyncapi", {}).values())
 
 
 def test_speech_quality_pairs_each_sampled_calls_pesq_with_its_e_model_mos():
     assert speech_view({"sampled": 0, "endpoints": []}) is None  # nothing sampled: no section
-    speech = {"sampled": 2, "scored": 1, "endpoints": [
-        {"endpoint_id": "B-1", "mos_lqo": 4.31, "mos_emodel": 4.41, "mode": "nb", "error": None},
-        {"endpoint_id": "B-2", "mos_lqo": None, "mos_emodel": 4.2, "mode": None,
-         "error": "a 3 s call is too short to score"},
-    ]}  # fmt: skip
+    speech = {
+        "sampled": 2,
+        "scored": 1,
+        "endpoints": [
+            {
+                "endpoint_id": "B-1",
+                "mos_lqo": 4.31,
+                "mos_emodel": 4.41,
+                "mode": "nb",
+                "error": None,
+            },
+            {
+                "endpoint_id": "B-2",
+                "mos_lqo": None,
+                "mos_emodel": 4.2,
+                "mode": None,
+                "error": "a 3 s call is too short to score",
+            },
+        ],
+    }
     view = speech_view(speech)
     assert view is not None and view["scored"] == 1
     svg = ET.fromstring(view["chart"])

@@ -8,12 +8,13 @@ import xml.etree.ElementTree as ET
 from callmeter_api.svg import Chart, Series, line_chart, nice_ticks, topology, topology_columns
 
 SMOKE = {
-    "name": "smoke", "duration_s": 5,
+    "name": "smoke",
+    "duration_s": 5,
     "groups": [
         {"name": "A", "endpoints": 4, "codecs": ["PCMU", "PCMA"], "calls": "B"},
         {"name": "B", "endpoints": 2, "codecs": ["PCMU"]},
     ],
-}  # fmt: skip
+}
 
 
 def test_ticks_are_round_and_cover_the_range():

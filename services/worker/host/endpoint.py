@@ -47,8 +47,9 @@ class Endpoint:
         self.options: dict[str, Any] = cmd["options"]
         self.registration = (
             Registration(cmd["registrar"], cmd["account"], self.username)
-            if cmd.get("registrar") else None
-        )  # fmt: skip
+            if cmd.get("registrar")
+            else None
+        )
         self.scenario = Scenario(host, self.id, cmd.get("scenario") or [])
         self.recording = Recording(host, self.id, cmd.get("record_s"))
         self.contact_uri = ""  # set by start(): the transport's port is known only then
@@ -79,9 +80,11 @@ class Endpoint:
 
     @property
     def transport(self) -> str:
-        return self.registration.registrar["transport"] if self.registration else (
-            self.options["transport"]
-        )  # fmt: skip
+        return (
+            self.registration.registrar["transport"]
+            if self.registration
+            else (self.options["transport"])
+        )
 
     def direct_uri(self) -> str:
         """sip:user@bind:port[;transport=tcp|tls] on the port the transport really has."""
@@ -185,9 +188,12 @@ class Endpoint:
             self.t_200 = now
             self.set_phase(Phase.NEGOTIATING)
         self.host.emit(
-            "call_progress", endpoint_id=self.id, code=code, reason=reason,
+            "call_progress",
+            endpoint_id=self.id,
+            code=code,
+            reason=reason,
             ms_since_invite=self._ms(now),
-        )  # fmt: skip
+        )
 
     def on_call_state(self, ci: pj.CallInfo) -> None:
         if ci.state == pj.PJSIP_INV_STATE_CONNECTING and self.role == "caller":
@@ -205,9 +211,12 @@ class Endpoint:
             timing = self.timing()
             keys = ("time_to_trying_ms", "time_to_ringing_ms", "post_dial_delay_ms")
             self.host.emit(
-                "call_established", endpoint_id=self.id, codec=codec,
-                call_setup_ms=timing["call_setup_ms"], **{k: timing[k] for k in keys},
-            )  # fmt: skip
+                "call_established",
+                endpoint_id=self.id,
+                codec=codec,
+                call_setup_ms=timing["call_setup_ms"],
+                **{k: timing[k] for k in keys},
+            )
         elif ci.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.end_code, self.end_reason = ci.lastStatusCode, ci.lastReason
 
@@ -230,9 +239,12 @@ class Endpoint:
         send, recv = self.sampler.sample(snap)
         for direction, metrics in (("send", send), ("recv", recv)):
             self.host.emit(
-                "sample", endpoint_id=self.id, direction=direction, seq=self.seq[direction],
+                "sample",
+                endpoint_id=self.id,
+                direction=direction,
+                seq=self.seq[direction],
                 metrics=metrics,
-            )  # fmt: skip
+            )
             self.seq[direction] += 1
 
     def timing(self) -> dict[str, Any]:
@@ -244,9 +256,10 @@ class Endpoint:
             "time_to_trying_ms": self._ms(self.t_trying) if caller else None,
             "time_to_ringing_ms": self._ms(self.t_ringing) if caller else None,
             "post_dial_delay_ms": self._ms(self.t_ringing) if caller else None,
-            "call_setup_ms": self._ms(self.t_200), "first_rtp_ms": self.first_rtp_ms,
+            "call_setup_ms": self._ms(self.t_200),
+            "first_rtp_ms": self.first_rtp_ms,
             "call_duration_s": now - self.t_confirmed if self.t_confirmed else None,
-        }  # fmt: skip
+        }
 
     def tick(self, now: float) -> None:
         if self.finished:
@@ -357,10 +370,12 @@ class Endpoint:
                 reason = f"no answer within {self.options['invite_timeout_s']} s (CANCEL sent)"
             self.host.emit("call_failed", endpoint_id=self.id, code=code, reason=reason)
             outcome = self.forced or (
-                Outcome.TIMEOUT if code == 408
-                else Outcome.NEGOTIATION_FAILED if code in NEGOTIATION_CODES
+                Outcome.TIMEOUT
+                if code == 408
+                else Outcome.NEGOTIATION_FAILED
+                if code in NEGOTIATION_CODES
                 else Outcome.CALL_FAILED
-            )  # fmt: skip
+            )
         else:
             duration = round(time.monotonic() - self.t_confirmed, 3)
             self.host.emit(

@@ -54,12 +54,22 @@ MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
 # INVITEs 486 before any media exists, so at most MAX_CALLS calls' sockets are made per
 # hold, whatever the rate of INVITEs.
 REJECT_HOLD_S = 0.5
-SRTP = {"off": pj.PJMEDIA_SRTP_DISABLED, "optional": pj.PJMEDIA_SRTP_OPTIONAL,
-        "mandatory": pj.PJMEDIA_SRTP_MANDATORY}  # fmt: skip
-PRACK = {"off": pj.PJSUA_100REL_NOT_USED, "supported": pj.PJSUA_100REL_OPTIONAL,
-         "required": pj.PJSUA_100REL_MANDATORY}  # fmt: skip
-TIMER = {"off": pj.PJSUA_SIP_TIMER_INACTIVE, "optional": pj.PJSUA_SIP_TIMER_OPTIONAL,
-         "required": pj.PJSUA_SIP_TIMER_REQUIRED, "always": pj.PJSUA_SIP_TIMER_ALWAYS}  # fmt: skip
+SRTP = {
+    "off": pj.PJMEDIA_SRTP_DISABLED,
+    "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+    "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+}
+PRACK = {
+    "off": pj.PJSUA_100REL_NOT_USED,
+    "supported": pj.PJSUA_100REL_OPTIONAL,
+    "required": pj.PJSUA_100REL_MANDATORY,
+}
+TIMER = {
+    "off": pj.PJSUA_SIP_TIMER_INACTIVE,
+    "optional": pj.PJSUA_SIP_TIMER_OPTIONAL,
+    "required": pj.PJSUA_SIP_TIMER_REQUIRED,
+    "always": pj.PJSUA_SIP_TIMER_ALWAYS,
+}
 
 
 class Host:

@@ -84,6 +84,10 @@ class Recording:
 
     def _report(self, seconds: float | None, error: str) -> None:
         self.host.emit(
-            "recording", endpoint_id=self.endpoint_id, path=self.path if seconds else "",
-            seconds=seconds, codec=self.codec, error=error,
-        )  # fmt: skip
+            "recording",
+            endpoint_id=self.endpoint_id,
+            path=self.path if seconds else "",
+            seconds=seconds,
+            codec=self.codec,
+            error=error,
+        )

@@ -86,10 +86,17 @@ class Registration:
                 self.time_to_register_ms = round((now - self.started) * 1000.0, 3)
             else:
                 self.refreshes += 1
-            self.new_reports.append(("registered", {
-                "time_to_register_ms": self.time_to_register_ms, "expires_s": expires,
-                "refresh": self.refreshes, "contact_uri": self.aor,
-            }))  # fmt: skip
+            self.new_reports.append(
+                (
+                    "registered",
+                    {
+                        "time_to_register_ms": self.time_to_register_ms,
+                        "expires_s": expires,
+                        "refresh": self.refreshes,
+                        "contact_uri": self.aor,
+                    },
+                )
+            )
         elif self.state == "pending":
             self.fail(code, reason)
         elif self.state == "registered" and code >= 300:

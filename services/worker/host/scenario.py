@@ -45,9 +45,12 @@ class Scenario:
             except (pj.Error, ValueError) as exc:
                 ok, detail = False, exc.info() if isinstance(exc, pj.Error) else str(exc)
             self.host.emit(
-                "scenario_action", endpoint_id=self.endpoint_id, action=step["action"], ok=ok,
+                "scenario_action",
+                endpoint_id=self.endpoint_id,
+                action=step["action"],
+                ok=ok,
                 detail=detail,
-            )  # fmt: skip
+            )
 
     def _run(self, call: pj.Call, step: dict[str, Any], own_codecs: list[str]) -> str:
         action = step["action"]

@@ -97,8 +97,9 @@ class HostCall(pj.Call):
         ci = self.getInfo()
         for mi in ci.media:
             if mi.type == pj.PJMEDIA_TYPE_AUDIO and mi.status in (
-                pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
-            ):  # fmt: skip
+                pj.PJSUA_CALL_MEDIA_ACTIVE,
+                pj.PJSUA_CALL_MEDIA_REMOTE_HOLD,
+            ):
                 # a re-INVITE recreates the stream port: connect it again
                 self.host.connect_audio(self.getAudioMedia(mi.index))
 

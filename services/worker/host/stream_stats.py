@@ -21,14 +21,32 @@ Snapshot = dict[str, Any]
 Sample = dict[str, Any]
 MATH_KEYS = ("last", "mean", "min", "max", "n")
 JB_KEYS = (
-    "avg_delay_ms", "min_delay_ms", "max_delay_ms", "dev_delay_ms", "frame_size", "prefetch",
-    "min_prefetch", "max_prefetch", "size", "empty", "lost", "discard", "burst", "avg_burst",
-)  # fmt: skip
+    "avg_delay_ms",
+    "min_delay_ms",
+    "max_delay_ms",
+    "dev_delay_ms",
+    "frame_size",
+    "prefetch",
+    "min_prefetch",
+    "max_prefetch",
+    "size",
+    "empty",
+    "lost",
+    "discard",
+    "burst",
+    "avg_burst",
+)
 JB_DELTA = ("empty", "lost", "discard")  # cumulative JbufState counters, reported per second
 TIMING_KEYS = (
-    "time_to_register_ms", "registration_expires_s", "time_to_trying_ms", "time_to_ringing_ms",
-    "post_dial_delay_ms", "call_setup_ms", "first_rtp_ms", "call_duration_s",
-)  # fmt: skip
+    "time_to_register_ms",
+    "registration_expires_s",
+    "time_to_trying_ms",
+    "time_to_ringing_ms",
+    "post_dial_delay_ms",
+    "call_setup_ms",
+    "first_rtp_ms",
+    "call_duration_s",
+)
 
 
 def _load_keys() -> tuple[str, ...]:
@@ -60,10 +78,18 @@ def _math(n: int = 0) -> dict[str, float]:
 
 def _stream() -> dict[str, Any]:
     return {
-        "pkt": 0, "bytes": 0, "loss": 0, "dup": 0, "reorder": 0, "discard": 0,
-        "update_count": 0, "update_unix": None, "jitter": _math(), "loss_period": _math(),
+        "pkt": 0,
+        "bytes": 0,
+        "loss": 0,
+        "dup": 0,
+        "reorder": 0,
+        "discard": 0,
+        "update_count": 0,
+        "update_unix": None,
+        "jitter": _math(),
+        "loss_period": _math(),
         "dropped": 0,  # tx: packets PJSIP's loss simulation dropped (counted in pkt)
-    }  # fmt: skip
+    }
 
 
 def empty_snapshot() -> Snapshot:
@@ -77,11 +103,18 @@ def empty_snapshot() -> Snapshot:
         "ipdv": _math(),  # RtcpStat.rxIpdvUsec
         "raw_jitter": _math(),  # RtcpStat.rxRawJitterUsec
         "jb": None,  # dict with JB_KEYS, or None when no jitter buffer state
-        "info": {"codec": None, "clock_rate": None, "tx_pt": None, "rx_pt": None,
-                 "ptime_ms": None, "channel_count": None, "codec_bitrate_bps": None},
+        "info": {
+            "codec": None,
+            "clock_rate": None,
+            "tx_pt": None,
+            "rx_pt": None,
+            "ptime_ms": None,
+            "channel_count": None,
+            "codec_bitrate_bps": None,
+        },
         "level": {"tx": None, "rx": None},
         "timing": dict.fromkeys(TIMING_KEYS),
-    }  # fmt: skip
+    }
 
 
 def _ms(stat: dict[str, float], key: str) -> float | None:
@@ -125,12 +158,18 @@ def _direction(
     lost = _delta(cur["loss"], prev["loss"])
     upd = cur.get("update_unix")
     return {
-        "packets": pkts, "packets_total": cur["pkt"], "bytes": nbytes, "bytes_total": cur["bytes"],
+        "packets": pkts,
+        "packets_total": cur["pkt"],
+        "bytes": nbytes,
+        "bytes_total": cur["bytes"],
         "packet_rate_ps": pkts / elapsed if elapsed else None,
         "bitrate_bps": 8 * nbytes / elapsed if elapsed else None,
         "avg_packet_size_bytes": nbytes / pkts if pkts else None,
-        "packets_lost": lost, "packets_lost_total": cur["loss"], "expected_packets": pkts + lost,
-        "duplicate_packets": _delta(cur["dup"], prev["dup"]), "duplicate_packets_total": cur["dup"],
+        "packets_lost": lost,
+        "packets_lost_total": cur["loss"],
+        "expected_packets": pkts + lost,
+        "duplicate_packets": _delta(cur["dup"], prev["dup"]),
+        "duplicate_packets_total": cur["dup"],
         "out_of_order_packets": _delta(cur["reorder"], prev["reorder"]),
         "out_of_order_packets_total": cur["reorder"],
         "discarded_packets": _delta(cur["discard"], prev["discard"]),
@@ -138,12 +177,14 @@ def _direction(
         "sequence_gaps": _delta(cur["loss_period"]["n"], prev["loss_period"]["n"]),
         "loss_period_mean_ms": _ms(cur["loss_period"], "mean"),
         "loss_period_max_ms": _ms(cur["loss_period"], "max"),
-        "jitter_ms": _jitter_ms(jit, "last", off), "jitter_mean_ms": _jitter_ms(jit, "mean", off),
-        "jitter_min_ms": _jitter_ms(jit, "min", off), "jitter_max_ms": _jitter_ms(jit, "max", off),
+        "jitter_ms": _jitter_ms(jit, "last", off),
+        "jitter_mean_ms": _jitter_ms(jit, "mean", off),
+        "jitter_min_ms": _jitter_ms(jit, "min", off),
+        "jitter_max_ms": _jitter_ms(jit, "max", off),
         "rtcp_reports": _delta(cur["update_count"], prev["update_count"]),
         "rtcp_update_count_total": cur["update_count"],
         "rtcp_last_update_age_ms": (wall - upd) * 1000.0 if upd else None,
-    }  # fmt: skip
+    }
 
 
 def _on_wire(tx: dict[str, Any]) -> dict[str, Any]:
@@ -180,14 +221,20 @@ def compute_samples(
     ptime = info.get("ptime_ms") or 0
     common: Sample = dict.fromkeys(KEYS)  # every key; unmeasurable ones stay None
     common.update({k: timing.get(k) for k in TIMING_KEYS})
-    common.update({
-        "rtt_ms": rtt_ms, "rtt_mean_ms": _ms(rtt, "mean"), "rtt_min_ms": _ms(rtt, "min"),
-        "rtt_max_ms": _ms(rtt, "max"), "codec": info.get("codec"),
-        "clock_rate": info.get("clock_rate"), "ptime_ms": info.get("ptime_ms"),
-        "channel_count": info.get("channel_count"),
-        "codec_bitrate_bps": info.get("codec_bitrate_bps"),
-        "sample_interval_ms": elapsed * 1000.0 if elapsed else None,
-    })  # fmt: skip
+    common.update(
+        {
+            "rtt_ms": rtt_ms,
+            "rtt_mean_ms": _ms(rtt, "mean"),
+            "rtt_min_ms": _ms(rtt, "min"),
+            "rtt_max_ms": _ms(rtt, "max"),
+            "codec": info.get("codec"),
+            "clock_rate": info.get("clock_rate"),
+            "ptime_ms": info.get("ptime_ms"),
+            "channel_count": info.get("channel_count"),
+            "codec_bitrate_bps": info.get("codec_bitrate_bps"),
+            "sample_interval_ms": elapsed * 1000.0 if elapsed else None,
+        }
+    )
     send, recv = dict(common), dict(common)
 
     # --- recv: everything measured locally on the incoming RTP stream
@@ -283,20 +330,35 @@ def _pj_math(m: Any) -> dict[str, float]:
 def _pj_stream(s: Any) -> dict[str, Any]:
     upd = s.update
     return {
-        "pkt": s.pkt, "bytes": s.bytes, "loss": s.loss, "dup": s.dup, "reorder": s.reorder,
-        "discard": s.discard, "update_count": s.updateCount,
+        "pkt": s.pkt,
+        "bytes": s.bytes,
+        "loss": s.loss,
+        "dup": s.dup,
+        "reorder": s.reorder,
+        "discard": s.discard,
+        "update_count": s.updateCount,
         "update_unix": upd.sec + upd.msec / 1000.0 if upd.sec else None,
-        "jitter": _pj_math(s.jitterUsec), "loss_period": _pj_math(s.lossPeriodUsec),
-    }  # fmt: skip
+        "jitter": _pj_math(s.jitterUsec),
+        "loss_period": _pj_math(s.lossPeriodUsec),
+    }
 
 
 _JB_ATTRS = {
-    "avg_delay_ms": "avgDelayMsec", "min_delay_ms": "minDelayMsec", "max_delay_ms": "maxDelayMsec",
-    "dev_delay_ms": "devDelayMsec", "frame_size": "frameSize", "prefetch": "prefetch",
-    "min_prefetch": "minPrefetch", "max_prefetch": "maxPrefetch", "size": "size",
-    "empty": "empty", "lost": "lost", "discard": "discard", "burst": "burst",
+    "avg_delay_ms": "avgDelayMsec",
+    "min_delay_ms": "minDelayMsec",
+    "max_delay_ms": "maxDelayMsec",
+    "dev_delay_ms": "devDelayMsec",
+    "frame_size": "frameSize",
+    "prefetch": "prefetch",
+    "min_prefetch": "minPrefetch",
+    "max_prefetch": "maxPrefetch",
+    "size": "size",
+    "empty": "empty",
+    "lost": "lost",
+    "discard": "discard",
+    "burst": "burst",
     "avg_burst": "avgBurst",
-}  # fmt: skip
+}
 
 
 def read_snapshot(
@@ -325,10 +387,14 @@ def read_snapshot(
         si = call.getStreamInfo(0)
         prm = si.audCodecParam
         snap["info"] = {
-            "codec": si.codecName, "clock_rate": si.codecClockRate, "tx_pt": si.txPt,
-            "rx_pt": si.rxPt, "ptime_ms": prm.setting.frmPerPkt * prm.info.frameLen,
-            "channel_count": prm.info.channelCnt, "codec_bitrate_bps": prm.info.avgBps,
-        }  # fmt: skip
+            "codec": si.codecName,
+            "clock_rate": si.codecClockRate,
+            "tx_pt": si.txPt,
+            "rx_pt": si.rxPt,
+            "ptime_ms": prm.setting.frmPerPkt * prm.info.frameLen,
+            "channel_count": prm.info.channelCnt,
+            "codec_bitrate_bps": prm.info.avgBps,
+        }
     except errors:
         pass
     try:

@@ -48,8 +48,11 @@ class Transports:
         (listen_port tells which; direct-mode contact URIs use it).
         """
         if kind not in self.ids:
-            types = {"udp": pj.PJSIP_TRANSPORT_UDP, "tcp": pj.PJSIP_TRANSPORT_TCP,
-                     "tls": pj.PJSIP_TRANSPORT_TLS}  # fmt: skip
+            types = {
+                "udp": pj.PJSIP_TRANSPORT_UDP,
+                "tcp": pj.PJSIP_TRANSPORT_TCP,
+                "tls": pj.PJSIP_TRANSPORT_TLS,
+            }
             port = self.preferred_port(kind)
             # PJSIP 2.15 reports a TLS listener whose bind failed as started (it then
             # never accepts), so probe the stream port first rather than trust it

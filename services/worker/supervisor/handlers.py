@@ -31,7 +31,7 @@ from callmeter_events import (
     WorkerHeartbeat,
     WorkerOffline,
     WorkerOnline,
-)  # fmt: skip
+)
 
 from ..protocol import StartEndpoint
 from .audio import AudioStore
@@ -49,14 +49,22 @@ def start_command(event: EndpointAssigned, record_s: float | None = None) -> Sta
     """The host protocol's start_endpoint command for one assignment."""
     c = event.config
     return {
-        "op": "start_endpoint", "endpoint_id": event.endpoint_id, "role": c.role,
-        "codecs": list(c.codecs), "duration_s": c.duration_s, "target_uri": c.target_uri,
-        "username": c.username, "drop_tx_pct": c.drop_tx_pct, "drop_rx_pct": c.drop_rx_pct,
-        "call_wait_s": c.call_wait_s, "registrar": c.registrar.model_dump() if c.registrar else None,
+        "op": "start_endpoint",
+        "endpoint_id": event.endpoint_id,
+        "role": c.role,
+        "codecs": list(c.codecs),
+        "duration_s": c.duration_s,
+        "target_uri": c.target_uri,
+        "username": c.username,
+        "drop_tx_pct": c.drop_tx_pct,
+        "drop_rx_pct": c.drop_rx_pct,
+        "call_wait_s": c.call_wait_s,
+        "registrar": c.registrar.model_dump() if c.registrar else None,
         "account": c.account.model_dump() if c.account else None,
-        "options": c.options.model_dump(), "scenario": [s.model_dump() for s in c.scenario],
+        "options": c.options.model_dump(),
+        "scenario": [s.model_dump() for s in c.scenario],
         "record_s": record_s,
-    }  # fmt: skip
+    }
 
 
 class Supervisor:
@@ -70,11 +78,17 @@ class Supervisor:
             self.pool = SimulatedPool(settings.address(), self.on_host_message)
         else:
             self.pool = HostPool(
-                settings.endpoints_per_host, settings.rtp_port_range, settings.address(),
-                settings.host_silence_s, self.on_host_message, self.on_host_lost,
-                settings.trace_sip, tls_files=(settings.tls_cert, settings.tls_key),
-                ports=settings.media_port_range(), record_dir=self.speech_dir,
-            )  # fmt: skip
+                settings.endpoints_per_host,
+                settings.rtp_port_range,
+                settings.address(),
+                settings.host_silence_s,
+                self.on_host_message,
+                self.on_host_lost,
+                settings.trace_sip,
+                tls_files=(settings.tls_cert, settings.tls_key),
+                ports=settings.media_port_range(),
+                record_dir=self.speech_dir,
+            )
         self.audio = AudioStore(bus, self.speech_dir)
         self.scorer = Scorer()
         # sampled receivers: (run, endpoint) -> (reference, its WAV at the host's rate)
@@ -113,10 +127,14 @@ class Supervisor:
         if event.run_id in self.stopped:
             # The dispatcher assigned it before it saw the stop; starting it now would
             # leave a call running in a run that is already winding down.
-            await self.bus.publish(EndpointFinished(
-                run_id=event.run_id, endpoint_id=event.endpoint_id,
-                outcome=Outcome.COMPLETED_WITH_WARNINGS, reason="run stopped before this endpoint started",
-            ))  # fmt: skip
+            await self.bus.publish(
+                EndpointFinished(
+                    run_id=event.run_id,
+                    endpoint_id=event.endpoint_id,
+                    outcome=Outcome.COMPLETED_WITH_WARNINGS,
+                    reason="run stopped before this endpoint started",
+                )
+            )
             return
         await self.bus.publish(
             EndpointPhaseChanged(
@@ -140,20 +158,28 @@ class Supervisor:
                 audio = await self.audio.path(c.audio, profile.clock_rate)
                 profile = HostProfile(profile.codecs, c.drop_tx_pct, c.drop_rx_pct, audio)
         except (LookupError, WavError) as exc:
-            await self.bus.publish(EndpointFinished(
-                run_id=event.run_id, endpoint_id=event.endpoint_id, outcome="MEDIA_ERROR",
-                reason=f"audio: {exc}",
-            ))  # fmt: skip
+            await self.bus.publish(
+                EndpointFinished(
+                    run_id=event.run_id,
+                    endpoint_id=event.endpoint_id,
+                    outcome="MEDIA_ERROR",
+                    reason=f"audio: {exc}",
+                )
+            )
             return
         record_s = await self._sample_speech(event, profile.clock_rate)
         try:
             command = start_command(event, record_s)
             await self.pool.place(event.run_id, event.endpoint_id, command, profile)
         except (OSError, RuntimeError) as exc:
-            await self.bus.publish(EndpointFinished(
-                run_id=event.run_id, endpoint_id=event.endpoint_id, outcome=Outcome.OSERROR,
-                reason=f"could not start endpoint host: {exc}",
-            ))  # fmt: skip
+            await self.bus.publish(
+                EndpointFinished(
+                    run_id=event.run_id,
+                    endpoint_id=event.endpoint_id,
+                    outcome=Outcome.OSERROR,
+                    reason=f"could not start endpoint host: {exc}",
+                )
+            )
 
     async def _sample_speech(self, event: EndpointAssigned, clock_rate: int) -> float | None:
         """A receiver sampled for PESQ: its reference at the host's rate, and how long
@@ -168,9 +194,14 @@ class Supervisor:
             self.references[(run, ep)] = (ref, await self.audio.path(ref, clock_rate))
             return record_s
         except (ValueError, LookupError) as exc:  # WavError is a ValueError
-            await self.bus.publish(SpeechQualityMeasured(
-                run_id=run, endpoint_id=ep, reference=ref, error=str(exc),
-            ))  # fmt: skip
+            await self.bus.publish(
+                SpeechQualityMeasured(
+                    run_id=run,
+                    endpoint_id=ep,
+                    reference=ref,
+                    error=str(exc),
+                )
+            )
             return None
 
     def _score(self, key: tuple[str, str], msg: dict[str, Any]) -> None:
@@ -202,10 +233,14 @@ class Supervisor:
         self.stopped.add(run_id)
         for (run, endpoint), task in list(self.delayed.items()):
             if run == run_id and task.cancel():
-                await self.bus.publish(EndpointFinished(
-                    run_id=run, endpoint_id=endpoint, outcome=Outcome.COMPLETED_WITH_WARNINGS,
-                    reason="run stopped before this endpoint started",
-                ))  # fmt: skip
+                await self.bus.publish(
+                    EndpointFinished(
+                        run_id=run,
+                        endpoint_id=endpoint,
+                        outcome=Outcome.COMPLETED_WITH_WARNINGS,
+                        reason="run stopped before this endpoint started",
+                    )
+                )
         for host in list(self.pool.hosts.values()):
             for slot, (run, _) in list(host.endpoints.items()):
                 if run == run_id:
@@ -222,10 +257,14 @@ class Supervisor:
             if owner is not None:
                 # The host refused the endpoint (limits, bad codec...): it will never report.
                 host.endpoints.pop(slot, None)
-                await self.bus.publish(EndpointFinished(
-                    run_id=owner[0], endpoint_id=owner[1], outcome=Outcome.OSERROR,
-                    reason=f"endpoint host refused it: {msg.get('message')}",
-                ))  # fmt: skip
+                await self.bus.publish(
+                    EndpointFinished(
+                        run_id=owner[0],
+                        endpoint_id=owner[1],
+                        outcome=Outcome.OSERROR,
+                        reason=f"endpoint host refused it: {msg.get('message')}",
+                    )
+                )
             return
         if owner is not None:
             key = owner
@@ -244,9 +283,14 @@ class Supervisor:
     async def on_host_lost(self, host: EndpointHost, reason: str) -> None:
         for run_id, endpoint in list(host.endpoints.values()):
             self.references.pop((run_id, endpoint), None)
-            await self.bus.publish(EndpointFinished(
-                run_id=run_id, endpoint_id=endpoint, outcome=Outcome.OSERROR, reason=reason,
-            ))  # fmt: skip
+            await self.bus.publish(
+                EndpointFinished(
+                    run_id=run_id,
+                    endpoint_id=endpoint,
+                    outcome=Outcome.OSERROR,
+                    reason=reason,
+                )
+            )
 
     # --- presence --------------------------------------------------------------------
     def heartbeat(self) -> WorkerHeartbeat:
@@ -254,10 +298,14 @@ class Supervisor:
         busy = self.pool.endpoint_count() + len(self.delayed)
         self.beat += 1
         return WorkerHeartbeat(
-            worker_id=s.worker_id, region=s.region, capacity=s.capacity,
-            free_slots=max(0, s.capacity - busy), load=os.getloadavg()[0] / (os.cpu_count() or 1),
-            hosts=len(self.pool.hosts), seq=self.beat,
-        )  # fmt: skip
+            worker_id=s.worker_id,
+            region=s.region,
+            capacity=s.capacity,
+            free_slots=max(0, s.capacity - busy),
+            load=os.getloadavg()[0] / (os.cpu_count() or 1),
+            hosts=len(self.pool.hosts),
+            seq=self.beat,
+        )
 
     async def heartbeats(self, stop: asyncio.Event) -> None:
         s = self.settings

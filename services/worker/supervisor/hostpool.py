@@ -54,9 +54,13 @@ class HostProfile:
 
     def args(self) -> list[str]:
         return [
-            "--clock-rate", str(self.clock_rate), "--drop-tx-pct", str(self.drop_tx_pct),
-            "--drop-rx-pct", str(self.drop_rx_pct),
-        ] + (["--audio", self.audio] if self.audio else [])  # fmt: skip
+            "--clock-rate",
+            str(self.clock_rate),
+            "--drop-tx-pct",
+            str(self.drop_tx_pct),
+            "--drop-rx-pct",
+            str(self.drop_rx_pct),
+        ] + (["--audio", self.audio] if self.audio else [])
 
 
 def slot_of(run_id: str, endpoint_id: str) -> str:
@@ -152,10 +156,20 @@ class HostPool:
         sip_port, rtp_base = self.ports.acquire()
         host_id = f"h{next(self._ids)}"
         argv = [
-            sys.executable, "-m", "callmeter_worker.host", "--sip-port", str(sip_port),
-            "--rtp-port", str(rtp_base), "--rtp-port-range", str(self.ports.span),
-            "--host-id", host_id, "--bind", self.bind,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "callmeter_worker.host",
+            "--sip-port",
+            str(sip_port),
+            "--rtp-port",
+            str(rtp_base),
+            "--rtp-port-range",
+            str(self.ports.span),
+            "--host-id",
+            host_id,
+            "--bind",
+            self.bind,
+        ]
         argv += profile.args()
         if self.trace_sip:
             argv.append("--trace-sip")
@@ -164,9 +178,13 @@ class HostPool:
         if all(self.tls_files):
             argv += ["--tls-cert", self.tls_files[0], "--tls-key", self.tls_files[1]]
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True, limit=4 * 1024 * 1024,
-        )  # fmt: skip
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=4 * 1024 * 1024,
+        )
         host = EndpointHost(host_id, proc, sip_port, rtp_base, profile)
         self.hosts[host_id] = host
         self._spawn(self._read(host))

@@ -36,24 +36,59 @@ def sample_metrics(direction: str, second: int, codec: str, rng: random.Random) 
     jitter = round(rng.uniform(0.2, 2.0), 3)
     rtt = round(rng.uniform(0.5, 3.0), 3)
     values = {
-        "mos": 4.41, "r_factor": 93.2, "ie_eff": 0.0, "delay_impairment_id": 0.0,
-        "one_way_delay_ms": rtt / 2 + jitter, "jitter_ms": jitter, "jitter_mean_ms": jitter,
-        "jitter_min_ms": 0.1, "jitter_max_ms": jitter * 2, "rtt_ms": rtt, "rtt_mean_ms": rtt,
-        "rtt_min_ms": rtt / 2, "rtt_max_ms": rtt * 2, "packets_lost": 0,
-        "packets_lost_total": 0, "fraction_lost": 0.0, "loss_percent": 0.0,
-        "packets": 50, "packets_total": 50 * second, "bytes": 8000, "bytes_total": 8000 * second,
-        "packet_rate_ps": 50.0, "bitrate_bps": 64000.0, "avg_packet_size_bytes": 160.0,
-        "expected_packets": 50, "duplicate_packets": 0, "duplicate_packets_total": 0,
-        "out_of_order_packets": 0, "out_of_order_packets_total": 0, "sequence_gaps": 0,
-        "discarded_packets": 0, "discarded_packets_total": 0, "codec": codec,
-        "payload_type": PAYLOAD_TYPES.get(codec), "clock_rate": 8000, "ptime_ms": 20,
-        "channel_count": 1, "codec_bitrate_bps": 64000, "audio_level": rng.randrange(20, 120),
-        "call_duration_s": float(second), "sample_interval_ms": 1000.0,
-    }  # fmt: skip
+        "mos": 4.41,
+        "r_factor": 93.2,
+        "ie_eff": 0.0,
+        "delay_impairment_id": 0.0,
+        "one_way_delay_ms": rtt / 2 + jitter,
+        "jitter_ms": jitter,
+        "jitter_mean_ms": jitter,
+        "jitter_min_ms": 0.1,
+        "jitter_max_ms": jitter * 2,
+        "rtt_ms": rtt,
+        "rtt_mean_ms": rtt,
+        "rtt_min_ms": rtt / 2,
+        "rtt_max_ms": rtt * 2,
+        "packets_lost": 0,
+        "packets_lost_total": 0,
+        "fraction_lost": 0.0,
+        "loss_percent": 0.0,
+        "packets": 50,
+        "packets_total": 50 * second,
+        "bytes": 8000,
+        "bytes_total": 8000 * second,
+        "packet_rate_ps": 50.0,
+        "bitrate_bps": 64000.0,
+        "avg_packet_size_bytes": 160.0,
+        "expected_packets": 50,
+        "duplicate_packets": 0,
+        "duplicate_packets_total": 0,
+        "out_of_order_packets": 0,
+        "out_of_order_packets_total": 0,
+        "sequence_gaps": 0,
+        "discarded_packets": 0,
+        "discarded_packets_total": 0,
+        "codec": codec,
+        "payload_type": PAYLOAD_TYPES.get(codec),
+        "clock_rate": 8000,
+        "ptime_ms": 20,
+        "channel_count": 1,
+        "codec_bitrate_bps": 64000,
+        "audio_level": rng.randrange(20, 120),
+        "call_duration_s": float(second),
+        "sample_interval_ms": 1000.0,
+    }
     if direction == "recv":
-        values |= {"jb_avg_delay_ms": 40.0, "jb_min_delay_ms": 20.0, "jb_max_delay_ms": 60.0,
-                   "jb_frame_size": 160, "jb_size": 2, "jb_empty": 0, "jb_lost": 0,
-                   "jb_discard": 0}  # fmt: skip
+        values |= {
+            "jb_avg_delay_ms": 40.0,
+            "jb_min_delay_ms": 20.0,
+            "jb_max_delay_ms": 60.0,
+            "jb_frame_size": 160,
+            "jb_size": 2,
+            "jb_empty": 0,
+            "jb_lost": 0,
+            "jb_discard": 0,
+        }
     else:
         values |= {"remote_fraction_lost": 0.0, "remote_jitter_ms": jitter}
     return {**NULLS, **values}
@@ -125,17 +160,25 @@ class SimulatedPool:
                 await self._emit("phase", slot, phase="RINGING")
             elif role == "caller":
                 await self._emit("phase", slot, phase="CALLING")
-                await self._emit("call_progress", slot, code=180, reason="Ringing",
-                                 ms_since_invite=round(self.rng.uniform(2, 20), 1))  # fmt: skip
+                await self._emit(
+                    "call_progress",
+                    slot,
+                    code=180,
+                    reason="Ringing",
+                    ms_since_invite=round(self.rng.uniform(2, 20), 1),
+                )
                 await self._emit("phase", slot, phase="RINGING")
             if role != "idle":
                 setup = round(self.rng.uniform(5, 40), 1)
                 await self._emit(
-                    "call_established", slot, codec=codec, call_setup_ms=setup,
+                    "call_established",
+                    slot,
+                    codec=codec,
+                    call_setup_ms=setup,
                     time_to_trying_ms=None if role == "receiver" else round(setup / 4, 1),
                     time_to_ringing_ms=None if role == "receiver" else round(setup / 2, 1),
                     post_dial_delay_ms=None if role == "receiver" else round(setup / 2, 1),
-                )  # fmt: skip
+                )
                 await self._emit("phase", slot, phase="INCALL")
             second, started = 0, time.monotonic()
             while second < duration:
@@ -145,12 +188,18 @@ class SimulatedPool:
                 if role != "idle":
                     for direction in ("send", "recv"):
                         metrics = sample_metrics(direction, second, codec, self.rng)
-                        await self._emit("sample", slot, direction=direction, seq=second,
-                                         metrics=metrics)  # fmt: skip
+                        await self._emit(
+                            "sample", slot, direction=direction, seq=second, metrics=metrics
+                        )
             if role != "idle":
                 await self._emit("phase", slot, phase="DISCONNECTING")
-                await self._emit("call_ended", slot, code=200, reason="Normal call clearing",
-                                 duration_s=float(second))  # fmt: skip
+                await self._emit(
+                    "call_ended",
+                    slot,
+                    code=200,
+                    reason="Normal call clearing",
+                    duration_s=float(second),
+                )
             await self._finish(slot, "SUCCESS", "stopped" if hangup.is_set() else "")
         finally:
             self.host.endpoints.pop(slot, None)

@@ -21,7 +21,7 @@ from callmeter_events import (
     RegistrationFailed,
     ScenarioActionExecuted,
     SipMessage,
-)  # fmt: skip
+)
 
 
 def _ts(msg: dict[str, Any]) -> datetime:
@@ -36,11 +36,14 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
         # Ready in direct mode and registered with a registrar are the same fact;
         # refreshes are visible in the SIP trace, the fact "registered" is one.
         return [
-            EndpointRegistered(**base, contact_uri=msg["contact_uri"],
-                               time_to_register_ms=msg.get("time_to_register_ms"),
-                               expires_s=msg.get("expires_s")),
+            EndpointRegistered(
+                **base,
+                contact_uri=msg["contact_uri"],
+                time_to_register_ms=msg.get("time_to_register_ms"),
+                expires_s=msg.get("expires_s"),
+            ),
             EndpointPhaseChanged(**base, phase=Phase.REGISTERED),
-        ]  # fmt: skip
+        ]
     if ev == "registered":
         return []
     if ev == "registration_failed":
@@ -48,8 +51,11 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
             RegistrationFailed(**base, sip_code=msg.get("code"), reason=msg.get("reason") or "")
         ]
     if ev == "scenario_action":
-        return [ScenarioActionExecuted(**base, action=msg["action"], ok=msg["ok"],
-                                       detail=msg.get("detail") or "")]  # fmt: skip
+        return [
+            ScenarioActionExecuted(
+                **base, action=msg["action"], ok=msg["ok"], detail=msg.get("detail") or ""
+            )
+        ]
     if ev == "dtmf_received":
         return [DtmfReceived(**base, digits=msg["digits"], method=msg["method"])]
     if ev == "phase":
@@ -57,23 +63,53 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
     if ev == "call_attempted":
         return [CallAttempted(**base, target_uri=msg["target_uri"])]
     if ev == "call_progress":
-        return [CallProgress(**base, sip_code=msg["code"], reason=msg.get("reason") or "",
-                             ms_since_invite=msg.get("ms_since_invite"))]  # fmt: skip
+        return [
+            CallProgress(
+                **base,
+                sip_code=msg["code"],
+                reason=msg.get("reason") or "",
+                ms_since_invite=msg.get("ms_since_invite"),
+            )
+        ]
     if ev == "call_established":
-        keys = ("codec", "time_to_trying_ms", "time_to_ringing_ms", "post_dial_delay_ms",
-                "call_setup_ms")  # fmt: skip
+        keys = (
+            "codec",
+            "time_to_trying_ms",
+            "time_to_ringing_ms",
+            "post_dial_delay_ms",
+            "call_setup_ms",
+        )
         return [CallEstablished(**base, **{k: msg.get(k) for k in keys})]
     if ev == "call_failed":
         return [CallFailed(**base, sip_code=msg.get("code"), reason=msg.get("reason") or "")]
     if ev == "call_ended":
-        return [CallEnded(**base, sip_code=msg.get("code"), reason=msg.get("reason") or "",
-                          duration_s=msg.get("duration_s"))]  # fmt: skip
+        return [
+            CallEnded(
+                **base,
+                sip_code=msg.get("code"),
+                reason=msg.get("reason") or "",
+                duration_s=msg.get("duration_s"),
+            )
+        ]
     if ev == "endpoint_finished":
-        return [EndpointFinished(**base, outcome=msg["outcome"], reason=msg.get("reason") or "",
-                                 sip_code=msg.get("sip_code"))]  # fmt: skip
+        return [
+            EndpointFinished(
+                **base,
+                outcome=msg["outcome"],
+                reason=msg.get("reason") or "",
+                sip_code=msg.get("sip_code"),
+            )
+        ]
     if ev == "sample":
-        return [MetricSample(**base, direction=msg["direction"], seq=msg["seq"], ts=_ts(msg),
-                             metrics=msg["metrics"])]  # fmt: skip
+        return [
+            MetricSample(
+                **base,
+                direction=msg["direction"],
+                seq=msg["seq"],
+                ts=_ts(msg),
+                metrics=msg["metrics"],
+            )
+        ]
     if ev == "sip_message" and ep:
         return [SipMessage(**base, direction=msg["direction"], ts=_ts(msg), text=msg["text"])]
     return []
