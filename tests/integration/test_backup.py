@@ -4,6 +4,7 @@ replays, and new runs work."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -104,6 +105,9 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
             for i, (x, y) in enumerate(zip(a, b, strict=True))
             for d in differences(x, y, f"{path}[{i}]")
         ]
+    if isinstance(a, float) and isinstance(b, float):
+        # A sum over restored rows may add them in another order: the last bit may differ.
+        return [] if math.isclose(a, b, rel_tol=1e-12) else [f"{path}: {a!r} != {b!r}"]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"[:300]]
 
 
@@ -137,7 +141,10 @@ def test_backup_then_restore_into_an_empty_data_dir_shows_the_same_and_runs_agai
     with Owned(restored) as p:
         after = views(p, run_id)
         for key in before:
-            assert after[key] == before[key], (key, differences(before[key], after[key]))
+            assert not differences(before[key], after[key]), (
+                key,
+                differences(before[key], after[key]),
+            )
         new_run = p.run_test({**PAIR, "name": "after restore"})
         assert p.wait_status(new_run, {"COMPLETED", "FAILED"})["status"] == "COMPLETED"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -20,7 +21,8 @@ from callmeter_events.metrics_catalogue import KEYS
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("pjsua2")
-_rtp_bases = iter(random.sample(range(20000, 60000, 200), 50))  # disjoint 200-port blocks
+# Disjoint 200-port blocks, reused in turn: every module that starts hosts draws from here.
+_rtp_bases = itertools.cycle(random.sample(range(20000, 60000, 200), 200))
 
 
 def _free_udp_port() -> int:
