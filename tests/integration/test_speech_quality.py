@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -86,4 +87,13 @@ def test_mos_lqo_falls_with_loss_and_g711_scores_in_its_published_range(hosts, t
     # coding of this reference scores 4.49 offline). The best call is judged: a host starved
     # of CPU conceals audio (jitter-buffer underflows at 0 % loss), which PESQ rightly hears.
     assert 4.0 <= max(scores[0]) <= 4.55, (scores[0], underflows)
-    assert mean[0] > mean[5] > mean[10], mean
+
+    # Where the loss falls (speech or pause) decides a call's score, so 8 calls per level
+    # leave each mean a standard error of ~0.15: 0 % must beat both lossy levels clearly,
+    # and 5 % may not score above 10 % by more than that noise (one CI run: 3.154 vs 3.172).
+    def se(a: list[float], b: list[float]) -> float:
+        return math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+
+    assert mean[0] - mean[5] > 2 * se(scores[0], scores[5]), (mean, scores)
+    assert mean[0] - mean[10] > 2 * se(scores[0], scores[10]), (mean, scores)
+    assert mean[5] - mean[10] > -2 * se(scores[5], scores[10]), (mean, scores)
