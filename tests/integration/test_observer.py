@@ -4,7 +4,8 @@ Two receivers and two callers in two endpoint hosts exchange G.711 for 8 s over
 loopback, the callers' host dropping 5 % of what it sends (PJSIP's simulation);
 dumpcap captures the hosts' RTP port ranges. For every RTP stream tshark finds,
 what the receiving endpoint reported must match what tshark saw: packets received
-and lost within 1 %, mean interarrival jitter (RFC 3550) within 10 %, no jitter
+and lost within 1 %, mean interarrival jitter (RFC 3550) within 10 % (or half a
+sample, PJSIP's resolution), no jitter
 maximum the wire did not have; and the sender's "sent" is what reached the wire.
 """
 
@@ -22,6 +23,7 @@ from tests.support.tshark import RtpStream, capture, require_tshark, rtp_streams
 pytestmark = pytest.mark.integration
 hosts = pytest.fixture(name="hosts")(start_hosts)
 DURATION, PAIRS, SPAN = 8.0, 2, 100
+HALF_SAMPLE_MS = 0.0625  # half of one 8 kHz sample, the resolution of PJSIP's jitter
 
 
 def _local_rtp_port(h: HostProc, eid: str) -> int:
@@ -87,11 +89,16 @@ def test_our_rtp_figures_match_tsharks_stream_by_stream(hosts, tmp_path: Path): 
     # (the load average above the core count) that delay is the scheduler's, not the
     # estimator's: measured there, ours ran 10-25 % above the wire's. The comparison
     # only means something when the hosts get the CPU when packets arrive.
+    # PJSIP keeps jitter in whole 8 kHz samples (0.125 ms) and we add half a sample to
+    # remove the truncation's bias, so a stream's value can sit up to half a sample
+    # from the wire's: at 0.35 ms that step alone is 18 %. The bound is 10 % or half a
+    # sample, whichever is larger (CI saw ours 0.3125 vs the wire's 0.35).
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
     mean_off = [
         (s_id, r_id, recv["jitter_mean_ms"], wire.mean_jitter_ms)
         for s_id, r_id, wire, recv, _ in rows
-        if abs(recv["jitter_mean_ms"] - wire.mean_jitter_ms) > 0.10 * wire.mean_jitter_ms
+        if abs(recv["jitter_mean_ms"] - wire.mean_jitter_ms)
+        > max(0.10 * wire.mean_jitter_ms, HALF_SAMPLE_MS)
     ]
     if mean_off and load > 1.0:
         pytest.xfail(f"CPU oversubscribed (load {load:.1f} per core): {mean_off}")
