@@ -110,19 +110,8 @@ def test_a_host_that_still_dies_is_reported_with_pjsips_words(platform):  # type
             ],
         }
     )
-    deadline, contact = time.monotonic() + 30, None
-    while contact is None and time.monotonic() < deadline:
-        _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
-        contact = next(
-            (
-                e["contact_uri"]
-                for e in run.get("endpoints", [])
-                if e["id"] == "B-1" and e.get("contact_uri")
-            ),
-            None,
-        )
-        time.sleep(0.1)
-    assert contact is not None and contact.endswith(";transport=tcp"), contact
+    contact = platform.wait_contact(run_id, "B-1")
+    assert contact.endswith(";transport=tcp"), contact
     port = int(contact.split("@", 1)[1].split(";")[0].split(":")[1])
     assert _tcp_churn(port, 10.0), "the host survived the churn"
     run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)

@@ -3,8 +3,6 @@ and malformed SIP at a receiver's port harms nobody else."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.integration.test_host_calls import finished, start_ep, start_hosts
@@ -78,19 +76,7 @@ def test_garbage_at_a_receiver_harms_only_its_own_host(platform):  # type: ignor
         }
     )
     # As soon as B-1 advertises its contact, its SIP port gets junk and truncated SIP.
-    deadline, contact = time.monotonic() + 30, None
-    while contact is None and time.monotonic() < deadline:
-        _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
-        contact = next(
-            (
-                e["contact_uri"]
-                for e in run.get("endpoints", [])
-                if e["id"] == "B-1" and e.get("contact_uri")
-            ),
-            None,
-        )
-        time.sleep(0.1)
-    assert contact is not None
+    contact = platform.wait_contact(run_id, "B-1")
     host, port = contact.split("@", 1)[1].split(";")[0].split(":")
     assert send_garbage(host, int(port)) > 0
     # The run completes, and the other host's pair is untouched.

@@ -109,3 +109,14 @@ class TestPlatform(Platform):
                 return run
             time.sleep(0.25)
         raise TimeoutError(f"run {run_id} still {run.get('status')} after {timeout}s")
+
+    def wait_contact(self, run_id: str, endpoint_id: str, timeout: float = 30) -> str:
+        """The endpoint's Contact URI as soon as it advertises one (where to aim a peer)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _, run = self.request("GET", f"/api/v1/runs/{run_id}")
+            for e in run.get("endpoints", []):
+                if e["id"] == endpoint_id and e.get("contact_uri"):
+                    return str(e["contact_uri"])
+            time.sleep(0.1)
+        raise TimeoutError(f"{endpoint_id} of run {run_id} advertised no contact in {timeout}s")
