@@ -31,7 +31,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,13 +44,13 @@ from typing import Any
 
 import httpx
 import nats
-import psutil
 import pytest
 import yaml
 
 import callmeter_events as ev
 from callmeter_common.procs import free_port
 from tests.support.doc_commands import Command, inventory, unused_markers
+from tests.support.jobs import Job
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv make run installs into
@@ -68,63 +67,6 @@ TEST_YAML = {
 
 
 @dataclass
-class MakeRun:
-    """A `make run` in this checkout, in its own process group like a terminal's job."""
-
-    proc: subprocess.Popen[bytes]
-    log: Path
-    port: int
-    seen: dict[int, psutil.Process] = field(default_factory=dict)  # for kill()
-
-    def wait_up(self, timeout: float = 300) -> None:  # first make run may pip install
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"make run exited:\n{self.output()}"
-            self.processes()
-            if "CallMeter is up: http://127.0.0.1:" in self.output():
-                page = httpx.get(f"http://127.0.0.1:{self.port}/", timeout=10)
-                assert page.status_code == 200 and "<html" in page.text.lower()
-                return
-            time.sleep(0.3)
-        raise TimeoutError(f"make run not up after {timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def processes(self) -> list[psutil.Process]:
-        """make and everything under it now (services keep it as their ancestor)."""
-        found: list[psutil.Process] = []
-        with contextlib.suppress(psutil.NoSuchProcess):
-            found = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
-        self.seen.update((p.pid, p) for p in found)
-        return found
-
-    def ctrl_c(self) -> None:
-        """SIGINT to the job, as Ctrl-C does; everything it started must be gone."""
-        started = self.processes()
-        assert len(started) > 5, [p.cmdline() for p in started]
-        os.killpg(self.proc.pid, signal.SIGINT)
-        self.proc.wait(90)
-        _, alive = psutil.wait_procs(started, timeout=10)
-        assert not alive, [p.cmdline() for p in alive]
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", self.port)) != 0, "the UI still answers"
-        assert "stopping..." in self.output()
-
-    def kill(self) -> None:
-        """Cleanup after a failure: nothing it started may outlive the test, even
-        what make's exit left orphaned."""
-        self.processes()
-        for p in list(self.seen.values()):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                for child in [*p.children(True), p]:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        child.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-
-
-@dataclass
 class Docs:
     """What the documented commands share: the platform's addresses and earlier output."""
 
@@ -133,7 +75,7 @@ class Docs:
     database_url: str = ""
     port: int = field(default_factory=free_port)
     values: dict[str, str] = field(default_factory=dict)
-    make_run: MakeRun | None = None
+    make_run: Job | None = None
 
     @property
     def base(self) -> str:
@@ -264,7 +206,7 @@ def start_make_run(docs: Docs, command: Command) -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    docs.make_run = MakeRun(proc, log, docs.port)
+    docs.make_run = Job(proc, log, docs.port, "make run")
     docs.make_run.wait_up()
     servers = re.search(
         r"NATS (nats://\S+).*?PostgreSQL (postgresql://\S+)", docs.make_run.output()
