@@ -95,7 +95,7 @@ class Platform:
             )
         if not self.nats_url and self.nats_nodes > 1:
             ports = [_port_or_free(self.nats_port + i) for i in range(self.nats_nodes)]
-            cluster = start_nats_cluster(self.data_dir, self.nats_nodes, ports)
+            cluster = start_nats_cluster(self.data_dir, self.nats_nodes, ports, self.nats_sync)
             self.servers += cluster.servers()
             self.nats_url = cluster.url
         elif not self.nats_url:

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .procs import free_port, spawn, stop_group, wait_for_port
-from .servers import Server, ServerSpec, nats_binary
+from .servers import (
+    NATS_STUCK_PATTERN,
+    NATS_SYNC_DEFAULT,
+    Server,
+    ServerSpec,
+    nats_binary,
+    nats_config,
+)
 
 CLUSTER_NAME = "callmeter"
 
@@ -29,10 +36,19 @@ class NodeSpec:
     cluster_port: int
     store: Path
     log: Path
+    sync: str = NATS_SYNC_DEFAULT  # JetStream fsync, as `callmeter up --nats-sync` sets it
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def config(self) -> Path:
+        return self.store.parent / f"{self.name}.conf"
+
+    def write_config(self) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(nats_config(self.sync))
 
 
 def node_argv(node: NodeSpec, all_nodes: list[NodeSpec]) -> list[str]:
@@ -40,6 +56,8 @@ def node_argv(node: NodeSpec, all_nodes: list[NodeSpec]) -> list[str]:
     routes = ",".join(f"nats://127.0.0.1:{n.cluster_port}" for n in all_nodes)
     return [
         nats_binary(),
+        "-c",
+        str(node.config),
         "-js",
         "-sd",
         str(node.store),
@@ -58,7 +76,9 @@ def node_argv(node: NodeSpec, all_nodes: list[NodeSpec]) -> list[str]:
     ]
 
 
-def plan_cluster(data_dir: Path, nodes: int, ports: list[int] | None = None) -> list[NodeSpec]:
+def plan_cluster(
+    data_dir: Path, nodes: int, ports: list[int] | None = None, sync: str = NATS_SYNC_DEFAULT
+) -> list[NodeSpec]:
     """Names, ports and store directories for `nodes` nodes (client ports may be given)."""
     if nodes < 1:
         raise ValueError(f"nats nodes: expected at least 1, got {nodes}")
@@ -70,6 +90,7 @@ def plan_cluster(data_dir: Path, nodes: int, ports: list[int] | None = None) -> 
             free_port(),
             data_dir / f"nats-{i}",
             data_dir / f"nats-{i}.log",
+            sync,
         )
         for i in range(1, nodes + 1)
     ]
@@ -92,7 +113,7 @@ class NatsCluster:
 
     def start(self, name: str) -> None:
         node = self.spec(name)
-        node.store.mkdir(parents=True, exist_ok=True)
+        node.write_config()
         self.procs[name] = spawn(node_argv(node, self.specs), node.log)
 
     def wait_ready(self, timeout: float = 30) -> None:
@@ -125,13 +146,16 @@ class NatsCluster:
             port=node.port,
             url=node.url,
             log=node.log,
+            stuck_pattern=NATS_STUCK_PATTERN,
             store=node.store,
         )
 
 
-def start_nats_cluster(data_dir: Path, nodes: int, ports: list[int] | None = None) -> NatsCluster:
+def start_nats_cluster(
+    data_dir: Path, nodes: int, ports: list[int] | None = None, sync: str = NATS_SYNC_DEFAULT
+) -> NatsCluster:
     """Start every node at once (JetStream needs a quorum to come up) and wait for them."""
-    cluster = NatsCluster(plan_cluster(data_dir, nodes, ports))
+    cluster = NatsCluster(plan_cluster(data_dir, nodes, ports, sync))
     for spec in cluster.specs:
         cluster.start(spec.name)
     try:

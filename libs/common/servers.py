@@ -179,12 +179,21 @@ def check_nats_sync(sync: str) -> str:
     raise ValueError(f"nats sync: expected 'always' or a duration like 1s or 2m, got {sync!r}")
 
 
+# After a failed write (a full disk) a stream refuses every publish until restarted.
+NATS_STUCK_PATTERN = r"Critical write error|JetStream out of resources|no space left on device"
+
+
+def nats_config(sync: str) -> str:
+    """The JetStream part of a nats-server config file: how often the store fsyncs."""
+    return f'jetstream {{\n  sync_interval: "{check_nats_sync(sync)}"\n}}\n'
+
+
 def nats_spec(data_dir: Path, port: int, sync: str = NATS_SYNC_DEFAULT) -> ServerSpec:
     """nats-server with JetStream, its store under data_dir/nats, fsync per `sync`."""
     store = data_dir / "nats"
     store.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "nats-jetstream.conf"
-    conf.write_text(f'jetstream {{\n  sync_interval: "{check_nats_sync(sync)}"\n}}\n')
+    conf.write_text(nats_config(sync))
     argv = (
         nats_binary(),
         "-c",
@@ -204,8 +213,7 @@ def nats_spec(data_dir: Path, port: int, sync: str = NATS_SYNC_DEFAULT) -> Serve
         port,
         f"nats://127.0.0.1:{port}",
         data_dir / "nats.log",
-        # After a failed write (a full disk) a stream refuses every publish until restarted.
-        stuck_pattern=r"Critical write error|JetStream out of resources|no space left on device",
+        stuck_pattern=NATS_STUCK_PATTERN,
         store=store,
     )
 
