@@ -13,9 +13,9 @@ from . import queries, service
 from .auth import own_definition
 from .deps import PlatformDep, ScopeDep
 from .details import RunIds, compared_runs, endpoint_detail
-from .endpoint_views import ListQuery, select_endpoints, with_extras
+from .endpoint_views import ListQuery
 from .errors import ApiError, error_responses
-from .views import compare_view, run_view
+from .views import compare_view, listing_items
 
 router = APIRouter(prefix="/api/v1")
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
@@ -127,17 +127,21 @@ async def list_endpoints(
     order: str = "asc",
 ) -> dict[str, Any]:
     """Filter (phase, outcome or `failed`, group, text), sort and page a run's endpoints."""
-    found = await service.query(p, queries.run_overview, run_id)
+    query = ListQuery.parse(dict(request.query_params))
+
+    def read(conn: Any) -> tuple[list[dict[str, Any]], int] | None:
+        if results.run_row(conn, run_id) is None:
+            return None
+        return queries.endpoint_listing(conn, run_id, query, offset, limit)
+
+    found = await service.query(p, read)
     if found is None:
         raise ApiError(404, "not_found", f"no run {run_id!r}", "run_id")
-    view = run_view(*found[:3])
-    mos = found[3]
-    query = ListQuery.parse(dict(request.query_params))
-    rows = select_endpoints(view["endpoints"], mos, query)
-    items = [with_extras(e, mos) for e in rows[offset : offset + limit]]
+    docs, total = found
+    items = listing_items(docs)
     for item in items:
         item.pop("css")
-    return page(items, len(rows), limit, offset)
+    return page(items, total, limit, offset)
 
 
 @router.get("/runs/{run_id}/endpoints/{endpoint_id}", tags=["endpoints"])

@@ -32,6 +32,7 @@ from . import (
 )
 from .deps import Platform
 from .evaluator import Evaluator
+from .html_runs import RUN_PAGE_QUERY
 from .live import LiveRuns
 from .projector import Projector
 from .settings import ApiSettings
@@ -43,7 +44,7 @@ def live_runs(settings: ApiSettings, pool: ConnectionPool, projector: Projector)
 
     def read(run_id: str) -> Any:
         with pool.connection() as conn:
-            return queries.run_overview(conn, run_id)
+            return queries.run_page(conn, run_id, RUN_PAGE_QUERY)
 
     return LiveRuns(
         load=lambda run_id: asyncio.to_thread(read, run_id),

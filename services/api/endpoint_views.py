@@ -140,28 +140,44 @@ def endpoint_page(
 
 
 def group_breakdown(
-    definition: dict[str, Any], endpoints: list[dict[str, Any]], mos: dict[str, float]
+    definition: dict[str, Any],
+    counts: list[tuple[str, str, str | None, str | None, int]],
+    group_mos: dict[str, float],
 ) -> list[dict[str, Any]]:
-    """Per group: phase and outcome counts, failures, average MOS of its endpoints."""
+    """Per group: phase and outcome counts, failures, average MOS of its endpoints;
+    from endpoint counts (views.counts_of, or queries.endpoint_counts in SQL)."""
     out = []
     for g in definition["groups"]:
-        eps = [e for e in endpoints if e["group"] == g["name"]]
-        values = [mos[e["id"]] for e in eps if mos.get(e["id"]) is not None]
-        phases = Counter(e["phase"] for e in eps if e.get("phase"))
-        outcomes = Counter(e["outcome"] for e in eps if e.get("outcome"))
+        mine = [c for c in counts if c[0] == g["name"]]
+        phases: Counter[str] = Counter()
+        outcomes: Counter[str] = Counter()
+        for _, _, phase, outcome, n in mine:
+            if phase:
+                phases[phase] += n
+            if outcome:
+                outcomes[outcome] += n
         out.append(
             {
                 "name": g["name"],
-                "endpoints": len(eps),
+                "endpoints": sum(c[-1] for c in mine),
                 "calls": g.get("calls") or g.get("target_uri") or "",
                 "codecs": g.get("codecs") or [],
                 "phases": {p: phases[p] for p in PHASES if phases.get(p)},
                 "succeeded": sum(n for o, n in outcomes.items() if o in GOOD_OUTCOMES),
                 "failed": sum(n for o, n in outcomes.items() if o not in GOOD_OUTCOMES),
-                "mos": sum(values) / len(values) if values else None,
+                "mos": group_mos.get(g["name"]),
             }
         )
     return out
+
+
+def group_means(endpoints: list[dict[str, Any]], mos: dict[str, float]) -> dict[str, float]:
+    """Per group, the mean MOS of its endpoints that have one (queries.group_mos in SQL)."""
+    values: dict[str, list[float]] = {}
+    for e in endpoints:
+        if mos.get(e["id"]) is not None:
+            values.setdefault(e["group"], []).append(mos[e["id"]])
+    return {g: sum(v) / len(v) for g, v in values.items()}
 
 
 def paired_endpoints(definition: dict[str, Any], endpoint_id: str) -> list[str]:

@@ -21,12 +21,12 @@ from callmeter_storage import results, stats
 
 from . import service
 from .deps import Platform, PlatformDep
-from .endpoint_views import ListQuery, endpoint_page, group_breakdown
+from .endpoint_views import ListQuery, endpoint_page, group_breakdown, group_means
 from .pages import render, render_block
 from .replay_view import length_s, run_start, state_at
 from .svg import topology
 from .traces import read_subject
-from .views import run_view
+from .views import counts_of, run_view
 
 router = APIRouter(include_in_schema=False)
 _CACHE: OrderedDict[str, list[Event]] = OrderedDict()  # finished runs never change
@@ -76,7 +76,9 @@ async def frame(p: Platform, run_id: str, at_s: float) -> dict[str, Any]:
         "replay": True,
         "at_s": at_s,
         "length_s": total,
-        "groups": group_breakdown(definition, run["endpoints"], mos),
+        "groups": group_breakdown(
+            definition, counts_of(endpoints), group_means(run["endpoints"], mos)
+        ),
         "listing": endpoint_page(run["endpoints"], mos, ListQuery(per_page=25)),
         "elapsed_s": round(at_s),
         "total_s": configured,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -14,39 +14,49 @@ from callmeter_events import TERMINAL_STATUSES
 
 from . import health, queries, service
 from .deps import Platform, PlatformDep
-from .endpoint_views import ListQuery, endpoint_page, group_breakdown
+from .endpoint_views import ListQuery, group_breakdown
 from .errors import ApiError
 from .pages import render, render_block
 from .results_view import results_data, results_view
 from .svg import topology
-from .views import run_view
+from .views import listing_items, run_header
 from .webhooks import deliveries
 
 router = APIRouter(include_in_schema=False)
 RUN_PAGE_ROWS = 25
+RUN_PAGE_QUERY = ListQuery(per_page=RUN_PAGE_ROWS)  # what the run page lists (and live feeds read)
 KEEPALIVE_S = 15.0
 
 
 async def overview(p: Platform, run_id: str, query: ListQuery | None = None) -> dict[str, Any]:
     """The run view plus what the page adds: groups, endpoint page, live flag."""
-    found = await service.query(p, queries.run_overview, run_id)
+    found = await service.query(p, queries.run_page, run_id, query or RUN_PAGE_QUERY)
     if found is None:
         raise ApiError(404, "not_found", f"no run {run_id!r}", "run_id")
-    return await notice_for(p, shape(found, query))
+    return await notice_for(p, shape(found))
 
 
-def shape(found: tuple[Any, ...], query: ListQuery | None = None) -> dict[str, Any]:
-    """The page's context from what queries.run_overview read (no I/O)."""
-    run_doc, endpoints, summary, mos = found
-    run = run_view(run_doc, endpoints, summary)
-    query = query or ListQuery(per_page=RUN_PAGE_ROWS)
+async def _shaped(found: tuple[Any, ...]) -> dict[str, Any]:
+    return shape(found)
+
+
+def shape(found: tuple[Any, ...]) -> dict[str, Any]:
+    """The page's context from what queries.run_page read (no I/O)."""
+    run_doc, counts, summary, group_mos, listing = found
+    run = run_header(run_doc, counts, summary)
     definition = run["definition"]
     total = definition["duration_s"] + definition.get("buildup_s", 0)
     return {
         "run": run,
         "live": run["status"] not in TERMINAL_STATUSES,
-        "groups": group_breakdown(definition, run["endpoints"], mos),
-        "listing": endpoint_page(run["endpoints"], mos, query),
+        "groups": group_breakdown(definition, counts, group_mos),
+        "listing": {
+            "items": listing_items(listing.docs),
+            "total": listing.total,
+            "page": listing.page,
+            "pages": listing.pages,
+            "query": listing.query,
+        },
         "elapsed_s": elapsed_s(run, total),
         "total_s": total,
         "degraded": None,  # set by the caller, which can ask the platform (notice_for)
@@ -76,7 +86,7 @@ def stream(
     request: Request,
     p: Platform,
     run_id: str,
-    make: Callable[[tuple[Any, ...]], dict[str, Any]],
+    make: Callable[[tuple[Any, ...]], Awaitable[dict[str, Any]]],
     event: str,
     render_fn: Any,
 ) -> StreamingResponse:
@@ -103,7 +113,7 @@ def stream(
                     else:
                         yield ": keepalive\n\n"  # proxies close silent connections
                     continue
-                shown = make(found)
+                shown = await make(found)
                 ctx = await notice_for(p, shown)
                 html = render_fn(ctx)
                 if html != last:
@@ -129,7 +139,11 @@ async def run_page(run_id: str, p: PlatformDep) -> HTMLResponse:
     outcome = (
         None
         if ctx["live"]
-        else results_view(await service.query(p, results_data, run_id), ctx["run"])
+        else results_view(
+            await service.query(p, results_data, run_id),
+            ctx["run"],
+            await service.query(p, queries.sip_code_counts, run_id),
+        )
     )
     return render(
         "run.html",
@@ -153,7 +167,7 @@ async def run_stream(run_id: str, request: Request, p: PlatformDep) -> Streaming
         request,
         p,
         run_id,
-        shape,
+        _shaped,
         "live",
         lambda ctx: render_block("run.html", "live", **ctx),
     )
@@ -182,11 +196,17 @@ async def endpoints_page(run_id: str, request: Request, p: PlatformDep) -> HTMLR
 async def endpoints_stream(run_id: str, request: Request, p: PlatformDep) -> StreamingResponse:
     query = ListQuery.parse(dict(request.query_params))
     await overview(p, run_id, query)
+
+    async def make(found: tuple[Any, ...]) -> dict[str, Any]:
+        """The shared read of the run with this page's own page of the list."""
+        listing = await service.query(p, queries.listing_page, run_id, query)
+        return shape((*found[:4], listing))
+
     return stream(
         request,
         p,
         run_id,
-        lambda found: shape(found, query),
+        make,
         "table",
         lambda ctx: render_block("endpoints.html", "table", **ctx),
     )

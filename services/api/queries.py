@@ -6,11 +6,15 @@ a worker thread through service.query.
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from typing import Any, NamedTuple
 
 import psycopg
 
+from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES
 from callmeter_storage import results
+
+from .endpoint_views import ListQuery
 
 # Receive side: the listening quality each endpoint experienced, from the rollup
 # ingest keeps (a few rows per endpoint), never a scan of the samples.
@@ -88,3 +92,149 @@ def page_runs(
         [*args, limit, offset],
     ).fetchall()
     return [r[0] for r in rows], int(total[0]) if total else 0
+
+
+# --- the run's endpoints, counted and paged in SQL ------------------------------------
+# A run page shows counts and one page of endpoints: both are read in SQL, so a view
+# costs the same at 10,000 endpoints as at 10 (no document per endpoint is decoded).
+# The same filters and order as endpoint_views.select_endpoints (which replay, folding
+# events in memory, uses); tests/integration/test_endpoint_listing.py holds them equal.
+
+Count = tuple[str, str, str | None, str | None, int]  # group, role, phase, outcome, n
+
+
+class ListingPage(NamedTuple):
+    docs: list[dict[str, Any]]  # endpoint documents, each with its "mos"
+    total: int  # matching endpoints on every page
+    page: int
+    pages: int
+    query: ListQuery
+
+
+def endpoint_counts(conn: psycopg.Connection[Any], run_id: str) -> list[Count]:
+    rows = conn.execute(
+        "SELECT group_name, doc->>'role', phase, outcome, count(*) FROM endpoints"
+        " WHERE run_id = %s GROUP BY 1, 2, 3, 4",
+        (run_id,),
+    ).fetchall()
+    return [(g, r, p, o, int(n)) for g, r, p, o, n in rows]
+
+
+def sip_code_counts(conn: psycopg.Connection[Any], run_id: str) -> Counter[int | None]:
+    """Endpoints by their final SIP response code (None: no final response)."""
+    rows = conn.execute(
+        "SELECT sip_code, count(*) FROM endpoints WHERE run_id = %s GROUP BY 1", (run_id,)
+    ).fetchall()
+    return Counter({code: int(n) for code, n in rows})
+
+
+def group_mos(conn: psycopg.Connection[Any], run_id: str) -> dict[str, float]:
+    """Per group, the mean of its endpoints' MOS (as group_breakdown averages them)."""
+    rows = conn.execute(
+        f"SELECT e.group_name, avg(m.mos) FROM ({_MOS_OF}) m"
+        " JOIN endpoints e ON e.run_id = %s AND e.endpoint_id = m.endpoint_id GROUP BY 1",
+        (run_id, run_id),
+    ).fetchall()
+    return {g: float(v) for g, v in rows}
+
+
+_MOS_OF = (
+    "SELECT endpoint_id, sum(total) / sum(n) AS mos FROM rollup_endpoint"
+    " WHERE run_id = %s AND metric = 'mos' AND n > 0 GROUP BY endpoint_id"
+)
+_NATURAL = ("e.group_name", "length(e.endpoint_id)", "e.endpoint_id")
+_SORT_VALUE = {
+    "group": "e.group_name",
+    "phase": "array_position(%(phases)s::text[], e.phase)",
+    "outcome": "array_position(%(outcomes)s::text[], e.outcome)",
+    "sip_code": "e.sip_code",
+    "mos": "m.mos",
+    "setup": "(e.doc->>'call_setup_ms')::float8",
+}
+# What the text filter looks in: the values the list shows.
+_TEXT = (
+    "concat_ws(' ', e.endpoint_id, e.group_name, e.doc->>'role', e.phase, e.outcome,"
+    " e.doc->>'reason', e.sip_code::text, e.doc->>'worker_id', e.doc->>'contact_uri',"
+    " e.doc->>'target_uri', e.doc->>'codec')"
+)
+
+
+def _where(query: ListQuery) -> tuple[str, dict[str, Any]]:
+    conds: list[str] = ["e.run_id = %(run_id)s"]
+    args: dict[str, Any] = {}
+    if query.phase:
+        conds.append("e.phase = %(phase)s")
+        args["phase"] = query.phase
+    if query.outcome == "failed":
+        conds.append("e.outcome IS NOT NULL AND NOT e.outcome = ANY(%(good)s)")
+        args["good"] = sorted(GOOD_OUTCOMES)
+    elif query.outcome:
+        conds.append("e.outcome = %(outcome)s")
+        args["outcome"] = query.outcome
+    if query.group:
+        conds.append("e.group_name = %(group)s")
+        args["group"] = query.group
+    if query.q:
+        escaped = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conds.append(f"{_TEXT} ILIKE %(q)s")
+        args["q"] = f"%{escaped}%"
+    return " AND ".join(conds), args
+
+
+def _order(query: ListQuery) -> str:
+    desc = " DESC" if query.order == "desc" else ""
+    if query.sort == "endpoint":
+        return ", ".join(f"{c}{desc}" for c in _NATURAL)
+    value = _SORT_VALUE[query.sort]
+    return f"({value}) IS NULL, {value}{desc}, " + ", ".join(_NATURAL)
+
+
+def _listing_sql(query: ListQuery, run_id: str) -> tuple[str, dict[str, Any]]:
+    where, args = _where(query)
+    args |= {"run_id": run_id, "phases": list(PHASES), "outcomes": list(OUTCOMES)}
+    mos = _MOS_OF.replace("%s", "%(run_id)s")
+    return (
+        f" FROM endpoints e LEFT JOIN ({mos}) m ON m.endpoint_id = e.endpoint_id WHERE {where}",
+        args,
+    )
+
+
+def endpoint_listing(
+    conn: psycopg.Connection[Any], run_id: str, query: ListQuery, offset: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Endpoint documents (with their "mos") matching `query`, in its order, from
+    `offset`, at most `limit`; and how many match in all."""
+    base, args = _listing_sql(query, run_id)
+    row = conn.execute("SELECT count(*)" + base, args).fetchone()
+    total = int(row[0]) if row else 0
+    rows = conn.execute(
+        f"SELECT e.doc, m.mos{base} ORDER BY {_order(query)} OFFSET %(offset)s LIMIT %(limit)s",
+        args | {"offset": offset, "limit": limit},
+    ).fetchall()
+    return [{**doc, "mos": None if m is None else float(m)} for doc, m in rows], total
+
+
+def listing_page(conn: psycopg.Connection[Any], run_id: str, query: ListQuery) -> ListingPage:
+    """The query's page of the list (the last one when it asks beyond), as the pages show it."""
+    _, total = endpoint_listing(conn, run_id, query, 0, 0)
+    pages = max(1, -(-total // query.per_page))
+    page = min(query.page, pages)
+    docs, _ = endpoint_listing(conn, run_id, query, (page - 1) * query.per_page, query.per_page)
+    return ListingPage(docs, total, page, pages, query)
+
+
+def run_page(
+    conn: psycopg.Connection[Any], run_id: str, query: ListQuery
+) -> tuple[Any, ...] | None:
+    """What a run page shows: the run, endpoint counts, summary, MOS per group, and
+    `query`'s page of the endpoint list."""
+    run = results.run_row(conn, run_id)
+    if run is None:
+        return None
+    return (
+        run,
+        endpoint_counts(conn, run_id),
+        results.summary(conn, run_id),
+        group_mos(conn, run_id),
+        listing_page(conn, run_id, query),
+    )

@@ -155,11 +155,10 @@ def outcome_rows(counts: dict[str, int], total: int) -> list[dict[str, Any]]:
     return rows
 
 
-def sip_code_rows(endpoints: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Final SIP response code per endpoint (the endpoints read model), by code; endpoints
-    that never got a final response count under "none"."""
-    counts = Counter(e.get("sip_code") for e in endpoints)
-    total = len(endpoints)
+def sip_code_rows(counts: Counter[int | None]) -> list[dict[str, Any]]:
+    """Endpoints by final SIP response code (queries.sip_code_counts); endpoints that
+    never got a final response count under "none"."""
+    total = sum(counts.values())
     rows = []
     for code in sorted((c for c in counts if c is not None), key=int):
         c = int(code)
@@ -232,19 +231,21 @@ def mos_histogram_svg(buckets: list[dict[str, Any]]) -> str:
     return bar_chart("MOS histogram (seconds per 0.1 MOS)", bars[min(first, 20) :])
 
 
-def results_view(data: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-    """Everything the results section renders, from results_data and the run view."""
-    endpoints = run["endpoints"]
+def results_view(
+    data: dict[str, Any], run: dict[str, Any], sip_codes: Counter[int | None]
+) -> dict[str, Any]:
+    """Everything the results section renders, from results_data, the run's header
+    (views.run_header) and its endpoints counted by final SIP code."""
     rates = data.get("rates", {})
     reg = rates.get("registration_success_rate")
     return {
         "percentiles": percentile_rows(data.get("metrics", {}), data.get("directions")),
         "timings": timing_rows(data.get("timings", {})),
-        "outcomes": outcome_rows(run["outcome_counts"], len(endpoints)),
-        "sip_codes": sip_code_rows(endpoints),
+        "outcomes": outcome_rows(run["outcome_counts"], run["endpoint_count"]),
+        "sip_codes": sip_code_rows(sip_codes),
         "charts": series_charts(data.get("series", [])),
         "mos_histogram": mos_histogram_svg(data.get("mos_histogram", [])),
         "registration_success_rate": None if reg is None else 100.0 * reg,
-        "endpoints": len(endpoints),
+        "endpoints": run["endpoint_count"],
         "speech": speech_view(data.get("speech", {})),
     }

@@ -10,6 +10,8 @@ from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES, TERMINAL_STATUSES
 from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_projections import Outage
 
+from .endpoint_views import status_class
+
 # Thresholds from the product documents: (good below/above, bad beyond).
 THRESHOLDS = {
     "mos": (3.5, 3.0, "higher"),
@@ -56,6 +58,15 @@ def endpoint_view(doc: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def listing_items(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Endpoint documents read with their "mos" (queries.endpoint_listing) as list rows."""
+    items = []
+    for doc in docs:
+        view = endpoint_view(doc)
+        items.append({**view, "mos": doc["mos"], "css": status_class(view)})
+    return items
+
+
 def progress(run: dict[str, Any], now: datetime | None = None) -> float:
     """Elapsed share of the configured duration (0..1) while running; 1 when finished."""
     if run["status"] in TERMINAL_STATUSES:
@@ -78,14 +89,37 @@ def outage_text(doc: dict[str, Any]) -> str:
     ).describe()
 
 
+Counts = list[tuple[str, str, str | None, str | None, int]]  # group, role, phase, outcome, n
+
+
+def counts_of(endpoints: list[dict[str, Any]]) -> Counts:
+    """Endpoint documents counted the way queries.endpoint_counts counts them in SQL."""
+    found = Counter((e["group"], e["role"], e.get("phase"), e.get("outcome")) for e in endpoints)
+    return [(*key, n) for key, n in found.items()]
+
+
 def run_view(
     run: dict[str, Any], endpoints: list[dict[str, Any]], summary: dict[str, Any]
 ) -> dict[str, Any]:
-    eps = [endpoint_view(e) for e in endpoints]
-    phases = Counter(e["phase"] for e in eps if e["phase"])
-    outcomes = Counter(e["outcome"] for e in eps if e["outcome"])
-    callers = [e for e in eps if e["role"] == "caller" and e["outcome"]]
-    ok = sum(1 for e in callers if e["outcome"] in GOOD_OUTCOMES)
+    """The run with every endpoint (the JSON API, compare, results, replay)."""
+    view = run_header(run, counts_of(endpoints), summary)
+    view["endpoints"] = [endpoint_view(e) for e in endpoints]
+    return view
+
+
+def run_header(run: dict[str, Any], counts: Counts, summary: dict[str, Any]) -> dict[str, Any]:
+    """The run with its endpoints counted, not listed (a run page's top)."""
+    phases: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    callers = ok = 0
+    for _group, role, phase, outcome, n in counts:
+        if phase:
+            phases[phase] += n
+        if outcome:
+            outcomes[outcome] += n
+            if role == "caller":
+                callers += n
+                ok += n if outcome in GOOD_OUTCOMES else 0
     return {
         "id": run["run_id"],
         "test_id": run["test_id"],
@@ -103,10 +137,10 @@ def run_view(
         "samples_stored": run.get("samples_stored"),  # set once ingest stored every sample
         "definition": run["definition"],
         "progress": progress(run),
+        "endpoint_count": sum(c[-1] for c in counts),
         "phase_counts": {p: phases.get(p, 0) for p in PHASES},
         "outcome_counts": {o: outcomes[o] for o in OUTCOMES if outcomes.get(o)},
-        "call_success_rate": (100.0 * ok / len(callers)) if callers else None,
-        "endpoints": eps,
+        "call_success_rate": (100.0 * ok / callers) if callers else None,
         "summary": with_loss_pct(summary),
     }
 

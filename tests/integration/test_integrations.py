@@ -84,6 +84,12 @@ def test_a_bad_test_file_is_refused_before_anything_is_sent(platform, tmp_path):
 def test_replayed_events_rebuild_the_same_views(platform, nats_server, database_url):  # type: ignore[no-untyped-def]
     run_id = platform.run_test({**TEST, "name": "replayed", "duration_s": 2})
     platform.wait_status(run_id, {"COMPLETED"})
+    # The run's last event is RunEvaluated, after its samples are stored: record the
+    # log once it is there, or the read models hold an event the recording lacks.
+    deadline = time.monotonic() + 30
+    while platform.request("GET", f"/api/v1/runs/{run_id}")[1].get("evaluation") is None:
+        assert time.monotonic() < deadline, "the run was never evaluated"
+        time.sleep(0.2)
 
     async def replay_and_fold() -> tuple[RunsProjection, int]:
         bus = await Bus.connect(nats_server.url, "test-replay")

@@ -6,10 +6,12 @@ from callmeter_api.endpoint_views import (
     ListQuery,
     endpoint_page,
     group_breakdown,
+    group_means,
     paired_endpoints,
     status_class,
     timeline,
 )
+from callmeter_api.views import counts_of
 
 DEF = {
     "groups": [
@@ -93,7 +95,7 @@ def test_callers_pair_round_robin_onto_their_callee_group():
 
 
 def test_group_breakdown_counts_and_averages():
-    groups = group_breakdown(DEF, EPS, MOS)
+    groups = group_breakdown(DEF, counts_of(EPS), group_means(EPS, MOS))
     assert groups[0] == {
         "name": "A",
         "endpoints": 3,

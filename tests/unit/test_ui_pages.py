@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from callmeter_api.endpoint_views import ListQuery, endpoint_page, group_breakdown, timeline
+from callmeter_api.endpoint_views import (
+    ListQuery,
+    endpoint_page,
+    group_breakdown,
+    group_means,
+    timeline,
+)
 from callmeter_api.pages import env, render_block
 from callmeter_api.svg import topology
-from callmeter_api.views import compare_view, run_view
+from callmeter_api.views import compare_view, counts_of, run_view
 
 DEFINITION = {
     "name": "office",
@@ -47,7 +53,9 @@ def run_ctx(status: str = "RUNNING") -> dict:  # type: ignore[type-arg]
     return {
         "run": view,
         "live": status not in ("COMPLETED", "FAILED"),
-        "groups": group_breakdown(DEFINITION, view["endpoints"], mos),
+        "groups": group_breakdown(
+            DEFINITION, counts_of(endpoints), group_means(view["endpoints"], mos)
+        ),
         "listing": endpoint_page(view["endpoints"], mos, ListQuery(per_page=25)),
         "elapsed_s": 5,
         "total_s": 20,
