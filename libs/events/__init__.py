@@ -48,6 +48,7 @@ from .endpoint_events import (
 from .metric_events import MetricSample, MetricValue, SipMessage
 from .platform_events import COMPONENT_NAMES, PlatformOutage
 from .run_events import (
+    GeneratorOverloaded,
     RunCompleted,
     RunCreated,
     RunDispatching,

@@ -27,6 +27,7 @@ from .endpoint_events import (
 from .metric_events import MetricBatch, MetricSample, SipMessage
 from .platform_events import PlatformOutage
 from .run_events import (
+    GeneratorOverloaded,
     RunCompleted,
     RunCreated,
     RunDispatching,
@@ -57,6 +58,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RunFailed,
     RunSamplesStored,
     RunEvaluated,
+    GeneratorOverloaded,
     EndpointAssigned,
     EndpointPhaseChanged,
     EndpointRegistered,

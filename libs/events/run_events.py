@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -107,6 +108,28 @@ class RunSamplesStored(_RunEvent):
     metrics_seq: int  # CALLMETER_METRICS sequence up to which ingest had stored everything
 
 
+class GeneratorOverloaded(Event):
+    """A worker found itself overloaded while it ran endpoints of this run: what it
+    measured from this time on (its own endpoints' media above all) reflects the load
+    generator, not the system under test. One per (run, worker): the first crossing.
+
+    `reason` names the limit crossed; `figures` are that second's health figures
+    (services/worker/supervisor/overload.py: host_cpu, loop_lag_ms, late_hosts,
+    tx_expected, tx_sent, tx_deficit), None where nothing was measured."""
+
+    type: Literal["GeneratorOverloaded"] = "GeneratorOverloaded"
+    run_id: str
+    worker_id: str
+    reason: str
+    figures: dict[str, float | None]
+
+    def subject(self) -> str:
+        return f"callmeter.run.{self.run_id}.worker.{self.worker_id}.overloaded"
+
+    def dedup_key(self) -> str | None:
+        return f"GeneratorOverloaded:{self.run_id}:{self.worker_id}"
+
+
 class ThresholdOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -123,3 +146,7 @@ class RunEvaluated(_RunEvent):
     passed: bool
     results: list[ThresholdOutcome]
     metrics: dict[str, float | None]
+    # The first GeneratorOverloaded of the run: results after this time measured the
+    # load generator as much as the system under test (None: no worker was overloaded).
+    generator_overloaded_at: datetime | None = None
+    generator_overload: str = ""  # its worker and reason

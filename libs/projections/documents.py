@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from callmeter_events import RunEvaluated, TestDefinition
+from callmeter_events import GeneratorOverloaded, RunEvaluated, TestDefinition
 
 from .endpoints import EndpointState
 from .outages import Outage
@@ -56,6 +56,9 @@ def run_state(doc: dict[str, Any]) -> RunState:
                 for h in doc["history"]
             ),
             "evaluation": RunEvaluated.model_validate(evaluation) if evaluation else None,
+            "overloads": tuple(
+                GeneratorOverloaded.model_validate(o) for o in doc.get("overloads", ())
+            ),
             "outages": tuple(
                 Outage(
                     o["component"],

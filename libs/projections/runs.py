@@ -11,6 +11,7 @@ from callmeter_events import (
     TERMINAL_STATUSES,
     EndpointPhaseChanged,
     Event,
+    GeneratorOverloaded,
     PlatformOutage,
     RunCompleted,
     RunCreated,
@@ -70,6 +71,13 @@ class RunState:
     outages: tuple[Outage, ...] = ()  # platform outages during the run
     simulated: bool = False  # an endpoint ran on a simulated worker: no media results
     samples_stored: int | None = None  # ingest's watermark: every sample stored (RunSamplesStored)
+    # Workers that found themselves overloaded during the run, first crossing each
+    overloads: tuple[GeneratorOverloaded, ...] = ()
+
+    @property
+    def overloaded_since(self) -> GeneratorOverloaded | None:
+        """The earliest overload: results after its time are not trustworthy."""
+        return min(self.overloads, key=lambda o: o.occurred_at, default=None)
 
     @property
     def terminal(self) -> bool:
@@ -184,6 +192,13 @@ def _(event: RunFailed, run: RunState) -> RunState:
 @apply_run.register
 def _(event: RunEvaluated, run: RunState) -> RunState:
     return evolve(run, evaluation=event)
+
+
+@apply_run.register
+def _(event: GeneratorOverloaded, run: RunState) -> RunState:
+    if any(o.worker_id == event.worker_id for o in run.overloads):
+        return run  # the first crossing per worker is the fact that matters
+    return evolve(run, overloads=(*run.overloads, event))
 
 
 @apply_run.register

@@ -107,11 +107,16 @@ class Evaluator:
             ThresholdOutcome(expression=r.expression, actual=r.actual, passed=r.passed)
             for r in results
         ]
+        overload = run.overloaded_since
         await self.bus.publish(
             RunEvaluated(
                 run_id=run_id,
                 passed=all(r.passed for r in results),
                 results=outcomes,
                 metrics=metrics,
+                generator_overloaded_at=overload.occurred_at if overload else None,
+                generator_overload=(
+                    f"worker {overload.worker_id}: {overload.reason}" if overload else ""
+                ),
             )
         )

@@ -98,6 +98,22 @@ def counts_of(endpoints: list[dict[str, Any]]) -> Counts:
     return [(*key, n) for key, n in found.items()]
 
 
+def overload_view(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's first GeneratorOverloaded (stored docs), or None: results after its
+    time measured the load generator as much as the system under test."""
+    overloads = sorted(run.get("overloads") or [], key=lambda o: o["occurred_at"])
+    if not overloads:
+        return None
+    first = overloads[0]
+    return {
+        "at": first["occurred_at"],
+        "worker_id": first["worker_id"],
+        "reason": first["reason"],
+        "figures": first["figures"],
+        "workers": sorted({o["worker_id"] for o in overloads}),
+    }
+
+
 def run_view(
     run: dict[str, Any], endpoints: list[dict[str, Any]], summary: dict[str, Any]
 ) -> dict[str, Any]:
@@ -134,6 +150,7 @@ def run_header(run: dict[str, Any], counts: Counts, summary: dict[str, Any]) -> 
         "history": run.get("history", []),
         "outages": [outage_text(o) for o in run.get("outages", [])],
         "evaluation": run.get("evaluation"),
+        "generator_overloaded": overload_view(run),
         "samples_stored": run.get("samples_stored"),  # set once ingest stored every sample
         "definition": run["definition"],
         "progress": progress(run),

@@ -7,6 +7,7 @@ published; a host that dies fails only its own endpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ from callmeter_events import (
     EndpointFinished,
     EndpointPhaseChanged,
     Event,
+    GeneratorOverloaded,
     MetricSample,
     Outcome,
     Phase,
@@ -37,7 +39,9 @@ from callmeter_events import (
 from ..protocol import StartEndpoint
 from .audio import AudioStore
 from .batcher import SampleBatcher
+from .health import HealthMonitor
 from .hostpool import EndpointHost, HostPool, HostProfile
+from .overload import OverloadJudge
 from .scorer import Scorer, record_seconds
 from .settings import WorkerSettings
 from .simulated import SimulatedHost, SimulatedPool
@@ -101,10 +105,20 @@ class Supervisor:
         self.stopped: set[str] = set()  # runs told to stop: later assignments never start
         self.beat = 0
         self.samples = SampleBatcher(bus.publish, settings.worker_id)  # MetricBatch out
+        # Own health (real hosts only: a simulated worker measures nothing)
+        self.health = (
+            HealthMonitor(self.pool, settings.overload_late_host_s)
+            if isinstance(self.pool, HostPool)
+            else None
+        )
+        self.judge = OverloadJudge(settings.overload_limits())
+        self.overloaded: set[str] = set()  # runs told this worker is overloaded
 
     async def publish(self, events: list[Event]) -> None:
         for event in events:  # in order: a phase must not overtake the event before it
             if isinstance(event, MetricSample):
+                if self.health is not None:
+                    self.health.on_sample(event)
                 self.samples.add(event)  # out within ~250 ms, as one MetricBatch per run
                 continue
             if isinstance(event, EndpointFinished):
@@ -292,6 +306,38 @@ class Supervisor:
                     reason=reason,
                 )
             )
+
+    # --- own health ------------------------------------------------------------------
+    def active_runs(self) -> set[str]:
+        runs = {run for host in self.pool.hosts.values() for run, _ in host.endpoints.values()}
+        return runs | {run for run, _ in self.delayed}
+
+    async def watch_health(self, stop: asyncio.Event) -> None:
+        """Each second: measure, judge, and tell every run with endpoints here once."""
+        if self.health is None:
+            return
+        lag = asyncio.ensure_future(self.health.probe_loop_lag(stop))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                figures = self.health.take()
+                reason = self.judge.observe(figures)
+                if reason is None:
+                    continue
+                for run_id in sorted(self.active_runs() - self.overloaded):
+                    log.warning("overloaded during run %s: %s", run_id, reason)
+                    await self.bus.publish(
+                        GeneratorOverloaded(
+                            run_id=run_id,
+                            worker_id=self.settings.worker_id,
+                            reason=reason,
+                            figures=figures.as_dict(),
+                        )
+                    )
+                    self.overloaded.add(run_id)
+        finally:
+            lag.cancel()
 
     # --- presence --------------------------------------------------------------------
     def heartbeat(self) -> WorkerHeartbeat:

@@ -47,6 +47,7 @@ async def serve(stop: asyncio.Event, settings: WorkerSettings | None = None) -> 
         asyncio.create_task(bus.pull_loop(EVENTS, durable, filters, supervisor.handle_batch, stop)),
         asyncio.create_task(supervisor.heartbeats(stop)),
         asyncio.create_task(supervisor.pool.watch(stop)),
+        asyncio.create_task(supervisor.watch_health(stop)),
     ]
     try:
         await stop.wait()

@@ -11,6 +11,8 @@ from pydantic import field_validator
 from callmeter_common.bus import server_urls
 from callmeter_common.settings import CommonSettings
 
+from .overload import OverloadLimits
+
 
 class WorkerSettings(CommonSettings):
     # Host name and pid, plus a few random digits: replicas of a container (same host
@@ -38,6 +40,23 @@ class WorkerSettings(CommonSettings):
     # No pjsua2: endpoints are simulated (supervisor/simulated.py) to load the control
     # plane; what they report is marked simulated, never a measurement.
     simulate: bool = False
+    # Overload limits (supervisor/overload.py): a figure over its limit this many seconds
+    # in a row publishes GeneratorOverloaded for every run with endpoints here.
+    overload_host_cpu: float = 0.9  # endpoint hosts' CPU, fraction of all cores
+    overload_loop_lag_ms: float = 500.0  # the supervisor's event loop waking this late
+    overload_late_host_s: float = 2.5  # a host silent this long is late (heartbeats: 1 s)
+    overload_late_hosts: int = 0  # more late hosts than this
+    overload_tx_deficit: float = 0.05  # RTP packets due but never sent, fraction
+    overload_sustain_s: int = 3
+
+    def overload_limits(self) -> OverloadLimits:
+        return OverloadLimits(
+            host_cpu=self.overload_host_cpu,
+            loop_lag_ms=self.overload_loop_lag_ms,
+            late_hosts=self.overload_late_hosts,
+            tx_deficit=self.overload_tx_deficit,
+            sustain_s=self.overload_sustain_s,
+        )
 
     @field_validator("advertise_address")
     @classmethod
