@@ -1,4 +1,5 @@
-"""`callmeter run TEST.yaml --wait`: for CI pipelines. Exit 1 when a threshold fails."""
+"""`callmeter run TEST.yaml --wait`: for CI pipelines. Exit 1 when a threshold fails, or
+for a capacity search, when its target number of concurrent calls was not sustained."""
 
 from __future__ import annotations
 
@@ -70,6 +71,30 @@ def thresholds_table(evaluation: dict[str, Any]) -> Table:
     return table
 
 
+def capacity_table(capacity: dict[str, Any]) -> Table:
+    """A capacity search's steps: the load each had, its stop conditions, its verdict."""
+    table = Table(title=f"Capacity: {capacity['text']}")
+    for column in ("step", "calls", "conditions", "result"):
+        table.add_column(column)
+    for s in capacity["steps"]:
+        conditions = ", ".join(f"{r['expression']}: {fmt(r['actual'], 3)}" for r in s["results"])
+        result = "pass" if s["passed"] else "FAIL" + (f" ({s['reason']})" if s["reason"] else "")
+        table.add_row(str(s["step"] + 1), str(s["calls"]), conditions, result)
+    return table
+
+
+def capacity_exit(capacity: dict[str, Any], console: Console) -> int:
+    """Print the answer; 1 when the target (or, without one, any step) was not met."""
+    console.print(capacity_table(capacity))
+    console.print(f"capacity: {capacity['text']}")
+    if capacity["target_calls"] is not None:
+        met = bool(capacity["target_met"])
+        verdict = "met" if met else "NOT met"
+        console.print(f"target {capacity['target_calls']} concurrent calls: {verdict}")
+        return 0 if met else 1
+    return 0 if capacity["calls"] else 1
+
+
 def wait_for_run(client: Client, run_id: str, console: Console, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     run = client.call("GET", f"/runs/{run_id}")
@@ -99,6 +124,10 @@ def run_test(path: Path, wait: bool, client: Client, console: Console, timeout: 
         console.print(thresholds_table(evaluation))
     if run["status"] != RunStatus.COMPLETED:
         return 1
+    if run.get("capacity"):
+        # A capacity search stops itself at a failing step: its answer is the verdict,
+        # not the thresholds over the whole run (which include that failing step).
+        return capacity_exit(run["capacity"], console)
     if definition["thresholds"] and evaluation is None:
         console.print("[red]the thresholds were not evaluated in time[/red]")
         return 1

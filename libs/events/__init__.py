@@ -48,6 +48,7 @@ from .endpoint_events import (
 from .metric_events import MetricSample, MetricValue, SipMessage
 from .platform_events import COMPONENT_NAMES, PlatformOutage
 from .run_events import (
+    CapacityStepJudged,
     GeneratorOverloaded,
     RunCompleted,
     RunCreated,
@@ -80,6 +81,7 @@ from .subjects import (
 from .testdef import (
     AudioRef,
     CallOptions,
+    CapacitySearch,
     Codec,
     Group,
     Registrar,

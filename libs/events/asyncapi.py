@@ -29,6 +29,7 @@ CHANNELS: dict[str, str] = {
     "RunSamplesStored": "callmeter.run.{run_id}.status.samples_stored",
     "RunEvaluated": "callmeter.run.{run_id}.status.evaluated",
     "EndpointAssigned": "callmeter.run.{run_id}.worker.{worker_id}.assigned",
+    "CapacityStepJudged": "callmeter.run.{run_id}.capacity.step",
     "GeneratorOverloaded": "callmeter.run.{run_id}.worker.{worker_id}.overloaded",
     "MetricSample": "callmeter.metrics.{run_id}.{endpoint_id}",
     "MetricBatch": "callmeter.metrics.{run_id}.batch.{worker_id}",

@@ -27,6 +27,7 @@ from .endpoint_events import (
 from .metric_events import MetricBatch, MetricSample, SipMessage
 from .platform_events import PlatformOutage
 from .run_events import (
+    CapacityStepJudged,
     GeneratorOverloaded,
     RunCompleted,
     RunCreated,
@@ -59,6 +60,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RunSamplesStored,
     RunEvaluated,
     GeneratorOverloaded,
+    CapacityStepJudged,
     EndpointAssigned,
     EndpointPhaseChanged,
     EndpointRegistered,

@@ -138,6 +138,30 @@ class ThresholdOutcome(BaseModel):
     passed: bool
 
 
+class CapacityStepJudged(Event):
+    """One step of a capacity search, judged on its own seconds: the load it had
+    (`calls`: callers that had joined, i.e. concurrent calls asked of the system),
+    its stop conditions and the values they were judged on. A failed step stops the
+    run; the answer is the last step that passed before it."""
+
+    type: Literal["CapacityStepJudged"] = "CapacityStepJudged"
+    run_id: str
+    step: int  # 0-based
+    calls: int
+    window_start: datetime
+    window_end: datetime
+    passed: bool
+    results: list[ThresholdOutcome]
+    metrics: dict[str, float | None]
+    reason: str = ""  # why it failed beyond its conditions (the generator overloaded)
+
+    def subject(self) -> str:
+        return f"callmeter.run.{self.run_id}.capacity.step"
+
+    def dedup_key(self) -> str | None:
+        return f"CapacityStepJudged:{self.run_id}:{self.step}"
+
+
 class RunEvaluated(_RunEvent):
     """The run's thresholds, evaluated once its results are complete."""
 

@@ -80,6 +80,41 @@ class Webhook(_Frozen):
     secret: str = Field(default="", max_length=200)  # empty: CALLMETER_WEBHOOK_SECRET
 
 
+class CapacitySearch(_Frozen):
+    """A run that steps its load up until a stop condition fails: "what is the most this
+    system carries at acceptable quality?"
+
+    Each calling group starts `endpoints_per_step` more callers every `step_s`
+    seconds (caller n joins in step (n-1) // endpoints_per_step), each calling until
+    the run ends; its group's `endpoints` is the most it will try. Each step is judged
+    on its own seconds (after `settle_s`, while its calls set up) against `stop_when`
+    (threshold expressions; empty: the test's thresholds); the first failing step, or
+    a GeneratorOverloaded, stops the run. The answer is the last step that passed.
+    """
+
+    endpoints_per_step: int = Field(ge=1, le=10_000)
+    step_s: float = Field(ge=3, le=3_600)
+    settle_s: float = Field(default=2.0, ge=0, le=600)
+    stop_when: list[str] = Field(default_factory=list, max_length=50)
+    # Concurrent calls the system must sustain: below it the run fails the CLI.
+    target_calls: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _settles_within_a_step(self) -> CapacitySearch:
+        if self.settle_s >= self.step_s:
+            raise ValueError("capacity.settle_s: must be shorter than step_s")
+        for i, expression in enumerate(self.stop_when):
+            try:
+                parse_threshold(expression)
+            except ValueError as exc:
+                raise ValueError(f"capacity.stop_when.{i}: {exc}") from None
+        return self
+
+    def step_of(self, index: int) -> int:
+        """The step (0-based) in which caller `index` (0-based within its group) joins."""
+        return index // self.endpoints_per_step
+
+
 class Group(_Frozen):
     name: GroupName
     endpoints: int = Field(ge=1, le=10_000)
@@ -112,6 +147,7 @@ class TestDefinition(_Frozen):
     # PESQ (MOS-LQO) on this many calls per run: receivers called by a group that plays
     # audio record and score it. 0 turns it off.
     speech_quality_calls: int = Field(default=3, ge=0, le=100)
+    capacity: CapacitySearch | None = None  # a capacity search instead of a fixed load
 
     @model_validator(mode="after")
     def _groups_consistent(self) -> TestDefinition:
@@ -130,7 +166,27 @@ class TestDefinition(_Frozen):
                 parse_threshold(expression)
             except ValueError as exc:
                 raise ValueError(f"thresholds.{i}: {exc}") from None
+        if self.capacity is not None:
+            if not self.capacity.stop_when and not self.thresholds:
+                raise ValueError("capacity.stop_when: give stop conditions (or thresholds)")
+            steps = self.capacity_steps()
+            if steps * self.capacity.step_s > self.duration_s:
+                raise ValueError(
+                    f"duration_s: {steps} steps of {self.capacity.step_s:g} s need"
+                    f" {steps * self.capacity.step_s:g} s"
+                )
         return self
+
+    def capacity_steps(self) -> int:
+        """Steps of a capacity search: enough for the largest calling group."""
+        if self.capacity is None:
+            return 0
+        callers = [g.endpoints for g in self.groups if g.calls or g.target_uri]
+        return -(-max(callers, default=0) // self.capacity.endpoints_per_step)
+
+    def stop_conditions(self) -> list[str]:
+        """What each capacity step is judged on."""
+        return list(self.capacity.stop_when if self.capacity else []) or list(self.thresholds)
 
     def callee_groups(self) -> set[str]:
         """Names of groups that some other group calls (they receive)."""

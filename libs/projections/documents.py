@@ -12,7 +12,12 @@ import json
 from datetime import datetime
 from typing import Any
 
-from callmeter_events import GeneratorOverloaded, RunEvaluated, TestDefinition
+from callmeter_events import (
+    CapacityStepJudged,
+    GeneratorOverloaded,
+    RunEvaluated,
+    TestDefinition,
+)
 
 from .endpoints import EndpointState
 from .outages import Outage
@@ -56,6 +61,10 @@ def run_state(doc: dict[str, Any]) -> RunState:
                 for h in doc["history"]
             ),
             "evaluation": RunEvaluated.model_validate(evaluation) if evaluation else None,
+            "callers_assigned_at": _when(doc.get("callers_assigned_at")),
+            "capacity_steps": tuple(
+                CapacityStepJudged.model_validate(c) for c in doc.get("capacity_steps", ())
+            ),
             "overloads": tuple(
                 GeneratorOverloaded.model_validate(o) for o in doc.get("overloads", ())
             ),

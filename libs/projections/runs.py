@@ -9,6 +9,8 @@ from functools import singledispatch
 
 from callmeter_events import (
     TERMINAL_STATUSES,
+    CapacityStepJudged,
+    EndpointAssigned,
     EndpointPhaseChanged,
     Event,
     GeneratorOverloaded,
@@ -73,6 +75,8 @@ class RunState:
     samples_stored: int | None = None  # ingest's watermark: every sample stored (RunSamplesStored)
     # Workers that found themselves overloaded during the run, first crossing each
     overloads: tuple[GeneratorOverloaded, ...] = ()
+    callers_assigned_at: datetime | None = None  # the first caller went out (phase 2)
+    capacity_steps: tuple[CapacityStepJudged, ...] = ()  # a capacity search's judged steps
 
     @property
     def overloaded_since(self) -> GeneratorOverloaded | None:
@@ -202,6 +206,14 @@ def _(event: GeneratorOverloaded, run: RunState) -> RunState:
 
 
 @apply_run.register
+def _(event: CapacityStepJudged, run: RunState) -> RunState:
+    if any(s.step == event.step for s in run.capacity_steps):
+        return run
+    steps = sorted((*run.capacity_steps, event), key=lambda s: s.step)
+    return evolve(run, capacity_steps=tuple(steps))
+
+
+@apply_run.register
 def _(event: RunSamplesStored, run: RunState) -> RunState:
     return evolve(run, samples_stored=event.samples)
 
@@ -297,6 +309,9 @@ class RunsProjection:
             return ep_id
         new = apply_endpoint(event, ep)
         eps[ep_id] = new
+        if isinstance(event, EndpointAssigned) and ep.role == "caller":
+            if run.callers_assigned_at is None:
+                run = self.runs[run.run_id] = evolve(run, callers_assigned_at=event.occurred_at)
         if isinstance(event, EndpointPhaseChanged) and event.simulated and not run.simulated:
             run = self.runs[run.run_id] = evolve(run, simulated=True)
         if new.outcome is not None:

@@ -24,7 +24,7 @@ from psycopg import sql
 from callmeter_events.metrics_catalogue import BY_KEY
 
 from . import quality, timescale
-from .rollup import ROLLUP_METRICS, bin_value
+from .rollup import ROLLUP_METRICS, bin_of, bin_value
 
 Level = Literal["run", "group", "endpoint"]
 # Where each level's n/sum/min/max live, and the column that names its rows.
@@ -172,6 +172,41 @@ def threshold_values(
     values["post_dial_delay_p95_ms"] = None if row[0] is None else float(row[0])
     values["call_setup_p95_ms"] = None if row[1] is None else float(row[1])
     return values
+
+
+_WINDOW_METRICS = ("mos", "jitter_ms", "fraction_lost", "rtt_ms", "packets", "packets_lost")
+_WINDOW_ROWS = (
+    "SELECT group_name, " + ", ".join(_WINDOW_METRICS) + " FROM metric_samples"
+    " WHERE run_id = %s AND direction = 'recv' AND time >= %s AND time < %s"
+)
+
+
+def window_threshold_values(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    definition: dict[str, Any],
+    since: datetime,
+    until: datetime,
+) -> dict[str, float | None]:
+    """The quality threshold values (as threshold_values) of the seconds in [since,
+    until) only: one step of a capacity search. The rollups have no time in their bins,
+    so the window's receive-side samples are read (a step's few rows per endpoint) and
+    binned as ingest bins them; the same directions, headline and percentiles follow."""
+    names = [g["name"] for g in definition.get("groups", [])]
+    direction_of = {g: quality.receive_direction(definition, g) for g in names}
+    rows, hist = [], []
+    for group, *values in conn.execute(_WINDOW_ROWS, (run_id, since, until)).fetchall():
+        key = direction_of.get(group) or f"group:{group}"
+        rows.append((key, "samples", 1, 1.0, 1.0, 1.0))
+        for metric, value in zip(_WINDOW_METRICS, values, strict=True):
+            if value is None:
+                continue
+            rows.append((key, metric, 1, float(value), float(value), float(value)))
+            if metric in ROLLUP_METRICS:
+                hist.append((key, metric, bin_of(metric, float(value)), 1))
+    accs = quality.accumulate(rows, hist)
+    directions = {k: quality.figures(per) for k, per in accs.items()}
+    return quality.threshold_values(quality.headline(directions), directions)
 
 
 def mos_histogram(

@@ -30,6 +30,7 @@ from . import (
     queries,
     results_routes,
 )
+from .capacity_judge import CapacityJudge
 from .deps import Platform
 from .evaluator import Evaluator
 from .html_runs import RUN_PAGE_QUERY
@@ -73,6 +74,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         )
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
+        capacity = CapacityJudge(bus, settings.database_url, projector.models.runs)
         webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)
         projector.listeners.append(lambda _, event: evaluator.observe(event))
         projector.listeners.append(lambda _, event: webhooks.observe(event))
@@ -84,6 +86,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         tasks = [
             *projector.tasks(stop),
             asyncio.create_task(evaluator.run(stop)),
+            asyncio.create_task(capacity.run(stop)),
             asyncio.create_task(webhooks.run(stop)),
         ]
         app.state.platform = Platform(settings, bus, pool, projector, live)

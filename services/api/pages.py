@@ -17,6 +17,7 @@ from markupsafe import Markup
 
 from callmeter_events import OUTCOMES, PHASES
 
+from .capacity_chart import capacity_charts
 from .endpoint_views import status_class
 from .views import grade
 
@@ -68,6 +69,7 @@ env.globals.update(
     size=size,
     status_class=status_class,
     svg=svg,
+    capacity_charts=capacity_charts,
 )
 env.filters["qs"] = lambda params: urlencode(params)
 # Error keys under a prefix: the editor opens a collapsed section that has errors.

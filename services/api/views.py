@@ -6,10 +6,18 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES, TERMINAL_STATUSES
+from callmeter_events import (
+    GOOD_OUTCOMES,
+    OUTCOMES,
+    PHASES,
+    TERMINAL_STATUSES,
+    CapacityStepJudged,
+    TestDefinition,
+)
 from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_projections import Outage
 
+from .capacity import answer
 from .endpoint_views import status_class
 
 # Thresholds from the product documents: (good below/above, bad beyond).
@@ -114,6 +122,15 @@ def overload_view(run: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def capacity_view(run: dict[str, Any]) -> dict[str, Any] | None:
+    """A capacity search's answer and step table (capacity.answer), or None."""
+    if not run["definition"].get("capacity"):
+        return None
+    definition = TestDefinition.model_validate(run["definition"])
+    steps = [CapacityStepJudged.model_validate(s) for s in run.get("capacity_steps") or []]
+    return answer(definition, steps)
+
+
 def run_view(
     run: dict[str, Any], endpoints: list[dict[str, Any]], summary: dict[str, Any]
 ) -> dict[str, Any]:
@@ -151,6 +168,7 @@ def run_header(run: dict[str, Any], counts: Counts, summary: dict[str, Any]) -> 
         "outages": [outage_text(o) for o in run.get("outages", [])],
         "evaluation": run.get("evaluation"),
         "generator_overloaded": overload_view(run),
+        "capacity": capacity_view(run),
         "samples_stored": run.get("samples_stored"),  # set once ingest stored every sample
         "definition": run["definition"],
         "progress": progress(run),

@@ -141,12 +141,21 @@ def endpoint_config(run: RunState, ep: EndpointState, target_uri: str | None) ->
     group = next(g for g in run.definition.groups if g.name == ep.group)
     index = int(ep.endpoint_id.rsplit("-", 1)[1]) - 1
     account = group.accounts[index] if group.registrar and index < len(group.accounts) else None
+    duration_s = run.definition.duration_s
+    start_delay_s = run.definition.buildup_s * index / group.endpoints
+    capacity = run.definition.capacity
+    if capacity is not None and ep.role in ("caller", "receiver"):
+        # A capacity search: caller n joins in its step and calls until the run's end;
+        # receiver n (called by caller n) is ready from the start and ends with its call.
+        joins_s = capacity.step_of(index) * capacity.step_s
+        duration_s -= joins_s
+        start_delay_s = joins_s if ep.role == "caller" else 0.0
     return EndpointConfig(
         group=group.name,
         role=ep.role,
         codecs=list(group.codecs),  # type: ignore[arg-type]
-        duration_s=run.definition.duration_s,
-        start_delay_s=run.definition.buildup_s * index / group.endpoints,
+        duration_s=duration_s,
+        start_delay_s=start_delay_s,
         username=account.username if account else ep.endpoint_id.lower(),
         target_uri=target_uri or group.target_uri,
         registrar=group.registrar,

@@ -79,14 +79,20 @@ class Kamailio:
     """One running Kamailio with the given accounts {username: password}."""
 
     def __init__(
-        self, workdir: Path, accounts: dict[str, str], tls: tuple[str, str] | None = None
+        self,
+        workdir: Path,
+        accounts: dict[str, str],
+        tls: tuple[str, str] | None = None,
+        max_dialogs: int | None = None,
     ) -> None:
-        """`tls`: (certificate, private key) PEM files: also listen for SIP over TLS."""
+        """`tls`: (certificate, private key) PEM files: also listen for SIP over TLS.
+        `max_dialogs`: refuse INVITEs with 503 while that many calls are in progress."""
         if shutil.which("kamailio") is None:
             pytest.skip("kamailio not installed (Debian package: kamailio)")
         if tls is not None and not _tls_module_installed():
             pytest.skip("kamailio tls module not installed (Debian: kamailio-tls-modules)")
         self.dir, self.accounts, self.tls = workdir, dict(accounts), tls
+        self.max_dialogs = max_dialogs
         self.host, self.port, self.domain = "127.0.0.1", _free_port_both(), DOMAIN
         self.tls_port = _free_port_both() if tls else None
         db = workdir / "dbtext"
@@ -120,6 +126,8 @@ class Kamailio:
             "-Y",
             str(self.dir),
         ]
+        if self.max_dialogs is not None:
+            argv += ["-A", f"MAX_DIALOGS={self.max_dialogs}"]
         if self.tls is not None:
             argv += [
                 "-A",

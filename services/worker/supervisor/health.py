@@ -86,7 +86,7 @@ class HealthMonitor:
         return sum(
             1
             for h in list(self.pool.hosts.values())
-            if h.ready.is_set() and not h.lost and now - h.last_heard > self.late_s
+            if not h.lost and now - h.last_heard > self.late_s
         )
 
     def take(self) -> HealthFigures:

@@ -9,7 +9,8 @@ the worker measures (supervisor/health.py):
 - loop_lag_ms: how late the supervisor's own event loop woke up (the worst wake-up
   of the second): the loop that reads hosts and publishes their samples;
 - late_hosts: hosts that have said nothing (no heartbeat, no line) for longer than
-  the late limit: a host whose main loop does not get to run;
+  the late limit: a host whose main loop does not get to run (a starting host too:
+  it says it is ready within a second when it gets the CPU);
 - tx_expected / tx_sent: RTP packets its calls' media clocks should have sent in
   that second (sample interval / ptime, per stream that sent anything) against what
   PJSIP counted as sent (on the wire plus simulated drops). The clock thread skips

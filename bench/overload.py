@@ -1,0 +1,144 @@
+"""Does a worker notice it is overloaded, and only then? (issue 14, section 3)
+
+One platform (embedded NATS + PostgreSQL, one worker with the default overload
+limits), two runs of G.711 calls between two groups on that worker, in this order:
+
+  over   --legs call legs (default 420: 1.5 times the ~280 legs PJSUA2.md measured as
+         this 2-core machine's ceiling, on a machine nothing else used). Target: GeneratorOverloaded within 10 s of the
+         load being on (90 % of the legs in call); the run is stopped once flagged.
+  third  a third of those legs for --calm-s seconds (default 120). Target: no flag.
+
+Prints, for each, the legs, when the load was on, when (if) the worker flagged it,
+its reason and figures. The machine is shared: its load average is printed too,
+since other processes' CPU starves the hosts' media clocks as much as our own.
+
+    python bench/overload.py [--legs 560] [--calm-s 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def when(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def run_load(platform: Any, legs: int, duration_s: float, stop_when_flagged: bool) -> dict:
+    n = max(1, legs // 2)
+    run_id = platform.run_test(
+        {
+            "name": f"overload-{legs}",
+            "duration_s": duration_s,
+            "buildup_s": 0,
+            "groups": [
+                {"name": "A", "endpoints": n, "codecs": ["PCMU"], "calls": "B"},
+                {"name": "B", "endpoints": n, "codecs": ["PCMU"]},
+            ],
+        }
+    )
+    load_on: float | None = None
+    flagged: dict | None = None
+    peak_in_call = 0
+    stopped = False
+    deadline = time.monotonic() + duration_s + 300
+    run: dict = {}
+    while time.monotonic() < deadline:
+        _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
+        in_call = sum(1 for e in run.get("endpoints", []) if e.get("phase") == "INCALL")
+        peak_in_call = max(peak_in_call, in_call)
+        if load_on is None and in_call >= 0.9 * legs:
+            load_on = time.time()
+        flagged = run.get("generator_overloaded") or flagged
+        if flagged and stop_when_flagged and not stopped and run["status"] == "RUNNING":
+            platform.request("POST", f"/api/v1/runs/{run_id}/stop")
+            stopped = True
+        if run["status"] in ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"):
+            break
+        time.sleep(0.5)
+    return {
+        "run_id": run_id,
+        "status": run.get("status"),
+        "legs": legs,
+        "peak_in_call": peak_in_call,
+        "load_on": load_on,
+        "started": when(run["started_at"]) if run.get("started_at") else None,
+        "flag": flagged,
+    }
+
+
+def describe(name: str, r: dict) -> str:
+    flag, start = r["flag"], r["started"] or 0.0
+    on = f"load on at +{r['load_on'] - start:.1f} s" if r["load_on"] else "load never fully on"
+    line = (
+        f"{name:5s} {r['legs']:4d} legs (peak {r['peak_in_call']} in call), {on}, run {r['status']}"
+    )
+    if not flag:
+        return line + ": not flagged"
+    at = when(flag["at"])
+    after = f"{at - r['load_on']:+.1f} s after the load was on" if r["load_on"] else ""
+    figures = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in flag["figures"].items()
+    )
+    return f"{line}: FLAGGED at +{at - start:.1f} s {after}: {flag['reason']} [{figures}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--legs", type=int, default=420)
+    ap.add_argument("--calm-s", type=float, default=120.0)
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the platform on a kill too
+    from callmeter_common.servers import start_nats, start_postgres
+    from tests.support.platform import TestPlatform
+
+    work = Path(tempfile.mkdtemp(prefix="callmeter-bench-"))
+    nats, pg = start_nats(work / "nats"), start_postgres(work / "pg")
+    platform = TestPlatform(work / "platform", nats.url, pg.url)
+    platform.extra_env["CALLMETER_CAPACITY"] = "4000"
+    third = max(2, (args.legs // 3) // 2 * 2)
+    try:
+        platform.start_services()
+        platform.wait_for_api()
+        platform.wait_workers(1)
+        load0 = os.getloadavg()[0]
+        over = run_load(platform, args.legs, 60.0, stop_when_flagged=True)
+        print(describe("over", over), f"(load average before: {load0:.1f})", flush=True)
+        time.sleep(10)  # the stopped hosts wind down
+        platform.wait_workers(1, timeout=120)  # an overloaded worker may have been lost
+        load1 = os.getloadavg()[0]
+        calm = run_load(platform, third, args.calm_s, stop_when_flagged=False)
+        print(describe("third", calm), f"(load average before: {load1:.1f})", flush=True)
+    finally:
+        platform.stop()
+        nats.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    flagged_in = (
+        when(over["flag"]["at"]) - over["load_on"] if over["flag"] and over["load_on"] else None
+    )
+    over_ok = over["flag"] is not None and (flagged_in is None or flagged_in <= 10.0)
+    calm_ok = calm["flag"] is None
+    print(
+        f"over ({args.legs} legs): {'flagged' if over['flag'] else 'NOT flagged'}"
+        + (f" {flagged_in:+.1f} s after the load was on" if flagged_in is not None else "")
+        + f" (target: within 10 s) {'ok' if over_ok else 'FAIL'};"
+        f" third ({third} legs, {args.calm_s:.0f} s): "
+        f"{'no flag' if calm_ok else 'FLAGGED'} (target: no flag) {'ok' if calm_ok else 'FAIL'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

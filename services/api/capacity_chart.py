@@ -1,0 +1,33 @@
+"""The capacity search's chart on the run page: each judged step's load, passed or
+failed, and the first stop condition's value per step against its limit. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callmeter_events.thresholds import parse
+
+from .svg import Chart, Series, bar_chart, line_chart
+
+PASSED, FAILED = "#059669", "#dc2626"
+
+
+def capacity_charts(capacity: dict[str, Any], conditions: list[str]) -> list[str]:
+    steps = capacity["steps"]
+    if not steps:
+        return []
+    bars = [
+        (f"step {s['step'] + 1}: {s['calls']} calls", s["calls"], PASSED if s["passed"] else FAILED)
+        for s in steps
+    ]
+    out = [bar_chart("Concurrent calls per step (green passed, red failed)", bars)]
+    if conditions:
+        t = parse(conditions[0])
+        points = [(float(s["calls"]), s["metrics"].get(t.metric)) for s in steps]
+        chart = Chart(
+            title=f"{t.metric} per step, by concurrent calls",
+            series=[Series(t.metric, points)],
+            marks=[(str(t), t.value, FAILED)],
+        )
+        out.append(line_chart(chart))
+    return out

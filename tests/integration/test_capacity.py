@@ -1,0 +1,89 @@
+"""Capacity search against a system with a known capacity: a real Kamailio that refuses
+INVITEs with 503 while N dialogs are in progress (infra/kamailio, MAX_DIALOGS). The
+search steps one call at a time and must answer N (within one step), stop itself at
+the failing step, and show the answer, the steps and the chart on the run page."""
+
+from __future__ import annotations
+
+import html
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.kamailio import Kamailio, accounts
+from tests.support.platform import TestPlatform
+
+pytestmark = pytest.mark.integration
+
+N = 3  # concurrent calls the proxy carries
+CALLERS = 6  # the most the search may ask for: one more per step
+STEP_S = 4.0
+
+
+@pytest.fixture(scope="module")
+def limited() -> Iterator[Kamailio]:
+    users = accounts("a", CALLERS) | accounts("b", CALLERS)
+    server = Kamailio(Path(tempfile.mkdtemp(prefix="kamailio-")), users, max_dialogs=N)
+    server.start()
+    yield server
+    server.stop()
+
+
+def group_accounts(prefix: str) -> list[dict[str, str]]:
+    return [{"username": u, "password": p} for u, p in accounts(prefix, CALLERS).items()]
+
+
+def test_the_search_finds_the_proxys_limit_and_stops_there(
+    platform: TestPlatform, limited: Kamailio
+) -> None:
+    reg = limited.registrar() | {"expires_s": 60}
+    definition = {
+        "name": "capacity",
+        "duration_s": CALLERS * STEP_S,
+        "capacity": {
+            "endpoints_per_step": 1,
+            "step_s": STEP_S,
+            "settle_s": 1.5,
+            "stop_when": ["call_success_rate >= 100", "mos_avg >= 2"],
+            "target_calls": N + 1,
+        },
+        "groups": [
+            {
+                "name": "A",
+                "endpoints": CALLERS,
+                "calls": "B",
+                "registrar": reg,
+                "accounts": group_accounts("a"),
+            },
+            {"name": "B", "endpoints": CALLERS, "registrar": reg, "accounts": group_accounts("b")},
+        ],
+    }
+    began = time.monotonic()
+    run_id = platform.run_test(definition)
+    run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
+    assert run["status"] == "COMPLETED", run
+    assert run["stopped"], "the search stops itself at the first failing step"
+    took = time.monotonic() - began
+    assert took < CALLERS * STEP_S, f"stopped after {took:.0f} s: it ran every step"
+
+    capacity = run["capacity"]
+    steps = capacity["steps"]
+    assert [s["calls"] for s in steps] == list(range(1, len(steps) + 1))
+    assert all(s["passed"] for s in steps[:-1]) and not steps[-1]["passed"]
+    assert N - 1 <= capacity["calls"] <= N, capacity  # within one step of the limit
+    failing = steps[-1]
+    assert failing["metrics"]["call_success_rate"] < 100
+    assert failing["metrics"]["mos_avg"] is not None  # quality judged on the step's seconds
+    assert capacity["text"].startswith(f"sustains {capacity['calls']} concurrent calls with ")
+    assert capacity["target_met"] is False  # N + 1 asked for
+    # the refused call is Kamailio's 503, not a failure of ours
+    refused = [e for e in run["endpoints"] if e["outcome"] == "CALL_FAILED" and e["group"] == "A"]
+    assert refused and all(e["sip_code"] == 503 for e in refused), refused
+
+    _, page = platform.get_html(f"/runs/{run_id}")
+    assert 'id="capacity-answer"' in page and html.escape(capacity["text"]) in page
+    assert page.count('<tr class="st-good"><td class="num">') >= len(steps) - 1
+    assert 'id="capacity-chart"' in page and "Concurrent calls per step" in page

@@ -1,0 +1,171 @@
+"""Capacity search without servers: the definition, the steps, a step's verdict, the
+answer, its fold, the dispatcher's delays and the CLI's exit code."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+from rich.console import Console
+
+from callmeter_api.capacity import answer, calls_at, endpoint_values, judge_step, p95, step_window
+from callmeter_api.capacity_chart import capacity_charts
+from callmeter_cli.run_cmd import capacity_exit
+from callmeter_dispatcher.dispatch import endpoint_config
+from callmeter_events import EndpointAssigned, EndpointConfig, RunCreated, decode, encode
+from callmeter_events import TestDefinition as Definition
+from callmeter_projections import EndpointState, RunsProjection
+from callmeter_projections.documents import run_state, to_doc
+
+T0 = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
+
+
+def definition(**capacity: object) -> Definition:
+    return Definition.model_validate(
+        {
+            "name": "cap",
+            "duration_s": 30,
+            "capacity": {
+                "endpoints_per_step": 2,
+                "step_s": 5,
+                "stop_when": ["call_success_rate >= 100", "mos_p5 >= 3.8"],
+                **capacity,
+            },
+            "groups": [
+                {"name": "A", "endpoints": 5, "calls": "B"},
+                {"name": "B", "endpoints": 5},
+                {"name": "C", "endpoints": 3, "target_uri": "sip:echo@192.0.2.1"},
+            ],
+        }
+    )
+
+
+def test_steps_are_counted_from_the_largest_calling_group_and_must_fit_the_duration():
+    d = definition()
+    assert d.capacity_steps() == 3  # A: 5 callers, 2 per step
+    with pytest.raises(ValidationError, match="duration_s: 3 steps of 12 s need 36 s"):
+        definition(step_s=12)
+    with pytest.raises(ValidationError, match="capacity.settle_s: must be shorter than step_s"):
+        definition(settle_s=5)
+    with pytest.raises(ValidationError, match="capacity.stop_when.0: unknown threshold"):
+        definition(stop_when=["speed >= 1"])
+
+
+def test_calls_at_adds_every_calling_groups_joined_callers():
+    d = definition()
+    # step 0: A-1, A-2 and C-1, C-2; step 1: A-3, A-4, C-3; step 2: A-5
+    assert calls_at(d, 0) == 4 and calls_at(d, 1) == 7 and calls_at(d, 2) == 8
+
+
+def test_the_dispatcher_delays_each_caller_to_its_step_and_ends_every_call_together():
+    d = definition()
+    p = RunsProjection()
+    p.apply(1, RunCreated(run_id="r", test_id="t", definition=d, occurred_at=T0))
+    run, eps = p.runs["r"], p.endpoints["r"]
+    a3 = endpoint_config(run, eps["A-3"], "sip:b-3@x")
+    b3 = endpoint_config(run, eps["B-3"], None)
+    assert (a3.start_delay_s, a3.duration_s) == (5.0, 25.0)
+    assert (b3.start_delay_s, b3.duration_s) == (0.0, 25.0)  # ready at once, ends with A-3
+    assert endpoint_config(run, eps["A-5"], None).start_delay_s == 10.0
+
+
+def ep(eid: str, role: str = "caller", **kw: object) -> EndpointState:
+    return EndpointState("r", eid, eid.split("-")[0], role, **kw)  # type: ignore[arg-type]
+
+
+def test_a_steps_endpoint_values_count_only_the_endpoints_that_joined_by_then():
+    d = definition()
+    eps = [
+        ep("A-1", call_setup_ms=100.0, post_dial_delay_ms=50.0, contact_uri="sip:a1"),
+        ep("A-2", call_setup_ms=300.0, post_dial_delay_ms=70.0, contact_uri="sip:a2"),
+        ep("A-3", outcome="CALL_FAILED", sip_code=503, contact_uri="sip:a3"),
+        ep("A-5"),  # step 2: not in the load yet
+        ep("B-1", "receiver", contact_uri="sip:b1"),
+    ]
+    step0 = endpoint_values(d, eps, 0)
+    assert step0["call_success_rate"] == 100.0
+    assert step0["call_setup_p95_ms"] == pytest.approx(290.0)
+    step1 = endpoint_values(d, eps, 1)
+    assert step1["call_success_rate"] == pytest.approx(200 / 3)
+    assert step1["registration_success_rate"] == 100.0
+    assert p95([]) is None and p95([4.0]) == 4.0
+
+
+def test_a_step_fails_on_its_conditions_or_on_an_overloaded_generator():
+    d = definition()
+    w = step_window(d, T0, 1)
+    assert (w.calls, w.judged_from, w.end) == (
+        7,
+        T0 + timedelta(seconds=7),
+        T0 + timedelta(seconds=10),
+    )
+    good = {"call_success_rate": 100.0, "mos_p5": 4.1}
+    assert judge_step(d, "r", w, good, None).passed
+    bad = judge_step(d, "r", w, {**good, "mos_p5": 3.5}, None)
+    assert not bad.passed and [r.passed for r in bad.results] == [True, False]
+    hot = judge_step(d, "r", w, good, T0 + timedelta(seconds=9))
+    assert not hot.passed and "overloaded" in hot.reason
+    later = judge_step(d, "r", w, good, T0 + timedelta(seconds=11))
+    assert later.passed  # an overload after the step's end is the next step's problem
+
+
+def judged(d: Definition, step: int, ok: bool) -> object:
+    values = {"call_success_rate": 100.0 if ok else 50.0, "mos_p5": 4.2}
+    return judge_step(d, "r", step_window(d, T0, step), values, None)
+
+
+def test_the_answer_is_the_last_step_passed_before_the_first_failure():
+    d = definition(target_calls=8)
+    got = answer(d, [judged(d, 1, False), judged(d, 0, True)])  # type: ignore[list-item]
+    assert got["calls"] == 4 and got["step"] == 0 and got["finished"]
+    assert got["text"] == (
+        "sustains 4 concurrent calls with call_success_rate >= 100, mos_p5 >= 3.8;"
+        " 7 failed: call_success_rate >= 100 (actual 50)"
+    )
+    assert got["target_met"] is False
+    nothing = answer(d, [judged(d, 0, False)])  # type: ignore[list-item]
+    assert nothing["calls"] is None and nothing["text"].startswith("not even 4 concurrent calls")
+    every = answer(d, [judged(d, k, True) for k in range(3)])  # type: ignore[misc]
+    assert every["calls"] == 8 and every["target_met"] is True
+    assert every["text"].endswith("(every step passed: the most it was asked for)")
+    assert answer(d, [])["text"] == "no step judged yet"
+    charts = capacity_charts(every, d.stop_conditions())
+    assert len(charts) == 2 and "Concurrent calls per step" in charts[0]
+
+
+def test_the_run_folds_its_callers_start_and_steps_once_each():
+    d = definition()
+    p = RunsProjection()
+    p.apply(1, RunCreated(run_id="r", test_id="t", definition=d, occurred_at=T0))
+    run, eps = p.runs["r"], p.endpoints["r"]
+    receiver = EndpointAssigned(
+        run_id="r", endpoint_id="B-1", worker_id="w", config=endpoint_config(run, eps["B-1"], None)
+    )
+    p.apply(2, receiver)
+    assert p.runs["r"].callers_assigned_at is None  # receivers are not the search's clock
+    cfg: EndpointConfig = endpoint_config(run, eps["A-1"], "sip:b-1@x")
+    caller = EndpointAssigned(
+        run_id="r",
+        endpoint_id="A-1",
+        worker_id="w",
+        config=cfg,
+        occurred_at=T0 + timedelta(seconds=3),
+    )
+    p.apply(3, caller)
+    for seq, event in enumerate([judged(d, 0, True), judged(d, 0, False), judged(d, 1, True)], 4):
+        p.apply(seq, decode(encode(event)))  # type: ignore[arg-type]
+    run = p.runs["r"]
+    assert run.callers_assigned_at == T0 + timedelta(seconds=3)
+    assert [(s.step, s.passed) for s in run.capacity_steps] == [(0, True), (1, True)]
+    assert run_state(to_doc(run)) == run
+
+
+def test_the_cli_exits_non_zero_when_the_target_is_not_met():
+    d = definition(target_calls=8)
+    console = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+    short = answer(d, [judged(d, 0, True), judged(d, 1, False)])  # type: ignore[list-item]
+    full = answer(d, [judged(d, k, True) for k in range(3)])  # type: ignore[misc]
+    assert capacity_exit(short, console) == 1 and capacity_exit(full, console) == 0
+    untargeted = answer(definition(), [judged(d, 0, False)])  # type: ignore[list-item]
+    assert capacity_exit(untargeted, console) == 1  # no step passed at all
