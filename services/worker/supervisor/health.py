@@ -70,15 +70,18 @@ class HealthMonitor:
         now: dict[int, float] = {}
         used = 0.0
         for host in list(self.pool.hosts.values()):
+            if not host.ready.is_set():
+                continue  # starting: loading Python and PJSIP is not media work
             pid = host.proc.pid
             seconds = cpu_seconds(pid)
             if seconds is None:
                 continue
             now[pid] = seconds
-            # a host started within the second counts from its start
-            used += seconds - self._cpu.get(pid, 0.0)
+            if pid in self._cpu:  # a host that just became ready counts from next second
+                used += seconds - self._cpu[pid]
+        had = any(pid in self._cpu for pid in now)
         self._cpu = now
-        if not now or elapsed <= 0:
+        if not had or elapsed <= 0:
             return None
         return used / elapsed / self.cores
 
@@ -86,7 +89,7 @@ class HealthMonitor:
         return sum(
             1
             for h in list(self.pool.hosts.values())
-            if not h.lost and now - h.last_heard > self.late_s
+            if h.ready.is_set() and not h.lost and now - h.last_heard > self.late_s
         )
 
     def take(self) -> HealthFigures:

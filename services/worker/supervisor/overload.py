@@ -4,13 +4,13 @@ A load generator that is itself short of CPU sends its RTP late or not at all an
 then blames the system under test for the jitter and loss it caused. Each second
 the worker measures (supervisor/health.py):
 
-- host_cpu: CPU time its endpoint hosts used in that second, as a fraction of the
-  machine's cores (1.0 = every core busy with hosts);
+- host_cpu: CPU time its running endpoint hosts used in that second, as a fraction
+  of the machine's cores (1.0 = every core busy with hosts); a host counts from the
+  second after it is ready: starting Python and PJSIP is a burst, not media work;
 - loop_lag_ms: how late the supervisor's own event loop woke up (the worst wake-up
   of the second): the loop that reads hosts and publishes their samples;
-- late_hosts: hosts that have said nothing (no heartbeat, no line) for longer than
-  the late limit: a host whose main loop does not get to run (a starting host too:
-  it says it is ready within a second when it gets the CPU);
+- late_hosts: running hosts that have said nothing (no heartbeat, no line) for
+  longer than the late limit: a host whose main loop does not get to run;
 - tx_expected / tx_sent: RTP packets its calls' media clocks should have sent in
   that second (sample interval / ptime, per stream that sent anything) against what
   PJSIP counted as sent (on the wire plus simulated drops). The clock thread skips
