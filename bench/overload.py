@@ -142,7 +142,12 @@ def main() -> None:
     calm_ok = calm["flag"] is None
     print(
         f"over ({args.legs} legs): {'flagged' if over['flag'] else 'NOT flagged'}"
-        + (f" {flagged_in:+.1f} s after the load was on" if flagged_in is not None else "")
+        + (
+            f" {flagged_in:+.1f} s after "
+            + ("it carried more than the calm load" if over["load_on"] else "its start")
+            if flagged_in is not None
+            else ""
+        )
         + f" (target: within 10 s) {'ok' if over_ok else 'FAIL'};"
         f" third ({third} legs, {args.calm_s:.0f} s): "
         f"{'no flag' if calm_ok else 'FLAGGED'} (target: no flag) {'ok' if calm_ok else 'FAIL'}"

@@ -172,3 +172,38 @@ def test_the_run_page_warns_that_results_after_the_overload_are_not_trustworthy(
         elapsed_s=5,
         total_s=5,
     )
+
+
+class _Host:
+    def __init__(self, ready: bool, silent_s: float) -> None:
+        import asyncio
+
+        self.ready = asyncio.Event()
+        if ready:
+            self.ready.set()
+        self.lost = False
+        self.proc = __import__("types").SimpleNamespace(pid=__import__("os").getpid())
+        self.last_heard = __import__("time").monotonic() - silent_s
+
+
+class _Pool:
+    def __init__(self, *hosts: _Host) -> None:
+        self.hosts = {str(i): h for i, h in enumerate(hosts)}
+
+
+def test_late_hosts_are_silent_running_ones_and_ones_that_take_long_to_start():
+    pool = _Pool(
+        _Host(ready=True, silent_s=0.5),  # fine
+        _Host(ready=True, silent_s=4.0),  # a running host's loop starved: late
+        _Host(ready=False, silent_s=4.0),  # still starting after 4 s: not yet late
+        _Host(ready=False, silent_s=12.0),  # not ready after 12 s: late
+    )
+    monitor = HealthMonitor(pool, late_s=2.5)  # type: ignore[arg-type]
+    first = monitor.take()
+    assert first.late_hosts == 2
+    assert first.host_cpu is None  # ready hosts count from the second after they are seen
+    # this process stands in for the ready hosts: burn CPU until /proc counts a tick more
+    before = cpu_seconds(__import__("os").getpid())
+    while cpu_seconds(__import__("os").getpid()) == before:
+        sum(range(10_000))
+    assert (monitor.take().host_cpu or 0) > 0

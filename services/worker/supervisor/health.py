@@ -18,7 +18,8 @@ from .hostpool import HostPool
 from .overload import HealthFigures
 
 TICKS = os.sysconf("SC_CLK_TCK")
-LAG_PROBE_S = 0.1  # the loop-lag probe sleeps this long and measures how late it wakes
+LAG_PROBE_S = 0.1
+LATE_START_S = 10.0  # a host not ready this long after it was started is late  # the loop-lag probe sleeps this long and measures how late it wakes
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -86,10 +87,13 @@ class HealthMonitor:
         return used / elapsed / self.cores
 
     def _late_hosts(self, now: float) -> int:
+        """Running hosts silent for late_s, and hosts still not ready LATE_START_S after
+        they were started (loading Python and PJSIP takes well under a second)."""
         return sum(
             1
             for h in list(self.pool.hosts.values())
-            if h.ready.is_set() and not h.lost and now - h.last_heard > self.late_s
+            if not h.lost
+            and now - h.last_heard > (self.late_s if h.ready.is_set() else LATE_START_S)
         )
 
     def take(self) -> HealthFigures:

@@ -10,7 +10,8 @@ the worker measures (supervisor/health.py):
 - loop_lag_ms: how late the supervisor's own event loop woke up (the worst wake-up
   of the second): the loop that reads hosts and publishes their samples;
 - late_hosts: running hosts that have said nothing (no heartbeat, no line) for
-  longer than the late limit: a host whose main loop does not get to run;
+  longer than the late limit (a host whose main loop does not get to run), and hosts
+  not ready 10 s after they were started (normally well under a second);
 - tx_expected / tx_sent: RTP packets its calls' media clocks should have sent in
   that second (sample interval / ptime, per stream that sent anything) against what
   PJSIP counted as sent (on the wire plus simulated drops). The clock thread skips
