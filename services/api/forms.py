@@ -274,11 +274,14 @@ HIDDEN_REGISTRAR_KEYS = ("expires_s", "outbound_proxy")
 
 
 def keep_hidden(definition: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
-    """The form's definition plus what the stored one has beyond the form, by group name
-    (a target URI only while the group calls no other group)."""
+    """The form's definition plus what the stored one has beyond the form: its project and
+    capacity search, and per group by name (a target URI only while the group calls no
+    other group)."""
     if not stored:
         return definition
     out = {**definition, "project": stored.get("project", "default")}
+    if stored.get("capacity"):  # set in the JSON editor or the API; the form has no fields
+        out["capacity"] = stored["capacity"]
     before = {g["name"]: g for g in stored.get("groups", [])}
     groups = []
     for g in definition["groups"]:

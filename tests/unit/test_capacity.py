@@ -169,3 +169,16 @@ def test_the_cli_exits_non_zero_when_the_target_is_not_met():
     assert capacity_exit(short, console) == 1 and capacity_exit(full, console) == 0
     untargeted = answer(definition(), [judged(d, 0, False)])  # type: ignore[list-item]
     assert capacity_exit(untargeted, console) == 1  # no step passed at all
+
+
+def test_editing_a_capacity_test_in_the_form_keeps_its_search():
+    from callmeter_api import forms
+    from tests.unit.test_ui_forms import FIELDS
+
+    search = {"endpoints_per_step": 1, "step_s": 10, "stop_when": ["mos_p5 >= 3.8"]}
+    stored = {"name": "office", "duration_s": 30, "capacity": search, "groups": []}
+    definition, errors = forms.validate(forms.form_from_fields(FIELDS), stored)
+    assert errors == {} and definition is not None and definition.capacity is not None
+    assert definition.capacity.stop_when == ["mos_p5 >= 3.8"]
+    fresh, _ = forms.validate(forms.form_from_fields(FIELDS))
+    assert fresh is not None and fresh.capacity is None
