@@ -158,16 +158,24 @@ def _(event: StopRequested, run: RunState) -> RunState:
     return run if run.terminal else evolve(run, stop_requested=True)
 
 
+def _stopped_by(run: RunState) -> str:
+    """Who stopped the run: its capacity search at a failed step, else the user."""
+    failed = next((s for s in run.capacity_steps if not s.passed), None)
+    if failed is None:
+        return "the user"
+    return f"its capacity search (step {failed.step + 1}, {failed.calls} calls, failed)"
+
+
 @apply_run.register
 def _(event: RunStopping, run: RunState) -> RunState:
-    why = "stop requested by the user; hanging up active calls"
+    why = f"stop requested by {_stopped_by(run)}; hanging up active calls"
     return _to(run, RunStatus.STOPPING, event.occurred_at, why, sets_reason=True, stopped=True)
 
 
 @apply_run.register
 def _(event: RunCompleted, run: RunState) -> RunState:
     if event.stopped:
-        why = "stopped by the user; everything measured until then is kept"
+        why = f"stopped by {_stopped_by(run)}; everything measured until then is kept"
     else:
         why = f"all {run.total_endpoints} endpoints finished"
     why = f"{why}; {event.reason}" if event.reason else why

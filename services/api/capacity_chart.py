@@ -28,6 +28,7 @@ def capacity_charts(capacity: dict[str, Any], conditions: list[str]) -> list[str
             title=f"{t.metric} per step, by concurrent calls",
             series=[Series(t.metric, points)],
             marks=[(str(t), t.value, FAILED)],
+            x_unit="calls",
         )
         out.append(line_chart(chart))
     return out

@@ -32,6 +32,7 @@ class Chart:
     marks: Sequence[tuple[str, float, str]] = field(default_factory=tuple)
     y_min: float | None = None
     y_max: float | None = None
+    x_unit: str = "s"  # what the x axis counts (seconds unless said)
 
 
 def nice_ticks(lo: float, hi: float, count: int = 4) -> list[float]:
@@ -111,9 +112,10 @@ def line_chart(chart: Chart, width: int = 520, height: int = 180) -> str:
             f'stroke="{color}" stroke-dasharray="4 3"><title>{escape(label)}</title></line>'
         )
     out.append(
-        f'<text x="{left}" y="{height - 6}" font-size="10" fill="#6b7480">{_fmt(x0)} s</text>'
+        f'<text x="{left}" y="{height - 6}" font-size="10" fill="#6b7480">'
+        f"{_fmt(x0)} {escape(chart.x_unit)}</text>"
         f'<text x="{width - right}" y="{height - 6}" font-size="10" text-anchor="end" '
-        f'fill="#6b7480">{_fmt(x1)} s</text>'
+        f'fill="#6b7480">{_fmt(x1)} {escape(chart.x_unit)}</text>'
     )
     legend_x = width - right
     for i, s in enumerate(chart.series):

@@ -182,3 +182,17 @@ def test_editing_a_capacity_test_in_the_form_keeps_its_search():
     assert definition.capacity.stop_when == ["mos_p5 >= 3.8"]
     fresh, _ = forms.validate(forms.form_from_fields(FIELDS))
     assert fresh is not None and fresh.capacity is None
+
+
+def test_a_run_stopped_by_its_search_says_so():
+    from callmeter_events import RunStopping
+
+    d = definition()
+    p = RunsProjection()
+    p.apply(1, RunCreated(run_id="r", test_id="t", definition=d, occurred_at=T0))
+    p.apply(2, judged(d, 0, True))  # type: ignore[arg-type]
+    p.apply(3, judged(d, 1, False))  # type: ignore[arg-type]
+    p.apply(4, RunStopping(run_id="r"))
+    assert p.runs["r"].reason == (
+        "stop requested by its capacity search (step 2, 7 calls, failed); hanging up active calls"
+    )
