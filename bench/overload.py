@@ -143,6 +143,10 @@ def main() -> None:
         )
         print(describe("third", calm), f"(load average before: {load1:.1f})", flush=True)
     finally:
+        log = platform.data_dir / "worker.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        health = [ln for ln in lines if "health:" in ln or "overloaded during" in ln]
+        print(f"worker health lines ({len(health)}), the first 15:", *health[:15], sep="\n  ")
         platform.stop()
         nats.stop()
         pg.stop()

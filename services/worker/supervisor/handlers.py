@@ -323,6 +323,8 @@ class Supervisor:
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
                 figures = self.health.take()
                 reason = self.judge.observe(figures)
+                if self.judge.streak:  # a limit crossed this second: say which, and how long
+                    log.info("health: %s; %s", self.judge.streak, figures.as_dict())
                 if reason is None:
                     continue
                 for run_id in sorted(self.active_runs() - self.overloaded):
