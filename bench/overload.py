@@ -86,12 +86,12 @@ def run_load(
 
 
 def settle(platform: Any, timeout: float = 180.0) -> None:
-    """Until the worker is online with no endpoint host left from the previous run."""
+    """Until the worker is online with every slot free (the previous run wound down)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, body = platform.request("GET", "/api/v1/workers")
         online = [w for w in body["items"] if w["status"] == "ONLINE"]
-        if online and all(w.get("hosts", 0) == 0 for w in online):
+        if online and all(w["free_slots"] == w["capacity"] for w in online):
             return
         time.sleep(1)
     raise TimeoutError("the worker did not come back idle")

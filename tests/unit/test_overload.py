@@ -44,6 +44,13 @@ def test_a_limit_crossed_for_sustain_seconds_in_a_row_is_an_overload():
     assert reason == ("endpoint hosts used 97% of the machine's cores (limit 90%), 3 s in a row")
 
 
+def test_sustain_counts_seconds_by_the_clock_not_by_measurements():
+    j = judge(sustain_s=3)
+    starved = HealthFigures(loop_lag_ms=1500.0, interval_s=2.5)  # measured 2.5 s apart
+    assert j.observe(starved) is None
+    assert str(j.observe(starved)).endswith("5 s in a row")
+
+
 def test_a_calm_second_restarts_the_count():
     j = judge(sustain_s=3)
     lag = HealthFigures(loop_lag_ms=900.0)

@@ -100,6 +100,7 @@ class HealthMonitor:
         """The figures since the previous take(), and start the next second."""
         now = time.monotonic()
         figures = HealthFigures(
+            interval_s=now - self._last,
             host_cpu=self._host_cpu(now - self._last),
             loop_lag_ms=self._lag_ms,
             late_hosts=self._late_hosts(now),

@@ -19,7 +19,8 @@ the worker measures (supervisor/health.py):
   but sent are NOT visible: PJSIP keeps no send timestamps, so nothing is invented.
 
 A figure over its limit for `sustain_s` seconds in a row is an overload; the
-first one found is the reason.
+first one found is the reason. Seconds are counted by the clock (each figure's
+interval_s), not by measurements: a starved supervisor measures every few seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class HealthFigures:
     late_hosts: int = 0
     tx_expected: float = 0.0
     tx_sent: int = 0
+    interval_s: float = 1.0  # how long this "second" really was (a starved loop measures late)
 
     @property
     def tx_deficit(self) -> float | None:
@@ -64,7 +66,7 @@ class OverloadJudge:
     crossed for `sustain_s` seconds in a row, else None."""
 
     limits: OverloadLimits
-    streak: dict[str, int] | None = None
+    streak: dict[str, float] | None = None  # figure -> seconds over its limit in a row
 
     def crossed(self, f: HealthFigures) -> dict[str, str]:
         """The limits this second's figures cross: {figure: why}."""
@@ -94,8 +96,9 @@ class OverloadJudge:
     def observe(self, f: HealthFigures) -> str | None:
         crossed = self.crossed(f)
         previous = self.streak or {}
-        self.streak = {k: previous.get(k, 0) + 1 for k in crossed}
+        self.streak = {k: previous.get(k, 0.0) + f.interval_s for k in crossed}
         for key, why in crossed.items():
-            if self.streak[key] >= self.limits.sustain_s:
-                return f"{why}, {self.streak[key]} s in a row"
+            # a hair under the limit still counts: a second measured at 0.999 s
+            if self.streak[key] >= self.limits.sustain_s - 0.05:
+                return f"{why}, {self.streak[key]:.0f} s in a row"
         return None
