@@ -115,7 +115,7 @@ class GeneratorOverloaded(Event):
 
     `reason` names the limit crossed; `figures` are that second's health figures
     (services/worker/supervisor/overload.py: host_cpu, loop_lag_ms, late_hosts,
-    tx_expected, tx_sent, tx_deficit), None where nothing was measured."""
+    tx_expected, tx_sent, tx_deficit, interval_s), None where nothing was measured."""
 
     type: Literal["GeneratorOverloaded"] = "GeneratorOverloaded"
     run_id: str

@@ -66,6 +66,7 @@ def test_an_overloaded_worker_flags_the_run_and_its_evaluation(hot: TestPlatform
         "tx_expected",
         "tx_sent",
         "tx_deficit",
+        "interval_s",
     }
     started, finished = run["started_at"], run["finished_at"]
     assert started <= overload["at"] <= finished
