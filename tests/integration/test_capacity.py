@@ -6,6 +6,7 @@ the failing step, and show the answer, the steps and the chart on the run page."
 from __future__ import annotations
 
 import html
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,10 +27,14 @@ STEP_S = 4.0
 @pytest.fixture(scope="module")
 def limited() -> Iterator[Kamailio]:
     users = accounts("a", CALLERS) | accounts("b", CALLERS)
-    server = Kamailio(Path(tempfile.mkdtemp(prefix="kamailio-")), users, max_dialogs=N)
-    server.start()
-    yield server
-    server.stop()
+    workdir = Path(tempfile.mkdtemp(prefix="kamailio-"))
+    server = Kamailio(workdir, users, max_dialogs=N)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def group_accounts(prefix: str) -> list[dict[str, str]]:
