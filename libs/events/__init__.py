@@ -26,6 +26,7 @@ from .codec import (
     register_upcaster,
     upcast,
 )
+from .credentials import CREDENTIAL_SUBJECT, CredentialReply, CredentialRequest
 from .endpoint_events import (
     CallAttempted,
     CallEnded,

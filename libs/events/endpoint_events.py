@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from callmeter_vocabulary import Outcome, Phase
 
@@ -70,10 +70,17 @@ class EndpointAssigned(Event):
     """The dispatcher gives one endpoint to one worker (subject names the worker)."""
 
     type: Literal["EndpointAssigned"] = "EndpointAssigned"
+    schema_version: int = 2  # v2: the account's password is a reference (v1: in clear)
     run_id: str
     endpoint_id: str
     worker_id: str
     config: EndpointConfig
+
+    @model_validator(mode="after")
+    def _no_clear_secret(self) -> EndpointAssigned:
+        if self.config.account is not None and self.config.account.password is not None:
+            raise ValueError("config.account.password: a secret in clear cannot go into an event")
+        return self
 
     def subject(self) -> str:
         return f"callmeter.run.{self.run_id}.worker.{self.worker_id}.assigned"

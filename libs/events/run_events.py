@@ -5,16 +5,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .base import Event
 from .testdef import TestDefinition
 
 
+def no_clear_secret(definition: TestDefinition) -> None:
+    """The event log can never be rewritten: a secret must be a reference by now."""
+    clear = definition.clear_secrets()
+    if clear:
+        raise ValueError(f"{clear[0]}: a secret in clear cannot go into an event")
+
+
 class TestSaved(Event):
     type: Literal["TestSaved"] = "TestSaved"
+    schema_version: int = 2  # v2: secrets are references (v1 held them in clear)
     test_id: str
     definition: TestDefinition
+
+    @model_validator(mode="after")
+    def _no_clear_secret(self) -> TestSaved:
+        no_clear_secret(self.definition)
+        return self
 
     def subject(self) -> str:
         return f"callmeter.test.{self.test_id}.saved"
@@ -43,8 +56,14 @@ class _RunEvent(Event):
 class RunCreated(_RunEvent):
     type: Literal["RunCreated"] = "RunCreated"
     status_token: ClassVar[str] = "created"
+    schema_version: int = 2  # v2: secrets are references (v1 held them in clear)
     test_id: str
     definition: TestDefinition
+
+    @model_validator(mode="after")
+    def _no_clear_secret(self) -> RunCreated:
+        no_clear_secret(self.definition)
+        return self
 
 
 class RunQueued(_RunEvent):

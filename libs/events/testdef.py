@@ -5,9 +5,9 @@ Every error names the field it is about, so the API can return it as is.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field, model_validator
 
 from .thresholds import parse as parse_threshold
 
@@ -18,6 +18,12 @@ GroupName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z
 # What a group's endpoints play instead of the tone: the shipped speech reference or an
 # uploaded WAV by content hash (POST /api/v1/audio; callmeter_common.wav validates it).
 AudioRef = Annotated[str, Field(pattern=r"^(speech-en|sha256:[0-9a-f]{64})$")]
+# A secret in the secret store (libs/storage/secrets.py): events, read models and
+# responses carry this reference, never the secret.
+SecretRef = Annotated[str, Field(pattern=r"^sec_[0-9a-f]{24}$")]
+# A secret as given on input: the API moves it to the secret store and puts its
+# reference in its place before any event is written. Never serialised (exclude).
+SecretInput = Annotated[SecretStr | None, Field(default=None, max_length=200, exclude=True)]
 
 
 class _Frozen(BaseModel):
@@ -34,10 +40,31 @@ class Registrar(_Frozen):
     expires_s: int = Field(default=300, ge=5, le=86_400)
 
 
+def _drop_read_only(data: Any, flag: str, secret: str) -> Any:
+    """Accept a document as read back (with its `*_set` flag) as input; an empty
+    secret is no secret."""
+    if isinstance(data, dict) and (flag in data or data.get(secret) == ""):
+        return {k: v for k, v in data.items() if k != flag and not (k == secret and v == "")}
+    return data
+
+
 class SipAccount(_Frozen):
     username: str = Field(min_length=1, max_length=128)
-    password: str = Field(default="", max_length=128)
+    password: SecretInput  # write-only: on read, password_set
+    password_ref: SecretRef | None = None
     auth_username: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only(cls, data: Any) -> Any:
+        return _drop_read_only(data, "password_set", "password")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def password_set(self) -> bool:
+        return self.password_ref is not None or bool(
+            self.password and self.password.get_secret_value()
+        )
 
 
 class CallOptions(_Frozen):
@@ -77,7 +104,18 @@ class Webhook(_Frozen):
     """A URL told of every status change of the test's runs, signed with HMAC-SHA256."""
 
     url: str = Field(min_length=8, max_length=1000, pattern=r"^https?://")
-    secret: str = Field(default="", max_length=200)  # empty: CALLMETER_WEBHOOK_SECRET
+    secret: SecretInput  # write-only; none: CALLMETER_WEBHOOK_SECRET
+    secret_ref: SecretRef | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_only(cls, data: Any) -> Any:
+        return _drop_read_only(data, "secret_set", "secret")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def secret_set(self) -> bool:
+        return self.secret_ref is not None or bool(self.secret and self.secret.get_secret_value())
 
 
 class CapacitySearch(_Frozen):
@@ -187,6 +225,24 @@ class TestDefinition(_Frozen):
     def stop_conditions(self) -> list[str]:
         """What each capacity step is judged on."""
         return list(self.capacity.stop_when if self.capacity else []) or list(self.thresholds)
+
+    def clear_secrets(self) -> list[str]:
+        """Fields holding a secret in clear (input not yet moved to the secret store)."""
+        fields = [
+            f"groups.{i}.accounts.{j}.password"
+            for i, g in enumerate(self.groups)
+            for j, a in enumerate(g.accounts)
+            if a.password is not None
+        ]
+        hooks = [
+            f"webhooks.{i}.secret" for i, w in enumerate(self.webhooks) if w.secret is not None
+        ]
+        return fields + hooks
+
+    def secret_refs(self) -> list[str]:
+        """Every secret reference the definition holds."""
+        refs = [a.password_ref for g in self.groups for a in g.accounts]
+        return [r for r in refs + [w.secret_ref for w in self.webhooks] if r]
 
     def callee_groups(self) -> set[str]:
         """Names of groups that some other group calls (they receive)."""

@@ -192,6 +192,18 @@ def m021_sip_messages(conn: psycopg.Connection) -> None:
     traces.create(conn, timescale=bool(mode and mode[0] == "timescaledb"))
 
 
+def m030_secrets(conn: psycopg.Connection) -> None:
+    # data_key: the secret's own key wrapped by the master key; deleting the row shreds it
+    conn.execute("""
+CREATE TABLE secrets (
+    secret_id text PRIMARY KEY, project text NOT NULL, owner text NOT NULL,
+    kind text NOT NULL, data_key bytea NOT NULL, ciphertext bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON secrets (owner);
+""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -203,6 +215,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (13, "columns for catalogue keys added since m001", m013_catalogue_columns),
     (20, "fold version of the read models", m020_projection_versions),
     (21, "SIP messages", m021_sip_messages),
+    (30, "secret store", m030_secrets),  # 22-29 left for work in flight
 ]
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
+from callmeter_common import crypto
 from callmeter_common.api_keys import parse_keys
 from callmeter_common.bus import Bus
 from callmeter_events import TERMINAL_STATUSES
@@ -23,6 +24,7 @@ from . import (
     api_routes,
     audio_routes,
     auth,
+    credentials,
     errors,
     events_routes,
     health_routes,
@@ -72,10 +74,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             open=True,
             check=ConnectionPool.check_connection,
         )
+        master = crypto.master_key(settings.secret_key, settings.data_dir)
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
         capacity = CapacityJudge(bus, settings.database_url, projector.models.runs)
-        webhooks = Webhooks(settings.database_url, projector.models.runs, settings.webhook_secret)
+        webhooks = Webhooks(
+            settings.database_url, projector.models.runs, settings.webhook_secret, master
+        )
         projector.listeners.append(lambda _, event: evaluator.observe(event))
         projector.listeners.append(lambda _, event: webhooks.observe(event))
         live = live_runs(settings, pool, projector)
@@ -89,7 +94,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             asyncio.create_task(capacity.run(stop)),
             asyncio.create_task(webhooks.run(stop)),
         ]
-        app.state.platform = Platform(settings, bus, pool, projector, live)
+        app.state.platform = platform = Platform(settings, bus, pool, projector, live, master)
+        await credentials.serve(platform)
         try:
             yield
         finally:

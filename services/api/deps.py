@@ -22,6 +22,7 @@ class Platform:
     pool: ConnectionPool
     projector: Projector
     live: LiveRuns
+    master_key: bytes  # the secret store's (secret_store.py)
 
 
 def get_platform(request: Request) -> Platform:

@@ -77,7 +77,7 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
         reg = g.get("registrar") or {}
         accounts = "\n".join(
             ",".join(
-                [a["username"], a.get("password", "")]
+                [a["username"], MASK if a.get("password_set") else ""]
                 + ([a["auth_username"]] if a.get("auth_username") else [])
             )
             for a in g.get("accounts", [])
@@ -115,7 +115,8 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
         "groups": groups or [blank_group(0)],
         "thresholds": "\n".join(d.get("thresholds") or []),
         "webhooks": [
-            {"url": w["url"], "secret": w.get("secret") or ""} for w in d.get("webhooks") or []
+            {"url": w["url"], "secret": MASK if w.get("secret_set") else ""}
+            for w in d.get("webhooks") or []
         ],
     }
 
@@ -268,15 +269,57 @@ def threshold_error(text: str) -> str | None:
     return None
 
 
+# What the editor shows for a stored secret (it never has the secret itself): left as
+# it is, the stored secret is kept (keep_secrets); replaced, the new one is stored.
+MASK = "********"
+
+
 # Settings the API takes that the editor has no input for: editing keeps them.
 HIDDEN_GROUP_KEYS = ("target_uri", "region", "workers", "drop_tx_pct", "drop_rx_pct")
 HIDDEN_REGISTRAR_KEYS = ("expires_s", "outbound_proxy")
 
 
+def keep_secrets(definition: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A masked password or webhook secret becomes the stored one's reference (the
+    account of that username in that group, the webhook of that URL); else none."""
+    stored = stored or {}
+    refs = {
+        (g["name"], a["username"]): a.get("password_ref")
+        for g in stored.get("groups", [])
+        for a in g.get("accounts") or []
+    }
+    hook_refs = {w["url"]: w.get("secret_ref") for w in stored.get("webhooks") or []}
+
+    def account(group: str, a: dict[str, Any]) -> dict[str, Any]:
+        if a.get("password") != MASK:
+            return a
+        rest = {k: v for k, v in a.items() if k != "password"}
+        ref = refs.get((group, a["username"]))
+        return rest | ({"password_ref": ref} if ref else {})
+
+    def hook(w: dict[str, Any]) -> dict[str, Any]:
+        if w.get("secret") != MASK:
+            return w
+        ref = hook_refs.get(w["url"])
+        return {"url": w["url"]} | ({"secret_ref": ref} if ref else {})
+
+    groups = [
+        {**g, "accounts": [account(g.get("name", ""), a) for a in g["accounts"]]}
+        if g.get("accounts")
+        else g
+        for g in definition["groups"]
+    ]
+    out = {**definition, "groups": groups}
+    if definition.get("webhooks"):
+        out["webhooks"] = [hook(w) for w in definition["webhooks"]]
+    return out
+
+
 def keep_hidden(definition: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
     """The form's definition plus what the stored one has beyond the form: its project and
     capacity search, and per group by name (a target URI only while the group calls no
-    other group)."""
+    other group); and its masked secrets."""
+    definition = keep_secrets(definition, stored)
     if not stored:
         return definition
     out = {**definition, "project": stored.get("project", "default")}

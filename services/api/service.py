@@ -20,6 +20,7 @@ from callmeter_events import (
 from callmeter_storage import results, retention
 from callmeter_storage.readmodels import RUNS
 
+from . import secret_store
 from .deps import Platform
 from .errors import ApiError
 from .views import run_view
@@ -64,7 +65,9 @@ async def save_test(p: Platform, definition: TestDefinition, test_id: str | None
                 message = f"{field}: no uploaded audio {group.audio} (POST /api/v1/audio first)"
                 raise ApiError(422, "validation_error", message, field)
     test_id = test_id or new_id()
+    definition = await secret_store.store_secrets(p, test_id, definition)
     await publish_and_wait(p, TestSaved(test_id=test_id, definition=definition))
+    await secret_store.shred_unused(p, test_id, definition)
     return test_id
 
 
@@ -79,6 +82,7 @@ async def duplicate_test(p: Platform, test_id: str) -> str:
 async def delete_test(p: Platform, test_id: str) -> None:
     await get_test(p, test_id)
     await publish_and_wait(p, TestDeleted(test_id=test_id))
+    await secret_store.shred_unused(p, test_id, None)  # crypto-shredding
 
 
 async def start_run(p: Platform, test_id: str) -> str:

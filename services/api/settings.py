@@ -7,6 +7,9 @@ class ApiSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     webhook_secret: str = ""  # used for webhooks that carry no secret of their own
+    # The master key of the secret store (32 bytes, base64 or hex); empty: the key file
+    # <data_dir>/secret.key, created with mode 0600 on first start.
+    secret_key: str = ""
     projection_wait_s: float = 10.0  # how long a write waits to be visible in the read models
     sse_interval_s: float = 1.0  # live pages get at most one update per interval
     # A live run's figures (samples, progress) change without events: its pages'

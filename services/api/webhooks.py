@@ -38,6 +38,7 @@ from callmeter_events import (
     RunStopping,
     encode,
 )
+from callmeter_storage import secrets
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +78,18 @@ class Webhooks:
         database_url: str,
         runs: Any,
         default_secret: str = "",
+        master_key: bytes = b"",
         attempts: int = 6,
         base_delay_s: float = 1.0,
     ) -> None:
         self.database_url = database_url
         self.runs = runs
         self.default_secret = default_secret
+        self.master_key = master_key
         self.attempts = attempts
         self.base_delay_s = base_delay_s
-        self.queue: asyncio.Queue[tuple[Event, str, str]] = asyncio.Queue()
+        # (event, url, the reference of the webhook's secret or None: the default)
+        self.queue: asyncio.Queue[tuple[Event, str, str | None]] = asyncio.Queue()
         self.in_flight: set[asyncio.Task[None]] = set()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -96,21 +100,33 @@ class Webhooks:
         if run is None:
             return
         for hook in run.definition.webhooks:
-            self.queue.put_nowait((event, hook.url, hook.secret or self.default_secret))
+            self.queue.put_nowait((event, hook.url, hook.secret_ref))
 
     async def run(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
             while not stop.is_set():
-                event, url, secret = await self.queue.get()
+                event, url, secret_ref = await self.queue.get()
                 # Keep a reference: the loop holds tasks only weakly, and a delivery
                 # waiting out its backoff must not be collected mid-retry.
-                task = asyncio.ensure_future(self.deliver(http, event, url, secret))
+                task = asyncio.ensure_future(self.deliver(http, event, url, secret_ref))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
 
-    async def deliver(self, http: httpx.AsyncClient, event: Event, url: str, secret: str) -> None:
+    def _secret(self, secret_ref: str | None) -> str:
+        """The signing secret, read from the secret store only for this delivery.
+        A shredded one (its test deleted) signs with the default."""
+        if secret_ref is None:
+            return self.default_secret
+        with psycopg.connect(self.database_url) as conn:
+            found = secrets.get(conn, self.master_key, secret_ref)
+        return found.value if found is not None else self.default_secret
+
+    async def deliver(
+        self, http: httpx.AsyncClient, event: Event, url: str, secret_ref: str | None
+    ) -> None:
         if await asyncio.to_thread(self._delivered, event.event_id, url):
             return
+        secret = await asyncio.to_thread(self._secret, secret_ref)
         body = encode(event)
         headers = {
             "Content-Type": "application/json",

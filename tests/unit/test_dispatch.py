@@ -218,15 +218,18 @@ def test_receivers_that_never_get_ready_time_out_their_callers_only():
 
 
 def test_sip_accounts_are_given_one_per_endpoint():
-    accounts = [{"username": f"10{i}", "password": "pw"} for i in range(3)]
+    accounts = [{"username": f"10{i}", "password_ref": f"sec_{i:024x}"} for i in range(3)]
     group = {"name": "A", "endpoints": 3, "registrar": {"host": "pbx"}, "accounts": accounts}
     story = Story().queue("r1", groups=[group])
     story.step()
     assigned = [e for e in story.decide() if type(e).__name__ == "EndpointAssigned"]
-    assert [(e.endpoint_id, e.config.username, e.config.account.username) for e in assigned] == [  # type: ignore[attr-defined]
-        ("A-1", "100", "100"),
-        ("A-2", "101", "101"),
-        ("A-3", "102", "102"),
+    assert [
+        (e.endpoint_id, e.config.username, e.config.account.username, e.config.account.password_ref)  # type: ignore[attr-defined]
+        for e in assigned
+    ] == [
+        ("A-1", "100", "100", "sec_" + "0" * 24),
+        ("A-2", "101", "101", "sec_" + "0" * 23 + "1"),
+        ("A-3", "102", "102", "sec_" + "0" * 23 + "2"),
     ]
 
 

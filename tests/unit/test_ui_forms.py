@@ -2,7 +2,47 @@
 
 from __future__ import annotations
 
+from itertools import count
+
 from callmeter_api import forms
+from callmeter_events import TestDefinition as Definition
+
+
+def as_stored(d: Definition) -> Definition:
+    """What the API stores: each secret given in clear replaced by a reference
+    (secret_store.store_secrets, without its database)."""
+    n = count(1)
+
+    def ref() -> str:
+        return f"sec_{next(n):024x}"
+
+    groups = [
+        g.model_copy(
+            update={
+                "accounts": [
+                    a.model_copy(update={"password": None, "password_ref": ref()})
+                    if a.password
+                    else a
+                    for a in g.accounts
+                ]
+            }
+        )
+        for g in d.groups
+    ]
+    hooks = [
+        w.model_copy(update={"secret": None, "secret_ref": ref()}) if w.secret else w
+        for w in d.webhooks
+    ]
+    return d.model_copy(update={"groups": groups, "webhooks": hooks})
+
+
+def round_trip(d: Definition) -> tuple[Definition | None, Definition]:
+    """Editing a stored test without touching it: (what the form gives back, stored)."""
+    stored = as_stored(d).model_dump()
+    again, errors = forms.validate(forms.form_from_definition(stored), stored)
+    assert errors == {}
+    return again, Definition.model_validate(stored)
+
 
 FIELDS = {
     "name": "office",
@@ -32,7 +72,10 @@ def test_a_filled_form_becomes_a_valid_definition():
     a, b = definition.groups
     assert a.codecs == ["PCMA", "PCMU"]  # order kept: it is the preference
     assert a.registrar is not None and (a.registrar.port, a.registrar.transport) == (5070, "tcp")
-    assert [(x.username, x.password, x.auth_username) for x in a.accounts] == [
+    assert [
+        (x.username, x.password and x.password.get_secret_value(), x.auth_username)
+        for x in a.accounts
+    ] == [
         ("1001", "secret", None),
         ("1002", "pw2", "auth2"),
     ]
@@ -42,8 +85,26 @@ def test_a_filled_form_becomes_a_valid_definition():
 def test_the_form_round_trips_through_a_definition():
     definition, _ = forms.validate(forms.form_from_fields(FIELDS))
     assert definition is not None
-    again, errors = forms.validate(forms.form_from_definition(definition.model_dump()))
-    assert errors == {} and again == definition
+    again, stored = round_trip(definition)
+    assert again == stored
+    # The editor never has a stored password: it shows a mask, which keeps it.
+    form = forms.form_from_definition(stored.model_dump())
+    assert form["groups"][0]["accounts"] == "1001,********\n1002,********,auth2"
+    assert "secret" not in str(form) and "pw2" not in str(form)
+
+
+def test_a_password_typed_over_the_mask_replaces_it_and_a_blank_one_removes_it():
+    definition, _ = forms.validate(forms.form_from_fields(FIELDS))
+    assert definition is not None
+    stored = as_stored(definition).model_dump()
+    form = forms.form_from_definition(stored)
+    form["groups"][0]["accounts"] = "1001,new\n1002,,auth2"
+    again, errors = forms.validate(form, stored)
+    assert errors == {} and again is not None
+    first, second = again.groups[0].accounts
+    assert first.password is not None and first.password.get_secret_value() == "new"
+    assert first.password_ref is None
+    assert (second.password, second.password_ref, second.password_set) == (None, None, False)
 
 
 def test_errors_land_on_the_input_they_are_about():
@@ -111,10 +172,12 @@ def test_call_options_scenario_thresholds_and_webhooks_become_the_definition():
     ]
     assert b.options.prack == "off" and b.scenario == []
     assert definition.thresholds == ["mos_avg >= 4.0", "call_success_rate >= 99"]
-    assert [(w.url, w.secret) for w in definition.webhooks] == [("https://ci.example/hook", "s3")]
+    assert [(w.url, w.secret and w.secret.get_secret_value()) for w in definition.webhooks] == [
+        ("https://ci.example/hook", "s3")
+    ]
     # ... and come back to the form, so editing a test keeps them.
-    again, errors = forms.validate(forms.form_from_definition(definition.model_dump()))
-    assert errors == {} and again == definition
+    again, stored = round_trip(definition)
+    assert again == stored and stored.webhooks[0].secret_set
 
 
 def test_scenario_option_threshold_and_webhook_errors_land_on_their_input():
@@ -213,8 +276,8 @@ def test_speech_audio_and_the_pesq_sample_count_are_edited_and_checked_in_the_fo
     assert errors == {} and definition is not None
     assert (definition.groups[0].audio, definition.groups[1].audio) == ("speech-en", None)
     assert definition.speech_quality_calls == 1
-    again, _ = forms.validate(forms.form_from_definition(definition.model_dump()))
-    assert again == definition
+    again, stored = round_trip(definition)
+    assert again == stored
     bad = {**fields, "groups.0.audio": "song.wav", "speech_quality_calls": "-2"}
     _, errors = forms.validate(forms.form_from_fields(bad))
     assert set(errors) == {"groups.0.audio", "speech_quality_calls"}

@@ -39,6 +39,7 @@ from callmeter_events import (
 from ..protocol import StartEndpoint
 from .audio import AudioStore
 from .batcher import SampleBatcher
+from .credentials import CredentialError, Credentials
 from .health import HealthMonitor
 from .hostpool import EndpointHost, HostPool, HostProfile
 from .overload import OverloadJudge
@@ -50,9 +51,13 @@ from .translate import to_events
 log = logging.getLogger(__name__)
 
 
-def start_command(event: EndpointAssigned, record_s: float | None = None) -> StartEndpoint:
-    """The host protocol's start_endpoint command for one assignment."""
+def start_command(
+    event: EndpointAssigned, record_s: float | None = None, password: str = ""
+) -> StartEndpoint:
+    """The host protocol's start_endpoint command for one assignment (with the account's
+    password, fetched for it: the assignment holds only its reference)."""
     c = event.config
+    account = c.account
     return {
         "op": "start_endpoint",
         "endpoint_id": event.endpoint_id,
@@ -65,7 +70,13 @@ def start_command(event: EndpointAssigned, record_s: float | None = None) -> Sta
         "drop_rx_pct": c.drop_rx_pct,
         "call_wait_s": c.call_wait_s,
         "registrar": c.registrar.model_dump() if c.registrar else None,
-        "account": c.account.model_dump() if c.account else None,
+        "account": {
+            "username": account.username,
+            "password": password,
+            "auth_username": account.auth_username,
+        }
+        if account
+        else None,
         "options": c.options.model_dump(),
         "scenario": [s.model_dump() for s in c.scenario],
         "record_s": record_s,
@@ -95,6 +106,7 @@ class Supervisor:
                 record_dir=self.speech_dir,
             )
         self.audio = AudioStore(bus, self.speech_dir)
+        self.credentials = Credentials(bus, settings.worker_id)
         self.scorer = Scorer()
         # sampled receivers: (run, endpoint) -> (reference, its WAV at the host's rate)
         self.references: dict[tuple[str, str], tuple[str, str]] = {}
@@ -182,9 +194,23 @@ class Supervisor:
                 )
             )
             return
+        password = ""
+        if c.account is not None and c.account.password_ref is not None:
+            try:
+                password = await self.credentials.password(event)
+            except CredentialError as exc:
+                await self.bus.publish(
+                    EndpointFinished(
+                        run_id=event.run_id,
+                        endpoint_id=event.endpoint_id,
+                        outcome=Outcome.REGISTRATION_FAILED,
+                        reason=f"no password for {c.account.username}: {exc}",
+                    )
+                )
+                return
         record_s = await self._sample_speech(event, profile.clock_rate)
         try:
-            command = start_command(event, record_s)
+            command = start_command(event, record_s, password)
             await self.pool.place(event.run_id, event.endpoint_id, command, profile)
         except (OSError, RuntimeError) as exc:
             await self.bus.publish(
