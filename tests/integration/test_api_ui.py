@@ -89,14 +89,25 @@ def test_the_editor_saves_a_test_and_puts_errors_next_to_fields(platform):  # ty
     test_id = location.rsplit("/", 1)[1]
     _, test = platform.request("GET", f"/api/v1/tests/{test_id}")
     assert test["definition"]["groups"][0]["codecs"] == ["PCMA", "PCMU"]
-    assert test["definition"]["groups"][0]["accounts"] == [
-        {"username": "1001", "password": "pw", "auth_username": None}
-    ]
-    # Duplicate, then delete the copy.
+    # The password went to the secret store: the test holds its reference (write-only).
+    [account] = test["definition"]["groups"][0]["accounts"]
+    assert account == {
+        "username": "1001",
+        "password_ref": account["password_ref"],
+        "auth_username": None,
+        "password_set": True,
+    }
+    assert account["password_ref"].startswith("sec_")
+    # The editor shows a mask, never the password.
+    _, html = platform.get_html(f"/tests/{test_id}/edit")
+    assert "1001,********" in html and "1001,pw" not in html
+    # Duplicate (the copy gets a secret of its own), then delete the copy.
     status, location, _ = post_form(platform, f"/tests/{test_id}/duplicate", {})
     copy_id = location.split("/")[2]
     _, copy = platform.request("GET", f"/api/v1/tests/{copy_id}")
     assert copy["definition"]["name"] == "from the form (copy)"
+    [copied] = copy["definition"]["groups"][0]["accounts"]
+    assert copied["password_set"] and copied["password_ref"] != account["password_ref"]
     assert post_form(platform, f"/tests/{copy_id}/delete", {})[0] == 303
     assert platform.request("GET", f"/api/v1/tests/{copy_id}")[0] == 404
 
