@@ -23,6 +23,8 @@ runs = typer.Typer(help="Runs of the platform's tests.")
 app.add_typer(runs, name="runs")
 tests = typer.Typer(help="Test definitions as YAML files.")
 app.add_typer(tests, name="tests")
+secrets_cli = typer.Typer(help="The secret store (SIP passwords, webhook secrets).")
+app.add_typer(secrets_cli, name="secrets")
 
 ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (CALLMETER_API_URL).")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", help="Bearer key (CALLMETER_API_KEY).")]
@@ -333,6 +335,41 @@ def replay(
             await bus.close()
 
     asyncio.run(go())
+
+
+@secrets_cli.command("purge-clear")
+def secrets_purge_clear(
+    apply: Annotated[bool, typer.Option(help="Purge; without it, only report.")] = False,
+) -> None:
+    """Find events written before the secret store that hold secrets in clear; purge the
+    old TestSaved messages of tests saved again since (or deleted)."""
+    import asyncio
+
+    from callmeter_common.bus import Bus
+
+    from .purge_secrets import find, purge
+
+    async def go() -> int:
+        bus = await Bus.connect(CommonSettings().nats_url, "purge-secrets")
+        try:
+            found = await find(bus.js)
+            purged = await purge(bus.js, found) if apply else []
+        finally:
+            await bus.close()
+        for test_id, purgeable in sorted(found.tests.items()):
+            if test_id in purged:
+                typer.echo(f"test {test_id}: old versions purged")
+            elif purgeable:
+                typer.echo(f"test {test_id}: old versions hold secrets; --apply purges them")
+            else:
+                typer.echo(f"test {test_id}: save it again with its passwords, then rerun this")
+        for run_id in sorted(found.runs):
+            typer.echo(f"run {run_id}: holds secrets; delete it (DELETE /api/v1/runs/{run_id})")
+        left = len(found.runs) + sum(1 for t in found.tests if t not in purged)
+        typer.echo(f"{left} tests and runs still hold secrets in clear")
+        return left
+
+    raise typer.Exit(1 if asyncio.run(go()) else 0)
 
 
 if __name__ == "__main__":
