@@ -21,6 +21,8 @@ AudioRef = Annotated[str, Field(pattern=r"^(speech-en|sha256:[0-9a-f]{64})$")]
 # A secret in the secret store (libs/storage/secrets.py): events, read models and
 # responses carry this reference, never the secret.
 SecretRef = Annotated[str, Field(pattern=r"^sec_[0-9a-f]{24}$")]
+RegistrarId = Annotated[str, Field(pattern=r"^reg_[0-9a-f]{12}$")]
+PoolId = Annotated[str, Field(pattern=r"^pool_[0-9a-f]{12}$")]
 # A secret as given on input: the API moves it to the secret store and puts its
 # reference in its place before any event is written. Never serialised (exclude).
 SecretInput = Annotated[SecretStr | None, Field(default=None, max_length=200, exclude=True)]
@@ -161,6 +163,11 @@ class Group(_Frozen):
     target_uri: str | None = Field(default=None, max_length=512)
     registrar: Registrar | None = None
     accounts: list[SipAccount] = Field(default_factory=list)
+    # Project resources, by id (/api/v1/registrars, /api/v1/pools). Starting a run copies
+    # the registrar's settings into `registrar` and the pool's free accounts (not in use
+    # by another active run) into `accounts`, so the run's definition is complete.
+    registrar_id: RegistrarId | None = None
+    account_pool: PoolId | None = None
     region: str | None = Field(default=None, max_length=64)
     workers: list[str] = Field(default_factory=list)  # explicit worker selection
     # Simulated loss for self-checks, whole percent (pjsua applies it per process).

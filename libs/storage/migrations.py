@@ -204,6 +204,26 @@ CREATE INDEX ON secrets (owner);
 """)
 
 
+def m031_registrars_and_pools(conn: psycopg.Connection) -> None:
+    # project resources; account passwords are in `secrets` (owner pool:<id>)
+    conn.execute("""
+CREATE TABLE registrars (
+    registrar_id text PRIMARY KEY, project text NOT NULL, name text NOT NULL,
+    doc jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (project, name)
+);
+CREATE TABLE account_pools (
+    pool_id text PRIMARY KEY, project text NOT NULL, name text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(), UNIQUE (project, name)
+);
+CREATE TABLE pool_accounts (
+    pool_id text NOT NULL REFERENCES account_pools ON DELETE CASCADE,
+    position integer NOT NULL, username text NOT NULL, auth_username text,
+    password_ref text, PRIMARY KEY (pool_id, username)
+);
+""")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -216,6 +236,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (20, "fold version of the read models", m020_projection_versions),
     (21, "SIP messages", m021_sip_messages),
     (30, "secret store", m030_secrets),  # 22-29 left for work in flight
+    (31, "registrars and SIP account pools", m031_registrars_and_pools),
 ]
 
 

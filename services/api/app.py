@@ -30,6 +30,7 @@ from . import (
     health_routes,
     html_routes,
     queries,
+    resource_routes,
     results_routes,
 )
 from .capacity_judge import CapacityJudge
@@ -139,6 +140,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         results_routes.router,
         health_routes.api,
         audio_routes.router,
+        resource_routes.router,
     )
     for router in guarded:
         app.include_router(router, dependencies=[Depends(auth.guard)])

@@ -64,6 +64,8 @@ def blank_group(index: int) -> dict[str, Any]:
         "registrar.port": "5060",
         "registrar.transport": "udp",
         "registrar.domain": "",
+        "registrar_id": "",
+        "account_pool": "",
         **options_form({}),
         "scenario": [],
         "audio": "",
@@ -93,6 +95,8 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
                 "registrar.port": str(reg.get("port", 5060)),
                 "registrar.transport": reg.get("transport", "udp"),
                 "registrar.domain": reg.get("domain") or "",
+                "registrar_id": g.get("registrar_id") or "",
+                "account_pool": g.get("account_pool") or "",
                 **options_form(g.get("options") or {}),
                 "audio": g.get("audio") or "",
                 "scenario": [
@@ -184,6 +188,9 @@ def definition_from_form(form: dict[str, Any]) -> dict[str, Any]:
             }
             if g.get("registrar.domain", "").strip():
                 group["registrar"]["domain"] = g["registrar.domain"].strip()
+        for key in ("registrar_id", "account_pool"):  # project resources, by id
+            if g.get(key, "").strip():
+                group[key] = g[key].strip()
         accounts = parse_accounts(g.get("accounts", ""))
         if accounts:
             group["accounts"] = accounts

@@ -7,7 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from . import html_endpoints, html_replay, html_runs, html_tests, queries, service
+from . import (
+    html_endpoints,
+    html_replay,
+    html_resources,
+    html_runs,
+    html_tests,
+    queries,
+    service,
+)
 from .deps import PlatformDep
 from .details import RunIds, compared_runs
 from .pages import error_page, render
@@ -22,6 +30,7 @@ router.include_router(html_tests.router)
 router.include_router(html_runs.router)
 router.include_router(html_endpoints.router)
 router.include_router(html_replay.router)
+router.include_router(html_resources.router)
 
 
 @router.get("/workers", response_class=HTMLResponse)

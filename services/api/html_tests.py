@@ -11,11 +11,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from callmeter_events import TestDefinition
+from callmeter_storage import resources as resource_rows
 from callmeter_storage import results
 
-from . import forms, service
+from . import forms, resources, service
 from .deps import PlatformDep
-from .errors import validation_field_and_message
+from .errors import ApiError, validation_field_and_message
 from .pages import render
 
 router = APIRouter(include_in_schema=False)
@@ -36,9 +37,19 @@ async def posted(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
+async def choices(p: Any) -> dict[str, Any]:
+    """The project resources the editor offers: saved registrars and account pools."""
+    return {
+        "registrars": await resources.query(p, resource_rows.list_registrars),
+        "pools": await resources.query(p, resource_rows.list_pools),
+    }
+
+
 def editor(form: dict[str, Any], action: str, title: str, **ctx: Any) -> dict[str, Any]:
     names = [g.get("name", "") for g in form["groups"]]
     return {
+        "registrars": [],
+        "pools": [],
         "form": form,
         "action": action,
         "title": title,
@@ -91,19 +102,27 @@ async def save_from_form(  # type: ignore[no-untyped-def]
         except ValidationError as exc:
             field, message = validation_field_and_message(dict(exc.errors()[0]))
             form = forms.form_from_definition({"name": "", "groups": []})
-            ctx = editor(form, action, title, json_draft=fields["definition"])
+            ctx = editor(form, action, title, json_draft=fields["definition"], **await choices(p))
             return render("test_form.html", 422, **ctx, json_error=message)
     else:
         form = forms.form_from_fields(fields)
         if not form["groups"]:
             form["groups"] = [forms.blank_group(0)]
         if apply_op(form, fields.get("op", "")):
-            return render("test_form.html", **editor(form, action, title))
+            return render("test_form.html", **editor(form, action, title, **await choices(p)))
         parsed, errors = forms.validate(form, stored)
         if parsed is None:
-            return render("test_form.html", 422, **editor(form, action, title, errors=errors))
+            ctx = editor(form, action, title, errors=errors, **await choices(p))
+            return render("test_form.html", 422, **ctx)
         definition = parsed
-    saved = await service.save_test(p, definition, test_id or None)
+    try:
+        saved = await service.save_test(p, definition, test_id or None)
+    except ApiError as exc:  # a reference to a registrar or pool that is not there
+        if exc.status != 422 or not exc.field:
+            raise
+        form = forms.form_from_definition(definition.model_dump())
+        ctx = editor(form, action, title, errors={exc.field: exc.message}, **await choices(p))
+        return render("test_form.html", 422, **ctx)
     return RedirectResponse(f"/tests/{saved}", status_code=303)
 
 
@@ -122,7 +141,9 @@ async def new_test(p: PlatformDep) -> HTMLResponse:
     form = forms.form_from_definition(DEMO)
     return render(
         "test_form.html",
-        **editor(form, "/tests", "New test", json_draft=json.dumps(DEMO, indent=2)),
+        **editor(
+            form, "/tests", "New test", json_draft=json.dumps(DEMO, indent=2), **await choices(p)
+        ),
     )
 
 
@@ -149,6 +170,7 @@ async def edit_test(test_id: str, p: PlatformDep) -> HTMLResponse:
         f"Edit {d['name']}",
         test_id=test_id,
         json_draft=json.dumps(d, indent=2),
+        **await choices(p),
     )
     return render("test_form.html", **ctx)
 

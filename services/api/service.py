@@ -20,7 +20,7 @@ from callmeter_events import (
 from callmeter_storage import results, retention
 from callmeter_storage.readmodels import RUNS
 
-from . import secret_store
+from . import resources, secret_store
 from .deps import Platform
 from .errors import ApiError
 from .views import run_view
@@ -64,6 +64,7 @@ async def save_test(p: Platform, definition: TestDefinition, test_id: str | None
                 field = f"groups.{i}.audio"
                 message = f"{field}: no uploaded audio {group.audio} (POST /api/v1/audio first)"
                 raise ApiError(422, "validation_error", message, field)
+    await resources.check_references(p, definition)
     test_id = test_id or new_id()
     definition = await secret_store.store_secrets(p, test_id, definition)
     await publish_and_wait(p, TestSaved(test_id=test_id, definition=definition))
@@ -88,7 +89,7 @@ async def delete_test(p: Platform, test_id: str) -> None:
 async def start_run(p: Platform, test_id: str) -> str:
     test = await get_test(p, test_id)
     run_id = new_id()
-    definition = TestDefinition.model_validate(test["definition"])
+    definition = await resources.resolve(p, TestDefinition.model_validate(test["definition"]))
     await publish_and_wait(p, RunCreated(run_id=run_id, test_id=test_id, definition=definition))
     return run_id
 

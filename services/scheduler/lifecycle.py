@@ -110,6 +110,29 @@ def _worker_reason(run: RunState, world: World) -> str | None:
     return None
 
 
+def _pool_reason(run: RunState, active: list[RunState]) -> str | None:
+    """An account of a pool serves one active run at a time: count the free ones."""
+    for group in run.definition.groups:
+        if not group.account_pool:
+            continue
+        busy = {
+            a.username
+            for other in active
+            if other.run_id != run.run_id
+            for g in other.definition.groups
+            if g.account_pool == group.account_pool
+            for a in g.accounts[: g.endpoints]
+        }
+        free = [a for a in group.accounts if a.username not in busy]
+        if len(free) < group.endpoints:
+            return (
+                f"group {group.name!r} has {group.endpoints} endpoints but account pool "
+                f"{group.account_pool} has {len(free)} free accounts; add accounts to the "
+                "pool, wait for the runs using them, or reduce the endpoints"
+            )
+    return None
+
+
 def rejection_reason(
     run: RunState, world: World, limits: Limits, admitted: list[RunState]
 ) -> str | None:
@@ -118,7 +141,11 @@ def rejection_reason(
     `admitted` are runs queued earlier in the same pass, not yet in the world.
     """
     active = [r for r in world.runs.runs.values() if r.status in ACTIVE] + admitted
-    return _limit_reason(run, active, limits) or _worker_reason(run, world)
+    return (
+        _limit_reason(run, active, limits)
+        or _pool_reason(run, active)
+        or _worker_reason(run, world)
+    )
 
 
 def _tried(eps: list[EndpointState]) -> list[EndpointState]:

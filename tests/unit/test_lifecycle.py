@@ -269,6 +269,39 @@ def test_every_registering_endpoint_needs_its_own_sip_account():
     ]
 
 
+def test_a_pool_account_serves_one_active_run_at_a_time():
+    pool = "pool_" + "a" * 12
+    accounts = [{"username": f"10{i}"} for i in range(3)]
+
+    def group(n: int) -> dict[str, Any]:
+        return {
+            "name": "A",
+            "endpoints": n,
+            "registrar": {"host": "pbx.example"},
+            "account_pool": pool,
+            "accounts": accounts,
+        }
+
+    # r1 holds two of the pool's three accounts: r2 needs two, only one is free.
+    story = Story("eu").running("r1", groups=[group(2)]).create("r2", groups=[group(2)])
+    assert story.decide() == [
+        (
+            "RunRejected",
+            {
+                "run_id": "r2",
+                "reason": (
+                    f"group 'A' has 2 endpoints but account pool {pool} has 1 free accounts; "
+                    "add accounts to the pool, wait for the runs using them, or reduce the endpoints"
+                ),
+            },
+        )
+    ]
+    # One endpoint fits in what is free.
+    assert Story("eu").running("r1", groups=[group(2)]).create(
+        "r3", groups=[group(1)]
+    ).decide() == [("RunQueued", {"run_id": "r3"})]
+
+
 # --- completion and failure ------------------------------------------------------------
 
 

@@ -1,0 +1,116 @@
+"""Project resources: registrars and SIP account pools (rows; passwords in `secrets`)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+# --- registrars -----------------------------------------------------------------------
+
+
+def registrar_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    rid, project, name, doc = row
+    return {"id": rid, "project": project, "name": name, **doc}
+
+
+def list_registrars(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT registrar_id, project, name, doc FROM registrars ORDER BY project, name"
+    ).fetchall()
+    return [registrar_row(r) for r in rows]
+
+
+def get_registrar(conn: psycopg.Connection, registrar_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT registrar_id, project, name, doc FROM registrars WHERE registrar_id = %s",
+        (registrar_id,),
+    ).fetchone()
+    return registrar_row(row) if row else None
+
+
+def save_registrar(
+    conn: psycopg.Connection, registrar_id: str, project: str, name: str, doc: dict[str, Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO registrars (registrar_id, project, name, doc) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (registrar_id) DO UPDATE SET project = EXCLUDED.project,"
+        " name = EXCLUDED.name, doc = EXCLUDED.doc, updated_at = now()",
+        (registrar_id, project, name, Jsonb(doc)),
+    )
+
+
+def delete_registrar(conn: psycopg.Connection, registrar_id: str) -> bool:
+    cur = conn.execute("DELETE FROM registrars WHERE registrar_id = %s", (registrar_id,))
+    return cur.rowcount > 0
+
+
+# --- account pools --------------------------------------------------------------------
+
+
+def list_pools(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT p.pool_id, p.project, p.name, count(a.username)"
+        " FROM account_pools p LEFT JOIN pool_accounts a USING (pool_id)"
+        " GROUP BY p.pool_id ORDER BY p.project, p.name"
+    ).fetchall()
+    return [{"id": r[0], "project": r[1], "name": r[2], "size": r[3]} for r in rows]
+
+
+def get_pool(conn: psycopg.Connection, pool_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        "SELECT pool_id, project, name FROM account_pools WHERE pool_id = %s", (pool_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    accounts = conn.execute(
+        "SELECT username, auth_username, password_ref FROM pool_accounts"
+        " WHERE pool_id = %s ORDER BY position",
+        (pool_id,),
+    ).fetchall()
+    return {
+        "id": row[0],
+        "project": row[1],
+        "name": row[2],
+        "accounts": [
+            {"username": u, "auth_username": a, "password_ref": ref} for u, a, ref in accounts
+        ],
+    }
+
+
+def save_pool(
+    conn: psycopg.Connection,
+    pool_id: str,
+    project: str,
+    name: str,
+    accounts: list[dict[str, Any]],
+) -> None:
+    """Replace the pool's accounts ({username, auth_username, password_ref}, in order)."""
+    conn.execute(
+        "INSERT INTO account_pools (pool_id, project, name) VALUES (%s, %s, %s)"
+        " ON CONFLICT (pool_id) DO UPDATE SET project = EXCLUDED.project,"
+        " name = EXCLUDED.name, updated_at = now()",
+        (pool_id, project, name),
+    )
+    conn.execute("DELETE FROM pool_accounts WHERE pool_id = %s", (pool_id,))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO pool_accounts (pool_id, position, username, auth_username, password_ref)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            [
+                (pool_id, i, a["username"], a.get("auth_username"), a.get("password_ref"))
+                for i, a in enumerate(accounts)
+            ],
+        )
+
+
+def delete_pool(conn: psycopg.Connection, pool_id: str) -> bool:
+    cur = conn.execute("DELETE FROM account_pools WHERE pool_id = %s", (pool_id,))
+    return cur.rowcount > 0
