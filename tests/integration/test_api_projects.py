@@ -144,3 +144,60 @@ def test_a_project_key_sees_only_its_project(platform, keyed_api):  # type: igno
     assert call("K1", "DELETE", f"/api/v1/tests/{acme_test}")[0] == 204
     assert call("ADMIN", "GET", f"/api/v1/tests/{acme_test}") == (404, hidden("test", acme_test))
     http.close()
+
+
+def test_registrars_pools_and_secrets_stay_in_their_project(platform, keyed_api):  # type: ignore[no-untyped-def]
+    http = httpx.Client(base_url=keyed_api, timeout=30)
+
+    def call(key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        r = http.request(method, path, json=body, headers={"Authorization": f"Bearer {key}"})
+        return r.status_code, r.json() if r.content else None
+
+    status, reg = call(
+        "ADMIN",
+        "POST",
+        "/api/v1/registrars",
+        {"name": "pbx", "host": "pbx.globex", "project": "globex"},
+    )
+    assert status == 201, reg
+    status, pool = call(
+        "ADMIN", "POST", "/api/v1/pools", {"name": "g", "csv": "g1,pw", "project": "globex"}
+    )
+    assert status == 201, pool
+    # K1 (acme) neither lists nor reaches them: answered as unknown ids.
+    assert all(p["project"] == "acme" for p in call("K1", "GET", "/api/v1/pools")[1]["items"])
+    assert all(r["project"] == "acme" for r in call("K1", "GET", "/api/v1/registrars")[1]["items"])
+    for method in ("GET", "DELETE"):
+        status, body = call("K1", method, f"/api/v1/pools/{pool['id']}")
+        assert (status, body["error"]["field"]) == (404, "pool_id")
+        status, body = call("K1", method, f"/api/v1/registrars/{reg['id']}")
+        assert (status, body["error"]["field"]) == (404, "registrar_id")
+    status, body = call("K1", "PUT", f"/api/v1/pools/{pool['id']}", {"name": "mine", "csv": "x,y"})
+    assert status == 404, body
+    status, body = call("K1", "POST", "/api/v1/pools", {"name": "g", "project": "globex"})
+    assert (status, body["error"]["field"]) == (403, "project")
+    # A K1 test naming them, or another project's secret reference: 422 on that field.
+    group = {"name": "A", "endpoints": 1, "registrar": {"host": "pbx.acme"}}
+    for extra, field in (
+        ({"account_pool": pool["id"]}, "groups.0.account_pool"),
+        ({"registrar_id": reg["id"]}, "groups.0.registrar_id"),
+    ):
+        test = {"name": "t", "duration_s": 1, "groups": [{**group, **extra}]}
+        status, body = call("K1", "POST", "/api/v1/tests", test)
+        assert (status, body["error"]["field"]) == (422, field), body
+    globex = {
+        "name": "t",
+        "project": "globex",
+        "duration_s": 1,
+        "groups": [{**group, "accounts": [{"username": "g1", "password": "pw"}]}],
+    }
+    status, saved = call("ADMIN", "POST", "/api/v1/tests", globex)
+    assert status == 201, saved
+    ref = saved["definition"]["groups"][0]["accounts"][0]["password_ref"]
+    stolen = {
+        "name": "t",
+        "duration_s": 1,
+        "groups": [{**group, "accounts": [{"username": "g1", "password_ref": ref}]}],
+    }
+    status, body = call("K1", "POST", "/api/v1/tests", stolen)
+    assert (status, body["error"]["field"]) == (422, "groups.0.accounts.0.password_ref"), body
