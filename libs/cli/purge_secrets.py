@@ -3,8 +3,9 @@
 Version 1 of TestSaved, RunCreated and EndpointAssigned held SIP passwords and webhook
 secrets in clear. Decoding drops them (codec upcasters), but the stored messages keep
 them until purged:
-- a test re-saved since (its newest TestSaved is v2) or deleted: its older TestSaved
-  messages are purged (JetStream purge by subject, keeping the newest of a live test);
+- a test re-saved since (its newest TestSaved is v2): its older TestSaved messages are
+  purged (JetStream purge by subject, keeping the newest);
+- a test deleted and not saved again: all its events are purged;
 - a test not re-saved yet: listed; save it again with its passwords, then rerun this;
 - a run: listed; delete it (`DELETE /api/v1/runs/<id>`), which purges its events.
 """
@@ -97,7 +98,9 @@ async def purge(js: JetStreamContext, found: Found) -> list[str]:
             continue
         subject = f"callmeter.test.{test_id}.saved"
         last = json.loads((await js.get_last_msg(EVENTS.name, subject)).data or b"{}")
-        keep = 1 if int(last.get("schema_version", 1)) > 1 else 0  # 0: a deleted test
-        await js.purge_stream(EVENTS.name, subject=subject, keep=keep)
+        if int(last.get("schema_version", 1)) > 1:  # saved again since: keep that version
+            await js.purge_stream(EVENTS.name, subject=subject, keep=1)
+        else:  # deleted, never saved again: every event of the test goes
+            await js.purge_stream(EVENTS.name, subject=f"callmeter.test.{test_id}.>")
         purged.append(test_id)
     return purged

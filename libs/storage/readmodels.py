@@ -106,7 +106,9 @@ class ReadModels:
                 if endpoint_id:
                     endpoints.add((run_id, endpoint_id))
         if name == TESTS:
-            return Snapshot(TESTS, self.positions[TESTS], [self.tests[t] for t in sorted(tests)])
+            # (a TestDeleted of a test whose saves were purged has no state to write)
+            states = [self.tests[t] for t in sorted(tests) if t in self.tests]
+            return Snapshot(TESTS, self.positions[TESTS], states)
         known = self.runs.runs  # a run deleted meanwhile has nothing left to write
         return Snapshot(
             RUNS,

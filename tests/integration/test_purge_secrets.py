@@ -78,7 +78,7 @@ def test_old_versions_of_resaved_and_deleted_tests_are_purged_the_rest_listed(na
             left: dict[str, list[bytes]] = {}
             for test_id in (resaved, pending, deleted):
                 sub = await bus.js.subscribe(
-                    f"callmeter.test.{test_id}.saved", stream=EVENTS.name, ordered_consumer=True
+                    f"callmeter.test.{test_id}.>", stream=EVENTS.name, ordered_consumer=True
                 )
                 msgs = []
                 while True:
@@ -90,6 +90,10 @@ def test_old_versions_of_resaved_and_deleted_tests_are_purged_the_rest_listed(na
                 left[test_id] = msgs
             return found, purged, left
         finally:
+            # The stream is shared by the session: leave no test or run for later modules.
+            for test_id in (resaved, pending, deleted):
+                await bus.js.purge_stream(EVENTS.name, subject=f"callmeter.test.{test_id}.>")
+            await bus.js.purge_stream(EVENTS.name, subject=f"callmeter.run.{run}.>")
             await bus.close()
 
     found, purged, left = asyncio.run(scenario())
@@ -97,7 +101,7 @@ def test_old_versions_of_resaved_and_deleted_tests_are_purged_the_rest_listed(na
     assert mine == {resaved: True, pending: False, deleted: True}
     assert run in found.runs  # type: ignore[attr-defined]
     assert sorted(t for t in purged if t.startswith(tag)) == sorted([deleted, resaved])
-    # The re-saved test keeps only its new version; the deleted one keeps no version;
+    # The re-saved test keeps only its new version; the deleted one keeps no event;
     # the one not saved again keeps its old one (listed for the operator).
     assert len(left[resaved]) == 1
     assert b"clear-" not in left[resaved][0] and b"sec_" in left[resaved][0]

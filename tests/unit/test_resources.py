@@ -69,3 +69,15 @@ def test_accounts_of_active_runs_are_in_use_until_the_run_ends():
     assert "sec_" not in str(view["accounts"])
     runs.apply(2, RunCompleted(run_id="r"))
     assert resources.in_use(runs, POOL) == set()
+
+
+def test_a_deleted_test_whose_saves_were_purged_leaves_nothing_to_write():
+    """`callmeter secrets purge-clear` removes every TestSaved of a deleted test: the
+    read-model writer then meets a TestDeleted of a test it never saw."""
+    from callmeter_events import TestDeleted
+    from callmeter_storage.readmodels import TESTS, ReadModels
+
+    models = ReadModels()
+    touched = models.fold(1, TestDeleted(test_id="gone"))
+    snapshot = models.snapshot(touched, TESTS)
+    assert snapshot.position == 1 and snapshot.tests == []
