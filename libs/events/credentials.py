@@ -2,9 +2,10 @@
 
 An EndpointAssigned carries only the reference of its account's password. The worker
 asks the API (core NATS request on CREDENTIAL_SUBJECT, which no stream captures) with
-the X25519 public key of its process; the API checks that the endpoint is assigned to
-that worker and that the reference is one of its run's accounts, and answers with the
-password sealed to that key (callmeter_common.crypto.seal). The clear password exists
+the X25519 public key of its process (the key it announces in WorkerOnline and its
+heartbeats); the API checks that this is the key the worker announced, that the
+endpoint is assigned to that worker and that the reference is one of its run's
+accounts, and answers with the password sealed to that key (callmeter_common.crypto.seal). The clear password exists
 only in the API's memory while it seals and in the worker process's memory.
 """
 

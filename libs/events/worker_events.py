@@ -22,6 +22,9 @@ class WorkerOnline(_WorkerEvent):
     region: str = "default"
     capacity: int
     hostname: str = ""
+    # The X25519 key this worker process has credentials sealed to (credentials.py);
+    # the API seals a password only to the key the assigned worker announced.
+    public_key: str = ""
 
 
 class WorkerHeartbeat(_WorkerEvent):
@@ -32,6 +35,7 @@ class WorkerHeartbeat(_WorkerEvent):
     free_slots: int
     load: float
     hosts: int = 0
+    public_key: str = ""  # as in WorkerOnline (a restarted API learns it from the beats)
     seq: int = 0
 
 

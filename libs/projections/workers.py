@@ -19,6 +19,7 @@ class WorkerState:
     last_seen: datetime
     seq: int = 0
     hosts: int = 0
+    public_key: str = ""  # what credentials are sealed to (callmeter_events.credentials)
 
 
 def apply_worker(event: Event, worker: WorkerState | None) -> WorkerState | None:
@@ -31,6 +32,7 @@ def apply_worker(event: Event, worker: WorkerState | None) -> WorkerState | None
             0.0,
             "ONLINE",
             event.occurred_at,
+            public_key=event.public_key,
         )
     if isinstance(event, WorkerHeartbeat):
         return WorkerState(
@@ -43,6 +45,7 @@ def apply_worker(event: Event, worker: WorkerState | None) -> WorkerState | None
             event.occurred_at,
             event.seq,
             event.hosts,
+            event.public_key,
         )
     if worker is None:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from callmeter_common import crypto
 from callmeter_events import CREDENTIAL_SUBJECT, CredentialReply, CredentialRequest
 from callmeter_projections.runs import RunsProjection
+from callmeter_projections.workers import WorkerState
 
 from .deps import Platform
 from .secret_store import reveal
@@ -25,8 +27,14 @@ log = logging.getLogger(__name__)
 ASSIGNMENT_WAIT_S = 10.0
 
 
-def decide(runs: RunsProjection, req: CredentialRequest) -> tuple[str | None, str | None]:
-    """(the run's project, None) when the request is legitimate, else (None, why not)."""
+def decide(
+    runs: RunsProjection, workers: Mapping[str, WorkerState], req: CredentialRequest
+) -> tuple[str | None, str | None]:
+    """(the run's project, None) when the request is legitimate, else (None, why not):
+    the endpoint is assigned to that worker, which announced that public key."""
+    worker = workers.get(req.worker_id)
+    if worker is None or not worker.public_key or worker.public_key != req.public_key:
+        return None, f"the public key is not the one worker {req.worker_id} announced"
     run = runs.runs.get(req.run_id)
     ep = runs.endpoints.get(req.run_id, {}).get(req.endpoint_id)
     if run is None or ep is None:
@@ -42,12 +50,12 @@ def decide(runs: RunsProjection, req: CredentialRequest) -> tuple[str | None, st
 
 
 async def answer(p: Platform, req: CredentialRequest) -> CredentialReply:
-    runs = p.projector.models.runs
+    runs, workers = p.projector.models.runs, p.projector.workers
     deadline = time.monotonic() + ASSIGNMENT_WAIT_S
-    project, why = decide(runs, req)
+    project, why = decide(runs, workers, req)
     while project is None and time.monotonic() < deadline:
         await asyncio.sleep(0.1)  # the assignment may not be folded yet
-        project, why = decide(runs, req)
+        project, why = decide(runs, workers, req)
     if project is None:
         return CredentialReply(error=why)
     secret = await reveal(p, req.ref)

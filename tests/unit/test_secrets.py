@@ -15,12 +15,14 @@ from callmeter_events import (
     CredentialRequest,
     EndpointAssigned,
     RunCreated,
+    WorkerOnline,
     decode,
     encode,
 )
 from callmeter_events import TestDefinition as Definition
 from callmeter_events import TestSaved as Saved
 from callmeter_projections.runs import RunsProjection
+from callmeter_projections.workers import apply_worker
 
 REF = "sec_" + "ab" * 12
 
@@ -147,12 +149,20 @@ def test_events_written_before_the_secret_store_lose_their_clear_secrets():
 def test_a_credential_goes_only_to_the_worker_its_endpoint_is_assigned_to():
     runs = RunsProjection()
     runs.apply(1, RunCreated(run_id="r", test_id="t", definition=definition(password_ref=REF)))
+    workers = {
+        w: apply_worker(WorkerOnline(worker_id=w, capacity=4, public_key=f"key-{w}"), None)
+        for w in ("w1", "w2")
+    }
 
-    def ask(worker: str = "w1", ref: str = REF, endpoint: str = "A-1") -> str | None:
+    def ask(worker: str = "w1", ref: str = REF, endpoint: str = "A-1", key: str = "") -> str | None:
         req = CredentialRequest(
-            run_id="r", endpoint_id=endpoint, worker_id=worker, ref=ref, public_key="k"
+            run_id="r",
+            endpoint_id=endpoint,
+            worker_id=worker,
+            ref=ref,
+            public_key=key or f"key-{worker}",
         )
-        project, why = credentials.decide(runs, req)
+        project, why = credentials.decide(runs, workers, req)  # type: ignore[arg-type]
         return project if why is None else why
 
     assert "not assigned to worker w1" in str(ask())  # not assigned yet
@@ -176,5 +186,8 @@ def test_a_credential_goes_only_to_the_worker_its_endpoint_is_assigned_to():
     )
     assert ask() == "default"
     assert "not assigned to worker w2" in str(ask(worker="w2"))
+    # Only to the key the worker announced: not to one a request merely claims.
+    assert "not the one worker w1 announced" in str(ask(key="key-w2"))
+    assert "not the one worker w9 announced" in str(ask(worker="w9"))
     assert "is not an account of group A" in str(ask(ref="sec_" + "cd" * 12))
     assert "no endpoint A-9" in str(ask(endpoint="A-9"))

@@ -380,6 +380,7 @@ class Supervisor:
             load=os.getloadavg()[0] / (os.cpu_count() or 1),
             hosts=len(self.pool.hosts),
             seq=self.beat,
+            public_key=self.credentials.public_key,
         )
 
     async def heartbeats(self, stop: asyncio.Event) -> None:
@@ -389,7 +390,12 @@ class Supervisor:
         healthy workers lost (bench/fleet.py, 1,000 simulated endpoints)."""
         s = self.settings
         await self.bus.publish(
-            WorkerOnline(worker_id=s.worker_id, region=s.region, capacity=s.capacity)
+            WorkerOnline(
+                worker_id=s.worker_id,
+                region=s.region,
+                capacity=s.capacity,
+                public_key=self.credentials.public_key,
+            )
         )
         in_flight: set[asyncio.Task[None]] = set()
         due = time.monotonic()
