@@ -102,6 +102,89 @@ class ScenarioAction(_Frozen):
         return self
 
 
+# INVITEs per second one endpoint host (one pjsua2 process, at most 4 calls) is planned
+# to set up or take. Churn inside one process is what aborts it (PJSUA2.md); a rate or
+# repeat group must spread its calls over enough endpoints (hence hosts) to stay under
+# this. Measured by bench/host_cps.py, see docs/traffic.md.
+HOST_INVITES_PER_S = 10.0
+ENDPOINTS_PER_HOST = 4  # calls per host (PJSUA_MAX_CALLS): each endpoint carries one call
+
+
+class SinglePattern(_Frozen):
+    """Today's default: each caller makes one call that lasts the run."""
+
+    kind: Literal["single"] = "single"
+
+
+class RepeatPattern(_Frozen):
+    """Each caller calls, holds `hold_s`, hangs up, waits `pause_s`, calls again."""
+
+    kind: Literal["repeat"]
+    hold_s: float = Field(gt=0, le=86_400)
+    pause_s: float = Field(default=0.0, ge=0, le=86_400)
+    calls: int | None = Field(default=None, ge=1, le=1_000_000)  # per endpoint; None: until the end
+
+    def peak_cps(self, endpoints: int) -> float:
+        """Highest calls per second the group can start (one call per endpoint at a time)."""
+        return endpoints / (self.hold_s + self.pause_s)
+
+
+class RateStep(_Frozen):
+    at_s: float = Field(ge=0, le=86_400)  # from the start of the run
+    cps: float = Field(ge=0, le=10_000)
+
+
+class RatePattern(_Frozen):
+    """Group-level calls per second (SIPp -r/-l/-m/-d; StarTrinity CPS + max concurrent).
+
+    The rate is `cps`, or rises linearly from `cps` to `cps_end` over `ramp_s`, or
+    follows `steps` (each from its `at_s`). The cap on concurrent calls is the group's
+    `endpoints` (SIPp -l): arrivals rotate over the endpoints and each carries one call
+    at a time, so an arrival whose endpoint is still in its call is not attempted.
+    Each call is held `hold_s` after it is answered, or an exponential time with that
+    mean (seeded: the same run definition gives the same holds). `max_calls` (SIPp -m)
+    stops the group after that many attempts.
+    """
+
+    kind: Literal["rate"]
+    cps: float | None = Field(default=None, gt=0, le=10_000)
+    cps_end: float | None = Field(default=None, gt=0, le=10_000)
+    ramp_s: float = Field(default=0.0, ge=0, le=86_400)
+    steps: list[RateStep] = Field(default_factory=list, max_length=100)
+    hold: Literal["fixed", "exponential"] = "fixed"
+    hold_s: float = Field(gt=0, le=86_400)
+    max_calls: int | None = Field(default=None, ge=1, le=10_000_000)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> RatePattern:
+        if (self.cps is None) == (not self.steps):
+            raise ValueError("cps: give either cps (with optional cps_end/ramp_s) or steps")
+        if self.cps_end is not None and (self.cps is None or self.ramp_s <= 0):
+            raise ValueError("ramp_s: a ramp to cps_end needs cps and ramp_s > 0")
+        if self.ramp_s > 0 and self.cps_end is None:
+            raise ValueError("cps_end: ramp_s needs the rate to ramp to (cps_end)")
+        if self.steps:
+            times = [s.at_s for s in self.steps]
+            if times[0] != 0:
+                raise ValueError("steps.0.at_s: the first step starts at 0")
+            for i in range(1, len(times)):
+                if times[i] <= times[i - 1]:
+                    raise ValueError(f"steps.{i}.at_s: steps must be in increasing at_s")
+            if not any(s.cps > 0 for s in self.steps):
+                raise ValueError("steps: at least one step needs cps > 0")
+        return self
+
+    def peak_cps(self, endpoints: int = 0) -> float:
+        if self.steps:
+            return max(s.cps for s in self.steps)
+        assert self.cps is not None
+        return max(self.cps, self.cps_end or 0.0)
+
+
+CallPattern = Annotated[SinglePattern | RepeatPattern | RatePattern, Field(discriminator="kind")]
+
+
 class Webhook(_Frozen):
     """A URL told of every status change of the test's runs, signed with HMAC-SHA256."""
 
@@ -176,6 +259,25 @@ class Group(_Frozen):
     options: CallOptions = Field(default_factory=CallOptions)
     scenario: list[ScenarioAction] = Field(default_factory=list, max_length=50)
     audio: AudioRef | None = None  # None: a 440 Hz tone (PESQ cannot score a tone)
+    pattern: CallPattern = Field(default_factory=SinglePattern)  # how callers make calls
+
+    @model_validator(mode="after")
+    def _pattern_fits(self) -> Group:
+        p = self.pattern
+        if isinstance(p, SinglePattern):
+            return self
+        per_host = p.peak_cps(self.endpoints) * min(ENDPOINTS_PER_HOST, self.endpoints)
+        per_host /= self.endpoints
+        if per_host > HOST_INVITES_PER_S:
+            need = p.peak_cps(self.endpoints) * ENDPOINTS_PER_HOST / HOST_INVITES_PER_S
+            field = "hold_s" if isinstance(p, RepeatPattern) else "endpoints"
+            raise ValueError(
+                f"pattern.{field}: {per_host:g} calls/s per endpoint host is more than the "
+                f"{HOST_INVITES_PER_S:g} a host takes (each host carries "
+                f"{ENDPOINTS_PER_HOST} endpoints); give at least {int(need) + 1} endpoints "
+                "or a lower rate"
+            )
+        return self
 
 
 class TestDefinition(_Frozen):
@@ -206,6 +308,21 @@ class TestDefinition(_Frozen):
                 raise ValueError(f"groups.{i}.calls: a group cannot call itself")
             if group.calls is not None and group.target_uri is not None:
                 raise ValueError(f"groups.{i}.target_uri: give either calls or target_uri")
+            if not isinstance(group.pattern, SinglePattern):
+                if group.calls is None and group.target_uri is None:
+                    raise ValueError(f"groups.{i}.pattern: only a calling group has a pattern")
+                callee = next((g for g in self.groups if g.name == group.calls), None)
+                if callee is not None and callee.endpoints < group.endpoints:
+                    raise ValueError(
+                        f"groups.{i}.pattern: {group.calls!r} needs at least {group.endpoints} "
+                        "endpoints (each receiver takes its caller's calls one at a time)"
+                    )
+                if callee is not None and any(
+                    g.calls == callee.name for g in self.groups if g is not group
+                ):
+                    raise ValueError(
+                        f"groups.{i}.pattern: {group.calls!r} is called by another group too"
+                    )
         for i, expression in enumerate(self.thresholds):
             try:
                 parse_threshold(expression)
