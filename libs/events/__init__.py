@@ -33,6 +33,7 @@ from .endpoint_events import (
     CallEstablished,
     CallFailed,
     CallProgress,
+    CallRecorded,
     DtmfReceived,
     EndpointAssigned,
     EndpointConfig,

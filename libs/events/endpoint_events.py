@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -10,7 +11,16 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from callmeter_vocabulary import Outcome, Phase
 
 from .base import Event
-from .testdef import AudioRef, CallOptions, Codec, Registrar, ScenarioAction, SipAccount
+from .testdef import (
+    AudioRef,
+    CallOptions,
+    CallPattern,
+    Codec,
+    Registrar,
+    ScenarioAction,
+    SinglePattern,
+    SipAccount,
+)
 
 Role = Literal["caller", "receiver", "idle"]
 
@@ -55,6 +65,16 @@ class EndpointConfig(BaseModel):
     call_wait_s: float | None = None
     audio: AudioRef | None = None  # what this endpoint plays (None: the tone)
     speech_reference: AudioRef | None = None  # receiver: record, score PESQ against this
+    # caller: how it makes its calls (its group's pattern); receiver: the pattern of the
+    # group calling it (anything but single: it takes call after call until call_wait_s)
+    pattern: CallPattern = SinglePattern()
+    group_index: int = 0  # caller: its place in its group (0-based; the rate's rotation)
+    group_size: int = 1
+    # caller with a pattern: its group's calls are timed from this instant (the
+    # dispatcher sends the group's callers out together, PATTERN_LEAD_S before it), so
+    # the group's rate is even across endpoints; an arrival before the endpoint is
+    # ready is skipped. None: from when the endpoint is ready.
+    calls_from: datetime | None = None
 
 
 class _EndpointEvent(Event):
@@ -184,6 +204,39 @@ class CallEnded(_EndpointEvent):
     sip_code: int | None = None
     reason: str = ""
     duration_s: float | None = None
+
+
+class CallRecorded(_EndpointEvent):
+    """One call a caller made, whatever became of it: its record (the caller's view).
+
+    `seq` numbers the endpoint's calls from 1. Times are from the INVITE; quality is the
+    mean of the call's per-second samples per direction (send = caller -> callee, from
+    the peer's RTCP reports; recv = callee -> caller), null where nothing was measured.
+    """
+
+    type: Literal["CallRecorded"] = "CallRecorded"
+    token: ClassVar[str] = "call_record"
+    seq: int
+    attempted_at: datetime
+    outcome: Outcome
+    sip_code: int | None = None
+    reason: str = ""
+    codec: str | None = None
+    time_to_trying_ms: float | None = None
+    time_to_ringing_ms: float | None = None
+    post_dial_delay_ms: float | None = None
+    call_setup_ms: float | None = None
+    answered_at: datetime | None = None
+    duration_s: float | None = None
+    send_mos: float | None = None
+    send_loss_pct: float | None = None
+    send_jitter_ms: float | None = None
+    recv_mos: float | None = None
+    recv_loss_pct: float | None = None
+    recv_jitter_ms: float | None = None
+
+    def dedup_key(self) -> str | None:
+        return f"CallRecorded:{self.run_id}:{self.endpoint_id}:{self.seq}"
 
 
 class EndpointFinished(_EndpointEvent):

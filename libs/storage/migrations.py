@@ -15,7 +15,7 @@ import psycopg
 from callmeter_events.metrics_catalogue import BY_KEY as CATALOGUE_BY_KEY
 from callmeter_events.metrics_catalogue import CATALOGUE
 
-from . import partitions, rollup_deltas, timescale, traces
+from . import calls, partitions, rollup_deltas, timescale, traces
 from .samples import TIMING_KEYS
 from .settings import StorageSettings
 
@@ -224,6 +224,10 @@ CREATE TABLE pool_accounts (
 """)
 
 
+def m040_call_records(conn: psycopg.Connection) -> None:
+    calls.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -237,6 +241,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (21, "SIP messages", m021_sip_messages),
     (30, "secret store", m030_secrets),  # 22-29 left for work in flight
     (31, "registrars and SIP account pools", m031_registrars_and_pools),
+    (40, "call records", m040_call_records),  # 32-39 left for work in flight
 ]
 
 

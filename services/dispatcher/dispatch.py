@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from callmeter_common.reconciler import World
 from callmeter_events import (
@@ -24,6 +24,7 @@ from callmeter_events import (
     RunDispatching,
     RunStarted,
     RunStatus,
+    SinglePattern,
     WorkerLost,
 )
 from callmeter_projections import EndpointState, RunState
@@ -35,6 +36,9 @@ from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
 # it being ready. It waits duration + buildup + this margin, then ends NO_INCOMING_CALL,
 # so a run whose callers all failed still ends in time with a reason.
 NO_CALL_MARGIN_S = 10.0
+# Callers with a pattern time their calls from this long after they are sent out (time
+# to start a host and register), the same instant for the whole group.
+PATTERN_LEAD_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -137,12 +141,22 @@ def plan_queued(world: World) -> Iterator[Event]:
         yield RunDispatching(run_id=run.run_id, worker_ids=sorted(set(plan.values())), plan=plan)
 
 
-def endpoint_config(run: RunState, ep: EndpointState, target_uri: str | None) -> EndpointConfig:
+def endpoint_config(
+    run: RunState, ep: EndpointState, target_uri: str | None, now: datetime | None = None
+) -> EndpointConfig:
     group = next(g for g in run.definition.groups if g.name == ep.group)
     index = int(ep.endpoint_id.rsplit("-", 1)[1]) - 1
     account = group.accounts[index] if group.registrar and index < len(group.accounts) else None
+    # a receiver learns the pattern of the group calling it: not single, it takes call
+    # after call until call_wait_s; a caller gets its own and its place in the rotation
+    caller_group = next((g for g in run.definition.groups if g.calls == group.name), None)
+    pattern = group.pattern if ep.role == "caller" else None
+    if ep.role == "receiver" and caller_group is not None:
+        pattern = caller_group.pattern
+    patterned = pattern is not None and pattern.kind != "single"
     duration_s = run.definition.duration_s
-    start_delay_s = run.definition.buildup_s * index / group.endpoints
+    # a caller with a pattern starts at once: the pattern itself spreads the calls
+    start_delay_s = 0.0 if patterned else run.definition.buildup_s * index / group.endpoints
     capacity = run.definition.capacity
     if capacity is not None and ep.role in ("caller", "receiver"):
         # A capacity search: caller n joins in its step and calls until the run's end;
@@ -169,16 +183,24 @@ def endpoint_config(run: RunState, ep: EndpointState, target_uri: str | None) ->
         if ep.role == "receiver"
         else None,
         speech_reference=run.definition.speech_samples().get(ep.endpoint_id),
+        pattern=pattern or SinglePattern(),
+        group_index=index,
+        group_size=group.endpoints,
+        calls_from=now + timedelta(seconds=PATTERN_LEAD_S)
+        if patterned and ep.role == "caller" and now is not None
+        else None,
     )
 
 
-def _assign(run: RunState, ep: EndpointState, target_uri: str | None = None) -> EndpointAssigned:
+def _assign(
+    run: RunState, ep: EndpointState, target_uri: str | None = None, now: datetime | None = None
+) -> EndpointAssigned:
     assert ep.planned_worker is not None
     return EndpointAssigned(
         run_id=run.run_id,
         endpoint_id=ep.endpoint_id,
         worker_id=ep.planned_worker,
-        config=endpoint_config(run, ep, target_uri),
+        config=endpoint_config(run, ep, target_uri, now),
     )
 
 
@@ -225,7 +247,7 @@ def dispatch_callers(
             continue  # orphaned_endpoints finishes it as WORKER_LOST
         receiver = paired_receiver(run, ep, eps)
         if receiver is None:  # dials a URI given in the test
-            yield _assign(run, ep)
+            yield _assign(run, ep, now=now)
         elif receiver.outcome:
             # Registered or not, a callee that has finished cannot answer: dialling it
             # would only hang until the INVITE times out.
@@ -238,7 +260,7 @@ def dispatch_callers(
                 sip_code=receiver.sip_code,
             )
         elif receiver.contact_uri and (receiver.group in ready_groups or timed_out):
-            yield _assign(run, ep, receiver.contact_uri)
+            yield _assign(run, ep, receiver.contact_uri, now)
         elif timed_out:
             yield EndpointFinished(
                 run_id=run.run_id,

@@ -1,5 +1,5 @@
 """metrics-ingest wiring: migrate, then durable pull consumers on CALLMETER_METRICS
-(samples) and CALLMETER_TRACES (SIP messages), the per-run watermark (watermark.py),
+(samples), CALLMETER_TRACES (SIP messages) and the call records of CALLMETER_EVENTS, the per-run watermark (watermark.py),
 and the hourly upkeep (partitions, retention of whole runs)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from callmeter_storage.migrations import migrate
 from callmeter_storage.retention import sweep
 from callmeter_storage.settings import StorageSettings
 
+from .calls import consume_call_records
 from .consumer import consume
 from .handlers import Ingest
 from .settings import IngestSettings
@@ -34,6 +35,7 @@ async def serve(stop: asyncio.Event) -> None:
     ingest = Ingest(bus, settings.database_url, settings.retry_s, mode, settings.fold_every_s)
     upkeep = asyncio.create_task(_hourly_upkeep(bus, settings.database_url, stop))
     traces = asyncio.create_task(consume_traces(bus, settings.database_url, stop))
+    records = asyncio.create_task(consume_call_records(bus, settings.database_url, stop))
     watermarks = asyncio.create_task(
         Watermarks(bus, settings.database_url, INGEST_DURABLE).serve(stop)
     )
@@ -51,7 +53,8 @@ async def serve(stop: asyncio.Event) -> None:
         upkeep.cancel()
         watermarks.cancel()  # a run being marked is not acked: it comes back to an ingest
         traces.cancel()
-        for task in (watermarks, traces):
+        records.cancel()
+        for task in (watermarks, traces, records):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await bus.close()

@@ -47,6 +47,12 @@ class StartEndpoint(TypedDict):
     options: dict[str, Any]
     scenario: list[dict[str, Any]]
     record_s: float | None  # receiver: record this many seconds for PESQ (None: no)
+    # how the caller makes its calls (callplan), its place in the group's rotation;
+    # receiver: the caller group's pattern (not single: it takes call after call)
+    pattern: dict[str, Any]
+    group_index: int
+    group_size: int
+    calls_from_t: float | None  # caller: unix time its pattern's calls are timed from
 
 
 class Hangup(TypedDict):
@@ -103,6 +109,23 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "duration_s": _OPT_NUM,
     },
     "sample": {"endpoint_id": (str,), "direction": (str,), "seq": (int,), "metrics": (dict,)},
+    # one call of a caller, whatever became of it (see callmeter_events.CallRecorded)
+    "call_record": {
+        "endpoint_id": (str,),
+        "seq": (int,),
+        "attempted_t": _NUM,
+        "outcome": (str,),
+        "code": _OPT_INT,
+        "reason": (str,),
+        "codec": _OPT_STR,
+        "time_to_trying_ms": _OPT_NUM,
+        "time_to_ringing_ms": _OPT_NUM,
+        "post_dial_delay_ms": _OPT_NUM,
+        "call_setup_ms": _OPT_NUM,
+        "answered_t": _OPT_NUM,
+        "duration_s": _OPT_NUM,
+        "quality": (dict,),  # {send|recv: {mos, loss_pct, jitter_ms}} means, null if none
+    },
     "endpoint_finished": {
         "endpoint_id": (str,),
         "outcome": (str,),
@@ -126,6 +149,7 @@ _ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("sample", "direction"): tuple(Direction),
     ("sip_message", "direction"): ("in", "out"),
     ("endpoint_finished", "outcome"): OUTCOMES,
+    ("call_record", "outcome"): OUTCOMES,
 }
 
 
@@ -260,7 +284,18 @@ def _validate_command(msg: dict[str, Any]) -> dict[str, Any]:
         isinstance(record_s, bool) or not isinstance(record_s, _NUM) or not 1 <= record_s <= 60
     ):
         raise ProtocolError("record_s must be a number in 1..60 or null")
+    index, size = msg.setdefault("group_index", 0), msg.setdefault("group_size", 1)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (index, size)) or not (
+        0 <= index < size
+    ):
+        raise ProtocolError("group_index and group_size: integers, 0 <= group_index < group_size")
+    calls_from = msg.setdefault("calls_from_t", None)
+    if calls_from is not None and (
+        isinstance(calls_from, bool) or not isinstance(calls_from, _NUM)
+    ):
+        raise ProtocolError("calls_from_t must be a unix time or null")
     try:
+        msg["pattern"] = protocol_options.pattern(msg.get("pattern"))
         msg["registrar"] = protocol_options.registrar(msg.get("registrar"))
         msg["account"] = protocol_options.account(msg.get("account"))
         msg["options"] = protocol_options.options(msg.get("options"))

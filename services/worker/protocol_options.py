@@ -128,3 +128,39 @@ def scenario(block: Any) -> list[dict[str, Any]]:
             raise OptionError(f"scenario.{i}.codec: update_media needs a codec")
         out.append(item)
     return sorted(out, key=lambda s: s["at_s"])
+
+
+PATTERNS = ("single", "repeat", "rate")
+
+
+def pattern(block: Any) -> dict[str, Any]:
+    """The group's call pattern (callmeter_events.testdef) as callplan reads it."""
+    if block is None:
+        return {"kind": "single"}
+    if not isinstance(block, dict) or block.get("kind") not in PATTERNS:
+        raise OptionError(f"pattern.kind must be one of {PATTERNS}")
+    if block["kind"] == "single":
+        return {"kind": "single"}
+    out = dict(block)
+    out["hold_s"] = _num(block.get("hold_s"), "pattern.hold_s", 0.001, 86_400)
+    if block["kind"] == "repeat":
+        out["pause_s"] = _num(block.get("pause_s") or 0.0, "pattern.pause_s", 0, 86_400)
+        if block.get("calls") is not None:
+            _num(block["calls"], "pattern.calls", 1, 1_000_000)
+        return out
+    steps = block.get("steps") or []
+    if not isinstance(steps, list):
+        raise OptionError("pattern.steps must be a list")
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            raise OptionError(f"pattern.steps.{i} must be an object")
+        _num(step.get("at_s"), f"pattern.steps.{i}.at_s", 0, 86_400)
+        _num(step.get("cps"), f"pattern.steps.{i}.cps", 0, 10_000)
+    if not steps:
+        _num(block.get("cps"), "pattern.cps", 0.001, 10_000)
+        if block.get("cps_end") is not None:
+            _num(block["cps_end"], "pattern.cps_end", 0.001, 10_000)
+            _num(block.get("ramp_s"), "pattern.ramp_s", 0.001, 86_400)
+    if block.get("hold", "fixed") not in ("fixed", "exponential"):
+        raise OptionError("pattern.hold must be fixed or exponential")
+    return out

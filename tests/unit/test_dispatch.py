@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callmeter_common.reconciler import World
-from callmeter_dispatcher.dispatch import NO_CALL_MARGIN_S, Timing, decide
+from callmeter_dispatcher.dispatch import NO_CALL_MARGIN_S, PATTERN_LEAD_S, Timing, decide
 from callmeter_dispatcher.settings import DispatcherSettings
 from callmeter_events import (
     EndpointFinished,
@@ -350,3 +350,26 @@ def test_a_run_stopped_while_queued_is_never_dispatched():
     story = Story(capacity=1, workers=1).queue("r1")
     story.add(StopRequested(run_id="r1"))
     assert story.step() == []
+
+
+def test_a_patterned_group_times_its_calls_from_one_instant_and_its_receivers_know():
+    groups = [
+        {
+            "name": "A",
+            "endpoints": 2,
+            "calls": "B",
+            "pattern": {"kind": "rate", "cps": 2, "hold_s": 1},
+        },
+        {"name": "B", "endpoints": 2},
+    ]
+    story = Story().queue("r1", buildup_s=4, groups=groups)
+    story.step()
+    receivers = [e.config for e in story.decide() if hasattr(e, "config")]
+    assert {c.pattern.kind for c in receivers} == {"rate"}  # they take call after call
+    assert all(c.calls_from is None for c in receivers)
+    story.step()
+    story.register("r1", "B-1", "B-2")
+    callers = [e.config for e in story.decide() if hasattr(e, "config")]
+    assert [(c.group_index, c.group_size) for c in callers] == [(0, 2), (1, 2)]
+    assert {c.calls_from for c in callers} == {T0 + timedelta(seconds=PATTERN_LEAD_S)}
+    assert {c.start_delay_s for c in callers} == {0.0}  # the pattern spreads the calls

@@ -15,8 +15,9 @@ from typing import Any
 
 import pjsua2 as pj
 
-from callmeter_vocabulary import Outcome, Phase
+from callmeter_vocabulary import GOOD_OUTCOMES, OUTCOMES, Outcome, Phase
 
+from ..callplan import CallPlan
 from .context import HostContext
 from .recording import Recording
 from .register import Registration
@@ -30,10 +31,20 @@ RECEIVER_SAFETY_S = 10.0  # receiver hangs up this long after duration_s if no B
 NEGOTIATION_CODES = (488, 606)
 TEARDOWN_TIMEOUT_S = 40.0  # BYE/CANCEL retransmissions end by 32 s (Timer F/B)
 FIRST_RTP_POLL_S = 0.02  # stat polling rate until the first RTP packet is seen
+# per-call means in a call record: sample key -> record key
+RECORD_QUALITY = {"mos": "mos", "loss_percent": "loss_pct", "jitter_ms": "jitter_ms"}
 
 
 class Endpoint:
-    """One start_endpoint command: its account, its (single) call, its outcome."""
+    """One start_endpoint command: its account, its calls, its outcome.
+
+    A caller makes the calls its plan gives (one for the run, or call after call with a
+    repeat or rate pattern) and reports a call_record for each; a receiver whose caller
+    has a pattern takes call after call until call_wait_s. With a pattern, only the
+    first call reports its phases and call events (the endpoint's timeline), every call
+    its record: at tens of calls per second the event log carries one event per call.
+    The endpoint ends with the most severe outcome of its calls.
+    """
 
     def __init__(self, host: HostContext, cmd: dict[str, Any], codecs: list[str]) -> None:
         self.host = host
@@ -50,8 +61,24 @@ class Endpoint:
             if cmd.get("registrar")
             else None
         )
-        self.scenario = Scenario(host, self.id, cmd.get("scenario") or [])
+        self.scenario_actions = cmd.get("scenario") or []
+        self.scenario = Scenario(host, self.id, self.scenario_actions)
         self.recording = Recording(host, self.id, cmd.get("record_s"))
+        self.plan = CallPlan(
+            cmd.get("pattern") or {"kind": "single"},
+            int(cmd.get("group_index", 0)),
+            int(cmd.get("group_size", 1)),
+            self.duration_s,
+        )
+        self.next_call: tuple[float, float] | None = None  # caller: (monotonic start, hold)
+        self.calls_from_t: float | None = cmd.get("calls_from_t")  # see EndpointConfig
+        self.t_base = 0.0  # monotonic instant the plan's times count from
+        self.hold_s = self.duration_s  # of the current call, from when it is answered
+        self.detail = True  # phases and call events (the first call only with a pattern)
+        self.call_seq = 0
+        self.results: list[tuple[str, str, int | None]] = []  # (outcome, reason, code) a call
+        self.t_invite_wall = 0.0
+        self.quality: dict[str, dict[str, list[float]]] = {}
         self.contact_uri = ""  # set by start(): the transport's port is known only then
         self.sip_call_id: str | None = None
         self.account: HostAccount | None = None
@@ -59,6 +86,7 @@ class Endpoint:
         self.phase = ""
         self.t_invite = self.t_trying = self.t_ringing = self.t_200 = None
         self.t_confirmed: float | None = None
+        self.codec: str | None = None
         self.first_rtp_ms: float | None = None
         self.seen_codes: set[int] = set()
         self.end_code: int | None = None
@@ -116,30 +144,54 @@ class Endpoint:
             # codecs must be in place now; see Host.receiver_codecs for the sharing rule
             self.host.apply_codecs(self.host.receiver_codecs())
         else:
-            self.place_call()
+            now = self.t_ready
+            self.t_base = (
+                now if self.calls_from_t is None else now + self.calls_from_t - time.time()
+            )
+            self._plan_next(max(0.0, now - self.t_base))
+            if self.next_call is not None and self.next_call[0] <= self.t_ready:
+                self.place_call()
+
+    def _plan_next(self, not_before: float) -> None:
+        """The caller's next call, `not_before` seconds after t_base or later."""
+        nxt = self.plan.next_call(not_before)
+        self.next_call = None if nxt is None else (self.t_base + nxt[0], nxt[1])
 
     def place_call(self) -> None:
+        assert self.next_call is not None
+        self.hold_s, self.next_call = self.next_call[1], None
+        self.call_seq += 1
         self.host.apply_codecs(self.codecs)  # the SDP offer is built inside makeCall
         call = HostCall(self.host, self.account, self, pj.PJSUA_INVALID_ID)
         self.call = call
-        self.t_invite = time.monotonic()
+        self.t_invite, self.t_invite_wall = time.monotonic(), time.time()
         self.set_phase(Phase.CALLING)
-        self.host.emit("call_attempted", endpoint_id=self.id, target_uri=self.target_uri)
+        self.emit_detail("call_attempted", target_uri=self.target_uri)
         try:
             call.makeCall(self.target_uri, pj.CallOpParam(True))
         except pj.Error as exc:
             self.call = None  # pjsua never allocated the call; nothing to release
             outcome = Outcome.OSERROR if "address" in exc.info().lower() else Outcome.CALL_FAILED
-            self.host.emit("call_failed", endpoint_id=self.id, code=None, reason=exc.info())
-            self.end(outcome, f"makeCall failed: {exc.info()}", None)
+            self.emit_detail("call_failed", code=None, reason=exc.info())
+            self._call_done(outcome, f"makeCall failed: {exc.info()}", None)
             return
         finally:
             self.host.apply_codecs(self.host.receiver_codecs())
         call.media_transport = self.host.claim_media_transport()  # made inside makeCall
         self.sip_call_id = self.host.track_call_id(call, self.id)
 
+    def busy(self) -> bool:
+        """A receiver that cannot take an INVITE now (one call at a time)."""
+        if self.finished or self.ending is not None or self.call is None:
+            return self.finished or self.ending is not None
+        # with a pattern, a call that ended but is not wound up yet is no obstacle
+        return not (self.plan.multi and self.call.disconnected)
+
     def attach_incoming(self, call: HostCall) -> None:
         """Receiver: 180 after answer_delay_s, 200 ring_time_s later (0/0: at once)."""
+        if self.call is not None:  # the previous call ended; the tick did not see it yet
+            self._finish_call(in_callback=True)
+        self.call_seq += 1
         self.call, call.endpoint = call, self
         self.t_invite = time.monotonic()
         self.sip_call_id = self.host.track_call_id(call, self.id)
@@ -164,7 +216,13 @@ class Endpoint:
     def set_phase(self, phase: str) -> None:
         if phase != self.phase:
             self.phase = phase
-            self.host.emit("phase", endpoint_id=self.id, phase=phase)
+            if self.detail or phase == Phase.CLOSED:
+                self.host.emit("phase", endpoint_id=self.id, phase=phase)
+
+    def emit_detail(self, ev: str, **fields: Any) -> None:
+        """A call event of the endpoint's timeline (with a pattern: its first call only)."""
+        if self.detail:
+            self.host.emit(ev, endpoint_id=self.id, **fields)
 
     def _ms(self, t: float | None) -> float | None:
         if t is None or self.t_invite is None:
@@ -187,9 +245,8 @@ class Endpoint:
         elif 200 <= code < 300:
             self.t_200 = now
             self.set_phase(Phase.NEGOTIATING)
-        self.host.emit(
+        self.emit_detail(
             "call_progress",
-            endpoint_id=self.id,
             code=code,
             reason=reason,
             ms_since_invite=self._ms(now),
@@ -210,9 +267,9 @@ class Endpoint:
                 pass
             timing = self.timing()
             keys = ("time_to_trying_ms", "time_to_ringing_ms", "post_dial_delay_ms")
-            self.host.emit(
+            self.codec = codec
+            self.emit_detail(
                 "call_established",
-                endpoint_id=self.id,
                 codec=codec,
                 call_setup_ms=timing["call_setup_ms"],
                 **{k: timing[k] for k in keys},
@@ -238,6 +295,10 @@ class Endpoint:
         self.rx_packets = max(self.rx_packets, snap["rx"]["pkt"])
         send, recv = self.sampler.sample(snap)
         for direction, metrics in (("send", send), ("recv", recv)):
+            sums = self.quality.setdefault(direction, {})
+            for key in RECORD_QUALITY:
+                if metrics.get(key) is not None:
+                    sums.setdefault(key, []).append(float(metrics[key]))
             self.host.emit(
                 "sample",
                 endpoint_id=self.id,
@@ -276,6 +337,16 @@ class Endpoint:
                 self.end(Outcome.SUCCESS, "stopped" if self.stopped else "", None)
             return
         if call is None:
+            if self.role == "caller" and self.ready:
+                if self.stopped or self.next_call is None:
+                    self._end_calls()
+                elif now >= self.next_call[0]:
+                    self.place_call()
+                return
+            if self.role == "receiver" and self.results:  # a pattern's receiver, between calls
+                if self.stopped or now - self.t_ready > self.call_wait_s:
+                    self._end_calls()
+                return
             if self.role == "receiver" and self.stopped:
                 self.end(Outcome.CALL_FAILED, "stopped before a call arrived", None)
             elif self.role == "receiver" and self.ready and now - self.t_ready > self.call_wait_s:
@@ -300,7 +371,7 @@ class Endpoint:
                 self.forced = Outcome.TIMEOUT
                 self.hangup("no answer")  # CANCEL
             return
-        elif self.role == "caller" and now - self.t_confirmed >= self.duration_s:
+        elif self.role == "caller" and now - self.t_confirmed >= self.hold_s:
             self.hangup(None)
         elif (
             self.role == "receiver"
@@ -361,14 +432,14 @@ class Endpoint:
                 self.call.disconnected = True
         log.debug("hangup %s (%s)", self.id, why)
 
-    def _finish_call(self) -> None:
+    def _finish_call(self, in_callback: bool = False) -> None:
         code, reason = self.end_code, self.end_reason or ""
         if self.t_confirmed is None:
             if self.stopped and self.role == "caller":
                 reason = "stopped before answer"
             elif self.forced == Outcome.TIMEOUT:
                 reason = f"no answer within {self.options['invite_timeout_s']} s (CANCEL sent)"
-            self.host.emit("call_failed", endpoint_id=self.id, code=code, reason=reason)
+            self.emit_detail("call_failed", code=code, reason=reason)
             outcome = self.forced or (
                 Outcome.TIMEOUT
                 if code == 408
@@ -378,9 +449,7 @@ class Endpoint:
             )
         else:
             duration = round(time.monotonic() - self.t_confirmed, 3)
-            self.host.emit(
-                "call_ended", endpoint_id=self.id, code=code, reason=reason, duration_s=duration
-            )
+            self.emit_detail("call_ended", code=code, reason=reason, duration_s=duration)
             if self.forced:
                 outcome = self.forced
             elif self.rx_packets <= 0 and self.first_rtp_ms is None:
@@ -389,7 +458,91 @@ class Endpoint:
                 outcome, reason = Outcome.COMPLETED_WITH_WARNINGS, "a registration refresh failed"
             else:
                 outcome = Outcome.SUCCESS
-        self.end(outcome, reason, code)
+        self._call_done(outcome, reason, code, in_callback)
+
+    def _call_done(
+        self, outcome: str, reason: str, code: int | None, in_callback: bool = False
+    ) -> None:
+        """One call is over: record it; then the next one, or the endpoint's end."""
+        now = time.monotonic()
+        self.results.append((outcome, reason, code))
+        if self.role == "caller":
+            self._emit_record(outcome, reason, code, now)
+        if not self.plan.multi or self.stopped:
+            self._end_calls()
+            return
+        if not in_callback:  # stopping a recorder drops pjsua2 objects: never in a callback
+            self.recording.stop(now)  # a sampled receiver records its first call only
+        if self.call is not None and not self.call.disconnected:
+            self.host.rejected.append(self.call)  # keep it alive until PJSIP drops it
+        self.host.release_call(self.id, self.sip_call_id)
+        self._reset_call()
+        if self.role == "caller":
+            self._plan_next(self.plan.after_call(now - self.t_base))
+
+    def _emit_record(self, outcome: str, reason: str, code: int | None, now: float) -> None:
+        timing = self.timing()
+        answered = self.t_confirmed is not None
+        quality = {
+            direction: {
+                name: (round(sum(v) / len(v), 4) if (v := sums.get(key)) else None)
+                for key, name in RECORD_QUALITY.items()
+            }
+            for direction, sums in self.quality.items()
+        }
+        self.host.emit(
+            "call_record",
+            endpoint_id=self.id,
+            seq=self.call_seq,
+            attempted_t=self.t_invite_wall,
+            outcome=outcome,
+            code=code,
+            reason=reason,
+            codec=self.codec,
+            time_to_trying_ms=timing["time_to_trying_ms"],
+            time_to_ringing_ms=timing["time_to_ringing_ms"],
+            post_dial_delay_ms=timing["post_dial_delay_ms"],
+            call_setup_ms=timing["call_setup_ms"],
+            answered_t=self.t_invite_wall + (self.t_confirmed - self.t_invite)
+            if answered and self.t_invite is not None
+            else None,
+            duration_s=round(now - self.t_confirmed, 3) if self.t_confirmed else None,
+            quality=quality,
+        )
+
+    def _reset_call(self) -> None:
+        """Forget the call that ended (pattern: the endpoint goes on to the next)."""
+        self.detail = False
+        self.call, self.sip_call_id, self.codec = None, None, None
+        self.t_invite = self.t_trying = self.t_ringing = self.t_200 = None
+        self.t_confirmed = self.first_rtp_ms = None
+        self.seen_codes, self.end_code, self.end_reason = set(), None, ""
+        self.sampler, self.quality = StreamSampler(), {}
+        self.rx_packets, self.final_done = 0, False
+        self.hangup_at, self.forced, self.answer_at = None, None, []
+        self.scenario = Scenario(self.host, self.id, self.scenario_actions)
+
+    def _end_calls(self) -> None:
+        """The endpoint's outcome: the most severe of its calls' outcomes."""
+        if not self.results:
+            if self.role == "caller" and not self.stopped:
+                # a rate can give an endpoint no arrival before the run's end
+                self.end(Outcome.SUCCESS, "the pattern gave this endpoint no call", None)
+            else:
+                why = "stopped before a call" + (" arrived" if self.role == "receiver" else "")
+                self.end(Outcome.CALL_FAILED, why, None)
+            return
+        if len(self.results) == 1:
+            self.end(*self.results[0])
+            return
+        worst = max(self.results, key=lambda r: OUTCOMES.index(Outcome(r[0])))
+        bad = [r for r in self.results if r[0] not in GOOD_OUTCOMES]
+        reason = f"{len(self.results)} calls"
+        if bad:
+            reason = f"{len(bad)} of {len(self.results)} calls failed; first: {bad[0][1]}"
+        if self.plan.skipped:
+            reason += f"; {self.plan.skipped} arrivals skipped (endpoint busy or not ready)"
+        self.end(worst[0], reason, bad[0][2] if bad else None)
 
     def end(self, outcome: str, reason: str, code: int | None) -> None:
         """The outcome is known: de-register first (registrar mode), then finish."""

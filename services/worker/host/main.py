@@ -241,13 +241,17 @@ class Host:
     def tx_dropped(self, media_transport: str | None) -> int:
         return self.writer.tx_dropped[media_transport] if media_transport else 0
 
-    def release(self, endpoint_id: str, sip_call_id: str | None) -> None:
-        """Drop an endpoint's pjsua2 objects (called from the main loop, never a callback)."""
+    def release_call(self, endpoint_id: str, sip_call_id: str | None) -> None:
+        """Forget that a call's Call-ID belongs to this endpoint (its call is over)."""
         owners = self.callids.get(sip_call_id or "")
         if owners is not None:
             owners.discard(endpoint_id)
             if not owners:
                 self.callids.pop(sip_call_id or "", None)
+
+    def release(self, endpoint_id: str, sip_call_id: str | None) -> None:
+        """Drop an endpoint's pjsua2 objects (called from the main loop, never a callback)."""
+        self.release_call(endpoint_id, sip_call_id)
         acc = self.accounts.pop(endpoint_id, None)
         if acc is not None:
             try:

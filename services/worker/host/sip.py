@@ -52,7 +52,7 @@ class HostAccount(pj.Account):
             # must not answer a call meant for an endpoint that is not (yet) here
             self.host.reject(call, 404)
             return
-        if ep.role != "receiver" or ep.call is not None or ep.finished:
+        if ep.role != "receiver" or ep.busy():
             self.host.reject(call, 486)  # busy: this endpoint already has its call
             return
         ep.attach_incoming(call)

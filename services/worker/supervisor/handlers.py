@@ -80,6 +80,10 @@ def start_command(
         "options": c.options.model_dump(),
         "scenario": [s.model_dump() for s in c.scenario],
         "record_s": record_s,
+        "pattern": c.pattern.model_dump(),
+        "group_index": c.group_index,
+        "group_size": c.group_size,
+        "calls_from_t": c.calls_from.timestamp() if c.calls_from else None,
     }
 
 

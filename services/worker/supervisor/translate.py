@@ -11,6 +11,7 @@ from callmeter_events import (
     CallEstablished,
     CallFailed,
     CallProgress,
+    CallRecorded,
     DtmfReceived,
     EndpointFinished,
     EndpointPhaseChanged,
@@ -89,6 +90,29 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
                 sip_code=msg.get("code"),
                 reason=msg.get("reason") or "",
                 duration_s=msg.get("duration_s"),
+            )
+        ]
+    if ev == "call_record":
+        quality = msg.get("quality") or {}
+        answered = msg.get("answered_t")
+        keys = ("time_to_trying_ms", "time_to_ringing_ms", "post_dial_delay_ms", "call_setup_ms")
+        return [
+            CallRecorded(
+                **base,
+                seq=msg["seq"],
+                attempted_at=datetime.fromtimestamp(float(msg["attempted_t"]), UTC),
+                outcome=msg["outcome"],
+                sip_code=msg.get("code"),
+                reason=msg.get("reason") or "",
+                codec=msg.get("codec"),
+                answered_at=datetime.fromtimestamp(float(answered), UTC) if answered else None,
+                duration_s=msg.get("duration_s"),
+                **{k: msg.get(k) for k in keys},
+                **{
+                    f"{direction}_{name}": (quality.get(direction) or {}).get(name)
+                    for direction in ("send", "recv")
+                    for name in ("mos", "loss_pct", "jitter_ms")
+                },
             )
         ]
     if ev == "endpoint_finished":
