@@ -118,10 +118,16 @@ class CallPlan:
                 self.skipped += 1
                 continue
             self.made += 1
-            return start, hold_time(self.pattern, k)
+            # an exponential hold is cut at the run's duration: a receiver hangs up a
+            # call that outlasts that (plus a margin) as one whose caller is gone
+            return start, min(hold_time(self.pattern, k), self.duration_s)
 
-    def after_call(self, ended_at: float) -> float:
-        """Earliest start of the next call once a call ended at `ended_at`."""
+    def after_call(self, started_at: float, ended_at: float) -> float:
+        """Earliest start of the next call after one attempted at `started_at` ended at
+        `ended_at`. Repeat: `pause_s` after the end, and never sooner than a whole cycle
+        (hold + pause) after the attempt, so a call that fails at once does not turn the
+        endpoint into a tight loop of INVITEs (churn is what aborts a pjsua2 process)."""
         if self.kind == "repeat":
-            return ended_at + float(self.pattern.get("pause_s") or 0.0)
+            pause, hold = float(self.pattern.get("pause_s") or 0.0), float(self.pattern["hold_s"])
+            return max(ended_at + pause, started_at + hold + pause)
         return ended_at

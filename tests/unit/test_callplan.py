@@ -30,12 +30,18 @@ def test_repeat_calls_until_count_or_end() -> None:
     t, holds = 0.0, []
     while (call := plan.next_call(t)) is not None:
         holds.append(call)
-        t = plan.after_call(call[0] + call[1] + 0.1)
+        t = plan.after_call(call[0], call[0] + call[1] + 0.1)
     assert [h[1] for h in holds] == [2.0, 2.0, 2.0]
     assert holds[1][0] == pytest.approx(3.1)
     plan = CallPlan({"kind": "repeat", "hold_s": 2, "pause_s": 1}, 0, 1, 7.0)
     assert plan.next_call(0.0) and plan.next_call(3.0) and plan.next_call(6.0)
     assert plan.next_call(7.0) is None  # nothing starts after the run's duration
+
+
+def test_a_failed_repeat_call_still_takes_its_cycle() -> None:
+    plan = CallPlan({"kind": "repeat", "hold_s": 2, "pause_s": 1}, 0, 1, 60.0)
+    assert plan.after_call(10.0, 10.05) == 13.0  # failed at once: next a cycle later
+    assert plan.after_call(10.0, 12.5) == 13.5  # answered late: pause after the end
 
 
 def test_constant_rate_spread_over_endpoints() -> None:

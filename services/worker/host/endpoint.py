@@ -204,7 +204,12 @@ class Endpoint:
             _, code = self.answer_at.pop(0)
             prm = pj.CallOpParam()
             prm.statusCode = code
-            self.call.answer(prm)
+            try:
+                self.call.answer(prm)
+            except pj.Error as exc:  # the caller gave up meanwhile (CANCEL, BYE)
+                log.info("%s: answer %d failed: %s", self.id, code, exc.info())
+                self.answer_at = []
+                return
             if code == 200 and self.call.media_transport is None:
                 # an INVITE without SDP: pjsua made the media for our offer just now
                 self.call.media_transport = self.host.claim_media_transport()
@@ -478,7 +483,8 @@ class Endpoint:
         self.host.release_call(self.id, self.sip_call_id)
         self._reset_call()
         if self.role == "caller":
-            self._plan_next(self.plan.after_call(now - self.t_base))
+            started = (self.t_invite or now) - self.t_base
+            self._plan_next(self.plan.after_call(started, now - self.t_base))
 
     def _emit_record(self, outcome: str, reason: str, code: int | None, now: float) -> None:
         timing = self.timing()
