@@ -72,8 +72,8 @@ class EndpointConfig(BaseModel):
     group_size: int = 1
     # caller with a pattern: its group's calls are timed from this instant (the
     # dispatcher sends the group's callers out together, PATTERN_LEAD_S before it), so
-    # the group's rate is even across endpoints; an arrival before the endpoint is
-    # ready is skipped. None: from when the endpoint is ready.
+    # the group's rate is even across endpoints; an endpoint ready later than that
+    # shifts its calls by its lateness. None: from when the endpoint is ready.
     calls_from: datetime | None = None
 
 

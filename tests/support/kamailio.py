@@ -8,6 +8,7 @@ on the same number) and is killed with its children at teardown.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -163,6 +164,49 @@ class Kamailio:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def register_contact(self, user: str, contact: str, expires_s: int = 3600) -> str:
+        """REGISTER `contact` for `user` (an account) with digest auth, the way a phone
+        would, so a peer that cannot register itself (SIPp's UAS) gets calls for the
+        AOR. Returns the final status line."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(2.0)
+            lport, call_id = s.getsockname()[1], uuid.uuid4().hex
+            auth, status = "", ""
+            for cseq in (1, 2):
+                branch = uuid.uuid4().hex[:12]
+                msg = (
+                    f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK{branch}\r\n"
+                    f"From: <sip:{user}@{DOMAIN}>;tag={call_id[:8]}\r\n"
+                    f"To: <sip:{user}@{DOMAIN}>\r\nCall-ID: {call_id}\r\n"
+                    f"CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\n"
+                    f"Expires: {expires_s}\r\nMax-Forwards: 70\r\n{auth}"
+                    "Content-Length: 0\r\n\r\n"
+                )
+                s.sendto(msg.encode(), (self.host, self.port))
+                reply = s.recv(65535).decode(errors="replace")
+                status = reply.split("\r\n", 1)[0]
+                if " 401 " not in status:
+                    return status
+                challenge = next(
+                    h for h in reply.split("\r\n") if h.lower().startswith("www-authenticate")
+                )
+                realm = challenge.split('realm="', 1)[1].split('"', 1)[0]
+                nonce = challenge.split('nonce="', 1)[1].split('"', 1)[0]
+                uri = f"sip:{DOMAIN}"
+
+                def md5(text: str) -> str:
+                    return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - SIP digest
+
+                ha1 = md5(f"{user}:{realm}:{self.accounts[user]}")
+                response = md5(f"{ha1}:{nonce}:{md5(f'REGISTER:{uri}')}")
+                auth = (
+                    f'Authorization: Digest username="{user}", realm="{realm}", '
+                    f'nonce="{nonce}", uri="{uri}", response="{response}", algorithm=MD5\r\n'
+                )
+            return status
 
 
 @contextmanager

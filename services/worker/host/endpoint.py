@@ -144,11 +144,12 @@ class Endpoint:
             # codecs must be in place now; see Host.receiver_codecs for the sharing rule
             self.host.apply_codecs(self.host.receiver_codecs())
         else:
+            # from the group's instant; an endpoint ready later than that (a slow host
+            # start) shifts its own calls rather than losing them
             now = self.t_ready
-            self.t_base = (
-                now if self.calls_from_t is None else now + self.calls_from_t - time.time()
-            )
-            self._plan_next(max(0.0, now - self.t_base))
+            start = now if self.calls_from_t is None else now + self.calls_from_t - time.time()
+            self.t_base = max(now, start)
+            self._plan_next(0.0)
             if self.next_call is not None and self.next_call[0] <= self.t_ready:
                 self.place_call()
 
