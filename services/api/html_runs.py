@@ -11,8 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from callmeter_events import TERMINAL_STATUSES
+from callmeter_storage import calls
 
 from . import health, queries, service
+from .calls_view import CallQuery, charts, pages
 from .deps import Platform, PlatformDep
 from .endpoint_views import ListQuery, group_breakdown
 from .errors import ApiError
@@ -190,6 +192,29 @@ async def delete_run(run_id: str, p: PlatformDep) -> RedirectResponse:
 async def endpoints_page(run_id: str, request: Request, p: PlatformDep) -> HTMLResponse:
     query = ListQuery.parse(dict(request.query_params))
     return render("endpoints.html", **await overview(p, run_id, query))
+
+
+@router.get("/runs/{run_id}/calls", response_class=HTMLResponse)
+async def calls_page(run_id: str, request: Request, p: PlatformDep) -> HTMLResponse:
+    """Every call of the run: summary, calls per second and concurrent calls, a page of
+    call records with filters (the JSON twin is /api/v1/runs/{id}/calls)."""
+    query = CallQuery.parse(dict(request.query_params))
+    ctx = await overview(p, run_id)
+    total, rows = await service.query(
+        p, calls.page, run_id, query.filter(), query.per_page, query.offset
+    )
+    spans = await service.query(p, calls.spans, run_id)
+    return render(
+        "calls.html",
+        run=ctx["run"],
+        groups=ctx["groups"],
+        query=query,
+        total=total,
+        rows=rows,
+        pages=pages(total, query.per_page),
+        summary=calls.summarise(spans),
+        charts=charts(calls.series(spans)) if spans else [],
+    )
 
 
 @router.get("/runs/{run_id}/endpoints/stream")

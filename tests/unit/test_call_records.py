@@ -114,3 +114,17 @@ def test_filter_sql_names_only_known_columns() -> None:
     where, args = calls.CallFilter(status="failed", group="a", sip_code=503).where("r")
     assert where == "run_id = %s AND NOT (outcome = ANY(%s)) AND grp = %s AND sip_code = %s"
     assert args[0] == "r" and args[2:] == ["a", 503]
+
+
+def test_calls_page_query_and_charts() -> None:
+    from callmeter_api.calls_view import CallQuery, charts, pages
+
+    q = CallQuery.parse({"status": "failed", "sip_code": "503", "page": "2", "per_page": "25"})
+    assert q.filter() == calls.CallFilter(status="failed", sip_code=503)
+    assert q.offset == 25 and q.params(page=3)["page"] == 3
+    junk = CallQuery.parse({"status": "x", "sip_code": "5o3", "page": "-1", "per_page": "7"})
+    assert junk == CallQuery()  # a bad query string falls back, the page never fails
+    assert pages(0, 50) == 1 and pages(101, 50) == 3
+    rates, concurrent = charts(calls.series([_span(0.0, 0.1, 2.0), _span(1.0, None, None)]))
+    assert "Calls per second" in rates and "established" in rates and "<polyline" in rates
+    assert "Concurrent calls" in concurrent
