@@ -282,7 +282,7 @@ MASK = "********"
 
 
 # Settings the API takes that the editor has no input for: editing keeps them.
-HIDDEN_GROUP_KEYS = ("target_uri", "region", "workers", "drop_tx_pct", "drop_rx_pct")
+HIDDEN_GROUP_KEYS = ("target_uri", "region", "workers", "drop_tx_pct", "drop_rx_pct", "pattern")
 HIDDEN_REGISTRAR_KEYS = ("expires_s", "outbound_proxy")
 
 

@@ -254,6 +254,7 @@ def test_editing_keeps_the_settings_the_form_has_no_input_for():
                 "region": "eu",
                 "drop_tx_pct": 5,
                 "registrar": {"host": "old", "expires_s": 60, "outbound_proxy": "sip:px"},
+                "pattern": {"kind": "repeat", "hold_s": 5, "pause_s": 1},
             },
             {"name": "B", "endpoints": 2, "target_uri": "sip:ivr@pbx", "workers": ["w1"]},
         ],
@@ -262,6 +263,7 @@ def test_editing_keeps_the_settings_the_form_has_no_input_for():
     assert errors == {} and definition is not None
     a, b = definition.groups
     assert definition.project == "lab" and (a.region, a.drop_tx_pct) == ("eu", 5)
+    assert (a.pattern.kind, a.pattern.hold_s) == ("repeat", 5)  # type: ignore[union-attr]
     assert a.registrar is not None and a.registrar.host == "pbx.example"  # the form wins
     assert (a.registrar.expires_s, a.registrar.outbound_proxy) == (60, "sip:px")
     assert (b.target_uri, b.workers) == ("sip:ivr@pbx", ["w1"])
