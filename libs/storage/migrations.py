@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from callmeter_events.metrics_catalogue import BY_KEY as CATALOGUE_BY_KEY
-from callmeter_events.metrics_catalogue import CATALOGUE
+from callmeter_vocabulary.metrics import BY_KEY as CATALOGUE_BY_KEY
+from callmeter_vocabulary.metrics import CATALOGUE
 
 from . import partitions, rollup_deltas, timescale, traces
 from .samples import TIMING_KEYS

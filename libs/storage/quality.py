@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from callmeter_events.metrics_catalogue import DIRECTIONS
+from callmeter_vocabulary.metrics import DIRECTIONS
 
 from .rollup import COUNTED_ONLY, ROLLUP_METRICS, percentiles
 

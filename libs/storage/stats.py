@@ -21,7 +21,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from callmeter_events.metrics_catalogue import BY_KEY
+from callmeter_vocabulary.metrics import BY_KEY
 
 from . import quality, timescale
 from .rollup import ROLLUP_METRICS, bin_of, bin_value

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 
 from callmeter_events import GOOD_OUTCOMES
-from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_storage import results, stats
+from callmeter_vocabulary.metrics import DIRECTIONS
 
 from .svg import Chart, Series, bar_chart, line_chart, paired_bars
 from .views import THRESHOLDS, grade

@@ -14,8 +14,8 @@ from callmeter_events import (
     CapacityStepJudged,
     TestDefinition,
 )
-from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_projections import Outage
+from callmeter_vocabulary.metrics import DIRECTIONS
 
 from .capacity import answer
 from .endpoint_views import status_class

@@ -20,11 +20,11 @@ import psycopg
 import pytest
 
 from callmeter_events import MetricSample
-from callmeter_events.metrics_catalogue import KEYS
 from callmeter_ingest.writer import write_rows
 from callmeter_storage import stats, timescale
 from callmeter_storage.migrations import migrate
 from callmeter_storage.samples import to_row
+from callmeter_vocabulary.metrics import KEYS
 from tests.support.databases import NO_TIMESCALE, TIMESCALE_URL, create_database, drop_database
 
 pytestmark = [
