@@ -23,7 +23,7 @@ from psycopg import sql
 
 from callmeter_vocabulary.metrics import BY_KEY
 
-from . import quality, timescale
+from . import quality
 from .rollup import ROLLUP_METRICS, bin_of, bin_value
 
 Level = Literal["run", "group", "endpoint"]
@@ -43,11 +43,6 @@ _STATS = {
     ),
 }
 _HIST_KEY = {"run": "''", "group": "group_name", "endpoint": "endpoint_id"}
-
-
-def storage_mode(conn: psycopg.Connection[Any]) -> str:
-    row = conn.execute("SELECT mode FROM storage_mode").fetchone()
-    return str(row[0]) if row else "plain"
 
 
 def histograms(
@@ -280,14 +275,7 @@ def run_series(
 ) -> list[dict[str, Any]]:
     """Per-second (or per `bucket_s`) n/avg/min/max of the quality metrics, for the run,
     one group or one direction (quality.py): [{"t": time, metric: {n, avg, min, max}}].
-    date_bin over rollup_second; in TimescaleDB mode per-second buckets of the run or a
-    group come from the continuous aggregates (they have no direction)."""
-    if storage_mode(conn) == "timescaledb" and bucket_s == 1 and direction is None:
-        points: dict[datetime, dict[str, Any]] = {}
-        for t, metric, n, avg, lo, hi in timescale.run_series(conn, run_id, group):
-            point = points.setdefault(t, {"t": t})
-            point[metric] = {"n": int(n), "avg": avg, "min": lo, "max": hi}
-        return [points[t] for t in sorted(points)]
+    date_bin over rollup_second, in both storage modes."""
     series = direction_series(conn, run_id, group, bucket_s)
     key = "all" if direction is None else direction
     return [{"t": p["t"], **p[key]} for p in series if key in p]
