@@ -126,6 +126,7 @@ def run_bare(legs: int, duration: float, buildup: float) -> tuple[bool, float, f
                 str(base + 100 * p),
                 "",
                 str(duration),
+                str(buildup),  # it stays up until its last call has ended
             ],
             stdout=subprocess.PIPE,
             text=True,
