@@ -70,8 +70,6 @@ HEAD_FIELDS: tuple[str, ...] = SampleHead.__struct_fields__
 FIELDS: tuple[str, ...] = Sample.__struct_fields__  # HEAD_FIELDS + KEYS
 assert FIELDS == HEAD_FIELDS + KEYS
 
-encode = msgspec.json.Encoder().encode
-
 
 def make(
     endpoint_id: str,
