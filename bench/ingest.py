@@ -1,19 +1,24 @@
 """Ingest benchmark: JetStream -> metrics-ingest -> PostgreSQL, next to a raw binary COPY.
 
-Starts its own embedded NATS and PostgreSQL and a real metrics-ingest process,
-then measures, in the same run on the same servers:
-  1. raw COPY: psycopg binary COPY of N rows straight into metric_samples;
-  2. pipeline: N samples (every catalogue key) published to JetStream as the
-     MetricBatch messages workers publish (made ahead, as step 1's rows are)
-     until all N are visible in metric_samples and the rollups (publish and
-     ingest overlap); and again with the packing timed too: the samples handed
-     to each simulated worker's SampleBatcher, whose packing and encoding then
-     share the cores with ingest, NATS and PostgreSQL (workers run elsewhere);
-  3. latency: a steady 5,000 samples/s for a while, handed to the batchers as a
-     worker's supervisor does; sample handed over -> visible p50/p99.
+Starts its own embedded NATS and PostgreSQL and real metrics-ingest processes,
+then measures, in the same run on the same servers, at equal parallelism P
+(1 and N: P metrics-ingest processes against P COPY connections, each its own
+process):
+  1. raw COPY: P processes, each a psycopg binary COPY of its share of N rows
+     straight into metric_samples (rows made ahead, not timed);
+  2. pipeline: the same N samples published to JetStream as the MetricBatch
+     messages workers publish (made ahead, as step 1's rows are) until all N are
+     visible in metric_samples and the rollups (publish and ingest overlap), with
+     P metrics-ingest processes on the durable consumer; and again with the
+     packing timed too: the samples handed to each simulated worker's
+     SampleBatcher, whose packing and encoding then share the cores with ingest,
+     NATS and PostgreSQL (workers run elsewhere);
+  3. latency (at the largest P): a steady 5,000 samples/s for a while, handed to
+     the batchers as a worker's supervisor does; sample handed over -> visible
+     p50/p99.
 Steps 1 and 2 are repeated back to back (`pairs`, each on a new run) and the
 median ratios are printed, since these machines are shared and noisy. Prints
-pipeline / raw COPY (target >= 0.5) and the p99 latency (target < 2 s).
+pipeline / raw COPY per P (target >= 0.8) and the p99 latency (target < 2 s).
 
     python bench/ingest.py [N] [steady_seconds] [pairs] [ingest_processes]
 
@@ -26,6 +31,8 @@ fsync=off, JetStream's own 2-minute sync) measured in the same script.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import multiprocessing
 import os
 import random
 import shutil
@@ -35,27 +42,29 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from callmeter_common.bus import Bus
 from callmeter_common.procs import spawn, stop_group
-from callmeter_common.servers import start_nats, start_postgres
-from callmeter_events import MetricSample
+from callmeter_common.servers import NATS_SYNC_DEFAULT, start_nats, start_postgres
 from callmeter_events.codec import encode
 from callmeter_events.metric_events import MetricBatch
-from callmeter_events.metrics_catalogue import CATALOGUE
 from callmeter_storage.migrations import migrate
-from callmeter_storage.samples import COLUMNS, PG_TYPES, to_row
+from callmeter_storage.samples import WRITE_COLUMNS, WRITE_TYPES, rows_of
+from callmeter_vocabulary.metrics import CATALOGUE
+from callmeter_vocabulary.sample import SampleHead, make
 from callmeter_worker.supervisor.batcher import SampleBatcher
 
 RATE = 5_000
 CAPACITY = 200  # endpoints per worker (WorkerSettings.capacity): 250 endpoints, 2 workers
 
 
-def sample(run_id: str, endpoint: int, direction: str, seq: int, ts: datetime) -> MetricSample:
+def sample(run_id: str, endpoint: int, direction: str, seq: int, ts: datetime) -> SampleHead:
     """A plausible full-catalogue sample: G.711 at 50 packets/s with a little noise."""
     rnd = random.Random(hash((run_id, endpoint, direction, seq)))
     values: dict[str, float | int | str | None] = {}
@@ -67,17 +76,10 @@ def sample(run_id: str, endpoint: int, direction: str, seq: int, ts: datetime) -
         else:
             values[m.key] = round(rnd.uniform(0, 50), 3)
     values.update(mos=round(rnd.uniform(4.2, 4.41), 3), fraction_lost=rnd.choice([0.0, 0.02]))
-    return MetricSample(
-        run_id=run_id,
-        endpoint_id=f"G{endpoint % 4}-{endpoint}",
-        direction=direction,
-        seq=seq,
-        ts=ts,
-        metrics=values,
-    )
+    return make(f"G{endpoint % 4}-{endpoint}", direction, seq, values, ts)  # type: ignore[arg-type]
 
 
-def samples(run_id: str, n: int, endpoints: int = 250) -> list[MetricSample]:
+def samples(run_id: str, n: int, endpoints: int = 250) -> list[SampleHead]:
     start = datetime.now(UTC).replace(microsecond=0)
     out = []
     for i in range(n):
@@ -95,17 +97,41 @@ def checkpoint(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def raw_copy(url: str, rows: list[tuple[object, ...]]) -> float:
-    cols = ", ".join(COLUMNS)
-    checkpoint(url)
-    t0 = time.perf_counter()
+_COPY = f"COPY metric_samples ({', '.join(WRITE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+
+def copy_share(
+    url: str, run_id: str, n: int, share: int, shares: int, start: Any, out: Any
+) -> None:
+    """One raw COPY process: its share of the run's rows, made before the common start
+    (`start`, a barrier of every share), then COPYed and committed; (t0, t1) to `out`."""
+    rows = rows_of(run_id, samples(run_id, n)[share::shares])
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY metric_samples ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(PG_TYPES))
+        start.wait()
+        t0 = time.time()
+        with cur.copy(_COPY) as copy:
+            copy.set_types(list(WRITE_TYPES))
             for row in rows:
                 copy.write_row(row)
         conn.commit()
-    return time.perf_counter() - t0
+        out.put((t0, time.time()))
+
+
+def raw_copy(url: str, run_id: str, n: int, parallel: int) -> float:
+    """Seconds from the first COPY's start to the last commit, `parallel` processes."""
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(parallel), ctx.Queue()
+    procs = [
+        ctx.Process(target=copy_share, args=(url, run_id, n, i, parallel, start, out))
+        for i in range(parallel)
+    ]
+    checkpoint(url)
+    for proc in procs:
+        proc.start()
+    spans = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return max(t1 for _, t1 in spans) - min(t0 for t0, _ in spans)
 
 
 def stored(conn: psycopg.Connection[object], run_id: str) -> int:
@@ -122,14 +148,14 @@ def workers(bus: Bus, run_id: str) -> dict[int, SampleBatcher]:
     return {w: SampleBatcher(bus.publish, f"bench-{run_id}-{w}") for w in range(2)}
 
 
-def worker_of(e: MetricSample) -> int:
-    return int(e.endpoint_id.rpartition("-")[2]) // CAPACITY
+def worker_of(s: SampleHead) -> int:
+    return int(s.endpoint_id.rpartition("-")[2]) // CAPACITY
 
 
-async def publish_all(bus: Bus, events: list[MetricSample]) -> None:
-    batchers = workers(bus, events[0].run_id)
-    for i, e in enumerate(events):
-        batchers[worker_of(e)].add(e)
+async def publish_all(bus: Bus, run_id: str, made: list[SampleHead]) -> None:
+    batchers = workers(bus, run_id)
+    for i, s in enumerate(made):
+        batchers[worker_of(s)].add(run_id, s)
         if i % 1000 == 999:
             await asyncio.sleep(0)  # the supervisor yields between host messages too
     for b in batchers.values():
@@ -148,7 +174,7 @@ async def wait_stored(url: str, run_id: str, recv: int, timeout: float = 180) ->
 
 async def steady(bus: Bus, url: str, seconds: float) -> list[float]:
     """Publish RATE samples/s in 10 ms ticks; return publish->visible latencies (recv side)."""
-    events = samples("bench-steady", int(RATE * seconds))
+    made = samples("bench-steady", int(RATE * seconds))
     recv_sent: list[float] = []
     seen: list[tuple[float, int]] = []
     done = threading.Event()
@@ -162,11 +188,11 @@ async def steady(bus: Bus, url: str, seconds: float) -> list[float]:
     poller = threading.Thread(target=poll)
     poller.start()
     per_tick, t0, batchers = RATE // 100, time.perf_counter(), workers(bus, "bench-steady")
-    for i in range(0, len(events), per_tick):
+    for i in range(0, len(made), per_tick):
         await asyncio.sleep(max(0.0, t0 + i / RATE - time.perf_counter()))
-        for e in events[i : i + per_tick]:
-            batchers[worker_of(e)].add(e)
-            if e.direction == "recv":
+        for s in made[i : i + per_tick]:
+            batchers[worker_of(s)].add("bench-steady", s)
+            if s.direction == "recv":
                 recv_sent.append(time.perf_counter())
     for b in batchers.values():
         await b.flush()
@@ -184,16 +210,17 @@ async def steady(bus: Bus, url: str, seconds: float) -> list[float]:
     return sorted(latencies)
 
 
-def packed(events: list[MetricSample]) -> list[tuple[str, bytes, dict[str, str]]]:
+def packed(run_id: str, made: list[SampleHead]) -> list[tuple[str, bytes, dict[str, str]]]:
     """The messages workers publish for these samples, made ahead: one MetricBatch per
     worker per 500 samples, encoded, with its Nats-Msg-Id (what Bus.publish sends)."""
-    by_worker: dict[int, list[MetricSample]] = defaultdict(list)
-    for e in events:
-        by_worker[worker_of(e)].append(e)
+    by_worker: dict[int, list[SampleHead]] = defaultdict(list)
+    for s in made:
+        by_worker[worker_of(s)].append(s)
     out = []
     for w, mine in by_worker.items():
         for seq, i in enumerate(range(0, len(mine), 500), 1):
-            batch = MetricBatch.pack(mine[0].run_id, f"bench-{w}", seq, mine[i : i + 500])
+            chunk = tuple(mine[i : i + 500])
+            batch = MetricBatch(run_id=run_id, worker_id=f"bench-{w}", seq=seq, samples=chunk)
             out.append((batch.subject(), encode(batch), {"Nats-Msg-Id": batch.msg_id()}))
     return out
 
@@ -207,12 +234,12 @@ async def pipeline(
     (packing and encoding are worker CPU, here sharing the cores with ingest);
     else the messages are made ahead, as raw COPY's rows are, and only publishing
     them and storing them is timed."""
-    events = samples(run_id, n)
-    messages = [] if pack_timed else packed(events)
+    made = samples(run_id, n)
+    messages = [] if pack_timed else packed(run_id, made)
     checkpoint(url)
     t0 = time.perf_counter()
     if pack_timed:
-        await publish_all(bus, events)
+        await publish_all(bus, run_id, made)
     else:
         await asyncio.gather(*(bus.js.publish(s, d, headers=h) for s, d, h in messages))
     t_pub = time.perf_counter()
@@ -221,61 +248,94 @@ async def pipeline(
     return t_pub - t0, t1 - t0
 
 
-async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
-    data = Path(tempfile.mkdtemp(prefix="callmeter-bench-"))
-    nats, pg = start_nats(data / "nats"), start_postgres(data / "pg")
-    ingest = None
+@contextlib.asynccontextmanager
+async def platform(
+    base: Path, sync: str | None = None, **pg_settings: Any
+) -> AsyncIterator[tuple[Bus, str, str]]:
+    """Embedded NATS and PostgreSQL (migrated) in `base`: (bus, NATS url, database url)."""
+    nats = start_nats(base / "nats", sync=sync or NATS_SYNC_DEFAULT)
+    pg = start_postgres(base / "pg", **pg_settings)
     try:
         migrate(pg.url)
         bus = await Bus.connect(nats.url, "bench")
         await bus.ensure_streams()
-        env = {
-            "CALLMETER_NATS_URL": nats.url,
-            "CALLMETER_DATABASE_URL": pg.url,
-            "CALLMETER_LOG_LEVEL": "WARNING",
-        }
-        ingest = [
-            spawn([sys.executable, "-m", "callmeter_ingest"], data / f"ingest-{i}.log", env=env)
-            for i in range(processes)
-        ]
-        await asyncio.sleep(2)  # its consumer exists before we time anything
-        print(
-            f"samples: {n} x {len(COLUMNS)} columns, {os.cpu_count()} CPUs; {pairs} pairs;"
-            f" {processes} metrics-ingest process(es)"
-        )
-        ratios: dict[bool, list[float]] = {False: [], True: []}
-        for pair in range(pairs):
-            # Back to back, so all three see the same outside load.
-            raw_s = raw_copy(pg.url, [to_row(e) for e in samples(f"bench-raw-{pair}", n)])
-            line = f"  {pair + 1}: raw COPY {n / raw_s:8,.0f}/s"
-            for pack_timed in (False, True):
-                run_id = f"bench-pipe-{pair}-{'packing' if pack_timed else 'made'}"
-                pub_s, pipe_s = await pipeline(bus, pg.url, run_id, n, pack_timed)
-                ratios[pack_timed].append(raw_s / pipe_s)
-                line += (
-                    f" | {'packing timed' if pack_timed else 'pipeline'} {n / pipe_s:7,.0f}/s"
-                    f" (publishing {n / pub_s:7,.0f}/s) -> {raw_s / pipe_s:.2f}"
-                )
-            print(line)
-        print(
-            f"pipeline / raw COPY, median of {pairs}: {statistics.median(ratios[False]):.2f}"
-            f"   (target >= 0.5); with the workers' packing timed too:"
-            f" {statistics.median(ratios[True]):.2f}"
-        )
-        latencies = await steady(bus, pg.url, steady_s) if steady_s else []
-        await bus.close()
-        if latencies:
-            p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-            print(
-                f"steady {RATE}/s for {steady_s:.0f}s: publish->visible"
-                f" p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (target p99 < 2000 ms)"
-            )
+        try:
+            yield bus, nats.url, pg.url
+        finally:
+            await bus.close()
     finally:
-        for process in ingest or []:
-            stop_group(process)
         nats.stop()
         pg.stop()
+
+
+@contextlib.contextmanager
+def ingesting(base: Path, nats_url: str, database_url: str, processes: int) -> Iterator[None]:
+    """`processes` metrics-ingest processes on the durable consumer, stopped on exit."""
+    env = {
+        "CALLMETER_NATS_URL": nats_url,
+        "CALLMETER_DATABASE_URL": database_url,
+        "CALLMETER_LOG_LEVEL": "WARNING",
+    }
+    ingest = [
+        spawn([sys.executable, "-m", "callmeter_ingest"], base / f"ingest-{i}.log", env=env)
+        for i in range(processes)
+    ]
+    try:
+        time.sleep(2)  # its consumer exists before we time anything
+        yield
+    finally:
+        for process in ingest:
+            stop_group(process)
+
+
+async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
+    data = Path(tempfile.mkdtemp(prefix="callmeter-bench-"))
+    try:
+        async with platform(data) as (bus, nats_url, url):
+            print(
+                f"samples: {n} x {len(WRITE_COLUMNS)} columns, {os.cpu_count()} CPUs;"
+                f" {pairs} pairs at each parallelism"
+            )
+            medians = []
+            for parallel in sorted({1, processes}):
+                with ingesting(data, nats_url, url, parallel):
+                    medians.append((parallel, *await compare(bus, url, n, pairs, parallel)))
+                    if parallel == processes and steady_s:
+                        latencies = await steady(bus, url, steady_s)
+            for parallel, made, packing in medians:
+                print(
+                    f"{parallel} ingest process(es) vs {parallel} COPY connection(s):"
+                    f" pipeline / raw COPY, median of {pairs}: {made:.2f} (target >= 0.8);"
+                    f" with the workers' packing timed too: {packing:.2f}"
+                )
+        if steady_s:
+            p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+            print(
+                f"steady {RATE}/s for {steady_s:.0f}s, {processes} ingest process(es):"
+                f" publish->visible p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+                " (target p99 < 2000 ms)"
+            )
+    finally:
         shutil.rmtree(data, ignore_errors=True)  # gigabytes of samples and WAL
+
+
+async def compare(bus: Bus, url: str, n: int, pairs: int, parallel: int) -> tuple[float, float]:
+    """Median ratios pipeline / raw COPY (made messages, packing timed) over `pairs`."""
+    ratios: dict[bool, list[float]] = {False: [], True: []}
+    for pair in range(pairs):
+        # Back to back, so all three see the same outside load.
+        raw_s = raw_copy(url, f"bench-raw-{parallel}-{pair}", n, parallel)
+        line = f"  P={parallel} {pair + 1}: raw COPY {n / raw_s:8,.0f}/s"
+        for pack_timed in (False, True):
+            run_id = f"bench-pipe-{parallel}-{pair}-{'packing' if pack_timed else 'made'}"
+            pub_s, pipe_s = await pipeline(bus, url, run_id, n, pack_timed)
+            ratios[pack_timed].append(raw_s / pipe_s)
+            line += (
+                f" | {'packing timed' if pack_timed else 'pipeline'} {n / pipe_s:7,.0f}/s"
+                f" (publishing {n / pub_s:7,.0f}/s) -> {raw_s / pipe_s:.2f}"
+            )
+        print(line, flush=True)
+    return statistics.median(ratios[False]), statistics.median(ratios[True])
 
 
 # (label, PostgreSQL fsync, synchronous_commit, JetStream sync_interval); the first is
@@ -293,31 +353,11 @@ async def durability_round(data: Path, setting: int, n: int, run_id: str) -> flo
     on that setting's own data directories, so earlier rounds' data is there too)."""
     _, fsync, commit, sync = DURABILITY[setting]
     base = data / f"setting-{setting}"
-    nats = start_nats(base / "nats", sync=sync)
-    pg = start_postgres(base / "pg", synchronous_commit=commit, fsync=fsync)
-    ingest = []
-    try:
-        migrate(pg.url)
-        bus = await Bus.connect(nats.url, "bench")
-        await bus.ensure_streams()
-        env = {
-            "CALLMETER_NATS_URL": nats.url,
-            "CALLMETER_DATABASE_URL": pg.url,
-            "CALLMETER_LOG_LEVEL": "WARNING",
-        }
-        ingest = [
-            spawn([sys.executable, "-m", "callmeter_ingest"], base / f"ingest-{i}.log", env=env)
-            for i in range(2)
-        ]
-        await asyncio.sleep(2)  # its consumer exists before we time anything
-        _, pipe_s = await pipeline(bus, pg.url, run_id, n, pack_timed=False)
-        await bus.close()
-        return n / pipe_s
-    finally:
-        for process in ingest:
-            stop_group(process)
-        nats.stop()
-        pg.stop()
+    settings = {"synchronous_commit": commit, "fsync": fsync}
+    async with platform(base, sync, **settings) as (bus, nats_url, url):
+        with ingesting(base, nats_url, url, 2):
+            _, pipe_s = await pipeline(bus, url, run_id, n, pack_timed=False)
+    return n / pipe_s
 
 
 async def durability(n: int, rounds: int) -> None:

@@ -33,9 +33,9 @@ from callmeter_events import (
     TestDefinition,
     decode,
 )
-from callmeter_events.metrics_catalogue import KEYS
 from callmeter_projections import RunsProjection
 from callmeter_storage.readmodels import doc
+from callmeter_vocabulary.metrics import KEYS
 
 ENDPOINTS, SECONDS = 16, 300
 

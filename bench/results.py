@@ -26,12 +26,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from callmeter_common.servers import start_postgres
-from callmeter_events.metrics_catalogue import CATALOGUE
 from callmeter_ingest.writer import write_rows
 from callmeter_storage import results
 from callmeter_storage.compaction import fold_rollups
 from callmeter_storage.migrations import migrate
 from callmeter_storage.rollup import group_of
+from callmeter_vocabulary.metrics import CATALOGUE
 
 RUN = "bench-run"
 FOLD_EVERY = 5  # seconds of samples between folds of the rollup deltas (ingest's default)

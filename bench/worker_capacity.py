@@ -5,11 +5,17 @@ For each size N on the ladder (legs = endpoints; N/2 calls), in the same run:
             each, tone source, VAD off, 1 Hz getStreamStat) - no NATS, no platform
   platform  the whole platform (embedded NATS + Postgres, one worker) running a
             test with N/2 callers -> N/2 receivers; samples counted in Postgres
-A size passes when every leg's median received rate is >= 49 pkt/s (stable 50)
-and, for the platform, < 1 % of the expected per-second samples are missing.
-Prints the largest passing N of each, the ratio platform/bare and RSS per leg.
+Both sides start their calls with the same stagger: call k of n starts
+buildup * k / n seconds after the first (the platform's buildup_s does the same
+per group). A size passes when every leg's median received rate is >= 49 pkt/s
+(stable 50) and, for the platform, < 1 % of the expected per-second samples are
+missing. The ladder grows by --factor from --start until both sides have failed
+(a side that failed is not run at larger sizes), up to --max. Prints the largest
+passing N of each, in legs per core too, the ratio platform/bare of those, the
+largest size both pass, and RSS per leg.
 
-    python bench/worker_capacity.py [--ladder 40,80,160] [--duration 10]
+    python bench/worker_capacity.py [--start 16] [--factor 1.5] [--max 1024]
+                                    [--duration 10] [--buildup 5]
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 BARE = r"""
 import json, sys, time, pjsua2 as pj
 role, port, rtp, targets, dur = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
+delays = [float(d) for d in sys.argv[6].split(",")] if len(sys.argv) > 6 and sys.argv[6] else []
 ep = pj.Endpoint(); ep.libCreate(); c = pj.EpConfig()
 c.uaConfig.threadCnt = 0; c.uaConfig.mainThreadOnly = True; c.medConfig.noVad = True
 c.logConfig.level = c.logConfig.consoleLevel = 0
@@ -52,12 +59,12 @@ class Acc(pj.Account):
 a = pj.AccountConfig(); a.idUri = f"sip:u@127.0.0.1:{port}"
 a.mediaConfig.transportConfig.port = rtp; a.mediaConfig.transportConfig.portRange = 20
 acc = Acc(); acc.create(a)
-if role == "caller":
-    for uri in targets.split(","):
-        call = Call(acc); call.makeCall(uri, pj.CallOpParam(True)); calls.append(call)
 print("ready", flush=True)
-rates = {}; last = {}; end = time.monotonic() + dur + (0 if role == "caller" else 5); nxt = time.monotonic() + 1
+start = time.monotonic(); pending = list(zip(delays, targets.split(","))) if role == "caller" else []
+rates = {}; last = {}; end = start + max(delays, default=0) + dur + (0 if role == "caller" else 5); nxt = start + 1
 while time.monotonic() < end:
+    while pending and time.monotonic() - start >= pending[0][0]:  # the stagger, as the platform's
+        call = Call(acc); call.makeCall(pending.pop(0)[1], pj.CallOpParam(True)); calls.append(call)
     ep.libHandleEvents(10)
     if time.monotonic() >= nxt:
         nxt += 1
@@ -100,12 +107,13 @@ def host_pids() -> list[int]:
     return pids
 
 
-def run_bare(legs: int, duration: float) -> tuple[bool, float, float]:
-    """(passed, worst median rate, RSS kB per leg) for legs/2 bare calls."""
+def run_bare(legs: int, duration: float, buildup: float) -> tuple[bool, float, float]:
+    """(passed, worst median rate, RSS kB per leg) for legs/2 bare calls, call k of n
+    started buildup * k / n seconds after the first."""
     from callmeter_common.procs import free_port
 
     pairs, procs = max(1, legs // 8), []
-    base = 30_000
+    base, calls = 30_000, max(1, legs // 8) * 4
     for p in range(pairs):
         rport, cport = free_port(kind=2), free_port(kind=2)
         recv = subprocess.Popen(
@@ -118,12 +126,14 @@ def run_bare(legs: int, duration: float) -> tuple[bool, float, float]:
                 str(base + 100 * p),
                 "",
                 str(duration),
+                str(buildup),  # it stays up until its last call has ended
             ],
             stdout=subprocess.PIPE,
             text=True,
         )
         recv.stdout.readline()
         targets = ",".join(f"sip:u@127.0.0.1:{rport}" for _ in range(4))
+        delays = ",".join(f"{buildup * (4 * p + k) / calls:.3f}" for k in range(4))
         call = subprocess.Popen(
             [
                 sys.executable,
@@ -134,16 +144,17 @@ def run_bare(legs: int, duration: float) -> tuple[bool, float, float]:
                 str(base + 100 * p + 50),
                 targets,
                 str(duration),
+                delays,
             ],
             stdout=subprocess.PIPE,
             text=True,
         )
         procs += [recv, call]
-    time.sleep(duration / 2)
+    time.sleep(buildup + duration / 2)  # every call up
     mem = rss_kb([p.pid for p in procs])
     medians = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=duration + 60)
+        out, _ = proc.communicate(timeout=buildup + duration + 60)
         if proc.args[3] != "caller":
             continue  # receivers outlive their calls; callers measure exactly the call time
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
@@ -153,7 +164,7 @@ def run_bare(legs: int, duration: float) -> tuple[bool, float, float]:
     return worst >= 49, worst, mem / (pairs * 8)
 
 
-def run_platform(platform, database_url: str, legs: int, duration: float):  # type: ignore[no-untyped-def]
+def run_platform(platform, database_url: str, legs: int, duration: float, buildup: float):  # type: ignore[no-untyped-def]
     import psycopg
 
     n = max(1, legs // 2)
@@ -161,10 +172,11 @@ def run_platform(platform, database_url: str, legs: int, duration: float):  # ty
         {
             "name": f"capacity-{legs}",
             "duration_s": duration,
+            "buildup_s": buildup,
             "groups": [{"name": "A", "endpoints": n, "calls": "B"}, {"name": "B", "endpoints": n}],
         }
     )
-    deadline, mem = time.monotonic() + duration + 120, 0
+    deadline, mem = time.monotonic() + buildup + duration + 120, 0
     while time.monotonic() < deadline:
         _, run = platform.request("GET", f"/api/v1/runs/{run_id}")
         if sum(1 for e in run.get("endpoints", []) if e.get("phase") == "INCALL") >= legs * 0.9:
@@ -193,10 +205,21 @@ def run_platform(platform, database_url: str, legs: int, duration: float):  # ty
     return ok, worst, missing, mem / legs
 
 
+def ladder(start: int, factor: float, top: int) -> list[int]:
+    """Sizes from `start`, each `factor` times the last, in whole groups of 8 legs."""
+    sizes = [start]
+    while sizes[-1] < top:
+        sizes.append(min(top, max(sizes[-1] + 8, round(sizes[-1] * factor / 8) * 8)))
+    return sizes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ladder", default="16,48,96")
+    ap.add_argument("--start", type=int, default=16)
+    ap.add_argument("--factor", type=float, default=1.5)
+    ap.add_argument("--max", type=int, default=1024)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--buildup", type=float, default=5.0)
     args = ap.parse_args()
     from callmeter_common.servers import start_nats, start_postgres
     from tests.support.platform import TestPlatform
@@ -207,40 +230,53 @@ def main() -> None:
     platform = TestPlatform(work / "platform", nats.url, pg.url)
     platform.env["CALLMETER_CAPACITY"] = "2000"
     best = {"bare": (0, 0.0), "platform": (0, 0.0)}
+    failed: set[str] = set()
+    both = 0  # the largest size both pass
     try:
         platform.start_services()
         platform.wait_for_api()
         platform.wait_workers(1)
-        for legs in [int(x) for x in args.ladder.split(",")]:
-            ok_b, rate_b, mem_b = run_bare(legs, args.duration)
-            print(
-                f"bare     {legs:4d} legs: {'ok  ' if ok_b else 'FAIL'} worst median"
-                f" {rate_b:5.1f} pkt/s, {mem_b / 1024:5.1f} MB/leg",
-                flush=True,
-            )
-            ok_p, rate_p, missing, mem_p = run_platform(platform, pg.url, legs, args.duration)
-            print(
-                f"platform {legs:4d} legs: {'ok  ' if ok_p else 'FAIL'} worst median"
-                f" {rate_p:5.1f} pkt/s, {100 * missing:4.1f} % samples missing,"
-                f" {mem_p / 1024:5.1f} MB/leg (hosts)",
-                flush=True,
-            )
-            if ok_b:
-                best["bare"] = (legs, mem_b)
-            if ok_p:
-                best["platform"] = (legs, mem_p)
-            if not (ok_b or ok_p):
+        for legs in ladder(args.start, args.factor, args.max):
+            passed = set()
+            if "bare" not in failed:
+                ok, rate, mem = run_bare(legs, args.duration, args.buildup)
+                print(
+                    f"bare     {legs:4d} legs: {'ok  ' if ok else 'FAIL'} worst median"
+                    f" {rate:5.1f} pkt/s, {mem / 1024:5.1f} MB/leg",
+                    flush=True,
+                )
+                if ok:
+                    best["bare"], passed = (legs, mem), passed | {"bare"}
+            if "platform" not in failed:
+                ok, rate, missing, mem = run_platform(
+                    platform, pg.url, legs, args.duration, args.buildup
+                )
+                print(
+                    f"platform {legs:4d} legs: {'ok  ' if ok else 'FAIL'} worst median"
+                    f" {rate:5.1f} pkt/s, {100 * missing:4.1f} % samples missing,"
+                    f" {mem / 1024:5.1f} MB/leg (hosts)",
+                    flush=True,
+                )
+                if ok:
+                    best["platform"], passed = (legs, mem), passed | {"platform"}
+            failed |= {"bare", "platform"} - passed
+            if passed == {"bare", "platform"}:
+                both = legs
+            if failed == {"bare", "platform"}:
                 break
+        else:
+            print(f"(stopped at --max {args.max} before both failed)")
     finally:
         platform.stop()
         nats.stop()
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
-    bare, plat = best["bare"][0], best["platform"][0]
+    bare, plat, cores = best["bare"][0], best["platform"][0], os.cpu_count() or 1
     ratio = plat / bare if bare else float("nan")
     print(
-        f"largest passing size: bare {bare} legs, platform {plat} legs;"
-        f" ratio platform/bare {ratio:.2f} (target >= 0.8);"
+        f"largest passing size: bare {bare} legs ({bare / cores:.0f} per core),"
+        f" platform {plat} legs ({plat / cores:.0f} per core), {cores} cores;"
+        f" ratio platform/bare {ratio:.2f} (target >= 0.8); largest size both pass: {both};"
         f" RSS per leg: bare {best['bare'][1] / 1024:.1f} MB,"
         f" platform hosts {best['platform'][1] / 1024:.1f} MB"
     )

@@ -25,7 +25,7 @@ from .endpoint_events import (
     ScenarioActionExecuted,
     SpeechQualityMeasured,
 )
-from .metric_events import MetricBatch, MetricSample, SipMessage
+from .metric_events import MetricBatch, MetricSample, SipMessage, batch_v1_to_v2
 from .platform_events import PlatformOutage
 from .run_events import (
     CapacityStepJudged,
@@ -93,7 +93,7 @@ _ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
 
 # (event type, version it upgrades from) -> function returning the next version's payload.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {("MetricBatch", 1): batch_v1_to_v2}
 
 
 class EventDecodeError(ValueError):

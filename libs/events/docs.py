@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .metrics_catalogue import CATALOGUE, NULL_IN_PJSIP
+from callmeter_vocabulary.metrics import CATALOGUE, NULL_IN_PJSIP
 
 HEADER = """# Metric reference
 
 Every endpoint reports one sample per second for each direction (`send`, `recv`);
 each sample carries every key below (so {total} values per endpoint per second).
 A key PJSIP cannot measure in a direction is `null`, never an estimate.
-Generated from `libs/events/metrics_catalogue.py` by
+Generated from `libs/vocabulary/metrics.py` by
 `python -m callmeter_events.docs > docs/metrics.md`.
 
 MOS and R-factor follow the ITU-T G.107 E-model (simplified form, see

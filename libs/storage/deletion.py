@@ -1,15 +1,15 @@
 """Deleting whole runs from PostgreSQL: every table with a run_id column, in one transaction.
 
 The tables are found in the catalogue, not listed here, so a table added later
-cannot be forgotten. TimescaleDB's continuous aggregates are refreshed over the
-run's time range afterwards (they are views, not tables). The streams are the
+cannot be forgotten (the rollups are tables too: there are no continuous
+aggregates to refresh, docs/architecture.md). The streams are the
 caller's to purge first (callmeter_common.retention), or a projector folding the
 run's events again would write its rows back.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -29,36 +29,14 @@ def run_tables(conn: psycopg.Connection[Any]) -> list[str]:
     return [r[0] for r in conn.execute(RUN_TABLES).fetchall()]
 
 
-def _continuous_aggregates(conn: psycopg.Connection[Any]) -> list[str]:
-    exists = conn.execute("SELECT to_regclass('timescaledb_information.continuous_aggregates')")
-    if exists.fetchone()[0] is None:  # type: ignore[index]
-        return []
-    rows = conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates")
-    return [r[0] for r in rows.fetchall()]
-
-
 def delete_run_rows(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
     """Delete every row of the run; returns the rows deleted per table."""
-    span = conn.execute(
-        "SELECT min(time), max(time) FROM metric_samples WHERE run_id = %s", (run_id,)
-    ).fetchone()
     deleted: dict[str, int] = {}
     with conn.transaction():
         for table in run_tables(conn):
             cur = conn.execute(f'DELETE FROM "{table}" WHERE run_id = %s', (run_id,))
             deleted[table] = cur.rowcount
-    if span and span[0] is not None:
-        _refresh(conn, span[0], span[1])
     return deleted
-
-
-def _refresh(conn: psycopg.Connection[Any], lo: datetime, hi: datetime) -> None:
-    for view in _continuous_aggregates(conn):
-        # CALL cannot run inside a transaction block: the connection must be autocommit.
-        conn.execute(
-            "CALL refresh_continuous_aggregate(%s, %s, %s)",
-            (view, lo - timedelta(minutes=1), hi + timedelta(minutes=1)),
-        )
 
 
 def expired_runs(conn: psycopg.Connection[Any], before: datetime) -> list[str]:

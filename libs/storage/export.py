@@ -8,7 +8,7 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
-from callmeter_events.metrics_catalogue import CATALOGUE
+from callmeter_vocabulary.metrics import CATALOGUE
 
 from .samples import COLUMNS
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from callmeter_events.metrics_catalogue import BY_KEY as CATALOGUE_BY_KEY
-from callmeter_events.metrics_catalogue import CATALOGUE
+from callmeter_vocabulary.metrics import BY_KEY as CATALOGUE_BY_KEY
+from callmeter_vocabulary.metrics import CATALOGUE
 
 from . import calls, partitions, rollup_deltas, timescale, traces
 from .samples import TIMING_KEYS
@@ -82,7 +82,7 @@ CREATE TABLE endpoints (
 
 def m003_rollups(conn: psycopg.Connection) -> None:
     # group_name is filled by ingest from the endpoint id, so per-group series
-    # (and TimescaleDB's per-group continuous aggregate) need no join.
+    # need no join.
     conn.execute("ALTER TABLE metric_samples ADD COLUMN group_name text")
     timings = ",\n".join(f"    {k} {_SQL_TYPE[CATALOGUE_BY_KEY[k].kind]}" for k in TIMING_KEYS)
     conn.execute(f"""
@@ -192,6 +192,14 @@ def m021_sip_messages(conn: psycopg.Connection) -> None:
     traces.create(conn, timescale=bool(mode and mode[0] == "timescaledb"))
 
 
+def m025_no_continuous_aggregates(conn: psycopg.Connection) -> None:
+    # TimescaleDB mode kept per-second continuous aggregates beside the rollups, for
+    # /series only; the rollups answer it in both modes (docs/architecture.md).
+    mode = conn.execute("SELECT mode FROM storage_mode").fetchone()
+    if mode and mode[0] == "timescaledb":
+        timescale.drop_continuous_aggregates(conn)
+
+
 def m030_secrets(conn: psycopg.Connection) -> None:
     # data_key: the secret's own key wrapped by the master key; deleting the row shreds it
     conn.execute("""
@@ -239,7 +247,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (13, "columns for catalogue keys added since m001", m013_catalogue_columns),
     (20, "fold version of the read models", m020_projection_versions),
     (21, "SIP messages", m021_sip_messages),
-    (30, "secret store", m030_secrets),  # 22-29 left for work in flight
+    (25, "one aggregation path: no continuous aggregates", m025_no_continuous_aggregates),
+    (30, "secret store", m030_secrets),  # 22-24, 26-29 left for work in flight
     (31, "registrars and SIP account pools", m031_registrars_and_pools),
     (40, "call records", m040_call_records),  # 32-39 left for work in flight
 ]
@@ -250,7 +259,7 @@ def migrate(url: str, settings: StorageSettings | None = None) -> str:
 
     Concurrent callers (every service migrates at start-up) queue on the lock and
     find nothing left to do. Then the start-up upkeep: day partitions ahead and
-    the retention policy (plain mode) or the TimescaleDB retention and refresh policies.
+    the retention policy (plain mode) or the TimescaleDB retention policy.
     """
     settings = settings or StorageSettings()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -275,7 +284,6 @@ def migrate(url: str, settings: StorageSettings | None = None) -> str:
             row = conn.execute("SELECT mode FROM storage_mode").fetchone()
             if row and row[0] == "timescaledb":
                 timescale.apply_retention(conn, settings.retention_days)
-                timescale.ensure_refresh_policies(conn)
             else:
                 partitions.ensure_ahead(conn, settings.partition_days_ahead)
                 partitions.drop_expired(conn, settings.retention_days)

@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from callmeter_events.metrics_catalogue import DIRECTIONS
+from callmeter_vocabulary import GOOD_OUTCOMES, Outcome, Phase
+from callmeter_vocabulary.metrics import DIRECTIONS
 
 from .rollup import COUNTED_ONLY, ROLLUP_METRICS, percentiles
 
@@ -269,3 +270,33 @@ def series(rows: SeriesRows, direction_of: Mapping[str, str | None]) -> list[dic
 
 def _point(acc: Acc) -> Stats:
     return {"n": acc.n, "avg": acc.total / acc.n if acc.n else None, "min": acc.lo, "max": acc.hi}
+
+
+def success_rates(
+    endpoints: Iterable[tuple[str | None, str | None, str | None, int]],
+) -> dict[str, Any]:
+    """The success rates, in percent, of endpoints counted as (role, phase, outcome,
+    how many): the one definition the results, the run pages and the thresholds use.
+
+    call_success_rate: of the callers that finished, those whose outcome is good
+    (SUCCESS or COMPLETED_WITH_WARNINGS). registration_success_rate: of the endpoints
+    that tried to register (got past INITIALIZING, or finished), those that did not end
+    REGISTRATION_FAILED; a direct-mode endpoint counts as registered once it is ready,
+    since nothing can fail there. Null when there is nothing to count yet.
+    """
+    finished = callers = called = tried = registered = 0
+    for role, phase, outcome, n in endpoints:
+        finished += n if outcome is not None else 0
+        if role == "caller" and outcome is not None:
+            callers += n
+            called += n if outcome in GOOD_OUTCOMES else 0
+        if outcome is not None or (phase is not None and phase != Phase.INITIALIZING):
+            tried += n
+            registered += n if outcome != Outcome.REGISTRATION_FAILED else 0
+    return {
+        "endpoints_finished": finished,
+        "callers_finished": callers,
+        "call_success_rate": 100.0 * called / callers if callers else None,
+        "registration_attempts": tried,
+        "registration_success_rate": 100.0 * registered / tried if tried else None,
+    }

@@ -6,8 +6,6 @@ from typing import Any
 
 import psycopg
 
-from callmeter_events import GOOD_OUTCOMES
-
 from . import quality
 from . import stats as stats_mod
 
@@ -73,46 +71,6 @@ def test_row(conn: psycopg.Connection[Any], test_id: str) -> dict[str, Any] | No
         "SELECT doc FROM tests WHERE test_id = %s AND NOT deleted", (test_id,)
     ).fetchone()
     return row[0] if row else None
-
-
-_OK_OUTCOMES = "(" + ", ".join(sorted(f"'{o}'" for o in GOOD_OUTCOMES)) + ")"
-_RATES = f"""
-SELECT {{key}} AS name,
-  count(*) FILTER (WHERE outcome IS NOT NULL) AS finished,
-  count(*) FILTER (WHERE outcome IN {_OK_OUTCOMES}) AS succeeded,
-  count(*) FILTER (WHERE outcome IS NOT NULL OR phase NOT IN ('INITIALIZING')) AS reg_tried,
-  count(*) FILTER (WHERE (outcome IS NOT NULL OR phase NOT IN ('INITIALIZING'))
-                   AND outcome IS DISTINCT FROM 'REGISTRATION_FAILED') AS reg_ok
-FROM endpoints WHERE run_id = %s {{group_by}}
-"""
-
-
-def _ratio(a: int, b: int) -> float | None:
-    return a / b if b else None
-
-
-def success_rates(
-    conn: psycopg.Connection[Any], run_id: str, by_group: bool = False
-) -> dict[str, dict[str, Any]]:
-    """Call and registration success from the endpoints read model, for the run ("")
-    or per group.
-
-    Call success: finished endpoints whose outcome is SUCCESS or
-    COMPLETED_WITH_WARNINGS. Registration success: endpoints that got past
-    INITIALIZING (or finished) without REGISTRATION_FAILED; direct-mode endpoints
-    count as registered, since nothing can fail there.
-    """
-    key, group_by = ("group_name", "GROUP BY group_name") if by_group else ("''", "")
-    rows = conn.execute(_RATES.format(key=key, group_by=group_by), (run_id,))
-    out = {}
-    for name, finished, ok, reg_tried, reg_ok in rows.fetchall():
-        out[name] = {
-            "endpoints_finished": finished,
-            "call_success_rate": _ratio(ok, finished),
-            "registration_attempts": reg_tried,
-            "registration_success_rate": _ratio(reg_ok, reg_tried),
-        }
-    return out
 
 
 def outcomes(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
@@ -208,8 +166,8 @@ def speech_quality(
 def run_results(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     """Everything the results page shows, from aggregates: run (its quality figures
     from the worse direction), directions, groups, endpoints."""
-    rates = success_rates(conn, run_id)
-    group_rates = success_rates(conn, run_id, by_group=True)
+    rates = stats_mod.success_rates(conn, run_id)
+    group_rates = stats_mod.success_rates(conn, run_id, by_group=True)
     q = stats_mod.run_quality(conn, run_id, groups=True)
     groups = q["groups"]
     endpoints = stats_mod.metric_stats(conn, run_id, "endpoint")

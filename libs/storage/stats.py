@@ -21,9 +21,9 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from callmeter_events.metrics_catalogue import BY_KEY
+from callmeter_vocabulary.metrics import BY_KEY
 
-from . import quality, timescale
+from . import quality
 from .rollup import ROLLUP_METRICS, bin_of, bin_value
 
 Level = Literal["run", "group", "endpoint"]
@@ -43,11 +43,6 @@ _STATS = {
     ),
 }
 _HIST_KEY = {"run": "''", "group": "group_name", "endpoint": "endpoint_id"}
-
-
-def storage_mode(conn: psycopg.Connection[Any]) -> str:
-    row = conn.execute("SELECT mode FROM storage_mode").fetchone()
-    return str(row[0]) if row else "plain"
 
 
 def histograms(
@@ -110,8 +105,7 @@ def run_quality(
     time, so percentiles are null then.
     """
     definition = run_definition(conn, run_id) if definition is None else definition
-    names = [g["name"] for g in (definition or {}).get("groups", [])]
-    direction_of = {g: quality.receive_direction(definition, g) for g in names}
+    direction_of = _direction_of(definition)
     out: dict[str, Any] = {"group_direction": direction_of}
     if groups:  # per group, then summed into the directions
         rows = conn.execute(_STATS["group"], (run_id,)).fetchall()
@@ -120,12 +114,7 @@ def run_quality(
         accs = quality.combine(per_group, key_of)
         out["groups"] = {g: quality.figures(per) for g, per in per_group.items()}
     else:  # summed per direction by the database: fewer rows to fold here
-        sides = {
-            "run": run_id,
-            "until": until,
-            "send": [g for g, d in direction_of.items() if d == quality.SEND],
-            "recv": [g for g, d in direction_of.items() if d == quality.RECV],
-        }
+        sides = _sides(conn, run_id, definition, until)
         rows = conn.execute(_SIDE_STATS_UNTIL if until else _SIDE_STATS, sides).fetchall()
         hist = [] if until else conn.execute(_SIDE_HIST, sides).fetchall()
         accs = quality.accumulate(rows, hist)
@@ -133,6 +122,28 @@ def run_quality(
     out["directions"] = directions
     out["worst"] = quality.headline(directions)
     return out
+
+
+def _direction_of(definition: dict[str, Any] | None) -> dict[str, str | None]:
+    names = [g["name"] for g in (definition or {}).get("groups", [])]
+    return {g: quality.receive_direction(definition, g) for g in names}
+
+
+def _sides(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    definition: dict[str, Any] | None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """The parameters of _SIDE: the groups each direction's rows come from."""
+    definition = run_definition(conn, run_id) if definition is None else definition
+    direction_of = _direction_of(definition)
+    return {
+        "run": run_id,
+        "until": until,
+        "send": [g for g, d in direction_of.items() if d == quality.SEND],
+        "recv": [g for g, d in direction_of.items() if d == quality.RECV],
+    }
 
 
 # The direction a group's rows count for (quality.receive_direction), in SQL.
@@ -210,25 +221,49 @@ def window_threshold_values(
 
 
 def mos_histogram(
-    conn: psycopg.Connection[Any], run_id: str, group: str | None = None, width: float = 0.1
-) -> list[dict[str, float | int]]:
-    """Receive-side MOS counts in `width`-wide buckets from 1.0 to 4.5 (empty ones too)."""
-    where, args = ("AND group_name = %s", (run_id, group)) if group else ("", (run_id,))
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    definition: dict[str, Any] | None = None,
+    width: float = 0.1,
+) -> dict[str, list[dict[str, float | int]]]:
+    """Per direction (as run_quality: "send", "recv", or "group:<name>" when a group's
+    direction is unknown), the receive-side MOS counts in `width`-wide buckets from 1.0
+    to 4.5 (empty ones too). Never both directions in one histogram: a good direction
+    would hide a bad one."""
+    sides = _sides(conn, run_id, definition)
     rows = conn.execute(
-        "SELECT bin, sum(n) FROM rollup_hist WHERE run_id = %s AND metric = 'mos' "
-        + where
-        + " GROUP BY bin",
-        args,
+        f"SELECT {_SIDE}, bin, sum(n) FROM rollup_hist WHERE run_id = %(run)s AND metric = 'mos'"
+        " GROUP BY 1, 2",
+        sides,
     ).fetchall()
     buckets = round(3.5 / width)
-    counts = [0] * buckets
-    for index, n in rows:
+    counts: dict[str, list[int]] = defaultdict(lambda: [0] * buckets)
+    for side, index, n in rows:
         value = bin_value("mos", int(index))
-        counts[min(buckets - 1, int((value - 1.0) / width))] += int(n)
-    return [
-        {"lo": round(1.0 + i * width, 3), "hi": round(1.0 + (i + 1) * width, 3), "count": c}
-        for i, c in enumerate(counts)
-    ]
+        counts[side][min(buckets - 1, int((value - 1.0) / width))] += int(n)
+    return {
+        side: [
+            {"lo": round(1.0 + i * width, 3), "hi": round(1.0 + (i + 1) * width, 3), "count": c}
+            for i, c in enumerate(per)
+        ]
+        for side, per in sorted(counts.items())
+    }
+
+
+def success_rates(
+    conn: psycopg.Connection[Any], run_id: str, by_group: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The run's success rates (quality.success_rates, in percent) from the endpoints
+    read model, for the run ("") or per group."""
+    rows = conn.execute(
+        "SELECT group_name, doc->>'role', phase, outcome, count(*) FROM endpoints"
+        " WHERE run_id = %s GROUP BY 1, 2, 3, 4",
+        (run_id,),
+    ).fetchall()
+    by: dict[str, list[tuple[Any, Any, Any, int]]] = defaultdict(list)
+    for group, role, phase, outcome, n in rows:
+        by[group if by_group else ""].append((role, phase, outcome, n))
+    return {name: quality.success_rates(eps) for name, eps in by.items()}
 
 
 def run_series(
@@ -240,14 +275,7 @@ def run_series(
 ) -> list[dict[str, Any]]:
     """Per-second (or per `bucket_s`) n/avg/min/max of the quality metrics, for the run,
     one group or one direction (quality.py): [{"t": time, metric: {n, avg, min, max}}].
-    date_bin over rollup_second; in TimescaleDB mode per-second buckets of the run or a
-    group come from the continuous aggregates (they have no direction)."""
-    if storage_mode(conn) == "timescaledb" and bucket_s == 1 and direction is None:
-        points: dict[datetime, dict[str, Any]] = {}
-        for t, metric, n, avg, lo, hi in timescale.run_series(conn, run_id, group):
-            point = points.setdefault(t, {"t": t})
-            point[metric] = {"n": int(n), "avg": avg, "min": lo, "max": hi}
-        return [points[t] for t in sorted(points)]
+    date_bin over rollup_second, in both storage modes."""
     series = direction_series(conn, run_id, group, bucket_s)
     key = "all" if direction is None else direction
     return [{"t": p["t"], **p[key]} for p in series if key in p]

@@ -10,12 +10,13 @@ redelivered message a no-op and serves the ladder query.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
 from callmeter_events import SipMessage
+
+from . import partitions
 
 TABLE = """
 CREATE TABLE sip_messages (
@@ -25,27 +26,9 @@ CREATE TABLE sip_messages (
     PRIMARY KEY (run_id, endpoint_id, ts, event_id)
 )"""
 
-ENSURE_FUNCTION = """
-CREATE OR REPLACE FUNCTION callmeter_ensure_trace_partition(day date) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    part text := 'sip_messages_' || to_char(day, 'YYYYMMDD');
-    lo timestamptz := day::timestamp AT TIME ZONE 'UTC';
-    hi timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
-BEGIN
-    IF to_regclass(part) IS NOT NULL THEN
-        RETURN false;
-    END IF;
-    PERFORM pg_advisory_xact_lock(727004);  -- ids: migrations 001, partitions 002, folds 003
-    IF to_regclass(part) IS NOT NULL
-       OR EXISTS (SELECT 1 FROM sip_messages_default WHERE ts >= lo AND ts < hi) THEN
-        RETURN false;  -- made meanwhile, or that day already lives in DEFAULT
-    END IF;
-    EXECUTE format('CREATE TABLE %I PARTITION OF sip_messages FOR VALUES FROM (%L) TO (%L)',
-                   part, lo, hi);
-    RETURN true;
-END $$
-"""
+# ids: migrations 001, partitions 002, folds 003
+ENSURE = "callmeter_ensure_trace_partition"
+ENSURE_FUNCTION = partitions.ensure_function(ENSURE, "sip_messages", "ts", 727_004)
 
 
 def create(conn: psycopg.Connection[Any], timescale: bool) -> None:
@@ -62,9 +45,7 @@ def write(conn: psycopg.Connection[Any], messages: Sequence[SipMessage]) -> None
     if not messages:
         return
     if conn.execute("SELECT to_regclass('sip_messages_default')").fetchone()[0]:  # type: ignore[index]
-        for day in sorted({m.ts.astimezone(UTC).date() for m in messages}):
-            with conn.transaction():
-                conn.execute("SELECT callmeter_ensure_trace_partition(%s)", (day,))
+        partitions.ensure_days(conn, partitions.days_of(m.ts for m in messages), ENSURE)
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO sip_messages VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -98,12 +79,4 @@ def read(conn: psycopg.Connection[Any], run_id: str, endpoint_id: str) -> list[S
 
 def drop_expired(conn: psycopg.Connection[Any], retention_days: int) -> None:
     """Plain mode: whole day partitions older than the retention (0 keeps all)."""
-    if retention_days <= 0:
-        return
-    cutoff = datetime.now(UTC).date() - timedelta(days=retention_days)
-    for (name,) in conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'sip_messages'::regclass AND c.relname ~ '^sip_messages_[0-9]{8}$'"
-    ).fetchall():
-        if datetime.strptime(name[-8:], "%Y%m%d").date() < cutoff:
-            conn.execute(f"DROP TABLE IF EXISTS {name}")
+    partitions.drop_expired(conn, retention_days, table="sip_messages")

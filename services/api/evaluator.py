@@ -19,7 +19,6 @@ import psycopg
 from callmeter_common.bus import Bus
 from callmeter_events import (
     EVENTS,
-    GOOD_OUTCOMES,
     Event,
     RunEvaluated,
     RunStatus,
@@ -27,7 +26,7 @@ from callmeter_events import (
 )
 from callmeter_events.thresholds import evaluate, parse
 from callmeter_projections import RunState
-from callmeter_storage import stats
+from callmeter_storage import quality, stats
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,9 @@ def run_metrics(
     quality and timings from callmeter_storage.stats, as the results pages and the API
     show them; call and registration success from the folded endpoints."""
     values = stats.threshold_values(conn, run.run_id, run.definition.model_dump(mode="json"))
-    callers = [e for e in endpoints if e.role == "caller"]
-    ok = [e for e in callers if e.outcome in GOOD_OUTCOMES]
-    values["call_success_rate"] = 100.0 * len(ok) / len(callers) if callers else None
-    registered = [e for e in endpoints if e.contact_uri or e.time_to_register_ms is not None]
-    values["registration_success_rate"] = (
-        100.0 * len(registered) / len(endpoints) if endpoints else None
-    )
+    rates = quality.success_rates((e.role, e.phase, e.outcome, 1) for e in endpoints)
+    values["call_success_rate"] = rates["call_success_rate"]
+    values["registration_success_rate"] = rates["registration_success_rate"]
     return values
 
 

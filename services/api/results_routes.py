@@ -13,8 +13,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
 from callmeter_events import Direction
-from callmeter_events.metrics_catalogue import BY_KEY
 from callmeter_storage import export, results, stats
+from callmeter_vocabulary.metrics import BY_KEY
 
 from . import service
 from .deps import PlatformDep

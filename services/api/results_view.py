@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 
 from callmeter_events import GOOD_OUTCOMES
-from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_storage import results, stats
+from callmeter_vocabulary.metrics import DIRECTIONS
 
 from .svg import Chart, Series, bar_chart, line_chart, paired_bars
 from .views import THRESHOLDS, grade
@@ -61,9 +61,9 @@ def results_data(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     return {
         "metrics": q["worst"],
         "directions": q["directions"],
-        "mos_histogram": stats.mos_histogram(conn, run_id),
+        "mos_histograms": stats.mos_histogram(conn, run_id),
         "timings": results.timing_distributions(conn, run_id),
-        "rates": results.success_rates(conn, run_id).get("", {}),
+        "rates": stats.success_rates(conn, run_id).get("", {}),
         "series": stats.direction_series(conn, run_id),
         "speech": results.speech_quality(conn, run_id),
     }
@@ -219,8 +219,9 @@ def series_charts(series: list[dict[str, Any]]) -> list[str]:
     return charts
 
 
-def mos_histogram_svg(buckets: list[dict[str, Any]]) -> str:
-    """Per-second receive MOS in 0.1 buckets, coloured by the MOS thresholds."""
+def mos_histogram_svg(buckets: list[dict[str, Any]], direction: str = "") -> str:
+    """Per-second receive MOS of one direction in 0.1 buckets, coloured by the MOS
+    thresholds."""
     bars = []
     for b in buckets:
         g = grade("mos", b["lo"])
@@ -228,7 +229,8 @@ def mos_histogram_svg(buckets: list[dict[str, Any]]) -> str:
         bars.append((f"{b['lo']:.1f}", int(b["count"]), color))
     # Start at the first non-empty bucket below 3.0 so a good run's bars are readable.
     first = next((i for i, (_, n, _) in enumerate(bars) if n), 0)
-    return bar_chart("MOS histogram (seconds per 0.1 MOS)", bars[min(first, 20) :])
+    title = f"MOS histogram{', ' + direction if direction else ''} (seconds per 0.1 MOS)"
+    return bar_chart(title, bars[min(first, 20) :])
 
 
 def results_view(
@@ -237,15 +239,17 @@ def results_view(
     """Everything the results section renders, from results_data, the run's header
     (views.run_header) and its endpoints counted by final SIP code."""
     rates = data.get("rates", {})
-    reg = rates.get("registration_success_rate")
     return {
         "percentiles": percentile_rows(data.get("metrics", {}), data.get("directions")),
         "timings": timing_rows(data.get("timings", {})),
         "outcomes": outcome_rows(run["outcome_counts"], run["endpoint_count"]),
         "sip_codes": sip_code_rows(sip_codes),
         "charts": series_charts(data.get("series", [])),
-        "mos_histogram": mos_histogram_svg(data.get("mos_histogram", [])),
-        "registration_success_rate": None if reg is None else 100.0 * reg,
+        "mos_histograms": [
+            mos_histogram_svg(buckets, dict(SIDES).get(side, side))
+            for side, buckets in data.get("mos_histograms", {}).items()
+        ],
+        "registration_success_rate": rates.get("registration_success_rate"),
         "endpoints": run["endpoint_count"],
         "speech": speech_view(data.get("speech", {})),
     }

@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callmeter_events import (
-    GOOD_OUTCOMES,
     OUTCOMES,
     PHASES,
     TERMINAL_STATUSES,
     CapacityStepJudged,
     TestDefinition,
 )
-from callmeter_events.metrics_catalogue import DIRECTIONS
 from callmeter_projections import Outage
+from callmeter_storage.quality import success_rates
+from callmeter_vocabulary.metrics import DIRECTIONS
 
 from .capacity import answer
 from .endpoint_views import status_class
@@ -144,15 +144,11 @@ def run_header(run: dict[str, Any], counts: Counts, summary: dict[str, Any]) -> 
     """The run with its endpoints counted, not listed (a run page's top)."""
     phases: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
-    callers = ok = 0
-    for _group, role, phase, outcome, n in counts:
+    for _group, _role, phase, outcome, n in counts:
         if phase:
             phases[phase] += n
         if outcome:
             outcomes[outcome] += n
-            if role == "caller":
-                callers += n
-                ok += n if outcome in GOOD_OUTCOMES else 0
     return {
         "id": run["run_id"],
         "test_id": run["test_id"],
@@ -175,7 +171,7 @@ def run_header(run: dict[str, Any], counts: Counts, summary: dict[str, Any]) -> 
         "endpoint_count": sum(c[-1] for c in counts),
         "phase_counts": {p: phases.get(p, 0) for p in PHASES},
         "outcome_counts": {o: outcomes[o] for o in OUTCOMES if outcomes.get(o)},
-        "call_success_rate": (100.0 * ok / callers) if callers else None,
+        "call_success_rate": success_rates(c[1:] for c in counts)["call_success_rate"],
         "summary": with_loss_pct(summary),
     }
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import msgspec
 import orjson
 import psycopg
 from nats.aio.msg import Msg
@@ -26,9 +27,9 @@ from callmeter_events.codec import current_version
 from callmeter_events.metric_events import MetricBatch
 from callmeter_events.streams import deadletter_subject
 from callmeter_storage import partitions
-from callmeter_storage.batches import batch_rows
 from callmeter_storage.compaction import fold_rollups
-from callmeter_storage.samples import SampleRejected, sample_from_json, to_row, to_write_order
+from callmeter_storage.samples import TIME, rows_of, sample_of
+from callmeter_vocabulary.sample import BatchView, SampleRejected, check
 
 from .writer import store_rows
 
@@ -41,6 +42,7 @@ ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
 DOWN_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 _BATCH_VERSION = current_version("MetricBatch")
 WHOLE = -1  # the origin of a row that is its whole message (a MetricSample)
+_decode_batch = msgspec.json.Decoder(BatchView).decode
 
 
 @dataclass
@@ -89,47 +91,62 @@ class Ingest:
         for msg in msgs:
             pending.msgs.append(msg)
             try:
-                payload = orjson.loads(msg.data)
-            except orjson.JSONDecodeError:
-                payload = None  # the generic decode names the reason
-            try:
-                if (
-                    isinstance(payload, dict)
-                    and payload.get("type") == "MetricBatch"
-                    and payload.get("schema_version") == _BATCH_VERSION
-                ):
-                    await self._add_batch(pending, msg, payload)
-                else:
-                    self._add_other(pending, msg)
-            except (EventDecodeError, SampleRejected) as exc:
-                if not await self._dead_letter(msg.subject, msg.data, str(exc)):
-                    pending.held.add(id(msg))
+                batch = _decode_batch(msg.data)  # the hot path: straight into Samples
+                if batch.schema_version != _BATCH_VERSION:
+                    raise msgspec.ValidationError("an older MetricBatch: upcast it")
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                try:
+                    await self._add_other(pending, msg)
+                except (EventDecodeError, SampleRejected) as exc:
+                    if not await self._dead_letter(msg.subject, msg.data, str(exc)):
+                        pending.held.add(id(msg))
+                continue
+            self._add(pending, msg, rows_of(batch.run_id, batch.samples))
         return pending
 
-    async def _add_batch(self, pending: Pending, msg: Msg, payload: dict[str, Any]) -> None:
-        out = batch_rows(payload)
-        pending.rows += out.rows
-        pending.origins += [(msg, i) for i in out.records]
-        for index, reason in out.rejected:
-            if not await self._dead_letter(msg.subject, _one_record(payload, index), reason):
-                pending.held.add(id(msg))
+    @staticmethod
+    def _add(pending: Pending, msg: Msg, rows: list[tuple[Any, ...]], whole: bool = False) -> None:
+        pending.rows += rows
+        pending.origins += [(msg, WHOLE if whole else i) for i in range(len(rows))]
 
-    def _add_other(self, pending: Pending, msg: Msg) -> None:
-        sample = sample_from_json(msg.data)
-        if sample is None:  # not the canonical shape: the full decode decides
-            event = decode(msg.data)
-            if isinstance(event, MetricBatch):  # an older version, upcast
-                out = batch_rows(orjson.loads(event.model_dump_json()))
-                if out.rejected:
-                    raise SampleRejected(out.rejected[0][1])
-                pending.rows += out.rows
-                pending.origins += [(msg, i) for i in out.records]
-                return
-            if not isinstance(event, MetricSample):
-                raise SampleRejected(f"not a MetricSample: {type(event).__name__}")
-            sample = event
-        pending.rows.append(to_write_order(to_row(sample)))
-        pending.origins.append((msg, WHOLE))
+    async def _add_other(self, pending: Pending, msg: Msg) -> None:
+        """Anything but a clean current batch: a current batch with bad records (each is
+        dead-lettered alone, the others stored), an older batch (upcast), a MetricSample."""
+        try:
+            payload = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            payload = None  # the generic decode names the reason
+        if (
+            isinstance(payload, dict)
+            and payload.get("type") == "MetricBatch"
+            and payload.get("schema_version") == _BATCH_VERSION
+        ):
+            await self._add_records(pending, msg, payload)
+            return
+        event = decode(msg.data)
+        if isinstance(event, MetricBatch):
+            self._add(pending, msg, rows_of(event.run_id, event.samples))
+        elif isinstance(event, MetricSample):
+            self._add(pending, msg, rows_of(event.run_id, [sample_of(event)]), whole=True)
+        else:
+            raise SampleRejected(f"not a MetricSample: {type(event).__name__}")
+
+    async def _add_records(self, pending: Pending, msg: Msg, payload: dict[str, Any]) -> None:
+        run_id, records = payload.get("run_id"), payload.get("samples")
+        if not isinstance(run_id, str) or not run_id or "\x00" in run_id:
+            raise SampleRejected("run_id: expected text")
+        if not isinstance(records, list):
+            raise SampleRejected("samples: expected a list of samples")
+        for index, record in enumerate(records):
+            try:
+                row = rows_of(run_id, [check(record)])
+            except SampleRejected as exc:
+                reason = f"record {index}: {exc}"
+                if not await self._dead_letter(msg.subject, _one_record(payload, index), reason):
+                    pending.held.add(id(msg))
+                continue
+            pending.rows += row
+            pending.origins.append((msg, index))
 
     async def commit(self, pending: Pending) -> None:
         """Store the rows (retrying while Postgres is down), then ack: never before."""
@@ -222,7 +239,7 @@ class Ingest:
     def _write(self, rows: list[tuple[Any, ...]]) -> int:
         conn = self._connection()
         if self.partitioned:
-            missing = partitions.days_of({r[0] for r in rows}) - self.known_days
+            missing = partitions.days_of({r[TIME] for r in rows}) - self.known_days
             if missing:
                 partitions.ensure_days(conn, missing)
                 self.known_days |= missing

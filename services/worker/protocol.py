@@ -12,7 +12,10 @@ import re
 import time
 from typing import Any, Literal, TypedDict
 
-from callmeter_vocabulary import Direction, Outcome, Phase
+import msgspec
+
+from callmeter_vocabulary import Outcome, Phase
+from callmeter_vocabulary.sample import Sample, SampleHead, explain
 
 from . import protocol_options
 
@@ -108,7 +111,8 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "reason": (str,),
         "duration_s": _OPT_NUM,
     },
-    "sample": {"endpoint_id": (str,), "direction": (str,), "seq": (int,), "metrics": (dict,)},
+    # one second of one direction (callmeter_vocabulary.sample): written and read by msgspec
+    "sample": {"endpoint_id": (str,), "sample": (SampleHead,)},
     # one call of a caller, whatever became of it (see callmeter_events.CallRecorded)
     "call_record": {
         "endpoint_id": (str,),
@@ -146,7 +150,6 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 _ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("phase", "phase"): PHASES,
-    ("sample", "direction"): tuple(Direction),
     ("sip_message", "direction"): ("in", "out"),
     ("endpoint_finished", "outcome"): OUTCOMES,
     ("call_record", "outcome"): OUTCOMES,
@@ -205,7 +208,23 @@ def parse_sip_log(entry: str) -> tuple[str, str, str | None] | None:
 def encode(msg: dict[str, Any]) -> bytes:
     """One line of compact JSON, newline-terminated. Validates before encoding."""
     validate(msg)
+    if msg.get("ev") == "sample":  # "ev" first: decode_line knows it by its start
+        return _encode_sample(msg) + b"\n"
     return json.dumps(msg, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+class _SampleLine(msgspec.Struct):
+    """A "sample" event line: the Sample as its JSON array, decoded (and so checked) in C."""
+
+    ev: Literal["sample"]
+    t: float
+    endpoint_id: str
+    sample: Sample  # type: ignore[valid-type]
+
+
+_encode_sample = msgspec.json.Encoder().encode
+_decode_sample = msgspec.json.Decoder(_SampleLine).decode
+_SAMPLE_PREFIX = b'{"ev":"sample",'
 
 
 def event(ev: str, **fields: Any) -> dict[str, Any]:
@@ -217,6 +236,13 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     """Parse and validate one line (command or event)."""
     if len(line) > MAX_LINE:
         raise ProtocolError("line too long")
+    raw = line.encode() if isinstance(line, str) else line
+    if raw.startswith(_SAMPLE_PREFIX):
+        try:
+            s = _decode_sample(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise ProtocolError(f"bad sample: {explain(exc)}") from None
+        return {"ev": "sample", "t": s.t, "endpoint_id": s.endpoint_id, "sample": s.sample}
     try:
         msg = json.loads(line)
     except (ValueError, UnicodeDecodeError) as exc:

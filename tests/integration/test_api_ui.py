@@ -197,7 +197,10 @@ def test_the_run_page_shows_the_overview_and_the_stream_ends(platform, finished_
     codes = html.split('id="sip-codes"', 1)[1].split("</table>", 1)[0]
     assert '<td>200</td><td>OK</td><td class="num">4</td>' in codes
     charts = html.split('id="result-charts"', 1)[1].split("</div>", 1)[0]
-    assert charts.count('class="chart"') == 5 and "MOS histogram" in charts
+    # Four series charts, then one MOS histogram per direction (never both in one).
+    assert charts.count('class="chart"') == 6
+    assert "MOS histogram, send: caller → callee" in charts
+    assert "MOS histogram, recv: callee → caller" in charts
     assert "<polyline" in charts and "<rect" in charts
     status, live = platform.get_html(f"/runs/{run_id}/live")
     assert status == 200 and "<html" not in live and 'id="phases"' in live

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from callmeter_events.metrics_catalogue import KEYS
+from callmeter_vocabulary.metrics import KEYS
+from callmeter_vocabulary.sample import metrics_of
+from callmeter_worker import protocol as proto
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("pjsua2")
@@ -29,6 +31,15 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _readable(line: bytes) -> dict:
+    """A host line as a dict; a sample's fields by name (direction, seq, metrics...)."""
+    msg = proto.decode_line(line)
+    if msg["ev"] == "sample":
+        s = msg["sample"]
+        msg |= {"direction": s.direction, "seq": s.seq, "metrics": metrics_of(s)}
+    return msg
 
 
 class HostProc:
@@ -51,13 +62,15 @@ class HostProc:
             start_new_session=True,  # own process group: teardown kills it and any child
         )
         self.events: list[dict] = []
+        self.lines: list[bytes] = []  # as the host wrote them
         self._q: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.wait_for(lambda e: e["ev"] == "host_ready", 10)
 
     def _read(self) -> None:
         for line in self.proc.stdout:
-            self._q.put(json.loads(line))
+            self.lines.append(line)
+            self._q.put(_readable(line))
         self._q.put(None)
 
     def send(self, cmd: dict) -> None:

@@ -128,10 +128,11 @@ def run_id(database_url: str) -> str:
             (VERSION_NAME, FOLD_VERSION),
         )
         conn.execute(
-            "INSERT INTO endpoints VALUES (%s, 'A-1', 'A', 'CLOSED', 'SUCCESS', NULL, '{}'),"
-            " (%s, 'A-2', 'A', 'CLOSED', 'REGISTRATION_FAILED', NULL, '{}'),"
-            " (%s, 'B-1', 'B', 'CLOSED', 'CALL_FAILED', 486, '{}'),"
-            " (%s, 'B-2', 'B', 'INCALL', NULL, NULL, '{}')",
+            "INSERT INTO endpoints VALUES"
+            " (%s, 'A-1', 'A', 'CLOSED', 'SUCCESS', NULL, '{\"role\": \"caller\"}'),"
+            " (%s, 'A-2', 'A', 'CLOSED', 'REGISTRATION_FAILED', NULL, '{\"role\": \"caller\"}'),"
+            " (%s, 'B-1', 'B', 'CLOSED', 'CALL_FAILED', 486, '{\"role\": \"receiver\"}'),"
+            " (%s, 'B-2', 'B', 'INCALL', NULL, NULL, '{\"role\": \"receiver\"}')",
             (rid, rid, rid, rid),
         )
     return rid
@@ -184,10 +185,12 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
         got = doc["endpoints"][endpoint]["jitter_ms"]
         for name, value in zip(("p50", "p95", "p99"), pcts, strict=True):
             assert got[name] == pytest.approx(value, abs=0.1), (endpoint, name)
-    # Success rates come from the endpoints read model.
-    assert doc["run"]["call_success_rate"] == pytest.approx(1 / 3)
-    assert doc["run"]["registration_success_rate"] == pytest.approx(3 / 4)
-    assert doc["groups"]["B"]["registration_success_rate"] == 1.0
+    # Success rates come from the endpoints read model, in percent: calls of the callers
+    # that finished (A-1 succeeded, A-2 never registered), registrations of all.
+    assert doc["run"]["call_success_rate"] == pytest.approx(50.0)
+    assert doc["run"]["registration_success_rate"] == pytest.approx(75.0)
+    assert doc["groups"]["B"]["registration_success_rate"] == 100.0
+    assert doc["groups"]["B"]["call_success_rate"] is None  # receivers: no calls of their own
     assert doc["outcomes"] == {
         "CALL_FAILED": 1,
         "REGISTRATION_FAILED": 1,
@@ -198,7 +201,19 @@ def test_run_group_and_endpoint_figures_match_the_raw_samples(
     pdd = doc["timings"]["post_dial_delay_ms"]
     assert (pdd["n"], pdd["min"], pdd["max"], pdd["p50"]) == (6, 100.0, 300.0, 200.0)
     assert sum(b["count"] for b in pdd["histogram"]) == 6
-    assert sum(b["count"] for b in doc["mos_histogram"]) == 120
+    # One MOS histogram per direction, counting that direction's receive samples only.
+    hist = {
+        side: sum(b["count"] for b in buckets) for side, buckets in doc["mos_histogram"].items()
+    }
+    with psycopg.connect(database_url) as conn:
+        raw = dict(
+            conn.execute(
+                "SELECT CASE group_name WHEN 'B' THEN 'send' ELSE 'recv' END, count(mos)"
+                " FROM metric_samples WHERE run_id = %s AND direction = 'recv' GROUP BY 1",
+                (run_id,),
+            ).fetchall()
+        )
+    assert hist == raw and sum(hist.values()) == 120
     summary = results.summary(conn=psycopg.connect(database_url), run_id=run_id)
     assert summary["samples"] == 120 and summary["packets_received"] == 6000
     assert summary["send"]["samples"] == summary["recv"]["samples"] == 60

@@ -1,16 +1,12 @@
 """TimescaleDB mode's own parts, on a fresh database of the TimescaleDB server that
 CALLMETER_TEST_TIMESCALE_URL names (`.ci/run` builds and starts one): the hypertable,
-the bounded refresh policies, real-time aggregation of the newest seconds and the
-policy materialising the rest. The results, export and page tests run in this mode
-too (tests/integration/test_results.py, `storage_mode`).
-
-No test here calls `refresh_continuous_aggregate`: the refresh policy is the only
-refresher, as in production, so no two refreshes of a window can overlap.
+no continuous aggregates (and those of earlier versions dropped), series from the
+rollups. The results, export and page tests run in this mode too
+(tests/integration/test_results.py, `storage_mode`).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,11 +16,11 @@ import psycopg
 import pytest
 
 from callmeter_events import MetricSample
-from callmeter_events.metrics_catalogue import KEYS
 from callmeter_ingest.writer import write_rows
-from callmeter_storage import stats, timescale
+from callmeter_storage import stats
 from callmeter_storage.migrations import migrate
 from callmeter_storage.samples import to_row
+from callmeter_vocabulary.metrics import KEYS
 from tests.support.databases import NO_TIMESCALE, TIMESCALE_URL, create_database, drop_database
 
 pytestmark = [
@@ -68,30 +64,12 @@ def samples(run_id: str, t0: datetime, seconds: int) -> list[tuple[object, ...]]
     ]
 
 
-def refresh_jobs(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, dict[str, Any]]]:
-    """{continuous aggregate: (job id, config)} of the refresh policies."""
-    rows = conn.execute(
-        "SELECT hypertable_name, job_id, config FROM timescaledb_information.jobs"
-        " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
-    ).fetchall()
-    return {name: (job, config) for name, job, config in rows}
+def continuous_aggregates(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates")
+    return [r[0] for r in rows.fetchall()]
 
 
-def materialised_seconds(conn: psycopg.Connection[Any], cagg: str, run_id: str) -> set[datetime]:
-    """The buckets of a run stored in the aggregate's materialisation hypertable (what
-    the refresh wrote, without the real-time part)."""
-    schema, table = conn.execute(
-        "SELECT materialization_hypertable_schema, materialization_hypertable_name"
-        " FROM timescaledb_information.continuous_aggregates WHERE view_name = %s",
-        (cagg,),
-    ).fetchone()  # type: ignore[misc]
-    rows = conn.execute(
-        f'SELECT second FROM "{schema}"."{table}" WHERE run_id = %s', (run_id,)
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def test_a_new_database_gets_a_hypertable_and_bounded_refresh_policies(url: str) -> None:
+def test_a_new_database_gets_a_hypertable_and_no_continuous_aggregates(url: str) -> None:
     assert migrate(url) == "timescaledb"
     assert migrate(url) == "timescaledb"  # applying twice changes nothing
     with psycopg.connect(url, autocommit=True) as conn:
@@ -100,68 +78,47 @@ def test_a_new_database_gets_a_hypertable_and_bounded_refresh_policies(url: str)
             " WHERE hypertable_name = 'metric_samples'"
         ).fetchone()
         assert hyper == (1,)
-        jobs = refresh_jobs(conn)
-        assert set(jobs) == set(timescale.CAGGS)
-        for _, config in jobs.values():
-            assert config["start_offset"] == "01:00:00" and config["end_offset"] == "00:01:00"
-            assert config["buckets_per_batch"] == 0
-        assert timescale.ensure_refresh_policies(conn) == []  # as wanted: left alone
-        # An installation of an earlier version had a 2-day window; start-up replaces it.
-        conn.execute("SELECT remove_continuous_aggregate_policy('metric_run_1s')")
+        assert continuous_aggregates(conn) == []  # one aggregation path: the rollups
+
+
+def test_an_earlier_versions_continuous_aggregates_are_dropped(url: str) -> None:
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # As an earlier version left them: a per-second aggregate with a refresh policy.
         conn.execute(
-            "SELECT add_continuous_aggregate_policy('metric_run_1s', INTERVAL '2 days',"
-            " INTERVAL '10 seconds', INTERVAL '30 seconds')"
+            "CREATE MATERIALIZED VIEW metric_run_1s WITH (timescaledb.continuous) AS"
+            " SELECT run_id, time_bucket(INTERVAL '1 second', time) AS second, avg(mos)"
+            " FROM metric_samples GROUP BY run_id, second WITH NO DATA"
         )
+        conn.execute(
+            "SELECT add_continuous_aggregate_policy('metric_run_1s', INTERVAL '1 hour',"
+            " INTERVAL '1 minute', INTERVAL '1 minute')"
+        )
+        conn.execute("DELETE FROM schema_migrations WHERE version = 25")
     assert migrate(url) == "timescaledb"
     with psycopg.connect(url, autocommit=True) as conn:
-        config = refresh_jobs(conn)["metric_run_1s"][1]
-        assert (config["start_offset"], config["buckets_per_batch"]) == ("01:00:00", 0)
+        assert continuous_aggregates(conn) == []
+        jobs = conn.execute(
+            "SELECT count(*) FROM timescaledb_information.jobs"
+            " WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+        ).fetchone()
+        assert jobs == (0,)
 
 
-def test_new_seconds_are_real_time_and_the_policy_materialises_older_ones(url: str) -> None:
+def test_series_come_from_the_rollups_and_match_the_raw_samples(url: str) -> None:
     migrate(url)
     run_id = uuid.uuid4().hex[:12]
-    now = datetime.now(UTC).replace(microsecond=0)
-    older = now - timedelta(minutes=10)  # inside the policy's window, past its end
-    recent = now - timedelta(seconds=15)  # newer than the window's end: real-time only
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
     with psycopg.connect(url, autocommit=True) as conn:
-        assert write_rows(conn, samples(run_id, older, 20) + samples(run_id, recent, 10)) == 60
-        # At once, before any refresh: the newest seconds from real-time aggregation.
-        seconds = {row[0] for row in timescale.run_series(conn, run_id)}
-        assert {recent + timedelta(seconds=s) for s in range(10)} <= seconds
-
-        # Have the policy run now (the only refresher) and wait for a run that started
-        # after the samples were stored to succeed.
-        job = refresh_jobs(conn)["metric_run_1s"][0]
-        asked = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
-        conn.execute("SELECT alter_job(%s, next_start => now())", (job,))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done = conn.execute(
-                "SELECT last_run_started_at > %s AND last_successful_finish > last_run_started_at"
-                " FROM timescaledb_information.job_stats WHERE job_id = %s",
-                (asked, job),
-            ).fetchone()
-            if done and done[0]:
-                break
-            time.sleep(0.2)
-        else:
-            raise TimeoutError(f"the refresh policy (job {job}) did not run within 60 s")
-        # It materialised the older seconds and left the newest to real-time aggregation.
-        assert materialised_seconds(conn, "metric_run_1s", run_id) == {
-            older + timedelta(seconds=s) for s in range(20)
-        }
-        # Either way, every second reads the same as the raw samples (and the rollups).
-        series = [row for row in timescale.run_series(conn, run_id) if row[1] == "mos"]
+        assert write_rows(conn, samples(run_id, t0, 30)) == 60
+        series = stats.run_series(conn, run_id, group="A")
         raw = conn.execute(
             "SELECT time, count(mos), avg(mos), min(mos), max(mos) FROM metric_samples"
             " WHERE run_id = %s AND direction = 'recv' GROUP BY time ORDER BY time",
             (run_id,),
         ).fetchall()
         assert len(series) == len(raw) == 30
-        for (t, _, n, avg, lo, hi), (rt, rn, ravg, rlo, rhi) in zip(series, raw, strict=True):
-            assert (t, n, lo, hi) == (rt, rn, rlo, rhi) and avg == pytest.approx(ravg)
-        group = stats.run_series(conn, run_id, group="A")  # the per-group aggregate
-        folded = stats.run_series(conn, run_id, group="A", bucket_s=2)  # the rollups
-        assert len(group) == 30 and sum(p["mos"]["n"] for p in group) == 60
-        assert sum(p["mos"]["n"] for p in folded) == 60
+        for point, (t, n, avg, lo, hi) in zip(series, raw, strict=True):
+            mos = point["mos"]
+            assert (point["t"], mos["n"], mos["min"], mos["max"]) == (t, n, lo, hi)
+            assert mos["avg"] == pytest.approx(avg)

@@ -101,7 +101,7 @@ async def published_samples(nats_url: str, run_id: str) -> Counter[tuple[str, st
             for msg in msgs:
                 event = decode(msg.data)
                 assert isinstance(event, MetricBatch)
-                for s in event.unpack():
+                for s in event.samples:
                     found[(s.endpoint_id, s.direction, s.seq)] += 1
                 await msg.ack()
     finally:

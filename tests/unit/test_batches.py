@@ -1,107 +1,103 @@
-"""MetricBatch: what workers publish and how ingest turns it into rows, without servers."""
+"""MetricBatch: the samples workers publish, on the wire and back, without servers."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import orjson
 import pytest
 
-from callmeter_events import MetricSample, decode, encode
+from callmeter_events import EventDecodeError, decode, encode
 from callmeter_events.metric_events import MetricBatch
-from callmeter_storage.batches import batch_rows
-from callmeter_storage.samples import SampleRejected, to_row, to_write_order
+from callmeter_storage.samples import WRITE_COLUMNS, rows_of
+from callmeter_vocabulary.metrics import CATALOGUE, KEYS
+from callmeter_vocabulary.sample import FIELDS, BatchView, SampleHead, make, metrics_of
 from callmeter_worker.supervisor.batcher import SampleBatcher
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
 
-def sample(i: int, run_id: str = "r1", **metrics: object) -> MetricSample:
+def sample(i: int, **metrics: object) -> SampleHead:
     values = {"mos": 4.3, "jitter_ms": 2.0, "packets": 50, "codec": "PCMU", **metrics}
-    return MetricSample(
-        run_id=run_id,
-        endpoint_id=f"A-{i // 2 + 1}",
-        direction=("send", "recv")[i % 2],
-        seq=i // 2,
-        ts=T0 + timedelta(seconds=i // 2),
-        metrics=values,  # type: ignore[arg-type]
+    return make(
+        f"A-{i // 2 + 1}", ("send", "recv")[i % 2], i // 2, values, T0 + timedelta(seconds=i // 2)
     )
 
 
-def payload(samples: list[MetricSample]) -> dict:  # type: ignore[type-arg]
-    return orjson.loads(encode(MetricBatch.pack("r1", "w.1", 7, samples)))  # type: ignore[no-any-return]
-
-
-def test_a_batch_gives_the_same_rows_as_its_samples_one_by_one() -> None:
-    samples = [sample(i) for i in range(6)]
-    out = batch_rows(payload(samples))
-    assert out.rejected == []
-    assert out.rows == [to_write_order(to_row(s)) for s in samples]
-    assert out.records == list(range(6))
-
-
-def test_a_batch_round_trips_through_the_codec_and_unpacks_to_its_samples() -> None:
-    samples = [sample(i) for i in range(4)]
-    batch = decode(encode(MetricBatch.pack("r1", "w.1", 7, samples)))
-    assert isinstance(batch, MetricBatch)
-    assert [s.metrics for s in batch.unpack()] == [
-        {
-            **dict.fromkeys(
-                s.metrics | dict.fromkeys(batch.float_keys + batch.int_keys + batch.text_keys)
-            ),
-            **s.metrics,
-        }
-        for s in samples
-    ]
+def test_a_batch_round_trips_through_the_codec_sample_by_sample() -> None:
+    samples = tuple(sample(i) for i in range(4))
+    batch = MetricBatch(run_id="r1", worker_id="w.1", seq=7, samples=samples)
+    data = encode(batch)
+    assert decode(data) == batch
+    # On the wire each sample is an array in the contract's field order: keys named once.
+    wire = orjson.loads(data)["samples"][1]
+    assert len(wire) == len(FIELDS) and wire[:4] == ["2025-01-06T09:00:00Z", "A-1", "recv", 0]
+    assert wire[FIELDS.index("packets")] == 50 and wire[FIELDS.index("rtt_ms")] is None
     # One subject token per worker, whatever its id holds; dedup by run, worker and number.
     assert batch.subject() == "callmeter.metrics.r1.batch.w_1"
-    assert batch.msg_id() == MetricBatch.pack("r1", "w.1", 7, samples[:1]).msg_id()
+    assert batch.msg_id() == MetricBatch(run_id="r1", worker_id="w.1", seq=7, samples=()).msg_id()
 
 
-def test_a_bad_record_is_rejected_alone_with_its_reason_and_the_others_stay() -> None:
-    data = payload([sample(i) for i in range(4)])
-    packets = data["int_keys"].index("packets")
-    data["samples"][1][5][packets] = 49.5  # a fraction in an integer column
-    data["samples"][2][4][0] = "high"  # text in a float column
-    out = batch_rows(data)
-    assert out.records == [0, 3]
-    assert out.rejected == [
-        (1, "A-1 recv seq 0: packets: expected an integer, got 49.5"),
-        (2, "A-2 send seq 1: mos: expected a number, got str"),
-    ]
+def test_ingest_reads_a_batch_into_rows_whose_cells_are_the_samples_values() -> None:
+    samples = tuple(sample(i, rtt_ms=i * 1.5) for i in range(4))
+    data = encode(MetricBatch(run_id="r1", worker_id="w", seq=1, samples=samples))
+    view = msgspec.json.decode(data, type=BatchView)
+    rows = rows_of(view.run_id, view.samples)
+    for s, row in zip(samples, rows, strict=True):
+        cells = dict(zip(WRITE_COLUMNS, row, strict=True))
+        assert {k: cells[k] for k in KEYS} == metrics_of(s)
+        assert (cells["time"], cells["endpoint_id"], cells["direction"], cells["seq"]) == (
+            s.ts,
+            s.endpoint_id,
+            s.direction,
+            s.seq,
+        )
+        assert (cells["run_id"], cells["group_name"]) == ("r1", "A")
 
 
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [
-        ({"float_keys": [], "int_keys": ["mos"]}, "int_keys: not int metrics: mos"),
-        ({"text_keys": ["codec", "jitter_msec"]}, "unknown metric keys: jitter_msec"),
-        ({"samples": "lots"}, "samples: expected a list"),
-    ],
-)
-def test_a_batch_whose_keys_or_shape_are_wrong_is_rejected_whole(change, reason) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(SampleRejected, match=reason):
-        batch_rows({**payload([sample(0)]), **change})
+def test_a_bad_sample_makes_the_batch_invalid_naming_the_record_and_field() -> None:
+    data = orjson.loads(
+        encode(MetricBatch(run_id="r", worker_id="w", seq=1, samples=(sample(0), sample(1))))
+    )
+    data["samples"][1][FIELDS.index("packets")] = 49.5
+    with pytest.raises(EventDecodeError, match="record 1: packets: Expected `int | null`"):
+        decode(orjson.dumps(data))
 
 
-def test_a_record_of_the_wrong_shape_is_named_by_its_index() -> None:
-    data = payload([sample(0), sample(1)])
-    data["samples"][0] = data["samples"][0][:4]
-    data["samples"][1][3] = "yesterday"
-    out = batch_rows(data)
-    assert out.rows == [] and [i for i, _ in out.rejected] == [0, 1]
-    assert "ts: not an ISO 8601 time" in out.rejected[1][1]
-
-
-def test_keys_in_another_order_or_missing_land_in_the_right_columns() -> None:
-    data = payload([sample(1)])
-    floats, values = data["float_keys"], data["samples"][0][4]
-    keep = [floats.index("jitter_ms"), floats.index("mos")]  # two keys, swapped
-    data["float_keys"] = [floats[i] for i in keep]
-    data["samples"][0][4] = [values[i] for i in keep]
-    (row,) = batch_rows(data).rows
-    assert row == to_write_order(to_row(sample(1, jitter_ms=2.0, mos=4.3)))
+def test_a_version_1_batch_is_upcast_to_the_same_samples() -> None:
+    floats, ints, texts = (
+        [m.key for m in CATALOGUE if m.kind == kind] for kind in ("float", "int", "text")
+    )
+    ts = "2025-01-06T09:00:00Z"
+    old = {
+        "type": "MetricBatch",
+        "schema_version": 1,
+        "event_id": "e1",
+        "occurred_at": ts,
+        "run_id": "r1",
+        "worker_id": "w",
+        "seq": 3,
+        "float_keys": ["jitter_ms", "mos"],  # v1 could name fewer keys, in any order
+        "int_keys": ints,
+        "text_keys": texts,
+        "samples": [
+            [
+                "A-1",
+                "recv",
+                0,
+                ts,
+                [2.0, 4.3],
+                [50 if k == "packets" else None for k in ints],
+                ["PCMU"],
+            ]
+        ],
+    }
+    assert floats and texts == ["codec"]
+    batch = decode(orjson.dumps(old))
+    assert isinstance(batch, MetricBatch)
+    assert batch.samples == (sample(1),)
 
 
 async def test_the_batcher_publishes_one_batch_per_run_after_the_interval() -> None:
@@ -112,11 +108,12 @@ async def test_the_batcher_publishes_one_batch_per_run_after_the_interval() -> N
 
     batcher = SampleBatcher(publish, "w1", interval_s=0.05)  # type: ignore[arg-type]
     for i in range(6):
-        batcher.add(sample(i, run_id="r1" if i < 4 else "r2"))
+        batcher.add("r1" if i < 4 else "r2", sample(i))
     assert published == []  # nothing before the interval
     await asyncio.sleep(0.15)
     assert sorted((b.run_id, len(b.samples)) for b in published) == [("r1", 4), ("r2", 2)]
     assert all(b.seq > 1_600_000_000_000 for b in published)  # from the clock: restarts go on
+    assert published[0].samples == tuple(sample(i) for i in range(4))  # as they came
 
 
 async def test_the_batcher_cuts_at_max_samples_and_flush_sends_the_rest_in_order() -> None:
@@ -127,22 +124,7 @@ async def test_the_batcher_cuts_at_max_samples_and_flush_sends_the_rest_in_order
 
     batcher = SampleBatcher(publish, "w1", interval_s=60, max_samples=4)  # type: ignore[arg-type]
     for i in range(10):
-        batcher.add(sample(i))
+        batcher.add("r1", sample(i))
     await batcher.flush("r1")
     assert [len(b.samples) for b in published] == [4, 4, 2]
     assert [b.seq for b in published] == sorted({b.seq for b in published})
-
-
-async def test_a_sample_that_cannot_be_batched_goes_alone_and_the_rest_as_a_batch() -> None:
-    published: list[object] = []
-
-    async def publish(event: object) -> None:
-        published.append(event)
-
-    batcher = SampleBatcher(publish, "w1", interval_s=60)  # type: ignore[arg-type]
-    bad = sample(1, packets="fifty")
-    for s in (sample(0), bad, sample(2)):
-        batcher.add(s)
-    await batcher.flush()
-    assert [type(e).__name__ for e in published] == ["MetricBatch", "MetricSample"]
-    assert len(published[0].samples) == 2 and published[1] == bad  # type: ignore[attr-defined]

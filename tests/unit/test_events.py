@@ -9,7 +9,7 @@ import pytest
 
 import callmeter_events as ev
 from callmeter_events import codec
-from callmeter_events.metrics_catalogue import CATALOGUE, KEYS
+from callmeter_vocabulary.metrics import CATALOGUE, KEYS
 
 DEFINITION = ev.TestDefinition(
     name="smoke",

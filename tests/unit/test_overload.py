@@ -11,7 +11,6 @@ from callmeter_api.pages import render_block
 from callmeter_api.views import run_view
 from callmeter_events import (
     GeneratorOverloaded,
-    MetricSample,
     RunCreated,
     RunStarted,
     decode,
@@ -20,6 +19,7 @@ from callmeter_events import (
 from callmeter_events import TestDefinition as Definition
 from callmeter_projections import RunsProjection
 from callmeter_projections.documents import run_state, to_doc
+from callmeter_vocabulary.sample import SampleHead, make
 from callmeter_worker.supervisor.health import HealthMonitor, cpu_seconds
 from callmeter_worker.supervisor.overload import HealthFigures, OverloadJudge, OverloadLimits
 
@@ -80,10 +80,8 @@ def test_late_hosts_and_the_first_crossing_is_the_reason():
     )
 
 
-def sample(seq: int, **metrics: float) -> MetricSample:
-    return MetricSample(
-        run_id="r", endpoint_id="A-1", direction="send", seq=seq, ts=T0, metrics=metrics
-    )
+def sample(seq: int, **metrics: float) -> SampleHead:
+    return make("A-1", "send", seq, metrics, T0)
 
 
 class _NoHosts:
@@ -97,9 +95,7 @@ def test_send_samples_add_up_to_the_packets_due_and_sent():
     monitor.on_sample(sample(1, packets=45, simulated_drops=3, **every))
     monitor.on_sample(sample(2, packets=0, **every))  # sent nothing: on hold, skipped
     monitor.on_sample(sample(3, packets=40, sample_interval_ms=1200.0, ptime_ms=20))
-    recv = MetricSample(
-        run_id="r", endpoint_id="A-1", direction="recv", seq=5, ts=T0, metrics={"packets": 1}
-    )
+    recv = make("A-1", "recv", 5, {"packets": 1}, T0)
     monitor.on_sample(recv)
     f = monitor.take()
     assert (f.tx_expected, f.tx_sent, f.host_cpu, f.late_hosts) == (110.0, 88, None, 0)

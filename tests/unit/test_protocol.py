@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from callmeter_vocabulary.sample import FIELDS, make
 from callmeter_worker import protocol as proto
 from callmeter_worker.protocol import ProtocolError
 
@@ -33,7 +34,11 @@ def _start(**over):
         {"op": "shutdown"},
         proto.event("host_ready", sip_port=5060),
         proto.event("phase", endpoint_id="e1", phase="INCALL"),
-        proto.event("sample", endpoint_id="e1", direction="recv", seq=0, metrics={"mos": 4.4}),
+        proto.event(
+            "sample",
+            endpoint_id="e1",
+            sample=make("e1", "recv", 0, {"mos": 4.4, "packets": 50, "codec": "PCMU"}),
+        ),
         proto.event(
             "endpoint_finished", endpoint_id="e1", outcome="SUCCESS", reason="", sip_code=200
         ),
@@ -108,12 +113,20 @@ def test_invalid_lines_raise_protocol_error(line):
 def test_encode_validates_too():
     with pytest.raises(ProtocolError):
         proto.encode({"ev": "phase", "t": 1.0, "endpoint_id": "e"})
-    with pytest.raises(ValueError):
-        proto.encode(
-            proto.event(
-                "sample", endpoint_id="e", direction="send", seq=0, metrics={"mos": float("nan")}
-            )
-        )
+    with pytest.raises(TypeError):  # a key outside the catalogue
+        make("e", "send", 0, {"moss": 4.4})
+
+
+def test_a_sample_line_is_checked_against_the_contract_naming_the_field():
+    line = proto.encode(proto.event("sample", endpoint_id="e", sample=make("e", "send", 0, {})))
+    cells = json.loads(line)
+    cells["sample"][FIELDS.index("packets")] = 49.5
+    with pytest.raises(ProtocolError, match="packets: Expected `int | null`, got `float`"):
+        proto.decode_line(json.dumps(cells, separators=(",", ":")).encode())
+    # What JSON cannot hold is not a number: NaN and infinity are written as null.
+    nan = make("e", "send", 0, {"mos": float("nan"), "jitter_ms": float("inf")})
+    decoded = proto.decode_line(proto.encode(proto.event("sample", endpoint_id="e", sample=nan)))
+    assert (decoded["sample"].mos, decoded["sample"].jitter_ms) == (None, None)
 
 
 def test_parse_sip_log_entry():

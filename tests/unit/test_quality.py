@@ -162,3 +162,26 @@ def test_the_cli_summary_shows_the_worse_direction_and_each_direction() -> None:
         if (row := [c.strip() for c in line.strip("│ ").split("│")])[0] in ("loss %", "MOS (avg)")
     }
     assert cells == {"MOS (avg)": ["3.90", "3.90", "4.40"], "loss %": ["5.00", "5.00", "0.00"]}
+
+
+def test_success_rates_have_one_definition_in_percent() -> None:
+    from callmeter_storage.quality import success_rates
+
+    endpoints = [
+        ("caller", "CLOSED", "SUCCESS", 1),
+        ("caller", "CLOSED", "COMPLETED_WITH_WARNINGS", 1),
+        ("caller", "CLOSED", "CALL_FAILED", 1),
+        ("caller", "CLOSED", "REGISTRATION_FAILED", 1),
+        ("caller", "INCALL", None, 1),  # not finished: not counted for calls yet
+        ("receiver", "CLOSED", "NO_INCOMING_CALL", 1),  # a receiver's call is its caller's
+        ("idle", "INITIALIZING", None, 1),  # has not tried to register yet
+    ]
+    assert success_rates(endpoints) == {
+        "endpoints_finished": 5,
+        "callers_finished": 4,
+        "call_success_rate": 50.0,
+        "registration_attempts": 6,
+        "registration_success_rate": 100.0 * 5 / 6,
+    }
+    empty = success_rates([])
+    assert empty["call_success_rate"] is None and empty["registration_success_rate"] is None

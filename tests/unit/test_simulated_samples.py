@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from callmeter_events import MetricSample, utcnow
-from callmeter_events.metrics_catalogue import CATALOGUE
+from callmeter_vocabulary.metrics import CATALOGUE
 from callmeter_worker.supervisor.simulated import sample_metrics
 
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from callmeter_events.metrics_catalogue import KEYS
+from callmeter_vocabulary.metrics import KEYS
 from callmeter_worker.host import emodel
 from callmeter_worker.host.stream_stats import (
     StreamSampler,

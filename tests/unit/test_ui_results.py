@@ -130,7 +130,7 @@ def test_the_results_section_renders_from_a_view():
         "outcomes": outcome_rows({"SUCCESS": 2}, 2),
         "sip_codes": sip_code_rows(Counter()),
         "charts": series_charts([]),
-        "mos_histogram": mos_histogram_svg([]),
+        "mos_histograms": [mos_histogram_svg([])],
     }
     html = str(macro({"id": "r1", "call_success_rate": 100.0}, results))
     assert 'id="percentiles"' in html and "No endpoints." in html

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pjsua2 as pj
 
 from callmeter_vocabulary import GOOD_OUTCOMES, OUTCOMES, Outcome, Phase
+from callmeter_vocabulary.sample import make
 
 from ..callplan import CallPlan
 from .context import HostContext
@@ -300,18 +302,14 @@ class Endpoint:
         snap["tx"]["dropped"] = self.host.tx_dropped(call.media_transport)
         self.rx_packets = max(self.rx_packets, snap["rx"]["pkt"])
         send, recv = self.sampler.sample(snap)
+        ts = datetime.now(UTC)
         for direction, metrics in (("send", send), ("recv", recv)):
             sums = self.quality.setdefault(direction, {})
             for key in RECORD_QUALITY:
                 if metrics.get(key) is not None:
                     sums.setdefault(key, []).append(float(metrics[key]))
-            self.host.emit(
-                "sample",
-                endpoint_id=self.id,
-                direction=direction,
-                seq=self.seq[direction],
-                metrics=metrics,
-            )
+            sample = make(self.id, direction, self.seq[direction], metrics, ts)
+            self.host.emit("sample", endpoint_id=self.id, sample=sample)
             self.seq[direction] += 1
 
     def timing(self) -> dict[str, Any]:

@@ -9,16 +9,15 @@ PJSIP cannot measure for that direction is None.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from callmeter_vocabulary.metrics import KEYS
 
 from . import emodel
 
 Snapshot = dict[str, Any]
-Sample = dict[str, Any]
+Metrics = dict[str, Any]  # one direction's values by catalogue key (a Sample's metrics)
 MATH_KEYS = ("last", "mean", "min", "max", "n")
 JB_KEYS = (
     "avg_delay_ms",
@@ -47,29 +46,6 @@ TIMING_KEYS = (
     "first_rtp_ms",
     "call_duration_s",
 )
-
-
-def _load_keys() -> tuple[str, ...]:
-    """The catalogue keys, without importing the callmeter_events package.
-
-    The package __init__ pulls in pydantic (+20 MB RSS); a worker runs hundreds
-    of hosts, so the host loads only the catalogue module, by file path.
-    """
-    name = "callmeter_events.metrics_catalogue"
-    mod = sys.modules.get(name) or sys.modules.get("_callmeter_metrics_catalogue")
-    if mod is None:
-        spec = importlib.util.find_spec("callmeter_events")  # does not import the package
-        assert spec is not None and spec.origin is not None
-        path = Path(spec.origin).with_name("metrics_catalogue.py")
-        mspec = importlib.util.spec_from_file_location("_callmeter_metrics_catalogue", path)
-        assert mspec is not None and mspec.loader is not None
-        mod = importlib.util.module_from_spec(mspec)
-        sys.modules[mspec.name] = mod  # dataclasses looks its module up while decorating
-        mspec.loader.exec_module(mod)
-    return tuple(mod.KEYS)
-
-
-KEYS = _load_keys()
 
 
 def _math(n: int = 0) -> dict[str, float]:
@@ -150,7 +126,7 @@ def _direction(
     elapsed: float | None,
     wall: float,
     jitter_offset_ms: float = 0.0,
-) -> Sample:
+) -> Metrics:
     """Counters shared by both directions (packets, bytes, loss, RTCP bookkeeping)."""
     jit, off = cur["jitter"], jitter_offset_ms
     pkts = _delta(cur["pkt"], prev["pkt"])
@@ -192,7 +168,7 @@ def _on_wire(tx: dict[str, Any]) -> dict[str, Any]:
     return {**tx, "dropped": dropped, "pkt": max(0, tx["pkt"] - dropped)}
 
 
-def _quality(codec: str | None, loss_pct: float | None, delay_ms: float) -> Sample:
+def _quality(codec: str | None, loss_pct: float | None, delay_ms: float) -> Metrics:
     if loss_pct is None:
         return dict.fromkeys(("mos", "r_factor", "ie_eff", "delay_impairment_id"))
     res = emodel.evaluate(codec, loss_pct, delay_ms)
@@ -201,7 +177,7 @@ def _quality(codec: str | None, loss_pct: float | None, delay_ms: float) -> Samp
 
 def compute_samples(
     prev: Snapshot | None, cur: Snapshot, rr_window: tuple[int, int] | None = None
-) -> tuple[Sample, Sample]:
+) -> tuple[Metrics, Metrics]:
     """(send, recv) samples for the interval prev -> cur.
 
     prev None means "since the stream started" (counters start at zero).
@@ -219,7 +195,7 @@ def compute_samples(
     info, rtt = cur["info"], cur["rtt"]
     rtt_ms = _ms(rtt, "last")
     ptime = info.get("ptime_ms") or 0
-    common: Sample = dict.fromkeys(KEYS)  # every key; unmeasurable ones stay None
+    common: Metrics = dict.fromkeys(KEYS)  # every key; unmeasurable ones stay None
     common.update({k: timing.get(k) for k in TIMING_KEYS})
     common.update(
         {
@@ -298,7 +274,7 @@ class StreamSampler:
         # simulated drops are counted per media transport, which outlives a stream
         self._drops_before_stream = 0
 
-    def sample(self, cur: Snapshot) -> tuple[Sample, Sample]:
+    def sample(self, cur: Snapshot) -> tuple[Metrics, Metrics]:
         tx, prev = cur["tx"], self.prev
         if prev is not None and (
             cur["rx"]["pkt"] < prev["rx"]["pkt"] or tx["pkt"] < prev["tx"]["pkt"]

@@ -1,12 +1,13 @@
 """Per-second samples out as MetricBatch messages: one per run every ~250 ms.
 
 One message per sample made JetStream and metrics-ingest do per-message work
-(headers, acks, a model per sample) 168 times per endpoint per second. The
+(headers, acks, a decode per sample) 168 times per endpoint per second. The
 batcher holds a run's samples until `interval_s` after the first of them, or
 until `max_samples`, then publishes them as one MetricBatch, so a sample is
 live within a second whatever the load. The supervisor flushes a run when
 one of its endpoints finishes (its last samples go before its end) and at
-shutdown.
+shutdown. The samples go in as the host made them (decoded, so checked, from
+its line, and stamped with the endpoint's id): no other shape on the way.
 
 Batch numbers start from the wall clock in milliseconds and count up, so a
 restarted worker never reuses a number JetStream's duplicate window still
@@ -21,10 +22,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import ValidationError
-
-from callmeter_events import Event, MetricSample
+from callmeter_events import Event
 from callmeter_events.metric_events import MetricBatch
+from callmeter_vocabulary.sample import SampleHead
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,14 @@ class SampleBatcher:
         self.interval_s = interval_s
         self.max_samples = max_samples
         self.retries = retries
-        self.buffers: dict[str, list[MetricSample]] = {}
+        self.buffers: dict[str, list[SampleHead]] = {}
         self.seqs: dict[str, int] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def add(self, sample: MetricSample) -> None:
-        """Buffer one sample; its batch goes out within `interval_s` (needs a running loop)."""
-        run_id = sample.run_id
+    def add(self, run_id: str, sample: SampleHead) -> None:
+        """Buffer one sample of a run; its batch goes out within `interval_s` (needs a
+        running loop)."""
         buffer = self.buffers.setdefault(run_id, [])
         buffer.append(sample)
         if len(buffer) >= self.max_samples:
@@ -74,7 +74,13 @@ class SampleBatcher:
             timer.cancel()
         samples = self.buffers.pop(run_id, [])
         if samples:
-            task = asyncio.ensure_future(self._publish(run_id, samples))
+            batch = MetricBatch(
+                run_id=run_id,
+                worker_id=self.worker_id,
+                seq=self._next_seq(run_id),
+                samples=tuple(samples),
+            )
+            task = asyncio.ensure_future(self._publish(batch))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
@@ -83,38 +89,14 @@ class SampleBatcher:
         self.seqs[run_id] = seq
         return seq
 
-    async def _publish(self, run_id: str, samples: list[MetricSample]) -> None:
-        try:
-            events: list[Event] = [
-                MetricBatch.pack(run_id, self.worker_id, self._next_seq(run_id), samples)
-            ]
-        except ValidationError:
-            events = self._split(run_id, samples)
-        for event in events:
-            await self._publish_one(event)
-
-    def _split(self, run_id: str, samples: list[MetricSample]) -> list[Event]:
-        """A value of the wrong kind: the good samples still go as a batch, each bad one
-        alone as a MetricSample, which ingest dead-letters with the reason."""
-        good: list[MetricSample] = []
-        bad: list[Event] = []
-        for s in samples:
-            try:
-                MetricBatch.pack(run_id, self.worker_id, 0, [s])
-                good.append(s)
-            except ValidationError:
-                bad.append(s)
-        seq = self._next_seq(run_id)
-        return ([MetricBatch.pack(run_id, self.worker_id, seq, good)] if good else []) + bad
-
-    async def _publish_one(self, event: Event) -> None:
+    async def _publish(self, batch: MetricBatch) -> None:
         # The same event (same Nats-Msg-Id) on every attempt: a retry never duplicates.
         for attempt in range(self.retries):
             try:
-                await self.publish(event)
+                await self.publish(batch)
                 return
             except Exception:  # noqa: BLE001 - NATS trouble: try again, then give up loudly
                 if attempt == self.retries - 1:
-                    log.exception("could not publish %s; its samples are lost", event.msg_id())
+                    log.exception("could not publish %s; its samples are lost", batch.msg_id())
                     return
                 await asyncio.sleep(0.2 * 2**attempt)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
 from callmeter_common.bus import TRANSIENT_PUBLISH_ERRORS, Bus
@@ -26,7 +27,6 @@ from callmeter_events import (
     EndpointPhaseChanged,
     Event,
     GeneratorOverloaded,
-    MetricSample,
     Outcome,
     Phase,
     RunStopping,
@@ -132,11 +132,6 @@ class Supervisor:
 
     async def publish(self, events: list[Event]) -> None:
         for event in events:  # in order: a phase must not overtake the event before it
-            if isinstance(event, MetricSample):
-                if self.health is not None:
-                    self.health.on_sample(event)
-                self.samples.add(event)  # out within ~250 ms, as one MetricBatch per run
-                continue
             if isinstance(event, EndpointFinished):
                 await self.samples.flush(event.run_id)  # its last samples before its end
             await self.bus.publish(event)
@@ -315,6 +310,12 @@ class Supervisor:
             key = owner
             if msg["ev"] == "recording" and key in self.references:
                 self._score(key, msg)
+                return
+            if msg["ev"] == "sample":  # stamped with the endpoint's id, out within ~250 ms
+                sample = msgspec.structs.replace(msg["sample"], endpoint_id=owner[1])
+                if self.health is not None:
+                    self.health.on_sample(sample)
+                self.samples.add(owner[0], sample)  # as one MetricBatch per run
                 return
             events = to_events(owner[0], {**msg, "endpoint_id": owner[1]})
             if msg["ev"] == "endpoint_finished" and key in self.scoring:

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from callmeter_events import MetricSample
+from callmeter_vocabulary.sample import SampleHead
 
 from .hostpool import HostPool
 from .overload import HealthFigures
@@ -45,19 +45,19 @@ class HealthMonitor:
         self._tx_expected = 0.0
         self._tx_sent = 0
 
-    def on_sample(self, sample: MetricSample) -> None:
+    def on_sample(self, sample: SampleHead) -> None:
         """A send-side sample: the packets its media clock was due to send in its
         interval, and the packets PJSIP counted as sent (wire + simulated drops).
         A stream's first sample (its interval is the call so far, not a second) and a
         stream that sent nothing (on hold, not started) say nothing about the clock."""
         if sample.direction != "send" or sample.seq == 0:
             return
-        m: dict[str, Any] = sample.metrics
-        packets, interval, ptime = m.get("packets"), m.get("sample_interval_ms"), m.get("ptime_ms")
+        s: Any = sample  # a Sample: the catalogue's keys are its fields
+        packets, interval, ptime = s.packets, s.sample_interval_ms, s.ptime_ms
         if not packets or not interval or not ptime:
             return
         self._tx_expected += float(interval) / float(ptime)
-        self._tx_sent += int(packets) + int(m.get("simulated_drops") or 0)
+        self._tx_sent += int(packets) + int(s.simulated_drops or 0)
 
     async def probe_loop_lag(self, stop: asyncio.Event) -> None:
         """Sleep LAG_PROBE_S again and again; the worst overshoot is the second's lag."""

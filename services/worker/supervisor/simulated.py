@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from callmeter_events.metrics_catalogue import CATALOGUE
+from callmeter_vocabulary.metrics import CATALOGUE
+from callmeter_vocabulary.sample import make
 
 from .hostpool import HostProfile, slot_of
 
@@ -188,9 +189,8 @@ class SimulatedPool:
                 if role != "idle":
                     for direction in ("send", "recv"):
                         metrics = sample_metrics(direction, second, codec, self.rng)
-                        await self._emit(
-                            "sample", slot, direction=direction, seq=second, metrics=metrics
-                        )
+                        sample = make(slot, direction, second, metrics)
+                        await self._emit("sample", slot, sample=sample)
             if role != "idle":
                 await self._emit("phase", slot, phase="DISCONNECTING")
                 await self._emit(

@@ -17,7 +17,6 @@ from callmeter_events import (
     EndpointPhaseChanged,
     EndpointRegistered,
     Event,
-    MetricSample,
     Phase,
     RegistrationFailed,
     ScenarioActionExecuted,
@@ -122,16 +121,6 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
                 outcome=msg["outcome"],
                 reason=msg.get("reason") or "",
                 sip_code=msg.get("sip_code"),
-            )
-        ]
-    if ev == "sample":
-        return [
-            MetricSample(
-                **base,
-                direction=msg["direction"],
-                seq=msg["seq"],
-                ts=_ts(msg),
-                metrics=msg["metrics"],
             )
         ]
     if ev == "sip_message" and ep:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from callmeter_vocabulary import Direction
+from . import Direction
 
 Kind = Literal["float", "int", "text"]
 
