@@ -15,6 +15,18 @@ from callmeter_vocabulary import (
     RunStatus,
 )
 
+from .access_events import (
+    ACCESS_EVENTS,
+    AccessRole,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    AuditRecorded,
+    MembershipSet,
+    OrganisationCreated,
+    PasswordChanged,
+    ProjectCreated,
+    UserCreated,
+)
 from .base import Event, utcnow
 from .codec import (
     BY_TYPE,
@@ -67,7 +79,7 @@ from .run_events import (
     TestSaved,
     ThresholdOutcome,
 )
-from .streams import ALL_STREAMS, DEADLETTER, EVENTS, METRICS, TRACES, WORKERS, StreamDef
+from .streams import ACCESS, ALL_STREAMS, DEADLETTER, EVENTS, METRICS, TRACES, WORKERS, StreamDef
 from .subjects import (
     all_run_events,
     all_test_events,

@@ -35,6 +35,15 @@ CHANNELS: dict[str, str] = {
     "MetricBatch": "callmeter.metrics.{run_id}.batch.{worker_id}",
     "SipMessage": "callmeter.trace.{run_id}.{endpoint_id}",
     "PlatformOutage": "callmeter.run.platform.outage.{component}",
+    # Names are hex-encoded in subjects (a project may hold spaces and dots).
+    "OrganisationCreated": "callmeter.access.org.{org_hex}",
+    "ProjectCreated": "callmeter.access.project.{project_hex}",
+    "UserCreated": "callmeter.access.user.{username_hex}",
+    "PasswordChanged": "callmeter.access.user.{username_hex}",
+    "MembershipSet": "callmeter.access.member.{org_hex}",
+    "ApiKeyCreated": "callmeter.access.key.{key_id}",
+    "ApiKeyRevoked": "callmeter.access.key.{key_id}",
+    "AuditRecorded": "callmeter.access.audit.{action}",
 }
 for _cls in EVENT_TYPES:
     _token = getattr(_cls, "token", "")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from .access_events import ACCESS_EVENTS
 from .base import Event
 from .endpoint_events import (
     CallAttempted,
@@ -84,6 +85,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     MetricBatch,
     SipMessage,
     PlatformOutage,
+    *ACCESS_EVENTS,
 )
 BY_TYPE: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
 

@@ -19,9 +19,11 @@ EVENTS = StreamDef("CALLMETER_EVENTS", ("callmeter.test.>", "callmeter.run.>"), 
 WORKERS = StreamDef("CALLMETER_WORKERS", ("callmeter.worker.>",), max_age_s=7 * DAY)
 METRICS = StreamDef("CALLMETER_METRICS", ("callmeter.metrics.>",), max_age_s=2 * DAY)
 TRACES = StreamDef("CALLMETER_TRACES", ("callmeter.trace.>",), max_age_s=14 * DAY)
+# Users, organisations, members, API keys, the audit trail: kept forever, read by the API only.
+ACCESS = StreamDef("CALLMETER_ACCESS", ("callmeter.access.>",), max_age_s=0)
 DEADLETTER = StreamDef("CALLMETER_DEADLETTER", ("callmeter.deadletter.>",), max_age_s=30 * DAY)
 
-ALL_STREAMS: tuple[StreamDef, ...] = (EVENTS, WORKERS, METRICS, TRACES, DEADLETTER)
+ALL_STREAMS: tuple[StreamDef, ...] = (EVENTS, WORKERS, METRICS, TRACES, ACCESS, DEADLETTER)
 
 # metrics-ingest's durable consumer on METRICS: its lag is what /readyz bounds.
 INGEST_DURABLE = "metrics-ingest"

@@ -232,6 +232,22 @@ CREATE TABLE pool_accounts (
 """)
 
 
+def m032_sessions(conn: psycopg.Connection) -> None:
+    # Browser sessions: the SHA-256 of the cookie's random token, never the token.
+    # Operational state, not facts: logins and logouts are audit events in CALLMETER_ACCESS.
+    conn.execute("""
+CREATE TABLE sessions (
+    token_hash text PRIMARY KEY,
+    username text NOT NULL,
+    csrf text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions (username);
+CREATE TABLE api_key_usage (key_id text PRIMARY KEY, last_used_at timestamptz NOT NULL);
+""")
+
+
 def m040_call_records(conn: psycopg.Connection) -> None:
     calls.create(conn)
 
@@ -250,6 +266,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (25, "one aggregation path: no continuous aggregates", m025_no_continuous_aggregates),
     (30, "secret store", m030_secrets),  # 22-24, 26-29 left for work in flight
     (31, "registrars and SIP account pools", m031_registrars_and_pools),
+    (32, "sessions and API key usage", m032_sessions),
     (40, "call records", m040_call_records),  # 32-39 left for work in flight
 ]
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 
 from callmeter_events import TestDefinition
 from callmeter_storage import results
 
 from . import queries, service
 from .auth import own_definition
-from .deps import PlatformDep, ScopeDep
+from .authz import Principal, PrincipalDep, Role, require
+from .deps import PlatformDep
 from .details import RunIds, compared_runs, endpoint_detail
 from .endpoint_views import ListQuery
 from .errors import ApiError, error_responses
@@ -20,6 +21,8 @@ from .views import compare_view, listing_items
 router = APIRouter(prefix="/api/v1")
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")]
+Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
+Tester = Annotated[Principal, Depends(require(Role.TESTER))]
 
 
 def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
@@ -35,17 +38,18 @@ async def stored_test(p: PlatformDep, test_id: str) -> dict[str, Any]:
 @router.post(
     "/tests", status_code=status.HTTP_201_CREATED, tags=["tests"], responses=error_responses(403)
 )
-async def create_test(body: TestDefinition, p: PlatformDep, scope: ScopeDep) -> dict[str, Any]:
+async def create_test(body: TestDefinition, p: PlatformDep, who: Editor) -> dict[str, Any]:
     """Save a new test; answers with the test as stored."""
-    return await stored_test(p, await service.save_test(p, own_definition(scope, body)))
+    test_id = await service.save_test(p, own_definition(who, body), actor=who.actor)
+    return await stored_test(p, test_id)
 
 
 @router.get("/tests", tags=["tests"])
 async def list_tests(
-    p: PlatformDep, scope: ScopeDep, limit: Limit = 100, offset: Offset = 0
+    p: PlatformDep, who: PrincipalDep, limit: Limit = 100, offset: Offset = 0
 ) -> dict[str, Any]:
     tests = await service.query(p, results.list_tests)
-    tests = [t for t in tests if scope.sees(t["definition"]["project"])]
+    tests = [t for t in tests if who.sees(t["definition"]["project"])]
     return page(tests[offset : offset + limit], len(tests), limit, offset)
 
 
@@ -56,37 +60,40 @@ async def get_test(test_id: str, p: PlatformDep) -> dict[str, Any]:
 
 @router.put("/tests/{test_id}", tags=["tests"], responses=error_responses(403))
 async def update_test(
-    test_id: str, body: TestDefinition, p: PlatformDep, scope: ScopeDep
+    test_id: str, body: TestDefinition, p: PlatformDep, who: Editor
 ) -> dict[str, Any]:
     await service.get_test(p, test_id)
-    return await stored_test(p, await service.save_test(p, own_definition(scope, body), test_id))
+    saved = await service.save_test(p, own_definition(who, body), test_id, actor=who.actor)
+    return await stored_test(p, saved)
 
 
 @router.post("/tests/{test_id}/duplicate", status_code=status.HTTP_201_CREATED, tags=["tests"])
-async def duplicate_test(test_id: str, p: PlatformDep) -> dict[str, Any]:
-    return await stored_test(p, await service.duplicate_test(p, test_id))
+async def duplicate_test(test_id: str, p: PlatformDep, who: Editor) -> dict[str, Any]:
+    return await stored_test(p, await service.duplicate_test(p, test_id, actor=who.actor))
 
 
 @router.delete("/tests/{test_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["tests"])
-async def delete_test(test_id: str, p: PlatformDep) -> None:
-    await service.delete_test(p, test_id)
+async def delete_test(test_id: str, p: PlatformDep, who: Editor) -> None:
+    await service.delete_test(p, test_id, actor=who.actor)
 
 
 @router.post("/tests/{test_id}/runs", status_code=status.HTTP_202_ACCEPTED, tags=["runs"])
-async def create_run(test_id: str, p: PlatformDep) -> dict[str, Any]:
+async def create_run(test_id: str, p: PlatformDep, who: Tester) -> dict[str, Any]:
     """Start a run of the test; answers with the run as stored (PENDING until scheduled)."""
-    return await service.get_run(p, await service.start_run(p, test_id))
+    return await service.get_run(p, await service.start_run(p, test_id, actor=who.actor))
 
 
 @router.get("/runs", tags=["runs"])
 async def list_runs(
     p: PlatformDep,
-    scope: ScopeDep,
+    who: PrincipalDep,
     test_id: str | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    runs, total = await service.query(p, queries.page_runs, test_id, limit, offset, scope.project)
+    shown = who.project_filter()
+    only, hidden = (shown.only, shown.hidden) if shown else (None, ())
+    runs, total = await service.query(p, queries.page_runs, test_id, limit, offset, only, hidden)
     return page(runs, total, limit, offset)
 
 
@@ -101,15 +108,15 @@ async def get_run(run_id: str, p: PlatformDep) -> dict[str, Any]:
     tags=["runs"],
     responses=error_responses(409),
 )
-async def stop_run(run_id: str, p: PlatformDep) -> dict[str, Any]:
-    await service.stop_run(p, run_id)
+async def stop_run(run_id: str, p: PlatformDep, who: Tester) -> dict[str, Any]:
+    await service.stop_run(p, run_id, actor=who.actor)
     return {"id": run_id, "stop_requested": True}
 
 
 @router.delete("/runs/{run_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["runs"])
-async def delete_run(run_id: str, p: PlatformDep) -> None:
+async def delete_run(run_id: str, p: PlatformDep, who: Editor) -> None:
     """Delete a finished run: its events, samples, rollups, SIP messages and views."""
-    await service.delete_run(p, run_id)
+    await service.delete_run(p, run_id, actor=who.actor)
 
 
 @router.get("/runs/{run_id}/endpoints", tags=["endpoints"])
@@ -151,9 +158,9 @@ async def get_endpoint(run_id: str, endpoint_id: str, p: PlatformDep) -> dict[st
 
 
 @router.get("/compare", tags=["runs"], responses=error_responses(404))
-async def compare(p: PlatformDep, scope: ScopeDep, runs: RunIds = ()) -> dict[str, Any]:
+async def compare(p: PlatformDep, who: PrincipalDep, runs: RunIds = ()) -> dict[str, Any]:
     """Summary figures of two or more runs and their change from the first."""
-    views = await compared_runs(p, runs, scope)
+    views = await compared_runs(p, runs, who)
     if len(views) < 2:
         raise ApiError(422, "validation_error", "runs: give at least two run ids", "runs")
     rows = compare_view(views)

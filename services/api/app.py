@@ -21,6 +21,7 @@ from callmeter_storage.migrations import migrate
 from callmeter_storage.readmodels import RUNS
 
 from . import (
+    access_routes,
     api_routes,
     audio_routes,
     auth,
@@ -29,11 +30,14 @@ from . import (
     errors,
     events_routes,
     health_routes,
+    html_access,
     html_routes,
     queries,
     resource_routes,
     results_routes,
 )
+from .access import Access
+from .authz import Role, require
 from .capacity_judge import CapacityJudge
 from .deps import Platform
 from .evaluator import Evaluator
@@ -77,6 +81,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             check=ConnectionPool.check_connection,
         )
         master = crypto.master_key(settings.secret_key, settings.data_dir)
+        access = Access(bus)
+        await access.start()
         projector = Projector(bus, settings.database_url)
         evaluator = Evaluator(bus, settings.database_url, projector.models.runs)
         capacity = CapacityJudge(bus, settings.database_url, projector.models.runs)
@@ -96,7 +102,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             asyncio.create_task(capacity.run(stop)),
             asyncio.create_task(webhooks.run(stop)),
         ]
-        app.state.platform = platform = Platform(settings, bus, pool, projector, live, master)
+        app.state.platform = platform = Platform(
+            settings, bus, pool, projector, live, master, access
+        )
         await credentials.serve(platform)
         try:
             yield
@@ -107,7 +115,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             await bus.close()
             pool.close()
 
-    app = FastAPI(title="CallMeter", version="0.1.0", lifespan=lifespan)
+    # Every state-changing request of a browser session carries its CSRF token.
+    app = FastAPI(
+        title="CallMeter",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(auth.check_csrf)],
+    )
     errors.install(app)
     api_keys = parse_keys(settings.api_keys)
     auth.install(app, api_keys)
@@ -134,7 +148,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         return response
 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    # Every /api/v1 router: a run or test of a project the API key may not see is a 404.
+    # Every router: reading needs the Viewer role in the project of the run or test the
+    # path names (another organisation's is a 404); routes that change something
+    # require more themselves (authz.require).
+    viewer = [Depends(require(Role.VIEWER))]
     guarded = (
         api_routes.router,
         events_routes.router,
@@ -145,9 +162,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         resource_routes.router,
     )
     for router in guarded:
-        app.include_router(router, dependencies=[Depends(auth.guard)])
+        app.include_router(router, dependencies=viewer)
+    app.include_router(access_routes.router)  # checks per organisation (accounts.py)
     app.include_router(health_routes.probes)
-    app.include_router(health_routes.pages)
+    app.include_router(health_routes.pages, dependencies=viewer)
     app.include_router(events_routes.docs_router)
-    app.include_router(html_routes.router)
+    app.include_router(html_access.router)  # login, setup, account, organisations
+    app.include_router(html_routes.router, dependencies=viewer)
     return app

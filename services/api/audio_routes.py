@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Depends, Request, status
 
 from callmeter_common import wav
 
+from .authz import Role, require
 from .deps import PlatformDep
 from .errors import ApiError
 
@@ -41,7 +42,12 @@ def _invalid(exc: wav.WavError) -> ApiError:
     return ApiError(422, "validation_error", str(exc), field)
 
 
-@router.post("/audio", status_code=status.HTTP_201_CREATED, openapi_extra=_WAV_BODY)
+@router.post(
+    "/audio",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_WAV_BODY,
+    dependencies=[Depends(require(Role.EDITOR))],
+)
 async def upload_audio(request: Request, p: PlatformDep) -> dict[str, Any]:
     """The request body is the WAV file: 16-bit PCM, mono, 8 or 16 kHz, 1-60 s, at most 2 MB.
 

@@ -1,101 +1,234 @@
-"""API keys for automation: with CALLMETER_API_KEYS set, /api/v1 needs a Bearer token.
+"""Authentication: who a request comes from, on every route (JSON, HTML, SSE).
 
-A middleware rather than a router dependency so that every router mounted
-under /api/v1 (including ones other modules add) is covered the same way.
-Pages stay open: they are meant for a browser on a trusted network.
+A request is from
+- a Bearer key (`Authorization: Bearer <key>`): a CALLMETER_API_KEYS key (an Owner
+  of every project, or of its `PROJECT:`), or a key created in the UI (its project
+  and role, services/api/keys.py); a wrong key is 401. Bearer requests need no
+  CSRF token: a browser never adds that header by itself;
+- a session cookie (after /login), whose state-changing requests carry the
+  session's CSRF token (form field `csrf_token` or header `X-CSRF-Token`), else 403;
+- nobody: 401 for /api/v1, a redirect to /login for a page.
 
-A key is `KEY` (every project) or `PROJECT:KEY` (only that project's tests and
-runs). The middleware leaves the caller's project on `request.state.project`
-(None: every project); `guard`, a dependency of every /api/v1 router, answers a
-run or test of another project with the same 404 as an unknown id. The keys
-themselves are parsed in `callmeter_common.api_keys`.
+An installation with no user and no CALLMETER_API_KEYS is unclaimed: it serves
+everyone as an Owner, as before users existed (the API listens on 127.0.0.1 by
+default), and shows how to create the first administrator: /setup with the token
+`callmeter up` prints. Once a user exists, or keys are configured, every route
+but /login, /setup, the probes, /static and the API's documentation needs one
+of the above.
+
+The middleware leaves the caller on `request.state.principal`; what the caller
+may do is decided by `authz.require`, a dependency of each route.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from callmeter_common.api_keys import ApiKey, match_key
-from callmeter_events import Event, TestDefinition
+from callmeter_common.secrets_hash import key_hash, same
+from callmeter_events import AccessRole, Event, TestDefinition
+from callmeter_projections.access import DEFAULT_ORG
+from callmeter_storage import sessions
 from callmeter_storage.readmodels import projection_of
 
 from . import errors, service
-from .deps import Platform, PlatformDep, Scope, ScopeDep
+from .authz import authorize, forbidden
+from .deps import Platform
 from .errors import ApiError, error_body
+from .principal import CURRENT, EVERYONE, Principal
 
 PROTECTED = "/api/v1"
+SESSION_COOKIE = "callmeter_session"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Open without credentials: logging in, the first-admin setup, probes, assets, API docs.
+PUBLIC_PATHS = ("/login", "/setup", "/healthz", "/readyz", "/docs", "/openapi.json")
+PUBLIC_PREFIXES = ("/static/", "/docs/")
+KEY_USE_EVERY_S = 60.0  # a key's last-used time is written at most this often per process
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def is_api(path: str) -> bool:
+    return path == PROTECTED or path.startswith(PROTECTED + "/")
+
+
+def env_principal(key: ApiKey, p: Platform) -> Principal:
+    """A CALLMETER_API_KEYS key: Owner of everything, or of its project."""
+    state = p.access.state
+    if key.project is None:
+        return Principal("env-key", everything=AccessRole.OWNER, project_org=state.project_org)
+    return Principal(
+        f"env-key:{key.project}",
+        project_roles={key.project: AccessRole.OWNER},
+        project_org=state.project_org,
+    )
+
+
+def user_principal(p: Platform, username: str, csrf: str | None) -> Principal:
+    state = p.access.state
+    return Principal(
+        f"user:{username}",
+        org_roles=state.orgs_of(username),
+        project_org=state.project_org,
+        username=username,
+        csrf=csrf,
+    )
+
+
+class Authenticator:
+    def __init__(self, keys: tuple[ApiKey, ...]) -> None:
+        self.keys = keys
+        self._key_written: dict[str, float] = {}
+
+    async def identify(self, request: Request, p: Platform) -> Principal | None | Response:
+        """The caller; None: no credentials; a Response: refused (a wrong key)."""
+        header = request.headers.get("authorization", "")
+        if header:
+            return await self._bearer(header, p)
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            found = await service.query(p, sessions.find, key_hash(token))
+            user = p.access.state.users.get(found.username) if found else None
+            if found is not None and user is not None:
+                if found.created_at >= user.sessions_valid_from:
+                    return user_principal(p, user.username, found.csrf)
+        return None
+
+    async def _bearer(self, header: str, p: Platform) -> Principal | Response:
+        env = match_key(header, self.keys)
+        if env is not None:
+            return env_principal(env, p)
+        scheme, _, token = header.partition(" ")
+        key = p.access.state.key_by_hash(key_hash(token.strip()))
+        if scheme.lower() != "bearer" or key is None:
+            body = error_body(
+                "unauthorized", "a valid API key is required: Authorization: Bearer <key>"
+            )
+            return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
+        await self._used(p, key.key_id)
+        return Principal(
+            f"key:{key.prefix}",
+            project_roles={key.project: key.role},
+            project_org=p.access.state.project_org,
+        )
+
+    async def _used(self, p: Platform, key_id: str) -> None:
+        now = time.monotonic()
+        if now - self._key_written.get(key_id, -KEY_USE_EVERY_S) >= KEY_USE_EVERY_S:
+            self._key_written[key_id] = now
+            await service.query(p, sessions.key_used, key_id, datetime.now(UTC))
+
+
+def enforced(p: Platform, keys: tuple[ApiKey, ...]) -> bool:
+    return bool(keys) or p.access.claimed
 
 
 def install(app: FastAPI, keys: tuple[ApiKey, ...]) -> None:
-    if not keys:
-        return
+    authenticator = Authenticator(keys)
 
     @app.middleware("http")
-    async def require_key(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
         path = request.url.path
-        if path == PROTECTED or path.startswith(PROTECTED + "/"):
-            key = match_key(request.headers.get("authorization", ""), keys)
-            if key is None:
-                body = error_body(
-                    "unauthorized", "a valid API key is required: Authorization: Bearer <key>"
-                )
-                return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
-            request.state.project = key.project
-        response: Response = await call_next(request)
+        p: Platform | None = getattr(request.app.state, "platform", None)
+        principal: Principal | None = EVERYONE
+        if p is not None and not is_public(path):
+            found = await authenticator.identify(request, p)
+            if isinstance(found, Response):
+                return found
+            principal = found
+            if principal is None and not enforced(p, keys):
+                principal = EVERYONE
+            if principal is None:
+                return unauthenticated(request)
+        elif p is not None and request.headers.get("authorization") is None:
+            found = await authenticator.identify(request, p)  # /login and /setup show who is in
+            principal = found if isinstance(found, Principal) else None
+        request.state.principal = principal
+        token = CURRENT.set(principal or EVERYONE)
+        try:
+            response: Response = await call_next(request)
+        finally:
+            CURRENT.reset(token)
         return response
 
 
-# What the caller may see. Unknown ids and other projects' ids get the same answer.
-_PROJECT_OF = {
-    "run_id": ("run", "SELECT doc->'definition'->>'project' FROM runs WHERE run_id = %s"),
-    "test_id": (
-        "test",
-        "SELECT doc->'definition'->>'project' FROM tests WHERE test_id = %s AND NOT deleted",
-    ),
-}
+def unauthenticated(request: Request) -> Response:
+    path = request.url.path
+    if is_api(path) or "text/html" not in request.headers.get("accept", "text/html"):
+        body = error_body("unauthorized", "log in, or send an API key: Authorization: Bearer <key>")
+        return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
+    if request.method in SAFE_METHODS:
+        target = path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse("/login?next=" + quote(target, safe=""), 303)
+    return RedirectResponse("/login", 303)
 
 
-async def ensure_visible(p: Platform, scope: Scope, name: str, value: str, field: str = "") -> None:
-    """404 (as for an unknown id) unless the caller may see run or test `value`;
-    `name` is "run_id" or "test_id"."""
-    if scope.project is None:
+async def check_csrf(request: Request) -> None:
+    """An app-wide dependency: a state-changing request of a session carries its token."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if request.method in SAFE_METHODS or principal is None or principal.csrf is None:
         return
-    kind, sql = _PROJECT_OF[name]
-
-    def project(conn: Any) -> str | None:
-        row = conn.execute(sql, (value,)).fetchone()
-        return row[0] if row else None
-
-    if not scope.sees(await service.query(p, project)):
-        raise ApiError(404, "not_found", f"no {kind} {value!r}", field or name)
-
-
-async def guard(request: Request, p: PlatformDep, scope: ScopeDep) -> None:
-    """Every /api/v1 route with a run or test in its path: hidden from other projects."""
-    for name in ("run_id", "test_id"):
-        if name in request.path_params:
-            await ensure_visible(p, scope, name, request.path_params[name])
+    given = request.headers.get(CSRF_HEADER, "")
+    if not given and "urlencoded" in request.headers.get("content-type", ""):
+        # The pages post plain urlencoded forms (html_tests.posted reads the same body).
+        fields = parse_qs((await request.body()).decode(errors="replace"))
+        given = (fields.get(CSRF_FIELD) or [""])[0]
+    if not given or not same(given, principal.csrf):
+        raise ApiError(403, "csrf", "missing or wrong CSRF token: reload the page and try again")
 
 
-def own_definition(scope: Scope, definition: TestDefinition) -> TestDefinition:
-    """A test a scoped key saves lands in its project; naming another one is forbidden."""
-    if scope.project is None:
-        return definition
-    if "project" not in definition.model_fields_set:
-        return definition.model_copy(update={"project": scope.project})
-    if definition.project != scope.project:
+async def ensure_visible(
+    p: Platform, principal: Principal, name: str, value: str, field: str = ""
+) -> None:
+    """404 (as for an unknown id) unless the caller may see run or test `value`."""
+    await authorize(p, principal, AccessRole.VIEWER, name, value, field)
+
+
+def own_definition(
+    principal: Principal, definition: TestDefinition, role: AccessRole = AccessRole.EDITOR
+) -> TestDefinition:
+    """A test lands in the caller's one project when it names none; naming a project
+    the caller may not edit is forbidden."""
+    only = principal.project
+    if only is not None and "project" not in definition.model_fields_set:
+        definition = definition.model_copy(update={"project": only})
+    if not principal.may(role, definition.project):
+        if only is not None:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"project: this API key may only use project {only!r}",
+                "project",
+            )
         raise ApiError(
             403,
             "forbidden",
-            f"project: this API key may only use project {scope.project!r}",
+            f"project: you may not save tests in project {definition.project!r}",
             "project",
         )
     return definition
+
+
+def system_view_allowed(principal: Principal) -> None:
+    """The installation's view (streams, disk, every run): Owners of everything and
+    Admins of the default organisation."""
+    if principal.everything is not None and not principal.project_roles:
+        return
+    role = principal.org_roles.get(DEFAULT_ORG)
+    if role is None or not role.allows(AccessRole.ADMIN):
+        raise forbidden(AccessRole.ADMIN, "") from None
 
 
 def event_project(p: Platform, event: Event) -> str | None:
@@ -111,8 +244,8 @@ def event_project(p: Platform, event: Event) -> str | None:
     return test.definition.project if test is not None else None
 
 
-async def event_visible(p: Platform, scope: Scope, seq: int, event: Event) -> bool:
-    if scope.project is None:
+async def event_visible(p: Platform, principal: Principal, seq: int, event: Event) -> bool:
+    if principal.everything is not None:
         return True
     # The stream can be read ahead of this process's fold: give the fold a moment.
     for _ in range(40):
@@ -123,7 +256,7 @@ async def event_visible(p: Platform, scope: Scope, seq: int, event: Event) -> bo
     run_id = getattr(event, "run_id", None)
     if project is None and run_id:  # a settled run has left memory: ask its row
         project = await asyncio.to_thread(p.projector.run_project, run_id)
-    return scope.sees(project)
+    return project is not None and principal.sees(project)
 
 
 SCHEME = "bearerAuth"
@@ -131,8 +264,8 @@ SCHEME = "bearerAuth"
 
 def document(app: FastAPI, required: bool) -> None:
     """Declare the Bearer scheme in /openapi.json for every /api/v1 operation: required
-    when API keys are configured, optional (`{}` allowed too) when they are not, so
-    generated clients and /docs' Authorize button work either way."""
+    once the installation is claimed or has CALLMETER_API_KEYS; optional (`{}` allowed
+    too) while it is unclaimed, so generated clients and /docs' Authorize button work."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -143,7 +276,7 @@ def document(app: FastAPI, required: bool) -> None:
         state = (
             "required: the server has CALLMETER_API_KEYS set"
             if required
-            else ("optional: this server has no CALLMETER_API_KEYS, so requests need no token")
+            else "required once the installation has a user; optional before"
         )
         schema.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME] = {
             "type": "http",

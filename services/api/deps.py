@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from callmeter_common.bus import Bus
 
+from .access import Access
 from .live import LiveRuns
 from .projector import Projector
 from .settings import ApiSettings
@@ -23,6 +24,7 @@ class Platform:
     projector: Projector
     live: LiveRuns
     master_key: bytes  # the secret store's (secret_store.py)
+    access: Access
 
 
 def get_platform(request: Request) -> Platform:
@@ -30,24 +32,3 @@ def get_platform(request: Request) -> Platform:
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The projects the caller may see: its API key's one, or every one (None)."""
-
-    project: str | None = None
-
-    def sees(self, project: str | None) -> bool:
-        return self.project is None or project == self.project
-
-
-EVERY_PROJECT = Scope()
-
-
-def get_scope(request: Request) -> Scope:
-    # Set by the API-key middleware; absent when no keys are configured.
-    return Scope(getattr(request.state, "project", None))
-
-
-ScopeDep = Annotated[Scope, Depends(get_scope)]

@@ -10,7 +10,8 @@ from fastapi import Query
 from callmeter_storage import stats
 
 from . import auth, queries, service, traces
-from .deps import EVERY_PROJECT, Platform, Scope
+from .authz import EVERYONE, Principal
+from .deps import Platform
 from .endpoint_views import paired_endpoints, status_class, timeline
 from .errors import ApiError
 from .views import endpoint_view, run_view
@@ -62,10 +63,10 @@ async def endpoint_detail(p: Platform, run_id: str, endpoint_id: str) -> dict[st
 
 
 async def compared_runs(
-    p: Platform, run_ids: tuple[str, ...] | list[str], scope: Scope = EVERY_PROJECT
+    p: Platform, run_ids: tuple[str, ...] | list[str], who: Principal = EVERYONE
 ) -> list[dict[str, Any]]:
     async def one(run_id: str) -> dict[str, Any]:
-        await auth.ensure_visible(p, scope, "run_id", run_id, "runs")
+        await auth.ensure_visible(p, who, "run_id", run_id, "runs")
         found = await service.query(p, queries.run_overview, run_id)
         if found is None:
             raise ApiError(404, "not_found", f"no run {run_id!r}", "runs")

@@ -22,7 +22,8 @@ from callmeter_common.bus import Bus
 from callmeter_events import EVENTS, EventDecodeError, decode, endpoint_events, run_events
 
 from .auth import event_visible
-from .deps import PlatformDep, ScopeDep
+from .authz import PrincipalDep
+from .deps import PlatformDep
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 KEEPALIVE_S = 15.0
@@ -126,7 +127,7 @@ async def run_event_stream(
 async def event_stream(
     request: Request,
     p: PlatformDep,
-    scope: ScopeDep,
+    who: PrincipalDep,
     type: str = Query("", description="Comma-separated event types"),
     follow: bool = Query(True),
     since: int | None = Query(None, ge=0, description="Start after this sequence (default: now)"),
@@ -135,7 +136,7 @@ async def event_stream(
     """Every test and run event (of the API key's project only) as server-sent events."""
     start = since if since is not None else await p.bus.last_seq(EVENTS.name)
     types = {t for t in type.split(",") if t}
-    visible = None if scope.project is None else functools.partial(event_visible, p, scope)
+    visible = None if who.everything else functools.partial(event_visible, p, who)
     frames = sse(p.bus, ">", _start(last_event_id, start), types, None, follow, request, visible)
     return StreamingResponse(
         frames, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -113,6 +113,7 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
         )
     return {
         "name": d.get("name", ""),
+        "project": d.get("project", "default"),
         "duration_s": _num(d.get("duration_s", 30)),
         "buildup_s": _num(d.get("buildup_s", 0)),
         "speech_quality_calls": _num(d.get("speech_quality_calls", 3)),
@@ -146,6 +147,7 @@ def form_from_fields(fields: dict[str, str]) -> dict[str, Any]:
     ]
     return {
         "name": fields.get("name", ""),
+        "project": fields.get("project", ""),
         "duration_s": fields.get("duration_s", ""),
         "buildup_s": fields.get("buildup_s", ""),
         "speech_quality_calls": fields.get("speech_quality_calls", ""),
@@ -203,6 +205,8 @@ def definition_from_form(form: dict[str, Any]) -> dict[str, Any]:
             group["audio"] = g["audio"].strip()
         groups.append(group)
     out: dict[str, Any] = {"name": form["name"].strip(), "groups": groups}
+    if form.get("project", "").strip():
+        out["project"] = form["project"].strip()
     out["duration_s"] = form["duration_s"].strip() or "0"
     if form["buildup_s"].strip():
         out["buildup_s"] = form["buildup_s"].strip()
@@ -329,7 +333,7 @@ def keep_hidden(definition: dict[str, Any], stored: dict[str, Any] | None) -> di
     definition = keep_secrets(definition, stored)
     if not stored:
         return definition
-    out = {**definition, "project": stored.get("project", "default")}
+    out = {**definition, "project": definition.get("project") or stored.get("project", "default")}
     if stored.get("capacity"):  # set in the JSON editor or the API; the form has no fields
         out["capacity"] = stored["capacity"]
     before = {g["name"]: g for g in stored.get("groups", [])}

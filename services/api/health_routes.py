@@ -10,8 +10,9 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from . import health, service
-from .deps import PlatformDep, ScopeDep
-from .errors import ApiError
+from .auth import system_view_allowed
+from .authz import PrincipalDep
+from .deps import PlatformDep
 from .pages import render
 
 probes = APIRouter(tags=["health"])  # open: orchestrators probe without a key
@@ -53,13 +54,14 @@ async def system_facts(p: PlatformDep) -> dict[str, Any]:
 
 
 @api.get("/system")
-async def system(p: PlatformDep, scope: ScopeDep) -> dict[str, Any]:
-    """Readiness, stream sizes and consumer lag, ingest rate, database size, oldest run."""
-    if scope.project is not None:
-        raise ApiError(403, "forbidden", "the system view needs an API key for every project")
+async def system(p: PlatformDep, who: PrincipalDep) -> dict[str, Any]:
+    """Readiness, stream sizes and consumer lag, ingest rate, database size, oldest run;
+    for Owners of everything and Admins of the default organisation."""
+    system_view_allowed(who)
     return await system_facts(p)
 
 
 @pages.get("/system", response_class=HTMLResponse)
-async def system_page(p: PlatformDep) -> HTMLResponse:
+async def system_page(p: PlatformDep, who: PrincipalDep) -> HTMLResponse:
+    system_view_allowed(who)
     return render("system.html", **await system_facts(p))

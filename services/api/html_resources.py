@@ -11,11 +11,12 @@ from pydantic import ValidationError
 from callmeter_storage import resources as rows
 
 from . import resources
-from .deps import EVERY_PROJECT, PlatformDep
+from .deps import PlatformDep
 from .errors import ApiError, validation_field_and_message
 from .forms import MASK
 from .html_tests import posted
 from .pages import render
+from .principal import CURRENT
 from .resources import PoolIn, RegistrarIn
 
 router = APIRouter(include_in_schema=False)
@@ -43,9 +44,14 @@ def _error(exc: ValidationError | ApiError) -> dict[str, str]:
     return {field or "": message}
 
 
+def _visible(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only what the caller's projects hold."""
+    return [r for r in found if CURRENT.get().sees(r["project"])]
+
+
 @router.get("/registrars", response_class=HTMLResponse)
 async def registrars_page(p: PlatformDep) -> HTMLResponse:
-    found = await resources.query(p, rows.list_registrars)
+    found = _visible(await resources.query(p, rows.list_registrars))
     return render("registrars.html", registrars=found, form={}, errors={})
 
 
@@ -54,25 +60,25 @@ async def create_registrar(request: Request, p: PlatformDep) -> Any:
     fields = await posted(request)
     try:
         body = RegistrarIn.model_validate(_input(fields, REGISTRAR_FIELDS))
-        await resources.save_registrar(p, EVERY_PROJECT, body)
+        await resources.save_registrar(p, CURRENT.get(), body)
     except (ValidationError, ApiError) as exc:
         if isinstance(exc, ApiError) and exc.status != 422:
             raise
-        found = await resources.query(p, rows.list_registrars)
+        found = _visible(await resources.query(p, rows.list_registrars))
         return render("registrars.html", 422, registrars=found, form=fields, errors=_error(exc))
     return RedirectResponse("/registrars", status_code=303)
 
 
 @router.post("/registrars/{registrar_id}/delete")
 async def delete_registrar(registrar_id: str, p: PlatformDep) -> RedirectResponse:
-    await resources.registrar(p, EVERY_PROJECT, registrar_id, "registrar_id")
+    await resources.registrar(p, CURRENT.get(), registrar_id, "registrar_id", resources.EDITOR)
     await resources.query(p, rows.delete_registrar, registrar_id)
     return RedirectResponse("/registrars", status_code=303)
 
 
 @router.get("/pools", response_class=HTMLResponse)
 async def pools_page(p: PlatformDep) -> HTMLResponse:
-    found = await resources.query(p, rows.list_pools)
+    found = _visible(await resources.query(p, rows.list_pools))
     return render("pools.html", pools=found, form={}, errors={})
 
 
@@ -104,13 +110,13 @@ async def _save_pool(request: Request, p: PlatformDep, pool_id: str | None) -> A
         body = PoolIn.model_validate(
             _input(fields, ("name", "project")) | {"csv": _unmasked(fields.get("csv", ""))}
         )
-        pool_id = await resources.save_pool(p, EVERY_PROJECT, body, pool_id)
+        pool_id = await resources.save_pool(p, CURRENT.get(), body, pool_id)
     except (ValidationError, ApiError) as exc:
         if isinstance(exc, ApiError) and exc.status != 422:
             raise
         errors = _error(exc)
         if pool_id is None:
-            found = await resources.query(p, rows.list_pools)
+            found = _visible(await resources.query(p, rows.list_pools))
             return render("pools.html", 422, pools=found, form=fields, errors=errors)
         view = await _view(p, pool_id)
         return render("pool.html", 422, pool=view, form=fields, errors=errors)
@@ -118,7 +124,7 @@ async def _save_pool(request: Request, p: PlatformDep, pool_id: str | None) -> A
 
 
 async def _view(p: PlatformDep, pool_id: str) -> dict[str, Any]:
-    found = await resources.pool(p, EVERY_PROJECT, pool_id, "pool_id")
+    found = await resources.pool(p, CURRENT.get(), pool_id, "pool_id")
     return resources.pool_view(found, resources.in_use(p.projector.models.runs, pool_id))
 
 
@@ -141,5 +147,5 @@ async def update_pool(pool_id: str, request: Request, p: PlatformDep) -> Any:
 
 @router.post("/pools/{pool_id}/delete")
 async def delete_pool(pool_id: str, p: PlatformDep) -> RedirectResponse:
-    await resources.delete_pool(p, EVERY_PROJECT, pool_id)
+    await resources.delete_pool(p, CURRENT.get(), pool_id)
     return RedirectResponse("/pools", status_code=303)

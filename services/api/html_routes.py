@@ -16,6 +16,7 @@ from . import (
     queries,
     service,
 )
+from .authz import PrincipalDep
 from .deps import PlatformDep
 from .details import RunIds, compared_runs
 from .pages import error_page, render
@@ -40,9 +41,13 @@ async def workers_page(p: PlatformDep) -> HTMLResponse:
 
 
 @router.get("/runs", response_class=HTMLResponse)
-async def runs_page(p: PlatformDep, page: int = Query(1, ge=1)) -> HTMLResponse:
+async def runs_page(p: PlatformDep, who: PrincipalDep, page: int = Query(1, ge=1)) -> HTMLResponse:
     per_page = 50
-    runs, total = await service.query(p, queries.page_runs, None, per_page, (page - 1) * per_page)
+    shown = who.project_filter()
+    only, hidden = (shown.only, shown.hidden) if shown else (None, ())
+    runs, total = await service.query(
+        p, queries.page_runs, None, per_page, (page - 1) * per_page, only, hidden
+    )
     pages = max(1, -(-total // per_page))
     return render("runs.html", runs=runs, total=total, page=page, pages=pages)
 
@@ -69,7 +74,7 @@ def overlay(runs: list[dict[str, Any]]) -> list[str]:
 
 
 @router.get("/compare", response_class=HTMLResponse)
-async def compare_page(p: PlatformDep, runs: RunIds = ()) -> HTMLResponse:
-    views = await compared_runs(p, runs)
+async def compare_page(p: PlatformDep, who: PrincipalDep, runs: RunIds = ()) -> HTMLResponse:
+    views = await compared_runs(p, runs, who)
     charts = overlay(views) if len(views) >= 2 else []
     return render("compare.html", rows=compare_view(views), charts=charts)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from callmeter_events import TERMINAL_STATUSES
 from callmeter_storage import calls
 
 from . import health, queries, service
+from .authz import Principal, Role, require
 from .calls_view import CallQuery, charts, pages
 from .deps import Platform, PlatformDep
 from .endpoint_views import ListQuery, group_breakdown
@@ -176,15 +177,19 @@ async def run_stream(run_id: str, request: Request, p: PlatformDep) -> Streaming
 
 
 @router.post("/runs/{run_id}/stop")
-async def stop_run(run_id: str, p: PlatformDep) -> RedirectResponse:
-    await service.stop_run(p, run_id)
+async def stop_run(
+    run_id: str, p: PlatformDep, who: Annotated[Principal, Depends(require(Role.TESTER))]
+) -> RedirectResponse:
+    await service.stop_run(p, run_id, actor=who.actor)
     return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
 
 @router.post("/runs/{run_id}/delete")
-async def delete_run(run_id: str, p: PlatformDep) -> RedirectResponse:
+async def delete_run(
+    run_id: str, p: PlatformDep, who: Annotated[Principal, Depends(require(Role.EDITOR))]
+) -> RedirectResponse:
     test_id = (await service.get_run(p, run_id))["test_id"]
-    await service.delete_run(p, run_id)
+    await service.delete_run(p, run_id, actor=who.actor)
     return RedirectResponse(f"/tests/{test_id}", status_code=303)
 
 

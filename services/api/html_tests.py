@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
@@ -15,11 +15,15 @@ from callmeter_storage import resources as resource_rows
 from callmeter_storage import results
 
 from . import forms, resources, service
+from .auth import own_definition
+from .authz import Principal, PrincipalDep, Role, require
 from .deps import PlatformDep
 from .errors import ApiError, validation_field_and_message
 from .pages import render
 
 router = APIRouter(include_in_schema=False)
+Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
+Tester = Annotated[Principal, Depends(require(Role.TESTER))]
 
 DEMO = {
     "name": "smoke",
@@ -90,6 +94,7 @@ def apply_op(form: dict[str, Any], op: str) -> bool:
 async def save_from_form(  # type: ignore[no-untyped-def]
     request: Request,
     p: Any,
+    who: Principal,
     action: str,
     title: str,
     test_id: str = "",
@@ -116,7 +121,9 @@ async def save_from_form(  # type: ignore[no-untyped-def]
             return render("test_form.html", 422, **ctx)
         definition = parsed
     try:
-        saved = await service.save_test(p, definition, test_id or None)
+        saved = await service.save_test(
+            p, own_definition(who, definition), test_id or None, who.actor
+        )
     except ApiError as exc:  # a reference to a registrar or pool that is not there
         if exc.status != 422 or not exc.field:
             raise
@@ -127,17 +134,20 @@ async def save_from_form(  # type: ignore[no-untyped-def]
 
 
 @router.get("/", response_class=HTMLResponse)
-async def tests_page(p: PlatformDep) -> HTMLResponse:
+async def tests_page(p: PlatformDep, who: PrincipalDep) -> HTMLResponse:
     tests = await service.query(p, results.list_tests)
+    tests = [t for t in tests if who.sees(t["definition"]["project"])]
+    shown = {t["test_id"] for t in tests}
     runs = await service.query(p, results.list_runs, None, 500)
     last: dict[str, Any] = {}
     for r in runs:  # newest first: the first seen per test is its latest run
-        last.setdefault(r["test_id"], r)
+        if r["test_id"] in shown:
+            last.setdefault(r["test_id"], r)
     return render("tests.html", tests=tests, last=last)
 
 
 @router.get("/tests/new", response_class=HTMLResponse)
-async def new_test(p: PlatformDep) -> HTMLResponse:
+async def new_test(p: PlatformDep, who: Editor) -> HTMLResponse:
     form = forms.form_from_definition(DEMO)
     return render(
         "test_form.html",
@@ -148,8 +158,8 @@ async def new_test(p: PlatformDep) -> HTMLResponse:
 
 
 @router.post("/tests", response_class=HTMLResponse)
-async def create_test(request: Request, p: PlatformDep) -> Any:
-    return await save_from_form(request, p, "/tests", "New test")
+async def create_test(request: Request, p: PlatformDep, who: Editor) -> Any:
+    return await save_from_form(request, p, who, "/tests", "New test")
 
 
 @router.get("/tests/{test_id}", response_class=HTMLResponse)
@@ -160,7 +170,7 @@ async def test_page(test_id: str, p: PlatformDep) -> HTMLResponse:
 
 
 @router.get("/tests/{test_id}/edit", response_class=HTMLResponse)
-async def edit_test(test_id: str, p: PlatformDep) -> HTMLResponse:
+async def edit_test(test_id: str, p: PlatformDep, who: Editor) -> HTMLResponse:
     test = await service.get_test(p, test_id)
     d = test["definition"]
     form = forms.form_from_definition(d)
@@ -176,27 +186,27 @@ async def edit_test(test_id: str, p: PlatformDep) -> HTMLResponse:
 
 
 @router.post("/tests/{test_id}", response_class=HTMLResponse)
-async def update_test(test_id: str, request: Request, p: PlatformDep) -> Any:
+async def update_test(test_id: str, request: Request, p: PlatformDep, who: Editor) -> Any:
     test = await service.get_test(p, test_id)
     title = f"Edit {test['definition']['name']}"
     return await save_from_form(
-        request, p, f"/tests/{test_id}", title, test_id, stored=test["definition"]
+        request, p, who, f"/tests/{test_id}", title, test_id, stored=test["definition"]
     )
 
 
 @router.post("/tests/{test_id}/duplicate")
-async def duplicate_test(test_id: str, p: PlatformDep) -> RedirectResponse:
-    new_id = await service.duplicate_test(p, test_id)
+async def duplicate_test(test_id: str, p: PlatformDep, who: Editor) -> RedirectResponse:
+    new_id = await service.duplicate_test(p, test_id, actor=who.actor)
     return RedirectResponse(f"/tests/{new_id}/edit", status_code=303)
 
 
 @router.post("/tests/{test_id}/delete")
-async def delete_test(test_id: str, p: PlatformDep) -> RedirectResponse:
-    await service.delete_test(p, test_id)
+async def delete_test(test_id: str, p: PlatformDep, who: Editor) -> RedirectResponse:
+    await service.delete_test(p, test_id, actor=who.actor)
     return RedirectResponse("/", status_code=303)
 
 
 @router.post("/tests/{test_id}/run")
-async def run_test(test_id: str, p: PlatformDep) -> RedirectResponse:
-    run_id = await service.start_run(p, test_id)
+async def run_test(test_id: str, p: PlatformDep, who: Tester) -> RedirectResponse:
+    run_id = await service.start_run(p, test_id, actor=who.actor)
     return RedirectResponse(f"/runs/{run_id}", status_code=303)

@@ -19,6 +19,7 @@ from callmeter_events import OUTCOMES, PHASES
 
 from .capacity_chart import capacity_charts
 from .endpoint_views import status_class
+from .principal import CURRENT
 from .views import grade
 
 env = Environment(
@@ -79,6 +80,15 @@ env.filters["under"] = lambda errors, prefix: [k for k in errors if k and k.star
 def render_block(name: str, block: str, **ctx: Any) -> str:
     template = env.get_template(name)
     return "".join(template.blocks[block](template.new_context(ctx)))
+
+
+def csrf_field() -> Markup:
+    """The hidden input every state-changing form carries (services/api/auth.py)."""
+    token = CURRENT.get().csrf
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token or "")
+
+
+env.globals.update(csrf_field=csrf_field, current=CURRENT.get)
 
 
 def render(name: str, code: int = 200, block: str | None = None, **ctx: Any) -> HTMLResponse:

@@ -74,17 +74,22 @@ def page_runs(
     test_id: str | None,
     limit: int,
     offset: int,
-    project: str | None = None,
+    only: tuple[str, ...] | None = None,
+    hidden: tuple[str, ...] = (),
 ) -> tuple[list[dict[str, Any]], int]:
-    """Newest first, one page, and the total; of one test, of one project, or all."""
+    """Newest first, one page, and the total; of one test, of the projects in `only`
+    (None: every one) but those `hidden`."""
     conds: list[str] = []
     args: list[Any] = []
     if test_id:
         conds.append("test_id = %s")
         args.append(test_id)
-    if project is not None:
-        conds.append("doc->'definition'->>'project' = %s")
-        args.append(project)
+    if only is not None:
+        conds.append("doc->'definition'->>'project' = ANY(%s)")
+        args.append(list(only))
+    if hidden:
+        conds.append("NOT doc->'definition'->>'project' = ANY(%s)")
+        args.append(list(hidden))
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
     total = conn.execute(f"SELECT count(*) FROM runs {where}", args).fetchone()
     rows = conn.execute(

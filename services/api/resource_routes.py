@@ -9,7 +9,8 @@ from fastapi import APIRouter, status
 from callmeter_storage import resources as rows
 
 from . import resources
-from .deps import PlatformDep, ScopeDep
+from .authz import PrincipalDep as ScopeDep
+from .deps import PlatformDep
 from .errors import error_responses
 from .resources import PoolIn, RegistrarIn
 
@@ -56,7 +57,7 @@ async def update_registrar(
     responses=error_responses(404),
 )
 async def delete_registrar(registrar_id: str, p: PlatformDep, scope: ScopeDep) -> None:
-    await resources.registrar(p, scope, registrar_id, "registrar_id")
+    await resources.registrar(p, scope, registrar_id, "registrar_id", resources.EDITOR)
     await resources.query(p, rows.delete_registrar, registrar_id)
 
 

@@ -15,12 +15,21 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from callmeter_events import TERMINAL_STATUSES, Registrar, SipAccount, TestDefinition
+from callmeter_events import (
+    TERMINAL_STATUSES,
+    AccessRole,
+    Registrar,
+    SipAccount,
+    TestDefinition,
+)
 from callmeter_projections.runs import RunsProjection
 from callmeter_storage import resources, secrets
 
-from .deps import Platform, Scope
+from .deps import Platform
 from .errors import ApiError
+from .principal import Principal
+
+VIEWER, EDITOR = AccessRole.VIEWER, AccessRole.EDITOR
 
 T = TypeVar("T")
 
@@ -120,38 +129,56 @@ def pool_view(pool: dict[str, Any], busy: set[str]) -> dict[str, Any]:
 # --- reads with the project check ------------------------------------------------------
 
 
-async def registrar(p: Platform, scope: Scope, registrar_id: str, field: str) -> dict[str, Any]:
+async def registrar(
+    p: Platform, scope: Principal, registrar_id: str, field: str, role: AccessRole = VIEWER
+) -> dict[str, Any]:
+    """The registrar, 404 unless the caller sees its project, 403 below `role` there."""
     found = await query(p, resources.get_registrar, registrar_id)
     if found is None or not scope.sees(found["project"]):
         raise ApiError(404, "not_found", f"no registrar {registrar_id!r}", field)
+    _need(scope, role, found["project"])
     return found
 
 
-async def pool(p: Platform, scope: Scope, pool_id: str, field: str) -> dict[str, Any]:
+async def pool(
+    p: Platform, scope: Principal, pool_id: str, field: str, role: AccessRole = VIEWER
+) -> dict[str, Any]:
+    """The pool, 404 unless the caller sees its project, 403 below `role` there."""
     found = await query(p, resources.get_pool, pool_id)
     if found is None or not scope.sees(found["project"]):
         raise ApiError(404, "not_found", f"no account pool {pool_id!r}", field)
+    _need(scope, role, found["project"])
     return found
 
 
-def own_project(scope: Scope, body: RegistrarIn | PoolIn) -> str:
-    if scope.project is None:
-        return body.project
-    if "project" in body.model_fields_set and body.project != scope.project:
-        message = f"project: this API key may only use project {scope.project!r}"
+def _need(scope: Principal, role: AccessRole, project: str) -> None:
+    if not scope.may(role, project):
+        raise ApiError(403, "forbidden", f"this needs the {role.value} role in project {project!r}")
+
+
+def own_project(scope: Principal, body: RegistrarIn | PoolIn) -> str:
+    """The project a write lands in (a one-project key's, when the body names none);
+    the caller must be an Editor there."""
+    only = scope.project
+    if only is not None and "project" in body.model_fields_set and body.project != only:
+        message = f"project: this API key may only use project {only!r}"
         raise ApiError(403, "forbidden", message, "project")
-    return scope.project
+    project = only if only is not None else body.project
+    if not scope.may(EDITOR, project):
+        message = f"project: you may not change resources of project {project!r}"
+        raise ApiError(403, "forbidden", message, "project")
+    return project
 
 
 # --- writes ----------------------------------------------------------------------------
 
 
 async def save_registrar(
-    p: Platform, scope: Scope, body: RegistrarIn, registrar_id: str | None = None
+    p: Platform, scope: Principal, body: RegistrarIn, registrar_id: str | None = None
 ) -> str:
     project = own_project(scope, body)
     if registrar_id is not None:
-        await registrar(p, scope, registrar_id, "registrar_id")
+        await registrar(p, scope, registrar_id, "registrar_id", EDITOR)
     registrar_id = registrar_id or resources.new_id("reg")
     doc = Registrar.model_validate(body.model_dump(exclude={"name", "project"})).model_dump()
     await _unique_name(p, "registrars", "registrar_id", registrar_id, project, body.name)
@@ -174,7 +201,7 @@ async def _unique_name(
         raise ApiError(422, "validation_error", message, "name")
 
 
-async def save_pool(p: Platform, scope: Scope, body: PoolIn, pool_id: str | None = None) -> str:
+async def save_pool(p: Platform, scope: Principal, body: PoolIn, pool_id: str | None = None) -> str:
     """Store the pool; passwords go to the secret store. An account given without a
     password keeps the one the pool already has for that username."""
     project = own_project(scope, body)
@@ -185,7 +212,7 @@ async def save_pool(p: Platform, scope: Scope, body: PoolIn, pool_id: str | None
         raise ApiError(422, "validation_error", f"csv: {dup!r} is listed twice", "csv")
     before = {}
     if pool_id is not None:
-        old = await pool(p, scope, pool_id, "pool_id")
+        old = await pool(p, scope, pool_id, "pool_id", EDITOR)
         before = {a["username"]: a["password_ref"] for a in old["accounts"]}
     pool_id = pool_id or resources.new_id("pool")
     await _unique_name(p, "account_pools", "pool_id", pool_id, project, body.name)
@@ -216,8 +243,8 @@ async def save_pool(p: Platform, scope: Scope, body: PoolIn, pool_id: str | None
     return pool_id
 
 
-async def delete_pool(p: Platform, scope: Scope, pool_id: str) -> None:
-    await pool(p, scope, pool_id, "pool_id")
+async def delete_pool(p: Platform, scope: Principal, pool_id: str) -> None:
+    await pool(p, scope, pool_id, "pool_id", EDITOR)
 
     def delete(conn: Any) -> None:
         with conn.transaction():
@@ -230,10 +257,15 @@ async def delete_pool(p: Platform, scope: Scope, pool_id: str) -> None:
 # --- tests that reference them ---------------------------------------------------------
 
 
+def _project_only(project: str) -> Principal:
+    """What a test of `project` may reference: that project's resources only."""
+    return Principal(f"test-of:{project}", project_roles={project: AccessRole.VIEWER})
+
+
 async def check_references(p: Platform, definition: TestDefinition) -> None:
     """A saved test may reference only registrars and pools of its own project
     (another's answers as an unknown id: 422 naming the field)."""
-    scope = Scope(definition.project)
+    scope = _project_only(definition.project)
     try:
         for i, g in enumerate(definition.groups):
             if g.registrar_id:
@@ -251,7 +283,7 @@ async def resolve(p: Platform, definition: TestDefinition) -> TestDefinition:
     if not any(g.registrar_id or g.account_pool for g in definition.groups):
         return definition
     await check_references(p, definition)  # deleted since the test was saved: 422
-    scope = Scope(definition.project)
+    scope = _project_only(definition.project)
     groups = []
     for i, g in enumerate(definition.groups):
         update: dict[str, Any] = {}

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from callmeter_common import wav
 from callmeter_events import (
     TERMINAL_STATUSES,
+    AuditRecorded,
     Event,
     RunCreated,
     StopRequested,
@@ -40,6 +41,13 @@ async def publish_and_wait(p: Platform, event: Event) -> None:
         raise ApiError(503, "projection_lag", "saved, but the views are not updated yet; retry")
 
 
+async def audit(p: Platform, actor: str, action: Any, project: str, target: str) -> None:
+    """One line of the audit trail (services/api/access.py): who did what, where."""
+    org = p.access.state.org_of(project)
+    event = AuditRecorded(actor=actor, action=action, org=org, project=project, target=target)
+    await p.access.publish(event)
+
+
 async def query(p: Platform, fn: Callable[..., T], *args: Any) -> T:
     """Run a read query on a pooled connection in a worker thread."""
 
@@ -57,7 +65,9 @@ async def get_test(p: Platform, test_id: str) -> dict[str, Any]:
     return row
 
 
-async def save_test(p: Platform, definition: TestDefinition, test_id: str | None = None) -> str:
+async def save_test(
+    p: Platform, definition: TestDefinition, test_id: str | None = None, actor: str = ""
+) -> str:
     for i, group in enumerate(definition.groups):
         if group.audio and group.audio not in wav.BUILTIN:
             if not await p.bus.has_object(wav.AUDIO_BUCKET, group.audio):
@@ -65,43 +75,48 @@ async def save_test(p: Platform, definition: TestDefinition, test_id: str | None
                 message = f"{field}: no uploaded audio {group.audio} (POST /api/v1/audio first)"
                 raise ApiError(422, "validation_error", message, field)
     await resources.check_references(p, definition)
+    action = "test_edited" if test_id else "test_created"
     test_id = test_id or new_id()
     definition = await secret_store.store_secrets(p, test_id, definition)
     await publish_and_wait(p, TestSaved(test_id=test_id, definition=definition))
     await secret_store.shred_unused(p, test_id, definition)
+    await audit(p, actor, action, definition.project, test_id)
     return test_id
 
 
-async def duplicate_test(p: Platform, test_id: str) -> str:
+async def duplicate_test(p: Platform, test_id: str, actor: str = "") -> str:
     """A copy under a new id, named so it is told apart in the list."""
     test = await get_test(p, test_id)
     definition = dict(test["definition"])
     definition["name"] = f"{definition['name']} (copy)"[:200]
-    return await save_test(p, TestDefinition.model_validate(definition))
+    return await save_test(p, TestDefinition.model_validate(definition), actor=actor)
 
 
-async def delete_test(p: Platform, test_id: str) -> None:
-    await get_test(p, test_id)
+async def delete_test(p: Platform, test_id: str, actor: str = "") -> None:
+    test = await get_test(p, test_id)
     await publish_and_wait(p, TestDeleted(test_id=test_id))
     await secret_store.shred_unused(p, test_id, None)  # crypto-shredding
+    await audit(p, actor, "test_deleted", test["definition"]["project"], test_id)
 
 
-async def start_run(p: Platform, test_id: str) -> str:
+async def start_run(p: Platform, test_id: str, actor: str = "") -> str:
     test = await get_test(p, test_id)
     run_id = new_id()
     definition = await resources.resolve(p, TestDefinition.model_validate(test["definition"]))
     await publish_and_wait(p, RunCreated(run_id=run_id, test_id=test_id, definition=definition))
+    await audit(p, actor, "run_started", definition.project, run_id)
     return run_id
 
 
-async def stop_run(p: Platform, run_id: str) -> None:
+async def stop_run(p: Platform, run_id: str, actor: str = "") -> None:
     view = await get_run(p, run_id)
     if view["status"] in TERMINAL_STATUSES:
         raise ApiError(409, "run_finished", f"run {run_id} is already {view['status']}", "run_id")
     await publish_and_wait(p, StopRequested(run_id=run_id))
+    await audit(p, actor, "run_stopped", view["definition"]["project"], run_id)
 
 
-async def delete_run(p: Platform, run_id: str) -> dict[str, int]:
+async def delete_run(p: Platform, run_id: str, actor: str = "") -> dict[str, int]:
     """Remove a finished run from every stream and table; returns rows deleted per table."""
     view = await get_run(p, run_id)
     if view["status"] not in ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"):
@@ -123,7 +138,9 @@ async def delete_run(p: Platform, run_id: str) -> dict[str, int]:
     # A write of this process holding the run's old rows lands before the delete.
     folded = p.projector.models.positions[RUNS]
     await p.projector.wait_for_position(RUNS, folded, p.settings.projection_wait_s)
-    return await retention.delete_rows(p.settings.database_url, run_id)
+    deleted = await retention.delete_rows(p.settings.database_url, run_id)
+    await audit(p, actor, "run_deleted", view["definition"]["project"], run_id)
+    return deleted
 
 
 async def get_run(p: Platform, run_id: str) -> dict[str, Any]:

@@ -15,8 +15,12 @@ class ApiSettings(CommonSettings):
     # A live run's figures (samples, progress) change without events: its pages'
     # shared read is refreshed this often while someone watches.
     live_refresh_s: float = 5.0
-    # Comma-separated Bearer tokens; when set, /api/v1 requires one (pages stay open).
+    # Comma-separated Bearer tokens (`KEY` or `PROJECT:KEY`), each an Owner of every
+    # project or of its own; when set, every route needs a key or a login.
     api_keys: str = ""
+    # The one-time token /setup needs to create the first administrator (`callmeter up`
+    # makes one and prints the link); empty: /setup is closed (`callmeter users create`).
+    setup_token: str = ""
     max_body_bytes: int = 8 * 1024 * 1024  # a larger request body is refused with 413
     # /readyz fails when metrics-ingest has more messages than this waiting (a batch is
     # ~250 ms of one run's samples from one worker), or the read models are this many

@@ -265,7 +265,7 @@ def test_compare_two_runs_and_page_through_lists(platform, finished_run):  # typ
     assert status == 422 and body["error"]["field"] == "limit"
 
 
-async def test_api_keys_guard_the_api_but_not_the_pages(nats_server, postgres_server):  # type: ignore[no-untyped-def]
+async def test_api_keys_guard_the_api_and_the_pages(nats_server, postgres_server):  # type: ignore[no-untyped-def]
     settings = ApiSettings(
         nats_url=nats_server.url, database_url=postgres_server.url, api_keys="k1,k2"
     )
@@ -280,7 +280,11 @@ async def test_api_keys_guard_the_api_but_not_the_pages(nats_server, postgres_se
             assert r.status_code == 401
             r = await client.get("/api/v1/tests", headers={"Authorization": "Bearer k2"})
             assert r.status_code == 200 and "items" in r.json()
-            assert (await client.get("/workers")).status_code == 200
+            # Pages too: a browser is sent to log in; a key works there as well.
+            r = await client.get("/workers", headers={"Accept": "text/html"})
+            assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fworkers"
+            r = await client.get("/workers", headers={"Authorization": "Bearer k1"})
+            assert r.status_code == 200
             # /openapi.json declares the scheme, required on every /api/v1 operation.
             doc = (await client.get("/openapi.json")).json()
             assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"

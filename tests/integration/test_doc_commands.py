@@ -235,7 +235,9 @@ def make_run_with_keys(docs: Docs, command: Command) -> None:
     # Created on first start with the key for every project: in no key's project.
     default = ev.TestDefinition.model_fields["project"].default
     assert [t["definition"]["project"] for t in demo_tests(docs, every_project)] == [default]
-    assert httpx.get(docs.base + "/", timeout=10).status_code == 200  # pages stay open
+    page = httpx.get(docs.base + "/", headers={"Accept": "text/html"}, timeout=10)
+    assert page.status_code == 303 and page.headers["location"] == "/login?next=%2F"  # pages too
+    assert docs.api("GET", "/", every_project).status_code == 200
 
 
 @handles(r"curl .*", stage=3)

@@ -32,7 +32,8 @@ class Job:
             assert self.proc.poll() is None, f"{self.name} exited:\n{self.output()}"
             self.processes()
             if "CallMeter is up: http://127.0.0.1:" in self.output():
-                page = httpx.get(f"http://127.0.0.1:{self.port}/", timeout=10)
+                # The login page: open whether or not the installation is claimed.
+                page = httpx.get(f"http://127.0.0.1:{self.port}/login", timeout=10)
                 assert page.status_code == 200 and "<html" in page.text.lower()
                 return
             time.sleep(0.3)

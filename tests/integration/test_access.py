@@ -1,0 +1,284 @@
+"""Users, organisations, roles, API keys, CSRF and the first-admin setup, on the real
+API (in process) over its own NATS and PostgreSQL (users created here must not
+claim the session's shared platform)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from callmeter_api.app import create_app
+from callmeter_api.settings import ApiSettings
+from callmeter_events import AccessRole
+
+pytestmark = pytest.mark.integration
+
+ROOT = "root-key-for-tests"
+SETUP = "setup-token-for-tests"
+PASSWORD = "correct horse battery"
+ROLES = list(AccessRole)
+DEFINITION = {"name": "t", "duration_s": 2, "groups": [{"name": "A", "endpoints": 1}]}
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    tests: dict[str, str] = field(default_factory=dict)  # project -> test id
+    runs: dict[str, list[str]] = field(default_factory=dict)  # project -> two run ids
+    keys: dict[AccessRole, str] = field(default_factory=dict)  # acme-p key per role
+    users: dict[AccessRole, tuple[str, str]] = field(default_factory=dict)  # (cookie, csrf)
+
+    async def root(self, method: str, path: str, body: Any = None) -> Any:
+        r = await self.client.request(method, path, json=body, headers=bearer(ROOT))
+        assert r.status_code < 300, (path, r.status_code, r.text)
+        return r.json() if r.content else None
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def login(client: httpx.AsyncClient, username: str, password: str) -> tuple[str, str]:
+    """(session cookie, csrf token), as a browser gets them."""
+    r = await client.post("/login", data={"username": username, "password": password})
+    assert r.status_code == 303, r.text
+    cookie = r.cookies["callmeter_session"]
+    client.cookies.clear()
+    client.cookies.set("callmeter_session", cookie)
+    page = await client.get("/account")
+    client.cookies.clear()
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf, page.text
+    return cookie, csrf[1]
+
+
+@pytest.fixture
+async def app_client(own_nats, own_db) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    settings = ApiSettings(
+        nats_url=own_nats.url, database_url=own_db, api_keys=ROOT, setup_token=SETUP
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+@pytest.fixture
+async def world(app_client: httpx.AsyncClient) -> World:
+    """Organisations acme and globex, a project each, a test and two runs in each; a
+    member of acme and an acme-p API key with every role."""
+    w = World(app_client)
+    for org in ("acme", "globex"):
+        await w.root("POST", "/api/v1/orgs", {"org": org})
+        await w.root("POST", f"/api/v1/orgs/{org}/projects", {"project": f"{org}-p"})
+        test = await w.root("POST", "/api/v1/tests", {**DEFINITION, "project": f"{org}-p"})
+        w.tests[org] = test["id"]
+        w.runs[org] = [
+            (await w.root("POST", f"/api/v1/tests/{test['id']}/runs"))["id"] for _ in range(2)
+        ]
+    for role in ROLES:
+        name = f"acme-{role.value}"
+        await w.root("POST", "/api/v1/users", {"username": name, "password": PASSWORD})
+        await w.root("PUT", f"/api/v1/orgs/acme/members/{name}", {"role": role.value})
+        w.users[role] = await login(app_client, name, PASSWORD)
+        key = await w.root("POST", "/api/v1/projects/acme-p/keys", {"name": name, "role": role})
+        w.keys[role] = key["key"]
+    return w
+
+
+V, T, E = AccessRole.VIEWER, AccessRole.TESTER, AccessRole.EDITOR
+A, OWN = AccessRole.ADMIN, AccessRole.OWNER
+# (method, path, JSON body or None, role needed, an organisation action)
+JSON_ACTIONS: list[tuple[str, str, Any, AccessRole, bool]] = [
+    ("GET", "/api/v1/tests/{test}", None, V, False),
+    ("GET", "/api/v1/runs/{run}", None, V, False),
+    ("GET", "/api/v1/runs/{run}/results", None, V, False),
+    ("GET", "/api/v1/runs/{run}/samples?format=csv", None, V, False),
+    ("GET", "/api/v1/runs/{run}/webhooks", None, V, False),
+    ("GET", "/api/v1/runs/{run}/endpoints", None, V, False),
+    ("GET", "/api/v1/compare?runs={run},{run2}", None, V, False),
+    ("POST", "/api/v1/tests/{test}/runs", None, T, False),
+    ("POST", "/api/v1/runs/{run}/stop", None, T, False),
+    ("POST", "/api/v1/tests", {**DEFINITION, "project": "acme-p"}, E, False),
+    ("PUT", "/api/v1/tests/{test}", {**DEFINITION, "project": "acme-p"}, E, False),
+    ("POST", "/api/v1/tests/{test}/duplicate", None, E, False),
+    ("DELETE", "/api/v1/tests/{fresh}", None, E, False),
+    ("GET", "/api/v1/orgs/acme", None, A, True),
+    ("POST", "/api/v1/projects/acme-p/keys", {"name": "k", "role": "viewer"}, A, True),
+    ("PUT", "/api/v1/orgs/acme/members/acme-viewer", {"role": "viewer"}, A, True),
+    ("PUT", "/api/v1/orgs/acme/members/acme-owner", {"role": "owner"}, OWN, True),
+]
+# (method, path, form fields or None, role needed, an organisation action)
+HTML_ACTIONS: list[tuple[str, str, Any, AccessRole, bool]] = [
+    ("GET", "/tests/{test}", None, V, False),
+    ("GET", "/runs/{run}", None, V, False),
+    ("GET", "/runs/{run}/endpoints", None, V, False),
+    ("GET", "/runs/{run}/replay", None, V, False),
+    ("GET", "/compare?runs={run}&runs={run2}", None, V, False),
+    ("POST", "/tests/{test}/run", {}, T, False),
+    ("POST", "/runs/{run}/stop", {}, T, False),
+    ("GET", "/tests/new", None, E, False),
+    ("GET", "/tests/{test}/edit", None, E, False),
+    ("POST", "/tests/{test}/duplicate", {}, E, False),
+    ("POST", "/tests/{fresh}/delete", {}, E, False),
+    ("GET", "/orgs/acme", None, A, True),
+    ("POST", "/orgs/acme", {"op": "project", "project": "acme-q"}, A, True),
+]
+
+
+async def call(
+    w: World, who: tuple[str, AccessRole], method: str, path: str, body: Any, html: bool
+) -> httpx.Response:
+    kind, role = who
+    headers = {"Accept": "text/html"} if html else {}
+    cookies: dict[str, str] = {}
+    if kind == "key":
+        headers.update(bearer(w.keys[role]))
+    else:
+        cookie, csrf = w.users[role]
+        cookies["callmeter_session"] = cookie
+        if html and body is not None:
+            body = {**body, "csrf_token": csrf}
+        else:
+            headers["X-CSRF-Token"] = csrf
+    if cookies:
+        headers["Cookie"] = f"callmeter_session={cookies['callmeter_session']}"
+    if html and body is not None:
+        return await w.client.request(method, path, data=body, headers=headers)
+    return await w.client.request(method, path, json=body, headers=headers)
+
+
+async def fill(w: World, path: str, org: str = "acme") -> str:
+    fresh = ""
+    if "{fresh}" in path:
+        test = await w.root("POST", "/api/v1/tests", {**DEFINITION, "project": f"{org}-p"})
+        fresh = test["id"]
+    run, run2 = w.runs[org]
+    return path.format(test=w.tests[org], run=run, run2=run2, fresh=fresh)
+
+
+async def test_every_role_may_do_what_its_role_allows_and_nothing_more(world: World) -> None:
+    """The role matrix: each role, as a logged-in member and as an API key, × each
+    action, JSON and HTML; allowed is any answer but 401/403/404, refused is 403
+    (an organisation action by a project key: 404, it belongs to no organisation)."""
+    callers = [(kind, role) for kind in ("user", "key") for role in ROLES]
+    wrong: list[str] = []
+    for html, actions in ((False, JSON_ACTIONS), (True, HTML_ACTIONS)):
+        for method, template, body, needed, org_level in actions:
+            paths = [await fill(world, template) for _ in callers]
+            answers = await asyncio.gather(
+                *(
+                    call(world, who, method, path, body, html)
+                    for who, path in zip(callers, paths, strict=True)
+                )
+            )
+            for (kind, role), r in zip(callers, answers, strict=True):
+                if kind == "key" and org_level:
+                    expected = "404"
+                else:
+                    expected = "ok" if role.allows(needed) else "403"
+                got = "ok" if r.status_code not in (401, 403, 404) else str(r.status_code)
+                if got != expected:
+                    wrong.append(
+                        f"{kind} {role.value} {method} {template}: {r.status_code} {r.text[:120]}"
+                    )
+    assert not wrong, "\n".join(wrong)
+
+
+UNKNOWN = {"test": "0123456789ab", "run": "ba9876543210", "org": "nonesuch"}
+# Everything of organisation globex a caller of acme might try, JSON, HTML and SSE.
+CROSS: list[tuple[str, str, Any, bool]] = [
+    ("GET", "/api/v1/tests/{test}", None, False),
+    ("PUT", "/api/v1/tests/{test}", DEFINITION, False),
+    ("DELETE", "/api/v1/tests/{test}", None, False),
+    ("POST", "/api/v1/tests/{test}/runs", None, False),
+    ("POST", "/api/v1/tests/{test}/duplicate", None, False),
+    ("GET", "/api/v1/runs?test_id={test}", None, False),
+    ("GET", "/api/v1/runs/{run}", None, False),
+    ("POST", "/api/v1/runs/{run}/stop", None, False),
+    ("DELETE", "/api/v1/runs/{run}", None, False),
+    ("GET", "/api/v1/runs/{run}/results", None, False),
+    ("GET", "/api/v1/runs/{run}/series", None, False),
+    ("GET", "/api/v1/runs/{run}/samples?format=csv", None, False),
+    ("GET", "/api/v1/runs/{run}/samples?format=parquet", None, False),
+    ("GET", "/api/v1/runs/{run}/webhooks", None, False),
+    ("GET", "/api/v1/runs/{run}/endpoints", None, False),
+    ("GET", "/api/v1/runs/{run}/events?follow=false", None, False),
+    ("GET", "/api/v1/compare?runs={mine},{run}", None, False),
+    ("GET", "/api/v1/orgs/{org}", None, False),
+    ("PUT", "/api/v1/orgs/{org}/members/acme-viewer", {"role": "viewer"}, False),
+    ("POST", "/api/v1/orgs/{org}/projects", {"project": "stolen"}, False),
+    ("POST", "/api/v1/projects/{org}-p/keys", {"name": "k", "role": "viewer"}, False),
+    ("GET", "/tests/{test}", None, True),
+    ("GET", "/tests/{test}/edit", None, True),
+    ("POST", "/tests/{test}", {"name": "x"}, True),
+    ("POST", "/tests/{test}/run", {}, True),
+    ("POST", "/tests/{test}/duplicate", {}, True),
+    ("POST", "/tests/{test}/delete", {}, True),
+    ("GET", "/runs/{run}", None, True),
+    ("GET", "/runs/{run}/live", None, True),
+    ("GET", "/runs/{run}/stream", None, True),
+    ("GET", "/runs/{run}/endpoints", None, True),
+    ("GET", "/runs/{run}/endpoints/stream", None, True),
+    ("GET", "/runs/{run}/replay", None, True),
+    ("GET", "/runs/{run}/replay/frame?at=1", None, True),
+    ("POST", "/runs/{run}/stop", {}, True),
+    ("POST", "/runs/{run}/delete", {}, True),
+    ("GET", "/compare?runs={mine}&runs={run}", None, True),
+    ("GET", "/orgs/{org}", None, True),
+    ("POST", "/orgs/{org}", {"op": "project", "project": "stolen"}, True),
+]
+
+
+async def test_no_role_of_one_organisation_reaches_another(world: World) -> None:
+    """A member or key of acme, with every role, asks for globex's tests, runs,
+    results, exports, replay, comparisons, webhook log, event streams and
+    administration: each answer is exactly the one for an id that does not exist."""
+    theirs = {"test": world.tests["globex"], "run": world.runs["globex"][0], "org": "globex"}
+    mine = world.runs["acme"][0]
+    callers = [(kind, role) for kind in ("user", "key") for role in ROLES]
+    differ: list[str] = []
+    for method, template, body, html in CROSS:
+        real = template.format(mine=mine, **theirs)
+        fake = template.format(mine=mine, **UNKNOWN)
+        for who in callers:
+            a, b = await asyncio.wait_for(
+                asyncio.gather(
+                    call(world, who, method, real, body, html),
+                    call(world, who, method, fake, body, html),
+                ),
+                60,
+            )
+            text_a, text_b = a.text, b.text
+            for name in ("test", "run", "org"):
+                text_a = text_a.replace(theirs[name], "<id>")
+                text_b = text_b.replace(UNKNOWN[name], "<id>")
+            listed = "?test_id=" in template  # a filter, not an id: an empty list either way
+            hidden = a.status_code in (403, 404) or (listed and a.status_code == 200)
+            if not hidden or (a.status_code, text_a) != (b.status_code, text_b):
+                differ.append(
+                    f"{who[0]} {who[1].value} {method} {template}: "
+                    f"{a.status_code} {text_a[:100]!r} vs {b.status_code} {text_b[:100]!r}"
+                )
+    assert not differ, "\n".join(differ)
+    # Lists and the global event stream never name globex's test or runs.
+    secret = [world.tests["globex"], *world.runs["globex"]]
+    for who in callers:
+        for path, html in (
+            ("/api/v1/tests", False),
+            ("/api/v1/runs", False),
+            ("/api/v1/events?since=0&follow=false", False),
+            ("/", True),
+            ("/runs", True),
+        ):
+            r = await asyncio.wait_for(call(world, who, "GET", path, None, html), 60)
+            assert r.status_code == 200, (who, path, r.text)
+            assert not any(s in r.text for s in secret), (who, path)
+            assert world.tests["acme"] in r.text or "runs" in path or "events" in path, (who, path)
