@@ -284,12 +284,20 @@ async def org_view(p: Platform, who: Principal, org: str) -> dict[str, Any]:
     need_org_role(p, who, org, AccessRole.ADMIN)
     state = p.access.state
     used = await service.query(p, sessions.keys_last_used)
-    audit = [a for a in reversed(state.audit) if a.org == org or (org == DEFAULT_ORG and not a.org)]
+    members = state.members.get(org, {})
+
+    def concerns(line: Any) -> bool:
+        """An organisation's own lines, and those about one of its members (logins,
+        passwords); a line about nobody's user belongs to the default organisation."""
+        if line.org:
+            return bool(line.org == org)
+        users = {line.actor.removeprefix("user:"), line.target} & set(state.users)
+        return bool(users & set(members)) or (not users and org == DEFAULT_ORG)
+
+    audit = [a for a in reversed(state.audit) if concerns(a)]
     return {
         "org": org,
-        "members": [
-            {"username": u, "role": r.value} for u, r in sorted(state.members.get(org, {}).items())
-        ],
+        "members": [{"username": u, "role": r.value} for u, r in sorted(members.items())],
         "projects": state.projects_of(org),
         "keys": [key_view(k, used.get(k.key_id)) for k in state.keys.values() if k.org == org],
         "audit": [

@@ -282,3 +282,138 @@ async def test_no_role_of_one_organisation_reaches_another(world: World) -> None
             assert r.status_code == 200, (who, path, r.text)
             assert not any(s in r.text for s in secret), (who, path)
             assert world.tests["acme"] in r.text or "runs" in path or "events" in path, (who, path)
+
+
+async def test_a_session_needs_its_csrf_token_to_change_anything(world: World) -> None:
+    """Without the session's token (or with another session's) every state-changing
+    form and HTMX request is 403 and changes nothing; a Bearer key needs none."""
+    cookie, csrf = world.users[AccessRole.OWNER]
+    _, other_csrf = world.users[AccessRole.EDITOR]
+    test = world.tests["acme"]
+    jar = {"Cookie": f"callmeter_session={cookie}", "Accept": "text/html"}
+    before = len((await world.root("GET", f"/api/v1/runs?test_id={test}"))["items"])
+    for fields, headers in (
+        ({}, {}),
+        ({"csrf_token": other_csrf}, {}),
+        ({"csrf_token": ""}, {"X-CSRF-Token": "forged"}),
+    ):
+        r = await world.client.post(f"/tests/{test}/run", data=fields, headers={**jar, **headers})
+        assert r.status_code == 403 and "CSRF" in r.text, r.text
+        r = await world.client.post(
+            "/api/v1/tests", json=DEFINITION, headers={**jar, **headers, "Accept": "*/*"}
+        )
+        assert r.status_code == 403 and r.json()["error"]["code"] == "csrf"
+    assert len((await world.root("GET", f"/api/v1/runs?test_id={test}"))["items"]) == before
+    r = await world.client.post(f"/tests/{test}/run", data={"csrf_token": csrf}, headers=jar)
+    assert r.status_code == 303 and r.headers["location"].startswith("/runs/")
+    r = await world.client.post(f"/tests/{test}/run", headers={"X-CSRF-Token": csrf, **jar})
+    assert r.status_code == 303  # HTMX sends it as a header (base.html's hx-headers)
+    r = await world.client.post(
+        f"/api/v1/tests/{test}/runs", headers=bearer(world.keys[AccessRole.TESTER])
+    )
+    assert r.status_code == 202
+    after = (await world.root("GET", f"/api/v1/runs?test_id={test}"))["items"]
+    assert len(after) == before + 3
+    # The cookie is HttpOnly and SameSite=Lax.
+    r = await world.client.post("/login", data={"username": "acme-owner", "password": PASSWORD})
+    flags = r.headers["set-cookie"].lower()
+    assert "httponly" in flags and "samesite=lax" in flags and "secure" not in flags
+
+
+async def test_logins_passwords_keys_and_the_audit_trail(world: World) -> None:
+    c = world.client
+    # A wrong password: 401 on the page; the sixth failure in a row is refused outright.
+    for _ in range(5):
+        r = await c.post("/login", data={"username": "acme-viewer", "password": "wrong one!"})
+        assert r.status_code == 401 and "wrong username or password" in r.text
+    r = await c.post("/login", data={"username": "acme-viewer", "password": PASSWORD})
+    assert r.status_code == 429 and "too many failed logins" in r.text
+    # A password change ends the user's other sessions.
+    old_cookie, csrf = world.users[AccessRole.EDITOR]
+    headers = {"Cookie": f"callmeter_session={old_cookie}", "Accept": "text/html"}
+    r = await c.post(
+        "/account/password",
+        data={"csrf_token": csrf, "current_password": PASSWORD, "new_password": "another long one"},
+        headers=headers,
+    )
+    assert r.status_code == 200 and 'id="password-changed"' in r.text
+    new_cookie = r.cookies["callmeter_session"]
+    assert (await c.get("/", headers=headers)).status_code == 303  # the old session ended
+    r = await c.get("/", headers={"Cookie": f"callmeter_session={new_cookie}"})
+    assert r.status_code == 200
+    # A key works until revoked; its last use is shown; the key itself never again.
+    key = world.keys[AccessRole.VIEWER]
+    assert (await c.get("/api/v1/tests", headers=bearer(key))).status_code == 200
+    org = await world.root("GET", "/api/v1/orgs/acme")
+    mine = next(k for k in org["keys"] if key.startswith(k["prefix"]))
+    assert mine["last_used_at"] is not None and mine["revoked_at"] is None
+    assert key not in str(org) and len(mine["prefix"]) == 12
+    await world.root("DELETE", f"/api/v1/keys/{mine['id']}")
+    r = await c.get("/api/v1/tests", headers=bearer(key))
+    assert r.status_code == 401
+    # The audit trail names who did what; Admins see it, Editors do not.
+    org = await world.root("GET", "/api/v1/orgs/acme")
+    actions = {(a["actor"], a["action"]) for a in org["audit"]}
+    assert {
+        ("env-key", "test_created"),
+        ("env-key", "run_started"),
+        ("env-key", "key_revoked"),
+        ("user:acme-editor", "password_changed"),
+        ("user:acme-owner", "login"),
+    } <= actions
+    cookie, _ = world.users[AccessRole.ADMIN]
+    r = await c.get("/orgs/acme", headers={"Cookie": f"callmeter_session={cookie}"})
+    assert r.status_code == 200 and 'id="audit"' in r.text and "key_revoked" in r.text
+    # No password or key is in any event: the access stream holds hashes only.
+    from callmeter_common.bus import Bus
+    from callmeter_events import ACCESS
+
+    settings = c._transport.app.state.platform.settings  # type: ignore[attr-defined]
+    bus = await Bus.connect(settings.nats_url, "test")
+    try:
+        info = await bus.js.stream_info(ACCESS.name)
+        raw = b""
+        for seq in range(1, info.state.last_seq + 1):
+            raw += (await bus.js.get_msg(ACCESS.name, seq)).data or b""
+    finally:
+        await bus.close()
+    assert b"argon2id" in raw
+    for secret in (PASSWORD, "another long one", *world.keys.values()):
+        assert secret.encode() not in raw
+
+
+async def test_the_first_administrator_needs_the_setup_token(own_nats, own_db) -> None:  # type: ignore[no-untyped-def]
+    """Unclaimed: open, with a banner. /setup with a wrong token: 403; with the token:
+    an Owner of the default organisation, logged in; then every page needs a login
+    and /setup is closed."""
+    settings = ApiSettings(nats_url=own_nats.url, database_url=own_db, setup_token=SETUP)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get("/")
+            assert r.status_code == 200 and 'id="unclaimed"' in r.text
+            assert (await c.get("/api/v1/tests")).status_code == 200
+            assert SETUP not in (await c.get("/setup")).text
+            form = {"username": "boss", "password": PASSWORD}
+            r = await c.post("/setup", data={**form, "token": "guess"})
+            assert r.status_code == 403 and "setup token" in r.text
+            r = await c.post("/setup", data={**form, "token": SETUP[:-1]})
+            assert r.status_code == 403
+            r = await c.post("/setup", data={**form, "token": SETUP, "password": "short"})
+            assert r.status_code == 422 and "at least 10 characters" in r.text
+            r = await c.post("/setup", data={**form, "token": SETUP})
+            assert r.status_code == 303 and r.headers["location"] == "/"
+            cookie = r.cookies["callmeter_session"]
+            c.cookies.clear()
+            # Claimed: nobody else gets in, and the token is spent.
+            r = await c.get("/runs", headers={"Accept": "text/html"})
+            assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fruns"
+            r = await c.get("/api/v1/tests")
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            r = await c.post("/setup", data={**form, "username": "mallory", "token": SETUP})
+            assert r.status_code == 409
+            r = await c.get("/api/v1/me", headers={"Cookie": f"callmeter_session={cookie}"})
+            assert r.json()["orgs"] == {"default": "owner"}
+            r = await c.get("/", headers={"Cookie": f"callmeter_session={cookie}"})
+            assert r.status_code == 200 and 'id="unclaimed"' not in r.text and "boss" in r.text
