@@ -25,6 +25,8 @@ tests = typer.Typer(help="Test definitions as YAML files.")
 app.add_typer(tests, name="tests")
 secrets_cli = typer.Typer(help="The secret store (SIP passwords, webhook secrets).")
 app.add_typer(secrets_cli, name="secrets")
+users = typer.Typer(help="Users, for scripts (the UI manages members and API keys).")
+app.add_typer(users, name="users")
 
 ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (CALLMETER_API_URL).")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", help="Bearer key (CALLMETER_API_KEY).")]
@@ -99,6 +101,8 @@ def up(
         if project:
             typer.echo(f"demo test created in project {project!r} (no key for every project)")
         typer.echo(f"CallMeter is up: http://127.0.0.1:{port}  (logs in {data_dir}/; Ctrl-C stops)")
+        if setup := platform.setup_url():
+            typer.echo(f"No user yet: create the first administrator at {setup}")
         platform.supervise(stop)
     finally:
         typer.echo("stopping...")
@@ -107,6 +111,56 @@ def up(
 
 EMBEDDED_NATS_URL = "nats://127.0.0.1:4222"  # where `callmeter up` starts them by default
 EMBEDDED_DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/callmeter"
+NatsUrl = Annotated[str, typer.Option(envvar="CALLMETER_NATS_URL")]
+DatabaseUrl = Annotated[str, typer.Option(envvar="CALLMETER_DATABASE_URL")]
+Password = Annotated[
+    str,
+    typer.Option(
+        envvar="CALLMETER_PASSWORD",
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="At least 10 characters; asked for when not given (CALLMETER_PASSWORD).",
+    ),
+]
+
+
+@users.command("create")
+def users_create(
+    username: str,
+    password: Password,
+    org: Annotated[str, typer.Option(help="Organisation (created if new).")] = "default",
+    role: Annotated[str, typer.Option(help="viewer, tester, editor, admin or owner.")] = "owner",
+    nats_url: NatsUrl = EMBEDDED_NATS_URL,
+) -> None:
+    """Create a user, a member of ORG with ROLE (default: an Owner of the default
+    organisation, i.e. an administrator of the installation)."""
+    from callmeter_events import AccessRole
+
+    from .users import UsersError, create
+
+    try:
+        create(nats_url, username, password, org, AccessRole(role))
+    except (UsersError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"user {username!r} created: {role} of organisation {org!r}")
+
+
+@users.command("reset-password")
+def users_reset_password(
+    username: str,
+    password: Password,
+    nats_url: NatsUrl = EMBEDDED_NATS_URL,
+    database_url: DatabaseUrl = EMBEDDED_DATABASE_URL,
+) -> None:
+    """Set a user's password; every session of the user ends."""
+    from .users import UsersError, reset_password
+
+    try:
+        reset_password(nats_url, database_url, username, password)
+    except (UsersError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"password of {username!r} changed; their sessions ended")
 
 
 @app.command()

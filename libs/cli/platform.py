@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,11 @@ class Platform:
     pg_port: int = 5433
     nats_nodes: int = 1  # >1: a JetStream cluster on loopback, streams replicated
     stream_replicas: int = 0  # 0: CALLMETER_STREAM_REPLICAS, else min(nats_nodes, 3)
+    # What /setup needs to create the first administrator: printed at start-up while
+    # the installation has no user, so only who sees this output can claim it.
+    setup_token: str = field(
+        default_factory=lambda: os.environ.get("CALLMETER_SETUP_TOKEN") or secrets.token_urlsafe(18)
+    )
 
     def start_servers(self) -> None:
         """Start the embedded servers not given by URL; `supervise` restarts them."""
@@ -124,6 +131,7 @@ class Platform:
             "CALLMETER_PORT": str(self.api_port),
             "CALLMETER_DATA_DIR": str(self.data_dir),
             "CALLMETER_STREAM_REPLICAS": str(self.stream_replicas or 1),
+            "CALLMETER_SETUP_TOKEN": self.setup_token,
             **self.extra_env,
         }
         for name in services:
@@ -160,16 +168,29 @@ class Platform:
         base = f"http://127.0.0.1:{self.api_port}/api/v1/tests"
         key = demo_key(self.api_keys)
         headers = {"Authorization": f"Bearer {key.token}"} if key else {}
-        with urllib.request.urlopen(
-            urllib.request.Request(base, headers=headers), timeout=10
-        ) as resp:
-            if json.load(resp)["items"]:
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(base, headers=headers), timeout=10
+            ) as resp:
+                if json.load(resp)["items"]:
+                    return None
+        except urllib.error.HTTPError as err:
+            if err.code == 401:  # users exist and no key was given: not a first start
                 return None
+            raise
         headers["Content-Type"] = "application/json"
         urllib.request.urlopen(
             urllib.request.Request(base, json.dumps(DEMO_TEST).encode(), headers), timeout=10
         ).close()
         return key.project if key else None
+
+    def setup_url(self) -> str | None:
+        """The first-administrator link, while the installation has no user."""
+        url = f"http://127.0.0.1:{self.api_port}/setup"
+        with urllib.request.urlopen(url, timeout=10) as resp:  # a claimed one redirects
+            if resp.url.rstrip("/").endswith("/setup"):
+                return f"{url}?token={self.setup_token}"
+        return None
 
     def stop(self) -> None:
         for proc in self.procs.values():

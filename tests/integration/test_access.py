@@ -417,3 +417,47 @@ async def test_the_first_administrator_needs_the_setup_token(own_nats, own_db) -
             assert r.json()["orgs"] == {"default": "owner"}
             r = await c.get("/", headers={"Cookie": f"callmeter_session={cookie}"})
             assert r.status_code == 200 and 'id="unclaimed"' not in r.text and "boss" in r.text
+
+
+async def test_callmeter_users_creates_a_member_and_resets_a_password(own_nats, own_db) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = str(Path(sys.executable).parent / "callmeter")
+    env = {**os.environ, "CALLMETER_NATS_URL": own_nats.url, "CALLMETER_DATABASE_URL": own_db}
+
+    def users(*args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [cli, "users", *args],
+            env={**env, "CALLMETER_PASSWORD": password},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    done = users("create", "ann", "--org", "acme", "--role", "editor")
+    assert done.returncode == 0 and "editor of organisation 'acme'" in done.stdout, done.stderr
+    again = users("create", "ann")
+    assert again.returncode != 0 and "exists already" in again.stderr
+    short = users("create", "bob", password="short")
+    assert short.returncode != 0 and "at least 10 characters" in short.stderr
+    settings = ApiSettings(nats_url=own_nats.url, database_url=own_db)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            cookie, _ = await login(c, "ann", PASSWORD)
+            r = await c.get("/api/v1/me", headers={"Cookie": f"callmeter_session={cookie}"})
+            assert r.json()["orgs"] == {"acme": "editor"}
+            done = await asyncio.to_thread(
+                users, "reset-password", "ann", password="a new password"
+            )
+            assert done.returncode == 0, done.stderr
+            await asyncio.sleep(0.5)  # the API folds the change
+            r = await c.get("/api/v1/me", headers={"Cookie": f"callmeter_session={cookie}"})
+            assert r.status_code == 401  # the session ended with the old password
+            r = await c.post("/login", data={"username": "ann", "password": PASSWORD})
+            assert r.status_code == 401
+            await login(c, "ann", "a new password")
