@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.login import log_in
+
 pytestmark = pytest.mark.integration
 
 CHROMIUM = os.environ.get("CALLMETER_CHROMIUM", "/usr/bin/chromium")
@@ -42,7 +44,7 @@ def browser():  # type: ignore[no-untyped-def]
 def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = log_in(browser, platform.base).new_page()
     page.set_default_timeout(30_000)
 
     # The user opens the editor (pre-filled with a two-group example) and shapes a test.
@@ -109,7 +111,7 @@ def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: 
 def test_the_editor_saves_call_options_a_scenario_and_thresholds(platform, browser):  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = log_in(browser, platform.base).new_page()
     page.set_default_timeout(30_000)
     page.goto(platform.base + "/tests/new")
     page.get_by_label("Name", exact=True).fill("browser options")
@@ -188,3 +190,54 @@ def test_the_editor_saves_call_options_a_scenario_and_thresholds(platform, brows
     assert d["thresholds"] == ["mos_avg >= 4.0", "call_success_rate >= 99"]
     assert [w["url"] for w in d["webhooks"]] == ["http://127.0.0.1:9/hook"]
     page.close()
+
+
+def test_forms_carry_the_session_csrf_token_and_nothing_changes_without_it(platform, browser):  # type: ignore[no-untyped-def]
+    """Every form of a logged-in page carries the session's token; the same form
+    without it is refused with 403, and a page of another site posting to CallMeter
+    gets nowhere (SameSite=Lax keeps the session cookie home, and it has no token)."""
+    from playwright.sync_api import expect
+
+    status, test = platform.request(
+        "POST",
+        "/api/v1/tests",
+        {"name": "csrf", "duration_s": 30, "groups": [{"name": "A", "endpoints": 1}]},
+    )
+    assert status == 201, test
+    runs = f"/api/v1/runs?test_id={test['id']}"
+    page = log_in(browser, platform.base).new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{platform.base}/tests/{test['id']}")
+    forms = page.locator("form[method=post]")
+    tokens = {
+        forms.nth(i).locator("input[name=csrf_token]").input_value() for i in range(forms.count())
+    }
+    assert len(tokens) == 1 and all(tokens), tokens  # one per session, in every form
+    # The Run form without its token: 403 and no run.
+    page.locator("#run").evaluate("b => b.form.querySelector('[name=csrf_token]').remove()")
+    page.locator("#run").click()
+    expect(page.locator("main")).to_contain_text("CSRF token")
+    assert platform.request("GET", runs)[1]["total"] == 0
+    # Another site (localhost is not 127.0.0.1) with a form posting to CallMeter.
+    other = platform.base.replace("127.0.0.1", "localhost")
+    page.goto(other + "/login")
+    page.set_content(
+        f'<form method="post" action="{platform.base}/tests/{test["id"]}/run">'
+        '<button id="evil">Win a prize</button></form>'
+    )
+    page.locator("#evil").click()
+    page.wait_for_load_state()
+    assert "/login" in page.url, page.url  # no session came along
+    assert platform.request("GET", runs)[1]["total"] == 0
+    # The page as served: it runs, and its Stop button (a form too) stops the run.
+    page.goto(f"{platform.base}/tests/{test['id']}")
+    page.locator("#run").click()
+    page.wait_for_url(re.compile(r".*/runs/[0-9a-f]+$"))
+    page.locator("#stop").click()
+    expect(page.locator(".status")).to_have_text(re.compile("STOPPING|COMPLETED"), timeout=60_000)
+    assert platform.request("GET", runs)[1]["total"] == 1
+    # Logging out ends the session: its cookie no longer opens a page.
+    page.locator("#logout").click()
+    page.wait_for_url(re.compile(r".*/login$"))
+    page.goto(platform.base + "/runs")
+    assert "/login" in page.url

@@ -24,6 +24,7 @@ class TestPlatform(Platform):
     def __init__(self, data_dir: Path, nats_url: str, database_url: str) -> None:
         super().__init__(data_dir, nats_url, database_url, free_port())
         self.nats_port = self.pg_port = 0  # servers it starts: any free port, never 4222/5433
+        self.api_key = ""  # sent by request() and get_html() when set (a claimed platform)
         data_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -60,10 +61,16 @@ class TestPlatform(Platform):
             stop_group(proc, timeout=10)
         self.procs.clear()
 
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
-            self.base + path, data, {"Content-Type": "application/json"}, method=method
+            self.base + path,
+            data,
+            {"Content-Type": "application/json", **self._auth()},
+            method=method,
         )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
@@ -74,7 +81,9 @@ class TestPlatform(Platform):
             return err.code, json.loads(raw) if raw else None
 
     def get_html(self, path: str) -> tuple[int, str]:
-        req = urllib.request.Request(self.base + path, headers={"Accept": "text/html"})
+        req = urllib.request.Request(
+            self.base + path, headers={"Accept": "text/html", **self._auth()}
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, resp.read().decode()
