@@ -62,8 +62,8 @@ async def get_test(test_id: str, p: PlatformDep) -> dict[str, Any]:
 async def update_test(
     test_id: str, body: TestDefinition, p: PlatformDep, who: Editor
 ) -> dict[str, Any]:
-    await service.get_test(p, test_id)
-    saved = await service.save_test(p, own_definition(who, body), test_id, actor=who.actor)
+    stored = (await service.get_test(p, test_id))["definition"]
+    saved = await service.save_test(p, own_definition(who, body, stored), test_id, who.actor)
     return await stored_test(p, saved)
 
 

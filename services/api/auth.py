@@ -197,10 +197,14 @@ async def ensure_visible(
 
 
 def own_definition(
-    principal: Principal, definition: TestDefinition, role: AccessRole = AccessRole.EDITOR
+    principal: Principal,
+    definition: TestDefinition,
+    stored: dict[str, Any] | None = None,
+    role: AccessRole = AccessRole.EDITOR,
 ) -> TestDefinition:
     """A test lands in the caller's one project when it names none; naming a project
-    the caller may not edit is forbidden."""
+    the caller may not edit is forbidden, and so is changing the webhooks (of
+    `stored`, the saved definition being edited) without the Admin role."""
     only = principal.project
     if only is not None and "project" not in definition.model_fields_set:
         definition = definition.model_copy(update={"project": only})
@@ -217,6 +221,13 @@ def own_definition(
             "forbidden",
             f"project: you may not save tests in project {definition.project!r}",
             "project",
+        )
+    # By URL: a secret is write-only (a reference is stored, the form shows a mask).
+    before = [w.url for w in TestDefinition.model_validate(stored).webhooks] if stored else []
+    after = [w.url for w in definition.webhooks]
+    if after != before and not principal.may(AccessRole.ADMIN, definition.project):
+        raise ApiError(
+            403, "forbidden", "webhooks: only an Admin adds or changes webhooks", "webhooks"
         )
     return definition
 

@@ -122,7 +122,7 @@ async def save_from_form(  # type: ignore[no-untyped-def]
         definition = parsed
     try:
         saved = await service.save_test(
-            p, own_definition(who, definition), test_id or None, who.actor
+            p, own_definition(who, definition, stored), test_id or None, who.actor
         )
     except ApiError as exc:  # a reference to a registrar or pool that is not there
         if exc.status != 422 or not exc.field:

@@ -24,6 +24,7 @@ SETUP = "setup-token-for-tests"
 PASSWORD = "correct horse battery"
 ROLES = list(AccessRole)
 DEFINITION = {"name": "t", "duration_s": 2, "groups": [{"name": "A", "endpoints": 1}]}
+HOOK = [{"url": "http://127.0.0.1:9/hook"}]
 
 
 @dataclass
@@ -108,6 +109,7 @@ JSON_ACTIONS: list[tuple[str, str, Any, AccessRole, bool]] = [
     ("POST", "/api/v1/runs/{run}/stop", None, T, False),
     ("POST", "/api/v1/tests", {**DEFINITION, "project": "acme-p"}, E, False),
     ("PUT", "/api/v1/tests/{test}", {**DEFINITION, "project": "acme-p"}, E, False),
+    ("POST", "/api/v1/tests", {**DEFINITION, "project": "acme-p", "webhooks": HOOK}, A, False),
     ("POST", "/api/v1/tests/{test}/duplicate", None, E, False),
     ("DELETE", "/api/v1/tests/{fresh}", None, E, False),
     ("GET", "/api/v1/orgs/acme", None, A, True),

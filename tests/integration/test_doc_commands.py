@@ -269,6 +269,16 @@ def curl(docs: Docs, command: Command) -> None:
 def make_run(docs: Docs, command: Command) -> None:
     start_make_run(docs, command)
     assert len(demo_tests(docs)) == 1  # kept from the first start, not created twice
+    # No user yet: the output has the one link that creates the first administrator.
+    setup = re.search(
+        r"first administrator at (http://\S+/setup\?token=(\S+))", docs.make_run.output()
+    )
+    assert setup, docs.make_run.output()
+    assert httpx.get(setup[1], timeout=10).status_code == 200
+    refused = httpx.post(
+        docs.base + "/setup", data={"token": "guess", "username": "x", "password": "0123456789"}
+    )
+    assert refused.status_code == 403
     # Its own worker is online; the first start's one left when Ctrl-C stopped it.
     deadline = time.monotonic() + 20
     while (statuses := worker_statuses(docs)) != ["OFFLINE", "ONLINE"]:
