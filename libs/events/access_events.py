@@ -97,7 +97,7 @@ class ApiKeyCreated(_Access):
     key_id: str
     name: str = Field(min_length=1, max_length=100)
     org: str
-    project: str
+    project: str = Field(min_length=1, max_length=64, pattern=NAME)
     role: AccessRole
     prefix: str  # the visible start of the key, e.g. "cmk_3f9a2c1d"
     key_hash: str  # sha256 hex of the whole key (it is random: no salt or argon2 needed)

@@ -15,12 +15,15 @@ from callmeter_common.bus import Bus
 from callmeter_events import ACCESS, Event
 from callmeter_projections.access import AccessState
 
+from .login_limit import LoginLimit
+
 
 class Access:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.state = AccessState()
         self._folded = asyncio.Condition()
+        self.login_limit = LoginLimit()  # failed logins seen by this process
 
     async def start(self) -> None:
         """Fold what the stream holds before serving, then follow it live."""

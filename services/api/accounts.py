@@ -4,9 +4,7 @@ organisations, projects, members and API keys, each change an event."""
 from __future__ import annotations
 
 import secrets
-import time
 import uuid
-from collections import deque
 from datetime import timedelta
 from typing import Any
 
@@ -41,34 +39,6 @@ from .errors import ApiError
 SESSION_TTL = timedelta(days=7)
 
 
-class LoginLimit:
-    """At most `attempts` failed logins per username and per client address in
-    `window_s`; then 429 until the oldest failure leaves the window. Pure."""
-
-    def __init__(self, attempts: int = 5, window_s: float = 300.0) -> None:
-        self.attempts, self.window_s = attempts, window_s
-        self._failures: dict[str, deque[float]] = {}
-
-    def retry_after(self, keys: list[str], now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        wait = 0.0
-        for key in keys:
-            seen = self._failures.get(key)
-            while seen and now - seen[0] >= self.window_s:
-                seen.popleft()
-            if seen is not None and len(seen) >= self.attempts:
-                wait = max(wait, self.window_s - (now - seen[0]))
-        return wait
-
-    def failed(self, keys: list[str], now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        for key in keys:
-            self._failures.setdefault(key, deque()).append(now)
-
-
-LIMIT = LoginLimit()
-
-
 def _password_hash(password: str, field: str = "password") -> str:
     try:
         return hash_password(password)
@@ -90,13 +60,13 @@ def _valid(model: Any, **fields: Any) -> Any:
 async def login(p: Platform, username: str, password: str, client: str) -> tuple[str, str]:
     """(session token, csrf) for a right password; 401, or 429 after too many failures."""
     keys = [f"user:{username}", f"addr:{client}"]
-    wait = LIMIT.retry_after(keys)
+    wait = p.access.login_limit.retry_after(keys)
     if wait > 0:
         raise ApiError(429, "too_many_attempts", f"too many failed logins; retry in {wait:.0f} s")
     user = p.access.state.users.get(username)
     ok = verify_password(user.password_hash if user else DUMMY_HASH, password)
     if user is None or not ok:
-        LIMIT.failed(keys)
+        p.access.login_limit.failed(keys)
         await p.access.publish(
             AuditRecorded(actor=f"addr:{client}", action="login_failed", target=username)
         )

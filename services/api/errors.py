@@ -43,9 +43,9 @@ class ErrorBody(BaseModel):
 # Why each error status can come, as /openapi.json documents it.
 ERROR_STATUSES: dict[int, str] = {
     400: "The body is not JSON.",
-    401: "No valid API key (when the server has CALLMETER_API_KEYS set).",
-    403: "The API key's project may not write to the project the body names.",
-    404: "Unknown id, or one of a project the API key may not see (the same answer).",
+    401: "No valid API key or session (once the installation has a user or CALLMETER_API_KEYS).",
+    403: "The caller's role is too low for this, in the project or organisation it names.",
+    404: "Unknown id, or one of a project or organisation the caller may not see (the same answer).",
     409: "The run has already finished.",
     413: "The request body is larger than the server accepts (CALLMETER_MAX_BODY_BYTES).",
     422: "A field is invalid: `error.field` names it.",
@@ -60,9 +60,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def document(schema: dict[str, Any]) -> None:
     """Add to an OpenAPI document the errors every JSON operation can answer, by what it
-    is: each /api/v1 operation may answer 401 and 422, one with an id in its path 404,
-    one that writes 413 and 503, one with a body 400. Route-specific ones (403, 409) are
-    declared on their routes."""
+    is: each /api/v1 operation may answer 401, 403 (a role too low) and 422, one with an
+    id in its path 404, one that writes 413 and 503, one with a body 400. Route-specific
+    ones (409) are declared on their routes."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     components.update(body.pop("$defs", {}))
@@ -72,7 +72,7 @@ def document(schema: dict[str, Any]) -> None:
         if not path.startswith("/api/v1"):
             continue
         for method, operation in operations.items():
-            statuses = [401, 422]
+            statuses = [401, 403, 422]
             if "{" in path:
                 statuses.append(404)
             if method in ("post", "put", "delete"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import callmeter_events as ev
-from callmeter_api.accounts import LoginLimit
+from callmeter_api.login_limit import LoginLimit
 from callmeter_api.principal import Principal, ProjectFilter
 from callmeter_common.secrets_hash import hash_password, key_hash, new_api_key, verify_password
 from callmeter_projections.access import DEFAULT_ORG, AccessState
