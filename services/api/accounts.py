@@ -159,8 +159,11 @@ async def create_org(p: Platform, who: Principal, org: str) -> None:
     if org in p.access.state.orgs:
         raise ApiError(409, "exists", f"org: {org!r} exists", "org")
     await p.access.publish(event)
-    if who.username:
-        await set_member(p, who, org, who.username, AccessRole.OWNER)
+    if who.username:  # not through set_member: the caller is no member of it yet
+        owner = MembershipSet(
+            actor=who.actor, org=org, username=who.username, role=AccessRole.OWNER
+        )
+        await p.access.publish(owner)
 
 
 async def set_member(

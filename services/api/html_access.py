@@ -132,6 +132,9 @@ async def _org_form(request: Request, p: Any, who: Any, org: str) -> Response:
             if f.get("password"):
                 await accounts.create_user(p, who, f.get("username", ""), f["password"])
             await accounts.set_member(p, who, org, f.get("username", ""), role)
+        elif op == "org":  # on the default organisation's page: its Owners make others
+            await accounts.create_org(p, who, f.get("org", ""))
+            return RedirectResponse(f"/orgs/{f['org']}", 303)
         elif op == "project":
             await accounts.create_project(p, who, org, f.get("project", ""))
         elif op == "key":

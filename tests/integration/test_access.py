@@ -419,6 +419,18 @@ async def test_the_first_administrator_needs_the_setup_token(own_nats, own_db) -
             assert r.json()["orgs"] == {"default": "owner"}
             r = await c.get("/", headers={"Cookie": f"callmeter_session={cookie}"})
             assert r.status_code == 200 and 'id="unclaimed"' not in r.text and "boss" in r.text
+            # The installation's Owner makes an organisation and becomes its Owner.
+            page = await c.get("/orgs/default", headers={"Cookie": f"callmeter_session={cookie}"})
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert csrf and "Create organisation" in page.text
+            r = await c.post(
+                "/orgs/default",
+                data={"op": "org", "org": "acme", "csrf_token": csrf[1]},
+                headers={"Cookie": f"callmeter_session={cookie}"},
+            )
+            assert r.status_code == 303 and r.headers["location"] == "/orgs/acme"
+            r = await c.get("/api/v1/me", headers={"Cookie": f"callmeter_session={cookie}"})
+            assert r.json()["orgs"] == {"default": "owner", "acme": "owner"}
 
 
 async def test_callmeter_users_creates_a_member_and_resets_a_password(own_nats, own_db) -> None:  # type: ignore[no-untyped-def]
