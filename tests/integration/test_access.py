@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ PASSWORD = "correct horse battery"
 ROLES = list(AccessRole)
 DEFINITION = {"name": "t", "duration_s": 2, "groups": [{"name": "A", "endpoints": 1}]}
 HOOK = [{"url": "http://127.0.0.1:9/hook"}]
+REGISTRAR = {"name": "pbx", "host": "pbx.example"}
+POOL = {"name": "pool", "csv": "u1,secret-pw"}
 
 
 @dataclass
@@ -32,6 +35,8 @@ class World:
     client: httpx.AsyncClient
     tests: dict[str, str] = field(default_factory=dict)  # project -> test id
     runs: dict[str, list[str]] = field(default_factory=dict)  # project -> two run ids
+    registrars: dict[str, str] = field(default_factory=dict)  # org -> a registrar id
+    pools: dict[str, str] = field(default_factory=dict)  # org -> an account pool id
     keys: dict[AccessRole, str] = field(default_factory=dict)  # acme-p key per role
     users: dict[AccessRole, tuple[str, str]] = field(default_factory=dict)  # (cookie, csrf)
 
@@ -84,6 +89,10 @@ async def world(app_client: httpx.AsyncClient) -> World:
         w.runs[org] = [
             (await w.root("POST", f"/api/v1/tests/{test['id']}/runs"))["id"] for _ in range(2)
         ]
+        reg = await w.root("POST", "/api/v1/registrars", {**REGISTRAR, "project": f"{org}-p"})
+        w.registrars[org] = reg["id"]
+        pool = await w.root("POST", "/api/v1/pools", {**POOL, "project": f"{org}-p"})
+        w.pools[org] = pool["id"]
     for role in ROLES:
         name = f"acme-{role.value}"
         await w.root("POST", "/api/v1/users", {"username": name, "password": PASSWORD})
@@ -112,6 +121,11 @@ JSON_ACTIONS: list[tuple[str, str, Any, AccessRole, bool]] = [
     ("POST", "/api/v1/tests", {**DEFINITION, "project": "acme-p", "webhooks": HOOK}, A, False),
     ("POST", "/api/v1/tests/{test}/duplicate", None, E, False),
     ("DELETE", "/api/v1/tests/{fresh}", None, E, False),
+    ("GET", "/api/v1/registrars/{reg}", None, V, False),
+    ("GET", "/api/v1/pools/{pool}", None, V, False),
+    ("PUT", "/api/v1/registrars/{reg}", {**REGISTRAR, "project": "acme-p"}, E, False),
+    ("PUT", "/api/v1/pools/{pool}", {**POOL, "project": "acme-p"}, E, False),
+    ("POST", "/api/v1/registrars", {**REGISTRAR, "name": "{fresh}", "project": "acme-p"}, E, False),
     ("GET", "/api/v1/orgs/acme", None, A, True),
     ("POST", "/api/v1/projects/acme-p/keys", {"name": "k", "role": "viewer"}, A, True),
     ("PUT", "/api/v1/orgs/acme/members/acme-viewer", {"role": "viewer"}, A, True),
@@ -130,6 +144,8 @@ HTML_ACTIONS: list[tuple[str, str, Any, AccessRole, bool]] = [
     ("GET", "/tests/{test}/edit", None, E, False),
     ("POST", "/tests/{test}/duplicate", {}, E, False),
     ("POST", "/tests/{fresh}/delete", {}, E, False),
+    ("GET", "/pools/{pool}", None, V, False),
+    ("POST", "/registrars/{reg}/delete", {}, E, False),
     ("GET", "/orgs/acme", None, A, True),
     ("POST", "/orgs/acme", {"op": "project", "project": "acme-q"}, A, True),
 ]
@@ -139,6 +155,8 @@ async def call(
     w: World, who: tuple[str, AccessRole], method: str, path: str, body: Any, html: bool
 ) -> httpx.Response:
     kind, role = who
+    if isinstance(body, dict) and body.get("name") == "{fresh}":  # a new name per call
+        body = {**body, "name": uuid.uuid4().hex[:8]}
     headers = {"Accept": "text/html"} if html else {}
     cookies: dict[str, str] = {}
     if kind == "key":
@@ -163,7 +181,17 @@ async def fill(w: World, path: str, org: str = "acme") -> str:
         test = await w.root("POST", "/api/v1/tests", {**DEFINITION, "project": f"{org}-p"})
         fresh = test["id"]
     run, run2 = w.runs[org]
-    return path.format(test=w.tests[org], run=run, run2=run2, fresh=fresh)
+    reg = w.registrars[org]
+    if "/registrars/{reg}/delete" in path:  # each caller deletes one of its own
+        made = await w.root(
+            "POST",
+            "/api/v1/registrars",
+            {**REGISTRAR, "name": uuid.uuid4().hex[:8], "project": f"{org}-p"},
+        )
+        reg = made["id"]
+    return path.format(
+        test=w.tests[org], run=run, run2=run2, fresh=fresh, reg=reg, pool=w.pools[org]
+    )
 
 
 async def test_every_role_may_do_what_its_role_allows_and_nothing_more(world: World) -> None:
@@ -194,7 +222,13 @@ async def test_every_role_may_do_what_its_role_allows_and_nothing_more(world: Wo
     assert not wrong, "\n".join(wrong)
 
 
-UNKNOWN = {"test": "0123456789ab", "run": "ba9876543210", "org": "nonesuch"}
+UNKNOWN = {
+    "test": "0123456789ab",
+    "run": "ba9876543210",
+    "org": "nonesuch",
+    "reg": "reg_aaaaaaaaaaaa",
+    "pool": "pool_bbbbbbbbbbbb",
+}
 # Everything of organisation globex a caller of acme might try, JSON, HTML and SSE.
 CROSS: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/tests/{test}", None, False),
@@ -214,6 +248,16 @@ CROSS: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/runs/{run}/endpoints", None, False),
     ("GET", "/api/v1/runs/{run}/events?follow=false", None, False),
     ("GET", "/api/v1/compare?runs={mine},{run}", None, False),
+    ("GET", "/api/v1/registrars/{reg}", None, False),
+    ("PUT", "/api/v1/registrars/{reg}", REGISTRAR, False),
+    ("DELETE", "/api/v1/registrars/{reg}", None, False),
+    ("GET", "/api/v1/pools/{pool}", None, False),
+    ("PUT", "/api/v1/pools/{pool}", POOL, False),
+    ("DELETE", "/api/v1/pools/{pool}", None, False),
+    ("GET", "/pools/{pool}", None, True),
+    ("POST", "/pools/{pool}", {"name": "x", "csv": "a,b"}, True),
+    ("POST", "/pools/{pool}/delete", {}, True),
+    ("POST", "/registrars/{reg}/delete", {}, True),
     ("GET", "/api/v1/orgs/{org}", None, False),
     ("PUT", "/api/v1/orgs/{org}/members/acme-viewer", {"role": "viewer"}, False),
     ("POST", "/api/v1/orgs/{org}/projects", {"project": "stolen"}, False),
@@ -243,7 +287,13 @@ async def test_no_role_of_one_organisation_reaches_another(world: World) -> None
     """A member or key of acme, with every role, asks for globex's tests, runs,
     results, exports, replay, comparisons, webhook log, event streams and
     administration: each answer is exactly the one for an id that does not exist."""
-    theirs = {"test": world.tests["globex"], "run": world.runs["globex"][0], "org": "globex"}
+    theirs = {
+        "test": world.tests["globex"],
+        "run": world.runs["globex"][0],
+        "org": "globex",
+        "reg": world.registrars["globex"],
+        "pool": world.pools["globex"],
+    }
     mine = world.runs["acme"][0]
     callers = [(kind, role) for kind in ("user", "key") for role in ROLES]
     differ: list[str] = []
@@ -259,7 +309,7 @@ async def test_no_role_of_one_organisation_reaches_another(world: World) -> None
                 60,
             )
             text_a, text_b = a.text, b.text
-            for name in ("test", "run", "org"):
+            for name in ("test", "run", "org", "reg", "pool"):
                 text_a = text_a.replace(theirs[name], "<id>")
                 text_b = text_b.replace(UNKNOWN[name], "<id>")
             listed = "?test_id=" in template  # a filter, not an id: an empty list either way
