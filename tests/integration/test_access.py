@@ -247,6 +247,8 @@ CROSS: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/runs/{run}/webhooks", None, False),
     ("GET", "/api/v1/runs/{run}/endpoints", None, False),
     ("GET", "/api/v1/runs/{run}/events?follow=false", None, False),
+    ("GET", "/api/v1/runs/{run}/calls", None, False),
+    ("GET", "/runs/{run}/calls", None, True),
     ("GET", "/api/v1/compare?runs={mine},{run}", None, False),
     ("GET", "/api/v1/registrars/{reg}", None, False),
     ("PUT", "/api/v1/registrars/{reg}", REGISTRAR, False),
