@@ -5,6 +5,7 @@ Every error names the field it is about, so the API can return it as is.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field, model_validator
@@ -271,11 +272,16 @@ class Group(_Frozen):
         if per_host > HOST_INVITES_PER_S:
             need = p.peak_cps(self.endpoints) * ENDPOINTS_PER_HOST / HOST_INVITES_PER_S
             field = "hold_s" if isinstance(p, RepeatPattern) else "endpoints"
+            # A hold of 5e-324 s makes the rate infinite: no endpoint count is enough.
+            fix = (
+                f"give at least {int(need) + 1} endpoints or a lower rate"
+                if math.isfinite(need)
+                else "give a longer hold_s or pause_s"
+            )
             raise ValueError(
                 f"pattern.{field}: {per_host:g} calls/s per endpoint host is more than the "
                 f"{HOST_INVITES_PER_S:g} a host takes (each host carries "
-                f"{ENDPOINTS_PER_HOST} endpoints); give at least {int(need) + 1} endpoints "
-                "or a lower rate"
+                f"{ENDPOINTS_PER_HOST} endpoints); {fix}"
             )
         return self
 

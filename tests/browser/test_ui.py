@@ -103,7 +103,8 @@ def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: 
     sides = page.locator("#percentiles tr[data-metric=mos]")
     assert [sides.nth(i).get_attribute("data-side") for i in range(3)] == ["worst", "send", "recv"]
     assert page.locator("#sip-codes").is_visible()
-    assert page.locator("#result-charts svg.chart").count() == 5
+    # Four series charts, then a MOS histogram per direction (send, recv).
+    assert page.locator("#result-charts svg.chart").count() == 6
     page.locator("#results").screenshot(path=ARTIFACTS / "05-run-results.png")
     page.close()
 

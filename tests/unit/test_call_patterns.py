@@ -73,6 +73,10 @@ def test_rate_must_fit_the_hosts() -> None:
     assert "pattern.endpoints" in message and "per endpoint host" in message
     message = _error({"kind": "repeat", "hold_s": 0.1}, callers=4, receivers=4)
     assert "pattern.hold_s" in message
+    # The smallest float as a hold is an infinite rate: a clear error, not an OverflowError
+    # (schemathesis found the 500).
+    message = _error({"kind": "repeat", "hold_s": 5e-324}, callers=4, receivers=4)
+    assert "pattern.hold_s" in message and "longer hold_s or pause_s" in message
 
 
 def test_receivers_must_cover_the_callers() -> None:
