@@ -60,6 +60,9 @@ class TestPlatform(Platform):
         for proc in self.procs.values():
             stop_group(proc, timeout=10)
         self.procs.clear()
+        for server in reversed(self.servers):  # the NATS and PostgreSQL start_servers started
+            server.stop()
+        self.servers.clear()
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
