@@ -104,10 +104,16 @@ async def test_projector_resumes_from_its_rows_and_reads_finished_runs_back(
     late = EndpointPhaseChanged(run_id="r1", endpoint_id="B-1", phase="DISCONNECTING")
     last = await publish(own_bus, [late])
     projector, stopper = await running(own_bus, own_db, last)
-    with psycopg.connect(own_db) as conn:
-        doc = conn.execute(
-            "SELECT doc FROM endpoints WHERE run_id = 'r1' AND endpoint_id = 'B-1'"
-        ).fetchone()[0]
+    # The position can be seen a moment before the row read back and rewritten (CI saw
+    # late_events 0 once under load): read until the row shows it, for up to 10 s.
+    for _ in range(100):
+        with psycopg.connect(own_db) as conn:
+            doc = conn.execute(
+                "SELECT doc FROM endpoints WHERE run_id = 'r1' AND endpoint_id = 'B-1'"
+            ).fetchone()[0]
+        if doc["late_events"] == 1:
+            break
+        await asyncio.sleep(0.1)
     assert doc["late_events"] == 1 and doc["outcome"] == "SUCCESS"
     await asyncio.sleep(0.2)
     assert "r1" not in projector.models.runs.runs
