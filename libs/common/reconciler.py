@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 Decide = Callable[["World", datetime], Iterable[Event]]
 SNAPSHOT_EVERY = 10_000  # events folded since the last snapshot
 SNAPSHOT_EVERY_S = 30.0  # or seconds, whichever comes first (if anything was folded)
+# Decisions wait while a snapshot is encoded: however big the state, the next snapshot
+# waits this many times as long as the last one took (it costs at most 1/20 of the loop).
+SNAPSHOT_COST_SHARE = 20
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Reconciler:
         self.name = name  # the snapshot's name in the store
         self._snap_seq = 0
         self._snap_at = time.monotonic()
+        self._snap_cost_s = 0.0  # how long encoding the last snapshot took
         self._caught_up = asyncio.Event()
         self._target_seq = 0
         self._wake = asyncio.Event()
@@ -179,9 +183,12 @@ class Reconciler:
         due = position - self._snap_seq >= SNAPSHOT_EVERY or (
             time.monotonic() - self._snap_at >= SNAPSHOT_EVERY_S
         )
-        if not (due or force):
+        affordable = time.monotonic() - self._snap_at >= SNAPSHOT_COST_SHARE * self._snap_cost_s
+        if not ((due and affordable) or force):
             return
+        began = time.monotonic()
         data = encode_runs(self.world.runs)  # no await before this: one consistent state
+        self._snap_cost_s = time.monotonic() - began
         try:
             await self.snapshots.save(self.name, data)
         except Exception as exc:  # noqa: BLE001 - a missed snapshot only costs a longer fold
