@@ -61,6 +61,16 @@ def database_url(postgres_server: Server) -> str:
     return postgres_server.url
 
 
+@pytest.fixture(scope="module")
+def own_database(postgres_server: Server) -> Iterator[str]:
+    """An empty database of the module's own on the shared server, dropped afterwards:
+    for a platform on a NATS other than the shared one (its read models store their
+    stream positions), or a test that must see no other module's rows."""
+    url = create_database(postgres_server.url)
+    yield url
+    drop_database(url)
+
+
 @pytest.fixture(scope="module", params=STORAGE_MODES)
 def storage_mode(request: pytest.FixtureRequest) -> str:
     """Each storage test once per mode: plain (the embedded PostgreSQL, samples

@@ -23,10 +23,8 @@ from nats.js import api
 
 from callmeter_common.bus import Bus
 from callmeter_common.nats_cluster import NatsCluster, start_nats_cluster
-from callmeter_common.servers import Server
 from callmeter_events import EVENTS, METRICS, metrics_for_run, run_events
 from callmeter_vocabulary.sample import HEAD_FIELDS
-from tests.support.databases import create_database, drop_database
 from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
@@ -55,12 +53,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
 
 
 @pytest.fixture(scope="module")
-def database_url(postgres_server: Server) -> Iterator[str]:
-    # Its own database: this platform's NATS is not the shared one, so neither may
-    # its read models (they store their stream positions) be.
-    url = create_database(postgres_server.url)
-    yield url
-    drop_database(url)
+def database_url(own_database: str) -> str:
+    return own_database  # this platform's NATS is not the shared one: nor its database
 
 
 @pytest.fixture(scope="module")

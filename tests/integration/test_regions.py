@@ -25,7 +25,6 @@ from callmeter_common.bus import Bus
 from callmeter_common.procs import free_port, spawn, stop_group, wait_for_port
 from callmeter_common.servers import Server, nats_binary
 from callmeter_events import TRACES, traces_for_run
-from tests.support.databases import create_database, drop_database
 from tests.support.netns import Lab, NetnsUnavailable
 from tests.support.platform import TestPlatform
 
@@ -63,12 +62,8 @@ def bridge_nats(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def database_url(postgres_server: Server) -> Iterator[str]:
-    # Its own database: this platform's NATS is not the shared one, so neither may
-    # its read models (they store their stream positions) be.
-    url = create_database(postgres_server.url)
-    yield url
-    drop_database(url)
+def database_url(own_database: str) -> str:
+    return own_database  # this platform's NATS is not the shared one: nor its database
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import io
 import math
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 
@@ -37,7 +36,6 @@ from callmeter_storage.compaction import fold_rollups
 from callmeter_storage.migrations import MIGRATIONS, migrate
 from callmeter_storage.readmodels import VERSION_NAME, doc
 from callmeter_storage.samples import to_row, to_write_order
-from tests.support.databases import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -369,10 +367,8 @@ def test_migrations_applied_concurrently_run_once(new_database, storage_mode: st
 
 
 @pytest.fixture(scope="module")
-def plain_url(postgres_server) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    url = create_database(postgres_server.url)
-    yield url
-    drop_database(url)
+def plain_url(own_database: str) -> str:
+    return own_database
 
 
 def test_a_day_partition_made_late_takes_its_rows_out_of_default(plain_url: str) -> None:
