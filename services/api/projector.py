@@ -49,6 +49,7 @@ from callmeter_storage.readmodels import (
     RUNS,
     SUBJECTS,
     TESTS,
+    OpenRun,
     ReadModels,
     Touched,
     drop_views,
@@ -147,20 +148,17 @@ class Projector:
             ).fetchone()
         return row[0] if row else None
 
-    def _load(self, run_id: str) -> None:
-        """Read a settled run back from its rows (retrying while the database is away)."""
+    def _read_back(self, run_id: str) -> OpenRun | None:
+        """A settled run as its rows hold it (retrying while the database is away)."""
         while True:
             try:
                 if self._reader is None or self._reader.closed:
                     self._reader = psycopg.connect(self.database_url, autocommit=True)
-                found = load_run(self._reader, run_id)
-                break
+                return load_run(self._reader, run_id)
             except psycopg.OperationalError as exc:
                 log.warning("reading run %s back failed (%s); retrying", run_id, exc)
                 self._reader = None
                 time.sleep(self.retry_s)
-        if found is not None:
-            self.models.restore([], [found])
 
     def _seen(self, name: str, position: int) -> None:
         """Stored up to `position`: settled runs whose rows that covers leave memory."""
@@ -172,7 +170,13 @@ class Projector:
     async def _on_event(self, seq: int, event: Event) -> None:
         late = self.models.unknown_run(event)
         if late is not None:
-            await asyncio.to_thread(self._load, late)
+            found = await asyncio.to_thread(self._read_back, late)
+            # Restored and folded with no await between: a stored position seen in the
+            # meantime evicts settled runs not pending a write, and would evict this one
+            # again before its late event is folded (the event then touches no row, yet
+            # its position is stored: a reader saw the position, not the change).
+            if found is not None:
+                self.models.restore([], [found])
         touched = self.models.fold(seq, event)
         for listener in self.listeners:
             listener(seq, event)
