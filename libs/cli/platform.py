@@ -18,6 +18,7 @@ from pathlib import Path
 
 from callmeter_common.api_keys import ApiKey, parse_keys
 from callmeter_common.bus import Bus
+from callmeter_common.demo import DEMO_TEST
 from callmeter_common.nats_cluster import start_nats_cluster
 from callmeter_common.procs import free_port, port_free, spawn, stop_group, wait_for_port
 from callmeter_common.servers import (
@@ -37,16 +38,6 @@ MODULES = {
     "worker": "callmeter_worker",
     "metrics-ingest": "callmeter_ingest",
     "api": "callmeter_api",
-}
-
-DEMO_TEST = {
-    "name": "Demo: 4 phones call 4 phones (direct, G.711)",
-    "duration_s": 20,
-    "buildup_s": 2,
-    "groups": [
-        {"name": "A", "endpoints": 4, "codecs": ["PCMU"], "calls": "B"},
-        {"name": "B", "endpoints": 4, "codecs": ["PCMU"]},
-    ],
 }
 
 
@@ -175,7 +166,7 @@ class Platform:
                 if json.load(resp)["items"]:
                     return None
         except urllib.error.HTTPError as err:
-            if err.code == 401:  # users exist and no key was given: not a first start
+            if err.code == 401:  # no key: the first administrator's setup creates it
                 return None
             raise
         headers["Content-Type"] = "application/json"

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from callmeter_common.demo import DEMO_TEST
 from callmeter_common.secrets_hash import (
     DUMMY_HASH,
     hash_password,
@@ -26,6 +27,7 @@ from callmeter_events import (
     OrganisationCreated,
     PasswordChanged,
     ProjectCreated,
+    TestDefinition,
     UserCreated,
 )
 from callmeter_projections.access import DEFAULT_ORG
@@ -102,6 +104,13 @@ async def setup_first_admin(p: Platform, token: str, username: str, password: st
     setup = Principal("setup", everything=AccessRole.OWNER)
     await create_user(p, setup, username, password)
     await set_member(p, setup, DEFAULT_ORG, username, AccessRole.OWNER)
+    if not await service.query(p, _any_test):  # a first start: the demo test to run
+        demo = TestDefinition.model_validate(DEMO_TEST)
+        await service.save_test(p, demo, actor=f"user:{username}")
+
+
+def _any_test(conn: Any) -> bool:
+    return conn.execute("SELECT 1 FROM tests WHERE NOT deleted LIMIT 1").fetchone() is not None
 
 
 def need_org_role(p: Platform, who: Principal, org: str, role: AccessRole) -> None:

@@ -125,7 +125,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     api_keys = parse_keys(settings.api_keys)
     auth.install(app, api_keys)
-    auth.document(app, required=bool(api_keys))
+    auth.document(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
 
     @app.middleware("http")

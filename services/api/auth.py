@@ -7,14 +7,14 @@ A request is from
   CSRF token: a browser never adds that header by itself;
 - a session cookie (after /login), whose state-changing requests carry the
   session's CSRF token (form field `csrf_token` or header `X-CSRF-Token`), else 403;
-- nobody: 401 for /api/v1, a redirect to /login for a page.
+- nobody: 401 for /api/v1 (and any request not asking for HTML), a redirect to
+  /login for a page.
 
 An installation with no user and no CALLMETER_API_KEYS is unclaimed: it serves
-everyone as an Owner, as before users existed (the API listens on 127.0.0.1 by
-default), and shows how to create the first administrator: /setup with the token
-`callmeter up` prints. Once a user exists, or keys are configured, every route
-but /login, /setup, the probes, /static and the API's documentation needs one
-of the above.
+nothing to anybody until it is claimed. Every page redirects to /setup, which says
+so and creates the first administrator with the token `callmeter up` prints;
+every JSON and SSE route answers 401. Always open, claimed or not: /login, /setup,
+the probes (/healthz, /readyz), /static and the API's documentation.
 
 The middleware leaves the caller on `request.state.principal`; what the caller
 may do is decided by `authz.require`, a dependency of each route.
@@ -43,7 +43,7 @@ from . import errors, service
 from .authz import authorize, forbidden
 from .deps import Platform
 from .errors import ApiError, error_body
-from .principal import CURRENT, EVERYONE, Principal
+from .principal import CURRENT, NOBODY, Principal
 
 PROTECTED = "/api/v1"
 SESSION_COOKIE = "callmeter_session"
@@ -142,21 +142,19 @@ def install(app: FastAPI, keys: tuple[ApiKey, ...]) -> None:
     async def authenticate(request: Request, call_next):  # type: ignore[no-untyped-def]
         path = request.url.path
         p: Platform | None = getattr(request.app.state, "platform", None)
-        principal: Principal | None = EVERYONE
+        principal: Principal | None = None
         if p is not None and not is_public(path):
             found = await authenticator.identify(request, p)
             if isinstance(found, Response):
                 return found
+            if found is None:
+                return unauthenticated(request, claimed=enforced(p, keys))
             principal = found
-            if principal is None and not enforced(p, keys):
-                principal = EVERYONE
-            if principal is None:
-                return unauthenticated(request)
         elif p is not None and request.headers.get("authorization") is None:
             found = await authenticator.identify(request, p)  # /login and /setup show who is in
             principal = found if isinstance(found, Principal) else None
-        request.state.principal = principal
-        token = CURRENT.set(principal or EVERYONE)
+        request.state.principal = principal or NOBODY
+        token = CURRENT.set(principal or NOBODY)
         try:
             response: Response = await call_next(request)
         finally:
@@ -164,11 +162,22 @@ def install(app: FastAPI, keys: tuple[ApiKey, ...]) -> None:
         return response
 
 
-def unauthenticated(request: Request) -> Response:
+UNCLAIMED = (
+    "this installation is not claimed yet: create the first administrator with the "
+    "setup link `callmeter up` printed (/setup?token=...), or set CALLMETER_API_KEYS"
+)
+
+
+def unauthenticated(request: Request, claimed: bool) -> Response:
+    """401 for the API and SSE; a page goes to /login, or, while nobody can log in
+    yet, to /setup (which says how the installation is claimed)."""
     path = request.url.path
     if is_api(path) or "text/html" not in request.headers.get("accept", "text/html"):
-        body = error_body("unauthorized", "log in, or send an API key: Authorization: Bearer <key>")
+        message = "log in, or send an API key: Authorization: Bearer <key>"
+        body = error_body("unauthorized", message if claimed else UNCLAIMED)
         return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
+    if not claimed:
+        return RedirectResponse("/setup", 303)
     if request.method in SAFE_METHODS:
         target = path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse("/login?next=" + quote(target, safe=""), 303)
@@ -273,10 +282,9 @@ async def event_visible(p: Platform, principal: Principal, seq: int, event: Even
 SCHEME = "bearerAuth"
 
 
-def document(app: FastAPI, required: bool) -> None:
-    """Declare the Bearer scheme in /openapi.json for every /api/v1 operation: required
-    once the installation is claimed or has CALLMETER_API_KEYS; optional (`{}` allowed
-    too) while it is unclaimed, so generated clients and /docs' Authorize button work."""
+def document(app: FastAPI) -> None:
+    """Declare the Bearer scheme in /openapi.json as required by every /api/v1
+    operation (a session cookie works too; without either: 401)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -284,19 +292,16 @@ def document(app: FastAPI, required: bool) -> None:
         schema = get_openapi(
             title=app.title, version=app.version, routes=app.routes, description=app.description
         )
-        state = (
-            "required: the server has CALLMETER_API_KEYS set"
-            if required
-            else "required once the installation has a user; optional before"
-        )
         schema.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME] = {
             "type": "http",
             "scheme": "bearer",
-            "description": f"API key as `Authorization: Bearer <key>`; {state}.",
+            "description": (
+                "API key as `Authorization: Bearer <key>` (or a logged-in session); "
+                "without one every operation answers 401, also while the installation "
+                "is not claimed yet."
+            ),
         }
         security: list[dict[str, list[str]]] = [{SCHEME: []}]
-        if not required:
-            security.append({})  # no token is fine too
         for path, operations in schema.get("paths", {}).items():
             if path == PROTECTED or path.startswith(PROTECTED + "/"):
                 for operation in operations.values():

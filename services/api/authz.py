@@ -6,8 +6,8 @@ VIEWER < TESTER < EDITOR < ADMIN < OWNER; each allows what the ones below allow.
 A user has one role per organisation it is a member of, and that role in every
 project of the organisation. An API key created in the UI has one role in one
 project. A CALLMETER_API_KEYS key is an Owner: of every organisation (`KEY`) or of
-its project (`PROJECT:KEY`). An installation without users yet (unclaimed: see
-services/api/auth.py) serves everybody as an Owner of everything, as before.
+its project (`PROJECT:KEY`). Nobody else is served anything but the public pages
+(services/api/auth.py), not even by an installation without users yet.
 
 Everything another organisation holds is answered as an unknown id would be (404);
 what the caller may see but not do is 403.
@@ -25,16 +25,16 @@ from callmeter_events import AccessRole
 from . import service
 from .deps import Platform, PlatformDep
 from .errors import ApiError
-from .principal import EVERYONE, Principal, ProjectFilter
+from .principal import NOBODY, Principal, ProjectFilter
 
-__all__ = ["EVERYONE", "Principal", "PrincipalDep", "ProjectFilter", "Role", "require"]
+__all__ = ["NOBODY", "Principal", "PrincipalDep", "ProjectFilter", "Role", "require"]
 
 Role = AccessRole
 
 
 def get_principal(request: Request) -> Principal:
     """Set by the authentication middleware (services/api/auth.py)."""
-    return getattr(request.state, "principal", EVERYONE)  # type: ignore[no-any-return]
+    return getattr(request.state, "principal", NOBODY)  # type: ignore[no-any-return]
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -10,7 +10,7 @@ from fastapi import Query
 from callmeter_storage import stats
 
 from . import auth, queries, service, traces
-from .authz import EVERYONE, Principal
+from .authz import Principal
 from .deps import Platform
 from .endpoint_views import paired_endpoints, status_class, timeline
 from .errors import ApiError
@@ -63,7 +63,7 @@ async def endpoint_detail(p: Platform, run_id: str, endpoint_id: str) -> dict[st
 
 
 async def compared_runs(
-    p: Platform, run_ids: tuple[str, ...] | list[str], who: Principal = EVERYONE
+    p: Platform, run_ids: tuple[str, ...] | list[str], who: Principal
 ) -> list[dict[str, Any]]:
     async def one(run_id: str) -> dict[str, Any]:
         await auth.ensure_visible(p, who, "run_id", run_id, "runs")

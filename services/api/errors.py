@@ -43,7 +43,10 @@ class ErrorBody(BaseModel):
 # Why each error status can come, as /openapi.json documents it.
 ERROR_STATUSES: dict[int, str] = {
     400: "The body is not JSON.",
-    401: "No valid API key or session (once the installation has a user or CALLMETER_API_KEYS).",
+    401: (
+        "No valid API key or session; also every request while the installation is not "
+        "claimed yet (no user, no CALLMETER_API_KEYS)."
+    ),
     403: "The caller's role is too low for this, in the project or organisation it names.",
     404: "Unknown id, or one of a project or organisation the caller may not see (the same answer).",
     409: "The run has already finished.",

@@ -86,8 +86,10 @@ class Principal:
         return ProjectFilter(tuple(sorted(visible)))
 
 
-EVERYONE = Principal("anonymous", everything=AccessRole.OWNER)
+# Who a public page (login, setup, probes) is served to without credentials: no role
+# anywhere, so nothing of any project is visible to it.
+NOBODY = Principal("anonymous")
 
 # The request's caller, for templates (pages.render) that have no request at hand;
 # set by the authentication middleware (services/api/auth.py).
-CURRENT: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=EVERYONE)
+CURRENT: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=NOBODY)

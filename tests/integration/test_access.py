@@ -437,18 +437,39 @@ async def test_logins_passwords_keys_and_the_audit_trail(world: World) -> None:
 
 
 async def test_the_first_administrator_needs_the_setup_token(own_nats, own_db) -> None:  # type: ignore[no-untyped-def]
-    """Unclaimed: open, with a banner. /setup with a wrong token: 403; with the token:
-    an Owner of the default organisation, logged in; then every page needs a login
-    and /setup is closed."""
+    """Unclaimed: closed. Every page redirects to /setup, which says how to claim
+    the installation; every JSON and SSE route is 401; the probes and the docs stay
+    open. /setup with a wrong token: 403; with the token: an Owner of the default
+    organisation, logged in, with the demo test; then every page needs a login and
+    /setup is closed."""
     settings = ApiSettings(nats_url=own_nats.url, database_url=own_db, setup_token=SETUP)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.get("/")
-            assert r.status_code == 200 and 'id="unclaimed"' in r.text
-            assert (await c.get("/api/v1/tests")).status_code == 200
-            assert SETUP not in (await c.get("/setup")).text
+            html = {"Accept": "text/html"}
+            for page in ("/", "/runs", "/tests/new", "/registrars", "/system", "/orgs/default"):
+                r = await c.get(page, headers=html)
+                assert r.status_code == 303 and r.headers["location"] == "/setup", page
+            r = await c.post("/tests", data={"name": "x"}, headers=html)
+            assert r.status_code == 303 and r.headers["location"] == "/setup"
+            setup_page = await c.get("/setup")
+            assert 'id="unclaimed"' in setup_page.text and "callmeter up" in setup_page.text
+            assert SETUP not in setup_page.text
+            for method, path in [
+                ("GET", "/api/v1/tests"),
+                ("POST", "/api/v1/tests"),
+                ("GET", "/api/v1/events"),
+                ("GET", "/api/v1/system"),
+                ("GET", "/api/v1/me"),
+                ("GET", "/runs/unknown/stream"),  # the run page's SSE
+            ]:
+                r = await c.request(method, path, headers={"Accept": "text/event-stream"})
+                assert r.status_code == 401, (method, path, r.status_code)
+                assert "not claimed yet" in r.json()["error"]["message"]
+            assert (await c.get("/healthz")).status_code == 200
+            assert (await c.get("/readyz")).status_code in (200, 503)  # open: says why
+            assert (await c.get("/openapi.json")).status_code == 200
             form = {"username": "boss", "password": PASSWORD}
             r = await c.post("/setup", data={**form, "token": "guess"})
             assert r.status_code == 403 and "setup token" in r.text
@@ -470,7 +491,7 @@ async def test_the_first_administrator_needs_the_setup_token(own_nats, own_db) -
             r = await c.get("/api/v1/me", headers={"Cookie": f"callmeter_session={cookie}"})
             assert r.json()["orgs"] == {"default": "owner"}
             r = await c.get("/", headers={"Cookie": f"callmeter_session={cookie}"})
-            assert r.status_code == 200 and 'id="unclaimed"' not in r.text and "boss" in r.text
+            assert r.status_code == 200 and "boss" in r.text and "Demo:" in r.text
             # The installation's Owner makes an organisation and becomes its Owner.
             page = await c.get("/orgs/default", headers={"Cookie": f"callmeter_session={cookie}"})
             csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -24,7 +25,11 @@ class TestPlatform(Platform):
     def __init__(self, data_dir: Path, nats_url: str, database_url: str) -> None:
         super().__init__(data_dir, nats_url, database_url, free_port())
         self.nats_port = self.pg_port = 0  # servers it starts: any free port, never 4222/5433
-        self.api_key = ""  # sent by request() and get_html() when set (a claimed platform)
+        # An installation serves nobody until it is claimed: the platform starts with a
+        # key of its own (an Owner of everything), which request() and get_html() send.
+        # A test of the unclaimed state sets api_key = "" and drops the variable.
+        self.api_key = "test-" + secrets.token_urlsafe(16)
+        self.extra_env["CALLMETER_API_KEYS"] = self.api_key
         data_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -63,6 +68,11 @@ class TestPlatform(Platform):
         for server in reversed(self.servers):  # the NATS and PostgreSQL start_servers started
             server.stop()
         self.servers.clear()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header of the platform's key, for requests a test makes itself."""
+        return self._auth()
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

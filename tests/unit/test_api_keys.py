@@ -10,7 +10,7 @@ import pytest
 import callmeter_events as ev
 from callmeter_api.auth import event_visible, own_definition
 from callmeter_api.errors import ApiError
-from callmeter_api.principal import EVERYONE, Principal
+from callmeter_api.principal import Principal
 from callmeter_common.api_keys import ApiKey, match_key, parse_keys
 from callmeter_storage.readmodels import ReadModels
 
@@ -18,7 +18,7 @@ from callmeter_storage.readmodels import ReadModels
 def Scope(project: str | None = None) -> Principal:  # noqa: N802
     """What a CALLMETER_API_KEYS key is: an Owner of everything, or of its project."""
     if project is None:
-        return EVERYONE
+        return Principal("env-key", everything=ev.AccessRole.OWNER)
     return Principal("env-key", project_roles={project: ev.AccessRole.OWNER})
 
 

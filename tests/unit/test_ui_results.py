@@ -137,8 +137,9 @@ def test_the_results_section_renders_from_a_view():
     assert 'href="/runs/r1/endpoints?outcome=SUCCESS"' in html
 
 
-def test_openapi_declares_bearer_keys_required_or_optional():
-    for keys, security in (("", [{"bearerAuth": []}, {}]), ("k1", [{"bearerAuth": []}])):
+def test_openapi_declares_bearer_keys_required_with_or_without_env_keys():
+    # Nothing is served without a key or session, not even before the first user exists.
+    for keys, security in (("", [{"bearerAuth": []}]), ("k1", [{"bearerAuth": []}])):
         app = create_app(
             ApiSettings(nats_url="nats://unused", database_url="postgresql://unused", api_keys=keys)
         )
@@ -150,6 +151,7 @@ def test_openapi_declares_bearer_keys_required_or_optional():
             op["security"] == security for ops in api.values() for op in ops.values()
         )
         assert all("security" not in op for op in doc["paths"].get("/asyncapi", {}).values())
+        assert all("401" in op["responses"] for ops in api.values() for op in ops.values())
 
 
 def test_speech_quality_pairs_each_sampled_calls_pesq_with_its_e_model_mos():
