@@ -31,7 +31,9 @@ def post_form(platform, path: str, fields: dict[str, str]) -> tuple[int, str, st
             return None
 
     data = urllib.parse.urlencode(fields).encode()
-    req = urllib.request.Request(platform.base + path, data, {"Accept": "text/html"})
+    req = urllib.request.Request(
+        platform.base + path, data, {"Accept": "text/html", **platform.auth}
+    )
     opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(req, timeout=30) as resp:
@@ -206,7 +208,8 @@ def test_the_run_page_shows_the_overview_and_the_stream_ends(platform, finished_
     assert status == 200 and "<html" not in live and 'id="phases"' in live
     assert 'id="results"' not in live and "Show results" in live  # the stream stays light
     # A finished run's stream sends the state once, then `done`, and closes.
-    with urllib.request.urlopen(platform.base + f"/runs/{run_id}/stream", timeout=30) as resp:
+    stream = urllib.request.Request(platform.base + f"/runs/{run_id}/stream", headers=platform.auth)
+    with urllib.request.urlopen(stream, timeout=30) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         body = resp.read().decode()
     assert body.startswith("event: live\n") and body.rstrip().endswith(

@@ -130,7 +130,8 @@ def pattern_run(platform, kamailio, tmp_path_factory):  # type: ignore[no-untype
 
 
 def _download(platform, path: str) -> bytes:  # type: ignore[no-untyped-def]
-    with urllib.request.urlopen(platform.base + path, timeout=30) as resp:
+    req = urllib.request.Request(platform.base + path, headers=platform.auth)
+    with urllib.request.urlopen(req, timeout=30) as resp:
         return bytes(resp.read())
 
 

@@ -121,7 +121,9 @@ def test_a_deleted_run_leaves_nothing_in_any_table_or_stream(platform, nats_serv
     status, html = platform.get_html(f"/runs/{kept}")
     assert 'id="delete-run"' in html
     test_id = platform.request("GET", f"/api/v1/runs/{kept}")[1]["test_id"]
-    form = urllib.request.Request(f"{platform.base}/runs/{kept}/delete", b"", method="POST")
+    form = urllib.request.Request(
+        f"{platform.base}/runs/{kept}/delete", b"", platform.auth, method="POST"
+    )
     with urllib.request.urlopen(form, timeout=30) as resp:  # follows the 303
         assert resp.status == 200 and resp.url.endswith(f"/tests/{test_id}")
     assert set(rows_per_table(database_url, kept).values()) == {0}

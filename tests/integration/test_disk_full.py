@@ -53,7 +53,7 @@ def on_small_disk(small_disk: Path, request: pytest.FixtureRequest) -> Iterator[
     (data_dir / which).symlink_to(small_disk / "store")
     p = TestPlatform(data_dir, "", "")
     p.ingest_processes = 1
-    p.extra_env = {
+    p.extra_env |= {
         "CALLMETER_READY_MIN_FREE_DISK_MB": "2",
         "CALLMETER_GRACE_S": "20",
         "CALLMETER_RECEIVER_WAIT_S": "5",

@@ -92,6 +92,8 @@ class Docs:
             "CALLMETER_DATA_DIR": str(self.tmp / "data"),
             "CALLMETER_API_URL": self.base,
         }
+        if "key" in self.values:  # the key `make run`'s administrator created
+            env["CALLMETER_API_KEY"] = self.values["key"]
         if servers:
             env |= {
                 "CALLMETER_NATS_URL": self.nats_url,
@@ -132,7 +134,9 @@ class Docs:
             timeout=timeout,
         )
 
-    def api(self, method: str, path: str, key: str = "", **kw: Any) -> httpx.Response:
+    def api(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
+        """With `key`, else the key the administrator created (none before)."""
+        key = self.values.get("key", "") if key is None else key
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.request(method, self.base + path, headers=headers, timeout=30, **kw)
 
@@ -218,7 +222,7 @@ def start_make_run(docs: Docs, command: Command) -> None:
     assert {"nats", "pgdata", "scheduler.log", "api.log"} <= data, data
 
 
-def demo_tests(docs: Docs, key: str = "") -> list[dict[str, Any]]:
+def demo_tests(docs: Docs, key: str | None = None) -> list[dict[str, Any]]:
     items = docs.api("GET", "/api/v1/tests", key).json()["items"]
     return [t for t in items if t["definition"]["name"].startswith("Demo:")]
 
@@ -229,7 +233,7 @@ def make_run_with_keys(docs: Docs, command: Command) -> None:
     assignment = re.match(r"CALLMETER_API_KEYS=(\S+)", command.text)
     assert assignment
     keys = assignment[1].split(",")
-    refused = docs.api("GET", "/api/v1/tests")
+    refused = docs.api("GET", "/api/v1/tests", "")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
     every_project = next(k for k in keys if ":" not in k)
     # Created on first start with the key for every project: in no key's project.
@@ -268,17 +272,47 @@ def curl(docs: Docs, command: Command) -> None:
 @handles(r"make run", stage=2)
 def make_run(docs: Docs, command: Command) -> None:
     start_make_run(docs, command)
-    assert len(demo_tests(docs)) == 1  # kept from the first start, not created twice
-    # No user yet: the output has the one link that creates the first administrator.
+    # No user yet: the output has the one link that creates the first administrator,
+    # and until then the installation serves nothing.
     setup = re.search(
         r"first administrator at (http://\S+/setup\?token=(\S+))", docs.make_run.output()
     )
     assert setup, docs.make_run.output()
+    page = httpx.get(docs.base + "/", headers={"Accept": "text/html"}, timeout=10)
+    assert page.status_code == 303 and page.headers["location"] == "/setup"
+    assert docs.api("GET", "/api/v1/tests", "").status_code == 401
     assert httpx.get(setup[1], timeout=10).status_code == 200
     refused = httpx.post(
         docs.base + "/setup", data={"token": "guess", "username": "x", "password": "0123456789"}
     )
     assert refused.status_code == 403
+    claim(docs, setup[2])
+    assert len(demo_tests(docs)) == 1  # kept from the first start, not created twice
+
+
+def claim(docs: Docs, token: str) -> None:
+    """What the README tells a user: open the setup link and create the administrator,
+    then create an API key on the organisation page (`<key>` of later commands)."""
+    with httpx.Client(base_url=docs.base, timeout=30) as browser:
+        admin = {"token": token, "username": "admin", "password": "docs-password-1"}
+        assert browser.post("/setup", data=admin).status_code == 303
+        page = browser.get("/orgs/default")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and csrf, page.text
+        form = {"op": "key", "project": "default", "role": "owner", "name": "docs"}
+        made = browser.post("/orgs/default", data={**form, "csrf_token": csrf[1]})
+        key = re.search(r'id="new-key".*?<code>(cmk_\w+)</code>', made.text, re.S)
+        assert made.status_code == 201 and key, made.text
+    docs.values["key"] = key[1]
+
+
+@handles(r"export CALLMETER_API_KEY=<key>", stage=2)
+def export_key(docs: Docs, command: Command) -> None:
+    """The key the organisation page showed serves the API (the later commands'
+    environment has it, as after this `export`)."""
+    ok(docs.sh(command.text))
+    me = docs.api("GET", "/api/v1/me")
+    assert me.status_code == 200, me.text
     # Its own worker is online; the first start's one left when Ctrl-C stopped it.
     deadline = time.monotonic() + 20
     while (statuses := worker_statuses(docs)) != ["OFFLINE", "ONLINE"]:
@@ -443,7 +477,8 @@ def example(docs: Docs, command: Command) -> None:
 def request(docs: Docs, command: Command) -> None:
     """A 2xx answer (for an event stream, its start); a listed endpoint gives `<ep>`."""
     method, path = docs.render(command.text).split(" ", 1)
-    with httpx.stream(method, docs.base + path, timeout=30) as resp:
+    headers = {"Authorization": f"Bearer {docs.value('key')}"}
+    with httpx.stream(method, docs.base + path, headers=headers, timeout=30) as resp:
         assert 200 <= resp.status_code < 300, (command.text, resp.status_code, resp.read())
         if "text/event-stream" in resp.headers["content-type"]:
             return

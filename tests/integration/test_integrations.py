@@ -44,6 +44,8 @@ def callmeter_run(platform, tmp_path, thresholds):  # type: ignore[no-untyped-de
         "--wait",
         "--api",
         platform.base,
+        "--api-key",
+        platform.api_key,
         "--timeout",
         "120",
     ]
@@ -142,7 +144,7 @@ def test_sse_subscriber_resumes_without_gaps_or_duplicates(platform):  # type: i
 
     run_id = platform.run_test({**TEST, "name": "sse", "duration_s": 4})
     url = f"{platform.base}/api/v1/runs/{run_id}/events"
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=60, headers=platform.auth) as http:
         # Read the first few events, then drop the connection mid-run.
         with http.stream("GET", url) as first:
             part1 = read_sse(first, stop_after=5)
@@ -161,7 +163,7 @@ def test_sse_subscriber_resumes_without_gaps_or_duplicates(platform):  # type: i
     assert ("RunCompleted" in {t for _, t in got}) and len(got) > 20
     # Filters: only the finish of group B's endpoints.
     with (
-        httpx.Client(timeout=60) as http,
+        httpx.Client(timeout=60, headers=platform.auth) as http,
         http.stream(
             "GET", url, params={"follow": "false", "type": "EndpointFinished", "group": "B"}
         ) as filtered,
@@ -295,7 +297,7 @@ def test_group_options_and_scenarios_reach_the_endpoints(platform):  # type: ign
     assert caller["call_setup_ms"] >= 750, caller
     url = f"{platform.base}/api/v1/runs/{run_id}/events"
     params = {"follow": "false", "type": "DtmfReceived,ScenarioActionExecuted"}
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers=platform.auth) as http:
         body = http.get(url, params=params).text
     events = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
     executed = [e for e in events if e["type"] == "ScenarioActionExecuted"]
@@ -375,6 +377,8 @@ def test_loss_in_one_direction_is_shown_per_direction_everywhere(platform, datab
             "junit",
             "--api",
             platform.base,
+            "--api-key",
+            platform.api_key,
         ],
         capture_output=True,
         text=True,

@@ -36,9 +36,10 @@ def api(tmp_path: Path, nats_server, postgres_server) -> Iterator[TestPlatform]:
         drop_database(url)
 
 
-def frames(base: str, path: str, out: queue.Queue[tuple[str, str]]) -> None:
+def frames(api: TestPlatform, path: str, out: queue.Queue[tuple[str, str]]) -> None:
     """Read server-sent events (event, data) into `out` until the stream ends."""
-    with urllib.request.urlopen(base + path, timeout=60) as resp:
+    req = urllib.request.Request(api.base + path, headers=api.auth)
+    with urllib.request.urlopen(req, timeout=60) as resp:
         event, data = "", []
         for raw in resp:
             line = raw.decode().rstrip("\n")
@@ -72,7 +73,7 @@ def test_open_pages_get_the_runs_changes_pushed_and_close_when_it_ends(api, nats
     pages: list[queue.Queue[tuple[str, str]]] = [queue.Queue() for _ in range(3)]
     for out in pages:
         threading.Thread(
-            target=frames, args=(api.base, f"/runs/{run['id']}/stream", out), daemon=True
+            target=frames, args=(api, f"/runs/{run['id']}/stream", out), daemon=True
         ).start()
     for out in pages:  # each page gets the run as it is at once
         event, html = next_frame(out)

@@ -95,9 +95,12 @@ def test_one_session_holds_the_writer_lock_until_it_ends(url: str) -> None:
             time.sleep(0.05)
 
 
-def request(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def request(
+    platform: TestPlatform, base: str, method: str, path: str, body: Any = None
+) -> tuple[int, Any]:
+    """To `base`, one of the platform's API processes, with the platform's key."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **platform.auth}
     req = urllib.request.Request(base + path, data, headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -150,8 +153,8 @@ def test_replicas_one_writer_read_your_writes_under_concurrent_posts_and_takeove
         def post_many(client: int, base: str, other: str, count: int, out: list[Any]) -> None:
             for n in range(count):
                 name = f"client {client} test {n} {uuid.uuid4().hex[:6]}"
-                status, body = request(base, "POST", "/api/v1/tests", definition(name))
-                got = request(other, "GET", f"/api/v1/tests/{body.get('id')}")
+                status, body = request(platform, base, "POST", "/api/v1/tests", definition(name))
+                got = request(platform, other, "GET", f"/api/v1/tests/{body.get('id')}")
                 out.append((status, body, name, got[0]))
 
         results: list[Any] = []
@@ -175,7 +178,7 @@ def test_replicas_one_writer_read_your_writes_under_concurrent_posts_and_takeove
         platform.procs.pop(pids[writer]).wait(10)
         survivor = next(p for p in pids if p != writer)
         base = bases[0] if pids[survivor] == "api" else bases[1]
-        status, body = request(base, "POST", "/api/v1/tests", definition("after takeover"))
+        status, body = request(platform, base, "POST", "/api/v1/tests", definition("after takeover"))
         assert status == 201 and body["definition"]["name"] == "after takeover", body
         assert wait_for_writer(url, {survivor}) == survivor
     finally:
@@ -204,7 +207,7 @@ def test_posts_read_their_writes_while_a_big_run_floods_the_log(
     )
     run_id = f"big-{uuid.uuid4().hex[:6]}"
     platform = TestPlatform(tmp_path / "apis", nats_server.url, url)
-    platform.extra_env = {"CALLMETER_PROJECTION_WAIT_S": "5"}
+    platform.extra_env["CALLMETER_PROJECTION_WAIT_S"] = "5"
     second_port = free_port()
     try:
         platform.start_services(("api",))
@@ -238,7 +241,7 @@ def test_posts_read_their_writes_while_a_big_run_floods_the_log(
             n = 0
             while flooding.is_alive() or n < 3:
                 name = f"under load {client}-{n}"
-                status, body = request(bases[client], "POST", "/api/v1/tests", definition(name))
+                status, body = request(platform, bases[client], "POST", "/api/v1/tests", definition(name))
                 results.append((status, body, name))
                 n += 1
 

@@ -84,7 +84,7 @@ def canary_run(platform, kamailio):  # type: ignore[no-untyped-def]
 
 
 def _raw(platform: Any, path: str, accept: str = "application/json") -> str:
-    req = urllib.request.Request(platform.base + path, headers={"Accept": accept})
+    req = urllib.request.Request(platform.base + path, headers={"Accept": accept, **platform.auth})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return str(resp.read().decode(errors="replace"))

@@ -42,7 +42,7 @@ def owned() -> Iterator[TestPlatform]:
     p = TestPlatform(data_dir, "", "")
     p.ingest_processes = 1
     # A short overrun allowance, so an outage longer than it is quick to stage.
-    p.extra_env = {"CALLMETER_GRACE_S": str(GRACE_S), "CALLMETER_RECEIVER_WAIT_S": "5"}
+    p.extra_env |= {"CALLMETER_GRACE_S": str(GRACE_S), "CALLMETER_RECEIVER_WAIT_S": "5"}
     stop: list[bool] = []
     supervisor = threading.Thread(target=p.supervise, args=(stop,), daemon=True)
     try:

@@ -20,7 +20,10 @@ pytestmark = pytest.mark.integration
 
 def _upload(platform, data: bytes) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
     req = urllib.request.Request(
-        platform.base + "/api/v1/audio", data, {"Content-Type": "audio/wav"}, method="POST"
+        platform.base + "/api/v1/audio",
+        data,
+        {"Content-Type": "audio/wav", **platform.auth},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -95,7 +98,9 @@ def test_uploaded_speech_is_played_recorded_and_scored(platform):  # type: ignor
     assert 3.5 <= b1["mos_lqo"] <= 4.55 and b1["error"] is None, b1
     assert b1["mos_emodel"] > 4.0 and sq["mos_lqo_avg"] == b1["mos_lqo"]
 
-    req = urllib.request.Request(platform.base + f"/api/v1/runs/{run_id}/speech_quality?format=csv")
+    req = urllib.request.Request(
+        platform.base + f"/api/v1/runs/{run_id}/speech_quality?format=csv", headers=platform.auth
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         rows = list(csv.DictReader(io.StringIO(resp.read().decode())))
     assert [(r["endpoint_id"], float(r["mos_lqo"])) for r in rows] == [("B-1", b1["mos_lqo"])]

@@ -16,7 +16,7 @@ def test_a_run_is_one_trace_across_at_least_four_services(tmp_path, nats_server,
     spans_file = tmp_path / "spans.jsonl"
     p = TestPlatform(tmp_path / "platform", nats_server.url, postgres_server.url)
     # Every service writes its finished spans to one JSON-lines file.
-    p.extra_env = {
+    p.extra_env |= {
         "OTEL_TRACES_EXPORTER": "jsonl",
         "CALLMETER_OTEL_JSONL": str(spans_file),
         "CALLMETER_WORKER_ID": "traced-worker",
