@@ -368,3 +368,40 @@ def validate(
         return None, errors
     assert bad_threshold is None  # the model would have refused it
     return definition, {}
+
+
+# A page never sends back a password or webhook secret the user typed (a form shown
+# again after an error would otherwise carry it): the field comes back empty, with a
+# note; a stored one's mask stays (it keeps the stored secret).
+_JSON_SECRET = re.compile(r'("(?:password|secret)"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def blank_typed_passwords(csv_text: str) -> tuple[str, bool]:
+    """`user,password[,auth_user]` lines with each typed password emptied; True if
+    any was."""
+    lines, dropped = [], False
+    for line in csv_text.splitlines():
+        cells = line.split(",")
+        if len(cells) > 1 and cells[1].strip() not in ("", MASK):
+            cells[1], dropped = "", True
+        lines.append(",".join(cells))
+    return "\n".join(lines), dropped
+
+
+def forget_typed_secrets(form: dict[str, Any]) -> bool:
+    """Empty the passwords and webhook secrets typed in an editor form; True if any was."""
+    dropped = False
+    for group in form.get("groups") or []:
+        group["accounts"], gone = blank_typed_passwords(group.get("accounts", ""))
+        dropped |= gone
+    for hook in form.get("webhooks") or []:
+        if hook.get("secret", "") not in ("", MASK):
+            hook["secret"], dropped = "", True
+    return dropped
+
+
+def forget_json_secrets(text: str) -> tuple[str, bool]:
+    """The JSON editor's draft with every `"password"` and `"secret"` value emptied
+    (by text: the draft may not parse); True if any was."""
+    out, count = _JSON_SECRET.subn(lambda m: m[1] + '""', text)
+    return out, count > 0 and out != text

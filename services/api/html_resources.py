@@ -13,7 +13,7 @@ from callmeter_storage import resources as rows
 from . import resources
 from .deps import PlatformDep
 from .errors import ApiError, validation_field_and_message
-from .forms import MASK
+from .forms import MASK, blank_typed_passwords
 from .html_tests import posted
 from .pages import render
 from .principal import CURRENT
@@ -115,11 +115,14 @@ async def _save_pool(request: Request, p: PlatformDep, pool_id: str | None) -> A
         if isinstance(exc, ApiError) and exc.status != 422:
             raise
         errors = _error(exc)
+        csv_text, dropped = blank_typed_passwords(fields.get("csv", ""))
+        form = {**fields, "csv": csv_text}  # typed passwords are never sent back
+        shown = {"form": form, "errors": errors, "secrets_dropped": dropped}
         if pool_id is None:
             found = _visible(await resources.query(p, rows.list_pools))
-            return render("pools.html", 422, pools=found, form=fields, errors=errors)
+            return render("pools.html", 422, pools=found, **shown)
         view = await _view(p, pool_id)
-        return render("pool.html", 422, pool=view, form=fields, errors=errors)
+        return render("pool.html", 422, pool=view, **shown)
     return RedirectResponse(f"/pools/{pool_id}", status_code=303)
 
 

@@ -107,18 +107,22 @@ async def save_from_form(  # type: ignore[no-untyped-def]
         except ValidationError as exc:
             field, message = validation_field_and_message(dict(exc.errors()[0]))
             form = forms.form_from_definition({"name": "", "groups": []})
-            ctx = editor(form, action, title, json_draft=fields["definition"], **await choices(p))
-            return render("test_form.html", 422, **ctx, json_error=message)
+            draft, dropped = forms.forget_json_secrets(fields["definition"])
+            ctx = editor(form, action, title, json_draft=draft, **await choices(p))
+            return render("test_form.html", 422, **ctx, json_error=message, secrets_dropped=dropped)
     else:
         form = forms.form_from_fields(fields)
         if not form["groups"]:
             form["groups"] = [forms.blank_group(0)]
         if apply_op(form, fields.get("op", "")):
-            return render("test_form.html", **editor(form, action, title, **await choices(p)))
+            dropped = forms.forget_typed_secrets(form)
+            ctx = editor(form, action, title, secrets_dropped=dropped, **await choices(p))
+            return render("test_form.html", **ctx)
         parsed, errors = forms.validate(form, stored)
         if parsed is None:
+            dropped = forms.forget_typed_secrets(form)
             ctx = editor(form, action, title, errors=errors, **await choices(p))
-            return render("test_form.html", 422, **ctx)
+            return render("test_form.html", 422, **ctx, secrets_dropped=dropped)
         definition = parsed
     try:
         saved = await service.save_test(

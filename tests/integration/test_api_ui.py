@@ -114,6 +114,54 @@ def test_the_editor_saves_a_test_and_puts_errors_next_to_fields(platform):  # ty
     assert platform.request("GET", f"/api/v1/tests/{copy_id}")[0] == 404
 
 
+def test_a_form_shown_again_never_carries_the_passwords_just_typed(platform):  # type: ignore[no-untyped-def]
+    """After a validation error (and after "Add group"), the editor and the pool pages
+    come back with each typed password or webhook secret empty and a note; a stored
+    password's mask stays (it keeps the stored password)."""
+    typed = ["Typed-Pw-7f3a", "Typed-Hook-9c2e", "Typed-Json-41d0", "Typed-Pool-5b8e"]
+    fields = {
+        "name": "typed secrets",
+        "duration_s": "2",
+        "groups.0.name": "A",
+        "groups.0.endpoints": "1",
+        "groups.0.calls": "Z",  # no such group: 422
+        "groups.0.codecs": "PCMU",
+        "groups.0.accounts": f"1001,{typed[0]}\n1002,,auth2",
+        "webhooks.0.url": "http://127.0.0.1:9/hook",
+        "webhooks.0.secret": typed[1],
+    }
+    for extra in ({}, {"op": "add_group"}):
+        status, _, html = post_form(platform, "/tests", {**fields, **extra})
+        assert status == (422 if not extra else 200), html[:300]
+        assert typed[0] not in html and typed[1] not in html
+        assert 'id="secrets-dropped"' in html and "1001,\n1002,,auth2" in html
+        assert 'name="webhooks.0.url"' in html and "http://127.0.0.1:9/hook" in html
+    draft = '{"name": "j", "groups": [{"name": "A", "accounts": [{"username": "u",'
+    draft += f' "password": "{typed[2]}"' + "}]}], broken"
+    status, _, html = post_form(platform, "/tests", {"definition": draft})
+    assert status == 422 and typed[2] not in html and 'id="secrets-dropped"' in html
+    assert "&#34;password&#34;: &#34;&#34;" in html  # the rest of the draft is kept
+    # Nothing typed: no note.
+    nothing = {**fields, "groups.0.accounts": "1001", "webhooks.0.secret": ""}
+    status, _, html = post_form(platform, "/tests", nothing)
+    assert status == 422 and 'id="secrets-dropped"' not in html
+
+    # The pool pages: a new pool with an error, then an edit of a stored one.
+    pool_csv = f"alice,{typed[3]}\nbob,,bob-auth"
+    status, _, html = post_form(platform, "/pools", {"name": "", "csv": pool_csv})
+    assert status == 422 and typed[3] not in html and 'id="secrets-dropped"' in html
+    assert "alice,\nbob,,bob-auth" in html
+    status, pool = platform.request(
+        "POST", "/api/v1/pools", {"name": "typed", "csv": "alice,stored-pw-1"}
+    )
+    assert status == 201, pool
+    edit = f"alice,********\ncarol,{typed[3]}"
+    status, _, html = post_form(platform, f"/pools/{pool['id']}", {"name": "", "csv": edit})
+    assert status == 422 and typed[3] not in html and "stored-pw-1" not in html
+    assert "alice,********\ncarol," in html and 'id="secrets-dropped"' in html
+    assert platform.request("DELETE", f"/api/v1/pools/{pool['id']}")[0] == 204
+
+
 def test_the_editor_covers_call_options_scenario_thresholds_and_webhooks(platform):  # type: ignore[no-untyped-def]
     fields = {
         "name": "options",

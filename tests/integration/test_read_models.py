@@ -178,7 +178,9 @@ def test_replicas_one_writer_read_your_writes_under_concurrent_posts_and_takeove
         platform.procs.pop(pids[writer]).wait(10)
         survivor = next(p for p in pids if p != writer)
         base = bases[0] if pids[survivor] == "api" else bases[1]
-        status, body = request(platform, base, "POST", "/api/v1/tests", definition("after takeover"))
+        status, body = request(
+            platform, base, "POST", "/api/v1/tests", definition("after takeover")
+        )
         assert status == 201 and body["definition"]["name"] == "after takeover", body
         assert wait_for_writer(url, {survivor}) == survivor
     finally:
@@ -241,7 +243,9 @@ def test_posts_read_their_writes_while_a_big_run_floods_the_log(
             n = 0
             while flooding.is_alive() or n < 3:
                 name = f"under load {client}-{n}"
-                status, body = request(platform, bases[client], "POST", "/api/v1/tests", definition(name))
+                status, body = request(
+                    platform, bases[client], "POST", "/api/v1/tests", definition(name)
+                )
                 results.append((status, body, name))
                 n += 1
 

@@ -283,3 +283,31 @@ def test_speech_audio_and_the_pesq_sample_count_are_edited_and_checked_in_the_fo
     bad = {**fields, "groups.0.audio": "song.wav", "speech_quality_calls": "-2"}
     _, errors = forms.validate(forms.form_from_fields(bad))
     assert set(errors) == {"groups.0.audio", "speech_quality_calls"}
+
+
+def test_typed_passwords_and_secrets_are_never_sent_back():
+    from callmeter_api.forms import (
+        MASK,
+        blank_typed_passwords,
+        forget_json_secrets,
+        forget_typed_secrets,
+    )
+
+    text = f"u1,typed\nu2,{MASK},a2\nu3\nu4,,a4\nu5, also typed ,a5"
+    assert blank_typed_passwords(text) == (f"u1,\nu2,{MASK},a2\nu3\nu4,,a4\nu5,,a5", True)
+    assert blank_typed_passwords(f"u2,{MASK}\nu3") == (f"u2,{MASK}\nu3", False)
+    form = {
+        "groups": [{"accounts": "u1,typed"}, {"accounts": ""}],
+        "webhooks": [{"url": "http://h", "secret": "s3"}, {"url": "http://k", "secret": MASK}],
+    }
+    assert forget_typed_secrets(form) is True
+    assert form["groups"][0]["accounts"] == "u1," and form["webhooks"][0]["secret"] == ""
+    assert form["webhooks"][1]["secret"] == MASK
+    assert forget_typed_secrets(form) is False  # nothing typed any more
+    draft = '{"a": {"password": "p\\"w"}, "webhooks": [{"secret" : "x"}], "password_ref": "r"'
+    out, dropped = forget_json_secrets(draft)
+    assert (
+        dropped
+        and out == '{"a": {"password": ""}, "webhooks": [{"secret" : ""}], "password_ref": "r"'
+    )
+    assert forget_json_secrets('{"password": ""}') == ('{"password": ""}', False)
