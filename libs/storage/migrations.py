@@ -248,6 +248,18 @@ CREATE TABLE api_key_usage (key_id text PRIMARY KEY, last_used_at timestamptz NO
 """)
 
 
+def m034_audio_uploads(conn: psycopg.Connection) -> None:
+    # Which project uploaded which audio (the WAV itself is in the NATS object store,
+    # by content hash): a test may name only audio uploaded into its own project.
+    conn.execute("""
+CREATE TABLE audio_uploads (
+    project text NOT NULL, ref text NOT NULL,
+    uploaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (project, ref)
+);
+CREATE INDEX audio_uploads_by_ref ON audio_uploads (ref);
+""")
+
+
 def m040_call_records(conn: psycopg.Connection) -> None:
     calls.create(conn)
 
@@ -267,6 +279,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (30, "secret store", m030_secrets),  # 22-24, 26-29 left for work in flight
     (31, "registrars and SIP account pools", m031_registrars_and_pools),
     (32, "sessions and API key usage", m032_sessions),
+    (34, "audio uploads per project", m034_audio_uploads),
     (40, "call records", m040_call_records),  # 32-39 left for work in flight
 ]
 

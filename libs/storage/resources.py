@@ -1,4 +1,5 @@
-"""Project resources: registrars and SIP account pools (rows; passwords in `secrets`)."""
+"""Project resources: registrars and SIP account pools (rows; passwords in `secrets`),
+and which project uploaded which audio."""
 
 from __future__ import annotations
 
@@ -114,3 +115,21 @@ def save_pool(
 def delete_pool(conn: psycopg.Connection, pool_id: str) -> bool:
     cur = conn.execute("DELETE FROM account_pools WHERE pool_id = %s", (pool_id,))
     return cur.rowcount > 0
+
+
+# --- audio uploads ----------------------------------------------------------------------
+
+
+def add_audio(conn: psycopg.Connection, project: str, ref: str) -> None:
+    conn.execute(
+        "INSERT INTO audio_uploads (project, ref) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (project, ref),
+    )
+
+
+def audio_projects(conn: psycopg.Connection, ref: str) -> list[str]:
+    """The projects audio `ref` was uploaded into."""
+    rows = conn.execute(
+        "SELECT project FROM audio_uploads WHERE ref = %s ORDER BY project", (ref,)
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -20,6 +20,7 @@ from callmeter_events import (
 )
 from callmeter_storage import results, retention
 from callmeter_storage.readmodels import RUNS
+from callmeter_storage.resources import audio_projects
 
 from . import resources, secret_store
 from .deps import Platform
@@ -70,9 +71,13 @@ async def save_test(
 ) -> str:
     for i, group in enumerate(definition.groups):
         if group.audio and group.audio not in wav.BUILTIN:
-            if not await p.bus.has_object(wav.AUDIO_BUCKET, group.audio):
+            # Only audio uploaded into the test's project: another's is as unknown.
+            if definition.project not in await query(p, audio_projects, group.audio):
                 field = f"groups.{i}.audio"
-                message = f"{field}: no uploaded audio {group.audio} (POST /api/v1/audio first)"
+                message = (
+                    f"{field}: no uploaded audio {group.audio} in project "
+                    f"{definition.project!r} (POST /api/v1/audio?project=... first)"
+                )
                 raise ApiError(422, "validation_error", message, field)
     await resources.check_references(p, definition)
     action = "test_edited" if test_id else "test_created"

@@ -5,6 +5,7 @@ claim the session's shared platform)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -336,6 +337,61 @@ async def test_no_role_of_one_organisation_reaches_another(world: World) -> None
             assert r.status_code == 200, (who, path, r.text)
             assert not any(s in r.text for s in secret), (who, path)
             assert world.tests["acme"] in r.text or "runs" in path or "events" in path, (who, path)
+
+
+async def test_audio_belongs_to_the_project_it_was_uploaded_into(world: World) -> None:
+    """An upload is for one project: another organisation's reference answers exactly
+    as an unknown one (reading it, or naming it in a test) for every role of acme, by
+    session and by key; the same file uploaded into acme's project is acme's too."""
+    from callmeter_common import wav
+
+    data = wav.BUILTIN["speech-en"].read_bytes()
+    wav_headers = {**bearer(ROOT), "Content-Type": "application/octet-stream"}
+    r = await world.client.post("/api/v1/audio?project=globex-p", content=data, headers=wav_headers)
+    assert r.status_code == 201 and r.json()["project"] == "globex-p", r.text
+    theirs, unknown = r.json()["audio"], "sha256:" + "0" * 64
+    callers = [(kind, role) for kind in ("user", "key") for role in ROLES]
+    differ = []
+    for who in callers:
+        for method, path, body in [
+            ("GET", "/api/v1/audio/{ref}", None),
+            (
+                "POST",
+                "/api/v1/tests",
+                {
+                    **DEFINITION,
+                    "project": "acme-p",
+                    "groups": [{"name": "A", "endpoints": 1, "audio": "{ref}"}],
+                },
+            ),
+        ]:
+            answers = []
+            for ref in (theirs, unknown):
+                filled = json.loads(json.dumps(body).replace("{ref}", ref)) if body else None
+                got = await call(world, who, method, path.format(ref=ref), filled, False)
+                answers.append((got.status_code, got.text.replace(ref, "<ref>")))
+            if answers[0] != answers[1] or answers[0][0] not in (403, 404, 422):
+                differ.append(f"{who[0]} {who[1].value} {method} {path}: {answers}")
+    assert not differ, "\n".join(differ)
+    r = await call(world, ("key", AccessRole.EDITOR), "POST", "/api/v1/tests", filled, False)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "groups.0.audio", r.text
+    # Uploading takes an Editor of the project named (a key: its own project).
+    key = world.keys[AccessRole.EDITOR]
+    r = await world.client.post(
+        "/api/v1/audio?project=globex-p", content=data, headers={**bearer(key)}
+    )
+    assert r.status_code == 403 and r.json()["error"]["field"] == "project"
+    r = await world.client.post(
+        "/api/v1/audio", content=data, headers=bearer(world.keys[AccessRole.TESTER])
+    )
+    assert r.status_code == 403
+    r = await world.client.post("/api/v1/audio", content=data, headers=bearer(key))
+    assert r.status_code == 201 and r.json() == {**r.json(), "audio": theirs, "project": "acme-p"}
+    test = {**DEFINITION, "groups": [{"name": "A", "endpoints": 1, "audio": theirs}]}
+    r = await world.client.post("/api/v1/tests", json=test, headers=bearer(key))
+    assert r.status_code == 201 and r.json()["definition"]["project"] == "acme-p", r.text
+    r = await world.client.get(f"/api/v1/audio/{theirs}", headers=bearer(key))
+    assert r.status_code == 200 and r.json()["clock_rate"] == 16000
 
 
 async def test_a_session_needs_its_csrf_token_to_change_anything(world: World) -> None:
