@@ -124,6 +124,12 @@ AuditAction = Literal[
     "run_started",
     "run_stopped",
     "run_deleted",
+    "registrar_created",
+    "registrar_edited",
+    "registrar_deleted",
+    "pool_created",
+    "pool_edited",
+    "pool_deleted",
 ]
 
 

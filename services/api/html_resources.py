@@ -71,8 +71,7 @@ async def create_registrar(request: Request, p: PlatformDep) -> Any:
 
 @router.post("/registrars/{registrar_id}/delete")
 async def delete_registrar(registrar_id: str, p: PlatformDep) -> RedirectResponse:
-    await resources.registrar(p, CURRENT.get(), registrar_id, "registrar_id", resources.EDITOR)
-    await resources.query(p, rows.delete_registrar, registrar_id)
+    await resources.delete_registrar(p, CURRENT.get(), registrar_id)
     return RedirectResponse("/registrars", status_code=303)
 
 

@@ -57,8 +57,7 @@ async def update_registrar(
     responses=error_responses(404),
 )
 async def delete_registrar(registrar_id: str, p: PlatformDep, scope: ScopeDep) -> None:
-    await resources.registrar(p, scope, registrar_id, "registrar_id", resources.EDITOR)
-    await resources.query(p, rows.delete_registrar, registrar_id)
+    await resources.delete_registrar(p, scope, registrar_id)
 
 
 async def _pool_view(p: PlatformDep, scope: ScopeDep, pool_id: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from callmeter_events import (
 from callmeter_projections.runs import RunsProjection
 from callmeter_storage import resources, secrets
 
+from .audit import audit
 from .deps import Platform
 from .errors import ApiError
 from .principal import Principal
@@ -179,11 +180,19 @@ async def save_registrar(
     project = own_project(scope, body)
     if registrar_id is not None:
         await registrar(p, scope, registrar_id, "registrar_id", EDITOR)
+    action = "registrar_edited" if registrar_id else "registrar_created"
     registrar_id = registrar_id or resources.new_id("reg")
     doc = Registrar.model_validate(body.model_dump(exclude={"name", "project"})).model_dump()
     await _unique_name(p, "registrars", "registrar_id", registrar_id, project, body.name)
     await query(p, resources.save_registrar, registrar_id, project, body.name, doc)
+    await audit(p, scope.actor, action, project, registrar_id)
     return registrar_id
+
+
+async def delete_registrar(p: Platform, scope: Principal, registrar_id: str) -> None:
+    found = await registrar(p, scope, registrar_id, "registrar_id", EDITOR)
+    await query(p, resources.delete_registrar, registrar_id)
+    await audit(p, scope.actor, "registrar_deleted", found["project"], registrar_id)
 
 
 async def _unique_name(
@@ -211,6 +220,7 @@ async def save_pool(p: Platform, scope: Principal, body: PoolIn, pool_id: str | 
     if dup is not None:
         raise ApiError(422, "validation_error", f"csv: {dup!r} is listed twice", "csv")
     before = {}
+    action = "pool_edited" if pool_id else "pool_created"
     if pool_id is not None:
         old = await pool(p, scope, pool_id, "pool_id", EDITOR)
         before = {a["username"]: a["password_ref"] for a in old["accounts"]}
@@ -240,11 +250,12 @@ async def save_pool(p: Platform, scope: Principal, body: PoolIn, pool_id: str | 
             secrets.shred_owned(conn, owner, keep)
 
     await query(p, write)
+    await audit(p, scope.actor, action, project, pool_id)
     return pool_id
 
 
 async def delete_pool(p: Platform, scope: Principal, pool_id: str) -> None:
-    await pool(p, scope, pool_id, "pool_id", EDITOR)
+    found = await pool(p, scope, pool_id, "pool_id", EDITOR)
 
     def delete(conn: Any) -> None:
         with conn.transaction():
@@ -252,6 +263,7 @@ async def delete_pool(p: Platform, scope: Principal, pool_id: str) -> None:
             secrets.shred_owned(conn, f"pool:{pool_id}")  # crypto-shredding
 
     await query(p, delete)
+    await audit(p, scope.actor, "pool_deleted", found["project"], pool_id)
 
 
 # --- tests that reference them ---------------------------------------------------------

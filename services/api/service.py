@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 from callmeter_common import wav
 from callmeter_events import (
     TERMINAL_STATUSES,
-    AuditRecorded,
     Event,
     RunCreated,
     StopRequested,
@@ -23,6 +22,7 @@ from callmeter_storage.readmodels import RUNS
 from callmeter_storage.resources import audio_projects
 
 from . import resources, secret_store
+from .audit import audit
 from .deps import Platform
 from .errors import ApiError
 from .views import run_view
@@ -40,13 +40,6 @@ async def publish_and_wait(p: Platform, event: Event) -> None:
     seq = await p.bus.publish(event)
     if not await p.projector.wait_for(event, seq, p.settings.projection_wait_s):
         raise ApiError(503, "projection_lag", "saved, but the views are not updated yet; retry")
-
-
-async def audit(p: Platform, actor: str, action: Any, project: str, target: str) -> None:
-    """One line of the audit trail (services/api/access.py): who did what, where."""
-    org = p.access.state.org_of(project)
-    event = AuditRecorded(actor=actor, action=action, org=org, project=project, target=target)
-    await p.access.publish(event)
 
 
 async def query(p: Platform, fn: Callable[..., T], *args: Any) -> T:

@@ -461,8 +461,30 @@ async def test_logins_passwords_keys_and_the_audit_trail(world: World) -> None:
     await world.root("DELETE", f"/api/v1/keys/{mine['id']}")
     r = await c.get("/api/v1/tests", headers=bearer(key))
     assert r.status_code == 401
-    # The audit trail names who did what; Admins see it, Editors do not.
+    # Registrars and pools are audited too: created, edited, deleted, by whom.
+    editor = world.keys[AccessRole.EDITOR]
+    done = []
+    for kind, body in (("registrars", REGISTRAR), ("pools", POOL)):
+        r = await c.post(
+            f"/api/v1/{kind}", json={**body, "name": "audited"}, headers=bearer(editor)
+        )
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+        r = await c.put(
+            f"/api/v1/{kind}/{rid}", json={**body, "name": "re"}, headers=bearer(editor)
+        )
+        assert r.status_code == 200, r.text
+        assert (await c.delete(f"/api/v1/{kind}/{rid}", headers=bearer(editor))).status_code == 204
+        done.append((kind[:-1], rid))
     org = await world.root("GET", "/api/v1/orgs/acme")
+    lines = {(a["actor"], a["action"], a["project"], a["target"]) for a in org["audit"]}
+    prefix = f"key:{editor[:12]}"
+    for kind, rid in done:
+        for verb in ("created", "edited", "deleted"):
+            assert (prefix, f"{kind}_{verb}", "acme-p", rid) in lines, (kind, verb, lines)
+    others = await world.root("GET", "/api/v1/orgs/globex")
+    assert not any(a["target"] in {rid for _, rid in done} for a in others["audit"])
+    # The audit trail names who did what; Admins see it, Editors do not.
     actions = {(a["actor"], a["action"]) for a in org["audit"]}
     assert {
         ("env-key", "test_created"),
