@@ -23,6 +23,7 @@ from .access_events import (
     AuditRecorded,
     MembershipSet,
     OrganisationCreated,
+    OrganisationDeleted,
     PasswordChanged,
     ProjectCreated,
     UserCreated,

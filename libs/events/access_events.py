@@ -51,6 +51,18 @@ class OrganisationCreated(_Access):
         return f"callmeter.access.org.{_token(self.org)}"
 
 
+class OrganisationDeleted(_Access):
+    """The organisation is gone: its members and API keys lose every access to it. Its
+    project names stay its own, so no other organisation ever inherits what they held
+    (its tests, runs, registrars, pools, audio and secrets were deleted before)."""
+
+    type: Literal["OrganisationDeleted"] = "OrganisationDeleted"
+    org: str = Field(min_length=1, max_length=64, pattern=NAME)
+
+    def subject(self) -> str:
+        return f"callmeter.access.org_deleted.{_token(self.org)}"
+
+
 class ProjectCreated(_Access):
     """A project name belongs to one organisation from now on."""
 
@@ -153,6 +165,7 @@ def _token(name: str) -> str:
 
 ACCESS_EVENTS: tuple[type[Event], ...] = (
     OrganisationCreated,
+    OrganisationDeleted,
     ProjectCreated,
     UserCreated,
     PasswordChanged,

@@ -37,6 +37,7 @@ CHANNELS: dict[str, str] = {
     "PlatformOutage": "callmeter.run.platform.outage.{component}",
     # Names are hex-encoded in subjects (a project may hold spaces and dots).
     "OrganisationCreated": "callmeter.access.org.{org_hex}",
+    "OrganisationDeleted": "callmeter.access.org_deleted.{org_hex}",
     "ProjectCreated": "callmeter.access.project.{project_hex}",
     "UserCreated": "callmeter.access.user.{username_hex}",
     "PasswordChanged": "callmeter.access.user.{username_hex}",

@@ -22,6 +22,7 @@ from callmeter_events import (
     Event,
     MembershipSet,
     OrganisationCreated,
+    OrganisationDeleted,
     PasswordChanged,
     ProjectCreated,
     UserCreated,
@@ -68,6 +69,7 @@ class AuditLine:
 class AccessState:
     position: int = 0
     orgs: set[str] = field(default_factory=lambda: {DEFAULT_ORG})
+    deleted_orgs: set[str] = field(default_factory=set)  # their names are never used again
     project_org: dict[str, str] = field(default_factory=dict)  # created projects only
     users: dict[str, User] = field(default_factory=dict)
     members: dict[str, dict[str, AccessRole]] = field(default_factory=dict)  # org -> user -> role
@@ -100,6 +102,15 @@ class AccessState:
             case OrganisationCreated(org=org):
                 self.orgs.add(org)
                 self._audit(seq, event, "org_created", org, "", org)
+            case OrganisationDeleted(org=org) if org != DEFAULT_ORG:
+                self.orgs.discard(org)
+                self.deleted_orgs.add(org)
+                self.members.pop(org, None)
+                for key in list(self.keys.values()):
+                    if key.org == org and key.revoked_at is None:
+                        self.keys[key.key_id] = _revoked(key, event.occurred_at)
+                # project_org keeps its projects: no other organisation inherits them
+                self._audit(seq, event, "org_deleted", org, "", org)
             case ProjectCreated(org=org, project=project):
                 self.project_org.setdefault(project, org)
                 self._audit(seq, event, "project_created", org, project, project)

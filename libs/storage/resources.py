@@ -133,3 +133,13 @@ def audio_projects(conn: psycopg.Connection, ref: str) -> list[str]:
         "SELECT project FROM audio_uploads WHERE ref = %s ORDER BY project", (ref,)
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def delete_projects(conn: psycopg.Connection, projects: list[str]) -> dict[str, int]:
+    """Every registrar, pool (with its accounts) and audio upload of these projects;
+    rows deleted per table. The pools' passwords are in `secrets` (shred them too)."""
+    deleted = {}
+    for table in ("registrars", "account_pools", "audio_uploads"):
+        cur = conn.execute(f"DELETE FROM {table} WHERE project = ANY(%s)", (projects,))  # noqa: S608
+        deleted[table] = cur.rowcount
+    return deleted

@@ -90,3 +90,9 @@ def shred_owned(conn: psycopg.Connection, owner: str, keep: Collection[str] = ()
         "DELETE FROM secrets WHERE owner = %s AND NOT (secret_id = ANY(%s))", (owner, list(keep))
     )
     return cur.rowcount
+
+
+def shred_projects(conn: psycopg.Connection, projects: Collection[str]) -> int:
+    """Delete every secret of these projects (an organisation deleted); returns how many."""
+    cur = conn.execute("DELETE FROM secrets WHERE project = ANY(%s)", (list(projects),))
+    return cur.rowcount

@@ -80,6 +80,14 @@ async def get_org(org: str, p: PlatformDep, who: PrincipalDep) -> dict[str, Any]
     return await accounts.org_view(p, who, org)
 
 
+@router.delete("/orgs/{org}", responses=error_responses(403, 404, 409))
+async def delete_org(org: str, p: PlatformDep, who: PrincipalDep) -> dict[str, Any]:
+    """Owners only: deletes the organisation with its projects' runs, tests,
+    registrars, pools and audio, and destroys their secrets (crypto-shredding). Its
+    project names are never used again. 409 while one of its runs is active."""
+    return await accounts.delete_org(p, who, org)
+
+
 @router.put("/orgs/{org}/members/{username}", status_code=status.HTTP_204_NO_CONTENT)
 async def set_member(
     org: str, username: str, body: Membership, p: PlatformDep, who: PrincipalDep

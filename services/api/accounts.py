@@ -19,19 +19,22 @@ from callmeter_common.secrets_hash import (
     verify_password,
 )
 from callmeter_events import (
+    TERMINAL_STATUSES,
     AccessRole,
     ApiKeyCreated,
     ApiKeyRevoked,
     AuditRecorded,
     MembershipSet,
     OrganisationCreated,
+    OrganisationDeleted,
     PasswordChanged,
     ProjectCreated,
     TestDefinition,
     UserCreated,
 )
 from callmeter_projections.access import DEFAULT_ORG
-from callmeter_storage import sessions
+from callmeter_storage import resources, sessions
+from callmeter_storage import secrets as secrets_store
 
 from . import service
 from .authz import Principal, forbidden
@@ -167,12 +170,63 @@ async def create_org(p: Platform, who: Principal, org: str) -> None:
     event = _valid(OrganisationCreated, actor=who.actor, org=org)
     if org in p.access.state.orgs:
         raise ApiError(409, "exists", f"org: {org!r} exists", "org")
+    if org in p.access.state.deleted_orgs:  # its projects stay its own
+        raise ApiError(409, "exists", f"org: {org!r} was deleted; choose another name", "org")
     await p.access.publish(event)
     if who.username:  # not through set_member: the caller is no member of it yet
         owner = MembershipSet(
             actor=who.actor, org=org, username=who.username, role=AccessRole.OWNER
         )
         await p.access.publish(owner)
+
+
+async def delete_org(p: Platform, who: Principal, org: str) -> dict[str, Any]:
+    """By an Owner of it (never the default organisation), once none of its runs is
+    active: its finished runs and its tests are deleted (each audited), every secret
+    of its projects destroyed (crypto-shredding: SIP passwords, webhook secrets), its
+    registrars, pools and audio uploads deleted; then OrganisationDeleted ends its
+    members' and keys' access. Its project names stay its own: nobody can create
+    them again, so no other organisation inherits anything. Returns what was done."""
+    need_org_role(p, who, org, AccessRole.OWNER)
+    if org == DEFAULT_ORG:
+        raise ApiError(409, "default_org", "org: the default organisation cannot be deleted", "org")
+    projects = p.access.state.projects_of(org)
+    runs = await service.query(p, _runs_of, projects)
+    active = [run_id for run_id, status in runs if status not in TERMINAL_STATUSES]
+    if active:
+        message = f"org: stop its active runs first ({', '.join(active[:5])})"
+        raise ApiError(409, "run_active", message, "org")
+    for run_id, _ in runs:
+        await service.delete_run(p, run_id, who.actor)
+    tests = await service.query(p, _tests_of, projects)
+    for test_id in tests:
+        await service.delete_test(p, test_id, who.actor)
+
+    def drop(conn: Any) -> dict[str, int]:
+        with conn.transaction():
+            done = resources.delete_projects(conn, projects)
+            done["secrets"] = secrets_store.shred_projects(conn, projects)
+            return done
+
+    dropped = await service.query(p, drop)
+    await p.access.publish(OrganisationDeleted(actor=who.actor, org=org))
+    return {"org": org, "projects": projects, "runs": len(runs), "tests": len(tests), **dropped}
+
+
+def _runs_of(conn: Any, projects: list[str]) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT run_id, status FROM runs WHERE doc->'definition'->>'project' = ANY(%s)",
+        (projects,),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _tests_of(conn: Any, projects: list[str]) -> list[str]:
+    rows = conn.execute(
+        "SELECT test_id FROM tests WHERE NOT deleted AND doc->'definition'->>'project' = ANY(%s)",
+        (projects,),
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 async def set_member(
@@ -270,7 +324,10 @@ async def org_view(p: Platform, who: Principal, org: str) -> dict[str, Any]:
 
     def concerns(line: Any) -> bool:
         """An organisation's own lines, and those about one of its members (logins,
-        passwords); a line about nobody's user belongs to the default organisation."""
+        passwords); a line about nobody's user belongs to the default organisation,
+        and so does an organisation's deletion (its own page is gone)."""
+        if line.action == "org_deleted" and org == DEFAULT_ORG:
+            return True
         if line.org:
             return bool(line.org == org)
         users = {line.actor.removeprefix("user:"), line.target} & set(state.users)

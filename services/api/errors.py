@@ -49,7 +49,7 @@ ERROR_STATUSES: dict[int, str] = {
     ),
     403: "The caller's role is too low for this, in the project or organisation it names.",
     404: "Unknown id, or one of a project or organisation the caller may not see (the same answer).",
-    409: "The run has already finished.",
+    409: "Conflicts with the current state: the run has already finished, the name exists, a run is still active.",
     413: "The request body is larger than the server accepts (CALLMETER_MAX_BODY_BYTES).",
     422: "A field is invalid: `error.field` names it.",
     503: "Saved, but the read models did not show it in time; retry the read.",

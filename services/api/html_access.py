@@ -144,6 +144,12 @@ async def _org_form(request: Request, p: Any, who: Any, org: str) -> Response:
             )
         elif op == "revoke":
             await accounts.revoke_key(p, who, f.get("key_id", ""))
+        elif op == "delete_org":
+            if f.get("confirm", "") != org:
+                message = f"confirm: type {org!r} to delete the organisation"
+                raise ApiError(422, "validation_error", message, "confirm")
+            await accounts.delete_org(p, who, org)
+            return RedirectResponse("/", 303)
         else:
             raise ApiError(422, "validation_error", f"op: unknown {op!r}", "op")
     except (ApiError, ValueError) as exc:

@@ -394,6 +394,115 @@ async def test_audio_belongs_to_the_project_it_was_uploaded_into(world: World) -
     assert r.status_code == 200 and r.json()["clock_rate"] == 16000
 
 
+async def test_an_owner_deletes_an_organisation_and_its_secrets_are_destroyed(
+    world: World, own_db: str
+) -> None:
+    """Only an Owner of it, never the default organisation, not while a run is active.
+    Then its runs, tests, registrars, pools and audio are gone, every secret of its
+    projects is deleted from the store, its members and keys have no access, and its
+    names are never used again."""
+    import psycopg
+
+    from callmeter_common import wav
+    from callmeter_events import RunRejected
+
+    c = world.client
+    await world.root("POST", "/api/v1/orgs", {"org": "initech"})
+    await world.root("POST", "/api/v1/orgs/initech/projects", {"project": "initech-p"})
+    sessions = {}
+    for role in (AccessRole.OWNER, AccessRole.ADMIN):
+        name = f"initech-{role.value}"
+        await world.root("POST", "/api/v1/users", {"username": name, "password": PASSWORD})
+        await world.root("PUT", f"/api/v1/orgs/initech/members/{name}", {"role": role.value})
+        sessions[role] = await login(c, name, PASSWORD)
+    key = await world.root(
+        "POST", "/api/v1/projects/initech-p/keys", {"name": "k", "role": "editor"}
+    )
+    test = {
+        **DEFINITION,
+        "project": "initech-p",
+        "groups": [
+            {"name": "A", "endpoints": 1, "accounts": [{"username": "u", "password": "Canary-1"}]}
+        ],
+        "webhooks": [{"url": "http://127.0.0.1:9/hook", "secret": "Canary-2"}],
+    }
+    test_id = (await world.root("POST", "/api/v1/tests", test))["id"]
+    run_id = (await world.root("POST", f"/api/v1/tests/{test_id}/runs"))["id"]
+    await world.root("POST", "/api/v1/registrars", {**REGISTRAR, "project": "initech-p"})
+    await world.root(
+        "POST", "/api/v1/pools", {"name": "p", "csv": "u1,Canary-3", "project": "initech-p"}
+    )
+    data = wav.BUILTIN["speech-en"].read_bytes()
+    r = await c.post("/api/v1/audio?project=initech-p", content=data, headers=bearer(ROOT))
+    assert r.status_code == 201
+
+    def rows(sql: str) -> int:
+        with psycopg.connect(own_db) as conn:
+            return int(conn.execute(sql, ("initech-p",)).fetchone()[0])
+
+    count_secrets = "SELECT count(*) FROM secrets WHERE project = %s"
+    assert rows(count_secrets) == 3  # the test's password and webhook secret, the pool's
+
+    def as_user(role: AccessRole) -> dict[str, str]:
+        cookie, csrf = sessions[role]
+        return {"Cookie": f"callmeter_session={cookie}", "X-CSRF-Token": csrf}
+
+    # An Admin may not; another organisation's Owner gets the unknown answer.
+    r = await c.delete("/api/v1/orgs/initech", headers=as_user(AccessRole.ADMIN))
+    assert r.status_code == 403
+    acme_owner = world.users[AccessRole.OWNER]
+    other = {"Cookie": f"callmeter_session={acme_owner[0]}", "X-CSRF-Token": acme_owner[1]}
+    gone = await c.delete("/api/v1/orgs/initech", headers=other)
+    unknown = await c.delete("/api/v1/orgs/nonesuch", headers=other)
+    assert gone.status_code == 404
+    assert gone.text.replace("initech", "<o>") == unknown.text.replace("nonesuch", "<o>")
+    r = await c.delete("/api/v1/orgs/default", headers=bearer(ROOT))
+    assert r.status_code == 409 and r.json()["error"]["field"] == "org"
+    # Not while its run is active (no scheduler here: the run waits until rejected).
+    r = await c.delete("/api/v1/orgs/initech", headers=as_user(AccessRole.OWNER))
+    assert r.status_code == 409 and run_id in r.json()["error"]["message"]
+    platform = c._transport.app.state.platform  # type: ignore[attr-defined]
+    await platform.bus.publish(RunRejected(run_id=run_id, reason="test: not run"))
+    for _ in range(100):
+        if (await world.root("GET", f"/api/v1/runs/{run_id}"))["status"] == "CANNOT_RUN_FOR_NOW":
+            break
+        await asyncio.sleep(0.1)
+    # On the page, as its Owner: the name typed to confirm.
+    cookie, csrf = sessions[AccessRole.OWNER]
+    form = {"op": "delete_org", "confirm": "initech", "csrf_token": csrf}
+    page = await c.get("/orgs/initech", headers={"Cookie": f"callmeter_session={cookie}"})
+    assert 'id="delete-org"' in page.text
+    r = await c.post(
+        "/orgs/initech",
+        data={**form, "confirm": "x"},
+        headers={"Cookie": f"callmeter_session={cookie}"},
+    )
+    assert r.status_code == 422 and "to delete the organisation" in r.text
+    r = await c.post("/orgs/initech", data=form, headers={"Cookie": f"callmeter_session={cookie}"})
+    assert r.status_code == 303 and r.headers["location"] == "/", r.text
+    # Its secrets are destroyed, its rows gone; nobody of it gets in any more.
+    assert rows(count_secrets) == 0
+    for table in ("registrars", "account_pools", "audio_uploads"):
+        assert rows(f"SELECT count(*) FROM {table} WHERE project = %s") == 0, table  # noqa: S608
+    assert rows("SELECT count(*) FROM runs WHERE doc->'definition'->>'project' = %s") == 0
+    assert (await c.get(f"/api/v1/tests/{test_id}", headers=bearer(ROOT))).status_code == 404
+    assert (await c.get("/api/v1/tests", headers=bearer(key["key"]))).status_code == 401
+    me = await c.get("/api/v1/me", headers=as_user(AccessRole.OWNER))
+    assert me.status_code == 200 and me.json()["orgs"] == {}
+    r = await c.get("/orgs/initech", headers=bearer(ROOT))
+    assert r.status_code == 404
+    # Its names stay taken: no other organisation inherits its projects.
+    r = await c.post("/api/v1/orgs", json={"org": "initech"}, headers=bearer(ROOT))
+    assert r.status_code == 409
+    r = await c.post(
+        "/api/v1/orgs/acme/projects", json={"project": "initech-p"}, headers=bearer(ROOT)
+    )
+    assert r.status_code == 409
+    audit = (await world.root("GET", "/api/v1/orgs/default"))["audit"]
+    actions = {(a["action"], a["target"]) for a in audit}
+    assert ("org_deleted", "initech") in actions
+
+
 async def test_a_session_needs_its_csrf_token_to_change_anything(world: World) -> None:
     """Without the session's token (or with another session's) every state-changing
     form and HTMX request is 403 and changes nothing; a Bearer key needs none."""

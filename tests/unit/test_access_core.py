@@ -50,6 +50,38 @@ def test_the_fold_keeps_users_members_projects_keys_and_an_audit_line_each():
     assert not verify_password(s.users["ann"].password_hash, "0123456788")
 
 
+def test_a_deleted_organisation_keeps_its_project_names_and_nobody_keeps_access():
+    s = AccessState()
+    for seq, e in enumerate(
+        [
+            ev.OrganisationCreated(org="acme"),
+            ev.ProjectCreated(org="acme", project="p1"),
+            ev.MembershipSet(org="acme", username="ann", role=R.OWNER),
+            ev.MembershipSet(org=DEFAULT_ORG, username="ann", role=R.VIEWER),
+            ev.ApiKeyCreated(
+                key_id="k1",
+                name="ci",
+                org="acme",
+                project="p1",
+                role=R.EDITOR,
+                prefix="cmk_12345678",
+                key_hash=key_hash("cmk_12345678abc"),
+            ),
+            ev.OrganisationDeleted(org="acme", actor="user:ann"),
+            ev.OrganisationDeleted(org=DEFAULT_ORG),  # never: it owns every other name
+        ],
+        1,
+    ):
+        s.apply(seq, e)
+    assert s.orgs == {DEFAULT_ORG} and s.deleted_orgs == {"acme"}
+    assert s.orgs_of("ann") == {DEFAULT_ORG: R.VIEWER}
+    assert s.key_by_hash(key_hash("cmk_12345678abc")) is None
+    assert s.org_of("p1") == "acme"  # not the default organisation's now
+    home = Principal("user:ann", org_roles=s.orgs_of("ann"), project_org=s.project_org)
+    assert not home.sees("p1") and home.project_filter() == ProjectFilter(None, ("p1",))
+    assert [a.action for a in s.audit][-1] == "org_deleted"
+
+
 def test_a_member_sees_its_organisations_projects_and_the_default_one_every_other_name():
     orgs = {"a1": "acme", "g1": "globex"}
     acme = Principal("user:ann", org_roles={"acme": R.TESTER}, project_org=orgs)
