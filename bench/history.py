@@ -63,11 +63,14 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+BENCH_KEY = "bench-history-key"
+
+
 def _post(port: int, path: str, body: object) -> tuple[int, dict[str, object]]:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
+        {"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_KEY}"},
         method="POST",
     )
     try:
@@ -91,7 +94,11 @@ def _api_ready(port: int) -> bool:
 class Services:
     def __init__(self, data_dir: Path, nats_url: str, database_url: str) -> None:
         self.data_dir = data_dir
-        self.env = {"CALLMETER_NATS_URL": nats_url, "CALLMETER_DATABASE_URL": database_url}
+        self.env = {
+            "CALLMETER_NATS_URL": nats_url,
+            "CALLMETER_DATABASE_URL": database_url,
+            "CALLMETER_API_KEYS": BENCH_KEY,  # nothing is served without a key
+        }
         self.starts = 0
 
     def start_ready(self, name: str, timeout: float) -> tuple[float, int]:

@@ -150,6 +150,9 @@ def rollups(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
             )
 
 
+BENCH_KEY = "bench-ui-key"
+
+
 async def measure(settings: ApiSettings, repeats: int) -> dict[str, list[float]]:
     app = create_app(settings)
     paths = {
@@ -162,7 +165,11 @@ async def measure(settings: ApiSettings, repeats: int) -> dict[str, list[float]]
     times: dict[str, list[float]] = {name: [] for name in paths}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://bench",
+            headers={"Authorization": f"Bearer {BENCH_KEY}"},  # nothing is served without one
+        ) as client:
             for name, path in paths.items():
                 for i in range(repeats + 2):
                     t0 = time.perf_counter()
@@ -185,7 +192,7 @@ def main() -> None:
             t0 = time.perf_counter()
             seed(pg.url)
             print(f"seeded {ENDPOINTS} endpoints x {SECONDS} s in {time.perf_counter() - t0:.1f} s")
-            settings = ApiSettings(nats_url=nats.url, database_url=pg.url)
+            settings = ApiSettings(nats_url=nats.url, database_url=pg.url, api_keys=BENCH_KEY)
             times = asyncio.run(measure(settings, repeats))
         finally:
             nats.stop()

@@ -17,6 +17,7 @@ class Client:
         base = base_url or os.environ.get("CALLMETER_API_URL", "http://127.0.0.1:8000")
         key = api_key or os.environ.get("CALLMETER_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.keyless = not key
         self.http = httpx.Client(base_url=base.rstrip("/") + "/api/v1", headers=headers, timeout=30)
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
@@ -28,7 +29,10 @@ class Client:
             try:
                 err = resp.json()["error"]
                 where = f" ({err['field']})" if err.get("field") else ""
-                raise ApiError(f"{resp.status_code} {err['code']}{where}: {err['message']}")
+                hint = ""
+                if resp.status_code == 401 and self.keyless:
+                    hint = " (set CALLMETER_API_KEY or pass --api-key: every API call needs a key)"
+                raise ApiError(f"{resp.status_code} {err['code']}{where}: {err['message']}{hint}")
             except (ValueError, KeyError, TypeError):
                 raise ApiError(f"{resp.status_code}: {resp.text[:300]}") from None
         if resp.status_code == 204 or not resp.content:

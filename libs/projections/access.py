@@ -106,9 +106,9 @@ class AccessState:
                 self.orgs.discard(org)
                 self.deleted_orgs.add(org)
                 self.members.pop(org, None)
-                for key in list(self.keys.values()):
-                    if key.org == org and key.revoked_at is None:
-                        self.keys[key.key_id] = _revoked(key, event.occurred_at)
+                for kept in list(self.keys.values()):
+                    if kept.org == org and kept.revoked_at is None:
+                        self.keys[kept.key_id] = _revoked(kept, event.occurred_at)
                 # project_org keeps its projects: no other organisation inherits them
                 self._audit(seq, event, "org_deleted", org, "", org)
             case ProjectCreated(org=org, project=project):

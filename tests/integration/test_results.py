@@ -38,6 +38,8 @@ from callmeter_storage.readmodels import VERSION_NAME, doc
 from callmeter_storage.samples import to_row, to_write_order
 
 pytestmark = pytest.mark.integration
+KEY = "results-test-key"  # an API serves nothing without a key or a session
+BEARER = {"Authorization": f"Bearer {KEY}"}
 
 
 def recent() -> datetime:
@@ -406,8 +408,8 @@ def test_results_routes_and_exports(nats_server, database_url: str, run_id: str)
     from callmeter_api.app import create_app
     from callmeter_api.settings import ApiSettings
 
-    app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url))
-    with TestClient(app) as client:
+    app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url, api_keys=KEY))
+    with TestClient(app, headers=BEARER) as client:
         body = client.get(f"/api/v1/runs/{run_id}/results").json()
         assert body["run"]["metrics"]["mos"]["n"] == 120
         series = client.get(f"/api/v1/runs/{run_id}/endpoints/A-1/series?key=mos").json()
@@ -490,8 +492,8 @@ def test_the_results_page_of_a_finished_run(nats_server, database_url: str) -> N
                 (rid,),
             ).fetchall()
         )
-    app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url))
-    with TestClient(app) as client:
+    app = create_app(ApiSettings(nats_url=nats_server.url, database_url=database_url, api_keys=KEY))
+    with TestClient(app, headers=BEARER) as client:
         page = client.get(f"/runs/{rid}", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "COMPLETED" in page.text
     html = page.text
