@@ -226,12 +226,12 @@ class CapacitySearch(_Frozen):
     @model_validator(mode="after")
     def _settles_within_a_step(self) -> CapacitySearch:
         if self.settle_s >= self.step_s:
-            raise ValueError("capacity.settle_s: must be shorter than step_s")
+            raise ValueError("settle_s: must be shorter than step_s")
         for i, expression in enumerate(self.stop_when):
             try:
                 parse_threshold(expression)
             except ValueError as exc:
-                raise ValueError(f"capacity.stop_when.{i}: {exc}") from None
+                raise ValueError(f"stop_when.{i}: {exc}") from None
         return self
 
     def step_of(self, index: int) -> int:
@@ -271,7 +271,8 @@ class Group(_Frozen):
         per_host /= self.endpoints
         if per_host > HOST_INVITES_PER_S:
             need = p.peak_cps(self.endpoints) * ENDPOINTS_PER_HOST / HOST_INVITES_PER_S
-            field = "hold_s" if isinstance(p, RepeatPattern) else "endpoints"
+            # repeat: the hold makes the rate; rate: more endpoints spread it over more hosts
+            field = "pattern.hold_s" if isinstance(p, RepeatPattern) else "endpoints"
             # A hold of 5e-324 s makes the rate infinite: no endpoint count is enough.
             fix = (
                 f"give at least {int(need) + 1} endpoints or a lower rate"
@@ -279,7 +280,7 @@ class Group(_Frozen):
                 else "give a longer hold_s or pause_s"
             )
             raise ValueError(
-                f"pattern.{field}: {per_host:g} calls/s per endpoint host is more than the "
+                f"{field}: {per_host:g} calls/s per endpoint host is more than the "
                 f"{HOST_INVITES_PER_S:g} a host takes (each host carries "
                 f"{ENDPOINTS_PER_HOST} endpoints); {fix}"
             )

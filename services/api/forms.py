@@ -12,7 +12,7 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from callmeter_events import TestDefinition
-from callmeter_events.testdef import CallOptions, ScenarioAction
+from callmeter_events.testdef import CallOptions, RatePattern, ScenarioAction
 from callmeter_events.thresholds import parse as parse_threshold
 
 from .errors import validation_field_and_message
@@ -32,6 +32,20 @@ OPTION_CHOICES = {k: v for k, v in OPTION_CHOICES.items() if all(isinstance(x, s
 ACTIONS = get_args(ScenarioAction.model_fields["action"].annotation)
 DTMF_METHODS = get_args(ScenarioAction.model_fields["method"].annotation)
 ACTION_KEYS = ("at_s", "action", "digits", "method", "codec")
+# A group's call pattern: one input per field of every kind (hold_s is shared by repeat
+# and rate); the kind chosen says which of them count.
+PATTERN_KINDS = ("single", "repeat", "rate")
+PATTERN_FIELDS = {
+    "repeat": ("hold_s", "pause_s", "calls"),
+    "rate": ("cps", "cps_end", "ramp_s", "steps", "hold", "hold_s", "max_calls", "seed"),
+}
+PATTERN_KEYS = ("kind", "hold_s", "pause_s", "calls", "cps", "cps_end", "ramp_s", "steps")
+PATTERN_KEYS += ("hold", "max_calls", "seed")
+HOLDS = get_args(RatePattern.model_fields["hold"].annotation)
+CAPACITY_KEYS = ("endpoints_per_step", "step_s", "settle_s", "stop_when", "target_calls")
+# A kind named in a validation error's path ("groups.0.pattern.rate.cps"): the inputs
+# have no kind in their names.
+_PATTERN_KIND_PATH = re.compile(r"\.pattern\.(?:single|repeat|rate)\b")
 
 
 def blank_action() -> dict[str, str]:
@@ -53,6 +67,59 @@ def rows_from_fields(fields: dict[str, str], name: str) -> list[dict[str, str]]:
     return [rows[j] for j in sorted(rows)[:MAX_FORM_ROWS]]
 
 
+def pattern_form(pattern: dict[str, Any] | None) -> dict[str, str]:
+    """`pattern.<key>` form values; the rate's steps as `at_s:cps` pairs."""
+    p = pattern or {}
+    out = {f"pattern.{k}": "" if p.get(k) is None else _num(p[k]) for k in PATTERN_KEYS}
+    out["pattern.kind"] = p.get("kind", "single")
+    out["pattern.hold"] = p.get("hold", "fixed")
+    out["pattern.steps"] = ", ".join(
+        f"{_num(s['at_s'])}:{_num(s['cps'])}" for s in p.get("steps") or []
+    )
+    if p.get("kind") != "rate":
+        out["pattern.seed"] = ""
+    return out
+
+
+def pattern_from_form(g: dict[str, str]) -> dict[str, Any] | None:
+    """The group's pattern dict (strings kept for pydantic), or None for `single`."""
+    kind = g.get("pattern.kind", "single").strip() or "single"
+    if kind == "single":
+        return None
+    pattern: dict[str, Any] = {"kind": kind}
+    for key in PATTERN_FIELDS.get(kind, ()):
+        value = g.get(f"pattern.{key}", "").strip()
+        if key == "steps" and value:
+            pattern["steps"] = [_step(part) for part in re.split(r"[,;\s]+", value) if part]
+        elif value:
+            pattern[key] = value
+    return pattern
+
+
+def _step(text: str) -> dict[str, str]:
+    at_s, _, cps = text.partition(":")
+    return {"at_s": at_s, "cps": cps}
+
+
+def capacity_form(capacity: dict[str, Any] | None) -> dict[str, str]:
+    """`capacity.<key>` form values (all empty: no capacity search)."""
+    c = capacity or {}
+    out = {f"capacity.{k}": "" if c.get(k) is None else _num(c[k]) for k in CAPACITY_KEYS}
+    out["capacity.stop_when"] = "\n".join(c.get("stop_when") or [])
+    return out
+
+
+def capacity_from_form(form: dict[str, Any]) -> dict[str, Any] | None:
+    """The capacity search if any of its inputs is filled in (pydantic names what is
+    missing), else None."""
+    given = {k: v.strip() for k in CAPACITY_KEYS if (v := form.get(f"capacity.{k}", "")).strip()}
+    if not given:
+        return None
+    if "stop_when" in given:
+        given["stop_when"] = [t.strip() for t in given["stop_when"].splitlines() if t.strip()]
+    return given
+
+
 def blank_group(index: int) -> dict[str, Any]:
     return {
         "name": chr(ord("A") + index) if index < 26 else f"G{index + 1}",
@@ -67,6 +134,7 @@ def blank_group(index: int) -> dict[str, Any]:
         "registrar_id": "",
         "account_pool": "",
         **options_form({}),
+        **pattern_form(None),
         "scenario": [],
         "audio": "",
     }
@@ -98,6 +166,7 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
                 "registrar_id": g.get("registrar_id") or "",
                 "account_pool": g.get("account_pool") or "",
                 **options_form(g.get("options") or {}),
+                **pattern_form(g.get("pattern")),
                 "audio": g.get("audio") or "",
                 "scenario": [
                     {
@@ -123,6 +192,7 @@ def form_from_definition(d: dict[str, Any]) -> dict[str, Any]:
             {"url": w["url"], "secret": MASK if w.get("secret_set") else ""}
             for w in d.get("webhooks") or []
         ],
+        **capacity_form(d.get("capacity")),
     }
 
 
@@ -154,6 +224,7 @@ def form_from_fields(fields: dict[str, str]) -> dict[str, Any]:
         "groups": groups,
         "thresholds": fields.get("thresholds", ""),
         "webhooks": webhooks,
+        **{f"capacity.{k}": fields.get(f"capacity.{k}", "") for k in CAPACITY_KEYS},
     }
 
 
@@ -203,6 +274,8 @@ def definition_from_form(form: dict[str, Any]) -> dict[str, Any]:
             group["scenario"] = [scenario_action(row) for row in g["scenario"]]
         if g.get("audio", "").strip():
             group["audio"] = g["audio"].strip()
+        if (pattern := pattern_from_form(g)) is not None:
+            group["pattern"] = pattern
         groups.append(group)
     out: dict[str, Any] = {"name": form["name"].strip(), "groups": groups}
     if form.get("project", "").strip():
@@ -220,6 +293,8 @@ def definition_from_form(form: dict[str, Any]) -> dict[str, Any]:
             {"url": w.get("url", "").strip(), "secret": w.get("secret", "")}
             for w in form["webhooks"]
         ]
+    if (capacity := capacity_from_form(form)) is not None:
+        out["capacity"] = capacity
     return out
 
 
@@ -247,6 +322,7 @@ def field_errors(exc: ValidationError, form: dict[str, Any]) -> dict[str, str]:
         "groups",
         "thresholds",
         "webhooks",
+        *(f"capacity.{k}" for k in CAPACITY_KEYS),
     }
     for i, g in enumerate(form["groups"]):
         inputs |= {f"groups.{i}.{k}" for k in blank_group(i)} | {f"groups.{i}.{k}" for k in g}
@@ -257,6 +333,12 @@ def field_errors(exc: ValidationError, form: dict[str, Any]) -> dict[str, str]:
     errors: dict[str, str] = {}
     for err in exc.errors():
         field, message = validation_field_and_message(dict(err))
+        if field:  # a pattern's kind is in the path, not in the input names
+            named = _PATTERN_KIND_PATH.sub(".pattern", field)
+            if named.endswith(".pattern"):  # about the pattern as a whole: its kind
+                named += ".kind"
+            message = message.replace(f"{field}: ", f"{named}: ", 1)
+            field = named
         parts = (field or "").split(".")
         key = ""
         for n in range(len(parts), 0, -1):
@@ -286,7 +368,7 @@ MASK = "********"
 
 
 # Settings the API takes that the editor has no input for: editing keeps them.
-HIDDEN_GROUP_KEYS = ("target_uri", "region", "workers", "drop_tx_pct", "drop_rx_pct", "pattern")
+HIDDEN_GROUP_KEYS = ("target_uri", "region", "workers", "drop_tx_pct", "drop_rx_pct")
 HIDDEN_REGISTRAR_KEYS = ("expires_s", "outbound_proxy")
 
 
@@ -327,15 +409,13 @@ def keep_secrets(definition: dict[str, Any], stored: dict[str, Any] | None) -> d
 
 
 def keep_hidden(definition: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
-    """The form's definition plus what the stored one has beyond the form: its project and
-    capacity search, and per group by name (a target URI only while the group calls no
-    other group); and its masked secrets."""
+    """The form's definition plus what the stored one has beyond the form: its project,
+    and per group by name (a target URI only while the group calls no other group); and
+    its masked secrets."""
     definition = keep_secrets(definition, stored)
     if not stored:
         return definition
     out = {**definition, "project": definition.get("project") or stored.get("project", "default")}
-    if stored.get("capacity"):  # set in the JSON editor or the API; the form has no fields
-        out["capacity"] = stored["capacity"]
     before = {g["name"]: g for g in stored.get("groups", [])}
     groups = []
     for g in definition["groups"]:

@@ -64,6 +64,8 @@ def editor(form: dict[str, Any], action: str, title: str, **ctx: Any) -> dict[st
         "option_choices": forms.OPTION_CHOICES,
         "actions": forms.ACTIONS,
         "dtmf_methods": forms.DTMF_METHODS,
+        "pattern_kinds": forms.PATTERN_KINDS,
+        "holds": forms.HOLDS,
         **ctx,
     }
 

@@ -193,6 +193,97 @@ def test_the_editor_saves_call_options_a_scenario_and_thresholds(platform, brows
     page.close()
 
 
+def test_the_editor_saves_a_call_pattern_and_a_capacity_search(platform, browser):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    page = log_in(browser, platform.base).new_page()
+    page.set_default_timeout(30_000)
+    page.goto(platform.base + "/tests/new")
+    page.get_by_label("Name", exact=True).fill("browser pattern")
+    page.get_by_label("Duration").fill("30")
+    callers = page.locator('fieldset[data-group="0"]')
+
+    # The callers make calls per second: a rate with exponential holds and a call cap.
+    callers.locator("details.call-pattern > summary").click()
+    callers.get_by_label("Pattern", exact=True).select_option("rate")
+    pattern = {
+        "cps": "1",
+        "hold_s": "-2",  # a bad value: a hold must be positive
+        "max_calls": "12",
+    }
+    for key, value in pattern.items():
+        callers.locator(f'[name="groups.0.pattern.{key}"]').fill(value)
+    callers.locator('[name="groups.0.pattern.hold"]').select_option("exponential")
+
+    # And the test is a capacity search: one more caller every 5 s, settling longer than
+    # a step (a bad value too).
+    page.locator("#capacity > details > summary").click()
+    search = {"endpoints_per_step": "1", "step_s": "5", "settle_s": "6", "target_calls": "3"}
+    for key, value in search.items():
+        page.locator(f'[name="capacity.{key}"]').fill(value)
+    page.locator('[name="capacity.stop_when"]').fill("mos_avg >= 4\ncall_success_rate >= 99")
+
+    # Saved: 422, each error beside its field (no JS: the server renders them).
+    with page.expect_navigation():
+        page.locator("#save").click()
+    hold = page.locator("#f-groups-0-pattern-hold_s")
+    expect(hold).to_have_attribute("aria-invalid", "true")
+    expect(hold).to_have_attribute("aria-describedby", "f-groups-0-pattern-hold_s-error")
+    expect(page.locator("#f-groups-0-pattern-hold_s-error")).to_have_text(
+        "Input should be greater than 0"
+    )
+    settle = page.locator("#f-capacity-settle_s")
+    expect(settle).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#f-capacity-settle_s-error")).to_have_text("must be shorter than step_s")
+    # The re-rendered editor kept what was typed, its sections open.
+    expect(callers.get_by_label("Pattern", exact=True)).to_have_value("rate")
+    expect(page.locator('[name="capacity.target_calls"]')).to_have_value("3")
+    page.screenshot(path=ARTIFACTS / "08-editor-pattern-errors.png", full_page=True)
+
+    # Fixed, it saves; the JSON API returns the pattern and the search.
+    hold.fill("2")
+    settle.fill("1")
+    with page.expect_navigation():
+        page.locator("#save").click()
+    expect(page.locator("h1")).to_have_text("browser pattern")
+    test_id = page.url.rsplit("/", 1)[1]
+    status, test = platform.request("GET", "/api/v1/tests/" + test_id)
+    assert status == 200, test
+    d = test["definition"]
+    assert d["groups"][0]["pattern"] == {
+        "kind": "rate",
+        "cps": 1.0,
+        "cps_end": None,
+        "ramp_s": 0.0,
+        "steps": [],
+        "hold": "exponential",
+        "hold_s": 2.0,
+        "max_calls": 12,
+        "seed": 0,
+    }
+    assert d["groups"][1]["pattern"] == {"kind": "single"}
+    assert d["capacity"] == {
+        "endpoints_per_step": 1,
+        "step_s": 5.0,
+        "settle_s": 1.0,
+        "stop_when": ["mos_avg >= 4", "call_success_rate >= 99"],
+        "target_calls": 3,
+    }
+
+    # Editing shows them again; saving unchanged keeps them.
+    page.goto(f"{platform.base}/tests/{test_id}/edit")
+    expect(callers.get_by_label("Pattern", exact=True)).to_have_value("rate")
+    expect(page.locator('[name="groups.0.pattern.hold"]')).to_have_value("exponential")
+    expect(page.locator('[name="capacity.stop_when"]')).to_have_value(
+        "mos_avg >= 4\ncall_success_rate >= 99"
+    )
+    with page.expect_navigation():
+        page.locator("#save").click()
+    status, again = platform.request("GET", "/api/v1/tests/" + test_id)
+    assert status == 200 and again["definition"] == d, again
+    page.close()
+
+
 def test_forms_carry_the_session_csrf_token_and_nothing_changes_without_it(platform, browser):  # type: ignore[no-untyped-def]
     """Every form of a logged-in page carries the session's token; the same form
     without it is refused with 403, and a page of another site posting to CallMeter

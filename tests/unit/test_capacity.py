@@ -46,9 +46,9 @@ def test_steps_are_counted_from_the_largest_calling_group_and_must_fit_the_durat
     assert d.capacity_steps() == 3  # A: 5 callers, 2 per step
     with pytest.raises(ValidationError, match="duration_s: 3 steps of 12 s need 36 s"):
         definition(step_s=12)
-    with pytest.raises(ValidationError, match="capacity.settle_s: must be shorter than step_s"):
+    with pytest.raises(ValidationError, match="settle_s: must be shorter than step_s"):
         definition(settle_s=5)
-    with pytest.raises(ValidationError, match="capacity.stop_when.0: unknown threshold"):
+    with pytest.raises(ValidationError, match="stop_when.0: unknown threshold"):
         definition(stop_when=["speed >= 1"])
 
 
@@ -171,17 +171,22 @@ def test_the_cli_exits_non_zero_when_the_target_is_not_met():
     assert capacity_exit(untargeted, console) == 1  # no step passed at all
 
 
-def test_editing_a_capacity_test_in_the_form_keeps_its_search():
+def test_the_form_edits_a_capacity_search_and_clearing_its_inputs_removes_it():
     from callmeter_api import forms
     from tests.unit.test_ui_forms import FIELDS
 
     search = {"endpoints_per_step": 1, "step_s": 10, "stop_when": ["mos_p5 >= 3.8"]}
     stored = {"name": "office", "duration_s": 30, "capacity": search, "groups": []}
-    definition, errors = forms.validate(forms.form_from_fields(FIELDS), stored)
+    form = forms.form_from_definition(stored)
+    assert (form["capacity.step_s"], form["capacity.stop_when"]) == ("10", "mos_p5 >= 3.8")
+    edited = forms.form_from_fields(
+        {**FIELDS, **{k: v for k, v in form.items() if k.startswith("capacity.")}}
+    )
+    definition, errors = forms.validate(edited, stored)
     assert errors == {} and definition is not None and definition.capacity is not None
     assert definition.capacity.stop_when == ["mos_p5 >= 3.8"]
-    fresh, _ = forms.validate(forms.form_from_fields(FIELDS))
-    assert fresh is not None and fresh.capacity is None
+    cleared, _ = forms.validate(forms.form_from_fields(FIELDS), stored)
+    assert cleared is not None and cleared.capacity is None
 
 
 def test_a_run_stopped_by_its_search_says_so():

@@ -254,7 +254,6 @@ def test_editing_keeps_the_settings_the_form_has_no_input_for():
                 "region": "eu",
                 "drop_tx_pct": 5,
                 "registrar": {"host": "old", "expires_s": 60, "outbound_proxy": "sip:px"},
-                "pattern": {"kind": "repeat", "hold_s": 5, "pause_s": 1},
             },
             {"name": "B", "endpoints": 2, "target_uri": "sip:ivr@pbx", "workers": ["w1"]},
         ],
@@ -263,7 +262,6 @@ def test_editing_keeps_the_settings_the_form_has_no_input_for():
     assert errors == {} and definition is not None
     a, b = definition.groups
     assert definition.project == "lab" and (a.region, a.drop_tx_pct) == ("eu", 5)
-    assert (a.pattern.kind, a.pattern.hold_s) == ("repeat", 5)  # type: ignore[union-attr]
     assert a.registrar is not None and a.registrar.host == "pbx.example"  # the form wins
     assert (a.registrar.expires_s, a.registrar.outbound_proxy) == (60, "sip:px")
     assert (b.target_uri, b.workers) == ("sip:ivr@pbx", ["w1"])
@@ -311,3 +309,101 @@ def test_typed_passwords_and_secrets_are_never_sent_back():
         and out == '{"a": {"password": ""}, "webhooks": [{"secret" : ""}], "password_ref": "r"'
     )
     assert forget_json_secrets('{"password": ""}') == ('{"password": ""}', False)
+
+
+def test_a_call_pattern_and_a_capacity_search_are_edited_in_the_form():
+    fields = {
+        **FIELDS,
+        "groups.0.registrar.host": "",
+        "groups.0.accounts": "",
+        "groups.0.pattern.kind": "rate",
+        "groups.0.pattern.steps": "0:0.5, 4:1",
+        "groups.0.pattern.hold": "exponential",
+        "groups.0.pattern.hold_s": "2",
+        "groups.0.pattern.max_calls": "20",
+        "groups.0.pattern.pause_s": "9",  # a repeat field: not the rate's
+        "capacity.endpoints_per_step": "1",
+        "capacity.step_s": "5",
+        "capacity.stop_when": "mos_avg >= 4\n\ncall_success_rate >= 99",
+        "capacity.target_calls": "2",
+    }
+    definition, errors = forms.validate(forms.form_from_fields(fields))
+    assert errors == {} and definition is not None
+    a, b = definition.groups
+    assert a.pattern.model_dump() == {
+        "kind": "rate",
+        "cps": None,
+        "cps_end": None,
+        "ramp_s": 0.0,
+        "steps": [{"at_s": 0.0, "cps": 0.5}, {"at_s": 4.0, "cps": 1.0}],
+        "hold": "exponential",
+        "hold_s": 2.0,
+        "max_calls": 20,
+        "seed": 0,
+    }
+    assert b.pattern.kind == "single"
+    assert definition.capacity is not None and definition.capacity.model_dump() == {
+        "endpoints_per_step": 1,
+        "step_s": 5.0,
+        "settle_s": 2.0,
+        "stop_when": ["mos_avg >= 4", "call_success_rate >= 99"],
+        "target_calls": 2,
+    }
+    again, stored = round_trip(definition)
+    assert again == stored
+    form = forms.form_from_definition(stored.model_dump())
+    assert form["groups"][0]["pattern.steps"] == "0:0.5, 4:1"
+    assert form["capacity.stop_when"] == "mos_avg >= 4\ncall_success_rate >= 99"
+    # A repeat pattern round-trips too; "single" and empty capacity inputs mean none.
+    repeat = {**FIELDS, "groups.0.pattern.kind": "repeat", "groups.0.pattern.hold_s": "3"}
+    repeat["groups.0.pattern.calls"] = "4"
+    definition, errors = forms.validate(forms.form_from_fields(repeat))
+    assert errors == {} and definition is not None
+    assert definition.groups[0].pattern.model_dump() == {
+        "kind": "repeat",
+        "hold_s": 3.0,
+        "pause_s": 0.0,
+        "calls": 4,
+    }
+    assert definition.capacity is None
+    again, stored = round_trip(definition)
+    assert again == stored
+    # Back to single, the pattern is gone (the form now has the input for it).
+    single = {**FIELDS, "groups.0.pattern.kind": "single", "groups.0.pattern.hold_s": "3"}
+    definition, errors = forms.validate(forms.form_from_fields(single), stored.model_dump())
+    assert errors == {} and definition is not None
+    assert definition.groups[0].pattern.kind == "single"
+
+
+def test_pattern_and_capacity_errors_land_on_their_input():
+    rate = {**FIELDS, "groups.0.pattern.kind": "rate", "groups.0.pattern.hold_s": "1"}
+    cases = [
+        ({"groups.0.pattern.hold_s": "-1", "groups.0.pattern.cps": "1"}, "groups.0.pattern.hold_s"),
+        ({}, "groups.0.pattern.cps"),  # neither cps nor steps
+        ({"groups.0.pattern.steps": "1:2"}, "groups.0.pattern.steps"),  # must start at 0
+        ({"groups.0.pattern.steps": "0:x"}, "groups.0.pattern.steps"),
+        ({"groups.0.pattern.cps": "1", "groups.0.pattern.cps_end": "2"}, "groups.0.pattern.ramp_s"),
+        ({"groups.0.pattern.cps": "50"}, "groups.0.endpoints"),
+        ({"groups.0.pattern.kind": "burst"}, "groups.0.pattern.kind"),
+        (
+            {
+                "groups.0.pattern.cps": "1",
+                "groups.1.pattern.kind": "repeat",
+                "groups.1.pattern.hold_s": "1",
+            },
+            "groups.1.pattern.kind",  # receivers have no pattern
+        ),
+    ]
+    for change, field in cases:
+        _, errors = forms.validate(forms.form_from_fields({**rate, **change}))
+        assert list(errors) == [field], (change, errors)
+        assert ".rate." not in str(errors) and ".repeat." not in str(errors)
+    capacity = {**FIELDS, "capacity.step_s": "5", "capacity.stop_when": "mos_avg >= 4"}
+    _, errors = forms.validate(forms.form_from_fields(capacity))
+    assert list(errors) == ["capacity.endpoints_per_step"]
+    bad = {**capacity, "capacity.endpoints_per_step": "1", "capacity.settle_s": "5"}
+    _, errors = forms.validate(forms.form_from_fields(bad))
+    assert errors == {"capacity.settle_s": "capacity.settle_s: must be shorter than step_s"}
+    bad = {**capacity, "capacity.endpoints_per_step": "1", "capacity.stop_when": "speed > 1"}
+    _, errors = forms.validate(forms.form_from_fields(bad))
+    assert list(errors) == ["capacity.stop_when"]
