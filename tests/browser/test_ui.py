@@ -3,11 +3,15 @@ stop it, open an endpoint's SIP ladder. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.support.login import log_in
@@ -281,6 +285,97 @@ def test_the_editor_saves_a_call_pattern_and_a_capacity_search(platform, browser
         page.locator("#save").click()
     status, again = platform.request("GET", "/api/v1/tests/" + test_id)
     assert status == 200 and again["definition"] == d, again
+    page.close()
+
+
+def _pattern_run(platform) -> str:  # type: ignore[no-untyped-def]
+    """A short run with call patterns (direct calls, no registrar): A makes 4 calls at
+    2 calls/s over 2 endpoints, C one endpoint's 2 repeated calls; all are answered."""
+    definition = {
+        "name": "browser calls",
+        "duration_s": 5,
+        "groups": [
+            {
+                "name": "A",
+                "endpoints": 2,
+                "calls": "B",
+                "pattern": {"kind": "rate", "cps": 2, "hold_s": 0.5, "max_calls": 4},
+            },
+            {"name": "B", "endpoints": 2},
+            {
+                "name": "C",
+                "endpoints": 1,
+                "calls": "D",
+                "pattern": {"kind": "repeat", "hold_s": 0.5, "pause_s": 0.3, "calls": 2},
+            },
+            {"name": "D", "endpoints": 1},
+        ],
+    }
+    run_id = platform.run_test(definition)
+    platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=90)
+    deadline = time.monotonic() + 30  # records are stored by metrics-ingest
+    while time.monotonic() < deadline:
+        _, page = platform.request("GET", f"/api/v1/runs/{run_id}/calls?limit=1")
+        if page["total"] >= 6:
+            break
+        time.sleep(0.3)
+    return run_id
+
+
+def test_the_calls_page_summarises_charts_filters_and_exports_a_patterned_run(platform, browser):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    run_id = _pattern_run(platform)
+    status, summary = platform.request("GET", f"/api/v1/runs/{run_id}/calls/summary")
+    assert status == 200 and summary["attempts"] == 6, summary
+    page = log_in(browser, platform.base).new_page()
+    page.set_default_timeout(30_000)
+
+    # The run page links to its calls.
+    page.goto(f"{platform.base}/runs/{run_id}")
+    page.locator(f"a[href='/runs/{run_id}/calls']").first.click()
+    page.wait_for_url(f"**/runs/{run_id}/calls")
+
+    # Summary cards: what the JSON summary says (6 attempts, every one answered).
+    cards = page.locator("#call-summary .card")
+    expect(cards).to_have_count(4)
+    figures = [cards.nth(i).locator(".v").inner_text() for i in range(4)]
+    assert figures[:3] == [str(summary[k]) for k in ("attempts", "answered", "failed")]
+    assert figures == ["6", "6", "0", "100.0 %"], figures
+    # Two charts, each drawn (calls per second and concurrent calls), not "no samples".
+    charts = page.locator("svg.chart")
+    expect(charts).to_have_count(2)
+    for name in ("Calls per second (calls/s)", "Concurrent calls"):
+        chart = page.locator(f"svg.chart[aria-label='{name}']")
+        assert chart.locator("polyline, circle").count() >= 1, name
+        expect(chart).not_to_contain_text("no samples yet")
+    assert page.locator("#calls tbody tr").count() == 6
+    page.screenshot(path=ARTIFACTS / "09-calls.png", full_page=True)
+
+    # Filter by group: the repeat group's two calls, in order, C-1 only.
+    page.get_by_label("Group").select_option("C")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Apply").click()
+    assert "group=C" in page.url, page.url
+    rows = page.locator("#calls tbody tr")
+    expect(rows).to_have_count(2)
+    assert [rows.nth(i).locator("td").nth(1).inner_text() for i in range(2)] == ["C-1", "C-1"]
+    assert sorted(rows.nth(i).locator("td").nth(2).inner_text() for i in range(2)) == ["1", "2"]
+    expect(page.locator("main, body").first).to_contain_text("2 calls match")
+
+    # The export links carry the filter: CSV and Parquet of the same two calls.
+    csv_href = page.get_by_role("link", name="CSV").get_attribute("href")
+    parquet_href = page.get_by_role("link", name="Parquet").get_attribute("href")
+    assert csv_href and "group=C" in csv_href and "format=csv" in csv_href, csv_href
+    got = page.request.get(platform.base + csv_href)
+    assert got.ok, got.status
+    table = list(csv.DictReader(io.StringIO(got.text())))
+    assert [(r["group_name"], r["endpoint_id"]) for r in table] == [("C", "C-1")] * 2, table
+    assert parquet_href and "group=C" in parquet_href, parquet_href
+    got = page.request.get(platform.base + parquet_href)
+    assert got.ok and got.body()[:4] == b"PAR1", got.status
+    frame = pq.read_table(io.BytesIO(got.body())).to_pylist()
+    assert sorted(r["seq"] for r in frame) == [1, 2] and {r["group_name"] for r in frame} == {"C"}
     page.close()
 
 
