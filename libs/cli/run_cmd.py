@@ -74,12 +74,14 @@ def thresholds_table(evaluation: dict[str, Any]) -> Table:
 def capacity_table(capacity: dict[str, Any]) -> Table:
     """A capacity search's steps: the load each had, its stop conditions, its verdict."""
     table = Table(title=f"Capacity: {capacity['text']}")
-    for column in ("step", "calls", "conditions", "result"):
+    in_cps = any(s.get("cps") is not None for s in capacity["steps"])
+    for column in ("step", "calls/s" if in_cps else "calls", "conditions", "result"):
         table.add_column(column)
     for s in capacity["steps"]:
         conditions = ", ".join(f"{r['expression']}: {fmt(r['actual'], 3)}" for r in s["results"])
         result = "pass" if s["passed"] else "FAIL" + (f" ({s['reason']})" if s["reason"] else "")
-        table.add_row(str(s["step"] + 1), str(s["calls"]), conditions, result)
+        load = f"{s['cps']:g}" if in_cps else str(s["calls"])
+        table.add_row(str(s["step"] + 1), load, conditions, result)
     return table
 
 
@@ -87,10 +89,13 @@ def capacity_exit(capacity: dict[str, Any], console: Console) -> int:
     """Print the answer; 1 when the target (or, without one, any step) was not met."""
     console.print(capacity_table(capacity))
     console.print(f"capacity: {capacity['text']}")
-    if capacity["target_calls"] is not None:
+    if capacity["target_met"] is not None:
         met = bool(capacity["target_met"])
         verdict = "met" if met else "NOT met"
-        console.print(f"target {capacity['target_calls']} concurrent calls: {verdict}")
+        if capacity.get("target_cps") is not None:
+            console.print(f"target {capacity['target_cps']:g} calls/s: {verdict}")
+        else:
+            console.print(f"target {capacity['target_calls']} concurrent calls: {verdict}")
         return 0 if met else 1
     return 0 if capacity["calls"] else 1
 

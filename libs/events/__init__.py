@@ -95,6 +95,7 @@ from .subjects import (
 )
 from .testdef import (
     HOST_INVITES_PER_S,
+    PATTERN_LEAD_S,
     AudioRef,
     CallOptions,
     CallPattern,

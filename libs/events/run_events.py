@@ -159,7 +159,8 @@ class ThresholdOutcome(BaseModel):
 
 class CapacityStepJudged(Event):
     """One step of a capacity search, judged on its own seconds: the load it had
-    (`calls`: callers that had joined, i.e. concurrent calls asked of the system),
+    (`calls`: callers that had joined, i.e. concurrent calls asked of the system;
+    `cps`: the calls per second asked, in a search in calls per second),
     its stop conditions and the values they were judged on. A failed step stops the
     run; the answer is the last step that passed before it."""
 
@@ -167,6 +168,7 @@ class CapacityStepJudged(Event):
     run_id: str
     step: int  # 0-based
     calls: int
+    cps: float | None = None  # a search in calls per second: the step's rate
     window_start: datetime
     window_end: datetime
     passed: bool

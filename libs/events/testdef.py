@@ -108,6 +108,9 @@ class ScenarioAction(_Frozen):
 # repeat group must spread its calls over enough endpoints (hence hosts) to stay under
 # this. Measured by bench/host_cps.py, see docs/traffic.md.
 HOST_INVITES_PER_S = 10.0
+# A patterned group's callers share one start instant this long after the dispatcher
+# sends them out (they need the time to start): its rate counts from there.
+PATTERN_LEAD_S = 1.5
 ENDPOINTS_PER_HOST = 4  # calls per host (PJSUA_MAX_CALLS): each endpoint carries one call
 
 
@@ -208,23 +211,36 @@ class CapacitySearch(_Frozen):
     """A run that steps its load up until a stop condition fails: "what is the most this
     system carries at acceptable quality?"
 
-    Each calling group starts `endpoints_per_step` more callers every `step_s`
-    seconds (caller n joins in step (n-1) // endpoints_per_step), each calling until
-    the run ends; its group's `endpoints` is the most it will try. Each step is judged
-    on its own seconds (after `settle_s`, while its calls set up) against `stop_when`
-    (threshold expressions; empty: the test's thresholds); the first failing step, or
-    a GeneratorOverloaded, stops the run. The answer is the last step that passed.
+    In endpoints (`endpoints_per_step`): each calling group starts that many more
+    callers every `step_s` seconds (caller n joins in step (n-1) // endpoints_per_step),
+    each calling until the run ends; its group's `endpoints` is the most it will try.
+    In calls per second (`cps_per_step`, with rate patterns): every caller is there from
+    the start and each calling group's rate is `cps_per_step` in the first step, twice
+    that in the second, and so on up to its pattern's `cps` (the most it will try).
+    Each step is judged on its own seconds (after `settle_s`, while its calls set up)
+    against `stop_when` (threshold expressions; empty: the test's thresholds); the
+    first failing step, or a GeneratorOverloaded, stops the run. The answer is the last
+    step that passed.
     """
 
-    endpoints_per_step: int = Field(ge=1, le=10_000)
+    endpoints_per_step: int | None = Field(default=None, ge=1, le=10_000)
+    cps_per_step: float | None = Field(default=None, gt=0, le=10_000)
     step_s: float = Field(ge=3, le=3_600)
     settle_s: float = Field(default=2.0, ge=0, le=600)
     stop_when: list[str] = Field(default_factory=list, max_length=50)
-    # Concurrent calls the system must sustain: below it the run fails the CLI.
+    # What the system must sustain (concurrent calls; calls per second with
+    # cps_per_step): below it the run fails the CLI.
     target_calls: int | None = Field(default=None, ge=1)
+    target_cps: float | None = Field(default=None, gt=0, le=10_000)
 
     @model_validator(mode="after")
     def _settles_within_a_step(self) -> CapacitySearch:
+        if (self.endpoints_per_step is None) == (self.cps_per_step is None):
+            raise ValueError("endpoints_per_step: give either endpoints_per_step or cps_per_step")
+        if self.target_calls is not None and self.cps_per_step is not None:
+            raise ValueError("target_calls: a search in calls per second has target_cps")
+        if self.target_cps is not None and self.endpoints_per_step is not None:
+            raise ValueError("target_cps: a search in endpoints has target_calls")
         if self.settle_s >= self.step_s:
             raise ValueError("settle_s: must be shorter than step_s")
         for i, expression in enumerate(self.stop_when):
@@ -236,7 +252,14 @@ class CapacitySearch(_Frozen):
 
     def step_of(self, index: int) -> int:
         """The step (0-based) in which caller `index` (0-based within its group) joins."""
+        if self.endpoints_per_step is None:
+            return 0  # calls per second: every caller is there from the start
         return index // self.endpoints_per_step
+
+    def cps_at(self, step: int, most: float) -> float:
+        """A calling group's calls per second in `step` (0-based), up to `most`."""
+        assert self.cps_per_step is not None
+        return min((step + 1) * self.cps_per_step, most)
 
 
 class Group(_Frozen):
@@ -338,6 +361,17 @@ class TestDefinition(_Frozen):
         if self.capacity is not None:
             if not self.capacity.stop_when and not self.thresholds:
                 raise ValueError("capacity.stop_when: give stop conditions (or thresholds)")
+            if self.capacity.cps_per_step is not None:
+                for i, group in enumerate(self.groups):
+                    p = group.pattern
+                    if (group.calls or group.target_uri) and not (
+                        isinstance(p, RatePattern) and p.cps is not None and p.cps_end is None
+                    ):
+                        raise ValueError(
+                            f"groups.{i}.pattern: a capacity search in calls per second"
+                            " steps a rate pattern up to its cps: give it kind rate and"
+                            " cps (no cps_end or steps)"
+                        )
             steps = self.capacity_steps()
             if steps * self.capacity.step_s > self.duration_s:
                 raise ValueError(
@@ -347,11 +381,31 @@ class TestDefinition(_Frozen):
         return self
 
     def capacity_steps(self) -> int:
-        """Steps of a capacity search: enough for the largest calling group."""
-        if self.capacity is None:
+        """Steps of a capacity search: enough for the largest calling group (in
+        endpoints, or in calls per second)."""
+        capacity = self.capacity
+        if capacity is None:
             return 0
-        callers = [g.endpoints for g in self.groups if g.calls or g.target_uri]
-        return -(-max(callers, default=0) // self.capacity.endpoints_per_step)
+        callers = [g for g in self.groups if g.calls or g.target_uri]
+        if capacity.cps_per_step is not None:
+            rates = [g.pattern.cps or 0.0 for g in callers if isinstance(g.pattern, RatePattern)]
+            most = max(rates, default=0.0)
+            return max(1, math.ceil(most / capacity.cps_per_step - 1e-9))
+        assert capacity.endpoints_per_step is not None
+        return -(-max((g.endpoints for g in callers), default=0) // capacity.endpoints_per_step)
+
+    def stepped_pattern(self, group: Group) -> CallPattern:
+        """The pattern a group's endpoints run: with a capacity search in calls per
+        second, its rate pattern as steps (`cps_at` each step, from the run's start)."""
+        capacity, p = self.capacity, group.pattern
+        if capacity is None or capacity.cps_per_step is None or not isinstance(p, RatePattern):
+            return p
+        assert p.cps is not None
+        steps = [
+            RateStep(at_s=k * capacity.step_s, cps=capacity.cps_at(k, p.cps))
+            for k in range(self.capacity_steps())
+        ]
+        return p.model_copy(update={"cps": None, "steps": steps})
 
     def stop_conditions(self) -> list[str]:
         """What each capacity step is judged on."""

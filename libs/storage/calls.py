@@ -211,6 +211,20 @@ def spans(conn: psycopg.Connection[Any], run_id: str) -> list[Span]:
     ]
 
 
+def timings(
+    conn: psycopg.Connection[Any], run_id: str, start: datetime, end: datetime
+) -> list[tuple[str, float | None, float | None]]:
+    """(outcome, post-dial delay ms, setup ms) of the calls attempted in [start, end)."""
+    return [
+        (o, p, c)
+        for o, p, c in conn.execute(
+            "SELECT outcome, post_dial_delay_ms, call_setup_ms FROM call_records"
+            " WHERE run_id = %s AND attempted_at >= %s AND attempted_at < %s",
+            (run_id, start, end),
+        ).fetchall()
+    ]
+
+
 def summarise(calls: Sequence[Span]) -> dict[str, Any]:
     """Attempts, answered, failed (outcome not good) and the answer-seizure ratio."""
     attempts = len(calls)

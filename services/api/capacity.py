@@ -6,7 +6,10 @@ first callers went out and is judged on its own seconds, from `settle_s` after
 its start to its end, against the stop conditions: quality values from the
 window's samples (callmeter_storage.stats.window_threshold_values), call,
 registration and timing values from the endpoints that had joined by then
-(`endpoint_values`). A step the load generator was overloaded in fails whatever
+(`endpoint_values`). A search in calls per second (capacity.cps_per_step) steps each
+calling group's rate instead, from the instant its rate starts (PATTERN_LEAD_S after
+the callers go out); an endpoint there makes many calls, so its call success and
+timing come from the records of the calls attempted in the step (`record_values`). A step the load generator was overloaded in fails whatever
 its figures: they measured the generator. The answer is the last step that passed
 before the first one that failed.
 """
@@ -19,7 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from callmeter_events import GOOD_OUTCOMES, CapacityStepJudged, TestDefinition
+from callmeter_events import (
+    GOOD_OUTCOMES,
+    PATTERN_LEAD_S,
+    CapacityStepJudged,
+    RatePattern,
+    TestDefinition,
+)
 from callmeter_events.thresholds import evaluate, parse
 from callmeter_projections import EndpointState
 
@@ -28,6 +37,7 @@ from callmeter_projections import EndpointState
 class StepWindow:
     step: int
     calls: int  # callers that have joined by this step: concurrent calls asked for
+    cps: float | None  # a search in calls per second: the rate asked for
     start: datetime  # the step's callers go out
     judged_from: datetime  # start + settle_s
     end: datetime
@@ -36,17 +46,32 @@ class StepWindow:
 def calls_at(definition: TestDefinition, step: int) -> int:
     """Callers that have joined by `step` (0-based), over every calling group."""
     assert definition.capacity is not None
-    joined = (step + 1) * definition.capacity.endpoints_per_step
+    per_step = definition.capacity.endpoints_per_step
+    joined = (step + 1) * per_step if per_step is not None else 10**9  # calls/s: all
     return sum(min(g.endpoints, joined) for g in definition.groups if g.calls or g.target_uri)
 
 
-def step_window(definition: TestDefinition, anchor: datetime, step: int) -> StepWindow:
+def cps_at(definition: TestDefinition, step: int) -> float | None:
+    """Calls per second asked for in `step`, over every calling group (None: a search
+    in endpoints)."""
     capacity = definition.capacity
     assert capacity is not None
-    start = anchor + timedelta(seconds=step * capacity.step_s)
+    if capacity.cps_per_step is None:
+        return None
+    rates = [g.pattern.cps for g in definition.groups if isinstance(g.pattern, RatePattern)]
+    return sum(capacity.cps_at(step, most) for most in rates if most is not None)
+
+
+def step_window(definition: TestDefinition, anchor: datetime, step: int) -> StepWindow:
+    """Step `step` of a search whose callers went out at `anchor`."""
+    capacity = definition.capacity
+    assert capacity is not None
+    lead = PATTERN_LEAD_S if capacity.cps_per_step is not None else 0.0
+    start = anchor + timedelta(seconds=lead + step * capacity.step_s)
     return StepWindow(
         step=step,
         calls=calls_at(definition, step),
+        cps=cps_at(definition, step),
         start=start,
         judged_from=start + timedelta(seconds=capacity.settle_s),
         end=start + timedelta(seconds=capacity.step_s),
@@ -95,6 +120,22 @@ def endpoint_values(
     }
 
 
+CallTiming = tuple[str, float | None, float | None]  # outcome, PDD ms, setup ms
+
+
+def record_values(calls: Iterable[CallTiming]) -> dict[str, float | None]:
+    """Call success and the timing percentiles of the calls attempted in a step (their
+    records): a call succeeded when it was set up and its outcome is good, as an
+    endpoint's call does in `endpoint_values`."""
+    xs = list(calls)
+    connected = [c for c in xs if c[2] is not None and c[0] in GOOD_OUTCOMES]
+    return {
+        "call_success_rate": 100.0 * len(connected) / len(xs) if xs else None,
+        "post_dial_delay_p95_ms": p95(c[1] for c in xs if c[1] is not None),
+        "call_setup_p95_ms": p95(c[2] for c in xs if c[2] is not None),
+    }
+
+
 def judge_step(
     definition: TestDefinition,
     run_id: str,
@@ -113,6 +154,7 @@ def judge_step(
         run_id=run_id,
         step=window.step,
         calls=window.calls,
+        cps=window.cps,
         window_start=window.judged_from,
         window_end=window.end,
         passed=not reason and all(r.passed for r in results),
@@ -135,12 +177,19 @@ def answer(definition: TestDefinition, steps: Iterable[CapacityStepJudged]) -> d
         passed = s
     conditions = ", ".join(definition.stop_conditions())
     total = definition.capacity_steps()
+    in_cps = definition.capacity.cps_per_step is not None
+
+    def load(s: CapacityStepJudged | None) -> str:
+        if in_cps:
+            return f"{(s.cps or 0.0) if s else 0.0:g} calls/s"
+        return f"{s.calls if s else 0} concurrent calls"
+
     if passed is None and failed is None:
         text = "no step judged yet"
     elif passed is None:
-        text = f"not even {failed.calls if failed else 0} concurrent calls met {conditions}"
+        text = f"not even {load(failed)} met {conditions}"
     else:
-        text = f"sustains {passed.calls} concurrent calls with {conditions}"
+        text = f"sustains {load(passed)} with {conditions}"
         if failed is None and passed.step == total - 1:
             text += " (every step passed: the most it was asked for)"
     if failed is not None:
@@ -149,15 +198,23 @@ def answer(definition: TestDefinition, steps: Iterable[CapacityStepJudged]) -> d
             for r in failed.results
             if not r.passed
         )
-        text += f"; {failed.calls} failed: {why}"
-    target = definition.capacity.target_calls
+        text += f"; {load(failed) if in_cps else failed.calls} failed: {why}"
+    capacity = definition.capacity
     calls = passed.calls if passed else 0
+    cps = (passed.cps or 0.0) if passed else 0.0
+    met: bool | None = None
+    if capacity.target_calls is not None:
+        met = calls >= capacity.target_calls
+    elif capacity.target_cps is not None:
+        met = cps >= capacity.target_cps - 1e-9
     return {
         "calls": calls if passed else None,
+        "cps": cps if passed and in_cps else None,
         "step": passed.step if passed else None,
         "text": text,
         "finished": failed is not None or len(ordered) == total,
-        "target_calls": target,
-        "target_met": None if target is None else calls >= target,
+        "target_calls": capacity.target_calls,
+        "target_cps": capacity.target_cps,
+        "target_met": met,
         "steps": [s.model_dump(mode="json") for s in ordered],
     }

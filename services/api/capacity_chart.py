@@ -16,19 +16,26 @@ def capacity_charts(capacity: dict[str, Any], conditions: list[str]) -> list[str
     steps = capacity["steps"]
     if not steps:
         return []
+    in_cps = any(s.get("cps") is not None for s in steps)
+
+    def load(s: dict[str, Any]) -> float:
+        return float(s["cps"] if in_cps else s["calls"])
+
+    unit = "calls/s" if in_cps else "calls"
     bars = [
-        (f"step {s['step'] + 1}: {s['calls']} calls", s["calls"], PASSED if s["passed"] else FAILED)
+        (f"step {s['step'] + 1}: {load(s):g} {unit}", load(s), PASSED if s["passed"] else FAILED)
         for s in steps
     ]
-    out = [bar_chart("Concurrent calls per step (green passed, red failed)", bars)]
+    what = "Calls per second" if in_cps else "Concurrent calls"
+    out = [bar_chart(f"{what} per step (green passed, red failed)", bars)]
     if conditions:
         t = parse(conditions[0])
-        points = [(float(s["calls"]), s["metrics"].get(t.metric)) for s in steps]
+        points = [(load(s), s["metrics"].get(t.metric)) for s in steps]
         chart = Chart(
-            title=f"{t.metric} per step, by concurrent calls",
+            title=f"{t.metric} per step, by {what.lower()}",
             series=[Series(t.metric, points)],
             marks=[(str(t), t.value, FAILED)],
-            x_unit="calls",
+            x_unit=unit,
         )
         out.append(line_chart(chart))
     return out

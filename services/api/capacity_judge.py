@@ -19,9 +19,9 @@ import psycopg
 from callmeter_common.bus import Bus
 from callmeter_events import RunStatus, StopRequested
 from callmeter_projections import RunState
-from callmeter_storage import stats
+from callmeter_storage import calls, stats
 
-from .capacity import endpoint_values, judge_step, step_window
+from .capacity import CallTiming, endpoint_values, judge_step, record_values, step_window
 
 log = logging.getLogger(__name__)
 # Samples reach the database within about this long of being measured (the worker's
@@ -76,15 +76,19 @@ class CapacityJudge:
             return  # stopped (or ended) before this step was over: nothing to judge
         endpoints = list(self.runs.endpoints[run.run_id].values())
 
-        def query() -> dict[str, float | None]:
+        def query() -> tuple[dict[str, float | None], list[CallTiming]]:
             with psycopg.connect(self.database_url) as conn:
                 until = min(window.end, overloaded_at) if overloaded_at else window.end
-                return stats.window_threshold_values(
+                values = stats.window_threshold_values(
                     conn, run.run_id, d.model_dump(mode="json"), window.judged_from, until
                 )
+                records = calls.timings(conn, run.run_id, window.judged_from, until)
+                return values, records
 
-        values = await asyncio.to_thread(query)
+        values, records = await asyncio.to_thread(query)
         values.update(endpoint_values(d, endpoints, window.step))
+        if window.cps is not None:  # endpoints make many calls: judge the step's calls
+            values.update(record_values(records))
         judged = judge_step(d, run.run_id, window, values, overloaded_at)
         await self.bus.publish(judged)
         if not judged.passed and run.status == RunStatus.RUNNING and not run.stop_requested:

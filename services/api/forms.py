@@ -42,7 +42,8 @@ PATTERN_FIELDS = {
 PATTERN_KEYS = ("kind", "hold_s", "pause_s", "calls", "cps", "cps_end", "ramp_s", "steps")
 PATTERN_KEYS += ("hold", "max_calls", "seed")
 HOLDS = get_args(RatePattern.model_fields["hold"].annotation)
-CAPACITY_KEYS = ("endpoints_per_step", "step_s", "settle_s", "stop_when", "target_calls")
+CAPACITY_KEYS = ("endpoints_per_step", "cps_per_step", "step_s", "settle_s", "stop_when")
+CAPACITY_KEYS += ("target_calls", "target_cps")
 # A kind named in a validation error's path ("groups.0.pattern.rate.cps"): the inputs
 # have no kind in their names.
 _PATTERN_KIND_PATH = re.compile(r"\.pattern\.(?:single|repeat|rate)\b")

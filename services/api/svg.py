@@ -250,9 +250,10 @@ def _arrow(src: tuple[float, float], dst: tuple[float, float], label: str) -> st
 
 
 def bar_chart(
-    title: str, bars: Sequence[tuple[str, int, str]], width: int = 520, height: int = 180
+    title: str, bars: Sequence[tuple[str, float, str]], width: int = 520, height: int = 180
 ) -> str:
-    """Counts as bars (label, count, css colour); labels under the first, middle and last."""
+    """Counts (or rates) as bars (label, value, css colour); labels under the first,
+    middle and last."""
     left, right, top, bottom = 44, 10, 22, 24
     head = (
         f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} '
@@ -280,7 +281,7 @@ def bar_chart(
         x = left + i * step
         out.append(
             f'<rect x="{x + 0.5:.1f}" y="{top + plot_h - h:.1f}" width="{max(step - 1, 1):.1f}" '
-            f'height="{h:.1f}" fill="{color}"><title>{escape(label)}: {n}</title></rect>'
+            f'height="{h:.1f}" fill="{color}"><title>{escape(label)}: {_fmt(n)}</title></rect>'
         )
         if i in (0, len(bars) // 2, len(bars) - 1):
             out.append(

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from callmeter_common.reconciler import World
 from callmeter_events import (
+    PATTERN_LEAD_S,
     EndpointAssigned,
     EndpointConfig,
     EndpointFinished,
@@ -36,9 +37,8 @@ from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
 # it being ready. It waits duration + buildup + this margin, then ends NO_INCOMING_CALL,
 # so a run whose callers all failed still ends in time with a reason.
 NO_CALL_MARGIN_S = 10.0
-# Callers with a pattern time their calls from this long after they are sent out (time
-# to start a host and register), the same instant for the whole group.
-PATTERN_LEAD_S = 1.5
+# Callers with a pattern time their calls from PATTERN_LEAD_S after they are sent out
+# (time to start a host and register), the same instant for the whole group.
 
 
 @dataclass(frozen=True)
@@ -150,9 +150,10 @@ def endpoint_config(
     # a receiver learns the pattern of the group calling it: not single, it takes call
     # after call until call_wait_s; a caller gets its own and its place in the rotation
     caller_group = next((g for g in run.definition.groups if g.calls == group.name), None)
-    pattern = group.pattern if ep.role == "caller" else None
+    # (a capacity search in calls per second steps the rate: stepped_pattern)
+    pattern = run.definition.stepped_pattern(group) if ep.role == "caller" else None
     if ep.role == "receiver" and caller_group is not None:
-        pattern = caller_group.pattern
+        pattern = run.definition.stepped_pattern(caller_group)
     patterned = pattern is not None and pattern.kind != "single"
     duration_s = run.definition.duration_s
     # a caller with a pattern starts at once: the pattern itself spreads the calls

@@ -268,10 +268,12 @@ def test_the_editor_saves_a_call_pattern_and_a_capacity_search(platform, browser
     assert d["groups"][1]["pattern"] == {"kind": "single"}
     assert d["capacity"] == {
         "endpoints_per_step": 1,
+        "cps_per_step": None,
         "step_s": 5.0,
         "settle_s": 1.0,
         "stop_when": ["mos_avg >= 4", "call_success_rate >= 99"],
         "target_calls": 3,
+        "target_cps": None,
     }
 
     # Editing shows them again; saving unchanged keeps them.

@@ -1,7 +1,8 @@
 """Capacity search against a system with a known capacity: a real Kamailio that refuses
 INVITEs with 503 while N dialogs are in progress (infra/kamailio, MAX_DIALOGS). The
 search steps one call at a time and must answer N (within one step), stop itself at
-the failing step, and show the answer, the steps and the chart on the run page."""
+the failing step, and show the answer, the steps and the chart on the run page. A
+search in calls per second (1 s holds) must answer N calls/s within one step."""
 
 from __future__ import annotations
 
@@ -92,3 +93,56 @@ def test_the_search_finds_the_proxys_limit_and_stops_there(
     assert 'id="capacity-answer"' in page and html.escape(capacity["text"]) in page
     assert page.count('<tr class="st-good"><td class="num">') >= len(steps) - 1
     assert 'id="capacity-chart"' in page and "Concurrent calls per step" in page
+
+
+def test_a_search_in_calls_per_second_finds_the_rate_the_proxy_carries(
+    platform: TestPlatform, limited: Kamailio
+) -> None:
+    # Calls held 1 s at r calls/s keep about r dialogs open: the proxy (N = 3 dialogs)
+    # carries 3 calls/s at most, and 4/s certainly not (503 beyond 3 dialogs).
+    reg = limited.registrar() | {"expires_s": 60}
+    rate = {"kind": "rate", "cps": N + 1, "hold_s": 1}
+    definition = {
+        "name": "capacity cps",
+        "duration_s": (N + 1) * STEP_S + 2,
+        "capacity": {
+            "cps_per_step": 1,
+            "step_s": STEP_S,
+            "settle_s": 1.5,
+            "stop_when": ["call_success_rate >= 100"],
+            "target_cps": N + 1,
+        },
+        "groups": [
+            {
+                "name": "A",
+                "endpoints": CALLERS,
+                "calls": "B",
+                "registrar": reg,
+                "accounts": group_accounts("a"),
+                "pattern": rate,
+            },
+            {"name": "B", "endpoints": CALLERS, "registrar": reg, "accounts": group_accounts("b")},
+        ],
+    }
+    run_id = platform.run_test(definition)
+    run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
+    assert run["status"] == "COMPLETED", run
+
+    capacity = run["capacity"]
+    steps = capacity["steps"]
+    assert [s["cps"] for s in steps] == [float(k) for k in range(1, len(steps) + 1)], steps
+    assert all(s["passed"] for s in steps[:-1]) and not steps[-1]["passed"], capacity
+    assert run["stopped"], "the search stops itself at the first failing step"
+    assert N - 1 <= capacity["cps"] <= N, capacity  # within one step of N / hold
+    assert capacity["text"].startswith(f"sustains {capacity['cps']:g} calls/s with ")
+    assert capacity["target_met"] is False  # N + 1 asked for
+    # The failing step was judged on its calls' records: refused ones are Kamailio's 503.
+    failing = steps[-1]
+    assert failing["metrics"]["call_success_rate"] < 100, failing
+    status, page = platform.request("GET", f"/api/v1/runs/{run_id}/calls?status=failed&limit=1000")
+    assert status == 200 and page["total"] >= 1, page
+    assert {c["sip_code"] for c in page["calls"]} == {503}, page["calls"]
+
+    _, html_page = platform.get_html(f"/runs/{run_id}")
+    assert html.escape(capacity["text"]) in html_page
+    assert "Calls per second per step" in html_page

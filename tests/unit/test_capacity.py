@@ -201,3 +201,98 @@ def test_a_run_stopped_by_its_search_says_so():
     assert p.runs["r"].reason == (
         "stop requested by its capacity search (step 2, 7 calls, failed); hanging up active calls"
     )
+
+
+def cps_definition(**capacity: object) -> Definition:
+    """A search in calls per second: A's rate (most 5/s) and C's (most 2/s) step by 2/s."""
+    rate = {"kind": "rate", "hold_s": 1}
+    return Definition.model_validate(
+        {
+            "name": "cps",
+            "duration_s": 20,
+            "capacity": {"cps_per_step": 2, "step_s": 5, "stop_when": ["call_success_rate >= 99"]}
+            | capacity,
+            "groups": [
+                {"name": "A", "endpoints": 8, "calls": "B", "pattern": rate | {"cps": 5}},
+                {"name": "B", "endpoints": 8},
+                {"name": "C", "endpoints": 4, "target_uri": "sip:x@192.0.2.1", "pattern": rate}
+                | {"pattern": rate | {"cps": 2}},
+            ],
+        }
+    )
+
+
+def test_a_search_in_calls_per_second_steps_each_rate_up_to_its_cps():
+    from callmeter_api.capacity import cps_at
+
+    d = cps_definition()
+    assert d.capacity_steps() == 3  # 2, 4, then A's most (5)
+    a, _, c = d.groups
+    assert [(s.at_s, s.cps) for s in d.stepped_pattern(a).steps] == [  # type: ignore[union-attr]
+        (0.0, 2.0),
+        (5.0, 4.0),
+        (10.0, 5.0),
+    ]
+    assert [s.cps for s in d.stepped_pattern(c).steps] == [2.0, 2.0, 2.0]  # type: ignore[union-attr]
+    assert [cps_at(d, k) for k in range(3)] == [4.0, 6.0, 7.0]
+    # Every caller is there from the start, calling the stepped rate; receivers know it.
+    p = RunsProjection()
+    p.apply(1, RunCreated(run_id="r", test_id="t", definition=d, occurred_at=T0))
+    run, eps = p.runs["r"], p.endpoints["r"]
+    caller = endpoint_config(run, eps["A-8"], "sip:b-8@x", T0)
+    receiver = endpoint_config(run, eps["B-1"], None)
+    assert (caller.start_delay_s, caller.duration_s) == (0.0, 20.0)
+    assert caller.pattern == receiver.pattern == d.stepped_pattern(a)
+    # The step's seconds count from the instant the rate starts (PATTERN_LEAD_S).
+    w = step_window(d, T0, 1)
+    assert (w.cps, w.start, w.end) == (
+        6.0,
+        T0 + timedelta(seconds=6.5),
+        T0 + timedelta(seconds=11.5),
+    )
+
+
+def test_a_calls_per_second_search_is_checked_and_answers_in_calls_per_second():
+    with pytest.raises(ValidationError, match="endpoints_per_step: give either"):
+        cps_definition(endpoints_per_step=1)
+    with pytest.raises(ValidationError, match="target_calls: a search in calls per second"):
+        cps_definition(target_calls=3)
+    with pytest.raises(ValidationError, match="groups.0.pattern: a capacity search in calls"):
+        Definition.model_validate(
+            cps_definition().model_dump()
+            | {
+                "groups": [
+                    {"name": "A", "endpoints": 2, "calls": "B"},
+                    {"name": "B", "endpoints": 2},
+                ]
+            }
+        )
+    d = cps_definition(target_cps=6)
+
+    def step(k: int, success: float) -> object:
+        return judge_step(d, "r", step_window(d, T0, k), {"call_success_rate": success}, None)
+
+    got = answer(d, [step(0, 100.0), step(1, 100.0), step(2, 80.0)])  # type: ignore[list-item]
+    assert got["text"] == (
+        "sustains 6 calls/s with call_success_rate >= 99;"
+        " 7 calls/s failed: call_success_rate >= 99 (actual 80)"
+    )
+    assert (got["cps"], got["target_met"]) == (6.0, True)
+    console = Console(file=open("/dev/null", "w"))  # noqa: SIM115
+    assert capacity_exit(got, console) == 0
+    short = answer(d, [step(0, 100.0), step(1, 50.0)])  # type: ignore[list-item]
+    assert (short["cps"], short["target_met"]) == (4.0, False)
+    assert capacity_exit(short, console) == 1
+    charts = capacity_charts(got, d.stop_conditions())
+    assert "Calls per second per step" in charts[0] and "step 3: 7 calls/s" in charts[0]
+
+
+def test_a_steps_calls_are_judged_from_their_records():
+    from callmeter_api.capacity import record_values
+
+    calls = [("SUCCESS", 20.0, 30.0), ("SUCCESS", 40.0, 50.0), ("CALL_FAILED", 10.0, None)]
+    values = record_values(calls)
+    assert values["call_success_rate"] == pytest.approx(200 / 3)
+    assert values["post_dial_delay_p95_ms"] == pytest.approx(38.0)
+    assert values["call_setup_p95_ms"] == pytest.approx(49.0)
+    assert record_values([])["call_success_rate"] is None

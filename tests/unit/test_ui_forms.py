@@ -344,10 +344,12 @@ def test_a_call_pattern_and_a_capacity_search_are_edited_in_the_form():
     assert b.pattern.kind == "single"
     assert definition.capacity is not None and definition.capacity.model_dump() == {
         "endpoints_per_step": 1,
+        "cps_per_step": None,
         "step_s": 5.0,
         "settle_s": 2.0,
         "stop_when": ["mos_avg >= 4", "call_success_rate >= 99"],
         "target_calls": 2,
+        "target_cps": None,
     }
     again, stored = round_trip(definition)
     assert again == stored
