@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,9 +186,21 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
         time.sleep(0.5)
     want = planned(rate, duration)
     ok = summary["answered"] >= PASS * want
-    if not ok:  # why: the callers' outcomes
+    if not ok:  # why: the callers' outcomes, and when the failed calls came
         why = Counter(f"{e['outcome']} {e.get('reason') or ''}"[:120] for e in run["endpoints"])
         print(f"  platform run {run_id} {run['status']}: {dict(why.most_common(4))}")
+        base = f"/api/v1/runs/{run_id}/calls?limit="
+        _, head = platform.request("GET", base + "1")
+        _, failed_page = platform.request("GET", base + "1000&status=failed")
+        if head["calls"] and failed_page["calls"]:
+            first = datetime.fromisoformat(head["calls"][0]["attempted_at"])
+            failed = [
+                (c["sip_code"], (datetime.fromisoformat(c["attempted_at"]) - first).total_seconds())
+                for c in failed_page["calls"]
+            ]
+            codes = Counter(code for code, _ in failed)
+            at = sorted(round(t, 1) for _, t in failed)
+            print(f"  failed calls by SIP code {dict(codes)}, at s after the first: {at[:20]}")
     return ok, summary["attempts"], summary["answered"], want
 
 

@@ -409,3 +409,33 @@ def test_pattern_and_capacity_errors_land_on_their_input():
     bad = {**capacity, "capacity.endpoints_per_step": "1", "capacity.stop_when": "speed > 1"}
     _, errors = forms.validate(forms.form_from_fields(bad))
     assert list(errors) == ["capacity.stop_when"]
+
+
+def test_a_capacity_search_in_calls_per_second_is_edited_in_the_form():
+    fields = {
+        **FIELDS,
+        "groups.0.registrar.host": "",
+        "groups.0.accounts": "",
+        "groups.0.pattern.kind": "rate",
+        "groups.0.pattern.cps": "3",
+        "groups.0.pattern.hold_s": "1",
+        "capacity.cps_per_step": "1",
+        "capacity.step_s": "5",
+        "capacity.stop_when": "call_success_rate >= 99",
+        "capacity.target_cps": "2.5",
+    }
+    definition, errors = forms.validate(forms.form_from_fields(fields))
+    assert errors == {} and definition is not None and definition.capacity is not None
+    assert (definition.capacity.cps_per_step, definition.capacity.target_cps) == (1.0, 2.5)
+    assert definition.capacity_steps() == 3
+    again, stored = round_trip(definition)
+    assert again == stored
+    # Both kinds of step, or a calls-per-second search without a rate: named errors.
+    _, errors = forms.validate(
+        forms.form_from_fields({**fields, "capacity.endpoints_per_step": "1"})
+    )
+    assert list(errors) == ["capacity.endpoints_per_step"]
+    _, errors = forms.validate(
+        forms.form_from_fields({**fields, "groups.0.pattern.kind": "single"})
+    )
+    assert list(errors) == ["groups.0.pattern.kind"]

@@ -29,6 +29,9 @@ from .stream_stats import StreamSampler, read_snapshot
 
 log = logging.getLogger("callmeter.host")
 RECEIVER_SAFETY_S = 10.0  # receiver hangs up this long after duration_s if no BYE came
+# A pattern's receiver between calls ends once past call_wait_s AND idle this long (a
+# caller's calls come at most a few seconds apart while it has calls left).
+RECEIVER_IDLE_S = 10.0
 # SIP finals that mean "the offer/answer could not agree" (codecs, SRTP, SDP itself)
 NEGOTIATION_CODES = (488, 606)
 TEARDOWN_TIMEOUT_S = 40.0  # BYE/CANCEL retransmissions end by 32 s (Timer F/B)
@@ -104,6 +107,7 @@ class Endpoint:
         self.stopped = False  # a hangup command arrived
         self.ready = False  # registered (or direct mode): may call / be called
         self.t_ready = 0.0
+        self.t_last_call = 0.0  # the end of the endpoint's last call (pattern)
         self.answer_at: list[tuple[float, int]] = []  # receiver: (when, status) still to send
         self.ending: tuple[str, str, int | None] | None = None  # outcome, waiting for unregister
         self.finished = False
@@ -154,6 +158,14 @@ class Endpoint:
             self._plan_next(0.0)
             if self.next_call is not None and self.next_call[0] <= self.t_ready:
                 self.place_call()
+
+    def calls_over(self, now: float) -> bool:
+        """A pattern's receiver, between calls: are its caller's calls over? Past
+        call_wait_s from being ready, and idle RECEIVER_IDLE_S since its last call: a
+        caller that started late (a slow host start on a loaded machine shifts its
+        calls) still finds its receiver registered and free for its last calls, where
+        ending on call_wait_s alone answered them 486 (ending) and then 404 (gone)."""
+        return now - self.t_ready > self.call_wait_s and now - self.t_last_call > RECEIVER_IDLE_S
 
     def _plan_next(self, not_before: float) -> None:
         """The caller's next call, `not_before` seconds after t_base or later."""
@@ -348,7 +360,7 @@ class Endpoint:
                     self.place_call()
                 return
             if self.role == "receiver" and self.results:  # a pattern's receiver, between calls
-                if self.stopped or now - self.t_ready > self.call_wait_s:
+                if self.stopped or self.calls_over(now):
                     self._end_calls()
                 return
             if self.role == "receiver" and self.stopped:
@@ -469,6 +481,7 @@ class Endpoint:
     ) -> None:
         """One call is over: record it; then the next one, or the endpoint's end."""
         now = time.monotonic()
+        self.t_last_call = now
         self.results.append((outcome, reason, code))
         if self.role == "caller":
             self._emit_record(outcome, reason, code, now)
