@@ -163,7 +163,8 @@ def _stopped_by(run: RunState) -> str:
     failed = next((s for s in run.capacity_steps if not s.passed), None)
     if failed is None:
         return "the user"
-    return f"its capacity search (step {failed.step + 1}, {failed.calls} calls, failed)"
+    load = f"{failed.cps:g} calls/s" if failed.cps is not None else f"{failed.calls} calls"
+    return f"its capacity search (step {failed.step + 1}, {load}, failed)"
 
 
 @apply_run.register
