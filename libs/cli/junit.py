@@ -11,10 +11,13 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from callmeter_events import GOOD_OUTCOMES
+from callmeter_events.thresholds import verdict
 
 GOOD = GOOD_OUTCOMES
 # Summary keys reported as properties: the worse direction's, then send and recv.
 PROPERTIES = ("mos", "mos_p5", "mos_min", "jitter_ms", "loss_pct", "rtt_ms")
+# PESQ MOS-LQO of the scored calls: once per run, not per direction (empty: none scored).
+RUN_PROPERTIES = ("mos_lqo", "mos_lqo_min", "mos_lqo_scored")
 
 
 def junit_xml(run: dict[str, Any]) -> str:
@@ -29,6 +32,9 @@ def junit_xml(run: dict[str, Any]) -> str:
             ET.SubElement(
                 properties, "property", name=name, value="" if value is None else f"{value:g}"
             )
+    for key in RUN_PROPERTIES:
+        value = summary.get(key)
+        ET.SubElement(properties, "property", name=key, value="" if value is None else f"{value:g}")
     cases = 0
     failures = 0
     evaluation = run.get("evaluation") or {}
@@ -37,7 +43,9 @@ def junit_xml(run: dict[str, Any]) -> str:
         case = ET.SubElement(suite, "testcase", classname="thresholds", name=result["expression"])
         if not result["passed"]:
             failures += 1
-            ET.SubElement(case, "failure", message=f"actual {result['actual']}")
+            said = verdict(result["actual"], result["passed"])
+            message = said if result["actual"] is None else f"actual {result['actual']:g}"
+            ET.SubElement(case, "failure", message=message)
     for ep in run.get("endpoints", []):
         cases += 1
         case = ET.SubElement(suite, "testcase", classname=f"endpoints.{ep['group']}", name=ep["id"])

@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 
 from callmeter_events import TERMINAL_STATUSES, RunStatus, TestDefinition
+from callmeter_events.thresholds import verdict
 
 from .client import Client
 
@@ -56,6 +57,8 @@ def summary_table(run: dict[str, Any]) -> Table:
         ("RTT ms", "rtt_ms"),
     ):
         table.add_row(label, fmt(s.get(key)), fmt(send.get(key)), fmt(recv.get(key)))
+    if s.get("mos_lqo_scored"):  # PESQ of the scored calls (measured where received)
+        table.add_row(f"MOS-LQO ({s['mos_lqo_scored']} calls)", fmt(s.get("mos_lqo")), "", "")
     table.add_row("call success %", fmt(run.get("call_success_rate"), 1), "", "")
     for k, v in run["outcome_counts"].items():
         table.add_row(f"outcome {k}", str(v), "", "")
@@ -67,7 +70,7 @@ def thresholds_table(evaluation: dict[str, Any]) -> Table:
     for column in ("threshold", "actual", "result"):
         table.add_column(column)
     for r in evaluation["results"]:
-        table.add_row(r["expression"], fmt(r["actual"], 3), "pass" if r["passed"] else "FAIL")
+        table.add_row(r["expression"], fmt(r["actual"], 3), verdict(r["actual"], r["passed"]))
     return table
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field, model_validator
 
+from .thresholds import SPEECH_METRICS
 from .thresholds import parse as parse_threshold
 
 Codec = Literal["PCMU", "PCMA", "G722", "GSM", "speex", "iLBC"]
@@ -207,6 +208,13 @@ class Webhook(_Frozen):
         return self.secret_ref is not None or bool(self.secret and self.secret.get_secret_value())
 
 
+def _per_step(metric: str) -> None:
+    """A capacity step is judged on its own seconds: a figure scored after the calls end
+    (PESQ) has no value then."""
+    if metric in SPEECH_METRICS:
+        raise ValueError(f"{metric} is scored after each call ends, not per capacity step")
+
+
 class CapacitySearch(_Frozen):
     """A run that steps its load up until a stop condition fails: "what is the most this
     system carries at acceptable quality?"
@@ -245,7 +253,7 @@ class CapacitySearch(_Frozen):
             raise ValueError("settle_s: must be shorter than step_s")
         for i, expression in enumerate(self.stop_when):
             try:
-                parse_threshold(expression)
+                _per_step(parse_threshold(expression).metric)
             except ValueError as exc:
                 raise ValueError(f"stop_when.{i}: {exc}") from None
         return self
@@ -372,6 +380,14 @@ class TestDefinition(_Frozen):
                             " steps a rate pattern up to its cps: give it kind rate and"
                             " cps (no cps_end or steps)"
                         )
+            if not self.capacity.stop_when:  # the thresholds judge each step
+                for i, expression in enumerate(self.thresholds):
+                    try:
+                        _per_step(parse_threshold(expression).metric)
+                    except ValueError as exc:
+                        raise ValueError(
+                            f"thresholds.{i}: {exc} (or give capacity.stop_when)"
+                        ) from None
             steps = self.capacity_steps()
             if steps * self.capacity.step_s > self.duration_s:
                 raise ValueError(

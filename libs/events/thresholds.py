@@ -23,21 +23,32 @@ QUALITY_METRICS: dict[str, str] = {
     "rtt_avg_ms": "average RTCP round-trip time",
     "rtt_p95_ms": "95th percentile RTCP round-trip time",
 }
+# PESQ MOS-LQO (ITU-T P.862) of the calls a run scores (speech_quality_calls): measured
+# where the caller's audio is received, once each call has ended, so never per direction
+# or per capacity step.
+SPEECH_METRICS: dict[str, str] = {
+    "mos_lqo_avg": "average PESQ MOS-LQO of the scored calls",
+    "mos_lqo_min": "lowest PESQ MOS-LQO of the scored calls",
+}
 SIDES = {
     "": "the worse direction",
     "_send": "what callers send (caller -> callee)",
     "_recv": "what callers receive (callee -> caller)",
 }
-METRICS: dict[str, str] = {
-    f"{name}{suffix}": f"{text}, {side}"
-    for name, text in QUALITY_METRICS.items()
-    for suffix, side in SIDES.items()
-} | {
-    "call_success_rate": "percent of callers whose call succeeded",
-    "registration_success_rate": "percent of endpoints that registered (or became ready)",
-    "post_dial_delay_p95_ms": "95th percentile post-dial delay (INVITE to first 180/183)",
-    "call_setup_p95_ms": "95th percentile call setup time (INVITE to 200 OK)",
-}
+METRICS: dict[str, str] = (
+    {
+        f"{name}{suffix}": f"{text}, {side}"
+        for name, text in QUALITY_METRICS.items()
+        for suffix, side in SIDES.items()
+    }
+    | SPEECH_METRICS
+    | {
+        "call_success_rate": "percent of callers whose call succeeded",
+        "registration_success_rate": "percent of endpoints that registered (or became ready)",
+        "post_dial_delay_p95_ms": "95th percentile post-dial delay (INVITE to first 180/183)",
+        "call_setup_p95_ms": "95th percentile call setup time (INVITE to 200 OK)",
+    }
+)
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "<=": operator.le,
@@ -65,6 +76,17 @@ class ThresholdResult:
     passed: bool
 
 
+NOT_MEASURED = "not measured"
+
+
+def verdict(actual: float | None, passed: bool) -> str:
+    """How a judged threshold is reported: "pass", "FAIL", or "not measured" when the run
+    had no value for it (e.g. mos_lqo_avg with no call scored), which never passes."""
+    if actual is None:
+        return NOT_MEASURED
+    return "pass" if passed else "FAIL"
+
+
 def parse(expression: str) -> Threshold:
     """`mos_avg >= 4.0` -> Threshold; ValueError naming what is wrong."""
     match = _EXPR.match(expression)
@@ -79,7 +101,8 @@ def parse(expression: str) -> Threshold:
 def evaluate(
     thresholds: list[Threshold], results: Mapping[str, float | None]
 ) -> list[ThresholdResult]:
-    """Each threshold against the run's results; a metric with no value fails."""
+    """Each threshold against the run's results. A metric with no value is not measured
+    (verdict) and does not pass: a gate on a figure nobody measured must not go green."""
     out = []
     for t in thresholds:
         actual = results.get(t.metric)

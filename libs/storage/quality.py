@@ -195,6 +195,19 @@ def headline(directions: Mapping[str, Mapping[str, Stats]]) -> dict[str, Stats]:
     return out
 
 
+def speech_figures(scores: Iterable[float | None]) -> dict[str, Any]:
+    """PESQ MOS-LQO over a run's scored calls: how many, their average, lowest and highest.
+    A sampled call that was not scored (None) is left out; with none scored, every figure
+    is null (never 0: a call nobody scored says nothing about quality)."""
+    scored = [float(s) for s in scores if s is not None]
+    return {
+        "scored": len(scored),
+        "avg": sum(scored) / len(scored) if scored else None,
+        "min": min(scored, default=None),
+        "max": max(scored, default=None),
+    }
+
+
 def summary(figs: Mapping[str, Stats]) -> dict[str, Any]:
     """The overview a run page and the API show, from one direction's figures or the headline."""
 
@@ -229,11 +242,18 @@ THRESHOLD_FIGURES: dict[str, tuple[str, str, float]] = {
 }
 
 
+# Threshold metric -> field of speech_figures; see callmeter_events.thresholds.SPEECH_METRICS.
+SPEECH_THRESHOLD_FIGURES = {"mos_lqo_avg": "avg", "mos_lqo_min": "min"}
+
+
 def threshold_values(
-    worst: Mapping[str, Stats], directions: Mapping[str, Mapping[str, Stats]]
+    worst: Mapping[str, Stats],
+    directions: Mapping[str, Mapping[str, Stats]],
+    speech: Mapping[str, Any] | None = None,
 ) -> dict[str, float | None]:
     """The quality values thresholds are judged on: each name for the worse direction,
-    and `<name>_send` / `<name>_recv` for one direction."""
+    and `<name>_send` / `<name>_recv` for one direction; with `speech` (speech_figures),
+    the MOS-LQO of the scored calls, null when none was scored."""
 
     def value(figs: Mapping[str, Stats], name: str) -> float | None:
         metric, f, scale = THRESHOLD_FIGURES[name]
@@ -244,6 +264,8 @@ def threshold_values(
     for direction in DIRECTIONS:
         figs = directions.get(direction, {})
         out.update({f"{name}_{direction}": value(figs, name) for name in THRESHOLD_FIGURES})
+    if speech is not None:
+        out.update({name: speech.get(f) for name, f in SPEECH_THRESHOLD_FIGURES.items()})
     return out
 
 

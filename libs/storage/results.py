@@ -28,14 +28,19 @@ def summary(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
     """Receive-side overview of a run from the rollups, null where there are no samples:
     each quality figure from the worse direction, and "send" / "recv" with the same keys
     for each direction (quality.py)."""
-    return summary_of(stats_mod.run_quality(conn, run_id))
+    return summary_of(stats_mod.run_quality(conn, run_id), stats_mod.speech_figures(conn, run_id))
 
 
-def summary_of(q: dict[str, Any]) -> dict[str, Any]:
-    """The overview from run_quality's figures."""
+def summary_of(q: dict[str, Any], speech: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The overview from run_quality's figures and, with `speech` (speech_figures), the
+    PESQ MOS-LQO of the scored calls: mos_lqo (average), mos_lqo_min, mos_lqo_scored."""
     out = quality.summary(q["worst"])
     for direction in quality.DIRECTIONS:
         out[direction] = quality.summary(q["directions"].get(direction, {}))
+    if speech is not None:
+        out["mos_lqo"] = speech["avg"]
+        out["mos_lqo_min"] = speech["min"]
+        out["mos_lqo_scored"] = speech["scored"]
     return out
 
 
@@ -150,14 +155,14 @@ def speech_quality(
             }
         )
     scored = [e for e in endpoints if e["mos_lqo"] is not None]
-    lqo = [e["mos_lqo"] for e in scored]
+    lqo = quality.speech_figures(e["mos_lqo"] for e in scored)
     emodel = [e["mos_emodel"] for e in scored if e["mos_emodel"] is not None]
     return {
         "sampled": len(endpoints),
-        "scored": len(scored),
-        "mos_lqo_avg": sum(lqo) / len(lqo) if lqo else None,
-        "mos_lqo_min": min(lqo, default=None),
-        "mos_lqo_max": max(lqo, default=None),
+        "scored": lqo["scored"],
+        "mos_lqo_avg": lqo["avg"],
+        "mos_lqo_min": lqo["min"],
+        "mos_lqo_max": lqo["max"],
         "mos_emodel_avg": sum(emodel) / len(emodel) if emodel else None,
         "endpoints": endpoints,
     }

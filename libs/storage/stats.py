@@ -172,13 +172,26 @@ FROM endpoints WHERE run_id = %s AND doc->>'role' = 'caller'
 """
 
 
+# PESQ MOS-LQO of the run's scored calls (the endpoints read model; SpeechQualityMeasured).
+_SPEECH_SCORES = (
+    "SELECT (doc->>'mos_lqo')::float8 FROM endpoints"
+    " WHERE run_id = %s AND doc->>'mos_lqo' IS NOT NULL"
+)
+
+
+def speech_figures(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
+    """quality.speech_figures of the run's scored calls: null figures when none was scored."""
+    return quality.speech_figures(r[0] for r in conn.execute(_SPEECH_SCORES, (run_id,)))
+
+
 def threshold_values(
     conn: psycopg.Connection[Any], run_id: str, definition: dict[str, Any] | None = None
 ) -> dict[str, float | None]:
     """Quality and timing values thresholds are judged on (callmeter_events.thresholds):
-    the same figures as run_quality, so a CI verdict and the results page agree."""
+    the same figures as run_quality and speech_figures, so a CI verdict and the results
+    page agree."""
     q = run_quality(conn, run_id, definition)
-    values = quality.threshold_values(q["worst"], q["directions"])
+    values = quality.threshold_values(q["worst"], q["directions"], speech_figures(conn, run_id))
     row = conn.execute(_CALLER_TIMINGS, (run_id,)).fetchone() or (None, None)
     values["post_dial_delay_p95_ms"] = None if row[0] is None else float(row[0])
     values["call_setup_p95_ms"] = None if row[1] is None else float(row[1])

@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from callmeter_events import OUTCOMES, PHASES
+from callmeter_events.thresholds import verdict
 
 from .capacity_chart import capacity_charts
 from .endpoint_views import status_class
@@ -71,6 +72,7 @@ env.globals.update(
     status_class=status_class,
     svg=svg,
     capacity_charts=capacity_charts,
+    verdict=verdict,
 )
 env.filters["qs"] = lambda params: urlencode(params)
 # Error keys under a prefix: the editor opens a collapsed section that has errors.

@@ -188,7 +188,16 @@ def with_loss_pct(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 # Headline figures (the worse direction), then MOS, jitter and loss per direction.
-COMPARED = ("mos", "jitter_ms", "loss_pct", "rtt_ms", "call_setup_ms", "call_success_rate")
+# MOS-LQO: PESQ of the scored calls (null where none was scored).
+COMPARED = (
+    "mos",
+    "mos_lqo",
+    "jitter_ms",
+    "loss_pct",
+    "rtt_ms",
+    "call_setup_ms",
+    "call_success_rate",
+)
 PER_DIRECTION = ("mos", "jitter_ms", "loss_pct")
 
 

@@ -60,9 +60,10 @@ def test_callmeter_run_passes_when_thresholds_hold(platform, tmp_path):  # type:
 
 def test_callmeter_run_exits_1_when_a_threshold_fails(platform, tmp_path):  # type: ignore[no-untyped-def]
     # Re-running the same file updates the test by name instead of creating a second one.
-    result = callmeter_run(platform, tmp_path, ["mos_avg >= 4.9"])
+    # No group plays audio, so no call is scored: MOS-LQO is null and its gate not measured.
+    result = callmeter_run(platform, tmp_path, ["mos_avg >= 4.9", "mos_lqo_avg >= 1"])
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "FAIL" in result.stdout
+    assert "FAIL" in result.stdout and "not measured" in result.stdout
     _, tests = platform.request("GET", "/api/v1/tests")
     assert sum(1 for t in tests["items"] if t["definition"]["name"] == "ci-gate") == 1
     # The evaluation is stored with the run and shown by the API.
@@ -72,9 +73,14 @@ def test_callmeter_run_exits_1_when_a_threshold_fails(platform, tmp_path):  # ty
     assert run["evaluation"]["passed"] is False
     assert run["evaluation"]["results"][0]["expression"] == "mos_avg >= 4.9"
     assert run["evaluation"]["metrics"]["mos_avg"] > 4.0
+    unmeasured = run["evaluation"]["results"][1]
+    assert unmeasured == {"expression": "mos_lqo_avg >= 1", "actual": None, "passed": False}
+    assert run["evaluation"]["metrics"]["mos_lqo_avg"] is None
+    assert run["summary"]["mos_lqo"] is None and run["summary"]["mos_lqo_scored"] == 0
     # The run page shows the verdict and each threshold.
     _, html = platform.get_html(f"/runs/{latest['run_id']}")
     assert 'id="thresholds-verdict"' in html and "FAIL" in html and "mos_avg &gt;= 4.9" in html
+    assert "<td>not measured</td>" in html
 
 
 def test_a_bad_test_file_is_refused_before_anything_is_sent(platform, tmp_path):  # type: ignore[no-untyped-def]

@@ -6,9 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import wave
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -80,6 +84,7 @@ def test_uploaded_speech_is_played_recorded_and_scored(platform):  # type: ignor
         "name": "speech",
         "duration_s": 8,
         "speech_quality_calls": 1,
+        "thresholds": ["mos_lqo_avg >= 3.5", "mos_lqo_min >= 3.5"],
         "groups": [
             {"name": "A", "endpoints": 2, "calls": "B", "audio": audio["audio"]},
             {"name": "B", "endpoints": 2},
@@ -107,6 +112,33 @@ def test_uploaded_speech_is_played_recorded_and_scored(platform):  # type: ignor
 
     status, html = platform.get_html(f"/runs/{run_id}")
     assert status == 200 and 'id="speech-quality"' in html and "PESQ MOS-LQO" in html
+
+    # thresholds, the run's summary (compare, CLI) and JUnit judge the same score
+    deadline = time.monotonic() + 60
+    while (run := platform.request("GET", f"/api/v1/runs/{run_id}")[1])["evaluation"] is None:
+        assert time.monotonic() < deadline, "the run was never evaluated"
+        time.sleep(0.25)
+    evaluation = run["evaluation"]
+    assert evaluation["passed"] is True, evaluation
+    assert evaluation["metrics"]["mos_lqo_avg"] == evaluation["metrics"]["mos_lqo_min"]
+    assert evaluation["metrics"]["mos_lqo_avg"] == pytest.approx(b1["mos_lqo"])
+    summary = run["summary"]
+    assert (summary["mos_lqo"], summary["mos_lqo_scored"]) == (b1["mos_lqo"], 1)
+    junit = subprocess.run(
+        [sys.executable, "-m", "callmeter_cli.main", "export", run_id, "--format", "junit"]
+        + ["--api", platform.base],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    root = ET.fromstring(junit)
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert float(props["mos_lqo"]) == pytest.approx(b1["mos_lqo"], rel=1e-5)
+    cases = {
+        c.get("name"): list(c) for c in root.iter("testcase") if c.get("classname") == "thresholds"
+    }
+    assert cases == {"mos_lqo_avg >= 3.5": [], "mos_lqo_min >= 3.5": []}
 
     # per endpoint: on its view (published before its EndpointFinished, or the read model
     # would have ignored it as late) and in its timeline

@@ -50,6 +50,14 @@ def test_steps_are_counted_from_the_largest_calling_group_and_must_fit_the_durat
         definition(settle_s=5)
     with pytest.raises(ValidationError, match="stop_when.0: unknown threshold"):
         definition(stop_when=["speed >= 1"])
+    # PESQ scores exist only once a call has ended: never a step's condition
+    with pytest.raises(ValidationError, match="capacity.stop_when.0: mos_lqo_avg is scored after"):
+        definition(stop_when=["mos_lqo_avg >= 3.5"])
+    with pytest.raises(ValidationError, match="thresholds.0: mos_lqo_min is scored after"):
+        Definition.model_validate(
+            {**definition().model_dump(), "thresholds": ["mos_lqo_min >= 3"]}
+            | {"capacity": {"endpoints_per_step": 2, "step_s": 5}}
+        )
 
 
 def test_calls_at_adds_every_calling_groups_joined_callers():

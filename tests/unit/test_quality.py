@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from callmeter_cli.junit import junit_xml
-from callmeter_events.thresholds import QUALITY_METRICS, parse
+from callmeter_events.thresholds import QUALITY_METRICS, SPEECH_METRICS, evaluate, parse, verdict
 from callmeter_storage import quality
 from callmeter_storage.rollup import bin_of
 
@@ -92,10 +92,64 @@ def test_threshold_values_name_the_worse_direction_and_each_direction() -> None:
     assert values["loss_avg_pct_recv"] == 0.0
     assert values["mos_avg"] == values["mos_avg_send"] == 4.0 and values["mos_avg_recv"] == 4.4
     assert values["rtt_avg_ms"] is None  # no RTT in these samples: null, never a guess
+    assert "mos_lqo_avg" not in values  # no speech figures asked for
     # Every name the evaluator produces is a name a threshold may use, and the reverse.
-    for name in values:
+    speech = quality.speech_figures([])
+    for name in quality.threshold_values(quality.headline(directions), directions, speech):
         parse(f"{name} >= 0")
     assert set(quality.THRESHOLD_FIGURES) == set(QUALITY_METRICS)
+    assert set(quality.SPEECH_THRESHOLD_FIGURES) == set(SPEECH_METRICS)
+
+
+def test_mos_lqo_is_null_when_no_call_was_scored_and_such_a_threshold_is_not_measured() -> None:
+    # a sampled call that failed to score (None) is left out, never counted as 0
+    scored = quality.speech_figures([4.1, None, 3.5])
+    assert scored == {"scored": 2, "avg": pytest.approx(3.8), "min": 3.5, "max": 4.1}
+    assert quality.speech_figures([None]) == {"scored": 0, "avg": None, "min": None, "max": None}
+    values = quality.threshold_values({}, {}, scored)
+    assert values["mos_lqo_avg"] == pytest.approx(3.8) and values["mos_lqo_min"] == 3.5
+    none = quality.threshold_values({}, {}, quality.speech_figures([]))
+    assert none["mos_lqo_avg"] is None and none["mos_lqo_min"] is None
+    gates = [parse("mos_lqo_avg >= 3.5"), parse("mos_lqo_min >= 3.6")]
+    judged = evaluate(gates, values)
+    assert [(r.passed, verdict(r.actual, r.passed)) for r in judged] == [
+        (True, "pass"),
+        (False, "FAIL"),
+    ]
+    [unmeasured] = evaluate(gates[:1], none)
+    assert unmeasured.passed is False and verdict(None, False) == "not measured"
+
+
+def test_junit_reports_an_unmeasured_threshold_and_the_runs_mos_lqo() -> None:
+    run = {
+        "id": "r1",
+        "name": "t",
+        "summary": {"mos": 4.3, "mos_lqo": 4.05, "mos_lqo_min": 3.9, "mos_lqo_scored": 3},
+        "evaluation": {
+            "results": [
+                {"expression": "mos_lqo_avg >= 4", "actual": 4.05, "passed": True},
+                {"expression": "mos_lqo_min >= 4", "actual": 3.9, "passed": False},
+                {"expression": "rtt_avg_ms <= 150", "actual": None, "passed": False},
+            ]
+        },
+        "endpoints": [],
+    }
+    root = ET.fromstring(junit_xml(run))
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert (props["mos_lqo"], props["mos_lqo_min"], props["mos_lqo_scored"]) == ("4.05", "3.9", "3")
+    failures = {
+        c.get("name"): [f.get("message") for f in c.iter("failure")] for c in root.iter("testcase")
+    }
+    assert failures == {
+        "mos_lqo_avg >= 4": [],
+        "mos_lqo_min >= 4": ["actual 3.9"],
+        "rtt_avg_ms <= 150": ["not measured"],
+    }
+    assert root.get("tests") == "3" and root.get("failures") == "2"
+    # no call scored: empty properties, not 0
+    root = ET.fromstring(junit_xml({**run, "summary": {"mos_lqo": None}, "evaluation": None}))
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert props["mos_lqo"] == "" and props["mos_lqo_scored"] == ""
 
 
 def test_junit_reports_quality_per_direction_as_suite_properties() -> None:

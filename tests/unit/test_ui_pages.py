@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from callmeter_api.endpoint_views import (
     ListQuery,
     endpoint_page,
@@ -105,6 +107,40 @@ def test_the_run_page_and_compare_show_each_direction_under_the_worse_one():
     assert rows[1]["deltas"]["loss_pct_send"] == 5.0 and rows[1]["deltas"]["mos_recv"] == 0.0
     page = env.get_template("compare.html").render(rows=rows, charts=[])
     assert "Loss % send" in page and "Loss % recv" in page
+
+
+def test_compare_has_a_mos_lqo_column_empty_where_no_call_was_scored():
+    ctx = run_ctx("COMPLETED")
+    base = {**ctx["run"], "definition": DEFINITION}
+    scored = run_view({**base, "run_id": "r1"}, [], {"mos": 4.4, "mos_lqo": 4.2})
+    worse = run_view({**base, "run_id": "r2"}, [], {"mos": 4.4, "mos_lqo": 3.7})
+    unscored = run_view({**base, "run_id": "r3"}, [], {"mos": 4.4, "mos_lqo": None})
+    rows = compare_view([scored, worse, unscored])
+    assert [r["values"]["mos_lqo"] for r in rows] == [4.2, 3.7, None]
+    assert rows[1]["deltas"]["mos_lqo"] == pytest.approx(-0.5)
+    assert rows[2]["deltas"]["mos_lqo"] is None  # nothing scored: no change to show
+    page = env.get_template("compare.html").render(rows=rows, charts=[])
+    header = page.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    assert "MOS-LQO" in header
+    cells = [row.split("</tr>", 1)[0] for row in page.split("<tbody>", 1)[1].split("<tr>")[1:]]
+    assert "3.70" in cells[1] and "-0.50" in cells[1] and "—" in cells[2]
+
+
+def test_the_run_page_says_an_unmeasured_threshold_was_not_measured():
+    ctx = run_ctx("COMPLETED")
+    evaluation = {
+        "passed": False,
+        "results": [
+            {"expression": "mos_avg >= 4", "actual": 4.4, "passed": True},
+            {"expression": "mos_lqo_avg >= 4", "actual": None, "passed": False},
+        ],
+    }
+    definition = {**DEFINITION, "thresholds": ["mos_avg >= 4", "mos_lqo_avg >= 4"]}
+    run = {**ctx["run"], "definition": definition, "evaluation": evaluation}
+    html = env.get_template("run.html").render(**{**ctx, "run": run})
+    table = html.split('id="thresholds"', 1)[1].split("</table>", 1)[0]
+    rows = table.split("<tr")[2:]
+    assert "<td>pass</td>" in rows[0] and "<td>not measured</td>" in rows[1], table
 
 
 def test_the_live_block_alone_is_a_fragment_and_a_finished_run_offers_rerun():
