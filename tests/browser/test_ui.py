@@ -430,3 +430,49 @@ def test_forms_carry_the_session_csrf_token_and_nothing_changes_without_it(platf
     page.wait_for_url(re.compile(r".*/login$"))
     page.goto(platform.base + "/runs")
     assert "/login" in page.url
+
+
+def test_the_run_page_charts_mos_lqo_beside_the_e_model_mos(platform, browser):  # type: ignore[no-untyped-def]
+    """A run whose caller plays the shipped speech reference: the finished run's page
+    draws each scored call's PESQ MOS-LQO bar beside its E-model MOS bar, with the
+    values the API reports."""
+    from playwright.sync_api import expect
+
+    run_id = platform.run_test(
+        {
+            "name": "browser speech",
+            "duration_s": 6,
+            "speech_quality_calls": 1,
+            "groups": [
+                {"name": "A", "endpoints": 1, "calls": "B", "audio": "speech-en"},
+                {"name": "B", "endpoints": 1},
+            ],
+        }
+    )
+    run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=90)
+    assert run["status"] == "COMPLETED", run
+    _, sq = platform.request("GET", f"/api/v1/runs/{run_id}/speech_quality")
+    [b1] = sq["endpoints"]
+    assert b1["mos_lqo"] is not None and b1["mos_emodel"] is not None, b1
+
+    page = log_in(browser, platform.base).new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{platform.base}/runs/{run_id}")
+    chart = page.locator("#speech-chart svg.chart")
+    expect(chart).to_be_visible()
+    assert chart.get_attribute("aria-label") == "Speech quality per sampled call (MOS)"
+    # One row, B-1, with both bars: PESQ first, the E-model's beside it.
+    bars = chart.locator("rect:has(title)")
+    expect(bars).to_have_count(2)
+    titles = [bars.nth(i).locator("title").text_content() for i in range(2)]
+    assert titles == [
+        f"PESQ MOS-LQO: {b1['mos_lqo']:.2f}",
+        f"E-model MOS (avg): {b1['mos_emodel']:.2f}",
+    ]
+    assert all(bars.nth(i).bounding_box()["width"] > 0 for i in range(2))  # type: ignore[index]
+    expect(chart.locator("text", has_text="B-1")).to_have_count(1)
+    row = page.locator("#speech-quality tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(3)).to_have_text(f"{b1['mos_lqo']:.2f}")
+    page.locator("#speech-chart").screenshot(path=ARTIFACTS / "08-speech-quality.png")
+    page.close()
