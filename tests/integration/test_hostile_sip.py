@@ -4,7 +4,8 @@ Our own senders (tests.support.hostile): the 4.5 KB INVITE with a junk Content-T
 an INVITE without SDP for a user the host does not have (what really aborted hosts:
 a rejection inside onIncomingCall made pjsua2 free the request twice), and bursts of
 valid INVITEs back to back (each one costs two media sockets before the application
-sees it). The host must live through all of them and still take its real call.
+sees it), and TCP connections opened and closed back to back at a TCP listener. The
+host must live through all of them and still take its real call.
 """
 
 from __future__ import annotations
@@ -94,14 +95,32 @@ def _tcp_churn(port: int, seconds: float) -> bool:
     return False
 
 
-def test_a_host_that_still_dies_is_reported_with_pjsips_words(platform):  # type: ignore[no-untyped-def]
-    # What no filter here prevents: TCP connections opened and closed back to back at a
-    # host's TCP listener. Each accept takes an ioqueue key that comes back 500 ms after
-    # the close; about 60 in that time abort the process (pj_ioqueue_register_sock2).
+def test_tcp_connection_churn_is_shed_and_the_host_takes_its_real_tcp_call(hosts):  # type: ignore[no-untyped-def]
+    rh, ch = hosts(), hosts()
+    tcp = {"transport": "tcp"}
+    start_ep(rh, "r0", "receiver", 2.0, options=tcp)
+    uri = _ready(rh, "r0")
+    assert uri.endswith(";transport=tcp"), uri
+    port = int(uri.split("@", 1)[1].split(";")[0].split(":")[1])
+    # Connections opened and closed back to back: each accepted one holds an ioqueue key
+    # until 500 ms after it closes; about 63 at this pace used to abort the host.
+    assert not _tcp_churn(port, 3.0), "the host died"
+    _alive_for(rh, 2.0)
+    start_ep(ch, "c-r0", "caller", 2.0, uri, options=tcp)
+    for h, e in ((ch, "c-r0"), (rh, "r0")):
+        fin = h.wait_for(finished(e), 20)
+        assert fin["outcome"] == "SUCCESS", (fin, h.of("call_failed"), h.of("error"))
+
+
+def test_tcp_churn_at_a_platform_host_is_shed_and_its_calls_succeed(platform):  # type: ignore[no-untyped-def]
+    # TCP connections opened and closed back to back at the TCP listener of a host in a
+    # run: each accepted one held an ioqueue key until 500 ms after its close, and about
+    # 63 aborted the process (pj_ioqueue_register_sock2). The host now closes its
+    # listener in the kernel while its connections hold their budget of keys.
     run_id = platform.run_test(
         {
             "name": "tcp-churn",
-            "duration_s": 4,
+            "duration_s": 6,
             "groups": [
                 {"name": "A", "endpoints": 1, "calls": "B", "options": {"transport": "tcp"}},
                 {"name": "B", "endpoints": 1, "options": {"transport": "tcp"}},
@@ -113,34 +132,24 @@ def test_a_host_that_still_dies_is_reported_with_pjsips_words(platform):  # type
     contact = platform.wait_contact(run_id, "B-1")
     assert contact.endswith(";transport=tcp"), contact
     port = int(contact.split("@", 1)[1].split(";")[0].split(":")[1])
-    assert _tcp_churn(port, 10.0), "the host survived the churn"
+    assert not _tcp_churn(port, 3.0), "the host died"
     run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
     eps = {e["id"]: e for e in run["endpoints"]}
-    b = eps["B-1"]
-    assert b["outcome"] == "OSERROR", b
-    assert b["reason"].startswith("endpoint host h") and "was killed by SIGABRT: " in b["reason"]
-    assert (
-        "pj_ioqueue_register_sock2: Assertion `!pj_list_empty(&ioqueue->free_list)' failed"
-        in (b["reason"])
-    ), b
-    assert eps["A-1"]["reason"] == b["reason"]  # its caller lived in the same host
-    assert eps["C-1"]["outcome"] == eps["D-1"]["outcome"] == "SUCCESS", eps  # other host: fine
-    assert run["status"] == "COMPLETED", run
-    assert run["reason"] == (
-        f"all 4 endpoints finished; 1 endpoint host died, ending 2 endpoints OSERROR "
-        f"(first: {b['reason']})"
-    ), run["reason"]
+    assert {e: ep["outcome"] for e, ep in eps.items()} == dict.fromkeys(eps, "SUCCESS"), eps
+    assert run["status"] == "COMPLETED" and "died" not in run["reason"], run
     # the worker got its slots back, and its own log holds none of the hosts' chatter
     deadline = time.monotonic() + 10
     while True:
         _, body = platform.request("GET", "/api/v1/workers")
         # The worker that ran it (the shared NATS also remembers other modules' workers).
-        w = next(w for w in body["items"] if w["worker_id"] == b["worker_id"])
+        w = next(w for w in body["items"] if w["worker_id"] == eps["B-1"]["worker_id"])
         if w["free_slots"] == w["capacity"] or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert w["free_slots"] == w["capacity"], w
     worker_log = (platform.data_dir / "worker.log").read_text()
-    assert "pjsua_core.c" not in worker_log and "Assertion" in worker_log
+    assert "new TCP/TLS connections are refused" not in worker_log
+    # the host said so in its own log (it shed the churn rather than die of it)
     (hosts_log,) = platform.data_dir.glob("hosts-*.log")
-    assert "pj_ioqueue_register_sock2: Assertion" in hosts_log.read_text()
+    text = hosts_log.read_text()
+    assert "new TCP/TLS connections are refused" in text and "Assertion" not in text

@@ -40,6 +40,7 @@ from .. import protocol as proto
 from .args import parse_args, pjsip_drop_pct
 from .audio import resolve_codecs, write_tone_wav
 from .endpoint import Endpoint
+from .keybudget import KeyBudget
 from .sip import HostCall, SipLogWriter
 from .sipfilter import drop_oversized
 from .transport import Transports
@@ -72,6 +73,18 @@ TIMER = {
 }
 
 
+class HostEndpoint(pj.Endpoint):
+    """The library's Endpoint, telling the host when a SIP connection's transport is
+    connected or destroyed (keybudget.py)."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__()
+        self.host = host
+
+    def onTransportState(self, prm: pj.OnTransportStateParam) -> None:  # noqa: N802
+        self.host.transport_state(int(prm.hnd), prm.state)
+
+
 class Host:
     def __init__(self, args: argparse.Namespace, out_fd: int) -> None:
         self.args, self.out_fd = args, out_fd
@@ -87,11 +100,13 @@ class Host:
         self.codecs_applied: list[str] | None = None
         self.running = True
         self.inbuf = b""
+        self.connection_keys = KeyBudget()  # ioqueue keys held by SIP connections
+        self.listeners_closed = False
 
     # ------------------------------------------------------------ library
     def start_library(self) -> None:
         a = self.args
-        self.ep = pj.Endpoint()
+        self.ep = HostEndpoint(self)
         self.ep.libCreate()
         cfg = pj.EpConfig()
         cfg.uaConfig.threadCnt = 0
@@ -135,6 +150,29 @@ class Host:
 
     def listen_port(self, kind: str) -> int:
         return self.transports.listen_port(kind)
+
+    def transport_state(self, handle: int, state: int) -> None:
+        """A SIP connection's transport changed state (inside libHandleEvents, possibly
+        while pjsip accepts a queue of connections): count its ioqueue key, and close
+        the listeners at once when the connections hold their budget of keys."""
+        if state == pj.PJSIP_TP_STATE_CONNECTED:
+            self.connection_keys.connected(handle)
+        elif state == pj.PJSIP_TP_STATE_DESTROY:
+            self.connection_keys.destroyed(handle, time.monotonic())
+        self.gate_listeners(time.monotonic())
+
+    def gate_listeners(self, now: float) -> None:
+        """Listeners closed to new connections while connections hold the key budget,
+        open again once enough keys came back (the main loop asks every turn)."""
+        full = self.connection_keys.full(now)
+        if full and not self.listeners_closed:
+            log.warning(
+                "SIP connections hold %d ioqueue keys: new TCP/TLS connections are refused"
+                " until keys come back (each closed one's after 500 ms)",
+                self.connection_keys.held(now),
+            )
+        self.listeners_closed = full
+        self.transports.close_listeners(full)
 
     def account_config(
         self, contact_uri: str, transport: str, opts: dict[str, Any]
@@ -378,6 +416,8 @@ class Host:
                 # jitter: read whatever arrived after each endpoint's share of the work
                 self.ep.libHandleEvents(0)
             self.send_rejections(now)
+            if self.listeners_closed:
+                self.gate_listeners(now)
             self.rejected = [c for c in self.rejected if not c.disconnected]
             self.endpoints = {k: e for k, e in self.endpoints.items() if not e.finished}
             if now >= next_beat:
@@ -404,6 +444,7 @@ class Host:
         self.accounts.clear()
         self.player = self.playback = None
         gc.collect()
+        self.transports.release()
         self.ep.libDestroy()
 
 

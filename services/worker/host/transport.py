@@ -7,6 +7,8 @@ import socket
 
 import pjsua2 as pj
 
+from .sipfilter import ListenerGate
+
 log = logging.getLogger(__name__)
 
 
@@ -28,6 +30,7 @@ class Transports:
         self.ep, self.bind, self.sip_port = ep, bind, sip_port
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.ids: dict[str, int] = {}
+        self.gates: dict[str, ListenerGate] = {}  # TCP/TLS listeners' (keybudget.py)
 
     def preferred_port(self, kind: str) -> int:
         """UDP and TCP share the SIP port number; TLS asks for the next one (the port
@@ -67,7 +70,19 @@ class Transports:
                 log.warning("%s port %d: %s; listening on a free port", kind, port, exc.info())
                 tid = self.ep.transportCreate(types[kind], self._config(kind, 0))
             self.ids[kind] = tid
+            if kind != "udp":
+                self.gates[kind] = ListenerGate(self.bind, self.listen_port(kind))
         return self.ids[kind]
+
+    def close_listeners(self, closed: bool) -> None:
+        """Close (or open again) the TCP/TLS listeners to new connections."""
+        for gate in self.gates.values():
+            gate.set_closed(closed)
+
+    def release(self) -> None:
+        """Our descriptors of pjsip's listeners, before the library closes its own."""
+        for gate in self.gates.values():
+            gate.close()
 
     def _config(self, kind: str, port: int) -> pj.TransportConfig:
         tcfg = pj.TransportConfig()
