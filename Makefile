@@ -41,6 +41,7 @@ system-deps:
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v tshark >/dev/null || missing="$$missing tshark"; \
+	dpkg -s libspandsp2 >/dev/null 2>&1 || missing="$$missing libspandsp2"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
