@@ -126,7 +126,7 @@ def test_uploaded_speech_is_played_recorded_and_scored(platform):  # type: ignor
     assert (summary["mos_lqo"], summary["mos_lqo_scored"]) == (b1["mos_lqo"], 1)
     junit = subprocess.run(
         [sys.executable, "-m", "callmeter_cli.main", "export", run_id, "--format", "junit"]
-        + ["--api", platform.base],
+        + ["--api", platform.base, "--api-key", platform.api_key],
         capture_output=True,
         text=True,
         timeout=60,
