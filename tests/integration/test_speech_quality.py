@@ -1,5 +1,5 @@
 """PESQ on real pjsua2 calls: speech in, recording out, MOS-LQO falls with loss (~20 s);
-a clean G.722 call scores what G.722 coding alone does (~15 s)."""
+a clean G.722 call scores what G.722 coding alone does (~25 s)."""
 
 from __future__ import annotations
 
@@ -117,19 +117,19 @@ def test_a_clean_g722_call_scores_what_g722_coding_itself_scores(hosts, tmp_path
     wav.write_pcm(reference, pcm, rate)
     ref = np.frombuffer(pcm, "<i2")
     coded = g722.code(np.tile(ref, 3))  # what a perfect G.722 link makes of the loop
-    rh = hosts("--record-dir", str(tmp_path), "--clock-rate", "16000")
-    ch = hosts("--audio", reference, "--clock-rate", "16000")
-    calls = 2  # the best one is judged: a host starved of CPU conceals audio
-    for i in range(calls):
-        start_ep(rh, f"r{i}", "receiver", RECORD_S + 4, record_s=RECORD_S, codecs=["G722"])
-        uri = rh.wait_for(
-            lambda e, i=i: e["ev"] == "endpoint_ready" and e["endpoint_id"] == f"r{i}", 5
-        )["contact_uri"]
-        start_ep(ch, f"c{i}", "caller", RECORD_S + 4, uri, codecs=["G722"])
+    # one call per host pair: a host starved of CPU glitches all its calls at once
+    receivers = []
+    for _ in range(3):
+        rh = hosts("--record-dir", str(tmp_path), "--clock-rate", "16000")
+        ch = hosts("--audio", reference, "--clock-rate", "16000")
+        start_ep(rh, "r", "receiver", RECORD_S + 4, record_s=RECORD_S, codecs=["G722"])
+        uri = rh.wait_for(lambda e: e["ev"] == "endpoint_ready", 5)["contact_uri"]
+        start_ep(ch, "c", "caller", RECORD_S + 4, uri, codecs=["G722"])
+        receivers.append(rh)
     results = []
-    for i in range(calls):
-        rh.wait_for(finished(f"r{i}"), RECORD_S + 25)
-        [rec] = rh.of("recording", f"r{i}")
+    for rh in receivers:
+        rh.wait_for(finished("r"), RECORD_S + 25)
+        [rec] = rh.of("recording", "r")
         assert rec["error"] == "" and rec["codec"] == "G722/16000", rec
         got, rec_rate = wav.read_pcm(rec["path"])
         assert rec_rate == 16_000
@@ -141,9 +141,14 @@ def test_a_clean_g722_call_scores_what_g722_coding_itself_scores(hosts, tmp_path
         n = len(recording)
         stretch = np.tile(ref, 3)[offset : offset + n].astype(np.float32)
         ideal = coded[offset + g722.DELAY : offset + g722.DELAY + n].astype(np.float32)
-        results.append((call.mos_lqo, float(pesq(16_000, stretch, ideal, "wb"))))
-    print("G.722 MOS-LQO (call, G.722 coding alone):", results)
-    # measured: 3.566 against 3.562 and 2.150 against 2.166 (an unlucky stretch, both
-    # ways); a host starved of CPU conceals audio and scores lower (3.249 against 3.571
-    # once under load 13), so the call closest to its coding is judged
-    assert min(abs(call - coding) for call, coding in results) <= 0.1, results
+        coding = float(pesq(16_000, stretch, ideal, "wb"))
+        results.append((call.mos_lqo, round(coding, 3), _underflows(rh, "r")))
+    print("G.722 MOS-LQO (call, G.722 coding alone, jitter-buffer underflows):", results)
+    # A host starved of CPU conceals audio, which PESQ rightly hears (one jitter-buffer
+    # underflow: 3.104 against 3.542): such a call measures the host, not the path.
+    clean = [(call, coding) for call, coding, underflows in results if underflows == 0]
+    if not clean:
+        pytest.xfail(f"every call's host was late with its audio (CPU starved): {results}")
+    # measured without underflows: 3.566/3.562, 3.573/3.571, 3.493/3.523, 3.453/3.478,
+    # 3.509/3.562, and 2.150/2.166 on an unlucky stretch (both ways)
+    assert all(abs(call - coding) <= 0.1 for call, coding in clean), results
