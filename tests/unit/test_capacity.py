@@ -51,7 +51,7 @@ def test_steps_are_counted_from_the_largest_calling_group_and_must_fit_the_durat
     with pytest.raises(ValidationError, match="stop_when.0: unknown threshold"):
         definition(stop_when=["speed >= 1"])
     # PESQ scores exist only once a call has ended: never a step's condition
-    with pytest.raises(ValidationError, match="capacity.stop_when.0: mos_lqo_avg is scored after"):
+    with pytest.raises(ValidationError, match="stop_when.0: mos_lqo_avg is scored after"):
         definition(stop_when=["mos_lqo_avg >= 3.5"])
     with pytest.raises(ValidationError, match="thresholds.0: mos_lqo_min is scored after"):
         Definition.model_validate(
