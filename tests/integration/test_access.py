@@ -533,6 +533,15 @@ async def test_a_session_needs_its_csrf_token_to_change_anything(world: World) -
     assert r.status_code == 202
     after = (await world.root("GET", f"/api/v1/runs?test_id={test}"))["items"]
     assert len(after) == before + 3
+    # Every post form of every page carries the session's token (pools and registrars too).
+    pages = ["/", "/runs", "/tests/new", f"/tests/{test}", f"/runs/{world.runs['acme'][0]}"]
+    pages += ["/registrars", "/pools", f"/pools/{world.pools['acme']}", "/orgs/acme", "/account"]
+    for path in pages:
+        page = await world.client.get(path, headers=jar)
+        assert page.status_code == 200, (path, page.status_code)
+        posts = re.findall(r'<form method="post".*?</form>', page.text, re.S)
+        bare = [f[:80] for f in posts if f'name="csrf_token" value="{csrf}"' not in f]
+        assert not bare, (path, bare)
     # The cookie is HttpOnly and SameSite=Lax.
     r = await world.client.post("/login", data={"username": "acme-owner", "password": PASSWORD})
     flags = r.headers["set-cookie"].lower()
