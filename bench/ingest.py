@@ -244,8 +244,25 @@ async def pipeline(
         await asyncio.gather(*(bus.js.publish(s, d, headers=h) for s, d, h in messages))
     t_pub = time.perf_counter()
     t1 = await wait_stored(url, run_id, n // 2)
-    await asyncio.sleep(1)  # ingest folds its rollups when idle: not part of the next pair
+    # Ingest folds its rollup deltas once idle (compaction.py): PostgreSQL work the
+    # pipeline defers. Wait for it, untimed, so it never lands in the next phase's time
+    # (a fixed pause let a slow fold run into the next raw COPY).
+    await wait_folded(url)
     return t_pub - t0, t1 - t0
+
+
+async def wait_folded(url: str, timeout: float = 180) -> None:
+    """Until no rollup delta is left unfolded."""
+    unfolded = " + ".join(
+        f"(SELECT count(*) FROM {t}_delta)"
+        for t in ("rollup_second", "rollup_endpoint", "rollup_hist")
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while (row := conn.execute(f"SELECT {unfolded}").fetchone()) and row[0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{row[0]} rollup deltas still unfolded")
+            await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -308,6 +325,7 @@ async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
                     f" pipeline / raw COPY, median of {pairs}: {made:.2f} (target >= 0.8);"
                     f" with the workers' packing timed too: {packing:.2f}"
                 )
+            print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
         if steady_s:
             p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
             print(
@@ -334,7 +352,7 @@ async def compare(bus: Bus, url: str, n: int, pairs: int, parallel: int) -> tupl
                 f" | {'packing timed' if pack_timed else 'pipeline'} {n / pipe_s:7,.0f}/s"
                 f" (publishing {n / pub_s:7,.0f}/s) -> {raw_s / pipe_s:.2f}"
             )
-        print(line, flush=True)
+        print(f"{line} | load {os.getloadavg()[0]:.1f}", flush=True)
     return statistics.median(ratios[False]), statistics.median(ratios[True])
 
 
