@@ -175,8 +175,11 @@ class Ingest:
             self.conn = None
 
     def _fold(self) -> None:
-        fold_rollups(self._connection())  # runs where a write would: none is in flight
-        self.unfolded_since = None
+        # Runs where a write would: none is in flight. None: another ingest process is
+        # folding, and its fold may have begun before this one's last write committed;
+        # so this one's deltas count as folded only once a fold of its own has run.
+        if fold_rollups(self._connection()) is not None:
+            self.unfolded_since = None
 
     async def _dead_letter(self, subject: str, data: bytes, reason: str) -> bool:
         """Park what cannot be stored, with the reason; False if NATS would not take it."""
