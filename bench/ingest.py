@@ -19,6 +19,10 @@ process):
 Steps 1 and 2 are repeated back to back (`pairs`, each on a new run) and the
 median ratios are printed, since these machines are shared and noisy. Prints
 pipeline / raw COPY per P (target >= 0.8) and the p99 latency (target < 2 s).
+Beside each pair: the load average, and the CPU time per sample of each process
+(the COPY processes, PostgreSQL with its backends, NATS, metrics-ingest) in the
+raw COPY, in the pipeline (made messages) and in the rollup fold ingest does once
+idle (untimed, but waited for, so it never lands in the next phase).
 
     python bench/ingest.py [N] [steady_seconds] [pairs] [ingest_processes]
 
@@ -42,18 +46,22 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import nats.js.errors
+import psutil
 import psycopg
 
 from callmeter_common.bus import Bus
 from callmeter_common.procs import spawn, stop_group
 from callmeter_common.servers import NATS_SYNC_DEFAULT, start_nats, start_postgres
+from callmeter_events import METRICS
 from callmeter_events.codec import encode
 from callmeter_events.metric_events import MetricBatch
+from callmeter_events.streams import INGEST_DURABLE
 from callmeter_storage.migrations import migrate
 from callmeter_storage.samples import WRITE_COLUMNS, WRITE_TYPES, rows_of
 from callmeter_vocabulary.metrics import CATALOGUE
@@ -104,21 +112,48 @@ def copy_share(
     url: str, run_id: str, n: int, share: int, shares: int, start: Any, out: Any
 ) -> None:
     """One raw COPY process: its share of the run's rows, made before the common start
-    (`start`, a barrier of every share), then COPYed and committed; (t0, t1) to `out`."""
+    (`start`, a barrier of every share), then COPYed and committed; (t0, t1, CPU
+    seconds of the COPY) to `out`."""
     rows = rows_of(run_id, samples(run_id, n)[share::shares])
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         start.wait()
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         with cur.copy(_COPY) as copy:
             copy.set_types(list(WRITE_TYPES))
             for row in rows:
                 copy.write_row(row)
         conn.commit()
-        out.put((t0, time.time()))
+        out.put((t0, time.time(), time.process_time() - cpu0))
 
 
-def raw_copy(url: str, run_id: str, n: int, parallel: int) -> float:
-    """Seconds from the first COPY's start to the last commit, `parallel` processes."""
+# The processes whose CPU time is reported per sample, by role ("PostgreSQL" counts
+# its backends, the ended ones too).
+PIDS: dict[str, list[int]] = defaultdict(list)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each role's processes and their children."""
+    used: dict[str, float] = defaultdict(float)
+    for role, pids in PIDS.items():
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                t = proc.cpu_times()
+                used[role] += t.user + t.system + t.children_user + t.children_system
+                for child in proc.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        c = child.cpu_times()
+                        used[role] += c.user + c.system
+    return used
+
+
+def per_sample(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    return ", ".join(f"{role} {(after[role] - before[role]) * 1e6 / n:.1f}" for role in after)
+
+
+def raw_copy(url: str, run_id: str, n: int, parallel: int) -> tuple[float, float]:
+    """Seconds from the first COPY's start to the last commit, `parallel` processes;
+    and the CPU seconds of the COPY processes while they COPY."""
     ctx = multiprocessing.get_context("spawn")
     start, out = ctx.Barrier(parallel), ctx.Queue()
     procs = [
@@ -131,7 +166,7 @@ def raw_copy(url: str, run_id: str, n: int, parallel: int) -> float:
     spans = [out.get(timeout=600) for _ in procs]
     for proc in procs:
         proc.join()
-    return max(t1 for _, t1 in spans) - min(t0 for t0, _ in spans)
+    return max(t1 for _, t1, _ in spans) - min(t0 for t0, _, _ in spans), sum(c for *_, c in spans)
 
 
 def stored(conn: psycopg.Connection[object], run_id: str) -> int:
@@ -244,8 +279,21 @@ async def pipeline(
         await asyncio.gather(*(bus.js.publish(s, d, headers=h) for s, d, h in messages))
     t_pub = time.perf_counter()
     t1 = await wait_stored(url, run_id, n // 2)
-    await asyncio.sleep(1)  # ingest folds its rollups when idle: not part of the next pair
     return t_pub - t0, t1 - t0
+
+
+async def wait_folded(url: str, timeout: float = 180) -> None:
+    """Until no rollup delta is left unfolded."""
+    unfolded = " + ".join(
+        f"(SELECT count(*) FROM {t}_delta)"
+        for t in ("rollup_second", "rollup_endpoint", "rollup_hist")
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while (row := conn.execute(f"SELECT {unfolded}").fetchone()) and row[0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{row[0]} rollup deltas still unfolded")
+            await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
@@ -255,6 +303,7 @@ async def platform(
     """Embedded NATS and PostgreSQL (migrated) in `base`: (bus, NATS url, database url)."""
     nats = start_nats(base / "nats", sync=sync or NATS_SYNC_DEFAULT)
     pg = start_postgres(base / "pg", **pg_settings)
+    PIDS["PostgreSQL"], PIDS["NATS"] = [pg.proc.pid], [nats.proc.pid]
     try:
         migrate(pg.url)
         bus = await Bus.connect(nats.url, "bench")
@@ -268,8 +317,10 @@ async def platform(
         pg.stop()
 
 
-@contextlib.contextmanager
-def ingesting(base: Path, nats_url: str, database_url: str, processes: int) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def ingesting(
+    bus: Bus, base: Path, nats_url: str, database_url: str, processes: int
+) -> AsyncIterator[None]:
     """`processes` metrics-ingest processes on the durable consumer, stopped on exit."""
     env = {
         "CALLMETER_NATS_URL": nats_url,
@@ -280,10 +331,22 @@ def ingesting(base: Path, nats_url: str, database_url: str, processes: int) -> I
         spawn([sys.executable, "-m", "callmeter_ingest"], base / f"ingest-{i}.log", env=env)
         for i in range(processes)
     ]
+    PIDS["ingest"] = [process.pid for process in ingest]
     try:
-        time.sleep(2)  # its consumer exists before we time anything
+        # Each is started (imports, migrations) and waits on the consumer before anything
+        # is timed: a fixed pause let their start-up share the cores with a raw COPY.
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                info = await bus.js.consumer_info(METRICS.name, INGEST_DURABLE)
+                if info.num_waiting >= processes:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError("metrics-ingest did not start fetching")
+            await asyncio.sleep(0.1)
         yield
     finally:
+        PIDS.pop("ingest")
         for process in ingest:
             stop_group(process)
 
@@ -298,7 +361,7 @@ async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
             )
             medians = []
             for parallel in sorted({1, processes}):
-                with ingesting(data, nats_url, url, parallel):
+                async with ingesting(bus, data, nats_url, url, parallel):
                     medians.append((parallel, *await compare(bus, url, n, pairs, parallel)))
                     if parallel == processes and steady_s:
                         latencies = await steady(bus, url, steady_s)
@@ -308,6 +371,7 @@ async def main(n: int, steady_s: float, pairs: int, processes: int) -> None:
                     f" pipeline / raw COPY, median of {pairs}: {made:.2f} (target >= 0.8);"
                     f" with the workers' packing timed too: {packing:.2f}"
                 )
+            print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
         if steady_s:
             p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
             print(
@@ -324,17 +388,31 @@ async def compare(bus: Bus, url: str, n: int, pairs: int, parallel: int) -> tupl
     ratios: dict[bool, list[float]] = {False: [], True: []}
     for pair in range(pairs):
         # Back to back, so all three see the same outside load.
-        raw_s = raw_copy(url, f"bench-raw-{parallel}-{pair}", n, parallel)
+        before = cpu_seconds()
+        raw_s, copy_cpu = raw_copy(url, f"bench-raw-{parallel}-{pair}", n, parallel)
+        after = cpu_seconds()
+        cpu = f"    CPU µs/sample: raw COPY: COPY processes {copy_cpu * 1e6 / n:.1f}, " + (
+            per_sample(before, after, n)
+        )
         line = f"  P={parallel} {pair + 1}: raw COPY {n / raw_s:8,.0f}/s"
         for pack_timed in (False, True):
             run_id = f"bench-pipe-{parallel}-{pair}-{'packing' if pack_timed else 'made'}"
+            before = cpu_seconds()
             pub_s, pipe_s = await pipeline(bus, url, run_id, n, pack_timed)
+            stored = cpu_seconds()
+            # Ingest folds its rollup deltas once idle (compaction.py): PostgreSQL work
+            # the pipeline defers. Waited for, untimed, so it never lands in the next
+            # phase's time (a fixed pause let a slow fold run into the next raw COPY).
+            await wait_folded(url)
+            if not pack_timed:
+                cpu += f" | pipeline: {per_sample(before, stored, n)}"
+                cpu += f" | its fold after: {per_sample(stored, cpu_seconds(), n)}"
             ratios[pack_timed].append(raw_s / pipe_s)
             line += (
                 f" | {'packing timed' if pack_timed else 'pipeline'} {n / pipe_s:7,.0f}/s"
                 f" (publishing {n / pub_s:7,.0f}/s) -> {raw_s / pipe_s:.2f}"
             )
-        print(line, flush=True)
+        print(f"{line} | load {os.getloadavg()[0]:.1f}\n{cpu}", flush=True)
     return statistics.median(ratios[False]), statistics.median(ratios[True])
 
 
@@ -355,7 +433,7 @@ async def durability_round(data: Path, setting: int, n: int, run_id: str) -> flo
     base = data / f"setting-{setting}"
     settings = {"synchronous_commit": commit, "fsync": fsync}
     async with platform(base, sync, **settings) as (bus, nats_url, url):
-        with ingesting(base, nats_url, url, 2):
+        async with ingesting(bus, base, nats_url, url, 2):
             _, pipe_s = await pipeline(bus, url, run_id, n, pack_timed=False)
     return n / pipe_s
 

@@ -101,13 +101,19 @@ _BIN_BOUNDS = tuple(BOUNDS[m] for m in BINNED_METRICS)
 _timing_cells = operator.itemgetter(*(_AT[k] for k in TIMING_KEYS))
 
 
-def deltas_of(rows: Sequence[tuple[Any, ...]]) -> Deltas:
+def deltas_of(
+    rows: Sequence[tuple[Any, ...]], newest: dict[tuple[str, str], tuple[Any, ...]] | None = None
+) -> Deltas:
     """The deltas of rows (WRITE_COLUMNS order, none stored before): receive-side
     samples only. Both of ingest's write paths use it: the fast one on the rows it
-    COPYs, the conflict-tolerant one on the rows its INSERT stored."""
+    COPYs, the conflict-tolerant one on the rows its INSERT stored.
+
+    `newest`: the newest row of each endpoint among the rows of earlier calls whose
+    deltas go into the same write (ingest computes them part by part, as messages
+    are decoded; `combined`); it is updated, and the timings are of all those rows."""
     by_second: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
     by_endpoint: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-    newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+    newest = {} if newest is None else newest
     for row in rows:
         key = (row[_RUN], row[_ENDPOINT])
         # The newest sample of each endpoint; at equal times 'recv' (as ORDER BY direction).
@@ -152,6 +158,21 @@ def deltas_of(rows: Sequence[tuple[Any, ...]]) -> Deltas:
 
 
 _NO_BINS = (None,) * len(BINNED_METRICS)
+
+
+def combined(parts: Sequence[Deltas]) -> Deltas:
+    """The deltas of one write whose rows came in parts, computed one after another
+    with one `newest` (deltas_of): the parts' rollup rows together (the delta tables
+    are append-only; the rollup_* views and the fold add up every row of a key) and
+    the last part's timings, which are those of all the rows."""
+    if len(parts) == 1:
+        return parts[0]
+    return Deltas(
+        second=[r for part in parts for r in part.second],
+        endpoint=[r for part in parts for r in part.endpoint],
+        hist=[r for part in parts for r in part.hist],
+        timings=parts[-1].timings,
+    )
 
 
 def _stats(recv: list[tuple[Any, ...]]) -> list[Any]:

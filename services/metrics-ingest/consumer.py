@@ -20,10 +20,12 @@ existing durable carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 import nats
+from nats.aio.msg import Msg
 from nats.js import api
 
 from callmeter_common.bus import Bus
@@ -62,6 +64,7 @@ async def consume(
     await bus.js.add_consumer(METRICS.name, config)
     sub = await bus.js.pull_subscribe_bind(INGEST_DURABLE, stream=METRICS.name)
     writing: asyncio.Task[None] | None = None
+    fetching: asyncio.Task[list[Msg]] | None = None
     pending, per_msg = Pending(), 1.0  # rows per message, to size fetches of batches
     quiet = False  # the last fetch found nothing: pending is all there is for now
     try:
@@ -77,13 +80,24 @@ async def consume(
             ):
                 writing = asyncio.create_task(ingest.commit(pending))
                 pending = Pending()
-            want = max(1, min(batch, int((max_rows - len(pending.rows)) / per_msg)))
-            if writing is not None:
-                timeout = 0.05
-            else:
-                timeout = quiet_s if pending.msgs else 0.5
+            if fetching is None:
+                want = max(1, min(batch, int((max_rows - len(pending.rows)) / per_msg)))
+                if writing is not None:
+                    timeout = 0.05
+                else:
+                    timeout = quiet_s if pending.msgs else 0.5
+                fetching = asyncio.create_task(sub.fetch(want, timeout=timeout))
+            # Whichever comes first: a write that ends starts the next one at once (with
+            # what was decoded meanwhile), not only once the fetch in flight returns.
+            await asyncio.wait(
+                [t for t in (fetching, writing) if t is not None],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not fetching.done():
+                continue
+            fetched, fetching = fetching, None
             try:
-                msgs = await sub.fetch(want, timeout=timeout)
+                msgs = fetched.result()
             except (TimeoutError, nats.errors.TimeoutError):
                 quiet = True
                 if writing is None and not pending.msgs and ingest.unfolded_since is not None:
@@ -101,6 +115,10 @@ async def consume(
             await ingest.prepare(msgs, pending)
             per_msg = max(1.0, 0.8 * per_msg + 0.2 * (len(pending.rows) - before) / len(msgs))
     finally:
+        if fetching is not None:
+            # Its messages, if any, are not acked: they come back (as pending's do).
+            with contextlib.suppress(Exception):
+                await fetching
         if writing is not None:
             await writing
         await sub.unsubscribe()  # else closing the connection waits on the open pull

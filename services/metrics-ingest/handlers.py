@@ -28,6 +28,7 @@ from callmeter_events.metric_events import MetricBatch
 from callmeter_events.streams import deadletter_subject
 from callmeter_storage import partitions
 from callmeter_storage.compaction import fold_rollups
+from callmeter_storage.rollup_deltas import Deltas, combined, deltas_of
 from callmeter_storage.samples import TIME, rows_of, sample_of
 from callmeter_vocabulary.sample import BatchView, SampleRejected, check
 
@@ -54,6 +55,21 @@ class Pending:
     origins: list[tuple[Msg, int]] = field(default_factory=list)  # (message, record index)
     held: set[int] = field(default_factory=set)  # id() of messages not to ack (retry later)
     since: float = 0.0  # when its first message was fetched (time.monotonic)
+    # The rows' rollup deltas, computed as they are decoded (while the previous write is
+    # in flight, not in the write), and how many rows they cover.
+    deltas: list[Deltas] = field(default_factory=list)
+    newest: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+    rolled: int = 0
+
+    def roll_up(self) -> None:
+        """The deltas of the rows decoded since the last call."""
+        if len(self.rows) > self.rolled:
+            self.deltas.append(deltas_of(self.rows[self.rolled :], self.newest))
+            self.rolled = len(self.rows)
+
+    def all_deltas(self) -> Deltas | None:
+        """The deltas of all the rows, if computed ahead."""
+        return combined(self.deltas) if self.deltas and self.rolled == len(self.rows) else None
 
 
 class Ingest:
@@ -102,6 +118,7 @@ class Ingest:
                         pending.held.add(id(msg))
                 continue
             self._add(pending, msg, rows_of(batch.run_id, batch.samples))
+        pending.roll_up()
         return pending
 
     @staticmethod
@@ -175,8 +192,11 @@ class Ingest:
             self.conn = None
 
     def _fold(self) -> None:
-        fold_rollups(self._connection())  # runs where a write would: none is in flight
-        self.unfolded_since = None
+        # Runs where a write would: none is in flight. None: another ingest process is
+        # folding, and its fold may have begun before this one's last write committed;
+        # so this one's deltas count as folded only once a fold of its own has run.
+        if fold_rollups(self._connection()) is not None:
+            self.unfolded_since = None
 
     async def _dead_letter(self, subject: str, data: bytes, reason: str) -> bool:
         """Park what cannot be stored, with the reason; False if NATS would not take it."""
@@ -217,8 +237,10 @@ class Ingest:
 
     async def _write_isolating(self, pending: Pending, which: list[int]) -> None:
         try:
-            rows = [pending.rows[i] for i in which]
-            stored = await asyncio.to_thread(self._write, rows)
+            whole = len(which) == len(pending.rows)
+            rows = pending.rows if whole else [pending.rows[i] for i in which]
+            deltas = pending.all_deltas() if whole else None
+            stored = await asyncio.to_thread(self._write, rows, deltas)
             self.stored += stored
             if stored and self.unfolded_since is None:
                 self.unfolded_since = time.monotonic()
@@ -236,14 +258,14 @@ class Ingest:
         await self._write_isolating(pending, which[:half])
         await self._write_isolating(pending, which[half:])
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> int:
+    def _write(self, rows: list[tuple[Any, ...]], deltas: Deltas | None) -> int:
         conn = self._connection()
         if self.partitioned:
             missing = partitions.days_of({r[TIME] for r in rows}) - self.known_days
             if missing:
                 partitions.ensure_days(conn, missing)
                 self.known_days |= missing
-        return store_rows(conn, rows)
+        return store_rows(conn, rows, deltas)
 
 
 def _one_record(payload: dict[str, Any], index: int) -> bytes:

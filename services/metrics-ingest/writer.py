@@ -77,10 +77,14 @@ def copy_rows(
             copy.write_row(row)
 
 
-def write_new_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
+def write_new_rows(
+    conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]], deltas: Deltas | None = None
+) -> int:
     """Store rows none of which is stored yet; raises UniqueViolation (and stores
-    nothing) if one is. Rows are in WRITE_COLUMNS order."""
-    deltas = deltas_of(rows)
+    nothing) if one is. Rows are in WRITE_COLUMNS order; `deltas`, if given, are
+    theirs (deltas_of), computed ahead."""
+    if deltas is None:
+        deltas = deltas_of(rows)
     with conn.transaction(), conn.cursor() as cur:
         copy_rows(cur, _COPY_DIRECT, WRITE_TYPES, rows)
         _append_rollups(cur, deltas)
@@ -98,10 +102,13 @@ def _append_rollups(cur: psycopg.Cursor[Any], deltas: Deltas) -> None:
         cur.execute(_APPLY_TIMINGS, [list(column) for column in zip(*deltas.timings, strict=True)])
 
 
-def store_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> int:
-    """Store rows (WRITE_COLUMNS order) exactly once; returns rows inserted."""
+def store_rows(
+    conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]], deltas: Deltas | None = None
+) -> int:
+    """Store rows (WRITE_COLUMNS order) exactly once; returns rows inserted. `deltas`:
+    the rows' rollup deltas if computed ahead (used only if none is stored yet)."""
     try:
-        return write_new_rows(conn, rows)
+        return write_new_rows(conn, rows, deltas)
     except psycopg.errors.UniqueViolation:
         return write_staged(conn, rows)
 

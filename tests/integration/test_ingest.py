@@ -35,9 +35,10 @@ from callmeter_events import (
 )
 from callmeter_events.metric_events import MetricBatch
 from callmeter_ingest.consumer import consume
-from callmeter_ingest.handlers import Ingest
+from callmeter_ingest.handlers import Ingest, Pending
+from callmeter_storage.compaction import FOLD_LOCK
 from callmeter_storage.migrations import migrate
-from callmeter_storage.samples import sample_of
+from callmeter_storage.samples import sample_of, to_row, to_write_order
 from callmeter_vocabulary.sample import FIELDS
 from callmeter_worker.supervisor.batcher import SampleBatcher
 
@@ -276,3 +277,33 @@ async def test_the_watermark_comes_once_every_sample_of_the_finished_run_is_stor
         assert info.state.subjects == {subject: 1}
     finally:
         stop_group(ingest)
+
+
+async def test_a_fold_that_finds_another_folding_is_tried_again(
+    bus: Bus, database_url: str
+) -> None:
+    """Two ingest processes: one whose fold finds the other folding (the try-lock taken)
+    keeps its deltas marked unfolded and folds them itself later: the other's fold may
+    have begun before its last write committed (bench/ingest.py once found deltas that
+    stayed unfolded)."""
+    migrate(database_url)
+    ingest, run_id = Ingest(bus, database_url, 0.5), uuid.uuid4().hex[:8]
+    rows = [to_write_order(to_row(sample(run_id, i))) for i in range(40)]
+    await ingest._write_isolating(Pending(rows=rows), list(range(len(rows))))
+    assert ingest.unfolded_since is not None
+
+    def unfolded() -> int:
+        query = "SELECT count(*) FROM rollup_endpoint_delta WHERE run_id = %s"
+        return conn.execute(query, (run_id,)).fetchone()[0]  # type: ignore[index]
+
+    with (
+        psycopg.connect(database_url, autocommit=True) as conn,
+        psycopg.connect(database_url) as other,
+    ):
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (FOLD_LOCK,))  # the other folds
+        await ingest.fold()
+        assert ingest.unfolded_since is not None and unfolded() == 10
+        other.commit()
+        await ingest.fold()
+        assert ingest.unfolded_since is None and unfolded() == 0
+        assert counts(database_url, run_id) == (40, 20)

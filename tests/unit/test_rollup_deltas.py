@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from callmeter_events import MetricSample
 from callmeter_storage.rollup import bin_of
-from callmeter_storage.rollup_deltas import STAT_METRICS, deltas_of
+from callmeter_storage.rollup_deltas import STAT_METRICS, Deltas, combined, deltas_of
 from callmeter_storage.samples import to_row, to_write_order
 
 T0 = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
@@ -97,3 +97,50 @@ def test_receive_samples_sum_per_second_and_endpoint_and_bin_jointly() -> None:
         "A-2": T0 + timedelta(seconds=1),
         "B-1": T0 + timedelta(seconds=1),
     }
+
+
+def summed(d: Deltas) -> tuple[dict[object, list[object]], ...]:
+    """Each delta table's rows added up per key (as the rollup views and the fold do)."""
+    out: tuple[dict[object, list[object]], ...] = ({}, {}, {})
+    for table, rows, width in ((0, d.second, 3), (1, d.endpoint, 3), (2, d.hist, 7)):
+        for r in rows:
+            key, values = r[:width], list(r[width:])
+            have = out[table].get(key)
+            if have is None:
+                out[table][key] = values
+                continue
+            if table == 2:
+                have[0] += values[0]
+                continue
+            have[0] += values[0]  # samples
+            for i in range(1, len(values), 4):  # n, sum, lo, hi of each metric
+                n, total, lo, hi = values[i : i + 4]
+                if n:
+                    seen = have[i] > 0
+                    have[i] += n
+                    have[i + 1] = have[i + 1] + total if seen else total
+                    have[i + 2] = min(have[i + 2], lo) if seen else lo
+                    have[i + 3] = max(have[i + 3], hi) if seen else hi
+    return out
+
+
+def test_deltas_made_part_by_part_add_up_to_those_of_all_the_rows() -> None:
+    """Ingest computes a write's deltas as its messages are decoded: the parts, combined,
+    roll up what the deltas of all the rows do, and the timings are the newest of all
+    (at equal times the receive side, across parts too)."""
+    rows = [
+        row(f"A-{e}", d, s / 2, mos=3.0 + (e * s) % 15 / 10, jitter_ms=float(s), packets=e)
+        for s in range(6)
+        for e in range(3)
+        for d in ("send", "recv")
+    ]
+    rows.append(row("A-0", "send", 2.5, mos=1.0))  # the send side at the newest time
+    rows.insert(5, row("A-0", "recv", 2.5, mos=2.0, post_dial_delay_ms=99.0))
+    newest: dict[tuple[str, str], tuple[object, ...]] = {}
+    parts = [deltas_of(rows[i : i + 7], newest) for i in range(0, len(rows), 7)]
+    whole = deltas_of(rows)
+    together = combined(parts)
+    assert summed(together) == summed(whole)
+    assert together.timings == whole.timings
+    assert len(together.second) > len(whole.second)  # appended, not merged
+    assert combined(parts[:1]) == parts[0]
