@@ -62,6 +62,7 @@ from .endpoint_events import (
 )
 from .metric_events import MetricSample, MetricValue, SipMessage
 from .platform_events import COMPONENT_NAMES, PlatformOutage
+from .probe_events import Health, ProbeHealthChanged
 from .run_events import (
     CapacityStepJudged,
     GeneratorOverloaded,

@@ -31,6 +31,7 @@ CHANNELS: dict[str, str] = {
     "EndpointAssigned": "callmeter.run.{run_id}.worker.{worker_id}.assigned",
     "CapacityStepJudged": "callmeter.run.{run_id}.capacity.step",
     "GeneratorOverloaded": "callmeter.run.{run_id}.worker.{worker_id}.overloaded",
+    "ProbeHealthChanged": "callmeter.run.{run_id}.probe.{probe_id}.health",
     "MetricSample": "callmeter.metrics.{run_id}.{endpoint_id}",
     "MetricBatch": "callmeter.metrics.{run_id}.batch.{worker_id}",
     "SipMessage": "callmeter.trace.{run_id}.{endpoint_id}",

@@ -28,6 +28,7 @@ from .endpoint_events import (
 )
 from .metric_events import MetricBatch, MetricSample, SipMessage, batch_v1_to_v2
 from .platform_events import PlatformOutage
+from .probe_events import ProbeHealthChanged
 from .run_events import (
     CapacityStepJudged,
     GeneratorOverloaded,
@@ -63,6 +64,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     RunEvaluated,
     GeneratorOverloaded,
     CapacityStepJudged,
+    ProbeHealthChanged,
     EndpointAssigned,
     EndpointPhaseChanged,
     EndpointRegistered,
