@@ -15,7 +15,7 @@ import psycopg
 from callmeter_vocabulary.metrics import BY_KEY as CATALOGUE_BY_KEY
 from callmeter_vocabulary.metrics import CATALOGUE
 
-from . import calls, partitions, rollup_deltas, timescale, traces
+from . import calls, partitions, probes, rollup_deltas, timescale, traces
 from .samples import TIMING_KEYS
 from .settings import StorageSettings
 
@@ -264,6 +264,10 @@ def m040_call_records(conn: psycopg.Connection) -> None:
     calls.create(conn)
 
 
+def m050_probes(conn: psycopg.Connection) -> None:
+    probes.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -281,6 +285,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (32, "sessions and API key usage", m032_sessions),
     (34, "audio uploads per project", m034_audio_uploads),
     (40, "call records", m040_call_records),  # 32-39 left for work in flight
+    (50, "probes, project webhooks, status pages", m050_probes),  # 41-49 left for work in flight
 ]
 
 

@@ -31,7 +31,9 @@ from . import (
     events_routes,
     health_routes,
     html_access,
+    html_probes,
     html_routes,
+    probe_routes,
     queries,
     resource_routes,
     results_routes,
@@ -43,6 +45,7 @@ from .deps import Platform
 from .evaluator import Evaluator
 from .html_runs import RUN_PAGE_QUERY
 from .live import LiveRuns
+from .probe_runner import ProbeRunner
 from .projector import Projector
 from .settings import ApiSettings
 from .webhooks import Webhooks
@@ -106,6 +109,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             settings, bus, pool, projector, live, master, access
         )
         await credentials.serve(platform)
+        probe_runner = ProbeRunner(platform)
+        await probe_runner.start()
+        projector.listeners.append(lambda _, event: probe_runner.observe(event))
+        tasks.append(asyncio.create_task(probe_runner.run(stop)))
         try:
             yield
         finally:
@@ -160,6 +167,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         health_routes.api,
         audio_routes.router,
         resource_routes.router,
+        probe_routes.router,
     )
     for router in guarded:
         app.include_router(router, dependencies=viewer)
@@ -168,5 +176,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(health_routes.pages, dependencies=viewer)
     app.include_router(events_routes.docs_router)
     app.include_router(html_access.router)  # login, setup, account, organisations
+    app.include_router(html_probes.public)  # the opted-in status pages: no login
+    app.include_router(html_probes.router, dependencies=viewer)
     app.include_router(html_routes.router, dependencies=viewer)
     return app

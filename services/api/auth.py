@@ -52,7 +52,7 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Open without credentials: logging in, the first-admin setup, probes, assets, API docs.
 PUBLIC_PATHS = ("/login", "/setup", "/healthz", "/readyz", "/docs", "/openapi.json")
-PUBLIC_PREFIXES = ("/static/", "/docs/")
+PUBLIC_PREFIXES = ("/static/", "/docs/", "/status/")  # /status/: opted-in status pages
 KEY_USE_EVERY_S = 60.0  # a key's last-used time is written at most this often per process
 
 

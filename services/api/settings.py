@@ -21,6 +21,10 @@ class ApiSettings(CommonSettings):
     # The one-time token /setup needs to create the first administrator (`callmeter up`
     # makes one and prints the link); empty: /setup is closed (`callmeter users create`).
     setup_token: str = ""
+    # The shortest probe interval the API accepts. 30 s for users; a lower value is
+    # for tests only (a probe test runs executions seconds apart), never for production.
+    probe_min_interval_s: float = 30.0
+    probe_tick_s: float = 1.0  # how often due probes are started and finished ones judged
     max_body_bytes: int = 8 * 1024 * 1024  # a larger request body is refused with 413
     # /readyz fails when metrics-ingest has more messages than this waiting (a batch is
     # ~250 ms of one run's samples from one worker), or the read models are this many

@@ -1,4 +1,5 @@
-"""Webhooks: POST each run status change to the test's URLs, signed, retried, logged.
+"""Webhooks: POST each run status change to the test's URLs, and each probe health
+change (ProbeHealthChanged) to its project's URLs; signed, retried, logged.
 
 The body is the event JSON; `X-CallMeter-Signature: sha256=<hex>` is the
 HMAC-SHA256 of the body with the webhook's secret. Failed deliveries are
@@ -29,6 +30,7 @@ import psycopg
 
 from callmeter_events import (
     Event,
+    ProbeHealthChanged,
     RunCompleted,
     RunEvaluated,
     RunFailed,
@@ -38,7 +40,7 @@ from callmeter_events import (
     RunStopping,
     encode,
 )
-from callmeter_storage import secrets
+from callmeter_storage import probes, secrets
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class Webhooks:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def observe(self, event: Event) -> None:
+        if isinstance(event, ProbeHealthChanged):
+            self.queue.put_nowait((event, "", None))  # "": its project's, read when sent
+            return
         if not isinstance(event, STATUS_EVENTS):
             return
         run = self.runs.runs.get(event.run_id)
@@ -106,6 +111,11 @@ class Webhooks:
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
             while not stop.is_set():
                 event, url, secret_ref = await self.queue.get()
+                if not url and isinstance(event, ProbeHealthChanged):
+                    hooks = await asyncio.to_thread(self._project_hooks, event.project)
+                    for hook in hooks:
+                        self.queue.put_nowait((event, hook["url"], hook["secret_ref"]))
+                    continue
                 # Keep a reference: the loop holds tasks only weakly, and a delivery
                 # waiting out its backoff must not be collected mid-retry.
                 task = asyncio.ensure_future(self.deliver(http, event, url, secret_ref))
@@ -153,6 +163,10 @@ class Webhooks:
         log.warning(
             "webhook %s gave up after %d attempts for %s", url, self.attempts, event.event_id
         )
+
+    def _project_hooks(self, project: str) -> list[dict[str, Any]]:
+        with psycopg.connect(self.database_url) as conn:
+            return probes.project_webhooks(conn, project)
 
     def _claim(self, event_id: str, url: str, lease_s: float) -> bool:
         with psycopg.connect(self.database_url, autocommit=True) as conn:

@@ -1,0 +1,210 @@
+"""Probes (rows): definitions, executions and health; a project's webhooks and
+public status page. Passwords and webhook secrets are in `secrets` (by reference)."""
+
+from __future__ import annotations
+
+import secrets as random
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+_PROBE = "SELECT probe_id, project, name, doc, health, health_since FROM probes"
+
+
+def create(conn: psycopg.Connection) -> None:
+    conn.execute("""
+CREATE TABLE probes (
+    probe_id text PRIMARY KEY, project text NOT NULL, name text NOT NULL,
+    doc jsonb NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(),
+    health text, health_since timestamptz, health_run text,
+    UNIQUE (project, name)
+);
+CREATE TABLE probe_executions (
+    run_id text PRIMARY KEY,
+    probe_id text NOT NULL REFERENCES probes ON DELETE CASCADE,
+    slot bigint NOT NULL, started_at timestamptz NOT NULL DEFAULT now(),
+    judged_at timestamptz, health text, reason text NOT NULL DEFAULT '',
+    mos double precision, post_dial_delay_ms double precision, success_pct double precision,
+    UNIQUE (probe_id, slot)
+);
+CREATE INDEX ON probe_executions (probe_id, started_at);
+CREATE TABLE project_webhooks (
+    project text NOT NULL, position integer NOT NULL, url text NOT NULL, secret_ref text,
+    PRIMARY KEY (project, url)
+);
+CREATE TABLE status_pages (project text PRIMARY KEY, slug text NOT NULL UNIQUE);
+""")
+
+
+def _probe(row: tuple[Any, ...]) -> dict[str, Any]:
+    pid, project, name, doc, health, since = row
+    return {"id": pid, "project": project, "name": name, **doc, "health": health, "since": since}
+
+
+def list_probes(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    return [_probe(r) for r in conn.execute(_PROBE + " ORDER BY project, name").fetchall()]
+
+
+def get_probe(conn: psycopg.Connection, probe_id: str) -> dict[str, Any] | None:
+    row = conn.execute(_PROBE + " WHERE probe_id = %s", (probe_id,)).fetchone()
+    return _probe(row) if row else None
+
+
+def save_probe(
+    conn: psycopg.Connection, probe_id: str, project: str, name: str, doc: dict[str, Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO probes (probe_id, project, name, doc) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (probe_id) DO UPDATE SET project = EXCLUDED.project,"
+        " name = EXCLUDED.name, doc = EXCLUDED.doc, updated_at = now()",
+        (probe_id, project, name, Jsonb(doc)),
+    )
+
+
+def delete_probe(conn: psycopg.Connection, probe_id: str) -> bool:
+    return conn.execute("DELETE FROM probes WHERE probe_id = %s", (probe_id,)).rowcount > 0
+
+
+def name_taken(conn: psycopg.Connection, project: str, name: str, own_id: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM probes WHERE project = %s AND name = %s AND probe_id <> %s",
+        (project, name, own_id),
+    ).fetchone()
+    return row is not None
+
+
+# --- executions ------------------------------------------------------------------------
+
+
+def last_executions(conn: psycopg.Connection) -> dict[str, tuple[int, str]]:
+    """probe id -> (slot, run id) of its latest execution."""
+    rows = conn.execute(
+        "SELECT DISTINCT ON (probe_id) probe_id, slot, run_id FROM probe_executions"
+        " ORDER BY probe_id, slot DESC"
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def add_execution(conn: psycopg.Connection, probe_id: str, slot: int, run_id: str) -> None:
+    conn.execute(
+        "INSERT INTO probe_executions (run_id, probe_id, slot) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (run_id, probe_id, slot),
+    )
+
+
+def probe_of_run(conn: psycopg.Connection, run_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT probe_id FROM probe_executions WHERE run_id = %s", (run_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def unjudged(conn: psycopg.Connection, probe_id: str) -> list[str]:
+    """Run ids of the probe's executions not judged yet, oldest first."""
+    rows = conn.execute(
+        "SELECT run_id FROM probe_executions WHERE probe_id = %s AND judged_at IS NULL"
+        " ORDER BY slot",
+        (probe_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def record(conn: psycopg.Connection, run_id: str, judged: dict[str, Any]) -> None:
+    """An execution's judgement (health, reason, mos, post_dial_delay_ms, success_pct)."""
+    conn.execute(
+        "UPDATE probe_executions SET judged_at = now(), health = %(health)s,"
+        " reason = %(reason)s, mos = %(mos)s, post_dial_delay_ms = %(post_dial_delay_ms)s,"
+        " success_pct = %(success_pct)s WHERE run_id = %(run_id)s",
+        judged | {"run_id": run_id},
+    )
+
+
+def recent(conn: psycopg.Connection, probe_id: str, n: int) -> list[str | None]:
+    """Health of the probe's last `n` judged-or-refused executions, oldest first."""
+    rows = conn.execute(
+        "SELECT health FROM probe_executions WHERE probe_id = %s AND judged_at IS NOT NULL"
+        " ORDER BY slot DESC LIMIT %s",
+        (probe_id, n),
+    ).fetchall()
+    return [r[0] for r in reversed(rows)]
+
+
+_HISTORY = (
+    "SELECT run_id, started_at, judged_at, health, reason, mos, post_dial_delay_ms,"
+    " success_pct FROM probe_executions WHERE probe_id = %s ORDER BY slot DESC LIMIT %s"
+)
+HISTORY_KEYS = (
+    "run_id",
+    "started_at",
+    "judged_at",
+    "health",
+    "reason",
+    "mos",
+    "post_dial_delay_ms",
+    "success_pct",
+)
+
+
+def history(conn: psycopg.Connection, probe_id: str, limit: int) -> list[dict[str, Any]]:
+    """The probe's executions, newest first."""
+    rows = conn.execute(_HISTORY, (probe_id, limit)).fetchall()
+    return [dict(zip(HISTORY_KEYS, r, strict=True)) for r in rows]
+
+
+def set_health(
+    conn: psycopg.Connection, probe_id: str, health: str, since: datetime, run_id: str
+) -> None:
+    """The folded health (callmeter_projections.probes) as the pages read it."""
+    conn.execute(
+        "UPDATE probes SET health = %s, health_since = %s, health_run = %s"
+        " WHERE probe_id = %s AND (health_since IS NULL OR health_since <= %s)",
+        (health, since, run_id, probe_id, since),
+    )
+
+
+# --- a project's webhooks and status page ----------------------------------------------
+
+
+def project_webhooks(conn: psycopg.Connection, project: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT url, secret_ref FROM project_webhooks WHERE project = %s ORDER BY position",
+        (project,),
+    ).fetchall()
+    return [{"url": u, "secret_ref": ref} for u, ref in rows]
+
+
+def set_project_webhooks(
+    conn: psycopg.Connection, project: str, hooks: list[dict[str, Any]]
+) -> None:
+    conn.execute("DELETE FROM project_webhooks WHERE project = %s", (project,))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO project_webhooks (project, position, url, secret_ref)"
+            " VALUES (%s, %s, %s, %s)",
+            [(project, i, h["url"], h.get("secret_ref")) for i, h in enumerate(hooks)],
+        )
+
+
+def status_slug(conn: psycopg.Connection, project: str) -> str | None:
+    row = conn.execute("SELECT slug FROM status_pages WHERE project = %s", (project,)).fetchone()
+    return row[0] if row else None
+
+
+def project_of_slug(conn: psycopg.Connection, slug: str) -> str | None:
+    row = conn.execute("SELECT project FROM status_pages WHERE slug = %s", (slug,)).fetchone()
+    return row[0] if row else None
+
+
+def set_status_page(conn: psycopg.Connection, project: str, public: bool) -> str | None:
+    """Opt in (an unguessable slug, kept while it stays public) or out; the slug."""
+    if not public:
+        conn.execute("DELETE FROM status_pages WHERE project = %s", (project,))
+        return None
+    conn.execute(
+        "INSERT INTO status_pages (project, slug) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (project, random.token_urlsafe(12)),
+    )
+    return status_slug(conn, project)

@@ -1,0 +1,145 @@
+"""Pages for probes (list, one probe with its history chart) and the public,
+read-only status page a project can opt in to (no login, nothing internal)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+
+from callmeter_storage import probes as rows
+from callmeter_storage import results
+
+from . import probes
+from .deps import PlatformDep
+from .errors import ApiError
+from .html_resources import _error, _input, _visible
+from .html_tests import posted
+from .pages import render
+from .principal import CURRENT
+from .probes import ADMIN, ProbeIn
+from .resources import query
+from .svg import Chart, Series, line_chart
+
+router = APIRouter(include_in_schema=False)
+public = APIRouter(include_in_schema=False)
+HISTORY = 60  # executions on a probe's page and chart
+STATUS_HISTORY = 30  # executions per probe on a status page
+HEALTH_CSS = {"HEALTHY": "st-good", "DEGRADED": "st-warn", "UNHEALTHY": "st-bad", None: ""}
+
+
+def history_charts(history: list[dict[str, Any]]) -> list[str]:
+    """MOS, post-dial delay and success per execution, oldest left; x in minutes ago."""
+    now = datetime.now(UTC)
+    points = [(-(now - h["started_at"]).total_seconds() / 60, h) for h in reversed(history)]
+
+    def chart(title: str, unit: str, key: str, **kw: Any) -> str:
+        series = Series(title, [(x, h[key]) for x, h in points])
+        return line_chart(Chart(title, unit, [series], x_unit="min", **kw))
+
+    return [
+        chart("MOS", "", "mos", marks=[("3.5", 3.5, "#d97706")], y_min=1, y_max=4.5),
+        chart("Post-dial delay", "ms", "post_dial_delay_ms"),
+        chart("Success", "%", "success_pct", y_min=0, y_max=100),
+    ]
+
+
+async def _tests(p: PlatformDep) -> list[dict[str, Any]]:
+    found = await query(p, results.list_tests)
+    return [t for t in found if CURRENT.get().sees(t["definition"]["project"])]
+
+
+async def _list(p: PlatformDep, code: int = 200, form: Any = None, errors: Any = None) -> Any:
+    found = _visible(await query(p, rows.list_probes))
+    projects = sorted({f["project"] for f in found})
+    pages = {pr: await query(p, rows.status_slug, pr) for pr in projects}
+    return render(
+        "probes.html",
+        code,
+        probes=found,
+        tests=await _tests(p),
+        status_pages=pages,
+        may_admin={pr: CURRENT.get().may(ADMIN, pr) for pr in projects},
+        css=HEALTH_CSS,
+        form=form or {},
+        errors=errors or {},
+    )
+
+
+@router.get("/probes", response_class=HTMLResponse)
+async def probes_page(p: PlatformDep) -> Any:
+    return await _list(p)
+
+
+@router.post("/probes", response_class=HTMLResponse)
+async def create_probe(request: Request, p: PlatformDep) -> Any:
+    fields = await posted(request)
+    try:
+        body = ProbeIn.model_validate(
+            _input(fields, ("name", "project", "interval_s", "test_id", "confirm"))
+        )
+        probe_id = await probes.save(p, CURRENT.get(), body)
+    except (ValidationError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status != 422:
+            raise
+        return await _list(p, 422, fields, _error(exc))
+    return RedirectResponse(f"/probes/{probe_id}", status_code=303)
+
+
+@router.post("/probes/status-page")
+async def status_page_toggle(request: Request, p: PlatformDep) -> RedirectResponse:
+    fields = await posted(request)
+    project = fields.get("project", "")
+    probes.project_scope(CURRENT.get(), project, ADMIN)
+    await query(p, rows.set_status_page, project, fields.get("public") == "1")
+    return RedirectResponse("/probes", status_code=303)
+
+
+@router.get("/probes/{probe_id}", response_class=HTMLResponse)
+async def probe_page(probe_id: str, p: PlatformDep) -> HTMLResponse:
+    found = probes.view(await probes.probe(p, CURRENT.get(), probe_id))
+    history = await query(p, rows.history, probe_id, HISTORY)
+    return render(
+        "probe.html",
+        probe=found,
+        history=history,
+        charts=history_charts(history),
+        css=HEALTH_CSS,
+    )
+
+
+@router.post("/probes/{probe_id}/delete")
+async def delete_probe(probe_id: str, p: PlatformDep) -> RedirectResponse:
+    await probes.delete(p, CURRENT.get(), probe_id)
+    return RedirectResponse("/probes", status_code=303)
+
+
+def public_view(found: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a status page may show of a probe: its name, health and recent health.
+    Never its target, definition, conditions' reasons, run ids or anything else."""
+    return {
+        "name": found["name"],
+        "health": found["health"],
+        "since": found["since"],
+        "recent": [
+            {"at": h["started_at"], "health": h["health"], "mos": h["mos"]}
+            for h in reversed(history)
+            if h["judged_at"] is not None
+        ],
+    }
+
+
+@public.get("/status/{slug}", response_class=HTMLResponse)
+async def status_page(slug: str, p: PlatformDep) -> HTMLResponse:
+    project = await query(p, rows.project_of_slug, slug)
+    if project is None:
+        return render("status.html", 404, project=None, probes=[], css=HEALTH_CSS)
+    shown = []
+    for found in await query(p, rows.list_probes):
+        if found["project"] == project and found["enabled"]:
+            history = await query(p, rows.history, found["id"], STATUS_HISTORY)
+            shown.append(public_view(found, history))
+    return render("status.html", project=project, probes=shown, css=HEALTH_CSS)

@@ -1,0 +1,184 @@
+"""Runs probes: starts each execution as a small run, judges it once evaluated, and
+publishes ProbeHealthChanged when the probe's health changes.
+
+Why runs: an execution is a run of one or two real pjsua2 endpoints, so its MOS,
+post-dial delay and success are measured exactly as a test's (workers, ingest,
+callmeter_storage.stats, the evaluator's RunEvaluated) and every run page, trace
+and export works for it. A lighter path (a SIP OPTIONS ping, or a call placed by
+the API itself) would measure no media, or a second copy of what workers do.
+
+Every API process runs this loop. They agree without talking: an execution's run
+id is derived from (probe, interval) (probe_core.execution_run_id), so JetStream
+keeps one RunCreated; a health change's event id is derived from (probe, run), so
+it keeps one ProbeHealthChanged. The event is published before the execution's
+judgement is stored: a process dying in between is followed by another judging the
+same run again and publishing the same (dropped) event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from callmeter_events import (
+    TERMINAL_STATUSES,
+    Event,
+    Health,
+    ProbeHealthChanged,
+    RunCreated,
+    RunStatus,
+)
+from callmeter_projections import ProbeHealthState, RunState, apply_probe
+from callmeter_projections.documents import run_state
+from callmeter_storage import probes as rows
+from callmeter_storage import results
+
+from . import probe_core, probes, resources
+from .deps import Platform
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class ProbeRunner:
+    def __init__(self, p: Platform) -> None:
+        self.p = p
+        self.health: dict[str, ProbeHealthState] = {}  # the fold of ProbeHealthChanged
+        self.last: dict[str, tuple[int, str]] = {}  # probe -> (slot, run) of its latest
+
+    def observe(self, event: Event) -> None:
+        """Called for every folded event: fold health changes and store the fold."""
+        if not isinstance(event, ProbeHealthChanged):
+            return
+        state = apply_probe(event, self.health.get(event.probe_id))
+        if state is None or state is self.health.get(event.probe_id):
+            return
+        self.health[event.probe_id] = state
+        task = asyncio.ensure_future(
+            resources.query(
+                self.p, rows.set_health, state.probe_id, state.health, state.since, state.run_id
+            )
+        )
+        task.add_done_callback(lambda t: t.exception() and log.error("%s", t.exception()))
+
+    async def start(self) -> None:
+        """Read back the folded health and the latest executions (the snapshot)."""
+        for found in await resources.query(self.p, rows.list_probes):
+            if found["health"]:
+                self.health[found["id"]] = ProbeHealthState(
+                    found["id"], Health(found["health"]), found["since"], ""
+                )
+        self.last = await resources.query(self.p, rows.last_executions)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tick = self.p.settings.probe_tick_s
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("probe tick")
+            await asyncio.sleep(tick)
+
+    async def tick(self) -> None:
+        for found in await resources.query(self.p, rows.list_probes):
+            for run_id in await resources.query(self.p, rows.unjudged, found["id"]):
+                if not await self.judge(found, run_id):
+                    break  # judged in order: a later one waits for this one
+            last = self.last.get(found["id"])
+            if found["enabled"]:
+                await self.maybe_start(found, last)
+
+    def _run(self, run_id: str) -> RunState | None:
+        """The run as folded (in memory), or read back from its row once settled."""
+        run = self.p.projector.models.runs.runs.get(run_id)
+        if run is not None:
+            return run
+        with self.p.pool.connection() as conn:
+            doc = results.run_row(conn, run_id)
+        return run_state(doc) if doc else None
+
+    async def maybe_start(self, found: dict[str, Any], last: tuple[int, str] | None) -> None:
+        busy = False
+        if last is not None:
+            run = await asyncio.to_thread(self._run, last[1])
+            busy = run is not None and run.status not in TERMINAL_STATUSES
+        slot = probe_core.due(time.time(), found["interval_s"], last and last[0], busy)
+        if slot is None:
+            return
+        run_id = probe_core.execution_run_id(found["id"], slot)
+        definition = await probes.target(self.p, found)
+        if definition is None:
+            log.warning("probe %s: its test %s is gone", found["id"], found.get("test_id"))
+            return
+        definition = definition.model_copy(
+            update={
+                "name": f"probe: {found['name']}"[:200],
+                "thresholds": [*found["unhealthy"], *found["degraded"]],
+                "webhooks": [],  # probes alert through the project's webhooks, on change
+            }
+        )
+        try:
+            definition = await resources.resolve(self.p, definition)
+        except ApiError as exc:
+            log.warning("probe %s: %s", found["id"], exc.message)
+            return
+        await resources.query(self.p, rows.add_execution, found["id"], slot, run_id)
+        self.last[found["id"]] = (slot, run_id)
+        test_id = found.get("test_id") or found["id"]
+        await self.p.bus.publish(RunCreated(run_id=run_id, test_id=test_id, definition=definition))
+
+    async def judge(self, found: dict[str, Any], run_id: str) -> bool:
+        """Judge an execution once its run is evaluated (or refused); False: not yet."""
+        run = await asyncio.to_thread(self._run, run_id)
+        if run is None:
+            return False
+        refused = run.status == RunStatus.CANNOT_RUN_FOR_NOW
+        if not refused and run.evaluation is None:
+            return False  # still running, or its samples are not all stored yet
+        not_run = f"not run: {run.reason}" if refused else ""
+        if run.evaluation is not None and run.evaluation.generator_overloaded_at is not None:
+            not_run = f"not judged: the load generator was overloaded ({run.evaluation.generator_overload})"
+        metrics = run.evaluation.metrics if run.evaluation is not None else None
+        calls = probe_core.places_calls(run.definition)
+        judged = probe_core.judge(metrics, found["degraded"], found["unhealthy"], calls, not_run)
+        await self.settle(found, run_id, judged)
+        await resources.query(
+            self.p,
+            rows.record,
+            run_id,
+            {
+                "health": judged.health,
+                "reason": judged.reason,
+                "mos": judged.mos,
+                "post_dial_delay_ms": judged.post_dial_delay_ms,
+                "success_pct": judged.success_pct,
+            },
+        )
+        return True
+
+    async def settle(
+        self, found: dict[str, Any], run_id: str, judged: probe_core.Judgement
+    ) -> None:
+        before = await resources.query(self.p, rows.recent, found["id"], found["confirm"] - 1)
+        recent = [Health(h) if h else None for h in before] + [judged.health]
+        current = self.health.get(found["id"])
+        now = current.health if current else None
+        new = probe_core.settle(now, recent, found["confirm"])
+        if new is None:
+            return
+        await self.p.bus.publish(
+            ProbeHealthChanged(
+                run_id=run_id,
+                probe_id=found["id"],
+                probe_name=found["name"],
+                project=found["project"],
+                previous=now,
+                health=new,
+                reason=judged.reason,
+                mos=judged.mos,
+                post_dial_delay_ms=judged.post_dial_delay_ms,
+                success_pct=judged.success_pct,
+            )
+        )

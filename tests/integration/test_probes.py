@@ -1,0 +1,209 @@
+"""Probes against a real Kamailio: a probe of one call goes Healthy, then its caller's
+password stops working (as after a credential rotation) and it goes Unhealthy; the
+change is an event, folded into the probe's health, and a real webhook receiver gets
+it signed. The project's public status page shows it and nothing internal.
+
+The platform accepts probe intervals down to 5 s here (CALLMETER_PROBE_MIN_INTERVAL_S,
+a test-only setting): users get at least 30 s."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callmeter_common.procs import free_port
+from tests.support.kamailio import Kamailio, accounts
+from tests.support.platform import TestPlatform
+
+pytestmark = pytest.mark.integration
+
+USERS = accounts("probecaller", 1) | accounts("probecallee", 1)
+SECRET = "probe-hook-secret"
+
+
+@pytest.fixture(scope="module")
+def kamailio() -> Iterator[Kamailio]:
+    workdir = Path(tempfile.mkdtemp(prefix="kamailio-"))
+    server = Kamailio(workdir, USERS)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fast_probes(tmp_path_factory, nats_server, postgres_server) -> Iterator[TestPlatform]:
+    p = TestPlatform(tmp_path_factory.mktemp("probes"), nats_server.url, postgres_server.url)
+    p.extra_env = {"CALLMETER_PROBE_MIN_INTERVAL_S": "5", "CALLMETER_PROBE_TICK_S": "0.5"}
+    p.start_services()
+    try:
+        p.wait_for_api()
+        p.wait_workers(1)
+        yield p
+    finally:
+        p.stop()
+
+
+class Receiver:
+    """A real HTTP endpoint recording every POST (headers and body)."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        received = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def definition(registrar: dict[str, Any], caller_password: str) -> dict[str, Any]:
+    (caller, _), (callee, callee_pw) = USERS.items()
+    return {
+        "name": "one call",
+        "duration_s": 2,
+        "groups": [
+            {
+                "name": "A",
+                "endpoints": 1,
+                "calls": "B",
+                "registrar": registrar,
+                "accounts": [{"username": caller, "password": caller_password}],
+            },
+            {
+                "name": "B",
+                "endpoints": 1,
+                "registrar": registrar,
+                "accounts": [{"username": callee, "password": callee_pw}],
+            },
+        ],
+    }
+
+
+def wait_health(p: TestPlatform, probe_id: str, health: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    found: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        _, found = p.request("GET", f"/api/v1/probes/{probe_id}")
+        if found["health"] == health:
+            return found
+        time.sleep(0.5)
+    _, history = p.request("GET", f"/api/v1/probes/{probe_id}/history")
+    raise TimeoutError(f"probe still {found.get('health')}: {history['items'][:3]}")
+
+
+def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
+    fast_probes: TestPlatform, kamailio: Kamailio
+) -> None:
+    p, hook = fast_probes, Receiver()
+    registrar = kamailio.registrar() | {"expires_s": 60}
+    caller_pw = USERS["probecaller1"]
+    # The project's webhook (an Admin's change), its secret write-only.
+    status, body = p.request(
+        "PUT",
+        "/api/v1/projects/default/webhooks",
+        {"webhooks": [{"url": hook.url, "secret": SECRET}]},
+    )
+    assert (status, body) == (200, {"webhooks": [{"url": hook.url, "secret_set": True}]})
+    # Bad input is refused naming the field.
+    bad = {"name": "edge", "interval_s": 2, "definition": definition(registrar, caller_pw)}
+    status, body = p.request("POST", "/api/v1/probes", bad)
+    assert status == 422 and body["error"]["field"] == "interval_s", body
+    status, body = p.request("POST", "/api/v1/probes", bad | {"interval_s": 8, "test_id": "x"})
+    assert status == 422 and body["error"]["field"] == "test_id", body
+
+    # 1. A probe of one call through Kamailio: Healthy, with real figures.
+    status, probe = p.request("POST", "/api/v1/probes", bad | {"interval_s": 8})
+    assert status == 201, probe
+    assert probe["unhealthy"] == ["call_success_rate >= 100"]  # the defaults of a call probe
+    assert caller_pw not in json.dumps(probe)  # passwords are write-only
+    probe_id = probe["id"]
+    wait_health(p, probe_id, "HEALTHY", timeout=60)
+    _, history = p.request("GET", f"/api/v1/probes/{probe_id}/history")
+    first = next(h for h in history["items"] if h["health"] == "HEALTHY")
+    assert first["success_pct"] == 100 and first["mos"] > 4.0, first
+    assert first["post_dial_delay_ms"] is not None and first["post_dial_delay_ms"] > 0
+    _, run = p.request("GET", f"/api/v1/runs/{first['run_id']}")
+    assert run["status"] == "COMPLETED" and run["evaluation"]["passed"], run["evaluation"]
+
+    # 2. The caller's password stops working: its registration fails, no call is made.
+    broken = bad | {"interval_s": 8, "definition": definition(registrar, "wrong")}
+    status, body = p.request("PUT", f"/api/v1/probes/{probe_id}", broken)
+    assert status == 200, body
+    found = wait_health(p, probe_id, "UNHEALTHY", timeout=60)
+    assert found["since"] is not None
+
+    # 3. The project's webhook got the change, signed with its secret.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(
+        json.loads(b)["health"] == "UNHEALTHY" for _, b in hook.posts
+    ):
+        time.sleep(0.2)
+    changes = [(h, json.loads(b), b) for h, b in hook.posts]
+    assert [c["health"] for _, c, _ in changes] == ["HEALTHY", "UNHEALTHY"], changes
+    headers, event, raw = changes[-1]
+    assert headers["X-CallMeter-Event"] == "ProbeHealthChanged"
+    expected = "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    assert headers["X-CallMeter-Signature"] == expected
+    assert (event["previous"], event["probe_id"], event["project"]) == (
+        "HEALTHY",
+        probe_id,
+        "default",
+    )
+    assert "call_success_rate >= 100 failed" in event["reason"]
+
+    # 4. The probe's pages: its health, history chart and table; the list links it.
+    status, page = p.get_html(f"/probes/{probe_id}")
+    assert status == 200 and 'id="probe-health"' in page and "UNHEALTHY" in page
+    assert 'aria-label="MOS"' in page and 'aria-label="Post-dial delay (ms)"' in page
+    assert page.count("<tr><td>") >= 2 and first["run_id"] in page
+    _, listing = p.get_html("/probes")
+    assert f'href="/probes/{probe_id}"' in listing
+
+    # 5. The public status page: no login, the probe's health, nothing internal.
+    status, body = p.request("PUT", "/api/v1/projects/default/status-page", {"public": True})
+    assert status == 200 and body["public"], body
+    with urllib.request.urlopen(p.base + body["path"], timeout=10) as resp:  # no credentials
+        page = resp.read().decode()
+    assert "edge" in page and "Unhealthy" in page
+    run_ids = [h["run_id"] for h in history["items"]]
+    internal = [
+        str(registrar["host"]),
+        str(registrar["domain"]),
+        f":{registrar['port']}",
+        *USERS,
+        *USERS.values(),
+        SECRET,
+        hook.url,
+        probe_id,
+        *run_ids,
+        "call_success_rate",
+        "wrong",
+    ]
+    leaked = [s for s in internal if s in page]
+    assert not leaked, leaked
+    status, _ = p.get_html("/status/not-a-page")
+    assert status == 404
