@@ -176,6 +176,11 @@ def project_webhooks(conn: psycopg.Connection, project: str) -> list[dict[str, A
     return [{"url": u, "secret_ref": ref} for u, ref in rows]
 
 
+def lock_project_webhooks(conn: psycopg.Connection, project: str) -> None:
+    """Serialise changes of one project's webhooks (until the transaction ends)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('project_webhooks:' || %s))", (project,))
+
+
 def set_project_webhooks(
     conn: psycopg.Connection, project: str, hooks: list[dict[str, Any]]
 ) -> None:

@@ -194,6 +194,7 @@ async def set_webhooks(
 
     def write(conn: Any) -> None:
         with conn.transaction():
+            rows.lock_project_webhooks(conn, project)
             before = {h["url"]: h["secret_ref"] for h in rows.project_webhooks(conn, project)}
             hooks = []
             for hook in body.webhooks:

@@ -29,6 +29,7 @@ DEFINITION = {"name": "t", "duration_s": 2, "groups": [{"name": "A", "endpoints"
 HOOK = [{"url": "http://127.0.0.1:9/hook"}]
 REGISTRAR = {"name": "pbx", "host": "pbx.example"}
 POOL = {"name": "pool", "csv": "u1,secret-pw"}
+PROBE = {"name": "watch", "interval_s": 60, "definition": DEFINITION, "enabled": False}
 
 
 @dataclass
@@ -38,6 +39,7 @@ class World:
     runs: dict[str, list[str]] = field(default_factory=dict)  # project -> two run ids
     registrars: dict[str, str] = field(default_factory=dict)  # org -> a registrar id
     pools: dict[str, str] = field(default_factory=dict)  # org -> an account pool id
+    probes: dict[str, str] = field(default_factory=dict)  # org -> a (paused) probe id
     keys: dict[AccessRole, str] = field(default_factory=dict)  # acme-p key per role
     users: dict[AccessRole, tuple[str, str]] = field(default_factory=dict)  # (cookie, csrf)
 
@@ -94,6 +96,8 @@ async def world(app_client: httpx.AsyncClient) -> World:
         w.registrars[org] = reg["id"]
         pool = await w.root("POST", "/api/v1/pools", {**POOL, "project": f"{org}-p"})
         w.pools[org] = pool["id"]
+        probe = await w.root("POST", "/api/v1/probes", {**PROBE, "project": f"{org}-p"})
+        w.probes[org] = probe["id"]
     for role in ROLES:
         name = f"acme-{role.value}"
         await w.root("POST", "/api/v1/users", {"username": name, "password": PASSWORD})
@@ -127,6 +131,13 @@ JSON_ACTIONS: list[tuple[str, str, Any, AccessRole, bool]] = [
     ("PUT", "/api/v1/registrars/{reg}", {**REGISTRAR, "project": "acme-p"}, E, False),
     ("PUT", "/api/v1/pools/{pool}", {**POOL, "project": "acme-p"}, E, False),
     ("POST", "/api/v1/registrars", {**REGISTRAR, "name": "{fresh}", "project": "acme-p"}, E, False),
+    ("GET", "/api/v1/probes/{probe}", None, V, False),
+    ("GET", "/api/v1/probes/{probe}/history", None, V, False),
+    ("PUT", "/api/v1/probes/{probe}", {**PROBE, "project": "acme-p"}, E, False),
+    ("POST", "/api/v1/probes", {**PROBE, "name": "{fresh}", "project": "acme-p"}, E, False),
+    ("GET", "/api/v1/projects/acme-p/webhooks", None, V, False),
+    ("PUT", "/api/v1/projects/acme-p/webhooks", {"webhooks": HOOK}, A, False),
+    ("PUT", "/api/v1/projects/acme-p/status-page", {"public": False}, A, False),
     ("GET", "/api/v1/orgs/acme", None, A, True),
     ("POST", "/api/v1/projects/acme-p/keys", {"name": "k", "role": "viewer"}, A, True),
     ("PUT", "/api/v1/orgs/acme/members/acme-viewer", {"role": "viewer"}, A, True),
@@ -147,6 +158,8 @@ HTML_ACTIONS: list[tuple[str, str, Any, AccessRole, bool]] = [
     ("POST", "/tests/{fresh}/delete", {}, E, False),
     ("GET", "/pools/{pool}", None, V, False),
     ("POST", "/registrars/{reg}/delete", {}, E, False),
+    ("GET", "/probes/{probe}", None, V, False),
+    ("POST", "/probes/status-page", {"project": "acme-p", "public": "0"}, A, False),
     ("GET", "/orgs/acme", None, A, True),
     ("POST", "/orgs/acme", {"op": "project", "project": "acme-q"}, A, True),
 ]
@@ -191,7 +204,13 @@ async def fill(w: World, path: str, org: str = "acme") -> str:
         )
         reg = made["id"]
     return path.format(
-        test=w.tests[org], run=run, run2=run2, fresh=fresh, reg=reg, pool=w.pools[org]
+        test=w.tests[org],
+        run=run,
+        run2=run2,
+        fresh=fresh,
+        reg=reg,
+        pool=w.pools[org],
+        probe=w.probes[org],
     )
 
 
@@ -229,6 +248,7 @@ UNKNOWN = {
     "org": "nonesuch",
     "reg": "reg_aaaaaaaaaaaa",
     "pool": "pool_bbbbbbbbbbbb",
+    "probe": "probe_cccccccccccc",
 }
 # Everything of organisation globex a caller of acme might try, JSON, HTML and SSE.
 CROSS: list[tuple[str, str, Any, bool]] = [
@@ -261,6 +281,17 @@ CROSS: list[tuple[str, str, Any, bool]] = [
     ("POST", "/pools/{pool}", {"name": "x", "csv": "a,b"}, True),
     ("POST", "/pools/{pool}/delete", {}, True),
     ("POST", "/registrars/{reg}/delete", {}, True),
+    ("GET", "/api/v1/probes/{probe}", None, False),
+    ("PUT", "/api/v1/probes/{probe}", PROBE, False),
+    ("DELETE", "/api/v1/probes/{probe}", None, False),
+    ("GET", "/api/v1/probes/{probe}/history", None, False),
+    ("GET", "/probes/{probe}", None, True),
+    ("POST", "/probes/{probe}/delete", {}, True),
+    ("GET", "/api/v1/projects/{org}-p/webhooks", None, False),
+    ("PUT", "/api/v1/projects/{org}-p/webhooks", {"webhooks": HOOK}, False),
+    ("GET", "/api/v1/projects/{org}-p/status-page", None, False),
+    ("PUT", "/api/v1/projects/{org}-p/status-page", {"public": True}, False),
+    ("POST", "/probes/status-page", {"project": "{org}-p", "public": "1"}, True),
     ("GET", "/api/v1/orgs/{org}", None, False),
     ("PUT", "/api/v1/orgs/{org}/members/acme-viewer", {"role": "viewer"}, False),
     ("POST", "/api/v1/orgs/{org}/projects", {"project": "stolen"}, False),
@@ -296,6 +327,7 @@ async def test_no_role_of_one_organisation_reaches_another(world: World) -> None
         "org": "globex",
         "reg": world.registrars["globex"],
         "pool": world.pools["globex"],
+        "probe": world.probes["globex"],
     }
     mine = world.runs["acme"][0]
     callers = [(kind, role) for kind in ("user", "key") for role in ROLES]
@@ -303,16 +335,24 @@ async def test_no_role_of_one_organisation_reaches_another(world: World) -> None
     for method, template, body, html in CROSS:
         real = template.format(mine=mine, **theirs)
         fake = template.format(mine=mine, **UNKNOWN)
+        body_a, body_b = (
+            (
+                {k: v.format(**ids) if isinstance(v, str) else v for k, v in body.items()}
+                for ids in (theirs, UNKNOWN)
+            )
+            if isinstance(body, dict) and any("{org}" in str(v) for v in body.values())
+            else (body, body)
+        )
         for who in callers:
             a, b = await asyncio.wait_for(
                 asyncio.gather(
-                    call(world, who, method, real, body, html),
-                    call(world, who, method, fake, body, html),
+                    call(world, who, method, real, body_a, html),
+                    call(world, who, method, fake, body_b, html),
                 ),
                 60,
             )
             text_a, text_b = a.text, b.text
-            for name in ("test", "run", "org", "reg", "pool"):
+            for name in ("test", "run", "org", "reg", "pool", "probe"):
                 text_a = text_a.replace(theirs[name], "<id>")
                 text_b = text_b.replace(UNKNOWN[name], "<id>")
             listed = "?test_id=" in template  # a filter, not an id: an empty list either way
