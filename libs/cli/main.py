@@ -27,6 +27,8 @@ secrets_cli = typer.Typer(help="The secret store (SIP passwords, webhook secrets
 app.add_typer(secrets_cli, name="secrets")
 users = typer.Typer(help="Users, for scripts (the UI manages members and API keys).")
 app.add_typer(users, name="users")
+probes = typer.Typer(help="Probes: a small check every interval, judged healthy or not.")
+app.add_typer(probes, name="probes")
 
 ApiUrl = Annotated[str | None, typer.Option("--api", help="API base URL (CALLMETER_API_URL).")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", help="Bearer key (CALLMETER_API_KEY).")]
@@ -305,6 +307,80 @@ def runs_list(
             r["run_id"], r["test_id"], r["definition"]["name"], r["status"], r["created_at"]
         )
     Console().print(table)
+
+
+@probes.command("list")
+def probes_list(api: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Every probe you may see, with its current health."""
+    from rich.console import Console
+
+    from .client import Client
+    from .probes_cmd import probes_table
+
+    Console().print(probes_table(Client(api, api_key).call("GET", "/probes")["items"]))
+
+
+@probes.command("create")
+def probes_create(
+    name: Annotated[str, typer.Option(help="The probe's name (unique in its project).")],
+    test: Annotated[str | None, typer.Option(help="Probe this saved test (its id).")] = None,
+    target: Annotated[
+        Path | None,
+        typer.Option(
+            help="Or probe this small test file (YAML/JSON: one call, or a registration)."
+        ),
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between executions (>= 30).")] = 60,
+    project: Annotated[str | None, typer.Option(help="Project (default: the key's).")] = None,
+    confirm: Annotated[int, typer.Option(help="Executions in a row before health changes.")] = 1,
+    degraded: Annotated[
+        list[str] | None, typer.Option(help="Condition that must hold, else Degraded (repeat).")
+    ] = None,
+    unhealthy: Annotated[
+        list[str] | None, typer.Option(help="Condition that must hold, else Unhealthy (repeat).")
+    ] = None,
+    api: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Save a probe; prints its id."""
+    from .client import ApiError, Client
+    from .probes_cmd import probe_body
+
+    body = probe_body(name, project, interval, test, target, confirm, degraded, unhealthy)
+    try:
+        typer.echo(Client(api, api_key).call("POST", "/probes", body)["id"])
+    except ApiError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+@probes.command("show")
+def probes_show(
+    probe_id: str,
+    limit: Annotated[int, typer.Option(help="Executions shown, newest first.")] = 20,
+    api: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """A probe's health and recent executions; exits 0 healthy, 1 degraded, 2 unhealthy,
+    3 not judged yet (like a monitoring plugin)."""
+    from rich.console import Console
+
+    from .client import Client
+    from .probes_cmd import EXIT_CODES, history_table
+
+    client = Client(api, api_key)
+    probe = client.call("GET", f"/probes/{probe_id}")
+    items = client.call("GET", f"/probes/{probe_id}/history", limit=limit)["items"]
+    Console().print(history_table(probe, items))
+    raise typer.Exit(EXIT_CODES.get(probe["health"], 3))
+
+
+@probes.command("delete")
+def probes_delete(probe_id: str, api: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """Delete a probe, its history and its secrets."""
+    from .client import Client
+
+    Client(api, api_key).call("DELETE", f"/probes/{probe_id}")
 
 
 @app.command()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -207,3 +210,23 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
     assert not leaked, leaked
     status, _ = p.get_html("/status/not-a-page")
     assert status == 404
+
+    # 6. The CLI: list, show (exit 2: unhealthy, like a monitoring plugin), create.
+    env = {**os.environ, "CALLMETER_API_URL": p.base, "COLUMNS": "250"}
+    cli = [sys.executable, "-m", "callmeter_cli.main", "probes"]
+    listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "UNHEALTHY" in listed.stdout, listed
+    shown = subprocess.run(
+        [*cli, "show", probe_id], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 2 and "call_success_rate" in shown.stdout, shown
+    target = p.data_dir / "probe.yaml"
+    target.write_text(json.dumps(definition(registrar, caller_pw)))
+    made = subprocess.run(
+        [*cli, "create", "--name", "cli", "--target", str(target), "--interval", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 2 and "(interval_s)" in made.stderr, made

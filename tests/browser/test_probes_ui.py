@@ -1,0 +1,93 @@
+"""Probes from the browser: a probe saved from the Probes page goes Healthy on its own
+page (no reload: the page refreshes itself), with its history charts; the project's
+public status page, published from the same page, shows it to a visitor who is not
+logged in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.browser.test_ui import ARTIFACTS, browser  # noqa: F401  (the fixture)
+from tests.support.login import ADMIN, PASSWORD, log_in
+
+pytestmark = pytest.mark.integration
+KEY = "browser-probes-key"
+ONE_CALL = {
+    "name": "one direct call",
+    "duration_s": 2,
+    "groups": [
+        {"name": "A", "endpoints": 1, "codecs": ["PCMU"], "calls": "B"},
+        {"name": "B", "endpoints": 1, "codecs": ["PCMU"]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The browser tests' claimed platform, accepting probe intervals down to 5 s
+    (CALLMETER_PROBE_MIN_INTERVAL_S: a test-only setting)."""
+    from tests.support.platform import TestPlatform
+
+    p = TestPlatform(tmp_path_factory.mktemp("platform"), "", "")
+    p.extra_env |= {"CALLMETER_API_KEYS": KEY, "CALLMETER_PROBE_MIN_INTERVAL_S": "5"}
+    p.api_key = KEY
+    try:
+        p.start_servers()
+        env = {**os.environ, "CALLMETER_NATS_URL": p.nats_url, "CALLMETER_PASSWORD": PASSWORD}
+        cli = str(Path(sys.executable).parent / "callmeter")
+        subprocess.run([cli, "users", "create", ADMIN], env=env, check=True, timeout=180)
+        p.start_services()
+        p.wait_for_api()
+        p.wait_workers(1)
+        yield p
+    finally:
+        p.stop()
+
+
+def test_a_probe_page_goes_healthy_and_the_status_page_shows_it(platform, browser):  # type: ignore[no-untyped-def]  # noqa: F811
+    from playwright.sync_api import expect
+
+    status, test = platform.request("POST", "/api/v1/tests", ONE_CALL)
+    assert status == 201, test
+    page = log_in(browser, platform.base).new_page()
+    page.set_default_timeout(30_000)
+    page.goto(platform.base + "/probes")
+    expect(page.locator(".empty")).to_have_text("No probe yet.")
+    # A probe of the saved test, from the form.
+    page.get_by_label("Name").fill("browser probe")
+    page.locator("#f-test_id").select_option(test["id"])
+    page.get_by_label("Interval").fill("3")
+    page.get_by_role("button", name="Save probe").click()
+    # Too short: the form comes back with the field's error.
+    expect(page.locator("#f-interval_s-error")).to_contain_text("at least 5 s")
+    page.get_by_label("Interval").fill("8")
+    page.get_by_role("button", name="Save probe").click()
+    page.wait_for_url("**/probes/probe_*")
+    expect(page.locator("h1")).to_contain_text("browser probe")
+    # Its first execution is judged and the page shows it without a reload.
+    expect(page.locator("#probe-health")).to_have_text("HEALTHY", timeout=60_000)
+    expect(page.locator("#probe-charts svg.chart")).to_have_count(3)
+    expect(page.locator("#probe-history tbody tr").first).to_contain_text("HEALTHY")
+    page.screenshot(path=ARTIFACTS / "07-probe.png", full_page=True)
+
+    # Publish the project's status page; a visitor without a login sees the probe.
+    page.goto(platform.base + "/probes")
+    page.get_by_role("button", name="Publish a status page").click()
+    link = page.locator("#status-pages a", has_text="public")
+    expect(link).to_be_visible()
+    status_url = platform.base + link.get_attribute("href")
+    visitor = browser.new_context().new_page()
+    visitor.goto(status_url)
+    expect(visitor.locator("h1")).to_have_text("default status")
+    probe = visitor.locator(".probe", has_text="browser probe")
+    expect(probe.locator(".health")).to_have_text("Healthy")
+    expect(probe.locator(".bars span.st-good").first).to_be_visible()
+    assert "127.0.0.1" not in visitor.content() and test["id"] not in visitor.content()
+    visitor.screenshot(path=ARTIFACTS / "08-status-page.png", full_page=True)
+    visitor.close()
+    page.close()
