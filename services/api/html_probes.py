@@ -32,9 +32,12 @@ HEALTH_CSS = {"HEALTHY": "st-good", "DEGRADED": "st-warn", "UNHEALTHY": "st-bad"
 
 
 def history_charts(history: list[dict[str, Any]]) -> list[str]:
-    """MOS, post-dial delay and success per execution, oldest left; x in minutes ago."""
+    """MOS, post-dial delay and success per execution, oldest left; x in minutes from
+    now (negative: past), to a tenth (executions are at least 30 s apart)."""
     now = datetime.now(UTC)
-    points = [(-(now - h["started_at"]).total_seconds() / 60, h) for h in reversed(history)]
+    points = [
+        (round(-(now - h["started_at"]).total_seconds() / 60, 1), h) for h in reversed(history)
+    ]
 
     def chart(title: str, unit: str, key: str, **kw: Any) -> str:
         series = Series(title, [(x, h[key]) for x, h in points])
