@@ -102,14 +102,14 @@ def probe_of_run(conn: psycopg.Connection, run_id: str) -> str | None:
     return row[0] if row else None
 
 
-def unjudged(conn: psycopg.Connection, probe_id: str) -> list[str]:
-    """Run ids of the probe's executions not judged yet, oldest first."""
+def unjudged(conn: psycopg.Connection, probe_id: str) -> list[tuple[str, datetime]]:
+    """(run id, started at) of the probe's executions not judged yet, oldest first."""
     rows = conn.execute(
-        "SELECT run_id FROM probe_executions WHERE probe_id = %s AND judged_at IS NULL"
-        " ORDER BY slot",
+        "SELECT run_id, started_at FROM probe_executions"
+        " WHERE probe_id = %s AND judged_at IS NULL ORDER BY slot",
         (probe_id,),
     ).fetchall()
-    return [r[0] for r in rows]
+    return [(r[0], r[1]) for r in rows]
 
 
 def record(conn: psycopg.Connection, run_id: str, judged: dict[str, Any]) -> None:
@@ -123,9 +123,10 @@ def record(conn: psycopg.Connection, run_id: str, judged: dict[str, Any]) -> Non
 
 
 def recent(conn: psycopg.Connection, probe_id: str, n: int) -> list[str | None]:
-    """Health of the probe's last `n` judged-or-refused executions, oldest first."""
+    """Health of the probe's last `n` judged executions, oldest first (those the
+    platform could not judge are skipped, as probe_core.settle skips them)."""
     rows = conn.execute(
-        "SELECT health FROM probe_executions WHERE probe_id = %s AND judged_at IS NOT NULL"
+        "SELECT health FROM probe_executions WHERE probe_id = %s AND health IS NOT NULL"
         " ORDER BY slot DESC LIMIT %s",
         (probe_id, n),
     ).fetchall()

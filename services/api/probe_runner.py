@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from callmeter_events import (
@@ -40,6 +41,8 @@ from .deps import Platform
 from .errors import ApiError
 
 log = logging.getLogger(__name__)
+# An execution whose run is not found this long after it was started is not judged.
+LOST_AFTER_S = 600.0
 
 
 class ProbeRunner:
@@ -83,8 +86,8 @@ class ProbeRunner:
 
     async def tick(self) -> None:
         for found in await resources.query(self.p, rows.list_probes):
-            for run_id in await resources.query(self.p, rows.unjudged, found["id"]):
-                if not await self.judge(found, run_id):
+            for run_id, started in await resources.query(self.p, rows.unjudged, found["id"]):
+                if not await self.judge(found, run_id, started):
                     break  # judged in order: a later one waits for this one
             last = self.last.get(found["id"])
             if found["enabled"]:
@@ -129,11 +132,17 @@ class ProbeRunner:
         test_id = found.get("test_id") or found["id"]
         await self.p.bus.publish(RunCreated(run_id=run_id, test_id=test_id, definition=definition))
 
-    async def judge(self, found: dict[str, Any], run_id: str) -> bool:
+    async def judge(self, found: dict[str, Any], run_id: str, started: datetime) -> bool:
         """Judge an execution once its run is evaluated (or refused); False: not yet."""
         run = await asyncio.to_thread(self._run, run_id)
         if run is None:
-            return False
+            if (datetime.now(UTC) - started).total_seconds() < LOST_AFTER_S:
+                return False  # its RunCreated is not folded yet
+            # Deleted, or never created (the process died in between): not judged.
+            gone = {"health": None, "reason": "its run is gone", "mos": None}
+            extra = {"post_dial_delay_ms": None, "success_pct": None}
+            await resources.query(self.p, rows.record, run_id, gone | extra)
+            return True
         refused = run.status == RunStatus.CANNOT_RUN_FOR_NOW
         if not refused and run.evaluation is None:
             return False  # still running, or its samples are not all stored yet
@@ -168,17 +177,19 @@ class ProbeRunner:
         new = probe_core.settle(now, recent, found["confirm"])
         if new is None:
             return
-        await self.p.bus.publish(
-            ProbeHealthChanged(
-                run_id=run_id,
-                probe_id=found["id"],
-                probe_name=found["name"],
-                project=found["project"],
-                previous=now,
-                health=new,
-                reason=judged.reason,
-                mos=judged.mos,
-                post_dial_delay_ms=judged.post_dial_delay_ms,
-                success_pct=judged.success_pct,
-            )
+        event = ProbeHealthChanged(
+            run_id=run_id,
+            probe_id=found["id"],
+            probe_name=found["name"],
+            project=found["project"],
+            previous=now,
+            health=new,
+            reason=judged.reason,
+            mos=judged.mos,
+            post_dial_delay_ms=judged.post_dial_delay_ms,
+            success_pct=judged.success_pct,
         )
+        await self.p.bus.publish(event)
+        # Folded here at once too (the fold of the published event is then a no-op): an
+        # execution judged right after this one settles against the new health.
+        self.observe(event)

@@ -116,3 +116,49 @@ def test_health_changes_are_one_event_per_execution_folded_into_the_probes_healt
     worse = first.model_copy(update={"run_id": "p2", "previous": H, "health": U, "event_id": ""})
     after = apply_probe(worse, state)
     assert after is not None and (after.health, after.run_id, after.changes) == (U, "p2", 2)
+
+
+def test_a_status_page_shows_names_and_health_only():
+    from callmeter_api.html_probes import public_view
+
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    probe = {
+        "id": "probe_1",
+        "name": "edge",
+        "project": "default",
+        "health": "UNHEALTHY",
+        "since": at,
+        "definition": {"groups": [{"registrar": {"host": "10.1.2.3"}}]},
+        "unhealthy": ["call_success_rate >= 100"],
+    }
+    history = [
+        {"run_id": "p1", "started_at": at, "judged_at": at, "health": "UNHEALTHY", "mos": None},
+        {"run_id": "p0", "started_at": at, "judged_at": None, "health": None, "mos": None},
+    ]
+    shown = public_view(probe, history)
+    assert shown == {
+        "name": "edge",
+        "health": "UNHEALTHY",
+        "since": at,
+        "recent": [{"at": at, "health": "UNHEALTHY", "mos": None}],  # running ones left out
+    }
+
+
+def test_the_cli_sends_what_it_was_given_and_exits_like_a_monitoring_plugin(tmp_path):
+    from callmeter_cli.probes_cmd import EXIT_CODES, probe_body
+
+    target = tmp_path / "probe.yaml"
+    target.write_text("name: one call\nduration_s: 5\ngroups: [{name: A, endpoints: 1}]\n")
+    body = probe_body("edge", None, 60, None, target, 2, None, ["registration_success_rate >= 50"])
+    assert body == {
+        "name": "edge",
+        "interval_s": 60,
+        "confirm": 2,
+        "definition": {
+            "name": "one call",
+            "duration_s": 5,
+            "groups": [{"name": "A", "endpoints": 1}],
+        },
+        "thresholds": {"unhealthy": ["registration_success_rate >= 50"]},
+    }
+    assert [EXIT_CODES[h] for h in ("HEALTHY", "DEGRADED", "UNHEALTHY", None)] == [0, 1, 2, 3]
