@@ -20,7 +20,7 @@ from .html_resources import _error, _input, _visible
 from .html_tests import posted
 from .pages import render
 from .principal import CURRENT
-from .probes import ADMIN, ProbeIn
+from .probes import ADMIN, ProbeIn, ProjectWebhooksIn
 from .resources import query
 from .svg import Chart, Series, line_chart
 
@@ -59,12 +59,14 @@ async def _list(p: PlatformDep, code: int = 200, form: Any = None, errors: Any =
     found = _visible(await query(p, rows.list_probes))
     projects = sorted({f["project"] for f in found})
     pages = {pr: await query(p, rows.status_slug, pr) for pr in projects}
+    hooks = {pr: await query(p, rows.project_webhooks, pr) for pr in projects}
     return render(
         "probes.html",
         code,
         probes=found,
         tests=await _tests(p),
         status_pages=pages,
+        webhooks=hooks,
         may_admin={pr: CURRENT.get().may(ADMIN, pr) for pr in projects},
         css=HEALTH_CSS,
         form=form or {},
@@ -98,6 +100,39 @@ async def status_page_toggle(request: Request, p: PlatformDep) -> RedirectRespon
     project = fields.get("project", "")
     probes.project_scope(CURRENT.get(), project, ADMIN)
     await query(p, rows.set_status_page, project, fields.get("public") == "1")
+    return RedirectResponse("/probes", status_code=303)
+
+
+async def _change_webhooks(p: PlatformDep, fields: dict[str, str], add: bool) -> None:
+    """Add (url, secret) to the project's webhooks, or remove url; Admins only."""
+    project, url = fields.get("project", ""), fields.get("url", "").strip()
+    probes.project_scope(CURRENT.get(), project, ADMIN)
+    kept = [
+        {"url": h["url"], "secret_ref": h["secret_ref"]}
+        for h in await query(p, rows.project_webhooks, project)
+        if h["url"] != url
+    ]
+    if add:
+        kept.append({"url": url, "secret": fields.get("secret") or None})
+    await probes.set_webhooks(p, CURRENT.get(), project, ProjectWebhooksIn(webhooks=kept))
+
+
+@router.post("/probes/webhooks", response_class=HTMLResponse)
+async def add_webhook(request: Request, p: PlatformDep) -> Any:
+    fields = await posted(request)
+    try:
+        await _change_webhooks(p, fields, add=True)
+    except (ValidationError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status != 422:
+            raise
+        errors = {"url": f"url: {next(iter(_error(exc).values()))}"}
+        return await _list(p, 422, {"hook_" + k: v for k, v in fields.items()}, errors)
+    return RedirectResponse("/probes", status_code=303)
+
+
+@router.post("/probes/webhooks/delete")
+async def delete_webhook(request: Request, p: PlatformDep) -> RedirectResponse:
+    await _change_webhooks(p, await posted(request), add=False)
     return RedirectResponse("/probes", status_code=303)
 
 

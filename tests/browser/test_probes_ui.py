@@ -90,4 +90,16 @@ def test_a_probe_page_goes_healthy_and_the_status_page_shows_it(platform, browse
     assert "127.0.0.1" not in visitor.content() and test["id"] not in visitor.content()
     visitor.screenshot(path=ARTIFACTS / "08-status-page.png", full_page=True)
     visitor.close()
+
+    # The project's webhooks: a bad URL is refused beside the field, a good one listed
+    # with its secret kept write-only.
+    page.get_by_label("URL").fill("ftp://hooks.example")
+    page.get_by_role("button", name="Add webhook").click()
+    expect(page.locator("#f-url-error")).to_contain_text("should match pattern")
+    page.get_by_label("URL").fill("https://hooks.example/callmeter")
+    page.locator("#f-secret").fill("hook-secret")
+    page.get_by_role("button", name="Add webhook").click()
+    hook = page.locator("#project-webhooks li", has_text="https://hooks.example/callmeter")
+    expect(hook).to_contain_text("signed with its own secret")
+    assert "hook-secret" not in page.content()
     page.close()

@@ -160,6 +160,7 @@ HTML_ACTIONS: list[tuple[str, str, Any, AccessRole, bool]] = [
     ("POST", "/registrars/{reg}/delete", {}, E, False),
     ("GET", "/probes/{probe}", None, V, False),
     ("POST", "/probes/status-page", {"project": "acme-p", "public": "0"}, A, False),
+    ("POST", "/probes/webhooks", {"project": "acme-p", "url": "http://127.0.0.1:9/h"}, A, False),
     ("GET", "/orgs/acme", None, A, True),
     ("POST", "/orgs/acme", {"op": "project", "project": "acme-q"}, A, True),
 ]
@@ -292,6 +293,8 @@ CROSS: list[tuple[str, str, Any, bool]] = [
     ("GET", "/api/v1/projects/{org}-p/status-page", None, False),
     ("PUT", "/api/v1/projects/{org}-p/status-page", {"public": True}, False),
     ("POST", "/probes/status-page", {"project": "{org}-p", "public": "1"}, True),
+    ("POST", "/probes/webhooks", {"project": "{org}-p", "url": "http://127.0.0.1:9/h"}, True),
+    ("POST", "/probes/webhooks/delete", {"project": "{org}-p", "url": "http://x.example"}, True),
     ("GET", "/api/v1/orgs/{org}", None, False),
     ("PUT", "/api/v1/orgs/{org}/members/acme-viewer", {"role": "viewer"}, False),
     ("POST", "/api/v1/orgs/{org}/projects", {"project": "stolen"}, False),
