@@ -365,6 +365,12 @@ def runs_list(docs: Docs, command: Command) -> None:
     assert docs.values["RUN"] in out and "COMPLETED" in out, out
 
 
+@handles(r"callmeter probes list", stage=5)
+def probes_list(docs: Docs, command: Command) -> None:
+    out = ok(docs.sh(command.text))
+    assert "health" in out and "target" in out, out  # the table (no probe saved here)
+
+
 @handles(r"callmeter export RUN --format (\w+\|)*\w+", stage=5)
 def export(docs: Docs, command: Command) -> None:
     stem, formats = command.text.rsplit(" ", 1)

@@ -177,6 +177,14 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
         "default",
     )
     assert "call_success_rate >= 100 failed" in event["reason"]
+    # The event is in the execution run's events, and its delivery in that run's log.
+    req = urllib.request.Request(f"{p.base}/api/v1/runs/{event['run_id']}/events?follow=false")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert "event: ProbeHealthChanged" in resp.read().decode()
+    _, log = p.request("GET", f"/api/v1/runs/{event['run_id']}/webhooks")
+    assert [(d["event_type"], d["url"], d["ok"]) for d in log["items"]] == [
+        ("ProbeHealthChanged", hook.url, True)
+    ], log
 
     # 4. The probe's pages: its health, history chart and table; the list links it.
     status, page = p.get_html(f"/probes/{probe_id}")
