@@ -142,6 +142,11 @@ AuditAction = Literal[
     "pool_created",
     "pool_edited",
     "pool_deleted",
+    "probe_saved",
+    "probe_deleted",
+    "project_webhooks_changed",
+    "status_page_published",
+    "status_page_withdrawn",
 ]
 
 

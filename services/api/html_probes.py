@@ -98,8 +98,7 @@ async def create_probe(request: Request, p: PlatformDep) -> Any:
 async def status_page_toggle(request: Request, p: PlatformDep) -> RedirectResponse:
     fields = await posted(request)
     project = fields.get("project", "")
-    probes.project_scope(CURRENT.get(), project, ADMIN)
-    await query(p, rows.set_status_page, project, fields.get("public") == "1")
+    await probes.set_status_page(p, CURRENT.get(), project, fields.get("public") == "1")
     return RedirectResponse("/probes", status_code=303)
 
 

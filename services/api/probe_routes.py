@@ -13,7 +13,7 @@ from . import probes
 from .authz import PrincipalDep as ScopeDep
 from .deps import PlatformDep
 from .errors import error_responses
-from .probes import ADMIN, ProbeIn, ProjectWebhooksIn
+from .probes import ProbeIn, ProjectWebhooksIn
 from .resources import VIEWER, query
 
 router = APIRouter(prefix="/api/v1")
@@ -108,5 +108,4 @@ async def set_status_page(
 ) -> dict[str, Any]:
     """Opt the project in to (or out of) a public, read-only status page of its probes
     at an unguessable path (Admin): names, health and recent history, nothing else."""
-    probes.project_scope(scope, project, ADMIN)
-    return status_view(await query(p, rows.set_status_page, project, body.public))
+    return status_view(await probes.set_status_page(p, scope, project, body.public))

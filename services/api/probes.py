@@ -19,7 +19,7 @@ from callmeter_storage import probes as rows
 from callmeter_storage import results, secrets
 from callmeter_storage.resources import new_id
 
-from . import probe_core, secret_store
+from . import probe_core, secret_store, service
 from .deps import Platform
 from .errors import ApiError
 from .principal import Principal
@@ -150,13 +150,15 @@ async def save(p: Platform, scope: Principal, body: ProbeIn, probe_id: str | Non
     }
     await query(p, rows.save_probe, probe_id, project, body.name, doc)
     await secret_store.shred_unused(p, probe_id, definition)
+    await service.audit(p, scope.actor, "probe_saved", project, probe_id)
     return probe_id
 
 
 async def delete(p: Platform, scope: Principal, probe_id: str) -> None:
-    await probe(p, scope, probe_id, EDITOR)
+    found = await probe(p, scope, probe_id, EDITOR)
     await query(p, rows.delete_probe, probe_id)
     await secret_store.shred_unused(p, probe_id, None)  # crypto-shredding
+    await service.audit(p, scope.actor, "probe_deleted", found["project"], probe_id)
 
 
 # --- a project's webhooks and status page ----------------------------------------------
@@ -211,3 +213,13 @@ async def set_webhooks(
             secrets.shred_owned(conn, owner, {h["secret_ref"] for h in hooks if h["secret_ref"]})
 
     await query(p, write)
+    await service.audit(p, scope.actor, "project_webhooks_changed", project, project)
+
+
+async def set_status_page(p: Platform, scope: Principal, project: str, public: bool) -> str | None:
+    """Publish (at an unguessable path) or withdraw the project's status page (Admin)."""
+    project_scope(scope, project, ADMIN)
+    slug = await query(p, rows.set_status_page, project, public)
+    action = "status_page_published" if public else "status_page_withdrawn"
+    await service.audit(p, scope.actor, action, project, project)
+    return slug

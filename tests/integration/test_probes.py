@@ -219,6 +219,15 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
     status, _ = p.get_html("/status/not-a-page")
     assert status == 404
 
+    # Each change is in the audit trail.
+    _, org = p.request("GET", "/api/v1/orgs/default")
+    done = {(a["action"], a["target"]) for a in org["audit"]}
+    assert {
+        ("project_webhooks_changed", "default"),
+        ("probe_saved", probe_id),
+        ("status_page_published", "default"),
+    } <= done, org["audit"][:10]
+
     # 6. The CLI: list, show (exit 2: unhealthy, like a monitoring plugin), create.
     env = {**os.environ, "CALLMETER_API_URL": p.base, "COLUMNS": "250"}
     cli = [sys.executable, "-m", "callmeter_cli.main", "probes"]
