@@ -50,6 +50,7 @@ class ProbeRunner:
         self.p = p
         self.health: dict[str, ProbeHealthState] = {}  # the fold of ProbeHealthChanged
         self.last: dict[str, tuple[int, str]] = {}  # probe -> (slot, run) of its latest
+        self.writes: set[asyncio.Future[None]] = set()
 
     def observe(self, event: Event) -> None:
         """Called for every folded event: fold health changes and store the fold."""
@@ -64,7 +65,14 @@ class ProbeRunner:
                 self.p, rows.set_health, state.probe_id, state.health, state.since, state.run_id
             )
         )
-        task.add_done_callback(lambda t: t.exception() and log.error("%s", t.exception()))
+        # Held until done: the loop keeps tasks only weakly.
+        self.writes.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Future[None]) -> None:
+        self.writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("storing a probe's health: %s", task.exception())
 
     async def start(self) -> None:
         """Read back the folded health and the latest executions (the snapshot)."""
