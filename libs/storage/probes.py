@@ -63,6 +63,14 @@ def save_probe(
     )
 
 
+def set_enabled(conn: psycopg.Connection, probe_id: str, enabled: bool) -> None:
+    conn.execute(
+        "UPDATE probes SET doc = jsonb_set(doc, '{enabled}', to_jsonb(%s::boolean)),"
+        " updated_at = now() WHERE probe_id = %s",
+        (enabled, probe_id),
+    )
+
+
 def delete_probe(conn: psycopg.Connection, probe_id: str) -> bool:
     return conn.execute("DELETE FROM probes WHERE probe_id = %s", (probe_id,)).rowcount > 0
 

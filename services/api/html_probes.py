@@ -148,6 +148,13 @@ async def probe_page(probe_id: str, p: PlatformDep) -> HTMLResponse:
     )
 
 
+@router.post("/probes/{probe_id}/enabled")
+async def pause_or_resume(probe_id: str, request: Request, p: PlatformDep) -> RedirectResponse:
+    fields = await posted(request)
+    await probes.set_enabled(p, CURRENT.get(), probe_id, fields.get("enabled") == "1")
+    return RedirectResponse(f"/probes/{probe_id}", status_code=303)
+
+
 @router.post("/probes/{probe_id}/delete")
 async def delete_probe(probe_id: str, p: PlatformDep) -> RedirectResponse:
     await probes.delete(p, CURRENT.get(), probe_id)

@@ -154,6 +154,13 @@ async def save(p: Platform, scope: Principal, body: ProbeIn, probe_id: str | Non
     return probe_id
 
 
+async def set_enabled(p: Platform, scope: Principal, probe_id: str, enabled: bool) -> None:
+    """Pause (no new executions; its health stays as last judged) or resume a probe."""
+    found = await probe(p, scope, probe_id, EDITOR)
+    await query(p, rows.set_enabled, probe_id, enabled)
+    await service.audit(p, scope.actor, "probe_saved", found["project"], probe_id)
+
+
 async def delete(p: Platform, scope: Principal, probe_id: str) -> None:
     found = await probe(p, scope, probe_id, EDITOR)
     await query(p, rows.delete_probe, probe_id)
