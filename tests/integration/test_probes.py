@@ -247,3 +247,42 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
         timeout=60,
     )
     assert made.returncode == 2 and "(interval_s)" in made.stderr, made
+
+
+async def test_users_get_at_least_30_s_and_every_bad_field_is_named(own_nats, own_db) -> None:  # type: ignore[no-untyped-def]
+    """The API as users get it (default settings, in process): the 30 s minimum, and
+    a 422 naming the field for each kind of bad probe."""
+    import httpx
+
+    from callmeter_api.app import create_app
+    from callmeter_api.settings import ApiSettings
+
+    app = create_app(ApiSettings(nats_url=own_nats.url, database_url=own_db))
+    call = {"name": "one call", "duration_s": 5, "groups": [{"name": "A", "endpoints": 1}]}
+    base = {"name": "p", "interval_s": 30, "definition": call, "enabled": False}
+    big = {**call, "groups": [{"name": "A", "endpoints": 5}]}
+    bad = {
+        "interval_s": {**base, "interval_s": 29.5},
+        "test_id": {**base, "test_id": "t1"},  # a test id and a definition
+        "thresholds.degraded.0": {**base, "thresholds": {"degraded": ["made_up >= 1"]}},
+        "definition.groups": {**base, "definition": big},
+        "definition.duration_s": {
+            **base,
+            "interval_s": 400,
+            "definition": {**call, "duration_s": 300},
+        },
+        "confirm": {**base, "confirm": 0},
+    }
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for field, body in bad.items():
+                r = await client.post("/api/v1/probes", json=body)
+                assert r.status_code == 422 and r.json()["error"]["field"] == field, (field, r.text)
+            r = await client.post("/api/v1/probes", json={**base, "interval_s": 29.5})
+            assert r.json()["error"]["message"] == "interval_s: at least 30 s"
+            r = await client.post("/api/v1/probes", json=base)
+            assert r.status_code == 201, r.text
+            # a registration-only target gets the registration defaults
+            assert r.json()["unhealthy"] == ["registration_success_rate >= 100"]
+            assert r.json()["degraded"] == []
