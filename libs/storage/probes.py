@@ -83,6 +83,16 @@ def name_taken(conn: psycopg.Connection, project: str, name: str, own_id: str) -
     return row is not None
 
 
+def delete_projects(conn: psycopg.Connection, projects: list[str]) -> dict[str, int]:
+    """Every probe (with its history), project webhook and status page of these
+    projects; rows deleted per table. Their secrets are in `secrets` (shred them too)."""
+    deleted = {}
+    for table in ("probes", "project_webhooks", "status_pages"):
+        cur = conn.execute(f"DELETE FROM {table} WHERE project = ANY(%s)", (projects,))  # noqa: S608
+        deleted[table] = cur.rowcount
+    return deleted
+
+
 # --- executions ------------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from callmeter_events import (
     UserCreated,
 )
 from callmeter_projections.access import DEFAULT_ORG
-from callmeter_storage import resources, sessions
+from callmeter_storage import probes, resources, sessions
 from callmeter_storage import secrets as secrets_store
 
 from . import service
@@ -184,13 +184,17 @@ async def delete_org(p: Platform, who: Principal, org: str) -> dict[str, Any]:
     """By an Owner of it (never the default organisation), once none of its runs is
     active: its finished runs and its tests are deleted (each audited), every secret
     of its projects destroyed (crypto-shredding: SIP passwords, webhook secrets), its
-    registrars, pools and audio uploads deleted; then OrganisationDeleted ends its
+    registrars, pools, audio uploads, probes, project webhooks and status pages
+    deleted; then OrganisationDeleted ends its
     members' and keys' access. Its project names stay its own: nobody can create
     them again, so no other organisation inherits anything. Returns what was done."""
     need_org_role(p, who, org, AccessRole.OWNER)
     if org == DEFAULT_ORG:
         raise ApiError(409, "default_org", "org: the default organisation cannot be deleted", "org")
     projects = p.access.state.projects_of(org)
+    # Its probes first: they would start new runs while the rest is deleted (a probe's
+    # execution still running answers 409 below; asked again, it has finished).
+    dropped_probes = await service.query(p, _drop_probes, projects)
     runs = await service.query(p, _runs_of, projects)
     active = [run_id for run_id, status in runs if status not in TERMINAL_STATUSES]
     if active:
@@ -210,7 +214,19 @@ async def delete_org(p: Platform, who: Principal, org: str) -> dict[str, Any]:
 
     dropped = await service.query(p, drop)
     await p.access.publish(OrganisationDeleted(actor=who.actor, org=org))
-    return {"org": org, "projects": projects, "runs": len(runs), "tests": len(tests), **dropped}
+    return {
+        "org": org,
+        "projects": projects,
+        "runs": len(runs),
+        "tests": len(tests),
+        **dropped,
+        **dropped_probes,
+    }
+
+
+def _drop_probes(conn: Any, projects: list[str]) -> dict[str, int]:
+    with conn.transaction():
+        return probes.delete_projects(conn, projects)
 
 
 def _runs_of(conn: Any, projects: list[str]) -> list[tuple[str, str]]:

@@ -480,13 +480,22 @@ async def test_an_owner_deletes_an_organisation_and_its_secrets_are_destroyed(
     data = wav.BUILTIN["speech-en"].read_bytes()
     r = await c.post("/api/v1/audio?project=initech-p", content=data, headers=bearer(ROOT))
     assert r.status_code == 201
+    caller = {**test["groups"][0], "accounts": [{"username": "u", "password": "Canary-4"}]}
+    probe_def = {**test, "webhooks": [], "groups": [caller]}
+    await world.root(
+        "POST", "/api/v1/probes", {**PROBE, "definition": probe_def, "project": "initech-p"}
+    )
+    hooks = {"webhooks": [{"url": "http://127.0.0.1:9/probe", "secret": "Canary-5"}]}
+    await world.root("PUT", "/api/v1/projects/initech-p/webhooks", hooks)
+    await world.root("PUT", "/api/v1/projects/initech-p/status-page", {"public": True})
 
     def rows(sql: str) -> int:
         with psycopg.connect(own_db) as conn:
             return int(conn.execute(sql, ("initech-p",)).fetchone()[0])
 
     count_secrets = "SELECT count(*) FROM secrets WHERE project = %s"
-    assert rows(count_secrets) == 3  # the test's password and webhook secret, the pool's
+    # the test's password and webhook secret, the pool's, the probe's, the project webhook's
+    assert rows(count_secrets) == 5
 
     def as_user(role: AccessRole) -> dict[str, str]:
         cookie, csrf = sessions[role]
@@ -527,7 +536,8 @@ async def test_an_owner_deletes_an_organisation_and_its_secrets_are_destroyed(
     assert r.status_code == 303 and r.headers["location"] == "/", r.text
     # Its secrets are destroyed, its rows gone; nobody of it gets in any more.
     assert rows(count_secrets) == 0
-    for table in ("registrars", "account_pools", "audio_uploads"):
+    tables = ("registrars", "account_pools", "audio_uploads", "probes", "project_webhooks")
+    for table in (*tables, "status_pages"):
         assert rows(f"SELECT count(*) FROM {table} WHERE project = %s") == 0, table  # noqa: S608
     assert rows("SELECT count(*) FROM runs WHERE doc->'definition'->>'project' = %s") == 0
     assert (await c.get(f"/api/v1/tests/{test_id}", headers=bearer(ROOT))).status_code == 404
