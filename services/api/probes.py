@@ -109,6 +109,7 @@ def view(found: dict[str, Any]) -> dict[str, Any]:
 
 async def save(p: Platform, scope: Principal, body: ProbeIn, probe_id: str | None = None) -> str:
     project = own_project(scope, body)  # type: ignore[arg-type]
+    action = "probe_edited" if probe_id is not None else "probe_created"
     if probe_id is not None:
         await probe(p, scope, probe_id, EDITOR)
     probe_id = probe_id or new_id("probe")
@@ -150,7 +151,7 @@ async def save(p: Platform, scope: Principal, body: ProbeIn, probe_id: str | Non
     }
     await query(p, rows.save_probe, probe_id, project, body.name, doc)
     await secret_store.shred_unused(p, probe_id, definition)
-    await service.audit(p, scope.actor, "probe_saved", project, probe_id)
+    await service.audit(p, scope.actor, action, project, probe_id)
     return probe_id
 
 
@@ -158,7 +159,7 @@ async def set_enabled(p: Platform, scope: Principal, probe_id: str, enabled: boo
     """Pause (no new executions; its health stays as last judged) or resume a probe."""
     found = await probe(p, scope, probe_id, EDITOR)
     await query(p, rows.set_enabled, probe_id, enabled)
-    await service.audit(p, scope.actor, "probe_saved", found["project"], probe_id)
+    await service.audit(p, scope.actor, "probe_edited", found["project"], probe_id)
 
 
 async def delete(p: Platform, scope: Principal, probe_id: str) -> None:

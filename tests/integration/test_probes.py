@@ -51,7 +51,7 @@ def kamailio() -> Iterator[Kamailio]:
 @pytest.fixture(scope="module")
 def fast_probes(tmp_path_factory, nats_server, postgres_server) -> Iterator[TestPlatform]:
     p = TestPlatform(tmp_path_factory.mktemp("probes"), nats_server.url, postgres_server.url)
-    p.extra_env = {"CALLMETER_PROBE_MIN_INTERVAL_S": "5", "CALLMETER_PROBE_TICK_S": "0.5"}
+    p.extra_env |= {"CALLMETER_PROBE_MIN_INTERVAL_S": "5", "CALLMETER_PROBE_TICK_S": "0.5"}
     p.start_services()
     try:
         p.wait_for_api()
@@ -178,7 +178,10 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
     )
     assert "call_success_rate >= 100 failed" in event["reason"]
     # The event is in the execution run's events, and its delivery in that run's log.
-    req = urllib.request.Request(f"{p.base}/api/v1/runs/{event['run_id']}/events?follow=false")
+    req = urllib.request.Request(
+        f"{p.base}/api/v1/runs/{event['run_id']}/events?follow=false",
+        headers={"Authorization": f"Bearer {p.api_key}"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert "event: ProbeHealthChanged" in resp.read().decode()
     _, log = p.request("GET", f"/api/v1/runs/{event['run_id']}/webhooks")
@@ -224,12 +227,14 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
     done = {(a["action"], a["target"]) for a in org["audit"]}
     assert {
         ("project_webhooks_changed", "default"),
-        ("probe_saved", probe_id),
+        ("probe_created", probe_id),
+        ("probe_edited", probe_id),
         ("status_page_published", "default"),
     } <= done, org["audit"][:10]
 
     # 6. The CLI: list, show (exit 2: unhealthy, like a monitoring plugin), create.
-    env = {**os.environ, "CALLMETER_API_URL": p.base, "COLUMNS": "250"}
+    env = {**os.environ, "CALLMETER_API_URL": p.base, "CALLMETER_API_KEY": p.api_key}
+    env["COLUMNS"] = "250"
     cli = [sys.executable, "-m", "callmeter_cli.main", "probes"]
     listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and "UNHEALTHY" in listed.stdout, listed
@@ -257,7 +262,8 @@ async def test_users_get_at_least_30_s_and_every_bad_field_is_named(own_nats, ow
     from callmeter_api.app import create_app
     from callmeter_api.settings import ApiSettings
 
-    app = create_app(ApiSettings(nats_url=own_nats.url, database_url=own_db))
+    settings = ApiSettings(nats_url=own_nats.url, database_url=own_db, api_keys="probe-key")
+    app = create_app(settings)
     call = {"name": "one call", "duration_s": 5, "groups": [{"name": "A", "endpoints": 1}]}
     base = {"name": "p", "interval_s": 30, "definition": call, "enabled": False}
     big = {**call, "groups": [{"name": "A", "endpoints": 5}]}
@@ -275,7 +281,10 @@ async def test_users_get_at_least_30_s_and_every_bad_field_is_named(own_nats, ow
     }
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        key = {"Authorization": "Bearer probe-key"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=key
+        ) as client:
             for field, body in bad.items():
                 r = await client.post("/api/v1/probes", json=body)
                 assert r.status_code == 422 and r.json()["error"]["field"] == field, (field, r.text)
