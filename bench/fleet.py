@@ -162,7 +162,7 @@ def main() -> None:
     p = TestPlatform(base / "platform", nats.url, pg.url)
     # The scheduler's installation limits (2,000 per run, 5,000 at once) are policy,
     # not capacity: raised here to what is measured.
-    p.extra_env = {
+    p.extra_env |= {
         "CALLMETER_MAX_ENDPOINTS_PER_RUN": str(args.endpoints),
         "CALLMETER_MAX_CONCURRENT_ENDPOINTS": str(args.endpoints),
     }
