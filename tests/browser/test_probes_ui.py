@@ -5,18 +5,15 @@ logged in."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from tests.browser.test_ui import ARTIFACTS, browser  # noqa: F401  (the fixture)
-from tests.support.login import ADMIN, PASSWORD, log_in
+from tests.support.login import claimed_platform, log_in
+from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
-KEY = "browser-probes-key"
 ONE_CALL = {
     "name": "one direct call",
     "duration_s": 2,
@@ -28,25 +25,13 @@ ONE_CALL = {
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestPlatform]:
     """The browser tests' claimed platform, accepting probe intervals down to 5 s
     (CALLMETER_PROBE_MIN_INTERVAL_S: a test-only setting)."""
-    from tests.support.platform import TestPlatform
-
-    p = TestPlatform(tmp_path_factory.mktemp("platform"), "", "")
-    p.extra_env |= {"CALLMETER_API_KEYS": KEY, "CALLMETER_PROBE_MIN_INTERVAL_S": "5"}
-    p.api_key = KEY
-    try:
-        p.start_servers()
-        env = {**os.environ, "CALLMETER_NATS_URL": p.nats_url, "CALLMETER_PASSWORD": PASSWORD}
-        cli = str(Path(sys.executable).parent / "callmeter")
-        subprocess.run([cli, "users", "create", ADMIN], env=env, check=True, timeout=180)
-        p.start_services()
-        p.wait_for_api()
-        p.wait_workers(1)
+    with claimed_platform(
+        tmp_path_factory.mktemp("platform"), {"CALLMETER_PROBE_MIN_INTERVAL_S": "5"}
+    ) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def test_a_probe_page_goes_healthy_and_the_status_page_shows_it(platform, browser):  # type: ignore[no-untyped-def]  # noqa: F811
