@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -23,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.support.kamailio import Kamailio, accounts
+from tests.support.kamailio import Kamailio, accounts, running_kamailio
 from tests.support.tshark import capture, require_tshark
 
 pytestmark = pytest.mark.integration
@@ -35,10 +34,8 @@ RATE_CALLS, REPEAT_CALLS = 12, 6
 @pytest.fixture(scope="module")
 def kamailio():  # type: ignore[no-untyped-def]
     users = accounts("a", 4) | accounts("b", 4) | accounts("c", 2) | accounts("d", 2)
-    server = Kamailio(Path(tempfile.mkdtemp(prefix="kamailio-")), users)
-    server.start()
-    yield server
-    server.stop()
+    with running_kamailio(users) as server:
+        yield server
 
 
 def _group(name: str, n: int, kamailio: Kamailio, **extra: object) -> dict:

@@ -7,15 +7,12 @@ search in calls per second (1 s holds) must answer N calls/s within one step."""
 from __future__ import annotations
 
 import html
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.kamailio import Kamailio, accounts
+from tests.support.kamailio import Kamailio, accounts, running_kamailio
 from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
@@ -28,14 +25,8 @@ STEP_S = 4.0
 @pytest.fixture(scope="module")
 def limited() -> Iterator[Kamailio]:
     users = accounts("a", CALLERS) | accounts("b", CALLERS)
-    workdir = Path(tempfile.mkdtemp(prefix="kamailio-"))
-    server = Kamailio(workdir, users, max_dialogs=N)
-    try:
-        server.start()
+    with running_kamailio(users, max_dialogs=N) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def group_accounts(prefix: str) -> list[dict[str, str]]:

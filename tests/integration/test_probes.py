@@ -12,22 +12,19 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from callmeter_common.procs import free_port
-from tests.support.kamailio import Kamailio, accounts
+from tests.support.kamailio import Kamailio, accounts, running_kamailio
 from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
@@ -38,14 +35,8 @@ SECRET = "probe-hook-secret"
 
 @pytest.fixture(scope="module")
 def kamailio() -> Iterator[Kamailio]:
-    workdir = Path(tempfile.mkdtemp(prefix="kamailio-"))
-    server = Kamailio(workdir, USERS)
-    try:
-        server.start()
+    with running_kamailio(USERS) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,14 @@ One run exercises every registrar path at once (one Kamailio, one run, ~15 s):
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from callmeter_api.traces import endpoint_history
 from callmeter_common.bus import Bus
-from tests.support.kamailio import Kamailio, accounts
+from tests.support.kamailio import accounts, running_kamailio
 
 pytestmark = pytest.mark.integration
 
@@ -26,10 +24,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def kamailio():  # type: ignore[no-untyped-def]
     users = accounts("a", 4) | accounts("b", 4) | {"w1": "right", "u1": "pw-u1"}
-    server = Kamailio(Path(tempfile.mkdtemp(prefix="kamailio-")), users)
-    server.start()
-    yield server
-    server.stop()
+    with running_kamailio(users) as server:
+        yield server
 
 
 def _accounts(prefix: str, n: int) -> list[dict[str, str]]:

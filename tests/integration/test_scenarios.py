@@ -6,13 +6,10 @@ EndpointConfig; these tests are about what the endpoint does with them).
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from tests.integration.test_host_calls import finished, start_hosts
-from tests.support.kamailio import Kamailio
+from tests.support.kamailio import running_kamailio
 
 pytestmark = pytest.mark.integration
 hosts = pytest.fixture(name="hosts")(start_hosts)
@@ -21,10 +18,8 @@ USERS = {f"u{i}": f"pw{i}" for i in range(1, 9)}
 
 @pytest.fixture(scope="module")
 def kamailio():  # type: ignore[no-untyped-def]
-    server = Kamailio(Path(tempfile.mkdtemp(prefix="kamailio-")), USERS)
-    server.start()
-    yield server
-    server.stop()
+    with running_kamailio(USERS) as server:
+        yield server
 
 
 def _start(host, kam, eid, user, role, duration, target=None, **extra):  # type: ignore[no-untyped-def]

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,7 +24,7 @@ from psycopg import sql
 
 from callmeter_common.bus import Bus
 from tests.integration.test_api_ui import post_form
-from tests.support.kamailio import Kamailio
+from tests.support.kamailio import running_kamailio
 
 pytestmark = pytest.mark.integration
 
@@ -37,10 +35,8 @@ HOOK_SECRET = f"{CANARY}hook"
 
 @pytest.fixture(scope="module")
 def kamailio():  # type: ignore[no-untyped-def]
-    server = Kamailio(Path(tempfile.mkdtemp(prefix="kamailio-")), PASSWORDS)
-    server.start()
-    yield server
-    server.stop()
+    with running_kamailio(PASSWORDS) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,13 @@ import hashlib
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,13 +212,19 @@ class Kamailio:
 
 
 @contextmanager
-def running_kamailio(workdir: Path, accounts: dict[str, str]) -> Iterator[Kamailio]:
-    server = Kamailio(workdir, accounts)
-    server.start()
+def running_kamailio(accounts: dict[str, str], **options: Any) -> Iterator[Kamailio]:
+    """A started Kamailio (options as Kamailio's) in a directory of its own, stopped and
+    removed afterwards, whatever the test did."""
+    workdir = Path(tempfile.mkdtemp(prefix="kamailio-"))
     try:
-        yield server
+        server = Kamailio(workdir, accounts, **options)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def accounts(prefix: str, n: int, password: str = "pw") -> dict[str, str]:
