@@ -53,6 +53,7 @@ from .endpoint_events import (
     EndpointFinished,
     EndpointPhaseChanged,
     EndpointRegistered,
+    ReceiverWaitExtended,
     RegistrationFailed,
     Role,
     ScenarioActionExecuted,
@@ -93,6 +94,7 @@ from .subjects import (
     stop_signals,
     traces_for_endpoint,
     traces_for_run,
+    waits_for_worker,
 )
 from .testdef import (
     HOST_INVITES_PER_S,

@@ -29,6 +29,7 @@ CHANNELS: dict[str, str] = {
     "RunSamplesStored": "callmeter.run.{run_id}.status.samples_stored",
     "RunEvaluated": "callmeter.run.{run_id}.status.evaluated",
     "EndpointAssigned": "callmeter.run.{run_id}.worker.{worker_id}.assigned",
+    "ReceiverWaitExtended": "callmeter.run.{run_id}.worker.{worker_id}.wait",
     "CapacityStepJudged": "callmeter.run.{run_id}.capacity.step",
     "GeneratorOverloaded": "callmeter.run.{run_id}.worker.{worker_id}.overloaded",
     "ProbeHealthChanged": "callmeter.run.{run_id}.probe.{probe_id}.health",

@@ -109,6 +109,26 @@ class EndpointAssigned(Event):
         return f"EndpointAssigned:{self.run_id}:{self.endpoint_id}"
 
 
+class ReceiverWaitExtended(Event):
+    """The dispatcher sent out a caller with a call pattern: its receiver (on the worker
+    the subject names) waits for its first call until `wait_until`, not only its own
+    call_wait_s from being ready. Counted from the caller's dispatch, a caller whose host
+    starts late on a loaded machine still finds its receiver registered."""
+
+    type: Literal["ReceiverWaitExtended"] = "ReceiverWaitExtended"
+    run_id: str
+    endpoint_id: str  # the receiver
+    worker_id: str  # the receiver's worker
+    caller_id: str
+    wait_until: datetime
+
+    def subject(self) -> str:
+        return f"callmeter.run.{self.run_id}.worker.{self.worker_id}.wait"
+
+    def dedup_key(self) -> str | None:
+        return f"ReceiverWaitExtended:{self.run_id}:{self.endpoint_id}:{self.caller_id}"
+
+
 class EndpointPhaseChanged(_EndpointEvent):
     type: Literal["EndpointPhaseChanged"] = "EndpointPhaseChanged"
     token: ClassVar[str] = "phase"

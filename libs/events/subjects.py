@@ -20,6 +20,11 @@ def assignments_for_worker(worker_id: str) -> str:
     return f"callmeter.run.*.worker.{worker_id}.assigned"
 
 
+def waits_for_worker(worker_id: str) -> str:
+    """ReceiverWaitExtended events for the receivers of one worker, across runs."""
+    return f"callmeter.run.*.worker.{worker_id}.wait"
+
+
 def stop_signals() -> str:
     """RunStopping of any run (every worker listens)."""
     return "callmeter.run.*.status.stopping"

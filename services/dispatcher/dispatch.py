@@ -22,6 +22,7 @@ from callmeter_events import (
     EndpointFinished,
     Event,
     Outcome,
+    ReceiverWaitExtended,
     RunDispatching,
     RunStarted,
     RunStatus,
@@ -180,9 +181,7 @@ def endpoint_config(
         options=group.options,
         scenario=list(group.scenario),
         audio=group.audio,
-        call_wait_s=run.definition.duration_s + run.definition.buildup_s + NO_CALL_MARGIN_S
-        if ep.role == "receiver"
-        else None,
+        call_wait_s=receiver_wait_s(run) if ep.role == "receiver" else None,
         speech_reference=run.definition.speech_samples().get(ep.endpoint_id),
         pattern=pattern or SinglePattern(),
         group_index=index,
@@ -227,6 +226,29 @@ def start_planned(world: World, run: RunState, gone: set[str]) -> Iterator[Event
     yield RunStarted(run_id=run.run_id)
 
 
+def extend_receiver_wait(
+    run: RunState, receiver: EndpointState, caller: EndpointAssigned, now: datetime
+) -> Iterator[ReceiverWaitExtended]:
+    """A caller with a pattern goes out: its receiver waits for the first call until
+    call_wait_s after the caller's own start, not only call_wait_s after it was ready
+    itself (a caller's host may start long after its receiver on a loaded machine)."""
+    if caller.config.pattern.kind == "single" or receiver.worker_id is None:
+        return
+    starts = now + timedelta(seconds=caller.config.start_delay_s)
+    yield ReceiverWaitExtended(
+        run_id=run.run_id,
+        endpoint_id=receiver.endpoint_id,
+        worker_id=receiver.worker_id,
+        caller_id=caller.endpoint_id,
+        wait_until=starts + timedelta(seconds=receiver_wait_s(run)),
+    )
+
+
+def receiver_wait_s(run: RunState) -> float:
+    """A receiver's call_wait_s (see NO_CALL_MARGIN_S)."""
+    return run.definition.duration_s + run.definition.buildup_s + NO_CALL_MARGIN_S
+
+
 def dispatch_callers(
     world: World, run: RunState, now: datetime, timing: Timing, gone: set[str]
 ) -> Iterator[Event]:
@@ -261,7 +283,9 @@ def dispatch_callers(
                 sip_code=receiver.sip_code,
             )
         elif receiver.contact_uri and (receiver.group in ready_groups or timed_out):
-            yield _assign(run, ep, receiver.contact_uri, now)
+            assigned = _assign(run, ep, receiver.contact_uri, now)
+            yield assigned
+            yield from extend_receiver_wait(run, receiver, assigned, now)
         elif timed_out:
             yield EndpointFinished(
                 run_id=run.run_id,

@@ -63,11 +63,20 @@ class Hangup(TypedDict):
     endpoint_id: str
 
 
+class WaitUntil(TypedDict):
+    """A receiver waits for its first call until at least this unix time (its caller
+    went out after it was ready); sent only after the endpoint's start_endpoint."""
+
+    op: Literal["wait_until"]
+    endpoint_id: str
+    until_t: float
+
+
 class Shutdown(TypedDict):
     op: Literal["shutdown"]
 
 
-Command = StartEndpoint | Hangup | Shutdown
+Command = StartEndpoint | Hangup | WaitUntil | Shutdown
 
 # Required fields (and their types) of every event; extra fields are allowed.
 _NUM = (int, float)
@@ -276,6 +285,11 @@ def _validate_command(msg: dict[str, Any]) -> dict[str, Any]:
         return msg
     if op == "hangup":
         _need_id(msg)
+        return msg
+    if op == "wait_until":
+        _need_id(msg)
+        if _need(msg, "until_t", _NUM) <= 0:
+            raise ProtocolError("until_t must be a unix time > 0")
         return msg
     if op != "start_endpoint":
         raise ProtocolError(f"unknown op {op!r}")

@@ -373,3 +373,44 @@ def test_a_patterned_group_times_its_calls_from_one_instant_and_its_receivers_kn
     assert [(c.group_index, c.group_size) for c in callers] == [(0, 2), (1, 2)]
     assert {c.calls_from for c in callers} == {T0 + timedelta(seconds=PATTERN_LEAD_S)}
     assert {c.start_delay_s for c in callers} == {0.0}  # the pattern spreads the calls
+
+
+def test_a_patterned_callers_dispatch_extends_its_receivers_first_call_wait():
+    """A receiver's wait for its first call counts from its caller going out, not only
+    from its own readiness: on a loaded machine a caller's host starts long after."""
+    groups = [
+        {"name": "A", "endpoints": 2, "calls": "B", "pattern": {"kind": "repeat", "hold_s": 1}},
+        {"name": "B", "endpoints": 2},
+    ]
+    story = Story().queue("r1", buildup_s=4, groups=groups)
+    story.step()
+    story.step()  # receivers out at T0
+    story.register("r1", "B-1")
+    story.now = T0 + timedelta(seconds=25)  # B-2 ready late: callers go out 25 s in
+    story.beat("w1", "w2").register("r1", "B-2")
+    events = story.decide()
+    waits = [e for e in events if type(e).__name__ == "ReceiverWaitExtended"]
+    # each one right after its caller's assignment, on the receiver's worker
+    assert [summary(e)[:2] for e in events] == [
+        ("EndpointAssigned", "A-1"),
+        ("ReceiverWaitExtended", "r1"),
+        ("EndpointAssigned", "A-2"),
+        ("ReceiverWaitExtended", "r1"),
+    ]
+    wait_s = 10 + 4 + NO_CALL_MARGIN_S
+    assert [(w.endpoint_id, w.worker_id, w.caller_id, w.wait_until) for w in waits] == [  # type: ignore[attr-defined]
+        ("B-1", "w1", "A-1", story.now + timedelta(seconds=wait_s)),
+        ("B-2", "w2", "A-2", story.now + timedelta(seconds=wait_s)),
+    ]
+    # later than B-1's own wait from its readiness (T0 + wait_s): it does not end first
+    assert waits[0].wait_until > T0 + timedelta(seconds=wait_s)  # type: ignore[attr-defined]
+    story.add(*events)
+    assert story.decide() == []  # once per caller: the assignment is folded
+
+
+def test_a_single_call_group_extends_no_wait():
+    story = Story().queue("r1")
+    story.step()
+    story.step()
+    story.register("r1", "B-1", "B-2")
+    assert [summary(e)[0] for e in story.decide()] == ["EndpointAssigned"] * 2

@@ -72,6 +72,11 @@ def test_defaults_filled_for_start_endpoint():
     assert given["call_wait_s"] == 42
 
 
+def test_wait_until_carries_a_receivers_first_call_deadline():
+    msg = {"op": "wait_until", "endpoint_id": "r/B-1", "until_t": 1767000000.5}
+    assert proto.decode_line(proto.encode(msg)) == msg
+
+
 def test_event_has_time():
     ev = proto.event("heartbeat", calls=1, accounts=2)
     assert ev["ev"] == "heartbeat" and isinstance(ev["t"], float)
@@ -86,6 +91,9 @@ def test_event_has_time():
         b'{"op":"dance"}',
         b'{"op":"hangup"}',
         b'{"op":"hangup","endpoint_id":""}',
+        b'{"op":"wait_until","endpoint_id":"r/B-1"}',  # no until_t
+        b'{"op":"wait_until","endpoint_id":"r/B-1","until_t":0}',
+        b'{"op":"wait_until","endpoint_id":"r/B-1","until_t":"later"}',
         json.dumps(_start(role="boss")).encode(),
         json.dumps(_start(codecs=[])).encode(),
         json.dumps(_start(codecs="PCMU")).encode(),

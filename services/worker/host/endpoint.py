@@ -58,6 +58,8 @@ class Endpoint:
         self.codecs = codecs
         self.duration_s = float(cmd["duration_s"])
         self.call_wait_s = float(cmd["call_wait_s"])  # receiver: no INVITE by then -> ends
+        # receiver: and none before this unix time either (its caller went out late)
+        self.first_call_by_t = 0.0
         self.target_uri: str | None = cmd.get("target_uri")
         self.username: str = cmd["username"]
         self.options: dict[str, Any] = cmd["options"]
@@ -158,6 +160,12 @@ class Endpoint:
             self._plan_next(0.0)
             if self.next_call is not None and self.next_call[0] <= self.t_ready:
                 self.place_call()
+
+    def first_call_overdue(self, now: float) -> bool:
+        """A receiver with no call yet has waited long enough: call_wait_s from being
+        ready, and past the deadline its caller's dispatch set (wait_until), whichever
+        is later; a caller's host may start long after its receiver was ready."""
+        return now - self.t_ready > self.call_wait_s and time.time() > self.first_call_by_t
 
     def calls_over(self, now: float) -> bool:
         """A pattern's receiver, between calls: are its caller's calls over? Past
@@ -365,8 +373,10 @@ class Endpoint:
                 return
             if self.role == "receiver" and self.stopped:
                 self.end(Outcome.CALL_FAILED, "stopped before a call arrived", None)
-            elif self.role == "receiver" and self.ready and now - self.t_ready > self.call_wait_s:
+            elif self.role == "receiver" and self.ready and self.first_call_overdue(now):
                 reason = f"no incoming call within {self.call_wait_s:g} s of being ready"
+                if self.first_call_by_t:
+                    reason += " and of its caller going out"
                 self.end("NO_INCOMING_CALL", reason, None)
             elif self.stopped and not self.ready:
                 self.end(Outcome.CALL_FAILED, "stopped before registration", None)

@@ -342,6 +342,12 @@ class Host:
                 self.error("no such running endpoint", cmd["endpoint_id"])
             else:
                 endpoint.stopped = True
+        elif cmd["op"] == "wait_until":
+            # (an endpoint that has finished has nothing left to wait for; no error: the
+            # supervisor ends an endpoint its host reports an error for)
+            endpoint = self.endpoints.get(cmd["endpoint_id"])
+            if endpoint is not None:
+                endpoint.first_call_by_t = max(endpoint.first_call_by_t, cmd["until_t"])
         else:
             self.start_endpoint(cmd)
 

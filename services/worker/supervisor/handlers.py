@@ -29,6 +29,7 @@ from callmeter_events import (
     GeneratorOverloaded,
     Outcome,
     Phase,
+    ReceiverWaitExtended,
     RunStopping,
     SpeechQualityMeasured,
     WorkerHeartbeat,
@@ -36,12 +37,12 @@ from callmeter_events import (
     WorkerOnline,
 )
 
-from ..protocol import StartEndpoint
+from ..protocol import StartEndpoint, WaitUntil
 from .audio import AudioStore
 from .batcher import SampleBatcher
 from .credentials import CredentialError, Credentials
 from .health import HealthMonitor
-from .hostpool import EndpointHost, HostPool, HostProfile
+from .hostpool import EndpointHost, HostPool, HostProfile, slot_of
 from .overload import OverloadJudge
 from .scorer import Scorer, record_seconds
 from .settings import WorkerSettings
@@ -87,6 +88,11 @@ def start_command(
     }
 
 
+def wait_command(run_id: str, endpoint_id: str, until: float) -> WaitUntil:
+    """The host protocol's wait_until command: a receiver's first-call deadline."""
+    return {"op": "wait_until", "endpoint_id": slot_of(run_id, endpoint_id), "until_t": until}
+
+
 class Supervisor:
     def __init__(self, bus: Bus, settings: WorkerSettings) -> None:
         self.bus = bus
@@ -119,6 +125,10 @@ class Supervisor:
         self.known: set[tuple[str, str]] = set()  # (run, endpoint) accepted, for redeliveries
         self.delayed: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.stopped: set[str] = set()  # runs told to stop: later assignments never start
+        # receivers' first-call deadlines (unix time, ReceiverWaitExtended), and the
+        # endpoints whose start command went to their host (a deadline is sent after it)
+        self.first_call_by: dict[tuple[str, str], float] = {}
+        self.placed: dict[tuple[str, str], EndpointHost | SimulatedHost] = {}
         self.beat = 0
         self.samples = SampleBatcher(bus.publish, settings.worker_id)  # MetricBatch out
         # Own health (real hosts only: a simulated worker measures nothing)
@@ -141,6 +151,9 @@ class Supervisor:
         for msg, event in batch:
             if isinstance(event, EndpointAssigned) and event.worker_id == self.settings.worker_id:
                 await self.accept(event)
+            elif isinstance(event, ReceiverWaitExtended):
+                if event.worker_id == self.settings.worker_id:
+                    await self.extend_wait(event)
             elif isinstance(event, RunStopping):
                 await self.stop_run(event.run_id)
             await msg.ack()
@@ -174,7 +187,18 @@ class Supervisor:
         self.delayed[key] = task
         task.add_done_callback(lambda _t: self.delayed.pop(key, None))
 
+    async def extend_wait(self, event: ReceiverWaitExtended) -> None:
+        """A receiver's caller went out: its host learns the later first-call deadline
+        (now, or right after its start command if that has not gone yet)."""
+        key = (event.run_id, event.endpoint_id)
+        until = max(event.wait_until.timestamp(), self.first_call_by.get(key, 0.0))
+        self.first_call_by[key] = until
+        host = self.placed.get(key)
+        if host is not None and slot_of(*key) in host.endpoints:  # not finished yet
+            await host.send(wait_command(*key, until))
+
     async def _start_later(self, event: EndpointAssigned) -> None:
+        key = (event.run_id, event.endpoint_id)
         if event.config.start_delay_s > 0:
             await asyncio.sleep(event.config.start_delay_s)  # buildup stagger
         c = event.config
@@ -210,7 +234,12 @@ class Supervisor:
         record_s = await self._sample_speech(event, profile.clock_rate)
         try:
             command = start_command(event, record_s, password)
-            await self.pool.place(event.run_id, event.endpoint_id, command, profile)
+            host = await self.pool.place(event.run_id, event.endpoint_id, command, profile)
+            self.placed[key] = host
+            if key in self.first_call_by:  # extended while the host was starting
+                await host.send(
+                    wait_command(event.run_id, event.endpoint_id, self.first_call_by[key])
+                )
         except (OSError, RuntimeError) as exc:
             await self.bus.publish(
                 EndpointFinished(
@@ -318,6 +347,9 @@ class Supervisor:
                 self.samples.add(owner[0], sample)  # as one MetricBatch per run
                 return
             events = to_events(owner[0], {**msg, "endpoint_id": owner[1]})
+            if msg["ev"] == "endpoint_finished":
+                self.placed.pop(key, None)
+                self.first_call_by.pop(key, None)
             if msg["ev"] == "endpoint_finished" and key in self.scoring:
                 # a background task, so this host's other messages do not wait for PESQ
                 task = asyncio.ensure_future(self._finish_after_score(key, events))
@@ -329,6 +361,8 @@ class Supervisor:
     async def on_host_lost(self, host: EndpointHost, reason: str) -> None:
         for run_id, endpoint in list(host.endpoints.values()):
             self.references.pop((run_id, endpoint), None)
+            self.placed.pop((run_id, endpoint), None)
+            self.first_call_by.pop((run_id, endpoint), None)
             await self.bus.publish(
                 EndpointFinished(
                     run_id=run_id,

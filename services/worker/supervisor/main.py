@@ -9,7 +9,7 @@ from pathlib import Path
 
 from callmeter_common.bus import Bus
 from callmeter_common.runtime import run_service
-from callmeter_events import EVENTS, assignments_for_worker, stop_signals
+from callmeter_events import EVENTS, assignments_for_worker, stop_signals, waits_for_worker
 
 from .handlers import Supervisor
 from .settings import WorkerSettings
@@ -42,7 +42,11 @@ async def serve(stop: asyncio.Event, settings: WorkerSettings | None = None) -> 
     durable = "worker-" + "".join(
         c if c.isalnum() or c in "-_" else "_" for c in settings.worker_id
     )
-    filters = [assignments_for_worker(settings.worker_id), stop_signals()]
+    filters = [
+        assignments_for_worker(settings.worker_id),
+        waits_for_worker(settings.worker_id),
+        stop_signals(),
+    ]
     tasks = [
         asyncio.create_task(bus.pull_loop(EVENTS, durable, filters, supervisor.handle_batch, stop)),
         asyncio.create_task(supervisor.heartbeats(stop)),

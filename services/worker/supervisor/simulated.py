@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +103,7 @@ class SimulatedHost:
     endpoints: dict[str, tuple[str, str]] = field(default_factory=dict)
     hangups: dict[str, asyncio.Event] = field(default_factory=dict)
 
-    async def send(self, command: dict[str, Any]) -> None:
+    async def send(self, command: Mapping[str, Any]) -> None:
         if command.get("op") == "hangup" and command.get("endpoint_id") in self.hangups:
             self.hangups[command["endpoint_id"]].set()
 
