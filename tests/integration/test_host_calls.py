@@ -259,3 +259,28 @@ def test_ninth_account_is_rejected_and_host_survives(hosts):
     h.drain()
     done = {e["endpoint_id"] for e in h.of("endpoint_finished")}
     assert done == {f"r{i}" for i in range(10) if i != 8}
+
+
+def test_a_receiver_waits_past_its_call_wait_until_its_callers_deadline(hosts):
+    """wait_until (its caller went out late) keeps a receiver registered past call_wait_s:
+    a call coming after call_wait_s is answered, and without a call it then ends."""
+    rh, ch = hosts(), hosts()
+    for eid in ("r", "idle-r"):
+        start_ep(rh, eid, "receiver", 2.0, call_wait_s=1.5)
+    ready = {
+        eid: rh.wait_for(
+            lambda e, eid=eid: e["ev"] == "endpoint_ready" and e["endpoint_id"] == eid, 10
+        )
+        for eid in ("r", "idle-r")
+    }
+    until = time.time() + 6.0
+    for eid in ("r", "idle-r"):
+        rh.send({"op": "wait_until", "endpoint_id": eid, "until_t": until})
+    time.sleep(3.0)  # past call_wait_s: without wait_until both would have ended
+    assert not rh.of("endpoint_finished")
+    start_ep(ch, "c", "caller", 2.0, ready["r"]["contact_uri"])
+    assert ch.wait_for(finished("c"), 20)["outcome"] == "SUCCESS"
+    assert rh.wait_for(finished("r"), 10)["outcome"] == "SUCCESS"
+    idle = rh.wait_for(finished("idle-r"), 10)
+    assert idle["outcome"] == "NO_INCOMING_CALL" and "caller" in idle["reason"], idle
+    assert until <= idle["t"] <= until + 2.0, idle["t"] - until
