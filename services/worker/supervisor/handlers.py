@@ -235,11 +235,6 @@ class Supervisor:
         try:
             command = start_command(event, record_s, password)
             host = await self.pool.place(event.run_id, event.endpoint_id, command, profile)
-            self.placed[key] = host
-            if key in self.first_call_by:  # extended while the host was starting
-                await host.send(
-                    wait_command(event.run_id, event.endpoint_id, self.first_call_by[key])
-                )
         except (OSError, RuntimeError) as exc:
             await self.bus.publish(
                 EndpointFinished(
@@ -249,6 +244,10 @@ class Supervisor:
                     reason=f"could not start endpoint host: {exc}",
                 )
             )
+            return
+        self.placed[key] = host
+        if key in self.first_call_by:  # extended while the host was starting
+            await host.send(wait_command(*key, self.first_call_by[key]))
 
     async def _sample_speech(self, event: EndpointAssigned, clock_rate: int) -> float | None:
         """A receiver sampled for PESQ: its reference at the host's rate, and how long
