@@ -188,7 +188,7 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
     ok = summary["answered"] >= PASS * want
     if not ok:  # why: the callers' outcomes, and when the failed calls came
         why = Counter(f"{e['outcome']} {e.get('reason') or ''}"[:120] for e in run["endpoints"])
-        print(f"  platform run {run_id} {run['status']}: {dict(why.most_common(4))}")
+        print(f"  platform run {run_id} {run['status']}: {dict(why.most_common())}")
         base = f"/api/v1/runs/{run_id}/calls?limit="
         _, head = platform.request("GET", base + "1")
         _, failed_page = platform.request("GET", base + "1000&status=failed")
