@@ -1,4 +1,5 @@
-"""A host's stderr: the rate limit, the kept assertion, and the reason its endpoints get."""
+"""A host's stderr: the rate limit, the kept assertion, and the reason its endpoints get;
+when a host that says nothing is taken for dead."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def test_the_reason_says_how_the_host_ended_and_names_it():
     assert lost_host(reason) == "h3"
     assert exit_reason("h4", 2, None) == "endpoint host h4 exited with code 2"
     assert lost_host("endpoint host refused it: host full") is None
+
+
+def test_a_host_is_given_its_start_time_before_the_silence_limit_applies():
+    from callmeter_worker.supervisor.hostpool import silence_verdict
+
+    # starting: pjsua2's import and library start may take seconds on a busy machine
+    assert silence_verdict(False, 6.0, silence_s=5.0, start_s=20.0) is None
+    assert silence_verdict(False, 20.5, 5.0, 20.0) == "not ready 20 s after its start"
+    # ready: 5 s without a word is a dead host
+    assert silence_verdict(True, 4.9, 5.0, 20.0) is None
+    assert silence_verdict(True, 5.1, 5.0, 20.0) == "went silent for 5 s"

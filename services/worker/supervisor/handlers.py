@@ -114,6 +114,7 @@ class Supervisor:
                 tls_files=(settings.tls_cert, settings.tls_key),
                 ports=settings.media_port_range(),
                 record_dir=self.speech_dir,
+                start_s=settings.host_start_s,
             )
         self.audio = AudioStore(bus, self.speech_dir)
         self.credentials = Credentials(bus, settings.worker_id)

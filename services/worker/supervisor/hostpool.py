@@ -63,6 +63,15 @@ class HostProfile:
         ] + (["--audio", self.audio] if self.audio else [])
 
 
+def silence_verdict(ready: bool, quiet_s: float, silence_s: float, start_s: float) -> str | None:
+    """Why a host that has said nothing for `quiet_s` is taken for dead, or None: once
+    ready, `silence_s` without a word; before, `start_s` (a start takes seconds when the
+    machine is busy, and killing it then loses its endpoints for nothing)."""
+    if ready:
+        return f"went silent for {silence_s:.0f} s" if quiet_s > silence_s else None
+    return f"not ready {start_s:.0f} s after its start" if quiet_s > start_s else None
+
+
 def slot_of(run_id: str, endpoint_id: str) -> str:
     """The name an endpoint has inside its host. Endpoint ids repeat across runs (every
     test has an A-1), and two runs' endpoints may share a host."""
@@ -107,8 +116,10 @@ class HostPool:
         tls_files: tuple[str, str] = ("", ""),
         ports: tuple[int, int] = (16_000, 60_000),
         record_dir: str = "",
+        start_s: float = 20.0,
     ) -> None:
         self.per_host = per_host
+        self.start_s = start_s
         self.bind = bind
         self.silence_s = silence_s
         self.on_message = on_message
@@ -272,9 +283,10 @@ class HostPool:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for host in list(self.hosts.values()):
-                if not host.lost and now - host.last_heard > self.silence_s:
+                quiet_s = now - host.last_heard
+                how = silence_verdict(host.ready.is_set(), quiet_s, self.silence_s, self.start_s)
+                if not host.lost and how is not None:
                     self._kill(host)
-                    how = f"went silent for {self.silence_s:.0f} s"
                     await self._retire(host, host_lost_reason(host.host_id, how))
 
     def _kill(self, host: EndpointHost) -> None:

@@ -29,6 +29,9 @@ class WorkerSettings(CommonSettings):
     # CALLMETER_HEARTBEAT_S: the dispatcher reads the same name to know when beats are missed.
     heartbeat_s: float = 1.0
     host_silence_s: float = 5.0  # a host that says nothing this long is declared dead
+    # ... or, before it is ready, this long after its start (importing pjsua2 and starting
+    # the library takes seconds on a busy machine; health.py counts it late at 10 s)
+    host_start_s: float = 20.0
     trace_sip: bool = True
     # endpoint hosts' stderr (rate-limited) goes to <data_dir>/hosts-<worker_id>.log,
     # rotated at this size with this many old files kept
