@@ -321,11 +321,11 @@ def wait_assigned(database_url: str, run_id: str, total: int, since: float) -> f
             ).fetchone()
             if row and row[0] >= total:
                 return time.monotonic() - since
-            if row and row[1] in ("CANNOT_RUN_FOR_NOW", "FAILED"):
+            if row and row[1] in ("CANNOT_RUN_FOR_NOW", "FAILED", "COMPLETED"):
                 took = time.monotonic() - since
                 raise RuntimeError(
                     f"run {row[1]} after {took:.0f} s, {row[0]} of {total}"
-                    f" endpoints assigned: {row[2][:300]}"
+                    f" endpoints assigned: {(row[2] or '')[:300]}"
                 )
             time.sleep(0.2)
     raise TimeoutError(f"not all {total} endpoints assigned after 600 s")
