@@ -8,6 +8,7 @@ import psycopg
 
 from . import quality
 from . import stats as stats_mod
+from .rollup_deltas import endpoint_metric_sql
 
 
 def run_row(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any] | None:
@@ -47,9 +48,8 @@ def summary_of(q: dict[str, Any], speech: dict[str, Any] | None = None) -> dict[
 def samples_per_endpoint(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
     """Receive-side samples stored per endpoint (from the rollup, not a scan)."""
     rows = conn.execute(
-        "SELECT endpoint_id, sum(n) FROM rollup_endpoint WHERE run_id = %s AND metric = 'samples'"
-        " GROUP BY endpoint_id",
-        (run_id,),
+        f"SELECT endpoint_id, sum(n) FROM ({endpoint_metric_sql('samples')}) r GROUP BY endpoint_id",
+        {"run_id": run_id},
     ).fetchall()
     return {r[0]: int(r[1]) for r in rows}
 

@@ -81,6 +81,24 @@ def view_sql(table: str) -> str:
     return f"CREATE VIEW {table} AS SELECT * FROM {table}_folded UNION ALL {unpivoted}"
 
 
+def endpoint_metric_sql(metric: str) -> str:
+    """The rows (endpoint_id, n, total) of one metric of run %(run_id)s, as the
+    rollup_endpoint view has them, read from the folded table and that metric's
+    columns of the deltas: the view unpivots every metric of every delta row before
+    it can filter on one (6-8 times slower on 3,000 endpoints with 20 deltas each)."""
+    n, total = (
+        ("samples", "samples::float8") if metric == "samples" else (f"{metric}_n", f"{metric}_sum")
+    )
+    if metric != "samples" and metric not in STAT_METRICS:
+        raise ValueError(f"no rollup of {metric!r}")
+    return (
+        "SELECT endpoint_id, n, total FROM rollup_endpoint_folded"
+        f" WHERE run_id = %(run_id)s AND metric = '{metric}' AND n > 0 UNION ALL"
+        f" SELECT endpoint_id, {n}, {total} FROM rollup_endpoint_delta"
+        f" WHERE run_id = %(run_id)s AND {n} > 0"
+    )
+
+
 class Deltas(NamedTuple):
     """What a write adds, as rows of rollup_{second,endpoint,hist}_delta and of
     call_timings (the newest sample of each endpoint), in their column order."""

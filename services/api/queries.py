@@ -13,20 +13,22 @@ import psycopg
 
 from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES
 from callmeter_storage import results
+from callmeter_storage.rollup_deltas import endpoint_metric_sql
 
 from .endpoint_views import ListQuery
 
 # Receive side: the listening quality each endpoint experienced, from the rollup
 # ingest keeps (a few rows per endpoint), never a scan of the samples.
-_MOS = (
-    "SELECT endpoint_id, sum(total) / sum(n) FROM rollup_endpoint"
-    " WHERE run_id = %s AND metric = 'mos' AND n > 0 GROUP BY endpoint_id"
+_MOS_OF = (
+    "SELECT endpoint_id, sum(total) / sum(n) AS mos"
+    f" FROM ({endpoint_metric_sql('mos')}) r GROUP BY endpoint_id"
 )
 SERIES_KEYS = ("mos", "jitter_ms", "fraction_lost", "rtt_ms", "bitrate_bps")
 
 
 def mos_per_endpoint(conn: psycopg.Connection[Any], run_id: str) -> dict[str, float]:
-    return {r[0]: float(r[1]) for r in conn.execute(_MOS, (run_id,)).fetchall()}
+    rows = conn.execute(_MOS_OF, {"run_id": run_id}).fetchall()
+    return {r[0]: float(r[1]) for r in rows}
 
 
 def run_overview(conn: psycopg.Connection[Any], run_id: str) -> tuple[Any, ...] | None:
@@ -137,16 +139,13 @@ def group_mos(conn: psycopg.Connection[Any], run_id: str) -> dict[str, float]:
     """Per group, the mean of its endpoints' MOS (as group_breakdown averages them)."""
     rows = conn.execute(
         f"SELECT e.group_name, avg(m.mos) FROM ({_MOS_OF}) m"
-        " JOIN endpoints e ON e.run_id = %s AND e.endpoint_id = m.endpoint_id GROUP BY 1",
-        (run_id, run_id),
+        " JOIN endpoints e ON e.run_id = %(run_id)s AND e.endpoint_id = m.endpoint_id"
+        " GROUP BY 1",
+        {"run_id": run_id},
     ).fetchall()
     return {g: float(v) for g, v in rows}
 
 
-_MOS_OF = (
-    "SELECT endpoint_id, sum(total) / sum(n) AS mos FROM rollup_endpoint"
-    " WHERE run_id = %s AND metric = 'mos' AND n > 0 GROUP BY endpoint_id"
-)
 _NATURAL = ("e.group_name", "length(e.endpoint_id)", "e.endpoint_id")
 _SORT_VALUE = {
     "group": "e.group_name",
@@ -194,14 +193,29 @@ def _order(query: ListQuery) -> str:
     return f"({value}) IS NULL, {value}{desc}, " + ", ".join(_NATURAL)
 
 
-def _listing_sql(query: ListQuery, run_id: str) -> tuple[str, dict[str, Any]]:
+def _args(query: ListQuery, run_id: str) -> tuple[str, dict[str, Any]]:
     where, args = _where(query)
-    args |= {"run_id": run_id, "phases": list(PHASES), "outcomes": list(OUTCOMES)}
-    mos = _MOS_OF.replace("%s", "%(run_id)s")
-    return (
-        f" FROM endpoints e LEFT JOIN ({mos}) m ON m.endpoint_id = e.endpoint_id WHERE {where}",
-        args,
-    )
+    return where, args | {"run_id": run_id, "phases": list(PHASES), "outcomes": list(OUTCOMES)}
+
+
+def endpoint_total(conn: psycopg.Connection[Any], run_id: str, query: ListQuery) -> int:
+    """How many endpoints match `query` (its filters never look at MOS: no join)."""
+    where, args = _args(query, run_id)
+    row = conn.execute(f"SELECT count(*) FROM endpoints e WHERE {where}", args).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _endpoint_page(
+    conn: psycopg.Connection[Any], run_id: str, query: ListQuery, offset: int, limit: int
+) -> list[dict[str, Any]]:
+    where, args = _args(query, run_id)
+    rows = conn.execute(
+        f"SELECT e.doc, m.mos FROM endpoints e LEFT JOIN ({_MOS_OF}) m"
+        f" ON m.endpoint_id = e.endpoint_id WHERE {where}"
+        f" ORDER BY {_order(query)} OFFSET %(offset)s LIMIT %(limit)s",
+        args | {"offset": offset, "limit": limit},
+    ).fetchall()
+    return [{**doc, "mos": None if m is None else float(m)} for doc, m in rows]
 
 
 def endpoint_listing(
@@ -209,22 +223,15 @@ def endpoint_listing(
 ) -> tuple[list[dict[str, Any]], int]:
     """Endpoint documents (with their "mos") matching `query`, in its order, from
     `offset`, at most `limit`; and how many match in all."""
-    base, args = _listing_sql(query, run_id)
-    row = conn.execute("SELECT count(*)" + base, args).fetchone()
-    total = int(row[0]) if row else 0
-    rows = conn.execute(
-        f"SELECT e.doc, m.mos{base} ORDER BY {_order(query)} OFFSET %(offset)s LIMIT %(limit)s",
-        args | {"offset": offset, "limit": limit},
-    ).fetchall()
-    return [{**doc, "mos": None if m is None else float(m)} for doc, m in rows], total
+    return _endpoint_page(conn, run_id, query, offset, limit), endpoint_total(conn, run_id, query)
 
 
 def listing_page(conn: psycopg.Connection[Any], run_id: str, query: ListQuery) -> ListingPage:
     """The query's page of the list (the last one when it asks beyond), as the pages show it."""
-    _, total = endpoint_listing(conn, run_id, query, 0, 0)
+    total = endpoint_total(conn, run_id, query)
     pages = max(1, -(-total // query.per_page))
     page = min(query.page, pages)
-    docs, _ = endpoint_listing(conn, run_id, query, (page - 1) * query.per_page, query.per_page)
+    docs = _endpoint_page(conn, run_id, query, (page - 1) * query.per_page, query.per_page)
     return ListingPage(docs, total, page, pages, query)
 
 

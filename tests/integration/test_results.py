@@ -35,6 +35,7 @@ from callmeter_storage import partitions, results, stats
 from callmeter_storage.compaction import fold_rollups
 from callmeter_storage.migrations import MIGRATIONS, migrate
 from callmeter_storage.readmodels import VERSION_NAME, doc
+from callmeter_storage.rollup_deltas import STAT_METRICS, endpoint_metric_sql
 from callmeter_storage.samples import to_row, to_write_order
 
 pytestmark = pytest.mark.integration
@@ -250,6 +251,28 @@ def rollup_figures(conn: psycopg.Connection, run_id: str) -> dict[str, list[tupl
         )
         for table, (select, keys) in _FIGURES.items()
     }
+
+
+def test_one_metric_read_from_the_tables_equals_the_rollup_view(
+    database_url: str, run_id: str
+) -> None:
+    """endpoint_metric_sql (what the run page's MOS reads) gives exactly the rows of the
+    rollup_endpoint view for every metric, on a run with both folded rows and deltas."""
+    with psycopg.connect(database_url) as conn:
+        for table in ("rollup_endpoint_folded", "rollup_endpoint_delta"):
+            n = conn.execute(f"SELECT count(*) FROM {table} WHERE run_id = %s", (run_id,))
+            assert n.fetchone()[0] > 0, f"the fixture has no {table} rows"  # type: ignore[index]
+        for metric in ("samples", *STAT_METRICS):
+            view = conn.execute(
+                "SELECT endpoint_id, n, total FROM rollup_endpoint"
+                " WHERE run_id = %s AND metric = %s",
+                (run_id, metric),
+            ).fetchall()
+            direct = conn.execute(endpoint_metric_sql(metric), {"run_id": run_id}).fetchall()
+            assert sorted(direct) == sorted(view), metric
+            assert view or metric not in ("samples", "mos"), metric
+    with pytest.raises(ValueError, match="no rollup of 'codec'"):
+        endpoint_metric_sql("codec")
 
 
 def test_the_fast_path_rolls_up_exactly_what_the_conflict_tolerant_path_does(
