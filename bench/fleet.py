@@ -262,6 +262,9 @@ def main() -> None:
                 f"API CPU per view, {label}: {1000 * per_view:.0f} ms"
                 f" ({1000 * used / VIEWS:.0f} ms with the background work)"
             )
+        print(
+            "run page queries while live (PostgreSQL, median of 3):", page_queries(pg.url, run_id)
+        )
         t_stop = time.monotonic()
         p.request("POST", f"/api/v1/runs/{run_id}/stop")
         run = p.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=300)
@@ -316,6 +319,31 @@ def wait_listed(p: TestPlatform, path: str, timeout: float = 120) -> dict[str, A
             return body["items"][0]  # type: ignore[no-any-return]
         time.sleep(0.5)
     raise TimeoutError(f"nothing listed at {path} after {timeout} s")
+
+
+def page_queries(database_url: str, run_id: str) -> str:
+    """Where a run page's wall time goes in the database: each query it makes, timed."""
+    from callmeter_api import queries
+    from callmeter_api.html_runs import RUN_PAGE_QUERY
+    from callmeter_storage import results
+
+    parts = {
+        "run": lambda c: results.run_row(c, run_id),
+        "counts": lambda c: queries.endpoint_counts(c, run_id),
+        "summary": lambda c: results.summary(c, run_id),
+        "group MOS": lambda c: queries.group_mos(c, run_id),
+        "listing": lambda c: queries.listing_page(c, run_id, RUN_PAGE_QUERY),
+    }
+    out = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for name, read in parts.items():
+            took = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                read(conn)
+                took.append(time.perf_counter() - t0)
+            out.append(f"{name} {1000 * statistics.median(took):.0f} ms")
+    return ", ".join(out)
 
 
 def wait_assigned(database_url: str, run_id: str, total: int, since: float) -> float:
