@@ -22,11 +22,16 @@ WHERE a.attname = 'run_id' AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
 ORDER BY c.relname
 """
 TERMINAL = ("COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW")
+# Tables whose run_id only points at a run: their rows outlive it.
+REFERENCES_ONLY = (
+    # a probe's history: each execution's judgement stays after its run is deleted
+    "probe_executions",
+)
 
 
 def run_tables(conn: psycopg.Connection[Any]) -> list[str]:
     """Every table (partitioned parents and hypertables included) holding rows of runs."""
-    return [r[0] for r in conn.execute(RUN_TABLES).fetchall()]
+    return [r[0] for r in conn.execute(RUN_TABLES).fetchall() if r[0] not in REFERENCES_ONLY]
 
 
 def delete_run_rows(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int]:
@@ -45,6 +50,18 @@ def expired_runs(conn: psycopg.Connection[Any], before: datetime) -> list[str]:
         "SELECT run_id FROM runs WHERE status = ANY(%s)"
         " AND COALESCE((doc->>'finished_at')::timestamptz, created_at) < %s"
         " ORDER BY created_at",
+        (list(TERMINAL), before),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def expired_probe_runs(conn: psycopg.Connection[Any], before: datetime) -> list[str]:
+    """Finished runs of probe executions, judged, that ended before `before`, oldest first."""
+    rows = conn.execute(
+        "SELECT r.run_id FROM runs r JOIN probe_executions e USING (run_id)"
+        " WHERE r.status = ANY(%s) AND e.judged_at IS NOT NULL"
+        " AND COALESCE((r.doc->>'finished_at')::timestamptz, r.created_at) < %s"
+        " ORDER BY r.created_at",
         (list(TERMINAL), before),
     ).fetchall()
     return [r[0] for r in rows]

@@ -153,7 +153,8 @@ def recent(conn: psycopg.Connection, probe_id: str, n: int) -> list[str | None]:
 
 _HISTORY = (
     "SELECT run_id, started_at, judged_at, health, reason, mos, post_dial_delay_ms,"
-    " success_pct FROM probe_executions WHERE probe_id = %s ORDER BY slot DESC LIMIT %s"
+    " success_pct, EXISTS (SELECT 1 FROM runs r WHERE r.run_id = e.run_id)"
+    " FROM probe_executions e WHERE probe_id = %s ORDER BY slot DESC LIMIT %s"
 )
 HISTORY_KEYS = (
     "run_id",
@@ -164,6 +165,7 @@ HISTORY_KEYS = (
     "mos",
     "post_dial_delay_ms",
     "success_pct",
+    "run_kept",  # False once retention deleted the execution's run
 )
 
 

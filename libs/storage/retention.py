@@ -16,7 +16,7 @@ import psycopg
 from callmeter_common.bus import Bus
 from callmeter_events.subjects import everything_of_run
 
-from .deletion import delete_run_rows, expired_runs
+from .deletion import delete_run_rows, expired_probe_runs, expired_runs
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,27 @@ async def delete_run(bus: Bus, database_url: str, run_id: str) -> dict[str, int]
 
 
 async def sweep(
-    bus: Bus, database_url: str, retention_days: int, now: datetime | None = None
+    bus: Bus,
+    database_url: str,
+    retention_days: int,
+    now: datetime | None = None,
+    probe_days: int = 0,
 ) -> list[str]:
-    """Delete the runs finished more than `retention_days` ago (0 keeps everything)."""
-    if retention_days <= 0:
-        return []
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    """Delete the runs finished more than `retention_days` ago, and the judged probe
+    executions' runs more than `probe_days` ago (0 keeps them: retention_days alone)."""
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(days=retention_days)
+    probe_cutoff = now - timedelta(days=probe_days)
 
     def expired() -> list[str]:
         with psycopg.connect(database_url) as conn:
-            return expired_runs(conn, cutoff)
+            runs = expired_runs(conn, cutoff) if retention_days > 0 else []
+            probes = expired_probe_runs(conn, probe_cutoff) if probe_days > 0 else []
+        return runs + [r for r in probes if r not in set(runs)]
 
     run_ids = await asyncio.to_thread(expired)
     for run_id in run_ids:
         await delete_run(bus, database_url, run_id)
     if run_ids:
-        log.info("retention: deleted %d runs finished before %s", len(run_ids), cutoff)
+        log.info("retention: deleted %d finished runs", len(run_ids))
     return run_ids

@@ -64,7 +64,8 @@ async def probe_history(
     probe_id: str, p: PlatformDep, scope: ScopeDep, limit: Limit = 100
 ) -> dict[str, Any]:
     """Executions, newest first: health (null: not judged), reason, MOS, post-dial
-    delay, success (percent of calls, or of registrations for a registration probe)."""
+    delay, success (percent of calls, or of registrations for a registration probe);
+    run_kept is false once CALLMETER_PROBE_RETENTION_DAYS deleted the execution's run."""
     await probes.probe(p, scope, probe_id)
     items = await query(p, rows.history, probe_id, limit)
     return {"items": items, "total": len(items), "limit": limit, "offset": 0}

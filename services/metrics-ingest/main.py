@@ -73,7 +73,10 @@ async def _hourly_upkeep(bus: Bus, database_url: str, stop: asyncio.Event) -> No
         try:
             if not first:
                 await asyncio.to_thread(migrate, database_url)
-            await sweep(bus, database_url, StorageSettings().retention_days)
+            settings = StorageSettings()
+            await sweep(
+                bus, database_url, settings.retention_days, probe_days=settings.probe_retention_days
+            )
         except Exception:  # noqa: BLE001 - the database may be down; next hour
             log.exception("storage upkeep failed")
         first = False

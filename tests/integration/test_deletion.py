@@ -139,11 +139,9 @@ def test_a_run_in_flight_cannot_be_deleted(platform):  # type: ignore[no-untyped
     platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
 
 
-async def test_retention_removes_finished_runs_whole_and_keeps_runs_in_flight(
-    own_bus: Bus, own_db: str, own_nats
-):  # type: ignore[no-untyped-def]
-    from callmeter_storage.retention import sweep
-
+async def projected_history(own_bus: Bus, own_db: str) -> datetime:
+    """tests.support.history's runs (r1, r2, r3, r5 finished; r4, r6 in flight) in the
+    read models, r1 and r4 with a sample and a SIP message; returns when they were made."""
     log = history()
     for event in log:
         await own_bus.publish(event)
@@ -178,7 +176,15 @@ async def test_retention_removes_finished_runs_whole_and_keeps_runs_in_flight(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    return now
 
+
+async def test_retention_removes_finished_runs_whole_and_keeps_runs_in_flight(
+    own_bus: Bus, own_db: str, own_nats
+):  # type: ignore[no-untyped-def]
+    from callmeter_storage.retention import sweep
+
+    now = await projected_history(own_bus, own_db)
     assert await sweep(own_bus, own_db, retention_days=0, now=now + timedelta(days=999)) == []
     assert rows_per_table(own_db, "r1")["runs"] == 1  # 0 keeps everything
 
@@ -192,3 +198,44 @@ async def test_retention_removes_finished_runs_whole_and_keeps_runs_in_flight(
         assert rows_per_table(own_db, run_id)["runs"] == 1
         assert (await in_streams(own_nats.url, run_id))[EVENTS.name] > 0
     assert rows_per_table(own_db, "r4")["sip_messages"] == 1
+
+
+async def test_probe_retention_deletes_judged_executions_runs_and_keeps_their_history(
+    own_bus: Bus, own_db: str, own_nats
+):  # type: ignore[no-untyped-def]
+    """A probe's executions: r2 judged, r3 finished but not judged, r4 judged but in
+    flight. Only r2's run goes; its judgement stays in the probe's history."""
+    from callmeter_storage import probes
+    from callmeter_storage.retention import sweep
+
+    await projected_history(own_bus, own_db)
+    with psycopg.connect(own_db) as conn:
+        row = conn.execute(
+            "SELECT (doc->>'finished_at')::timestamptz FROM runs WHERE run_id = 'r2'"
+        )
+        finished = row.fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            "INSERT INTO probes (probe_id, project, name, doc) VALUES ('p1', 'default', 'p', '{}')"
+        )
+        for slot, run_id in enumerate(("r2", "r3", "r4")):
+            probes.add_execution(conn, "p1", slot, run_id)
+        for run_id in ("r2", "r4"):
+            judged = {"health": "HEALTHY", "reason": "", "mos": 4.3}
+            probes.record(conn, run_id, judged | {"post_dial_delay_ms": 80.0, "success_pct": 100})
+
+    # not yet 1 day old; then 0 keeps every run
+    assert await sweep(own_bus, own_db, 0, now=finished + timedelta(hours=23), probe_days=1) == []
+    assert await sweep(own_bus, own_db, 0, now=finished + timedelta(days=999), probe_days=0) == []
+    deleted = await sweep(own_bus, own_db, 0, now=finished + timedelta(days=2), probe_days=1)
+    assert deleted == ["r2"]
+    counts = rows_per_table(own_db, "r2")
+    assert counts.pop("probe_executions") == 1  # the judgement stays
+    assert set(counts.values()) == {0}, counts
+    assert set((await in_streams(own_nats.url, "r2")).values()) == {0}
+    for run_id in ("r1", "r3", "r4", "r5"):  # not a probe's, not judged, in flight
+        assert rows_per_table(own_db, run_id)["runs"] == 1, run_id
+    with psycopg.connect(own_db) as conn:
+        history = {h["run_id"]: h for h in probes.history(conn, "p1", 10)}
+    assert history["r2"]["run_kept"] is False and history["r2"]["mos"] == 4.3
+    assert history["r2"]["health"] == "HEALTHY"
+    assert history["r3"]["run_kept"] is True and history["r4"]["run_kept"] is True
