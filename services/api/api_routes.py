@@ -90,10 +90,16 @@ async def list_runs(
     test_id: str | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
+    probes: Annotated[
+        bool | None,
+        Query(description="true: probe executions only; false: none of them; unset: all"),
+    ] = None,
 ) -> dict[str, Any]:
     shown = who.project_filter()
     only, hidden = (shown.only, shown.hidden) if shown else (None, ())
-    runs, total = await service.query(p, queries.page_runs, test_id, limit, offset, only, hidden)
+    runs, total = await service.query(
+        p, queries.page_runs, test_id, limit, offset, only, hidden, probes
+    )
     return page(runs, total, limit, offset)
 
 

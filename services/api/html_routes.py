@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
@@ -41,15 +41,22 @@ async def workers_page(p: PlatformDep) -> HTMLResponse:
 
 
 @router.get("/runs", response_class=HTMLResponse)
-async def runs_page(p: PlatformDep, who: PrincipalDep, page: int = Query(1, ge=1)) -> HTMLResponse:
+async def runs_page(
+    p: PlatformDep,
+    who: PrincipalDep,
+    page: int = Query(1, ge=1),
+    probes: Literal["hide", "show", "only"] = "hide",
+) -> HTMLResponse:
+    """Runs, newest first; probe executions (a run every interval) hidden unless asked."""
     per_page = 50
     shown = who.project_filter()
     only, hidden = (shown.only, shown.hidden) if shown else (None, ())
+    which = {"hide": False, "show": None, "only": True}[probes]
     runs, total = await service.query(
-        p, queries.page_runs, None, per_page, (page - 1) * per_page, only, hidden
+        p, queries.page_runs, None, per_page, (page - 1) * per_page, only, hidden, which
     )
     pages = max(1, -(-total // per_page))
-    return render("runs.html", runs=runs, total=total, page=page, pages=pages)
+    return render("runs.html", runs=runs, total=total, page=page, pages=pages, probes=probes)
 
 
 def overlay(runs: list[dict[str, Any]]) -> list[str]:

@@ -71,6 +71,9 @@ def endpoint_series(
     return out
 
 
+_PROBE_RUN = "(SELECT 1 FROM probe_executions x WHERE x.run_id = runs.run_id)"
+
+
 def page_runs(
     conn: psycopg.Connection[Any],
     test_id: str | None,
@@ -78,11 +81,15 @@ def page_runs(
     offset: int,
     only: tuple[str, ...] | None = None,
     hidden: tuple[str, ...] = (),
+    probes: bool | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Newest first, one page, and the total; of one test, of the projects in `only`
-    (None: every one) but those `hidden`."""
+    (None: every one) but those `hidden`; probe executions only (True), none (False)
+    or both (None)."""
     conds: list[str] = []
     args: list[Any] = []
+    if probes is not None:
+        conds.append(f"{'' if probes else 'NOT '}EXISTS {_PROBE_RUN}")
     if test_id:
         conds.append("test_id = %s")
         args.append(test_id)

@@ -187,6 +187,16 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
     assert page.count("<tr><td>") >= 2 and first["run_id"] in page
     _, listing = p.get_html("/probes")
     assert f'href="/probes/{probe_id}"' in listing
+    # Its executions are runs: the runs list hides them unless asked; the API filters.
+    executions = {h["run_id"] for h in history["items"]}
+    _, only = p.request("GET", "/api/v1/runs?probes=true&limit=1000")
+    _, none = p.request("GET", "/api/v1/runs?probes=false&limit=1000")
+    assert executions <= {r["run_id"] for r in only["items"]}
+    assert not executions & {r["run_id"] for r in none["items"]}
+    _, runs_page = p.get_html("/runs")
+    assert 'id="probe-runs"' in runs_page and first["run_id"] not in runs_page
+    _, runs_page = p.get_html("/runs?probes=only")
+    assert f'href="/runs/{first["run_id"]}"' in runs_page
 
     # 5. The public status page: no login, the probe's health, nothing internal.
     status, body = p.request("PUT", "/api/v1/projects/default/status-page", {"public": True})
