@@ -44,22 +44,14 @@ def delete_run_rows(conn: psycopg.Connection[Any], run_id: str) -> dict[str, int
     return deleted
 
 
-def expired_runs(conn: psycopg.Connection[Any], before: datetime) -> list[str]:
-    """Finished runs that ended before `before` (retention), oldest first."""
+def expired_runs(
+    conn: psycopg.Connection[Any], before: datetime, probes_only: bool = False
+) -> list[str]:
+    """Finished runs that ended before `before` (retention), oldest first; with
+    `probes_only`, only the runs of probe executions already judged."""
+    probe = " JOIN probe_executions e USING (run_id) WHERE e.judged_at IS NOT NULL AND"
     rows = conn.execute(
-        "SELECT run_id FROM runs WHERE status = ANY(%s)"
-        " AND COALESCE((doc->>'finished_at')::timestamptz, created_at) < %s"
-        " ORDER BY created_at",
-        (list(TERMINAL), before),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def expired_probe_runs(conn: psycopg.Connection[Any], before: datetime) -> list[str]:
-    """Finished runs of probe executions, judged, that ended before `before`, oldest first."""
-    rows = conn.execute(
-        "SELECT r.run_id FROM runs r JOIN probe_executions e USING (run_id)"
-        " WHERE r.status = ANY(%s) AND e.judged_at IS NOT NULL"
+        f"SELECT r.run_id FROM runs r{probe if probes_only else ' WHERE'} r.status = ANY(%s)"
         " AND COALESCE((r.doc->>'finished_at')::timestamptz, r.created_at) < %s"
         " ORDER BY r.created_at",
         (list(TERMINAL), before),

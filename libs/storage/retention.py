@@ -16,7 +16,7 @@ import psycopg
 from callmeter_common.bus import Bus
 from callmeter_events.subjects import everything_of_run
 
-from .deletion import delete_run_rows, expired_probe_runs, expired_runs
+from .deletion import delete_run_rows, expired_runs
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ async def sweep(
     def expired() -> list[str]:
         with psycopg.connect(database_url) as conn:
             runs = expired_runs(conn, cutoff) if retention_days > 0 else []
-            probes = expired_probe_runs(conn, probe_cutoff) if probe_days > 0 else []
+            probes = expired_runs(conn, probe_cutoff, probes_only=True) if probe_days > 0 else []
         return runs + [r for r in probes if r not in set(runs)]
 
     run_ids = await asyncio.to_thread(expired)
