@@ -225,6 +225,11 @@ def worker(
         help="IP address peers reach this worker's SIP and RTP at"
         " (CALLMETER_ADVERTISE_ADDRESS); default: the address of the route to NATS.",
     ),
+    bind_address: str = typer.Option(
+        "",
+        help="Local IP address its SIP and RTP bind (CALLMETER_BIND_ADDRESS), e.g. 0.0.0.0 or"
+        " a private address behind a port-forwarding NAT; default: the advertised address.",
+    ),
     simulate: bool = typer.Option(
         False, help="Simulated endpoints (no pjsua2, no calls): loads the control plane only."
     ),
@@ -236,6 +241,8 @@ def worker(
         os.environ["CALLMETER_WORKER_ID"] = worker_id
     if advertise_address:
         os.environ["CALLMETER_ADVERTISE_ADDRESS"] = advertise_address
+    if bind_address:
+        os.environ["CALLMETER_BIND_ADDRESS"] = bind_address
     if simulate:
         os.environ["CALLMETER_SIMULATE"] = "1"
     from callmeter_worker.supervisor.main import main

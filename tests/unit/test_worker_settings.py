@@ -25,6 +25,15 @@ def test_a_name_is_not_an_address() -> None:
     with pytest.raises(ValidationError, match="advertise_address") as err:
         WorkerSettings(advertise_address="worker.example")
     assert "not an IP address" in str(err.value)
+    with pytest.raises(ValidationError, match="bind_address"):
+        WorkerSettings(bind_address="any")
+
+
+def test_hosts_bind_the_advertised_address_unless_told_another() -> None:
+    settings = WorkerSettings(nats_url="nats://127.0.0.1:4222", advertise_address="203.0.113.7")
+    assert settings.bind() == "203.0.113.7"
+    behind_nat = settings.model_copy(update={"bind_address": "10.0.0.5"})
+    assert (behind_nat.bind(), behind_nat.address()) == ("10.0.0.5", "203.0.113.7")
 
 
 @pytest.mark.parametrize("bad", ["20000", "30000-20000", "80-90", "20000-70000", "a-b"])

@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rtp-port-range", type=int, required=True)
     p.add_argument("--host-id", default="")
     p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument(
+        "--public-address",
+        default="",
+        help="address put in Contact, Via and SDP when peers reach --bind through another"
+        " (NAT, or --bind 0.0.0.0); default: --bind",
+    )
     p.add_argument("--clock-rate", type=int, default=8000, help="16000 for G722 hosts")
     p.add_argument("--drop-tx-pct", type=int, default=0)
     p.add_argument("--drop-rx-pct", type=int, default=0)

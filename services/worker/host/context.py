@@ -19,7 +19,7 @@ from .register import Registration
 class HostContext(Protocol):
     """What endpoints, their scenarios and the pjsua2 callbacks use of the Host."""
 
-    bind: str
+    advertised: str  # the address peers reach this host's SIP and RTP at
     record_dir: str  # where sampled receivers write their recordings
     accounts: dict[str, Any]  # endpoint_id -> live pjsua2 Account
     rejected: list[Any]  # calls kept alive until PJSIP drops them

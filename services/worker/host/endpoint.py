@@ -123,10 +123,12 @@ class Endpoint:
         )
 
     def direct_uri(self) -> str:
-        """sip:user@bind:port[;transport=tcp|tls] on the port the transport really has."""
+        """sip:user@address:port[;transport=tcp|tls]: the address peers reach, on the
+        port the transport really has."""
         transport = self.transport
         suffix = f";transport={transport}" if transport != "udp" else ""
-        return f"sip:{self.username}@{self.host.bind}:{self.host.listen_port(transport)}{suffix}"
+        where = f"{self.host.advertised}:{self.host.listen_port(transport)}"
+        return f"sip:{self.username}@{where}{suffix}"
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:

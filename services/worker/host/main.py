@@ -89,6 +89,7 @@ class Host:
     def __init__(self, args: argparse.Namespace, out_fd: int) -> None:
         self.args, self.out_fd = args, out_fd
         self.bind, self.sip_port = args.bind, args.sip_port
+        self.advertised = args.public_address or args.bind  # what peers reach us at
         self.record_dir = args.record_dir or tempfile.gettempdir()
         self.endpoints: dict[str, Endpoint] = {}
         self.accounts: dict[str, Any] = {}  # endpoint_id -> live HostAccount
@@ -130,7 +131,9 @@ class Host:
         lc.msgLogging = bool(a.trace_sip)
         lc.decor = pj.PJ_LOG_HAS_SENDER  # which media transport dropped a packet
         self.ep.libInit(cfg)
-        self.transports = Transports(self.ep, a.bind, a.sip_port, a.tls_cert, a.tls_key)
+        self.transports = Transports(
+            self.ep, a.bind, a.sip_port, a.tls_cert, a.tls_key, a.public_address
+        )
         self.transport_id = self.transports.get("udp")
         drop_oversized(a.bind, a.sip_port)  # pjsip would parse them cut at 4,000 bytes
         self.ep.libStart()
@@ -188,6 +191,8 @@ class Host:
             self.args.rtp_port_range,
             self.bind,
         )
+        if self.advertised != self.bind:
+            mt.publicAddress = self.advertised  # SDP c= and o=
         if opts["dscp_rtp"] is not None:
             mt.qosType = pj.PJ_QOS_TYPE_VOICE
             mt.qosParams.flags = pj.PJ_QOS_PARAM_HAS_DSCP

@@ -25,9 +25,15 @@ def _stream_port_free(address: str, port: int) -> bool:
 
 class Transports:
     def __init__(
-        self, ep: pj.Endpoint, bind: str, sip_port: int, tls_cert: str, tls_key: str
+        self,
+        ep: pj.Endpoint,
+        bind: str,
+        sip_port: int,
+        tls_cert: str,
+        tls_key: str,
+        public: str = "",
     ) -> None:
-        self.ep, self.bind, self.sip_port = ep, bind, sip_port
+        self.ep, self.bind, self.sip_port, self.public = ep, bind, sip_port, public
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.ids: dict[str, int] = {}
         self.gates: dict[str, ListenerGate] = {}  # TCP/TLS listeners' (keybudget.py)
@@ -88,6 +94,8 @@ class Transports:
         tcfg = pj.TransportConfig()
         tcfg.port = port
         tcfg.boundAddress = self.bind
+        if self.public:
+            tcfg.publicAddress = self.public  # Via and Contact
         if kind == "tls":
             tls = tcfg.tlsConfig
             tls.certFile, tls.privKeyFile = self.tls_cert, self.tls_key

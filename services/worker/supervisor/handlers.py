@@ -106,7 +106,7 @@ class Supervisor:
             self.pool = HostPool(
                 settings.endpoints_per_host,
                 settings.rtp_port_range,
-                settings.address(),
+                settings.bind(),
                 settings.host_silence_s,
                 self.on_host_message,
                 self.on_host_lost,
@@ -115,6 +115,7 @@ class Supervisor:
                 ports=settings.media_port_range(),
                 record_dir=self.speech_dir,
                 start_s=settings.host_start_s,
+                public=settings.address(),
             )
         self.audio = AudioStore(bus, self.speech_dir)
         self.credentials = Credentials(bus, settings.worker_id)

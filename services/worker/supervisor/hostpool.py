@@ -117,10 +117,12 @@ class HostPool:
         ports: tuple[int, int] = (16_000, 60_000),
         record_dir: str = "",
         start_s: float = 20.0,
+        public: str = "",
     ) -> None:
         self.per_host = per_host
         self.start_s = start_s
         self.bind = bind
+        self.public = public or bind  # what peers reach the hosts at
         self.silence_s = silence_s
         self.on_message = on_message
         self.on_host_lost = on_host_lost
@@ -181,6 +183,8 @@ class HostPool:
             "--bind",
             self.bind,
         ]
+        if self.public != self.bind:
+            argv += ["--public-address", self.public]
         argv += profile.args()
         if self.trace_sip:
             argv.append("--trace-sip")

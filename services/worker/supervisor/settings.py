@@ -24,6 +24,9 @@ class WorkerSettings(CommonSettings):
     # The address peers reach this worker's SIP and RTP at: endpoint hosts bind it and
     # put it in contact URIs and SDP. "": the local address of the route to NATS.
     advertise_address: str = ""
+    # The local address its SIP and RTP sockets bind; default: the advertised one. When
+    # they differ (a port-forwarding NAT, or 0.0.0.0), hosts advertise the other one.
+    bind_address: str = ""
     rtp_port_range: int = 40  # media ports reserved per endpoint host
     media_ports: str = "16000-60000"  # UDP ports endpoint hosts take SIP and RTP ports from
     # CALLMETER_HEARTBEAT_S: the dispatcher reads the same name to know when beats are missed.
@@ -61,7 +64,7 @@ class WorkerSettings(CommonSettings):
             sustain_s=self.overload_sustain_s,
         )
 
-    @field_validator("advertise_address")
+    @field_validator("advertise_address", "bind_address")
     @classmethod
     def _an_ip_address(cls, value: str) -> str:
         if value:
@@ -86,6 +89,10 @@ class WorkerSettings(CommonSettings):
     def address(self) -> str:
         """The address to advertise: the one given, else that of the route to NATS."""
         return self.advertise_address or route_address(self.nats_url)
+
+    def bind(self) -> str:
+        """The local address the hosts' sockets bind: the one given, else address()."""
+        return self.bind_address or self.address()
 
 
 def route_address(nats_url: str) -> str:
