@@ -86,7 +86,7 @@ def document() -> dict[str, Any]:
         }
         messages[name] = {
             "name": name,
-            "contentType": "application/json",
+            "contentType": cls.content_type,
             "headers": {"type": "object", "properties": {"Nats-Msg-Id": {"type": "string"}}},
             "payload": {"$ref": f"#/components/schemas/{name}"},
         }

@@ -28,6 +28,7 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     stream: ClassVar[str] = "CALLMETER_EVENTS"
+    content_type: ClassVar[str] = "application/json"  # how codec.encode writes it
     schema_version: int = 1
     event_id: str = ""
     occurred_at: datetime = Field(default_factory=utcnow)

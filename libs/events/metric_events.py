@@ -45,7 +45,7 @@ class MetricSample(Event):
 
 
 def _samples(value: Any) -> tuple[SampleHead, ...]:
-    """Samples as they are (made from decoded ones), or checked from their JSON arrays."""
+    """Samples as they are (made from decoded ones), or checked from their arrays as parsed."""
     try:
         return msgspec.convert(value, tuple[Sample, ...])  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
@@ -64,13 +64,17 @@ Samples = Annotated[
 class MetricBatch(Event):
     """Many samples of one run from one worker in one message: what workers publish.
 
-    Each sample is a `callmeter_vocabulary.sample.Sample`, on the wire a JSON
-    array in the catalogue's order (so the keys are not named per sample):
-    the endpoint host makes it, the supervisor stamps the endpoint id, and
-    metrics-ingest decodes the message straight into Samples.
+    On the wire (`to_msgpack`) a MetricBatch is a MessagePack map whose samples
+    are `callmeter_vocabulary.sample.Sample`s, each an array in the catalogue's
+    order (so the keys are not named per sample) with its time as a MessagePack
+    timestamp: the endpoint host makes it, the supervisor stamps the endpoint id,
+    and metrics-ingest decodes the message straight into Samples
+    (`callmeter_vocabulary.sample.decode_batch`). Batches written before were the
+    same map as JSON; ingest and `codec.decode` still read those (`is_msgpack`).
     """
 
     stream: ClassVar[str] = "CALLMETER_METRICS"
+    content_type: ClassVar[str] = "application/msgpack"
     type: Literal["MetricBatch"] = "MetricBatch"
     schema_version: int = 2
     run_id: str
@@ -78,9 +82,9 @@ class MetricBatch(Event):
     seq: int  # increasing per run and worker, across worker restarts too (see the batcher)
     samples: Samples
 
-    def to_json(self) -> bytes:
-        """The event's JSON, the samples written by msgspec (pydantic writes the header)."""
-        head = self.model_dump(mode="json", exclude={"samples"})
+    def to_msgpack(self) -> bytes:
+        """The event as MessagePack, the samples written by msgspec (pydantic the header)."""
+        head = self.model_dump(exclude={"samples"})
         return _ENCODE({**head, "samples": self.samples})
 
     def subject(self) -> str:
@@ -90,7 +94,7 @@ class MetricBatch(Event):
         return f"MetricBatch:{self.run_id}:{self.worker_id}:{self.seq}"
 
 
-_ENCODE = msgspec.json.Encoder().encode
+_ENCODE = msgspec.msgpack.Encoder().encode
 
 
 def batch_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:

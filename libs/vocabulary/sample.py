@@ -4,13 +4,13 @@
 catalogue order, after its head (time, endpoint, direction, seq). The endpoint
 host builds it from PJSIP's statistics and writes it to the supervisor as a
 JSON array; the supervisor stamps the endpoint's id on it and puts it, as it
-is, into a MetricBatch; metrics-ingest decodes the batch straight into Samples
-and each Sample's fields, in order, are the first cells of its COPY row
-(`row_cells`). Decoding checks every value against its column's type (a
+is, into a MetricBatch (MessagePack on NATS); metrics-ingest decodes the batch
+straight into Samples (`decode_batch`) and each Sample's fields, in order, are
+the first cells of its COPY row (`row_cells`). Decoding checks every value against its column's type (a
 float is finite, an int fits int8, text holds no NUL, the time has a zone),
 in C; there is no other check and no other shape.
 
-On the wire a Sample is an array, so the key names are not repeated in every
+On either wire a Sample is an array, so the key names are not repeated in every
 sample. A metric added to the catalogue goes at its end (a new last field,
 null by default): an older producer's shorter arrays still decode, and extra
 trailing values from a newer one are ignored. Reordering or removing a key
@@ -129,3 +129,21 @@ class BatchView(msgspec.Struct):
     schema_version: int
     run_id: Id
     samples: list[Sample]  # type: ignore[valid-type]
+
+
+# What a MessagePack map starts with (fixmap, map16, map32); a JSON object starts with "{".
+_MSGPACK_MAP = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
+_DECODE_MSGPACK = msgspec.msgpack.Decoder(BatchView).decode
+_DECODE_JSON = msgspec.json.Decoder(BatchView).decode
+
+
+def is_msgpack(data: bytes) -> bool:
+    """Whether a message on CALLMETER_METRICS is MessagePack (a MetricBatch as workers
+    publish it now) rather than JSON (a batch published before, a single MetricSample)."""
+    return bool(data) and data[0] in _MSGPACK_MAP
+
+
+def decode_batch(data: bytes) -> BatchView:
+    """A MetricBatch message (MessagePack, or the JSON of older workers) decoded and
+    checked in one pass; msgspec.DecodeError or ValidationError if it is not a clean one."""
+    return (_DECODE_MSGPACK if is_msgpack(data) else _DECODE_JSON)(data)

@@ -1,7 +1,7 @@
 """decode -> rows -> one transaction -> ack. Nothing is acked before it is committed.
 
-Messages are MetricBatch (what workers publish) or single MetricSample (older
-workers, integrations). A sample that cannot be stored is dead-lettered alone
+Messages are MetricBatch (what workers publish: MessagePack, or JSON from
+workers before it) or single MetricSample (older workers, integrations). A sample that cannot be stored is dead-lettered alone
 with the reason; the other samples of its batch are stored, and the message
 is acked once each of its samples is either committed or dead-lettered.
 """
@@ -30,7 +30,7 @@ from callmeter_storage import partitions
 from callmeter_storage.compaction import fold_rollups
 from callmeter_storage.rollup_deltas import Deltas, combined, deltas_of
 from callmeter_storage.samples import TIME, rows_of, sample_of
-from callmeter_vocabulary.sample import BatchView, SampleRejected, check
+from callmeter_vocabulary.sample import SampleRejected, check, decode_batch, is_msgpack
 
 from .writer import store_rows
 
@@ -43,7 +43,6 @@ ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
 DOWN_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 _BATCH_VERSION = current_version("MetricBatch")
 WHOLE = -1  # the origin of a row that is its whole message (a MetricSample)
-_decode_batch = msgspec.json.Decoder(BatchView).decode
 
 
 @dataclass
@@ -107,7 +106,7 @@ class Ingest:
         for msg in msgs:
             pending.msgs.append(msg)
             try:
-                batch = _decode_batch(msg.data)  # the hot path: straight into Samples
+                batch = decode_batch(msg.data)  # the hot path: straight into Samples
                 if batch.schema_version != _BATCH_VERSION:
                     raise msgspec.ValidationError("an older MetricBatch: upcast it")
             except (msgspec.ValidationError, msgspec.DecodeError):
@@ -130,8 +129,8 @@ class Ingest:
         """Anything but a clean current batch: a current batch with bad records (each is
         dead-lettered alone, the others stored), an older batch (upcast), a MetricSample."""
         try:
-            payload = orjson.loads(msg.data)
-        except orjson.JSONDecodeError:
+            payload = _loads(msg.data)
+        except (orjson.JSONDecodeError, msgspec.DecodeError):
             payload = None  # the generic decode names the reason
         if (
             isinstance(payload, dict)
@@ -159,7 +158,7 @@ class Ingest:
                 row = rows_of(run_id, [check(record)])
             except SampleRejected as exc:
                 reason = f"record {index}: {exc}"
-                if not await self._dead_letter(msg.subject, _one_record(payload, index), reason):
+                if not await self._dead_letter(msg.subject, _one_record(msg.data, index), reason):
                     pending.held.add(id(msg))
                 continue
             pending.rows += row
@@ -248,7 +247,7 @@ class Ingest:
         except ROW_ERRORS as exc:
             if len(which) == 1:
                 msg, record = pending.origins[which[0]]
-                data = msg.data if record == WHOLE else _one_record(orjson.loads(msg.data), record)
+                data = msg.data if record == WHOLE else _one_record(msg.data, record)
                 reason = f"rejected by the database: {exc}"
                 if not await self._dead_letter(msg.subject, data, reason):
                     pending.held.add(id(msg))
@@ -268,7 +267,15 @@ class Ingest:
         return store_rows(conn, rows, deltas)
 
 
-def _one_record(payload: dict[str, Any], index: int) -> bytes:
-    """A batch holding only record `index`: what is dead-lettered for one bad sample."""
+def _loads(data: bytes) -> Any:
+    """A message's payload as parsed, whichever its format (is_msgpack)."""
+    return msgspec.msgpack.decode(data) if is_msgpack(data) else orjson.loads(data)
+
+
+def _one_record(data: bytes, index: int) -> bytes:
+    """The batch `data` holding only record `index`, in its format: what is dead-lettered
+    for one bad sample."""
+    payload = _loads(data)
     records = payload.get("samples")
-    return orjson.dumps({**payload, "samples": [records[index]] if records else []})
+    one = {**payload, "samples": [records[index]] if records else []}
+    return msgspec.msgpack.encode(one) if is_msgpack(data) else orjson.dumps(one)

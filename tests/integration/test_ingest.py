@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
+import msgspec
 import psycopg
 import pytest
 
@@ -39,7 +39,7 @@ from callmeter_ingest.handlers import Ingest, Pending
 from callmeter_storage.compaction import FOLD_LOCK
 from callmeter_storage.migrations import migrate
 from callmeter_storage.samples import sample_of, to_row, to_write_order
-from callmeter_vocabulary.sample import FIELDS
+from callmeter_vocabulary.sample import FIELDS, is_msgpack
 from callmeter_worker.supervisor.batcher import SampleBatcher
 
 pytestmark = pytest.mark.integration
@@ -152,15 +152,21 @@ async def test_bad_samples_are_dead_lettered_and_the_good_ones_of_the_batch_land
 
     # A batch of 10 as a (careless) producer could send it: two of its records are bad.
     ten = tuple(sample_of(sample(run_id, i)) for i in range(200, 210))
-    batch = orjson.loads(encode(MetricBatch(run_id=run_id, worker_id="w-1", seq=1, samples=ten)))
+    batch = msgspec.msgpack.decode(
+        encode(MetricBatch(run_id=run_id, worker_id="w-1", seq=1, samples=ten))
+    )
     batch["samples"][3][FIELDS.index("packets")] = 49.5
     batch["samples"][6][FIELDS.index("direction")] = "sideways"
-    await bus.js.publish(f"callmeter.metrics.{run_id}.batch.w-1", orjson.dumps(batch))
+    await bus.js.publish(f"callmeter.metrics.{run_id}.batch.w-1", msgspec.msgpack.encode(batch))
+    # A clean batch as workers wrote them before MessagePack (JSON), still in the stream.
+    four = tuple(sample_of(sample(run_id, i)) for i in range(300, 304))
+    old = MetricBatch(run_id=run_id, worker_id="w-0", seq=1, samples=four)
+    await bus.js.publish(old.subject(), old.model_dump_json().encode())
 
     # Every good sample is stored, once, and counted once by the rollup.
-    await wait_rows(database_url, run_id, 48)
+    await wait_rows(database_url, run_id, 52)
     await asyncio.sleep(0.5)
-    assert counts(database_url, run_id) == (48, 24)
+    assert counts(database_url, run_id) == (52, 26)
 
     # The six others are on the dead-letter stream with the reason, each bad record alone.
     deadline = time.monotonic() + 10
@@ -178,8 +184,9 @@ async def test_bad_samples_are_dead_lettered_and_the_good_ones_of_the_batch_land
     assert "unknown metric keys: jitter_msec" in joined and "not JSON" in joined
     assert "record 3: packets: Expected `int | null`, got `float`" in joined
     assert "record 6: direction: Invalid enum value 'sideways'" in joined
-    parked = orjson.loads((await bus.js.get_msg(DEADLETTER.name, 6)).data)
-    assert parked["type"] == "MetricBatch" and len(parked["samples"]) == 1
+    parked = (await bus.js.get_msg(DEADLETTER.name, 6)).data
+    assert is_msgpack(parked)  # in the format it came in
+    assert msgspec.msgpack.decode(parked)["samples"][0][FIELDS.index("direction")] == "sideways"
     stop.set()
     await task
 

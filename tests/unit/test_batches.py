@@ -13,7 +13,14 @@ from callmeter_events import EventDecodeError, decode, encode
 from callmeter_events.metric_events import MetricBatch
 from callmeter_storage.samples import WRITE_COLUMNS, rows_of
 from callmeter_vocabulary.metrics import CATALOGUE, KEYS
-from callmeter_vocabulary.sample import FIELDS, BatchView, SampleHead, make, metrics_of
+from callmeter_vocabulary.sample import (
+    FIELDS,
+    SampleHead,
+    decode_batch,
+    is_msgpack,
+    make,
+    metrics_of,
+)
 from callmeter_worker.supervisor.batcher import SampleBatcher
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -30,10 +37,11 @@ def test_a_batch_round_trips_through_the_codec_sample_by_sample() -> None:
     samples = tuple(sample(i) for i in range(4))
     batch = MetricBatch(run_id="r1", worker_id="w.1", seq=7, samples=samples)
     data = encode(batch)
-    assert decode(data) == batch
-    # On the wire each sample is an array in the contract's field order: keys named once.
-    wire = orjson.loads(data)["samples"][1]
-    assert len(wire) == len(FIELDS) and wire[:4] == ["2025-01-06T09:00:00Z", "A-1", "recv", 0]
+    assert is_msgpack(data) and decode(data) == batch
+    # On the wire each sample is an array in the contract's field order: keys named once,
+    # the time a MessagePack timestamp.
+    wire = msgspec.msgpack.decode(data)["samples"][1]
+    assert len(wire) == len(FIELDS) and wire[:4] == [T0, "A-1", "recv", 0]
     assert wire[FIELDS.index("packets")] == 50 and wire[FIELDS.index("rtt_ms")] is None
     # One subject token per worker, whatever its id holds; dedup by run, worker and number.
     assert batch.subject() == "callmeter.metrics.r1.batch.w_1"
@@ -43,7 +51,7 @@ def test_a_batch_round_trips_through_the_codec_sample_by_sample() -> None:
 def test_ingest_reads_a_batch_into_rows_whose_cells_are_the_samples_values() -> None:
     samples = tuple(sample(i, rtt_ms=i * 1.5) for i in range(4))
     data = encode(MetricBatch(run_id="r1", worker_id="w", seq=1, samples=samples))
-    view = msgspec.json.decode(data, type=BatchView)
+    view = decode_batch(data)
     rows = rows_of(view.run_id, view.samples)
     for s, row in zip(samples, rows, strict=True):
         cells = dict(zip(WRITE_COLUMNS, row, strict=True))
@@ -57,13 +65,37 @@ def test_ingest_reads_a_batch_into_rows_whose_cells_are_the_samples_values() -> 
         assert (cells["run_id"], cells["group_name"]) == ("r1", "A")
 
 
-def test_a_bad_sample_makes_the_batch_invalid_naming_the_record_and_field() -> None:
-    data = orjson.loads(
-        encode(MetricBatch(run_id="r", worker_id="w", seq=1, samples=(sample(0), sample(1))))
+def test_a_json_batch_as_workers_published_before_decodes_to_the_same_samples() -> None:
+    # Batches published before MessagePack may still be in the stream after an upgrade.
+    samples = tuple(sample(i, rtt_ms=i * 1.5) for i in range(4))
+    batch = MetricBatch(run_id="r1", worker_id="w", seq=1, samples=samples)
+    data = batch.model_dump_json().encode()
+    assert data[:1] == b"{" and not is_msgpack(data)
+    assert decode(data) == batch
+    assert decode_batch(data).samples == decode_batch(encode(batch)).samples == list(samples)
+
+
+@pytest.mark.parametrize("wire", ["msgpack", "json"])
+def test_a_bad_sample_makes_the_batch_invalid_naming_the_record_and_field(wire: str) -> None:
+    batch = MetricBatch(run_id="r", worker_id="w", seq=1, samples=(sample(0), sample(1)))
+    data = (
+        msgspec.msgpack.decode(encode(batch))
+        if wire == "msgpack"
+        else orjson.loads(batch.model_dump_json())
     )
     data["samples"][1][FIELDS.index("packets")] = 49.5
+    bad = msgspec.msgpack.encode(data) if wire == "msgpack" else orjson.dumps(data)
     with pytest.raises(EventDecodeError, match="record 1: packets: Expected `int | null`"):
-        decode(orjson.dumps(data))
+        decode(bad)
+    with pytest.raises(msgspec.ValidationError, match=r"Expected `int \| null`"):
+        decode_batch(bad)
+
+
+def test_what_is_neither_json_nor_msgpack_is_named_as_such() -> None:
+    with pytest.raises(EventDecodeError, match="not JSON"):
+        decode(b"\xff\xfe not an event")
+    with pytest.raises(EventDecodeError, match="not MessagePack"):
+        decode(b"\x81\xc1")  # a map, then a byte MessagePack never uses
 
 
 def test_a_version_1_batch_is_upcast_to_the_same_samples() -> None:
