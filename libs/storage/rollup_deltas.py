@@ -16,7 +16,7 @@ from __future__ import annotations
 import operator
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -117,80 +117,92 @@ _stat_cells = operator.itemgetter(*(_AT[m] for m in STAT_METRICS))
 _binned_cells = operator.itemgetter(*(_AT[m] for m in BINNED_METRICS))
 _BIN_BOUNDS = tuple(BOUNDS[m] for m in BINNED_METRICS)
 _timing_cells = operator.itemgetter(*(_AT[k] for k in TIMING_KEYS))
+_time_of = operator.itemgetter(_TIME)
 
 
-def deltas_of(
-    rows: Sequence[tuple[Any, ...]], newest: dict[tuple[str, str], tuple[Any, ...]] | None = None
-) -> Deltas:
-    """The deltas of rows (WRITE_COLUMNS order, none stored before): receive-side
-    samples only. Both of ingest's write paths use it: the fast one on the rows it
-    COPYs, the conflict-tolerant one on the rows its INSERT stored.
+class Rollup:
+    """The deltas of one write whose rows come in parts (ingest adds each fetch's rows
+    as they are decoded, while the previous write is in flight): `add` only groups
+    the rows by endpoint and direction; `deltas` computes them column by column, once
+    per write, so a write appends one endpoint row per endpoint and one second row per
+    group and second, however many parts its rows came in."""
 
-    `newest`: the newest row of each endpoint among the rows of earlier calls whose
-    deltas go into the same write (ingest computes them part by part, as messages
-    are decoded; `combined`); it is updated, and the timings are of all those rows."""
-    by_second: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
-    by_endpoint: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-    newest = {} if newest is None else newest
-    for row in rows:
-        key = (row[_RUN], row[_ENDPOINT])
-        # The newest sample of each endpoint; at equal times 'recv' (as ORDER BY direction).
-        best = newest.get(key)
-        if (
-            best is None
-            or row[_TIME] > best[_TIME]
-            or (row[_TIME] == best[_TIME] and row[_DIRECTION] == "recv")
-        ):
-            newest[key] = row
-        if row[_DIRECTION] == "recv":
-            by_endpoint[key].append(row)
-            t = row[_TIME]
-            second = t.replace(microsecond=0) if t.microsecond else t
-            by_second[(row[_RUN], row[_GROUP], second)].append(row)
-    hist: Counter[tuple[Any, ...]] = Counter()
-    for (run, endpoint), recv in by_endpoint.items():
-        # Column by column: rollup.bin_of inlined (the hot path of every write).
-        bins = [
-            [None if v is None else (bisect_right(bounds, v) or 1) - 1 for v in column]
-            for column, bounds in zip(
-                zip(*map(_binned_cells, recv), strict=True), _BIN_BOUNDS, strict=True
-            )
-        ]
-        group = recv[0][_GROUP]
-        hist.update(zip(repeat(run), repeat(endpoint), repeat(group), *bins))
-    for key in [k for k in hist if k[3:] == _NO_BINS]:
-        del hist[key]  # a sample with none of the binned metrics
-    return Deltas(
-        second=[(*key, len(recv), *_stats(recv)) for key, recv in by_second.items()],
-        endpoint=[
-            (run, endpoint, recv[0][_GROUP], len(recv), *_stats(recv))
-            for (run, endpoint), recv in by_endpoint.items()
-        ],
-        hist=[(*key, n) for key, n in hist.items()],
-        # Sorted: upserts from ingest processes writing at once lock rows in one order.
-        timings=[
-            (run, endpoint, row[_GROUP], row[_TIME], *_timing_cells(row))
-            for (run, endpoint), row in sorted(newest.items())
-        ],
-    )
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+
+    def add(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        groups = self.groups
+        for row in rows:
+            key = (row[_RUN], row[_ENDPOINT], row[_DIRECTION])
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [row]
+            else:
+                group.append(row)
+
+    def deltas(self) -> Deltas:
+        """The deltas of all the rows added: receive-side samples only; the timings are
+        the newest sample of each endpoint (at equal times 'recv', as ORDER BY direction)."""
+        by_second: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
+        by_endpoint: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        newest: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for (run, endpoint, direction), rows in self.groups.items():
+            key = (run, endpoint)
+            last = max(rows, key=_time_of)
+            best = newest.get(key)
+            if (
+                best is None
+                or last[_TIME] > best[_TIME]
+                or (last[_TIME] == best[_TIME] and direction == "recv")
+            ):
+                newest[key] = last
+            if direction != "recv":
+                continue
+            by_endpoint[key] = rows
+            group = rows[0][_GROUP]
+            for row in rows:
+                t = row[_TIME]
+                by_second[(run, group, t.replace(microsecond=0) if t.microsecond else t)].append(
+                    row
+                )
+        hist: Counter[tuple[Any, ...]] = Counter()
+        for (run, endpoint), recv in by_endpoint.items():
+            # Column by column: rollup.bin_of inlined (the hot path of every write).
+            bins = [
+                [None if v is None else (bisect_right(bounds, v) or 1) - 1 for v in column]
+                for column, bounds in zip(
+                    zip(*map(_binned_cells, recv), strict=True), _BIN_BOUNDS, strict=True
+                )
+            ]
+            group = recv[0][_GROUP]
+            hist.update(zip(repeat(run), repeat(endpoint), repeat(group), *bins))
+        for key in [k for k in hist if k[3:] == _NO_BINS]:
+            del hist[key]  # a sample with none of the binned metrics
+        return Deltas(
+            second=[(*key, len(recv), *_stats(recv)) for key, recv in by_second.items()],
+            endpoint=[
+                (run, endpoint, recv[0][_GROUP], len(recv), *_stats(recv))
+                for (run, endpoint), recv in by_endpoint.items()
+            ],
+            hist=[(*key, n) for key, n in hist.items()],
+            # Sorted: upserts from ingest processes writing at once lock rows in one order.
+            timings=[
+                (run, endpoint, row[_GROUP], row[_TIME], *_timing_cells(row))
+                for (run, endpoint), row in sorted(newest.items())
+            ],
+        )
+
+
+def deltas_of(rows: Iterable[tuple[Any, ...]]) -> Deltas:
+    """The deltas of rows (WRITE_COLUMNS order, none stored before). Both of ingest's
+    write paths use it: the fast one on the rows it COPYs (through a Rollup, part by
+    part), the conflict-tolerant one on the rows its INSERT stored."""
+    rollup = Rollup()
+    rollup.add(rows)
+    return rollup.deltas()
 
 
 _NO_BINS = (None,) * len(BINNED_METRICS)
-
-
-def combined(parts: Sequence[Deltas]) -> Deltas:
-    """The deltas of one write whose rows came in parts, computed one after another
-    with one `newest` (deltas_of): the parts' rollup rows together (the delta tables
-    are append-only; the rollup_* views and the fold add up every row of a key) and
-    the last part's timings, which are those of all the rows."""
-    if len(parts) == 1:
-        return parts[0]
-    return Deltas(
-        second=[r for part in parts for r in part.second],
-        endpoint=[r for part in parts for r in part.endpoint],
-        hist=[r for part in parts for r in part.hist],
-        timings=parts[-1].timings,
-    )
 
 
 def _stats(recv: list[tuple[Any, ...]]) -> list[Any]:

@@ -28,7 +28,7 @@ from callmeter_events.metric_events import MetricBatch
 from callmeter_events.streams import deadletter_subject
 from callmeter_storage import partitions
 from callmeter_storage.compaction import fold_rollups
-from callmeter_storage.rollup_deltas import Deltas, combined, deltas_of
+from callmeter_storage.rollup_deltas import Rollup
 from callmeter_storage.samples import TIME, rows_of, sample_of
 from callmeter_vocabulary.sample import SampleRejected, check, decode_batch, is_msgpack
 
@@ -54,21 +54,16 @@ class Pending:
     origins: list[tuple[Msg, int]] = field(default_factory=list)  # (message, record index)
     held: set[int] = field(default_factory=set)  # id() of messages not to ack (retry later)
     since: float = 0.0  # when its first message was fetched (time.monotonic)
-    # The rows' rollup deltas, computed as they are decoded (while the previous write is
-    # in flight, not in the write), and how many rows they cover.
-    deltas: list[Deltas] = field(default_factory=list)
-    newest: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+    # The rows grouped for their rollup deltas as they are decoded (while the previous
+    # write is in flight), and how many rows it holds.
+    rollup: Rollup = field(default_factory=Rollup)
     rolled: int = 0
 
     def roll_up(self) -> None:
-        """The deltas of the rows decoded since the last call."""
+        """Group the rows decoded since the last call."""
         if len(self.rows) > self.rolled:
-            self.deltas.append(deltas_of(self.rows[self.rolled :], self.newest))
+            self.rollup.add(self.rows[self.rolled :])
             self.rolled = len(self.rows)
-
-    def all_deltas(self) -> Deltas | None:
-        """The deltas of all the rows, if computed ahead."""
-        return combined(self.deltas) if self.deltas and self.rolled == len(self.rows) else None
 
 
 class Ingest:
@@ -238,8 +233,8 @@ class Ingest:
         try:
             whole = len(which) == len(pending.rows)
             rows = pending.rows if whole else [pending.rows[i] for i in which]
-            deltas = pending.all_deltas() if whole else None
-            stored = await asyncio.to_thread(self._write, rows, deltas)
+            rollup = pending.rollup if whole and pending.rolled == len(rows) else None
+            stored = await asyncio.to_thread(self._write, rows, rollup)
             self.stored += stored
             if stored and self.unfolded_since is None:
                 self.unfolded_since = time.monotonic()
@@ -257,14 +252,14 @@ class Ingest:
         await self._write_isolating(pending, which[:half])
         await self._write_isolating(pending, which[half:])
 
-    def _write(self, rows: list[tuple[Any, ...]], deltas: Deltas | None) -> int:
+    def _write(self, rows: list[tuple[Any, ...]], rollup: Rollup | None) -> int:
         conn = self._connection()
         if self.partitioned:
             missing = partitions.days_of({r[TIME] for r in rows}) - self.known_days
             if missing:
                 partitions.ensure_days(conn, missing)
                 self.known_days |= missing
-        return store_rows(conn, rows, deltas)
+        return store_rows(conn, rows, None if rollup is None else rollup.deltas())
 
 
 def _loads(data: bytes) -> Any:

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from callmeter_events import MetricSample
 from callmeter_storage.rollup import bin_of
-from callmeter_storage.rollup_deltas import STAT_METRICS, Deltas, combined, deltas_of
-from callmeter_storage.samples import to_row, to_write_order
+from callmeter_storage.rollup_deltas import STAT_METRICS, Deltas, Rollup, deltas_of
+from callmeter_storage.samples import TIMING_KEYS, to_row, to_write_order
 
 T0 = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
 
@@ -124,10 +124,10 @@ def summed(d: Deltas) -> tuple[dict[object, list[object]], ...]:
     return out
 
 
-def test_deltas_made_part_by_part_add_up_to_those_of_all_the_rows() -> None:
-    """Ingest computes a write's deltas as its messages are decoded: the parts, combined,
-    roll up what the deltas of all the rows do, and the timings are the newest of all
-    (at equal times the receive side, across parts too)."""
+def test_deltas_of_rows_added_part_by_part_are_those_of_all_the_rows() -> None:
+    """Ingest adds a write's rows to its Rollup as its messages are decoded: the deltas
+    are those of all the rows, one row per key (not one per part), and the timings are
+    the newest of all (at equal times the receive side, across parts too)."""
     rows = [
         row(f"A-{e}", d, s / 2, mos=3.0 + (e * s) % 15 / 10, jitter_ms=float(s), packets=e)
         for s in range(6)
@@ -136,11 +136,16 @@ def test_deltas_made_part_by_part_add_up_to_those_of_all_the_rows() -> None:
     ]
     rows.append(row("A-0", "send", 2.5, mos=1.0))  # the send side at the newest time
     rows.insert(5, row("A-0", "recv", 2.5, mos=2.0, post_dial_delay_ms=99.0))
-    newest: dict[tuple[str, str], tuple[object, ...]] = {}
-    parts = [deltas_of(rows[i : i + 7], newest) for i in range(0, len(rows), 7)]
+    rollup = Rollup()
+    for i in range(0, len(rows), 7):
+        rollup.add(rows[i : i + 7])
     whole = deltas_of(rows)
-    together = combined(parts)
+    together = rollup.deltas()
     assert summed(together) == summed(whole)
     assert together.timings == whole.timings
-    assert len(together.second) > len(whole.second)  # appended, not merged
-    assert combined(parts[:1]) == parts[0]
+    assert sorted(together.endpoint) == sorted(whole.endpoint)  # one row per endpoint
+    assert len(together.endpoint) == 3 and len(together.second) == len(summed(whole)[0])
+    newest = {t[1]: t[3] for t in together.timings}
+    assert newest["A-0"] == T0 + timedelta(seconds=2.5)
+    (a0,) = [t[4:] for t in together.timings if t[1] == "A-0"]
+    assert a0[TIMING_KEYS.index("post_dial_delay_ms")] == 99.0  # the receive side's
