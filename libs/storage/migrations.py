@@ -117,16 +117,59 @@ CREATE TABLE call_timings (
         conn.execute(partitions.ENSURE_FUNCTION)
 
 
+# rollup_hist_delta as m004 made it (m026 replaced it): one row per endpoint, write and
+# combination of the four bins, counted; and the rollup_hist view over it.
+_BINNED = rollup_deltas.BINNED_METRICS
+_HIST_DELTA_V1 = (
+    "run_id text NOT NULL, endpoint_id text NOT NULL, group_name text NOT NULL, "
+    + ", ".join(f"{m}_bin smallint" for m in _BINNED)
+    + ", n bigint NOT NULL"
+)
+_HIST_VIEW_V1 = (
+    "CREATE VIEW rollup_hist AS SELECT * FROM rollup_hist_folded UNION ALL"
+    " SELECT d.run_id, d.endpoint_id, m.metric, m.bin, d.group_name, d.n"
+    " FROM rollup_hist_delta d CROSS JOIN LATERAL (VALUES "
+    + ", ".join(f"('{m}', d.{m}_bin)" for m in _BINNED)
+    + ") AS m(metric, bin) WHERE m.bin IS NOT NULL"
+)
+
+
 def m004_rollup_deltas(conn: psycopg.Connection) -> None:
     # Upserting every write's rollup rows cost ingest more than storing the samples
     # (an upsert of a histogram row ~7-13 us, an appended row ~1.5 us). Ingest now
     # appends wide delta rows and folds them now and then (compaction.py); a
     # rollup_* view adds both, so readers see every stored sample at once. No
     # index on the deltas: folding keeps them small, and each would cost every write.
-    for name in ("rollup_second", "rollup_endpoint", "rollup_hist"):
+    for name in ("rollup_second", "rollup_endpoint"):
         conn.execute(f"ALTER TABLE {name} RENAME TO {name}_folded")
         conn.execute(f"CREATE TABLE {name}_delta ({rollup_deltas.DELTA_TABLES[name + '_delta']})")
         conn.execute(rollup_deltas.view_sql(name))
+    conn.execute("ALTER TABLE rollup_hist RENAME TO rollup_hist_folded")
+    conn.execute(f"CREATE TABLE rollup_hist_delta ({_HIST_DELTA_V1})")
+    conn.execute(_HIST_VIEW_V1)
+
+
+def m026_hist_deltas_as_arrays(conn: psycopg.Connection) -> None:
+    # One histogram delta row per endpoint and write, each metric's bins and counts as
+    # arrays, instead of one per combination of the four bins (about one per receive
+    # sample: half as many delta rows as samples, each unpivoted into 4 by the fold).
+    # The rows not folded yet are carried over as they are: one bin each.
+    carried = ", ".join(
+        f"CASE WHEN {m}_bin IS NULL THEN '{{}}'::smallint[] ELSE ARRAY[{m}_bin] END,"
+        f" CASE WHEN {m}_bin IS NULL THEN '{{}}'::bigint[] ELSE ARRAY[n] END"
+        for m in _BINNED
+    )
+    conn.execute(
+        f"CREATE TABLE rollup_hist_delta_v2 ({rollup_deltas.DELTA_TABLES['rollup_hist_delta']})"
+    )
+    conn.execute(
+        "INSERT INTO rollup_hist_delta_v2"
+        f" SELECT run_id, endpoint_id, group_name, {carried} FROM rollup_hist_delta"
+    )
+    conn.execute("DROP VIEW rollup_hist")
+    conn.execute("DROP TABLE rollup_hist_delta")
+    conn.execute("ALTER TABLE rollup_hist_delta_v2 RENAME TO rollup_hist_delta")
+    conn.execute(rollup_deltas.view_sql("rollup_hist"))
 
 
 def m010_webhook_deliveries(conn: psycopg.Connection) -> None:
@@ -280,7 +323,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (20, "fold version of the read models", m020_projection_versions),
     (21, "SIP messages", m021_sip_messages),
     (25, "one aggregation path: no continuous aggregates", m025_no_continuous_aggregates),
-    (30, "secret store", m030_secrets),  # 22-24, 26-29 left for work in flight
+    (26, "histogram deltas as arrays, one row per endpoint and write", m026_hist_deltas_as_arrays),
+    (30, "secret store", m030_secrets),  # 22-24, 27-29 left for work in flight
     (31, "registrars and SIP account pools", m031_registrars_and_pools),
     (32, "sessions and API key usage", m032_sessions),
     (34, "audio uploads per project", m034_audio_uploads),

@@ -4,8 +4,10 @@ A rollup table (rollup_second, rollup_endpoint, rollup_hist) keeps one narrow
 row per key and metric: (..., metric, n, total, lo, hi) or (..., metric, bin, n).
 What a write adds is appended instead as *wide* rows, one per key with every
 metric in columns: one row per endpoint and write instead of one per endpoint,
-write and metric (8 of them), and one histogram row per distinct combination
-of the four bins instead of one per metric. Appending few wide rows is what
+write and metric (8 of them), and one histogram row per endpoint and write
+holding each binned metric's bins and their counts as two arrays, instead of
+one row per endpoint, metric and bin (the combination of the four bins per row
+it replaces cost one row per receive sample). Appending few wide rows is what
 makes a write cheap; `UNPIVOT` turns them back into the narrow rows, for the
 rollup_* views (folded rows + unpivoted deltas) and for the fold
 (compaction.py), so readers only ever see the narrow shape.
@@ -17,7 +19,6 @@ import operator
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from .rollup import BOUNDS, COUNTED_ONLY, ROLLUP_METRICS
@@ -38,17 +39,17 @@ DELTA_TABLES: dict[str, str] = {
     " second timestamptz NOT NULL, samples bigint NOT NULL" + _STAT_COLUMNS,
     "rollup_endpoint_delta": "run_id text NOT NULL, endpoint_id text NOT NULL,"
     " group_name text NOT NULL, samples bigint NOT NULL" + _STAT_COLUMNS,
+    # Per binned metric, its bins and how many samples fell in each, as parallel arrays.
     "rollup_hist_delta": "run_id text NOT NULL, endpoint_id text NOT NULL,"
     " group_name text NOT NULL, "
-    + ", ".join(f"{m}_bin smallint" for m in BINNED_METRICS)
-    + ", n bigint NOT NULL",
+    + ", ".join(f"{m}_bins smallint[] NOT NULL, {m}_ns bigint[] NOT NULL" for m in BINNED_METRICS),
 }
 # Binary COPY types of the delta tables' columns, in order.
 _STAT_TYPES = ["int8", "float8", "float8", "float8"] * len(STAT_METRICS)
 COPY_TYPES: dict[str, list[str]] = {
     "rollup_second_delta": ["text", "text", "timestamptz", "int8", *_STAT_TYPES],
     "rollup_endpoint_delta": ["text", "text", "text", "int8", *_STAT_TYPES],
-    "rollup_hist_delta": ["text", "text", "text", *["int2"] * len(BINNED_METRICS), "int8"],
+    "rollup_hist_delta": ["text", "text", "text", *["int2[]", "int8[]"] * len(BINNED_METRICS)],
 }
 
 
@@ -68,10 +69,13 @@ UNPIVOT: dict[str, str] = {
     "rollup_endpoint": "SELECT d.run_id, d.endpoint_id, m.metric, d.group_name, m.n, m.total,"
     f" m.lo, m.hi FROM {{source}} d CROSS JOIN LATERAL (VALUES {_STAT_VALUES})"
     " AS m(metric, n, total, lo, hi) WHERE m.n > 0",
-    "rollup_hist": "SELECT d.run_id, d.endpoint_id, m.metric, m.bin, d.group_name, d.n"
-    " FROM {source} d CROSS JOIN LATERAL (VALUES "
-    + ", ".join(f"('{m}', d.{m}_bin)" for m in BINNED_METRICS)
-    + ") AS m(metric, bin) WHERE m.bin IS NOT NULL",
+    "rollup_hist": "SELECT d.run_id, d.endpoint_id, m.metric, m.bin, d.group_name, m.n"
+    " FROM {source} d CROSS JOIN LATERAL ("
+    + " UNION ALL ".join(
+        f"SELECT '{m}'::text AS metric, u.bin, u.n FROM unnest(d.{m}_bins, d.{m}_ns) AS u(bin, n)"
+        for m in BINNED_METRICS
+    )
+    + ") AS m",
 }
 
 
@@ -165,26 +169,26 @@ class Rollup:
                 by_second[(run, group, t.replace(microsecond=0) if t.microsecond else t)].append(
                     row
                 )
-        hist: Counter[tuple[Any, ...]] = Counter()
+        hist: list[tuple[Any, ...]] = []
         for (run, endpoint), recv in by_endpoint.items():
             # Column by column: rollup.bin_of inlined (the hot path of every write).
-            bins = [
-                [None if v is None else (bisect_right(bounds, v) or 1) - 1 for v in column]
-                for column, bounds in zip(
-                    zip(*map(_binned_cells, recv), strict=True), _BIN_BOUNDS, strict=True
+            cells: list[list[int]] = []
+            for column, bounds in zip(
+                zip(*map(_binned_cells, recv), strict=True), _BIN_BOUNDS, strict=True
+            ):
+                counts = Counter(
+                    [(bisect_right(bounds, v) or 1) - 1 for v in column if v is not None]
                 )
-            ]
-            group = recv[0][_GROUP]
-            hist.update(zip(repeat(run), repeat(endpoint), repeat(group), *bins))
-        for key in [k for k in hist if k[3:] == _NO_BINS]:
-            del hist[key]  # a sample with none of the binned metrics
+                cells += (list(counts), list(counts.values()))
+            if any(cells):
+                hist.append((run, endpoint, recv[0][_GROUP], *cells))
         return Deltas(
             second=[(*key, len(recv), *_stats(recv)) for key, recv in by_second.items()],
             endpoint=[
                 (run, endpoint, recv[0][_GROUP], len(recv), *_stats(recv))
                 for (run, endpoint), recv in by_endpoint.items()
             ],
-            hist=[(*key, n) for key, n in hist.items()],
+            hist=hist,
             # Sorted: upserts from ingest processes writing at once lock rows in one order.
             timings=[
                 (run, endpoint, row[_GROUP], row[_TIME], *_timing_cells(row))
@@ -200,9 +204,6 @@ def deltas_of(rows: Iterable[tuple[Any, ...]]) -> Deltas:
     rollup = Rollup()
     rollup.add(rows)
     return rollup.deltas()
-
-
-_NO_BINS = (None,) * len(BINNED_METRICS)
 
 
 def _stats(recv: list[tuple[Any, ...]]) -> list[Any]:

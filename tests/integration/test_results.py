@@ -28,7 +28,13 @@ from callmeter_events import (
 from callmeter_events import (
     TestDefinition as Definition,
 )
-from callmeter_ingest.writer import write_new_rows, write_rows, write_staged
+from callmeter_ingest.writer import (
+    _COPY_DELTAS,
+    copy_rows,
+    write_new_rows,
+    write_rows,
+    write_staged,
+)
 from callmeter_projections import RunsProjection
 from callmeter_projections.version import FOLD_VERSION
 from callmeter_storage import partitions, results, stats
@@ -329,6 +335,7 @@ def test_folding_while_ingest_writes_counts_every_sample_once(database_url: str)
     the rollups equal those of the same samples written at once."""
     migrate(database_url)
     chunked, whole = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+    t0 = recent()  # once: both runs' seconds must be the same ones
     stop = threading.Event()
     folds = []
 
@@ -341,14 +348,14 @@ def test_folding_while_ingest_writes_counts_every_sample_once(database_url: str)
     folder.start()
     try:
         with psycopg.connect(database_url, autocommit=True) as conn:
-            rows = [to_write_order(r) for r in run_rows(chunked)]
+            rows = [to_write_order(r) for r in run_rows(chunked, t0)]
             for i in range(0, len(rows), 12):
                 assert write_new_rows(conn, rows[i : i + 12]) == len(rows[i : i + 12])
     finally:
         stop.set()
         folder.join()
     with psycopg.connect(database_url, autocommit=True) as conn:
-        assert write_rows(conn, run_rows(whole)) == 240
+        assert write_rows(conn, run_rows(whole, t0)) == 240
         assert any(f for f in folds), "no fold ran while writing"
         got = rollup_figures(conn, chunked)
         assert got == rollup_figures(conn, whole) and all(got.values())
@@ -389,6 +396,50 @@ def test_migrations_applied_concurrently_run_once(new_database, storage_mode: st
     with psycopg.connect(url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
     assert sorted(versions) == [v for v, _, _ in MIGRATIONS]
+
+
+def test_histogram_deltas_not_folded_at_m026_read_the_same_after_it(new_database) -> None:  # type: ignore[no-untyped-def]
+    """m026 stores a histogram delta as arrays per endpoint and write, not as a row per
+    combination of the four bins: rows appended before it and not folded yet count the
+    same in rollup_hist after it, and fold as before."""
+    url = new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, step in MIGRATIONS:
+            if version >= 26:
+                break
+            with conn.transaction():
+                step(conn)
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, name))
+        # (run, endpoint, group, mos bin, jitter bin, loss bin, rtt bin, n)
+        conn.execute(
+            "INSERT INTO rollup_hist_delta VALUES ('r', 'A-1', 'A', 300, 12, NULL, NULL, 2),"
+            " ('r', 'A-1', 'A', 301, NULL, NULL, NULL, 1), ('r', 'A-2', 'A', 300, 12, 0, 5, 4),"
+            " ('r', 'A-1', 'A', 300, 13, NULL, NULL, 3)"
+        )
+        query = (
+            "SELECT endpoint_id, metric, bin, sum(n) FROM rollup_hist WHERE run_id = 'r'"
+            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+        before = conn.execute(query).fetchall()
+        migrate(url)
+        assert conn.execute(query).fetchall() == before
+        assert ("A-1", "mos", 300, 5) in before and len(before) == 8
+        assert fold_rollups(conn) == 8  # one folded row per key
+        assert conn.execute(query).fetchall() == before
+        assert conn.execute("SELECT count(*) FROM rollup_hist_delta").fetchone() == (0,)
+        # What ingest appends now: arrays (written by its own binary array dumper).
+        with conn.cursor() as cur:
+            hist = ("r", "A-3", "A", [300, 301], [2, 7], [], [], [0], [2**40], [], [])
+            copy_rows(cur, *_COPY_DELTAS[2], [hist])
+        assert conn.execute(query.replace("'r'", "'r' AND endpoint_id = 'A-3'")).fetchall() == [
+            ("A-3", "fraction_lost", 0, 2**40),
+            ("A-3", "mos", 300, 2),
+            ("A-3", "mos", 301, 7),
+        ]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from callmeter_events import MetricSample
 from callmeter_storage.rollup import bin_of
-from callmeter_storage.rollup_deltas import STAT_METRICS, Deltas, Rollup, deltas_of
+from callmeter_storage.rollup_deltas import (
+    BINNED_METRICS,
+    STAT_METRICS,
+    Deltas,
+    Rollup,
+    deltas_of,
+)
 from callmeter_storage.samples import TIMING_KEYS, to_row, to_write_order
 
 T0 = datetime(2025, 3, 4, 12, 0, tzinfo=UTC)
@@ -82,15 +88,18 @@ def test_receive_samples_sum_per_second_and_endpoint_and_bin_jointly() -> None:
         ),
     ) in d.endpoint
     mos4, mos44, jit1 = bin_of("mos", 4.0), bin_of("mos", 4.4), bin_of("jitter_ms", 1.0)
-    # One row per endpoint and combination of bins (mos, jitter, loss, rtt), counted.
+    # One row per endpoint: per binned metric (mos, jitter, loss, rtt) its bins and
+    # their counts; none for an endpoint with no binned value.
+    assert BINNED_METRICS == ("mos", "jitter_ms", "fraction_lost", "rtt_ms")
     assert sorted(d.hist, key=str) == sorted(
         [
-            ("r", "A-1", "A", mos4, jit1, None, None, 1),
-            ("r", "A-1", "A", mos44, None, None, None, 1),
-            ("r", "A-2", "A", mos4, jit1, None, None, 1),
+            ("r", "A-1", "A", [mos4, mos44], [1, 1], [jit1], [1], [], [], [], []),
+            ("r", "A-2", "A", [mos4], [1], [jit1], [1], [], [], [], []),
         ],
         key=str,
     )
+    same = deltas_of([row("A-1", "recv", s, mos=4.0) for s in range(3)]).hist
+    assert same == [("r", "A-1", "A", [mos4], [3], [], [], [], [], [], [])]
     newest = {t[1]: t[3] for t in d.timings}
     assert newest == {
         "A-1": T0 + timedelta(seconds=1),
@@ -102,15 +111,17 @@ def test_receive_samples_sum_per_second_and_endpoint_and_bin_jointly() -> None:
 def summed(d: Deltas) -> tuple[dict[object, list[object]], ...]:
     """Each delta table's rows added up per key (as the rollup views and the fold do)."""
     out: tuple[dict[object, list[object]], ...] = ({}, {}, {})
-    for table, rows, width in ((0, d.second, 3), (1, d.endpoint, 3), (2, d.hist, 7)):
+    for r in d.hist:  # unpivoted: (run, endpoint, group, metric, bin) -> n
+        for i, metric in enumerate(BINNED_METRICS):
+            for b, n in zip(r[3 + 2 * i], r[4 + 2 * i], strict=True):
+                key = (*r[:3], metric, b)
+                out[2][key] = [out[2].get(key, [0])[0] + n]
+    for table, rows, width in ((0, d.second, 3), (1, d.endpoint, 3)):
         for r in rows:
             key, values = r[:width], list(r[width:])
             have = out[table].get(key)
             if have is None:
                 out[table][key] = values
-                continue
-            if table == 2:
-                have[0] += values[0]
                 continue
             have[0] += values[0]  # samples
             for i in range(1, len(values), 4):  # n, sum, lo, hi of each metric
