@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
-_PROBE = "SELECT probe_id, project, name, doc, health, health_since FROM probes"
+from . import named
+
+_PROBE_COLUMNS = ("doc", "health", "health_since")
 
 
 def create(conn: psycopg.Connection) -> None:
@@ -44,23 +45,18 @@ def _probe(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def list_probes(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    return [_probe(r) for r in conn.execute(_PROBE + " ORDER BY project, name").fetchall()]
+    return [_probe(r) for r in named.every(conn, "probes", *_PROBE_COLUMNS)]
 
 
 def get_probe(conn: psycopg.Connection, probe_id: str) -> dict[str, Any] | None:
-    row = conn.execute(_PROBE + " WHERE probe_id = %s", (probe_id,)).fetchone()
+    row = named.get(conn, "probes", probe_id, *_PROBE_COLUMNS)
     return _probe(row) if row else None
 
 
 def save_probe(
     conn: psycopg.Connection, probe_id: str, project: str, name: str, doc: dict[str, Any]
 ) -> None:
-    conn.execute(
-        "INSERT INTO probes (probe_id, project, name, doc) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (probe_id) DO UPDATE SET project = EXCLUDED.project,"
-        " name = EXCLUDED.name, doc = EXCLUDED.doc, updated_at = now()",
-        (probe_id, project, name, Jsonb(doc)),
-    )
+    named.save(conn, "probes", probe_id, project, name, doc)
 
 
 def set_enabled(conn: psycopg.Connection, probe_id: str, enabled: bool) -> None:
@@ -72,15 +68,7 @@ def set_enabled(conn: psycopg.Connection, probe_id: str, enabled: bool) -> None:
 
 
 def delete_probe(conn: psycopg.Connection, probe_id: str) -> bool:
-    return conn.execute("DELETE FROM probes WHERE probe_id = %s", (probe_id,)).rowcount > 0
-
-
-def name_taken(conn: psycopg.Connection, project: str, name: str, own_id: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM probes WHERE project = %s AND name = %s AND probe_id <> %s",
-        (project, name, own_id),
-    ).fetchone()
-    return row is not None
+    return named.delete(conn, "probes", probe_id)
 
 
 def delete_projects(conn: psycopg.Connection, projects: list[str]) -> dict[str, int]:

@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
+
+from . import named
 
 
 def new_id(prefix: str) -> str:
@@ -23,34 +24,22 @@ def registrar_row(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def list_registrars(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT registrar_id, project, name, doc FROM registrars ORDER BY project, name"
-    ).fetchall()
-    return [registrar_row(r) for r in rows]
+    return [registrar_row(r) for r in named.every(conn, "registrars", "doc")]
 
 
 def get_registrar(conn: psycopg.Connection, registrar_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        "SELECT registrar_id, project, name, doc FROM registrars WHERE registrar_id = %s",
-        (registrar_id,),
-    ).fetchone()
+    row = named.get(conn, "registrars", registrar_id, "doc")
     return registrar_row(row) if row else None
 
 
 def save_registrar(
     conn: psycopg.Connection, registrar_id: str, project: str, name: str, doc: dict[str, Any]
 ) -> None:
-    conn.execute(
-        "INSERT INTO registrars (registrar_id, project, name, doc) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (registrar_id) DO UPDATE SET project = EXCLUDED.project,"
-        " name = EXCLUDED.name, doc = EXCLUDED.doc, updated_at = now()",
-        (registrar_id, project, name, Jsonb(doc)),
-    )
+    named.save(conn, "registrars", registrar_id, project, name, doc)
 
 
 def delete_registrar(conn: psycopg.Connection, registrar_id: str) -> bool:
-    cur = conn.execute("DELETE FROM registrars WHERE registrar_id = %s", (registrar_id,))
-    return cur.rowcount > 0
+    return named.delete(conn, "registrars", registrar_id)
 
 
 # --- account pools --------------------------------------------------------------------
@@ -66,9 +55,7 @@ def list_pools(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 
 def get_pool(conn: psycopg.Connection, pool_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        "SELECT pool_id, project, name FROM account_pools WHERE pool_id = %s", (pool_id,)
-    ).fetchone()
+    row = named.get(conn, "account_pools", pool_id)
     if row is None:
         return None
     accounts = conn.execute(
@@ -94,12 +81,7 @@ def save_pool(
     accounts: list[dict[str, Any]],
 ) -> None:
     """Replace the pool's accounts ({username, auth_username, password_ref}, in order)."""
-    conn.execute(
-        "INSERT INTO account_pools (pool_id, project, name) VALUES (%s, %s, %s)"
-        " ON CONFLICT (pool_id) DO UPDATE SET project = EXCLUDED.project,"
-        " name = EXCLUDED.name, updated_at = now()",
-        (pool_id, project, name),
-    )
+    named.save(conn, "account_pools", pool_id, project, name)
     conn.execute("DELETE FROM pool_accounts WHERE pool_id = %s", (pool_id,))
     with conn.cursor() as cur:
         cur.executemany(
@@ -113,8 +95,7 @@ def save_pool(
 
 
 def delete_pool(conn: psycopg.Connection, pool_id: str) -> bool:
-    cur = conn.execute("DELETE FROM account_pools WHERE pool_id = %s", (pool_id,))
-    return cur.rowcount > 0
+    return named.delete(conn, "account_pools", pool_id)
 
 
 # --- audio uploads ----------------------------------------------------------------------

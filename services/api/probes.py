@@ -15,15 +15,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from callmeter_events import AccessRole, TestDefinition
 from callmeter_events.testdef import Webhook
+from callmeter_storage import named, results, secrets
 from callmeter_storage import probes as rows
-from callmeter_storage import results, secrets
 from callmeter_storage.resources import new_id
 
 from . import probe_core, secret_store, service
 from .deps import Platform
 from .errors import ApiError
 from .principal import Principal
-from .resources import EDITOR, VIEWER, Name, Project, check_references, own_project, query
+from .resources import (
+    EDITOR,
+    VIEWER,
+    Name,
+    Project,
+    check_references,
+    own_project,
+    query,
+    visible,
+)
 
 ADMIN = AccessRole.ADMIN
 
@@ -90,11 +99,7 @@ async def probe(
 ) -> dict[str, Any]:
     """The probe, 404 unless the caller sees its project, 403 below `role` there."""
     found = await query(p, rows.get_probe, probe_id)
-    if found is None or not scope.sees(found["project"]):
-        raise ApiError(404, "not_found", f"no probe {probe_id!r}", "probe_id")
-    if not scope.may(role, found["project"]):
-        raise ApiError(403, "forbidden", f"this needs the {role.value} role")
-    return found
+    return visible(scope, found, f"no probe {probe_id!r}", "probe_id", role)
 
 
 def view(found: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +121,7 @@ async def save(p: Platform, scope: Principal, body: ProbeIn, probe_id: str | Non
     minimum = p.settings.probe_min_interval_s
     if body.interval_s < minimum:
         raise ApiError(422, "validation_error", f"interval_s: at least {minimum:g} s", "interval_s")
-    if await query(p, rows.name_taken, project, body.name, probe_id):
+    if await query(p, named.name_taken, "probes", project, body.name, probe_id):
         message = f"name: project {project!r} already has a probe named {body.name!r}"
         raise ApiError(422, "validation_error", message, "name")
     definition = body.definition

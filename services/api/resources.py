@@ -23,7 +23,7 @@ from callmeter_events import (
     TestDefinition,
 )
 from callmeter_projections.runs import RunsProjection
-from callmeter_storage import resources, secrets
+from callmeter_storage import named, resources, secrets
 
 from .audit import audit
 from .deps import Platform
@@ -135,10 +135,7 @@ async def registrar(
 ) -> dict[str, Any]:
     """The registrar, 404 unless the caller sees its project, 403 below `role` there."""
     found = await query(p, resources.get_registrar, registrar_id)
-    if found is None or not scope.sees(found["project"]):
-        raise ApiError(404, "not_found", f"no registrar {registrar_id!r}", field)
-    _need(scope, role, found["project"])
-    return found
+    return visible(scope, found, f"no registrar {registrar_id!r}", field, role)
 
 
 async def pool(
@@ -146,8 +143,15 @@ async def pool(
 ) -> dict[str, Any]:
     """The pool, 404 unless the caller sees its project, 403 below `role` there."""
     found = await query(p, resources.get_pool, pool_id)
+    return visible(scope, found, f"no account pool {pool_id!r}", field, role)
+
+
+def visible(
+    scope: Principal, found: dict[str, Any] | None, missing: str, field: str, role: AccessRole
+) -> dict[str, Any]:
+    """`found`, 404 (`missing`) unless the caller sees its project, 403 below `role`."""
     if found is None or not scope.sees(found["project"]):
-        raise ApiError(404, "not_found", f"no account pool {pool_id!r}", field)
+        raise ApiError(404, "not_found", missing, field)
     _need(scope, role, found["project"])
     return found
 
@@ -183,7 +187,7 @@ async def save_registrar(
     action = "registrar_edited" if registrar_id else "registrar_created"
     registrar_id = registrar_id or resources.new_id("reg")
     doc = Registrar.model_validate(body.model_dump(exclude={"name", "project"})).model_dump()
-    await _unique_name(p, "registrars", "registrar_id", registrar_id, project, body.name)
+    await _unique_name(p, "registrars", registrar_id, project, body.name)
     await query(p, resources.save_registrar, registrar_id, project, body.name, doc)
     await audit(p, scope.actor, action, project, registrar_id)
     return registrar_id
@@ -195,17 +199,8 @@ async def delete_registrar(p: Platform, scope: Principal, registrar_id: str) -> 
     await audit(p, scope.actor, "registrar_deleted", found["project"], registrar_id)
 
 
-async def _unique_name(
-    p: Platform, table: str, key: str, own_id: str, project: str, name: str
-) -> None:
-    def taken(conn: Any) -> bool:
-        row = conn.execute(
-            f"SELECT 1 FROM {table} WHERE project = %s AND name = %s AND {key} <> %s",  # noqa: S608
-            (project, name, own_id),
-        ).fetchone()
-        return row is not None
-
-    if await query(p, taken):
+async def _unique_name(p: Platform, table: str, own_id: str, project: str, name: str) -> None:
+    if await query(p, named.name_taken, table, project, name, own_id):
         message = f"name: project {project!r} already has one named {name!r}"
         raise ApiError(422, "validation_error", message, "name")
 
@@ -225,7 +220,7 @@ async def save_pool(p: Platform, scope: Principal, body: PoolIn, pool_id: str | 
         old = await pool(p, scope, pool_id, "pool_id", EDITOR)
         before = {a["username"]: a["password_ref"] for a in old["accounts"]}
     pool_id = pool_id or resources.new_id("pool")
-    await _unique_name(p, "account_pools", "pool_id", pool_id, project, body.name)
+    await _unique_name(p, "account_pools", pool_id, project, body.name)
     owner = f"pool:{pool_id}"
 
     def write(conn: Any) -> None:
