@@ -8,6 +8,7 @@ from typing import Any
 
 from callmeter_storage.calls import STATUSES, CallFilter
 
+from .query_string import choice, number, text
 from .svg import Chart, Series, line_chart
 
 PER_PAGE = (25, 50, 100, 500)
@@ -27,22 +28,14 @@ class CallQuery:
     @classmethod
     def parse(cls, params: dict[str, str]) -> CallQuery:
         """Unknown or malformed values fall back to their default (a page never fails)."""
-
-        def number(key: str, default: int, allowed: tuple[int, ...] | None = None) -> int:
-            try:
-                value = int(params.get(key, default))
-            except ValueError:
-                return default
-            return value if (allowed is None or value in allowed) and value >= 1 else default
-
         code = params.get("sip_code", "")
         return cls(
-            status=params.get("status", "") if params.get("status") in STATUSES else "",
-            outcome=params.get("outcome", "")[:40],
-            group=params.get("group", "")[:40],
+            status=choice(params, "status", STATUSES),
+            outcome=text(params, "outcome", 40),
+            group=text(params, "group", 40),
             sip_code=code if code.isdigit() and len(code) == 3 else "",
-            page=number("page", 1),
-            per_page=number("per_page", 50, PER_PAGE),
+            page=number(params, "page", 1),
+            per_page=number(params, "per_page", 50, allowed=PER_PAGE),
         )
 
     def filter(self) -> CallFilter:

@@ -9,6 +9,8 @@ from typing import Any
 
 from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES, Phase
 
+from .query_string import choice, number, text
+
 SETUP_PHASES = frozenset({Phase.CALLING, Phase.RINGING, Phase.NEGOTIATING})
 SORT_KEYS = ("endpoint", "group", "phase", "outcome", "sip_code", "mos", "setup")
 PER_PAGE_MAX = 500
@@ -39,25 +41,15 @@ class ListQuery:
     @classmethod
     def parse(cls, params: dict[str, str]) -> ListQuery:
         """Unknown or malformed values fall back to defaults: a bad link still shows a list."""
-
-        def num(key: str, default: int, hi: int) -> int:
-            try:
-                return max(1, min(hi, int(params.get(key) or default)))
-            except ValueError:
-                return default
-
-        sort = params.get("sort", "endpoint")
         return cls(
-            phase=params.get("phase", "") if params.get("phase") in PHASES else "",
-            outcome=params.get("outcome", "")
-            if params.get("outcome") in (*OUTCOMES, "failed")
-            else "",
-            group=params.get("group", "")[:40],
-            q=params.get("q", "")[:80].strip(),
-            sort=sort if sort in SORT_KEYS else "endpoint",
-            order="desc" if params.get("order") == "desc" else "asc",
-            page=num("page", 1, 10**6),
-            per_page=num("per_page", 50, PER_PAGE_MAX),
+            phase=choice(params, "phase", PHASES),
+            outcome=choice(params, "outcome", (*OUTCOMES, "failed")),
+            group=text(params, "group", 40),
+            q=text(params, "q", 80).strip(),
+            sort=choice(params, "sort", SORT_KEYS, "endpoint"),
+            order=choice(params, "order", ("desc",), "asc"),
+            page=number(params, "page", 1),
+            per_page=number(params, "per_page", 50, PER_PAGE_MAX),
         )
 
     def params(self, **changes: Any) -> dict[str, str]:
