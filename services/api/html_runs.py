@@ -39,20 +39,20 @@ async def overview(p: Platform, run_id: str, query: ListQuery | None = None) -> 
     return await notice_for(p, shape(found))
 
 
-async def _shaped(found: tuple[Any, ...]) -> dict[str, Any]:
+async def _shaped(found: queries.RunPage) -> dict[str, Any]:
     return shape(found)
 
 
-def shape(found: tuple[Any, ...]) -> dict[str, Any]:
+def shape(found: queries.RunPage) -> dict[str, Any]:
     """The page's context from what queries.run_page read (no I/O)."""
-    run_doc, counts, summary, group_mos, listing = found
-    run = run_header(run_doc, counts, summary)
+    counts, listing = found.counts, found.listing
+    run = run_header(found.run, counts, found.summary)
     definition = run["definition"]
     total = definition["duration_s"] + definition.get("buildup_s", 0)
     return {
         "run": run,
         "live": run["status"] not in TERMINAL_STATUSES,
-        "groups": group_breakdown(definition, counts, group_mos),
+        "groups": group_breakdown(definition, counts, found.group_mos),
         "listing": {
             "items": listing_items(listing.docs),
             "total": listing.total,
@@ -63,6 +63,7 @@ def shape(found: tuple[Any, ...]) -> dict[str, Any]:
         "elapsed_s": elapsed_s(run, total),
         "total_s": total,
         "degraded": None,  # set by the caller, which can ask the platform (notice_for)
+        "quality": found.quality,  # read once: a finished run's results reuse it
     }
 
 
@@ -89,7 +90,7 @@ def stream(
     request: Request,
     p: Platform,
     run_id: str,
-    make: Callable[[tuple[Any, ...]], Awaitable[dict[str, Any]]],
+    make: Callable[[queries.RunPage], Awaitable[dict[str, Any]]],
     event: str,
     render_fn: Any,
 ) -> StreamingResponse:
@@ -143,7 +144,7 @@ async def run_page(run_id: str, p: PlatformDep) -> HTMLResponse:
         None
         if ctx["live"]
         else results_view(
-            await service.query(p, results_data, run_id),
+            await service.query(p, results_data, run_id, ctx["quality"]),
             ctx["run"],
             await service.query(p, queries.sip_code_counts, run_id),
         )
@@ -227,10 +228,10 @@ async def endpoints_stream(run_id: str, request: Request, p: PlatformDep) -> Str
     query = ListQuery.parse(dict(request.query_params))
     await overview(p, run_id, query)
 
-    async def make(found: tuple[Any, ...]) -> dict[str, Any]:
+    async def make(found: queries.RunPage) -> dict[str, Any]:
         """The shared read of the run with this page's own page of the list."""
         listing = await service.query(p, queries.listing_page, run_id, query)
-        return shape((*found[:4], listing))
+        return shape(found._replace(listing=listing))
 
     return stream(
         request,

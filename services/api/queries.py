@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from callmeter_events import GOOD_OUTCOMES, OUTCOMES, PHASES
-from callmeter_storage import results
+from callmeter_storage import results, stats
 from callmeter_storage.rollup_deltas import endpoint_metric_sql
 
 from .endpoint_views import ListQuery
@@ -242,18 +242,29 @@ def listing_page(conn: psycopg.Connection[Any], run_id: str, query: ListQuery) -
     return ListingPage(docs, total, page, pages, query)
 
 
-def run_page(
-    conn: psycopg.Connection[Any], run_id: str, query: ListQuery
-) -> tuple[Any, ...] | None:
+class RunPage(NamedTuple):
+    """What a run page shows, read in one checkout."""
+
+    run: dict[str, Any]
+    counts: list[Count]
+    summary: dict[str, Any]
+    group_mos: dict[str, float]
+    listing: ListingPage
+    quality: dict[str, Any]  # stats.run_quality: a finished run's results reuse it
+
+
+def run_page(conn: psycopg.Connection[Any], run_id: str, query: ListQuery) -> RunPage | None:
     """What a run page shows: the run, endpoint counts, summary, MOS per group, and
     `query`'s page of the endpoint list."""
     run = results.run_row(conn, run_id)
     if run is None:
         return None
-    return (
+    q = stats.run_quality(conn, run_id)
+    return RunPage(
         run,
         endpoint_counts(conn, run_id),
-        results.summary(conn, run_id),
+        results.summary_of(q, stats.speech_figures(conn, run_id)),
         group_mos(conn, run_id),
         listing_page(conn, run_id, query),
+        q,
     )

@@ -55,9 +55,9 @@ REASONS = {
 OK_OUTCOMES = GOOD_OUTCOMES
 
 
-def results_data(conn: psycopg.Connection[Any], run_id: str) -> dict[str, Any]:
-    """The aggregates a finished run's results section needs, in one checkout."""
-    q = stats.run_quality(conn, run_id)
+def results_data(conn: psycopg.Connection[Any], run_id: str, q: dict[str, Any]) -> dict[str, Any]:
+    """The aggregates a finished run's results section needs, in one checkout; `q` is
+    the run's stats.run_quality, which the run page has read already."""
     return {
         "metrics": q["worst"],
         "directions": q["directions"],
