@@ -13,81 +13,19 @@ from callmeter_vocabulary.sample import is_msgpack
 
 from .access_events import ACCESS_EVENTS
 from .base import Event
-from .endpoint_events import (
-    CallAttempted,
-    CallEnded,
-    CallEstablished,
-    CallFailed,
-    CallProgress,
-    CallRecorded,
-    DtmfReceived,
-    EndpointAssigned,
-    EndpointFinished,
-    EndpointPhaseChanged,
-    EndpointRegistered,
-    ReceiverWaitExtended,
-    RegistrationFailed,
-    ScenarioActionExecuted,
-    SpeechQualityMeasured,
-)
+from .endpoint_events import ENDPOINT_EVENTS
 from .metric_events import MetricBatch, MetricSample, SipMessage, batch_v1_to_v2
 from .platform_events import PlatformOutage
 from .probe_events import ProbeHealthChanged
-from .run_events import (
-    CapacityStepJudged,
-    GeneratorOverloaded,
-    RunCompleted,
-    RunCreated,
-    RunDispatching,
-    RunEvaluated,
-    RunFailed,
-    RunQueued,
-    RunRejected,
-    RunSamplesStored,
-    RunStarted,
-    RunStopping,
-    StopRequested,
-    TestDeleted,
-    TestSaved,
-)
-from .worker_events import WorkerHeartbeat, WorkerLost, WorkerOffline, WorkerOnline
+from .run_events import RUN_EVENTS
+from .worker_events import WORKER_EVENTS
 
+# Every event type, once: each module lists its own (the docs keep this order).
 EVENT_TYPES: tuple[type[Event], ...] = (
-    TestSaved,
-    TestDeleted,
-    RunCreated,
-    RunQueued,
-    RunRejected,
-    RunDispatching,
-    RunStarted,
-    StopRequested,
-    RunStopping,
-    RunCompleted,
-    RunFailed,
-    RunSamplesStored,
-    RunEvaluated,
-    GeneratorOverloaded,
-    CapacityStepJudged,
+    *RUN_EVENTS,
     ProbeHealthChanged,
-    EndpointAssigned,
-    ReceiverWaitExtended,
-    EndpointPhaseChanged,
-    EndpointRegistered,
-    RegistrationFailed,
-    CallAttempted,
-    CallProgress,
-    CallEstablished,
-    CallFailed,
-    ScenarioActionExecuted,
-    DtmfReceived,
-    SpeechQualityMeasured,
-    CallEnded,
-    CallRecorded,
-    EndpointFinished,
-    WorkerOnline,
-    WorkerHeartbeat,
-    WorkerOffline,
-    WorkerLost,
+    *ENDPOINT_EVENTS,
+    *WORKER_EVENTS,
     MetricSample,
     MetricBatch,
     SipMessage,

@@ -269,3 +269,23 @@ class EndpointFinished(_EndpointEvent):
     def dedup_key(self) -> str | None:
         # An endpoint finishes once; a worker-lost verdict and a late report collapse.
         return f"EndpointFinished:{self.run_id}:{self.endpoint_id}"
+
+
+# The catalogue's endpoint events, in the order the docs list them (codec.EVENT_TYPES).
+ENDPOINT_EVENTS: tuple[type[Event], ...] = (
+    EndpointAssigned,
+    ReceiverWaitExtended,
+    EndpointPhaseChanged,
+    EndpointRegistered,
+    RegistrationFailed,
+    CallAttempted,
+    CallProgress,
+    CallEstablished,
+    CallFailed,
+    ScenarioActionExecuted,
+    DtmfReceived,
+    SpeechQualityMeasured,
+    CallEnded,
+    CallRecorded,
+    EndpointFinished,
+)

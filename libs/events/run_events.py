@@ -195,3 +195,23 @@ class RunEvaluated(_RunEvent):
     # load generator as much as the system under test (None: no worker was overloaded).
     generator_overloaded_at: datetime | None = None
     generator_overload: str = ""  # its worker and reason
+
+
+# The catalogue's run and test events, in the order the docs list them (codec.EVENT_TYPES).
+RUN_EVENTS: tuple[type[Event], ...] = (
+    TestSaved,
+    TestDeleted,
+    RunCreated,
+    RunQueued,
+    RunRejected,
+    RunDispatching,
+    RunStarted,
+    StopRequested,
+    RunStopping,
+    RunCompleted,
+    RunFailed,
+    RunSamplesStored,
+    RunEvaluated,
+    GeneratorOverloaded,
+    CapacityStepJudged,
+)

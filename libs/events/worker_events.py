@@ -52,3 +52,7 @@ class WorkerLost(_WorkerEvent):
 
     def dedup_key(self) -> str | None:
         return f"WorkerLost:{self.worker_id}:{self.last_seq}"
+
+
+# The catalogue's worker events (codec.EVENT_TYPES).
+WORKER_EVENTS: tuple[type[Event], ...] = (WorkerOnline, WorkerHeartbeat, WorkerOffline, WorkerLost)
