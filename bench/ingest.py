@@ -169,7 +169,7 @@ def raw_copy(url: str, run_id: str, n: int, parallel: int) -> tuple[float, float
     return max(t1 for _, t1, _ in spans) - min(t0 for t0, _, _ in spans), sum(c for *_, c in spans)
 
 
-def stored(conn: psycopg.Connection[object], run_id: str) -> int:
+def stored(conn: psycopg.Connection[tuple[Any, ...]], run_id: str) -> int:
     # The rollup counts receive-side samples exactly; it is tiny to read.
     row = conn.execute(
         "SELECT coalesce(sum(n), 0) FROM rollup_second WHERE run_id = %s AND metric = 'samples'",

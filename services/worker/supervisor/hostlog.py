@@ -23,7 +23,8 @@ _ASSERTION_RE = re.compile(r"(\w+): (Assertion .+ failed)")
 class HostOutput:
     def __init__(self, rate_per_s: float = 20.0, burst: int = 200, tail: int = 40) -> None:
         self.rate, self.burst = rate_per_s, float(burst)
-        self.tokens, self.last = float(burst), None
+        self.tokens = float(burst)
+        self.last: float | None = None  # when the last line came
         self.suppressed = 0  # lines dropped since the last take_suppressed()
         self.tail: collections.deque[str] = collections.deque(maxlen=tail)
         self.assertion: str | None = None  # "function: Assertion `expr' failed"
