@@ -97,17 +97,30 @@ def new_database(storage_mode: str, postgres_server: Server) -> Iterator[Callabl
 
 
 @pytest.fixture(scope="module")
-def platform(
+def platform_with(
     tmp_path_factory: pytest.TempPathFactory, nats_server: Server, postgres_server: Server
 ):  # type: ignore[no-untyped-def]
-    """Scheduler, dispatcher, one worker, metrics-ingest and the API, as real processes."""
+    """Starts `platform`'s services with these settings (environment variables) added;
+    each one started is stopped when the module ends."""
     from tests.support.platform import TestPlatform
 
-    p = TestPlatform(tmp_path_factory.mktemp("platform"), nats_server.url, postgres_server.url)
-    p.start_services()
-    try:
+    started: list[TestPlatform] = []
+
+    def start(env: dict[str, str]) -> TestPlatform:
+        p = TestPlatform(tmp_path_factory.mktemp("platform"), nats_server.url, postgres_server.url)
+        p.extra_env |= env
+        started.append(p)
+        p.start_services()
         p.wait_for_api()
         p.wait_workers(1)
-        yield p
-    finally:
+        return p
+
+    yield start
+    for p in reversed(started):
         p.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(platform_with):  # type: ignore[no-untyped-def]
+    """Scheduler, dispatcher, one worker, metrics-ingest and the API, as real processes."""
+    return platform_with({})

@@ -41,16 +41,8 @@ def kamailio() -> Iterator[Kamailio]:
 
 
 @pytest.fixture(scope="module")
-def fast_probes(tmp_path_factory, nats_server, postgres_server) -> Iterator[TestPlatform]:
-    p = TestPlatform(tmp_path_factory.mktemp("probes"), nats_server.url, postgres_server.url)
-    p.extra_env |= {"CALLMETER_PROBE_MIN_INTERVAL_S": "5", "CALLMETER_PROBE_TICK_S": "0.5"}
-    p.start_services()
-    try:
-        p.wait_for_api()
-        p.wait_workers(1)
-        yield p
-    finally:
-        p.stop()
+def fast_probes(platform_with) -> TestPlatform:  # type: ignore[no-untyped-def]
+    return platform_with({"CALLMETER_PROBE_MIN_INTERVAL_S": "5", "CALLMETER_PROBE_TICK_S": "0.5"})
 
 
 class Receiver:
