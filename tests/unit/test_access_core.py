@@ -9,6 +9,28 @@ from callmeter_common.secrets_hash import hash_password, key_hash, new_api_key, 
 from callmeter_projections.access import DEFAULT_ORG, AccessState
 
 R = ev.AccessRole
+KEY = "cmk_12345678abc"
+
+
+def key_created(role: ev.AccessRole) -> ev.ApiKeyCreated:
+    """API key k1 ("ci") of project p1 in organisation acme, with `role`."""
+    return ev.ApiKeyCreated(
+        key_id="k1",
+        name="ci",
+        org="acme",
+        project="p1",
+        role=role,
+        prefix=KEY[:12],
+        key_hash=key_hash(KEY),
+    )
+
+
+def folded(events: list[ev.Event]) -> AccessState:
+    """The access state after `events` (positions 1, 2, ...)."""
+    s = AccessState()
+    for seq, e in enumerate(events, 1):
+        s.apply(seq, e)
+    return s
 
 
 def test_roles_rank_and_each_allows_the_ones_below():
@@ -18,64 +40,44 @@ def test_roles_rank_and_each_allows_the_ones_below():
 
 
 def test_the_fold_keeps_users_members_projects_keys_and_an_audit_line_each():
-    s = AccessState()
     h = hash_password("0123456789")
-    events = [
-        ev.OrganisationCreated(org="acme", actor="env-key"),
-        ev.ProjectCreated(org="acme", project="p1", actor="env-key"),
-        ev.ProjectCreated(org=DEFAULT_ORG, project="p1", actor="x"),  # taken: ignored
-        ev.UserCreated(username="ann", password_hash=h),
-        ev.MembershipSet(org="acme", username="ann", role=R.EDITOR),
-        ev.MembershipSet(org="acme", username="bob", role=R.VIEWER),
-        ev.MembershipSet(org="acme", username="bob", role=None),
-        ev.ApiKeyCreated(
-            key_id="k1",
-            name="ci",
-            org="acme",
-            project="p1",
-            role=R.TESTER,
-            prefix="cmk_12345678",
-            key_hash=key_hash("cmk_12345678abc"),
-        ),
-    ]
-    for seq, e in enumerate(events, 1):
-        s.apply(seq, e)
+    s = folded(
+        [
+            ev.OrganisationCreated(org="acme", actor="env-key"),
+            ev.ProjectCreated(org="acme", project="p1", actor="env-key"),
+            ev.ProjectCreated(org=DEFAULT_ORG, project="p1", actor="x"),  # taken: ignored
+            ev.UserCreated(username="ann", password_hash=h),
+            ev.MembershipSet(org="acme", username="ann", role=R.EDITOR),
+            ev.MembershipSet(org="acme", username="bob", role=R.VIEWER),
+            ev.MembershipSet(org="acme", username="bob", role=None),
+            key_created(R.TESTER),
+        ]
+    )
     assert s.org_of("p1") == "acme" and s.org_of("anything else") == DEFAULT_ORG
     assert s.orgs_of("ann") == {"acme": R.EDITOR} and s.orgs_of("bob") == {}
-    assert s.key_by_hash(key_hash("cmk_12345678abc")).key_id == "k1"  # type: ignore[union-attr]
+    assert s.key_by_hash(key_hash(KEY)).key_id == "k1"  # type: ignore[union-attr]
     s.apply(9, ev.ApiKeyRevoked(key_id="k1"))
-    assert s.key_by_hash(key_hash("cmk_12345678abc")) is None
+    assert s.key_by_hash(key_hash(KEY)) is None
     assert [a.action for a in s.audit][-2:] == ["key_created", "key_revoked"]
     assert verify_password(s.users["ann"].password_hash, "0123456789")
     assert not verify_password(s.users["ann"].password_hash, "0123456788")
 
 
 def test_a_deleted_organisation_keeps_its_project_names_and_nobody_keeps_access():
-    s = AccessState()
-    for seq, e in enumerate(
+    s = folded(
         [
             ev.OrganisationCreated(org="acme"),
             ev.ProjectCreated(org="acme", project="p1"),
             ev.MembershipSet(org="acme", username="ann", role=R.OWNER),
             ev.MembershipSet(org=DEFAULT_ORG, username="ann", role=R.VIEWER),
-            ev.ApiKeyCreated(
-                key_id="k1",
-                name="ci",
-                org="acme",
-                project="p1",
-                role=R.EDITOR,
-                prefix="cmk_12345678",
-                key_hash=key_hash("cmk_12345678abc"),
-            ),
+            key_created(R.EDITOR),
             ev.OrganisationDeleted(org="acme", actor="user:ann"),
             ev.OrganisationDeleted(org=DEFAULT_ORG),  # never: it owns every other name
-        ],
-        1,
-    ):
-        s.apply(seq, e)
+        ]
+    )
     assert s.orgs == {DEFAULT_ORG} and s.deleted_orgs == {"acme"}
     assert s.orgs_of("ann") == {DEFAULT_ORG: R.VIEWER}
-    assert s.key_by_hash(key_hash("cmk_12345678abc")) is None
+    assert s.key_by_hash(key_hash(KEY)) is None
     assert s.org_of("p1") == "acme"  # not the default organisation's now
     home = Principal("user:ann", org_roles=s.orgs_of("ann"), project_org=s.project_org)
     assert not home.sees("p1") and home.project_filter() == ProjectFilter(None, ("p1",))
