@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -33,10 +34,25 @@ def group_accounts(prefix: str) -> list[dict[str, str]]:
     return [{"username": u, "password": p} for u, p in accounts(prefix, CALLERS).items()]
 
 
+def groups(limited: Kamailio, **caller: Any) -> list[dict[str, Any]]:
+    """Group A (with `caller`'s settings) calls group B; both register with the proxy."""
+    reg = limited.registrar() | {"expires_s": 60}
+    return [
+        {
+            "name": "A",
+            "endpoints": CALLERS,
+            "calls": "B",
+            "registrar": reg,
+            "accounts": group_accounts("a"),
+            **caller,
+        },
+        {"name": "B", "endpoints": CALLERS, "registrar": reg, "accounts": group_accounts("b")},
+    ]
+
+
 def test_the_search_finds_the_proxys_limit_and_stops_there(
     platform: TestPlatform, limited: Kamailio
 ) -> None:
-    reg = limited.registrar() | {"expires_s": 60}
     definition = {
         "name": "capacity",
         "duration_s": CALLERS * STEP_S,
@@ -47,16 +63,7 @@ def test_the_search_finds_the_proxys_limit_and_stops_there(
             "stop_when": ["call_success_rate >= 100", "mos_avg >= 2"],
             "target_calls": N + 1,
         },
-        "groups": [
-            {
-                "name": "A",
-                "endpoints": CALLERS,
-                "calls": "B",
-                "registrar": reg,
-                "accounts": group_accounts("a"),
-            },
-            {"name": "B", "endpoints": CALLERS, "registrar": reg, "accounts": group_accounts("b")},
-        ],
+        "groups": groups(limited),
     }
     began = time.monotonic()
     run_id = platform.run_test(definition)
@@ -91,7 +98,6 @@ def test_a_search_in_calls_per_second_finds_the_rate_the_proxy_carries(
 ) -> None:
     # Calls held 1 s at r calls/s keep about r dialogs open: the proxy (N = 3 dialogs)
     # carries 3 calls/s at most, and 4/s certainly not (503 beyond 3 dialogs).
-    reg = limited.registrar() | {"expires_s": 60}
     rate = {"kind": "rate", "cps": N + 1, "hold_s": 1}
     definition = {
         "name": "capacity cps",
@@ -103,17 +109,7 @@ def test_a_search_in_calls_per_second_finds_the_rate_the_proxy_carries(
             "stop_when": ["call_success_rate >= 100"],
             "target_cps": N + 1,
         },
-        "groups": [
-            {
-                "name": "A",
-                "endpoints": CALLERS,
-                "calls": "B",
-                "registrar": reg,
-                "accounts": group_accounts("a"),
-                "pattern": rate,
-            },
-            {"name": "B", "endpoints": CALLERS, "registrar": reg, "accounts": group_accounts("b")},
-        ],
+        "groups": groups(limited, pattern=rate),
     }
     run_id = platform.run_test(definition)
     run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
