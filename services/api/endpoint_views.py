@@ -27,6 +27,23 @@ def status_class(ep: dict[str, Any]) -> str:
     return ""
 
 
+# Endpoints counted: (group, role, phase, outcome, n), as views.counts_of or
+# queries.endpoint_counts make them.
+Counts = list[tuple[str, str, str | None, str | None, int]]
+
+
+def tally(counts: Counts) -> tuple[Counter[str], Counter[str]]:
+    """Endpoints per phase and per outcome."""
+    phases: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for _group, _role, phase, outcome, n in counts:
+        if phase:
+            phases[phase] += n
+        if outcome:
+            outcomes[outcome] += n
+    return phases, outcomes
+
+
 @dataclass(frozen=True)
 class ListQuery:
     phase: str = ""
@@ -133,7 +150,7 @@ def endpoint_page(
 
 def group_breakdown(
     definition: dict[str, Any],
-    counts: list[tuple[str, str, str | None, str | None, int]],
+    counts: Counts,
     group_mos: dict[str, float],
 ) -> list[dict[str, Any]]:
     """Per group: phase and outcome counts, failures, average MOS of its endpoints;
@@ -141,13 +158,7 @@ def group_breakdown(
     out = []
     for g in definition["groups"]:
         mine = [c for c in counts if c[0] == g["name"]]
-        phases: Counter[str] = Counter()
-        outcomes: Counter[str] = Counter()
-        for _, _, phase, outcome, n in mine:
-            if phase:
-                phases[phase] += n
-            if outcome:
-                outcomes[outcome] += n
+        phases, outcomes = tally(mine)
         out.append(
             {
                 "name": g["name"],

@@ -18,7 +18,7 @@ from callmeter_storage.quality import success_rates
 from callmeter_vocabulary.metrics import DIRECTIONS
 
 from .capacity import answer
-from .endpoint_views import status_class
+from .endpoint_views import Counts, status_class, tally
 
 # Thresholds from the product documents: (good below/above, bad beyond).
 THRESHOLDS = {
@@ -97,9 +97,6 @@ def outage_text(doc: dict[str, Any]) -> str:
     ).describe()
 
 
-Counts = list[tuple[str, str, str | None, str | None, int]]  # group, role, phase, outcome, n
-
-
 def counts_of(endpoints: list[dict[str, Any]]) -> Counts:
     """Endpoint documents counted the way queries.endpoint_counts counts them in SQL."""
     found = Counter((e["group"], e["role"], e.get("phase"), e.get("outcome")) for e in endpoints)
@@ -142,13 +139,7 @@ def run_view(
 
 def run_header(run: dict[str, Any], counts: Counts, summary: dict[str, Any]) -> dict[str, Any]:
     """The run with its endpoints counted, not listed (a run page's top)."""
-    phases: Counter[str] = Counter()
-    outcomes: Counter[str] = Counter()
-    for _group, _role, phase, outcome, n in counts:
-        if phase:
-            phases[phase] += n
-        if outcome:
-            outcomes[outcome] += n
+    phases, outcomes = tally(counts)
     return {
         "id": run["run_id"],
         "test_id": run["test_id"],
