@@ -105,23 +105,22 @@ def accumulate(rows: Rows, hist: HistRows) -> dict[str, dict[str, Acc]]:
     bin, count) rows, e.g. per group or per endpoint (the rollups' own keys)."""
     out: dict[str, dict[str, Acc]] = {}
     for key, metric, n, total, lo, hi in rows:
-        per = out.get(key)
-        if per is None:
-            per = out[key] = {}
-        acc = per.get(metric)
-        if acc is None:
-            acc = per[metric] = Acc()
-        acc.add(int(n), total, lo, hi)
+        _acc(out, key, metric).add(int(n), total, lo, hi)
     for key, metric, index, n in hist:
-        per = out.get(key)
-        if per is None:
-            per = out[key] = {}
-        acc = per.get(metric)
-        if acc is None:
-            acc = per[metric] = Acc()
-        bins = acc.bins
+        bins = _acc(out, key, metric).bins
         bins[int(index)] = bins.get(int(index), 0) + int(n)
     return out
+
+
+def _acc(out: dict[str, dict[str, Acc]], key: str, metric: str) -> Acc:
+    """The accumulator of `key`'s `metric`, made on first use."""
+    per = out.get(key)
+    if per is None:
+        per = out[key] = {}
+    acc = per.get(metric)
+    if acc is None:
+        acc = per[metric] = Acc()
+    return acc
 
 
 def combine(
