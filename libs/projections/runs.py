@@ -109,6 +109,13 @@ def _to(
     return evolve(run, status=status, reason=reason, history=history, **changes)  # type: ignore[arg-type]
 
 
+def _end(
+    run: RunState, status: RunStatus, at: datetime, why: str, sets_reason: bool = True
+) -> RunState:
+    """Move to terminal `status`, finished at `at` (see _to)."""
+    return _to(run, status, at, why, sets_reason=sets_reason, finished_at=at)
+
+
 @singledispatch
 def apply_run(event: Event, run: RunState) -> RunState:
     return run
@@ -124,14 +131,7 @@ def _(event: RunQueued, run: RunState) -> RunState:
 
 @apply_run.register
 def _(event: RunRejected, run: RunState) -> RunState:
-    return _to(
-        run,
-        RunStatus.CANNOT_RUN_FOR_NOW,
-        event.occurred_at,
-        event.reason,
-        sets_reason=True,
-        finished_at=event.occurred_at,
-    )
+    return _end(run, RunStatus.CANNOT_RUN_FOR_NOW, event.occurred_at, event.reason)
 
 
 @apply_run.register
@@ -180,26 +180,13 @@ def _(event: RunCompleted, run: RunState) -> RunState:
     else:
         why = f"all {run.total_endpoints} endpoints finished"
     why = f"{why}; {event.reason}" if event.reason else why
-    return _to(
-        run,
-        RunStatus.COMPLETED,
-        event.occurred_at,
-        why,
-        sets_reason=event.stopped or bool(event.reason),
-        finished_at=event.occurred_at,
-    )
+    sets_reason = event.stopped or bool(event.reason)
+    return _end(run, RunStatus.COMPLETED, event.occurred_at, why, sets_reason)
 
 
 @apply_run.register
 def _(event: RunFailed, run: RunState) -> RunState:
-    return _to(
-        run,
-        RunStatus.FAILED,
-        event.occurred_at,
-        event.reason,
-        sets_reason=True,
-        finished_at=event.occurred_at,
-    )
+    return _end(run, RunStatus.FAILED, event.occurred_at, event.reason)
 
 
 @apply_run.register
