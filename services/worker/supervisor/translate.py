@@ -23,6 +23,9 @@ from callmeter_events import (
     SipMessage,
 )
 
+# A call's setup timings, as the host measures them (ms; None where it could not).
+SETUP_TIMES = ("time_to_trying_ms", "time_to_ringing_ms", "post_dial_delay_ms", "call_setup_ms")
+
 
 def _ts(msg: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(float(msg["t"]), UTC)
@@ -72,14 +75,7 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
             )
         ]
     if ev == "call_established":
-        keys = (
-            "codec",
-            "time_to_trying_ms",
-            "time_to_ringing_ms",
-            "post_dial_delay_ms",
-            "call_setup_ms",
-        )
-        return [CallEstablished(**base, **{k: msg.get(k) for k in keys})]
+        return [CallEstablished(**base, **{k: msg.get(k) for k in ("codec", *SETUP_TIMES)})]
     if ev == "call_failed":
         return [CallFailed(**base, sip_code=msg.get("code"), reason=msg.get("reason") or "")]
     if ev == "call_ended":
@@ -94,7 +90,6 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
     if ev == "call_record":
         quality = msg.get("quality") or {}
         answered = msg.get("answered_t")
-        keys = ("time_to_trying_ms", "time_to_ringing_ms", "post_dial_delay_ms", "call_setup_ms")
         return [
             CallRecorded(
                 **base,
@@ -106,7 +101,7 @@ def to_events(run_id: str, msg: dict[str, Any]) -> list[Event]:
                 codec=msg.get("codec"),
                 answered_at=datetime.fromtimestamp(float(answered), UTC) if answered else None,
                 duration_s=msg.get("duration_s"),
-                **{k: msg.get(k) for k in keys},
+                **{k: msg.get(k) for k in SETUP_TIMES},
                 **{
                     f"{direction}_{name}": (quality.get(direction) or {}).get(name)
                     for direction in ("send", "recv")
