@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.browser.test_ui import ARTIFACTS, browser  # noqa: F401  (the fixture)
-from tests.support.login import log_in
+from tests.support.login import open_page
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,7 @@ SEARCH = {
 def test_a_capacity_search_answers_on_the_live_run_page(platform, browser):  # type: ignore[no-untyped-def]  # noqa: F811
     from playwright.sync_api import expect
 
-    page = log_in(browser, platform.base).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(platform.base + "/tests/new")
+    page = open_page(browser, platform.base, "/tests/new")
     page.locator("details summary", has_text="Advanced: edit as JSON").click()
     page.locator("#definition").fill(json.dumps(SEARCH))
     page.get_by_role("button", name="Save JSON").click()

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.browser.test_ui import ARTIFACTS, browser  # noqa: F401  (the fixture)
-from tests.support.login import claimed_platform, log_in
+from tests.support.login import claimed_platform, open_page
 from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
@@ -39,9 +39,7 @@ def test_a_probe_page_goes_healthy_and_the_status_page_shows_it(platform, browse
 
     status, test = platform.request("POST", "/api/v1/tests", ONE_CALL)
     assert status == 201, test
-    page = log_in(browser, platform.base).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(platform.base + "/probes")
+    page = open_page(browser, platform.base, "/probes")
     expect(page.locator(".empty")).to_have_text("No probe yet.")
     # A probe of the saved test, from the form.
     page.get_by_label("Name").fill("browser probe")

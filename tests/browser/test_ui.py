@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.support.login import log_in
+from tests.support.login import open_page
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +48,8 @@ def browser():  # type: ignore[no-untyped-def]
 def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    page = log_in(browser, platform.base).new_page()
-    page.set_default_timeout(30_000)
-
     # The user opens the editor (pre-filled with a two-group example) and shapes a test.
-    page.goto(platform.base + "/tests/new")
+    page = open_page(browser, platform.base, "/tests/new")
     page.get_by_label("Name", exact=True).fill("browser smoke")
     page.get_by_label("Duration").fill("40")
     page.locator('[name="groups.0.endpoints"]').fill("2")
@@ -116,9 +113,7 @@ def test_create_run_watch_stop_and_read_the_ladder(platform, browser):  # type: 
 def test_the_editor_saves_call_options_a_scenario_and_thresholds(platform, browser):  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    page = log_in(browser, platform.base).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(platform.base + "/tests/new")
+    page = open_page(browser, platform.base, "/tests/new")
     page.get_by_label("Name", exact=True).fill("browser options")
     callers, receivers = (
         page.locator('fieldset[data-group="0"]'),
@@ -200,9 +195,7 @@ def test_the_editor_saves_call_options_a_scenario_and_thresholds(platform, brows
 def test_the_editor_saves_a_call_pattern_and_a_capacity_search(platform, browser):  # type: ignore[no-untyped-def]
     from playwright.sync_api import expect
 
-    page = log_in(browser, platform.base).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(platform.base + "/tests/new")
+    page = open_page(browser, platform.base, "/tests/new")
     page.get_by_label("Name", exact=True).fill("browser pattern")
     page.get_by_label("Duration").fill("30")
     callers = page.locator('fieldset[data-group="0"]')
@@ -330,11 +323,8 @@ def test_the_calls_page_summarises_charts_filters_and_exports_a_patterned_run(pl
     run_id = _pattern_run(platform)
     status, summary = platform.request("GET", f"/api/v1/runs/{run_id}/calls/summary")
     assert status == 200 and summary["attempts"] == 6, summary
-    page = log_in(browser, platform.base).new_page()
-    page.set_default_timeout(30_000)
-
     # The run page links to its calls.
-    page.goto(f"{platform.base}/runs/{run_id}")
+    page = open_page(browser, platform.base, f"/runs/{run_id}")
     page.locator(f"a[href='/runs/{run_id}/calls']").first.click()
     page.wait_for_url(f"**/runs/{run_id}/calls")
 
@@ -394,9 +384,7 @@ def test_forms_carry_the_session_csrf_token_and_nothing_changes_without_it(platf
     )
     assert status == 201, test
     runs = f"/api/v1/runs?test_id={test['id']}"
-    page = log_in(browser, platform.base).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{platform.base}/tests/{test['id']}")
+    page = open_page(browser, platform.base, f"/tests/{test['id']}")
     forms = page.locator("form[method=post]")
     tokens = {
         forms.nth(i).locator("input[name=csrf_token]").input_value() for i in range(forms.count())
@@ -455,9 +443,7 @@ def test_the_run_page_charts_mos_lqo_beside_the_e_model_mos(platform, browser): 
     [b1] = sq["endpoints"]
     assert b1["mos_lqo"] is not None and b1["mos_emodel"] is not None, b1
 
-    page = log_in(browser, platform.base).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{platform.base}/runs/{run_id}")
+    page = open_page(browser, platform.base, f"/runs/{run_id}")
     chart = page.locator("#speech-chart svg.chart")
     expect(chart).to_be_visible()
     assert chart.get_attribute("aria-label") == "Speech quality per sampled call (MOS)"

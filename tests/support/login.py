@@ -48,3 +48,11 @@ def log_in(browser, base: str):  # type: ignore[no-untyped-def]
     page.wait_for_url(base + "/runs")
     page.close()
     return context
+
+
+def open_page(browser, base: str, path: str):  # type: ignore[no-untyped-def]
+    """A page of a logged-in context at `path` (its actions wait up to 30 s)."""
+    page = log_in(browser, base).new_page()
+    page.set_default_timeout(30_000)
+    page.goto(base + path)
+    return page
