@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 import pjsua2 as pj
+
+from callmeter_common.procs import port_free
 
 from .sipfilter import ListenerGate
 
 log = logging.getLogger(__name__)
-
-
-def _stream_port_free(address: str, port: int) -> bool:
-    """Whether a TCP listener could bind address:port now (SO_REUSEADDR, as PJSIP does)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 class Transports:
@@ -65,7 +55,7 @@ class Transports:
             port = self.preferred_port(kind)
             # PJSIP 2.15 reports a TLS listener whose bind failed as started (it then
             # never accepts), so probe the stream port first rather than trust it
-            if kind != "udp" and not _stream_port_free(self.bind, port):
+            if kind != "udp" and not port_free(port, self.bind):
                 log.warning("%s port %d is taken; listening on a free port", kind, port)
                 port = 0
             try:
