@@ -58,7 +58,7 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs
+	$(VENV)/bin/mypy libs services/api services/scheduler services/dispatcher
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -39,11 +39,11 @@ PATTERN_FIELDS = {
     "repeat": ("hold_s", "pause_s", "calls"),
     "rate": ("cps", "cps_end", "ramp_s", "steps", "hold", "hold_s", "max_calls", "seed"),
 }
-PATTERN_KEYS = ("kind", "hold_s", "pause_s", "calls", "cps", "cps_end", "ramp_s", "steps")
-PATTERN_KEYS += ("hold", "max_calls", "seed")
+# Every pattern input, each once: the kind, then the fields of each kind.
+PATTERN_KEYS = tuple(dict.fromkeys(("kind", *PATTERN_FIELDS["repeat"], *PATTERN_FIELDS["rate"])))
 HOLDS = get_args(RatePattern.model_fields["hold"].annotation)
-CAPACITY_KEYS = ("endpoints_per_step", "cps_per_step", "step_s", "settle_s", "stop_when")
-CAPACITY_KEYS += ("target_calls", "target_cps")
+CAPACITY_KEYS: tuple[str, ...] = ("endpoints_per_step", "cps_per_step", "step_s", "settle_s")
+CAPACITY_KEYS += ("stop_when", "target_calls", "target_cps")
 # A kind named in a validation error's path ("groups.0.pattern.rate.cps"): the inputs
 # have no kind in their names.
 _PATTERN_KIND_PATH = re.compile(r"\.pattern\.(?:single|repeat|rate)\b")

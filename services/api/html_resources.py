@@ -116,7 +116,7 @@ async def _save_pool(request: Request, p: PlatformDep, pool_id: str | None) -> A
         errors = _error(exc)
         csv_text, dropped = blank_typed_passwords(fields.get("csv", ""))
         form = {**fields, "csv": csv_text}  # typed passwords are never sent back
-        shown = {"form": form, "errors": errors, "secrets_dropped": dropped}
+        shown: dict[str, Any] = {"form": form, "errors": errors, "secrets_dropped": dropped}
         if pool_id is None:
             found = _visible(await resources.query(p, rows.list_pools))
             return render("pools.html", 422, pools=found, **shown)

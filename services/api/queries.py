@@ -63,7 +63,7 @@ def endpoint_series(
     out: dict[str, list[dict[str, Any]]] = {"recv": [], "send": []}
     t0 = float(rows[0][1]) if rows else 0.0
     for direction, epoch, *values in rows:
-        point = {"t": round(float(epoch) - t0, 3)}
+        point: dict[str, float | None] = {"t": round(float(epoch) - t0, 3)}
         point.update(
             {k: None if v is None else float(v) for k, v in zip(SERIES_KEYS, values, strict=True)}
         )

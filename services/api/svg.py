@@ -177,7 +177,7 @@ def topology(definition: dict[str, Any]) -> str:
         return ""
     col = topology_columns(groups)
     rows: dict[int, int] = {}
-    pos: dict[str, tuple[float, float]] = {}
+    pos: dict[str, tuple[int, int]] = {}  # cards on a whole-pixel grid
     for g in groups:
         c = col[g["name"]]
         r = rows.get(c, 0)
