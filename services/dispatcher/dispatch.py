@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 from callmeter_common.reconciler import World
 from callmeter_events import (
-    PATTERN_LEAD_S,
     EndpointAssigned,
     EndpointConfig,
     EndpointFinished,
@@ -44,8 +43,8 @@ NO_CALL_MARGIN_S = 10.0
 # hosts, shared 2-core machine): callers were ready 9 to 46 s after their dispatch. A
 # caller ready late shifts its calls, so its receiver is kept for them (first_call_by).
 CALLER_START_S = 60.0
-# Callers with a pattern time their calls from PATTERN_LEAD_S after they are sent out
-# (time to start a host and register), the same instant for the whole group.
+# Callers with a pattern time their calls from pattern_lead_s() after they are sent out
+# (time to start their hosts and register), the same instant for the whole group.
 
 
 @dataclass(frozen=True)
@@ -192,7 +191,7 @@ def endpoint_config(
         pattern=pattern or SinglePattern(),
         group_index=index,
         group_size=group.endpoints,
-        calls_from=now + timedelta(seconds=PATTERN_LEAD_S)
+        calls_from=now + timedelta(seconds=run.definition.pattern_lead_s())
         if patterned and ep.role == "caller" and now is not None
         else None,
     )
@@ -252,7 +251,8 @@ def first_call_deadline(run: RunState, sent_out: datetime, start_delay_s: float)
     call: after its start delay, its host's start and registration (CALLER_START_S),
     and then the pattern's end (a caller ready late shifts its calls; none is planned
     later than the run's duration from its start), plus buildup and the margin."""
-    return sent_out + timedelta(seconds=start_delay_s + CALLER_START_S + receiver_wait_s(run))
+    start_s = max(CALLER_START_S, run.definition.pattern_lead_s())
+    return sent_out + timedelta(seconds=start_delay_s + start_s + receiver_wait_s(run))
 
 
 def extend_receiver_wait(

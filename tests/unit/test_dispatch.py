@@ -9,7 +9,6 @@ from callmeter_common.reconciler import World
 from callmeter_dispatcher.dispatch import (
     CALLER_START_S,
     NO_CALL_MARGIN_S,
-    PATTERN_LEAD_S,
     Timing,
     decide,
 )
@@ -31,6 +30,7 @@ from callmeter_events import (
     WorkerOnline,
 )
 from callmeter_events import TestDefinition as Definition
+from callmeter_events.testdef import HOST_START_PACE_S, PATTERN_LEAD_S
 from callmeter_worker.supervisor.settings import WorkerSettings
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -379,7 +379,9 @@ def test_a_patterned_group_times_its_calls_from_one_instant_and_its_receivers_kn
     story.register("r1", "B-1", "B-2")
     callers = [e.config for e in story.decide() if hasattr(e, "config")]
     assert [(c.group_index, c.group_size) for c in callers] == [(0, 2), (1, 2)]
-    assert {c.calls_from for c in callers} == {T0 + timedelta(seconds=PATTERN_LEAD_S)}
+    # one instant for the group, once their hosts have had time to start (1 host: 0.8 s)
+    lead = PATTERN_LEAD_S + HOST_START_PACE_S
+    assert {c.calls_from for c in callers} == {T0 + timedelta(seconds=lead)}
     assert {c.start_delay_s for c in callers} == {0.0}  # the pattern spreads the calls
 
 
