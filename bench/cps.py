@@ -229,6 +229,14 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
             at = sorted(round(t, 1) for _, t in failed)
             print(f"  failed calls by SIP code {dict(codes)}, at s after the first: {at[:20]}")
         timeline(platform, run_id)
+        _, workers = platform.request("GET", "/api/v1/workers")
+        for w in workers["items"]:
+            print(f"  worker {w['worker_id']}: {w['status']}, last seen {w['last_seen']}")
+        for log in sorted(platform.data_dir.glob("*.log")):  # why a worker was taken for lost
+            lines = log.read_text(errors="replace").splitlines()
+            said = [x for x in lines if "lost" in x.lower() or "silent" in x.lower()]
+            for line in said[:5]:
+                print(f"  {log.name}: {line[:200]}")
     return ok, summary["attempts"], summary["answered"], want
 
 
