@@ -118,6 +118,12 @@ PATTERN_LEAD_S = 1.5
 # process takes about 0.4 s of CPU to start): bench/cps.py on the shared 2-core machine,
 # 28 caller hosts were all ready 23 s after their dispatch, 56 after 44 to 46 s.
 HOST_START_PACE_S = 0.8
+# A patterned caller may take this long from its dispatch until it is registered and
+# calling: its endpoint host starts among many. bench/cps.py at 64 calls/s (56 caller
+# hosts started at once beside 56 receiver hosts, shared 2-core machine): callers were
+# ready 9 to 46 s after their dispatch. Its receiver is kept for it (first_call_by), and
+# the run's time budget allows for it (TestDefinition.pattern_start_s).
+CALLER_START_S = 60.0
 ENDPOINTS_PER_HOST = 4  # calls per host (PJSUA_MAX_CALLS): each endpoint carries one call
 
 
@@ -426,6 +432,13 @@ class TestDefinition(_Frozen):
             if g.pattern.kind != "single" and (g.calls or g.target_uri)
         )
         return PATTERN_LEAD_S + HOST_START_PACE_S * math.ceil(callers / ENDPOINTS_PER_HOST)
+
+    def pattern_start_s(self) -> float:
+        """How long patterned callers may take from their dispatch to their calls: the
+        longer of their lead and CALLER_START_S; 0 without a patterned caller."""
+        if not any(g.pattern.kind != "single" and (g.calls or g.target_uri) for g in self.groups):
+            return 0.0
+        return max(CALLER_START_S, self.pattern_lead_s())
 
     def stepped_pattern(self, group: Group) -> CallPattern:
         """The pattern a group's endpoints run: with a capacity search in calls per

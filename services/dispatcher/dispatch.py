@@ -37,12 +37,6 @@ from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
 # it being ready. It waits duration + buildup + this margin, then ends NO_INCOMING_CALL,
 # so a run whose callers all failed still ends in time with a reason.
 NO_CALL_MARGIN_S = 10.0
-# A patterned caller may take this long from its dispatch until it is registered and
-# calling: its endpoint host (a pjsua2 process, about 0.4 s of CPU to start) starts among
-# many. bench/cps.py at 64 calls/s (56 caller hosts started at once beside 56 receiver
-# hosts, shared 2-core machine): callers were ready 9 to 46 s after their dispatch. A
-# caller ready late shifts its calls, so its receiver is kept for them (first_call_by).
-CALLER_START_S = 60.0
 # Callers with a pattern time their calls from pattern_lead_s() after they are sent out
 # (time to start their hosts and register), the same instant for the whole group.
 
@@ -248,10 +242,10 @@ def start_planned(
 
 def first_call_deadline(run: RunState, sent_out: datetime, start_delay_s: float) -> datetime:
     """The latest a patterned caller sent out at `sent_out` may still make its first
-    call: after its start delay, its host's start and registration (CALLER_START_S),
+    call: after its start delay, its host's start and registration (pattern_start_s),
     and then the pattern's end (a caller ready late shifts its calls; none is planned
     later than the run's duration from its start), plus buildup and the margin."""
-    start_s = max(CALLER_START_S, run.definition.pattern_lead_s())
+    start_s = run.definition.pattern_start_s()
     return sent_out + timedelta(seconds=start_delay_s + start_s + receiver_wait_s(run))
 
 

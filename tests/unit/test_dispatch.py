@@ -7,7 +7,6 @@ from typing import Any
 
 from callmeter_common.reconciler import World
 from callmeter_dispatcher.dispatch import (
-    CALLER_START_S,
     NO_CALL_MARGIN_S,
     Timing,
     decide,
@@ -30,7 +29,7 @@ from callmeter_events import (
     WorkerOnline,
 )
 from callmeter_events import TestDefinition as Definition
-from callmeter_events.testdef import HOST_START_PACE_S, PATTERN_LEAD_S
+from callmeter_events.testdef import CALLER_START_S, HOST_START_PACE_S, PATTERN_LEAD_S
 from callmeter_worker.supervisor.settings import WorkerSettings
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
