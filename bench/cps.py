@@ -12,16 +12,21 @@ each rate R of the ladder, in the same run and on the same footing:
             Kamailio's two UDP workers can pass a 180 after the 200, and SIPp's
             UAC then aborts a call that pjsua2 would carry on with
 A rate is sustained when at least 99.9 % of the planned calls (R x duration) were
-answered and, for SIPp, it kept the pace (its calls were all placed within the
-duration plus a second). Each side climbs the ladder until it fails; prints the
-highest rate each sustains and platform / SIPp (target >= 0.5).
+answered and the side kept the pace: SIPp's run took at most the duration plus the hold
+plus 3 s, the platform's calls were attempted within the duration plus 3 s (a caller
+whose host started late shifts its calls later: all answered, but not at the rate). Each side climbs the ladder on its own until it fails: by
+default the rate doubles from --start until both sides have failed or --max is passed
+(the bound is printed; a side still passing there is said to be). Prints the highest
+rate each sustains and platform / SIPp (target >= 0.5).
 
-    python bench/cps.py [--ladder 2,4,8,16,32,64,128] [--duration 10] [--hold 2]
+    python bench/cps.py [--start 2] [--max 1024] [--duration 10] [--hold 2]
+    python bench/cps.py --ladder 32,48,64 --sipp off    # given rates, one side only
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +48,10 @@ from tests.support.sipp import free_udp_port  # noqa: E402
 PCAP = Path("/usr/share/sip-tester/g711a.pcap")  # Debian sip-tester: 8 s of PCMA
 PASS = 0.999
 HOST_BUDGET = 10.0  # testdef.HOST_INVITES_PER_S: the platform refuses a denser group
+# a side keeps the pace when its calls are all placed within the duration plus this
+# (SIPp: its whole run, the last hold included; the platform: first to last attempt)
+PACE_SLACK_S = 3.0
+CAPACITY = 4000  # endpoints the bench's one worker offers (CALLMETER_CAPACITY)
 
 UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="UAC with PCMA from a pcap, through a record-routing proxy">
@@ -137,6 +147,11 @@ Content-Length: 0
 """
 
 
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min), printed beside each figure."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def planned(rate: float, duration: float) -> int:
     """Arrivals k = 0, 1, ... at k / rate before `duration` (the platform's plan)."""
     return math.ceil(rate * duration)
@@ -185,7 +200,19 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
             last, stable_since = summary["attempts"], time.monotonic()
         time.sleep(0.5)
     want = planned(rate, duration)
-    ok = summary["answered"] >= PASS * want
+    # the pace, on SIPp's footing (its calls all placed within the duration plus slack)
+    base = f"/api/v1/runs/{run_id}/calls?limit=1"
+    _, first = platform.request("GET", base)
+    _, last = platform.request("GET", f"{base}&offset={max(0, summary['attempts'] - 1)}")
+    span = float("nan")
+    if first["calls"] and last["calls"]:
+        span = (
+            datetime.fromisoformat(last["calls"][0]["attempted_at"])
+            - datetime.fromisoformat(first["calls"][0]["attempted_at"])
+        ).total_seconds()
+    kept_pace = span <= duration + PACE_SLACK_S
+    print(f"  platform {rate:g} calls/s: calls attempted over {span:.1f} s", flush=True)
+    ok = summary["answered"] >= PASS * want and kept_pace
     if not ok:  # why: the callers' outcomes, and when the failed calls came
         why = Counter(f"{e['outcome']} {e.get('reason') or ''}"[:120] for e in run["endpoints"])
         print(f"  platform run {run_id} {run['status']}: {dict(why.most_common())}")
@@ -201,7 +228,85 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
             codes = Counter(code for code, _ in failed)
             at = sorted(round(t, 1) for _, t in failed)
             print(f"  failed calls by SIP code {dict(codes)}, at s after the first: {at[:20]}")
+        timeline(platform, run_id)
+        _, workers = platform.request("GET", "/api/v1/workers")
+        for w in workers["items"]:
+            print(f"  worker {w['worker_id']}: {w['status']}, last seen {w['last_seen']}")
+        for log in sorted(platform.data_dir.glob("*.log")):  # why a worker was taken for lost
+            lines = log.read_text(errors="replace").splitlines()
+            said = [x for x in lines if "lost" in x.lower() or "silent" in x.lower()]
+            for line in said[:5]:
+                print(f"  {log.name}: {line[:200]}")
     return ok, summary["attempts"], summary["answered"], want
+
+
+def run_events(platform, run_id: str, types: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The run's events of these types, from its event stream (not followed)."""
+    req = urllib.request.Request(
+        f"{platform.base}/api/v1/runs/{run_id}/events?follow=false&type={types}",
+        headers=platform._auth(),
+    )
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        lines = resp.read().decode().splitlines()
+    return [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+
+
+def timeline(platform, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Where a failing run lost its calls: how long hosts took to be ready, when each
+    side was ready against the calls' plan, and what the receivers that got no call saw."""
+    events = run_events(
+        platform,
+        run_id,
+        "RunStarted,EndpointAssigned,EndpointRegistered,EndpointFinished,"
+        "ReceiverWaitExtended,CallRecorded",
+    )
+    at = lambda e: datetime.fromisoformat(e["occurred_at"]).timestamp()  # noqa: E731
+    t0 = min(at(e) for e in events if e["type"] == "RunStarted")
+    assigned, ready, finished, first_call, extended = {}, {}, {}, {}, {}
+    for e in events:
+        ep = e.get("endpoint_id")
+        if e["type"] == "EndpointAssigned":
+            assigned[ep] = at(e) - t0
+        elif e["type"] == "EndpointRegistered":
+            ready.setdefault(ep, at(e) - t0)
+        elif e["type"] == "EndpointFinished":
+            finished[ep] = (at(e) - t0, e["outcome"], e.get("reason", ""))
+        elif e["type"] == "ReceiverWaitExtended":
+            extended[ep] = datetime.fromisoformat(e["wait_until"]).timestamp() - t0
+        elif e["type"] == "CallRecorded" and e["seq"] == 1:
+            first_call[ep] = datetime.fromisoformat(e["attempted_at"]).timestamp() - t0
+
+    def spread(xs: list[float]) -> str:
+        xs = sorted(xs)
+        if not xs:
+            return "none"
+        pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
+        return (
+            f"n={len(xs)} min {xs[0]:.1f} p50 {pick(0.5):.1f} p90 {pick(0.9):.1f} max {xs[-1]:.1f}"
+        )
+
+    for role in ("B", "A"):
+        eps = [ep for ep in assigned if ep.startswith(role + "-")]
+        print(f"  {role}: assigned at {spread([assigned[ep] for ep in eps])} s after RunStarted")
+        print(f"  {role}: ready    at {spread([ready[ep] for ep in eps if ep in ready])}")
+        print(
+            f"  {role}: assigned->ready {spread([ready[ep] - assigned[ep] for ep in eps if ep in ready])}"
+        )
+    print(f"  A: first call at {spread(list(first_call.values()))}")
+    idle = [ep for ep, f in finished.items() if f[1] == "NO_INCOMING_CALL"]
+    print(
+        f"  {len(idle)} receivers ended NO_INCOMING_CALL at {spread([finished[ep][0] for ep in idle])}"
+    )
+    for ep in sorted(idle, key=lambda x: int(x.split("-")[1]))[:8]:
+        caller = "A-" + ep.split("-")[1]
+        print(
+            f"    {ep}: ready {ready.get(ep, float('nan')):.1f}, extended to"
+            f" {extended.get(ep, float('nan')):.1f}, ended {finished[ep][0]:.1f};"
+            f" {caller} assigned {assigned.get(caller, float('nan')):.1f},"
+            f" ready {ready.get(caller, float('nan')):.1f},"
+            f" first call {first_call.get(caller, float('nan')):.1f},"
+            f" {finished.get(caller, (0, '?', ''))[1]} {finished.get(caller, (0, '?', ''))[2][:60]}"
+        )
 
 
 def run_sipp(work: Path, kamailio: Kamailio, rate: float, duration: float, hold: float):  # type: ignore[no-untyped-def]
@@ -280,14 +385,26 @@ def run_sipp(work: Path, kamailio: Kamailio, rate: float, duration: float, hold:
     ok_calls = int(stat["SuccessfulCall(C)"])
     attempted = int(stat["OutgoingCall(C)"])
     # placing `want` calls at R/s takes `duration`; each then holds `hold` s
-    kept_pace = elapsed <= duration + hold + 3.0
+    kept_pace = elapsed <= duration + hold + PACE_SLACK_S
     passed = ok_calls >= PASS * want and kept_pace and uac.returncode in (0, 1)
     return passed, attempted, ok_calls, want, elapsed
 
 
+def doubling(start: float, top: float) -> list[float]:
+    """start, 2 x start, ... up to and including top."""
+    rates = [start]
+    while rates[-1] * 2 <= top:
+        rates.append(rates[-1] * 2)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ladder", default="2,4,8,16,32,64,128")
+    ap.add_argument("--ladder", help="comma-separated rates instead of doubling")
+    ap.add_argument("--start", type=float, default=2.0, help="first rate of the doubling")
+    ap.add_argument("--max", type=float, default=1024.0, help="upper bound of the doubling")
+    ap.add_argument("--platform", choices=("on", "off"), default="on")
+    ap.add_argument("--sipp", choices=("on", "off"), default="on")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--hold", type=float, default=2.0)
     args = ap.parse_args()
@@ -296,30 +413,45 @@ def main() -> None:
     from callmeter_common.servers import start_nats, start_postgres
     from tests.support.platform import TestPlatform
 
-    ladder = [float(x) for x in args.ladder.split(",")]
-    top = endpoints_for(max(ladder), args.hold)
+    if args.ladder:
+        ladder = [float(x) for x in args.ladder.split(",")]
+    else:
+        ladder = doubling(args.start, args.max)
+    sides = [s for s in ("platform", "sipp") if getattr(args, s) == "on"]
+    print(
+        f"ladder (each side until it fails): {', '.join(f'{r:g}' for r in ladder)} calls/s;"
+        f" upper bound {max(ladder):g}; sides: {', '.join(sides)}; load {load()}",
+        flush=True,
+    )
+    # accounts for the platform's largest run it may reach (it refuses beyond capacity)
+    top = endpoints_for(min(max(ladder), CAPACITY / 2 / (args.hold + 1.5)), args.hold)
+    top = top if "platform" in sides else 0
     work = Path(tempfile.mkdtemp(prefix="callmeter-cps-"))
     users = accounts("a", top) | accounts("b", top) | {"sippuas": "pw-sippuas"}
     kamailio = Kamailio(work / "kamailio", users)
     kamailio.start()
     nats, pg = start_nats(work / "nats"), start_postgres(work / "pg")
     platform = TestPlatform(work / "platform", nats.url, pg.url)
-    os.environ["CALLMETER_CAPACITY"] = "4000"
-    platform.env["CALLMETER_CAPACITY"] = "4000"
+    os.environ["CALLMETER_CAPACITY"] = str(CAPACITY)
+    platform.env["CALLMETER_CAPACITY"] = str(CAPACITY)
     best = {"platform": 0.0, "sipp": 0.0}
-    alive = {"platform": True, "sipp": True}
+    alive = {side: side in sides for side in ("platform", "sipp")}
     try:
-        platform.start_services()
-        platform.wait_for_api()
-        platform.wait_workers(1)
+        if alive["platform"]:
+            platform.start_services()
+            platform.wait_for_api()
+            platform.wait_workers(1)
         for rate in ladder:
             if alive["platform"]:
-                ok, attempted, answered, want = run_platform(
-                    platform, kamailio, rate, args.duration, args.hold
-                )
+                try:
+                    ok, attempted, answered, want = run_platform(
+                        platform, kamailio, rate, args.duration, args.hold
+                    )
+                    said = f"{answered}/{want} answered ({attempted} attempted)"
+                except RuntimeError as exc:  # refused: beyond the worker's capacity
+                    ok, said = False, str(exc)
                 print(
-                    f"platform {rate:6g} calls/s: {'ok  ' if ok else 'FAIL'} {answered}/{want}"
-                    f" answered ({attempted} attempted)",
+                    f"platform {rate:6g} calls/s: {'ok  ' if ok else 'FAIL'} {said}; load {load()}",
                     flush=True,
                 )
                 alive["platform"] = ok
@@ -331,7 +463,7 @@ def main() -> None:
                 )
                 print(
                     f"sipp     {rate:6g} calls/s: {'ok  ' if ok else 'FAIL'} {answered}/{want}"
-                    f" answered ({attempted} attempted, {took:.1f} s)",
+                    f" answered ({attempted} attempted, {took:.1f} s); load {load()}",
                     flush=True,
                 )
                 alive["sipp"] = ok
@@ -347,11 +479,14 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     ratio = best["platform"] / best["sipp"] if best["sipp"] else float("nan")
     still = [k for k, v in alive.items() if v]
+    if "platform" not in sides or "sipp" not in sides:
+        ratio = float("nan")
     print(
         f"highest sustained rate (>= {PASS:.1%} answered, {args.hold:g} s holds, media):"
         f" platform {best['platform']:g} calls/s, SIPp {best['sipp']:g} calls/s;"
         f" platform / SIPp {ratio:.2f} (target >= 0.5)"
-        + (f"; still passing at the top of the ladder: {', '.join(still)}" if still else "")
+        + (f"; still passing at the bound {max(ladder):g}: {', '.join(still)}" if still else "")
+        + f"; load {load()}"
     )
 
 

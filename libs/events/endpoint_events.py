@@ -110,10 +110,12 @@ class EndpointAssigned(Event):
 
 
 class ReceiverWaitExtended(Event):
-    """The dispatcher sent out a caller with a call pattern: its receiver (on the worker
-    the subject names) waits for its first call until `wait_until`, not only its own
-    call_wait_s from being ready. Counted from the caller's dispatch, a caller whose host
-    starts late on a loaded machine still finds its receiver registered."""
+    """A receiver of a group with a call pattern (on the worker the subject names) waits
+    for its first call until `wait_until`, not only its own call_wait_s from being
+    ready: the dispatcher sends one with the receiver (its callers go out once the
+    callee group is ready, or its wait is over) and one when the caller goes out (from
+    then, the caller's host start and its pattern's end). A caller whose host starts
+    late on a loaded machine still finds its receiver registered."""
 
     type: Literal["ReceiverWaitExtended"] = "ReceiverWaitExtended"
     run_id: str
@@ -126,7 +128,9 @@ class ReceiverWaitExtended(Event):
         return f"callmeter.run.{self.run_id}.worker.{self.worker_id}.wait"
 
     def dedup_key(self) -> str | None:
-        return f"ReceiverWaitExtended:{self.run_id}:{self.endpoint_id}:{self.caller_id}"
+        # one when the receiver goes out, one when its caller does: both are kept
+        until = self.wait_until.timestamp()
+        return f"ReceiverWaitExtended:{self.run_id}:{self.endpoint_id}:{self.caller_id}:{until}"
 
 
 class EndpointPhaseChanged(_EndpointEvent):

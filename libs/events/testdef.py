@@ -109,9 +109,21 @@ class ScenarioAction(_Frozen):
 # repeat group must spread its calls over enough endpoints (hence hosts) to stay under
 # this. Measured by bench/host_cps.py, see docs/traffic.md.
 HOST_INVITES_PER_S = 10.0
-# A patterned group's callers share one start instant this long after the dispatcher
-# sends them out (they need the time to start): its rate counts from there.
+# A patterned group's callers share one start instant after the dispatcher sends them
+# out (TestDefinition.pattern_lead_s): this, plus HOST_START_PACE_S for each endpoint
+# host their worker starts for them; the rate counts from there. A caller ready later
+# shifts its own calls, and the group no longer keeps its rate.
 PATTERN_LEAD_S = 1.5
+# How fast one worker gets endpoint hosts ready when it starts many at once (a pjsua2
+# process takes about 0.4 s of CPU to start): bench/cps.py on the shared 2-core machine,
+# 28 caller hosts were all ready 23 s after their dispatch, 56 after 44 to 46 s.
+HOST_START_PACE_S = 0.8
+# A patterned caller may take this long from its dispatch until it is registered and
+# calling: its endpoint host starts among many. bench/cps.py at 64 calls/s (56 caller
+# hosts started at once beside 56 receiver hosts, shared 2-core machine): callers were
+# ready 9 to 46 s after their dispatch. Its receiver is kept for it (first_call_by), and
+# the run's time budget allows for it (TestDefinition.pattern_start_s).
+CALLER_START_S = 60.0
 ENDPOINTS_PER_HOST = 4  # calls per host (PJSUA_MAX_CALLS): each endpoint carries one call
 
 
@@ -409,6 +421,24 @@ class TestDefinition(_Frozen):
             return max(1, math.ceil(most / capacity.cps_per_step - 1e-9))
         assert capacity.endpoints_per_step is not None
         return -(-max((g.endpoints for g in callers), default=0) // capacity.endpoints_per_step)
+
+    def pattern_lead_s(self) -> float:
+        """From the dispatch of the patterned callers to the instant their rates count
+        from: time for their endpoint hosts to start, all of them on one worker at worst,
+        so that the rate is kept from its first call rather than shifted by late hosts."""
+        callers = sum(
+            g.endpoints
+            for g in self.groups
+            if g.pattern.kind != "single" and (g.calls or g.target_uri)
+        )
+        return PATTERN_LEAD_S + HOST_START_PACE_S * math.ceil(callers / ENDPOINTS_PER_HOST)
+
+    def pattern_start_s(self) -> float:
+        """How long patterned callers may take from their dispatch to their calls: the
+        longer of their lead and CALLER_START_S; 0 without a patterned caller."""
+        if not any(g.pattern.kind != "single" and (g.calls or g.target_uri) for g in self.groups):
+            return 0.0
+        return max(CALLER_START_S, self.pattern_lead_s())
 
     def stepped_pattern(self, group: Group) -> CallPattern:
         """The pattern a group's endpoints run: with a capacity search in calls per

@@ -7,7 +7,7 @@ its start to its end, against the stop conditions: quality values from the
 window's samples (callmeter_storage.stats.window_threshold_values), call,
 registration and timing values from the endpoints that had joined by then
 (`endpoint_values`). A search in calls per second (capacity.cps_per_step) steps each
-calling group's rate instead, from the instant its rate starts (PATTERN_LEAD_S after
+calling group's rate instead, from the instant its rate starts (pattern_lead_s() after
 the callers go out); an endpoint there makes many calls, so its call success and
 timing come from the records of the calls attempted in the step (`record_values`). A step the load generator was overloaded in fails whatever
 its figures: they measured the generator. The answer is the last step that passed
@@ -24,7 +24,6 @@ from typing import Any
 
 from callmeter_events import (
     GOOD_OUTCOMES,
-    PATTERN_LEAD_S,
     CapacityStepJudged,
     RatePattern,
     TestDefinition,
@@ -66,7 +65,7 @@ def step_window(definition: TestDefinition, anchor: datetime, step: int) -> Step
     """Step `step` of a search whose callers went out at `anchor`."""
     capacity = definition.capacity
     assert capacity is not None
-    lead = PATTERN_LEAD_S if capacity.cps_per_step is not None else 0.0
+    lead = definition.pattern_lead_s() if capacity.cps_per_step is not None else 0.0
     start = anchor + timedelta(seconds=lead + step * capacity.step_s)
     return StepWindow(
         step=step,

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 from callmeter_common.reconciler import World
 from callmeter_events import (
-    PATTERN_LEAD_S,
     EndpointAssigned,
     EndpointConfig,
     EndpointFinished,
@@ -38,8 +37,8 @@ from .allocation import AllocationError, GroupDemand, WorkerSlot, allocate
 # it being ready. It waits duration + buildup + this margin, then ends NO_INCOMING_CALL,
 # so a run whose callers all failed still ends in time with a reason.
 NO_CALL_MARGIN_S = 10.0
-# Callers with a pattern time their calls from PATTERN_LEAD_S after they are sent out
-# (time to start a host and register), the same instant for the whole group.
+# Callers with a pattern time their calls from pattern_lead_s() after they are sent out
+# (time to start their hosts and register), the same instant for the whole group.
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ def endpoint_config(
         pattern=pattern or SinglePattern(),
         group_index=index,
         group_size=group.endpoints,
-        calls_from=now + timedelta(seconds=PATTERN_LEAD_S)
+        calls_from=now + timedelta(seconds=run.definition.pattern_lead_s())
         if patterned and ep.role == "caller" and now is not None
         else None,
     )
@@ -216,37 +215,71 @@ def paired_receiver(
     return eps[f"{callee.name}-{index % callee.endpoints + 1}"]
 
 
-def start_planned(world: World, run: RunState, gone: set[str]) -> Iterator[Event]:
+def start_planned(
+    world: World, run: RunState, now: datetime, timing: Timing, gone: set[str]
+) -> Iterator[Event]:
     """Phase 1: receivers and idle endpoints go out first; callers wait for them."""
     eps = world.runs.endpoints[run.run_id]
+    # a patterned group's callers go out once its receivers are ready, at the latest
+    # when the wait for them is over (dispatch_callers): their receivers wait for that
+    callers_out_by = now + timedelta(seconds=timing.receiver_wait_s + run.definition.buildup_s)
     for ep in eps.values():
         if ep.role != "caller" and ep.worker_id is None and ep.outcome is None:
             if ep.planned_worker not in gone:  # else orphaned_endpoints finishes it
-                yield _assign(run, ep)
+                assigned = _assign(run, ep)
+                yield assigned
+                caller = paired_caller(run, ep, eps)
+                if caller is not None and assigned.config.pattern.kind != "single":
+                    yield ReceiverWaitExtended(
+                        run_id=run.run_id,
+                        endpoint_id=ep.endpoint_id,
+                        worker_id=assigned.worker_id,
+                        caller_id=caller.endpoint_id,
+                        wait_until=first_call_deadline(run, callers_out_by, 0.0),
+                    )
     yield RunStarted(run_id=run.run_id)
+
+
+def first_call_deadline(run: RunState, sent_out: datetime, start_delay_s: float) -> datetime:
+    """The latest a patterned caller sent out at `sent_out` may still make its first
+    call: after its start delay, its host's start and registration (pattern_start_s),
+    and then the pattern's end (a caller ready late shifts its calls; none is planned
+    later than the run's duration from its start), plus buildup and the margin."""
+    start_s = run.definition.pattern_start_s()
+    return sent_out + timedelta(seconds=start_delay_s + start_s + receiver_wait_s(run))
 
 
 def extend_receiver_wait(
     run: RunState, receiver: EndpointState, caller: EndpointAssigned, now: datetime
 ) -> Iterator[ReceiverWaitExtended]:
     """A caller with a pattern goes out: its receiver waits for the first call until
-    call_wait_s after the caller's own start, not only call_wait_s after it was ready
-    itself (a caller's host may start long after its receiver on a loaded machine)."""
+    the caller's first_call_deadline, not only call_wait_s after it was ready itself
+    (a caller's host may start long after its receiver on a loaded machine)."""
     if caller.config.pattern.kind == "single" or receiver.worker_id is None:
         return
-    starts = now + timedelta(seconds=caller.config.start_delay_s)
     yield ReceiverWaitExtended(
         run_id=run.run_id,
         endpoint_id=receiver.endpoint_id,
         worker_id=receiver.worker_id,
         caller_id=caller.endpoint_id,
-        wait_until=starts + timedelta(seconds=receiver_wait_s(run)),
+        wait_until=first_call_deadline(run, now, caller.config.start_delay_s),
     )
 
 
 def receiver_wait_s(run: RunState) -> float:
     """A receiver's call_wait_s (see NO_CALL_MARGIN_S)."""
     return run.definition.duration_s + run.definition.buildup_s + NO_CALL_MARGIN_S
+
+
+def paired_caller(
+    run: RunState, receiver: EndpointState, eps: dict[str, EndpointState]
+) -> EndpointState | None:
+    """The first caller that calls this receiver (see paired_receiver), if any."""
+    group = next((g for g in run.definition.groups if g.calls == receiver.group), None)
+    if group is None:
+        return None
+    index = int(receiver.endpoint_id.rsplit("-", 1)[1])
+    return eps.get(f"{group.name}-{index}") if index <= group.endpoints else None
 
 
 def dispatch_callers(
@@ -337,7 +370,7 @@ def _decide(world: World, now: datetime, timing: Timing) -> Iterator[Event]:
     gone = gone_workers(world)
     for run in world.runs.runs.values():
         if run.status == RunStatus.QUEUED and run.dispatched and not run.stop_requested:
-            yield from start_planned(world, run, gone)
+            yield from start_planned(world, run, now, timing, gone)
         elif run.status == RunStatus.RUNNING and not run.stop_requested:
             yield from dispatch_callers(world, run, now, timing, gone)
         elif run.status == RunStatus.STOPPING:

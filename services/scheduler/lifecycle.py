@@ -232,7 +232,9 @@ def decide_run(
         return
     if run.started_at is None:
         return
-    budget = run.definition.duration_s + run.definition.buildup_s * 2 + limits.receiver_wait_s
+    d = run.definition
+    # patterned callers start their calls only once their hosts can be ready
+    budget = d.duration_s + d.buildup_s * 2 + limits.receiver_wait_s + d.pattern_start_s()
     # Time the platform itself was unreachable is not the endpoints' fault: it is added.
     outage_s = covered_s(run.outages, run.started_at, now)
     if (now - run.started_at).total_seconds() > budget + limits.grace_s + outage_s:

@@ -251,12 +251,15 @@ def test_a_search_in_calls_per_second_steps_each_rate_up_to_its_cps():
     receiver = endpoint_config(run, eps["B-1"], None)
     assert (caller.start_delay_s, caller.duration_s) == (0.0, 20.0)
     assert caller.pattern == receiver.pattern == d.stepped_pattern(a)
-    # The step's seconds count from the instant the rate starts (PATTERN_LEAD_S).
+    # The step's seconds count from the instant the rate starts: the callers' lead, 1.5 s
+    # plus 0.8 s for each of the 3 hosts of their 12 endpoints (the dispatcher's too).
+    assert d.pattern_lead_s() == pytest.approx(3.9)
+    assert caller.calls_from == T0 + timedelta(seconds=d.pattern_lead_s())
     w = step_window(d, T0, 1)
     assert (w.cps, w.start, w.end) == (
         6.0,
-        T0 + timedelta(seconds=6.5),
-        T0 + timedelta(seconds=11.5),
+        T0 + timedelta(seconds=3.9 + 5),
+        T0 + timedelta(seconds=3.9 + 10),
     )
 
 

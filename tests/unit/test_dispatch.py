@@ -6,12 +6,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callmeter_common.reconciler import World
-from callmeter_dispatcher.dispatch import NO_CALL_MARGIN_S, PATTERN_LEAD_S, Timing, decide
+from callmeter_dispatcher.dispatch import (
+    NO_CALL_MARGIN_S,
+    Timing,
+    decide,
+)
 from callmeter_dispatcher.settings import DispatcherSettings
 from callmeter_events import (
+    EndpointAssigned,
     EndpointFinished,
     EndpointRegistered,
     Event,
+    ReceiverWaitExtended,
     RegistrationFailed,
     RunCompleted,
     RunCreated,
@@ -23,6 +29,7 @@ from callmeter_events import (
     WorkerOnline,
 )
 from callmeter_events import TestDefinition as Definition
+from callmeter_events.testdef import CALLER_START_S, HOST_START_PACE_S, PATTERN_LEAD_S
 from callmeter_worker.supervisor.settings import WorkerSettings
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -371,7 +378,9 @@ def test_a_patterned_group_times_its_calls_from_one_instant_and_its_receivers_kn
     story.register("r1", "B-1", "B-2")
     callers = [e.config for e in story.decide() if hasattr(e, "config")]
     assert [(c.group_index, c.group_size) for c in callers] == [(0, 2), (1, 2)]
-    assert {c.calls_from for c in callers} == {T0 + timedelta(seconds=PATTERN_LEAD_S)}
+    # one instant for the group, once their hosts have had time to start (1 host: 0.8 s)
+    lead = PATTERN_LEAD_S + HOST_START_PACE_S
+    assert {c.calls_from for c in callers} == {T0 + timedelta(seconds=lead)}
     assert {c.start_delay_s for c in callers} == {0.0}  # the pattern spreads the calls
 
 
@@ -398,14 +407,54 @@ def test_a_patterned_callers_dispatch_extends_its_receivers_first_call_wait():
         ("ReceiverWaitExtended", "r1"),
     ]
     wait_s = 10 + 4 + NO_CALL_MARGIN_S
+    # its host may take CALLER_START_S to start and register, then its pattern runs
+    due_s = CALLER_START_S + wait_s
     assert [(w.endpoint_id, w.worker_id, w.caller_id, w.wait_until) for w in waits] == [  # type: ignore[attr-defined]
-        ("B-1", "w1", "A-1", story.now + timedelta(seconds=wait_s)),
-        ("B-2", "w2", "A-2", story.now + timedelta(seconds=wait_s)),
+        ("B-1", "w1", "A-1", story.now + timedelta(seconds=due_s)),
+        ("B-2", "w2", "A-2", story.now + timedelta(seconds=due_s)),
     ]
     # later than B-1's own wait from its readiness (T0 + wait_s): it does not end first
     assert waits[0].wait_until > T0 + timedelta(seconds=wait_s)  # type: ignore[attr-defined]
     story.add(*events)
     assert story.decide() == []  # once per caller: the assignment is folded
+
+
+def test_a_patterned_groups_receivers_wait_while_their_callers_may_still_go_out():
+    """bench/cps.py at 64 calls/s: receiver hosts were ready 3 to 25 s in, so the callers
+    went out 26.5 s in, after the first receivers had ended at their own 20 s wait, and
+    their hosts took up to 46 s more. A receiver goes out with a first-call deadline
+    covering the wait for its group (callers go out by then) and its caller's start."""
+    groups = [
+        {
+            "name": "A",
+            "endpoints": 2,
+            "calls": "B",
+            "pattern": {"kind": "rate", "cps": 1, "hold_s": 1},
+        },
+        {"name": "B", "endpoints": 3},  # B-3 has no caller: nothing to wait for
+    ]
+    story = Story(capacity=8, workers=1).queue("r1", buildup_s=4, groups=groups)
+    story.step()
+    events = story.decide()
+    waits = [e for e in events if isinstance(e, ReceiverWaitExtended)]
+    out_by = TIMING.receiver_wait_s + 4  # dispatch_callers' wait for the callee group
+    until = T0 + timedelta(seconds=out_by + CALLER_START_S + 10 + 4 + NO_CALL_MARGIN_S)
+    assert [(w.endpoint_id, w.worker_id, w.caller_id, w.wait_until) for w in waits] == [
+        ("B-1", "w1", "A-1", until),
+        ("B-2", "w1", "A-2", until),
+    ]
+    # later than a receiver's own wait from its readiness, and than its caller's
+    # deadline were it sent out at once: the receiver does not end before it is due
+    own = {e.config.call_wait_s for e in events if isinstance(e, EndpointAssigned)}
+    assert own == {10 + 4 + NO_CALL_MARGIN_S}
+    assert until > T0 + timedelta(seconds=CALLER_START_S + 10 + 4 + NO_CALL_MARGIN_S)
+    # distinct from the one its caller's dispatch sends (JetStream keeps both)
+    story.add(*events)
+    story.now = T0 + timedelta(seconds=3)
+    story.beat("w1").register("r1", "B-1", "B-2", "B-3")
+    later = [e for e in story.decide() if isinstance(e, ReceiverWaitExtended)]
+    assert [w.endpoint_id for w in later] == ["B-1", "B-2"]
+    assert {w.dedup_key() for w in later}.isdisjoint({w.dedup_key() for w in waits})
 
 
 def test_a_single_call_group_extends_no_wait():

@@ -21,6 +21,7 @@ from callmeter_events import (
     WorkerOnline,
 )
 from callmeter_events import TestDefinition as Definition
+from callmeter_events.testdef import CALLER_START_S
 from callmeter_scheduler.lifecycle import Limits, decide
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
@@ -441,6 +442,20 @@ def test_a_run_past_its_duration_and_grace_fails():
             },
         )
     ]
+
+
+def test_a_patterned_run_has_its_callers_start_in_its_time_budget():
+    """Patterned callers call only from their lead, and may take CALLER_START_S to be
+    ready (their receivers wait for them that long): the run is not failed before."""
+    groups = [
+        {"name": "A", "endpoints": 2, "calls": "B", "pattern": {"kind": "repeat", "hold_s": 1}},
+        {"name": "B", "endpoints": 2},
+    ]
+    story = Story("eu").running("r1", groups=groups)
+    story.finish("r1", {"A-1": "SUCCESS"})
+    budget_s = 100 + CALLER_START_S  # the 100 s of a single-call run, then the start
+    assert story.decide(T0 + timedelta(seconds=budget_s)) == []
+    assert [e for e, _ in story.decide(T0 + timedelta(seconds=budget_s + 1))] == ["RunFailed"]
 
 
 # --- stop --------------------------------------------------------------------------
