@@ -24,7 +24,7 @@ from nats.js import api
 from callmeter_common.bus import Bus
 from callmeter_common.nats_cluster import NatsCluster, start_nats_cluster
 from callmeter_events import EVENTS, METRICS, metrics_for_run, run_events
-from callmeter_vocabulary.sample import HEAD_FIELDS
+from callmeter_vocabulary.sample import decode_batch
 from tests.support.platform import TestPlatform
 
 pytestmark = pytest.mark.integration
@@ -212,9 +212,10 @@ def test_a_run_survives_killing_stream_leaders(
 
     # Every sample the workers published is in the stream once and in Postgres once.
     batches = asyncio.run(_stream_contents(cluster.url, METRICS.name, metrics_for_run(run_id)))
-    # A Sample is an array led by its head (callmeter_vocabulary.sample.HEAD_FIELDS).
-    head = [HEAD_FIELDS.index(f) for f in ("endpoint_id", "direction", "seq")]
-    sent = [tuple(r[i] for i in head) for b in map(orjson.loads, batches) for r in b["samples"]]
+    # Batches are MessagePack (or JSON from older workers): read as ingest reads them.
+    sent = [
+        (s.endpoint_id, s.direction, s.seq) for b in map(decode_batch, batches) for s in b.samples
+    ]
     assert len(sent) == len(set(sent)), "a sample was published twice"
     deadline = time.monotonic() + 30
     stored: list[tuple[str, str, int]] = []
