@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -246,63 +245,6 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
         timeout=60,
     )
     assert made.returncode == 2 and "(interval_s)" in made.stderr, made
-
-
-def test_two_api_processes_run_each_execution_once_and_tell_each_change_once(
-    fast_probes: TestPlatform, kamailio: Kamailio
-) -> None:
-    """Every API process runs the probe loop; with two, each execution is still one run
-    (one RunCreated), and the change to Healthy one event and one webhook POST."""
-    p, hook = fast_probes, Receiver()
-    p.start_replica("api", "api-2", CALLMETER_PORT=str(free_port()))
-    try:
-        status, _ = p.request(
-            "PUT", "/api/v1/projects/default/webhooks", {"webhooks": [{"url": hook.url}]}
-        )
-        assert status == 200
-        registrar = kamailio.registrar() | {"expires_s": 60}
-        body = {
-            "name": "replicated",
-            "interval_s": 7,  # the least for a 2 s call
-            "definition": definition(registrar, USERS["probecaller1"]),
-        }
-        status, probe = p.request("POST", "/api/v1/probes", body)
-        assert status == 201, probe
-        deadline, judged = time.monotonic() + 120, []
-        while time.monotonic() < deadline and len(judged) < 3:
-            _, history = p.request("GET", f"/api/v1/probes/{probe['id']}/history")
-            judged = [h for h in history["items"] if h["judged_at"]]
-            time.sleep(1)
-        assert len(judged) >= 3, history
-        p.request("PUT", f"/api/v1/probes/{probe['id']}", body | {"enabled": False})
-        while time.monotonic() < deadline + 60:  # paused: the last execution judged too
-            _, history = p.request("GET", f"/api/v1/probes/{probe['id']}/history")
-            if all(h["judged_at"] for h in history["items"]):
-                break
-            time.sleep(1)
-        executions = [h["run_id"] for h in history["items"]]
-        assert len(set(executions)) == len(executions)
-        _, runs = p.request("GET", "/api/v1/runs?probes=true&limit=1000")
-        made = {
-            r["run_id"] for r in runs["items"] if r["definition"]["name"] == "probe: replicated"
-        }
-        assert made == set(executions)
-        created = changed = 0
-        for run_id in executions:
-            req = urllib.request.Request(
-                f"{p.base}/api/v1/runs/{run_id}/events?follow=false",
-                headers={"Authorization": f"Bearer {p.api_key}"},
-            )
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                text = resp.read().decode()
-            created += text.count("event: RunCreated")
-            changed += text.count("event: ProbeHealthChanged")
-        assert (created, changed) == (len(executions), 1)
-        time.sleep(3)  # a second POST of the same change would come within the retry time
-        told = [json.loads(b) for _, b in hook.posts]
-        assert [(c["probe_id"], c["health"]) for c in told] == [(probe["id"], "HEALTHY")], told
-    finally:
-        p.kill("api-2", signal.SIGTERM)
 
 
 async def test_users_get_at_least_30_s_and_every_bad_field_is_named(own_nats, own_db) -> None:  # type: ignore[no-untyped-def]
