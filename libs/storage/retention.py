@@ -59,7 +59,8 @@ async def sweep(
         with psycopg.connect(database_url) as conn:
             runs = expired_runs(conn, cutoff) if retention_days > 0 else []
             probes = expired_runs(conn, probe_cutoff, probes_only=True) if probe_days > 0 else []
-        return runs + [r for r in probes if r not in set(runs)]
+        seen = set(runs)
+        return runs + [r for r in probes if r not in seen]
 
     run_ids = await asyncio.to_thread(expired)
     for run_id in run_ids:
