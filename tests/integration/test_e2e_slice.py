@@ -39,6 +39,7 @@ def test_a_smoke_run_completes_with_good_audio(platform, database_url):  # type:
     assert all(e["codec"] == "PCMU" for e in run["endpoints"])
 
     # Every endpoint stored at least 4 per-second samples per direction.
+    platform.wait_samples_stored(run_id)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT endpoint_id, direction, count(*), avg(packet_rate_ps), min(mos),"

@@ -63,7 +63,9 @@ def test_a_run_on_simulated_workers_completes_and_is_marked(
     endpoints = run["endpoints"]
     assert len(endpoints) == 64 and {e["outcome"] for e in endpoints} == {"SUCCESS"}
     assert {e["worker_id"] for e in endpoints} == {"sim-1", "sim-2"}  # 64 > one's capacity
-    # Every caller and receiver sent one sample per direction per second of its call.
+    # Every caller and receiver sent one sample per direction per second of its call,
+    # read once ingest's watermark says all are stored (the run ends before the last batch).
+    stored = simulated.wait_samples_stored(run_id)["samples_stored"]
     with psycopg.connect(database_url) as conn:
         counts = conn.execute(
             "SELECT endpoint_id, direction, count(*), min(codec), max(packets)"
@@ -72,6 +74,7 @@ def test_a_run_on_simulated_workers_completes_and_is_marked(
         ).fetchall()
     assert len(counts) == 60 * 2
     assert {(n, codec, packets) for _, _, n, codec, packets in counts} == {(4, "PCMA", 50)}
+    assert stored == 60 * 4  # the watermark counts receive samples
     # The run page says so, before any figure.
     status, page = simulated.get_html(f"/runs/{run_id}")
     assert status == 200 and 'id="simulated"' in page and "Simulated run" in page

@@ -132,6 +132,17 @@ class TestPlatform(Platform):
             time.sleep(0.25)
         raise TimeoutError(f"run {run_id} still {run.get('status')} after {timeout}s")
 
+    def wait_samples_stored(self, run_id: str, timeout: float = 60) -> dict[str, Any]:
+        """The run once ingest's watermark says every sample is stored (a run can end
+        COMPLETED while its last batches are still on their way to the database)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code, run = self.request("GET", f"/api/v1/runs/{run_id}")
+            if code == 200 and run.get("samples_stored") is not None:
+                return dict(run)
+            time.sleep(0.25)
+        raise TimeoutError(f"run {run_id}: ingest reported no stored samples in {timeout}s")
+
     def wait_contact(self, run_id: str, endpoint_id: str, timeout: float = 30) -> str:
         """The endpoint's Contact URI as soon as it advertises one (where to aim a peer)."""
         deadline = time.monotonic() + timeout
