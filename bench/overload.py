@@ -15,7 +15,12 @@ Prints, for each, the legs, when the load was on, when (if) the worker flagged i
 its reason and figures. The machine is shared: its load average is printed too,
 since other processes' CPU starves the hosts' media clocks as much as our own.
 
-    python bench/overload.py [--legs 420] [--calm-s 120]
+    python bench/overload.py [--legs 420] [--calm-s 120] [--health-log FILE]
+
+To choose limits from evidence, record every second's figures without flagging:
+set each CALLMETER_OVERLOAD_* limit to 0 and CALLMETER_OVERLOAD_SUSTAIN_S very high,
+and keep the worker's "health:" lines with --health-log (bench/health_seconds.py
+tabulates them per run phase).
 """
 
 from __future__ import annotations
@@ -133,6 +138,15 @@ def describe(name: str, r: dict) -> str:
     return f"{line}: FLAGGED at +{at - start:.1f} s {after}: {flag['reason']} [{figures}]"
 
 
+def mark(name: str, r: dict) -> str:
+    """A line for health_seconds.py: when the run started and when its calls were up."""
+    iso = {
+        k: datetime.fromtimestamp(r[k]).isoformat() if r[k] else "-"
+        for k in ("started", "first_call", "load_on")
+    }
+    return f"# run {name} legs={r['legs']} " + " ".join(f"{k}={v}" for k, v in iso.items())
+
+
 def timeline(r: dict, every_s: float = 2.0) -> str:
     """Endpoints per phase every `every_s` seconds of the run, from its start."""
     start, shown, lines = r["started"] or 0.0, -every_s, []
@@ -151,6 +165,7 @@ def main() -> None:
     ap.add_argument("--legs", type=int, default=420)
     ap.add_argument("--calm-s", type=float, default=120.0)
     ap.add_argument("--buildup-s", type=float, default=0.0, help="both runs' buildup")
+    ap.add_argument("--health-log", type=Path, help="keep the worker's health lines here")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the platform on a kill too
     from callmeter_common.servers import start_nats, start_postgres
@@ -161,6 +176,8 @@ def main() -> None:
     platform = TestPlatform(work / "platform", nats.url, pg.url)
     platform.extra_env["CALLMETER_CAPACITY"] = "4000"
     third = max(2, (args.legs // 3) // 2 * 2)
+    over: dict = {}
+    calm: dict = {}
     try:
         platform.start_services()
         platform.wait_for_api()
@@ -181,6 +198,9 @@ def main() -> None:
         lines = log.read_text().splitlines() if log.exists() else []
         health = [ln for ln in lines if "health:" in ln or "overloaded during" in ln]
         print(f"worker health lines ({len(health)}), the first 15:", *health[:15], sep="\n  ")
+        if args.health_log:
+            marks = [mark(name, r) for name, r in (("over", over), ("third", calm)) if r]
+            args.health_log.write_text("\n".join(marks + health) + "\n")
         platform.stop()
         nats.stop()
         pg.stop()

@@ -51,7 +51,7 @@ class HealthFigures:
 @dataclass(frozen=True)
 class OverloadLimits:
     host_cpu: float = 0.9  # fraction of all cores
-    loop_lag_ms: float = 500.0
+    loop_lag_ms: float = 200.0
     late_hosts: int = 0  # more than this many late hosts
     tx_deficit: float = 0.05  # 5 % of due packets never sent
     # At least this many packets due in the second before the deficit is judged:

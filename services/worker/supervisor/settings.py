@@ -49,7 +49,8 @@ class WorkerSettings(CommonSettings):
     # Overload limits (supervisor/overload.py): a figure over its limit this many seconds
     # in a row publishes GeneratorOverloaded for every run with endpoints here.
     overload_host_cpu: float = 0.9  # endpoint hosts' CPU, fraction of all cores
-    overload_loop_lag_ms: float = 500.0  # the supervisor's event loop waking this late
+    # the supervisor's event loop waking this late; 200 ms from bench/overload.py (README)
+    overload_loop_lag_ms: float = 200.0
     overload_late_host_s: float = 2.5  # a host silent this long is late (heartbeats: 1 s)
     overload_late_hosts: int = 0  # more late hosts than this
     overload_tx_deficit: float = 0.05  # RTP packets due but never sent, fraction
