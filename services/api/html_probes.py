@@ -50,6 +50,30 @@ def history_charts(history: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def conditions(fields: dict[str, str]) -> dict[str, list[str] | None]:
+    """The two condition boxes, one condition a line; an empty box: the defaults for
+    what the target does (probe_core.default_conditions)."""
+    out: dict[str, list[str] | None] = {}
+    for level in ("unhealthy", "degraded"):
+        lines = [ln.strip() for ln in fields.get(level, "").splitlines() if ln.strip()]
+        out[level] = lines or None
+    return out
+
+
+def form_errors(exc: ValidationError | ApiError) -> dict[str, str]:
+    """Errors by form field: a condition's error ("thresholds.unhealthy.1: ...") goes
+    beside its box, as "unhealthy: line 2: ..."."""
+    out = {}
+    for field, message in _error(exc).items():
+        parts = field.split(".")
+        if parts[0] == "thresholds" and len(parts) >= 2:
+            line = f"line {int(parts[2]) + 1}: " if len(parts) > 2 and parts[2].isdigit() else ""
+            field = parts[1]
+            message = f"{field}: {line}{message.split(': ', 1)[-1]}"
+        out[field] = message
+    return out
+
+
 async def _tests(p: PlatformDep) -> list[dict[str, Any]]:
     found = await query(p, results.list_tests)
     return [t for t in found if CURRENT.get().sees(t["definition"]["project"])]
@@ -85,12 +109,13 @@ async def create_probe(request: Request, p: PlatformDep) -> Any:
     try:
         body = ProbeIn.model_validate(
             _input(fields, ("name", "project", "interval_s", "test_id", "confirm"))
+            | {"thresholds": conditions(fields)}
         )
         probe_id = await probes.save(p, CURRENT.get(), body)
     except (ValidationError, ApiError) as exc:
         if isinstance(exc, ApiError) and exc.status != 422:
             raise
-        return await _list(p, 422, fields, _error(exc))
+        return await _list(p, 422, fields, form_errors(exc))
     return RedirectResponse(f"/probes/{probe_id}", status_code=303)
 
 
@@ -135,17 +160,46 @@ async def delete_webhook(request: Request, p: PlatformDep) -> RedirectResponse:
     return RedirectResponse("/probes", status_code=303)
 
 
-@router.get("/probes/{probe_id}", response_class=HTMLResponse)
-async def probe_page(probe_id: str, p: PlatformDep) -> HTMLResponse:
+async def _probe_page(
+    p: PlatformDep, probe_id: str, code: int = 200, form: Any = None, errors: Any = None
+) -> HTMLResponse:
     found = probes.view(await probes.probe(p, CURRENT.get(), probe_id))
     history = await query(p, rows.history, probe_id, HISTORY)
     return render(
         "probe.html",
+        code,
         probe=found,
         history=history,
         charts=history_charts(history),
         css=HEALTH_CSS,
+        form=form or {},
+        errors=errors or {},
     )
+
+
+@router.get("/probes/{probe_id}", response_class=HTMLResponse)
+async def probe_page(probe_id: str, p: PlatformDep) -> HTMLResponse:
+    return await _probe_page(p, probe_id)
+
+
+@router.post("/probes/{probe_id}/edit", response_class=HTMLResponse)
+async def edit_probe(probe_id: str, request: Request, p: PlatformDep) -> Any:
+    """Name, interval, confirmations and conditions; the target and project stay."""
+    fields = await posted(request)
+    found = await probes.probe(p, CURRENT.get(), probe_id)
+    kept = {k: found[k] for k in ("project", "test_id", "definition", "enabled")}
+    try:
+        body = ProbeIn.model_validate(
+            kept
+            | _input(fields, ("name", "interval_s", "confirm"))
+            | {"thresholds": conditions(fields)}
+        )
+        await probes.save(p, CURRENT.get(), body, probe_id)
+    except (ValidationError, ApiError) as exc:
+        if isinstance(exc, ApiError) and exc.status != 422:
+            raise
+        return await _probe_page(p, probe_id, 422, fields, form_errors(exc))
+    return RedirectResponse(f"/probes/{probe_id}", status_code=303)
 
 
 @router.post("/probes/{probe_id}/enabled")

@@ -65,6 +65,24 @@ def test_a_probe_page_goes_healthy_and_the_status_page_shows_it(platform, browse
     assert paused["enabled"] is False
     page.locator("#pause-probe").click()
     expect(page.locator("#pause-probe")).to_have_text("Pause")
+    # Edited on its page: a condition the language refuses comes back beside its box,
+    # naming the line; a good one is saved with the new interval, the target kept.
+    probe_id = page.url.rsplit("/", 1)[1]
+    page.locator("#edit-probe summary").click()
+    expect(page.get_by_label("Unhealthy unless")).to_have_value("call_success_rate >= 100")
+    page.get_by_label("Interval").fill("9")
+    page.get_by_label("Unhealthy unless").fill("call_success_rate >= 100\nmos_avg >>> 3")
+    page.locator("#save-probe-edit").click()
+    expect(page.locator("#f-unhealthy-error")).to_contain_text("line 2")
+    expect(page.get_by_label("Interval")).to_have_value("9")  # what was typed is kept
+    page.get_by_label("Unhealthy unless").fill("call_success_rate >= 100\nmos_avg >= 1")
+    page.locator("#save-probe-edit").click()
+    expect(page.locator("#probe-live")).to_contain_text("every 9 s")
+    expect(page.locator("#probe-live")).to_contain_text("mos_avg >= 1")
+    _, edited = platform.request("GET", f"/api/v1/probes/{probe_id}")
+    assert edited["interval_s"] == 9 and edited["test_id"] == test["id"], edited
+    assert edited["unhealthy"] == ["call_success_rate >= 100", "mos_avg >= 1"], edited
+    assert edited["degraded"] == ["mos_avg >= 3.5", "post_dial_delay_p95_ms <= 3000"]
 
     # Publish the project's status page; a visitor without a login sees the probe.
     page.goto(platform.base + "/probes")
