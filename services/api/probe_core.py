@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from callmeter_events import Health, TestDefinition
 from callmeter_events.thresholds import evaluate, parse
+from callmeter_vocabulary import Outcome
 
 # Conditions that must hold; the defaults depend on what the target does.
 CALL_DEGRADED = ("mos_avg >= 3.5", "post_dial_delay_p95_ms <= 3000")
@@ -23,6 +24,9 @@ REGISTRATION_UNHEALTHY = ("registration_success_rate >= 100",)
 MAX_ENDPOINTS = 4  # a probe is a small check, not a load test
 MAX_DURATION_S = 120.0
 INTERVAL_MARGIN_S = 5.0  # an execution must fit its interval with this to spare
+# Endpoints that ended this way failed for the platform's sake, not the target's: their
+# worker or endpoint host was lost, or the worker's own OS refused (ports, TLS files).
+PLATFORM_OUTCOMES = (Outcome.WORKER_LOST, Outcome.OSERROR)
 
 
 def places_calls(definition: TestDefinition) -> bool:
@@ -102,6 +106,19 @@ def judge(
             why = "; ".join(f"{r.expression} failed ({_shown(r.actual)})" for r in failed)
             return Judgement(health, why, **figures)
     return Judgement(Health.HEALTHY, "", **figures)
+
+
+def platform_fault(outcomes: Mapping[str, int], outages: Sequence[str]) -> str:
+    """Why an execution says nothing about its target because the platform failed
+    under it ("" when it did not): endpoints lost with their worker or host or refused
+    by the worker's OS, or NATS or PostgreSQL out during the run (`outages`, described).
+    A probe must not page the target's owners for the load generator's failure."""
+    lost = [f"{outcomes[o]} {o}" for o in PLATFORM_OUTCOMES if outcomes.get(o)]
+    if lost:
+        return f"not judged: the platform failed ({', '.join(lost)})"
+    if outages:
+        return f"not judged: platform outage during the run ({'; '.join(outages)})"
+    return ""
 
 
 def _shown(value: float | None) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,6 +111,15 @@ class ProbeRunner:
             doc = results.run_row(conn, run_id)
         return run_state(doc) if doc else None
 
+    def _outcomes(self, run_id: str) -> dict[str, int]:
+        """How many of the run's endpoints ended with each outcome, as folded (in
+        memory), or read back once settled."""
+        folded = self.p.projector.models.runs.endpoints.get(run_id)
+        if folded:
+            return dict(Counter(str(e.outcome) for e in folded.values() if e.outcome))
+        with self.p.pool.connection() as conn:
+            return results.outcomes(conn, run_id)
+
     async def maybe_start(self, found: dict[str, Any], last: tuple[int, str] | None) -> None:
         busy = False
         if last is not None:
@@ -157,6 +167,10 @@ class ProbeRunner:
         not_run = f"not run: {run.reason}" if refused else ""
         if run.evaluation is not None and run.evaluation.generator_overloaded_at is not None:
             not_run = f"not judged: the load generator was overloaded ({run.evaluation.generator_overload})"
+        if not not_run:
+            outcomes = await asyncio.to_thread(self._outcomes, run_id)
+            outages = [o.describe() for o in run.outages]
+            not_run = probe_core.platform_fault(outcomes, outages)
         metrics = run.evaluation.metrics if run.evaluation is not None else None
         calls = probe_core.places_calls(run.definition)
         judged = probe_core.judge(metrics, found["degraded"], found["unhealthy"], calls, not_run)
