@@ -3,6 +3,9 @@
 It stands where HostPool stands and sends the supervisor the same host-protocol
 messages an endpoint host would (ready, phases, call events, one sample per
 direction per second, finished), from timers instead of pjsua2: no SIP, no RTP.
+A caller of a `repeat` or `rate` group makes the calls its pattern gives (the same
+CallPlan a host follows, timed from the run's `calls_from_t`) and reports a call
+record for each; its receivers stay idle until the run's end (they send no samples).
 So scheduler, dispatcher, ingest and the API see exactly what real workers send,
 at a scale two cores could never place calls for. Every endpoint it runs is
 announced as simulated (EndpointPhaseChanged.simulated) and its run is marked so;
@@ -22,6 +25,7 @@ from typing import Any
 from callmeter_vocabulary.metrics import CATALOGUE
 from callmeter_vocabulary.sample import make
 
+from ..callplan import CallPlan
 from .hostpool import HostProfile, slot_of
 
 OnMessage = Callable[["SimulatedHost", dict[str, Any]], Awaitable[None]]
@@ -152,8 +156,17 @@ class SimulatedPool:
         role, duration = cmd["role"], float(cmd["duration_s"])
         codec = (cmd.get("codecs") or ["PCMU"])[0]
         contact = f"sip:{cmd.get('username') or slot}@{self.address}:5060"
+        plan = CallPlan(
+            cmd.get("pattern") or {"kind": "single"},
+            int(cmd.get("group_index", 0)),
+            int(cmd.get("group_size", 1)),
+            duration,
+        )
         try:
             await self._emit("endpoint_ready", slot, contact_uri=contact)
+            if plan.multi:
+                await self._pattern(slot, role, plan, codec, cmd.get("calls_from_t"))
+                return
             if role == "receiver":
                 if await _wait(hangup, self.rng.uniform(0.1, WAIT_FOR_CALL_S)):
                     await self._finish(slot, "CALL_FAILED", "stopped before a call arrived")
@@ -204,6 +217,65 @@ class SimulatedPool:
         finally:
             self.host.endpoints.pop(slot, None)
             self.host.hangups.pop(slot, None)
+
+    async def _pattern(
+        self, slot: str, role: str, plan: CallPlan, codec: str, calls_from_t: float | None
+    ) -> None:
+        """A patterned endpoint: a caller makes its plan's calls, each with samples for
+        every second it is held and a call record; a receiver waits for the run's end."""
+        hangup = self.host.hangups[slot]
+        t0 = float(calls_from_t or time.time())
+        if role != "caller":
+            await _wait(hangup, t0 + plan.duration_s - time.time())
+            await self._finish(slot, "SUCCESS", "stopped" if hangup.is_set() else "")
+            return
+        seq = {"send": 0, "recv": 0}
+        calls, not_before = 0, 0.0
+        while not hangup.is_set() and (nxt := plan.next_call(not_before)) is not None:
+            start, hold = nxt
+            if await _wait(hangup, t0 + start - time.time()):
+                break
+            calls += 1
+            attempted, setup_ms = time.time(), round(self.rng.uniform(5, 40), 1)
+            if calls == 1:  # phases and call events: the first call only, as a host
+                await self._emit("phase", slot, phase="CALLING")
+            if await _wait(hangup, setup_ms / 1000):
+                break
+            if calls == 1:
+                await self._emit("call_established", slot, codec=codec, call_setup_ms=setup_ms)
+                await self._emit("phase", slot, phase="INCALL")
+            answered, held = time.time(), 0
+            while held < hold and not await _wait(hangup, answered + held + 1 - time.time()):
+                held += 1
+                for direction in ("send", "recv"):
+                    metrics = sample_metrics(direction, held, codec, self.rng)
+                    sample = make(slot, direction, seq[direction], metrics)
+                    seq[direction] += 1
+                    await self._emit("sample", slot, sample=sample)
+            ended = time.time()
+            quality = {"mos": 4.41, "loss_pct": 0.0, "jitter_ms": 1.0}
+            await self._emit(
+                "call_record",
+                slot,
+                seq=calls,
+                attempted_t=attempted,
+                outcome="SUCCESS",
+                code=200,
+                reason="",
+                codec=codec,
+                time_to_trying_ms=round(setup_ms / 4, 1),
+                time_to_ringing_ms=round(setup_ms / 2, 1),
+                post_dial_delay_ms=round(setup_ms / 2, 1),
+                call_setup_ms=setup_ms,
+                answered_t=answered,
+                duration_s=round(ended - answered, 3),
+                quality={"send": quality, "recv": quality},
+            )
+            not_before = plan.after_call(attempted - t0, ended - t0)
+        if calls:
+            await self._emit("phase", slot, phase="DISCONNECTING")
+        reason = "stopped" if hangup.is_set() else f"{calls} calls"
+        await self._finish(slot, "SUCCESS", reason)
 
     async def _finish(self, slot: str, outcome: str, reason: str) -> None:
         await self._emit("phase", slot, phase="CLOSED")
