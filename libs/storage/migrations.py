@@ -311,6 +311,10 @@ def m050_probes(conn: psycopg.Connection) -> None:
     probes.create(conn)
 
 
+def m051_probe_health_per_execution(conn: psycopg.Connection) -> None:
+    probes.add_probe_health(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (1, "metric samples", m001_samples),
     (2, "read models", m002_read_models),
@@ -330,6 +334,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[psycopg.Connection], None]]] = [
     (34, "audio uploads per project", m034_audio_uploads),
     (40, "call records", m040_call_records),  # 32-39 left for work in flight
     (50, "probes, project webhooks, status pages", m050_probes),  # 41-49 left for work in flight
+    (51, "the probe's health after each execution", m051_probe_health_per_execution),
 ]
 
 

@@ -84,21 +84,39 @@ def delete_projects(conn: psycopg.Connection, projects: list[str]) -> dict[str, 
 # --- executions ------------------------------------------------------------------------
 
 
-def last_executions(conn: psycopg.Connection) -> dict[str, tuple[int, str]]:
-    """probe id -> (slot, run id) of its latest execution."""
+def add_probe_health(conn: psycopg.Connection) -> None:
+    """Each execution keeps the probe's health after it (`probe_health`), so the next
+    one is decided from stored rows, the same in every API process. The latest judged
+    execution of each probe takes the health folded so far."""
+    conn.execute("""
+ALTER TABLE probe_executions ADD COLUMN IF NOT EXISTS probe_health text;
+UPDATE probe_executions e SET probe_health = p.health FROM probes p
+ WHERE e.probe_id = p.probe_id AND p.health IS NOT NULL AND e.run_id = (
+   SELECT l.run_id FROM probe_executions l WHERE l.probe_id = e.probe_id
+    AND l.judged_at IS NOT NULL ORDER BY l.slot DESC LIMIT 1);
+""")
+
+
+def last_executions(conn: psycopg.Connection) -> dict[str, tuple[int, str, datetime]]:
+    """probe id -> (slot, run id, started at) of its latest execution."""
     rows = conn.execute(
-        "SELECT DISTINCT ON (probe_id) probe_id, slot, run_id FROM probe_executions"
+        "SELECT DISTINCT ON (probe_id) probe_id, slot, run_id, started_at FROM probe_executions"
         " ORDER BY probe_id, slot DESC"
     ).fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
-def add_execution(conn: psycopg.Connection, probe_id: str, slot: int, run_id: str) -> None:
-    conn.execute(
-        "INSERT INTO probe_executions (run_id, probe_id, slot) VALUES (%s, %s, %s)"
+def claim_execution(conn: psycopg.Connection, probe_id: str, slot: int, run_id: str) -> bool:
+    """Add the execution unless the probe has one in this slot or a later one (another
+    API process claimed it first); True: this caller claimed it and starts it."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('probe_executions:' || %s))", (probe_id,))
+    cur = conn.execute(
+        "INSERT INTO probe_executions (run_id, probe_id, slot) SELECT %s, %s, %s"
+        " WHERE NOT EXISTS (SELECT 1 FROM probe_executions WHERE probe_id = %s AND slot >= %s)"
         " ON CONFLICT DO NOTHING",
-        (run_id, probe_id, slot),
+        (run_id, probe_id, slot, probe_id, slot),
     )
+    return cur.rowcount == 1
 
 
 def probe_of_run(conn: psycopg.Connection, run_id: str) -> str | None:
@@ -108,35 +126,47 @@ def probe_of_run(conn: psycopg.Connection, run_id: str) -> str | None:
     return row[0] if row else None
 
 
-def unjudged(conn: psycopg.Connection, probe_id: str) -> list[tuple[str, datetime]]:
-    """(run id, started at) of the probe's executions not judged yet, oldest first."""
+def unjudged(conn: psycopg.Connection, probe_id: str) -> list[tuple[str, int, datetime]]:
+    """(run id, slot, started at) of the probe's executions not judged yet, oldest first."""
     rows = conn.execute(
-        "SELECT run_id, started_at FROM probe_executions"
+        "SELECT run_id, slot, started_at FROM probe_executions"
         " WHERE probe_id = %s AND judged_at IS NULL ORDER BY slot",
         (probe_id,),
     ).fetchall()
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def record(conn: psycopg.Connection, run_id: str, judged: dict[str, Any]) -> None:
-    """An execution's judgement (health, reason, mos, post_dial_delay_ms, success_pct)."""
+    """An execution's judgement (health, reason, mos, post_dial_delay_ms, success_pct)
+    and the probe's health after it (probe_health)."""
     conn.execute(
         "UPDATE probe_executions SET judged_at = now(), health = %(health)s,"
         " reason = %(reason)s, mos = %(mos)s, post_dial_delay_ms = %(post_dial_delay_ms)s,"
-        " success_pct = %(success_pct)s WHERE run_id = %(run_id)s",
+        " success_pct = %(success_pct)s, probe_health = %(probe_health)s"
+        " WHERE run_id = %(run_id)s",
         judged | {"run_id": run_id},
     )
 
 
-def recent(conn: psycopg.Connection, probe_id: str, n: int) -> list[str | None]:
-    """Health of the probe's last `n` judged executions, oldest first (those the
-    platform could not judge are skipped, as probe_core.settle skips them)."""
+def before(
+    conn: psycopg.Connection, probe_id: str, slot: int, n: int
+) -> tuple[str | None, list[str]]:
+    """What the probe's executions before `slot` decided: its health after them (None:
+    never judged) and the health of the last `n` judged ones, oldest first (those the
+    platform could not judge are skipped, as probe_core.settle skips them). Only rows
+    before the slot: a process judging an execution another one has just recorded
+    decides exactly as that one did."""
+    row = conn.execute(
+        "SELECT probe_health FROM probe_executions WHERE probe_id = %s AND slot < %s"
+        " AND probe_health IS NOT NULL ORDER BY slot DESC LIMIT 1",
+        (probe_id, slot),
+    ).fetchone()
     rows = conn.execute(
-        "SELECT health FROM probe_executions WHERE probe_id = %s AND health IS NOT NULL"
-        " ORDER BY slot DESC LIMIT %s",
-        (probe_id, n),
+        "SELECT health FROM probe_executions WHERE probe_id = %s AND slot < %s"
+        " AND health IS NOT NULL ORDER BY slot DESC LIMIT %s",
+        (probe_id, slot, n),
     ).fetchall()
-    return [r[0] for r in reversed(rows)]
+    return (row[0] if row else None), [r[0] for r in reversed(rows)]
 
 
 _HISTORY = (

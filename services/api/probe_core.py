@@ -141,6 +141,20 @@ def settle(current: Health | None, recent: Sequence[Health | None], confirm: int
     return None
 
 
+def decide(
+    stored: Health | None, recent: Sequence[Health | None], judged: Health | None, confirm: int
+) -> tuple[Health | None, Health | None]:
+    """An execution's effect on its probe: (its new health when it changes, else None;
+    the probe's health after the execution, which the execution's row keeps).
+
+    `stored` and `recent` are what the executions before this one stored (the probe's
+    health after them, and their last `confirm` - 1 judged healths), never a process's
+    own fold of past events: every API process judging this execution decides the
+    same change, so the one event id it derives is one fact, told once."""
+    new = settle(stored, [*recent, judged], confirm)
+    return new, new or stored
+
+
 def slot_of(now_s: float, interval_s: float) -> int:
     """The interval a moment falls in (seconds since the epoch // interval)."""
     return math.floor(now_s / interval_s)

@@ -7,12 +7,17 @@ callmeter_storage.stats, the evaluator's RunEvaluated) and every run page, trace
 and export works for it. A lighter path (a SIP OPTIONS ping, or a call placed by
 the API itself) would measure no media, or a second copy of what workers do.
 
-Every API process runs this loop. They agree without talking: an execution's run
-id is derived from (probe, interval) (probe_core.execution_run_id), so JetStream
-keeps one RunCreated; a health change's event id is derived from (probe, run), so
-it keeps one ProbeHealthChanged. The event is published before the execution's
-judgement is stored: a process dying in between is followed by another judging the
-same run again and publishing the same (dropped) event.
+Every API process runs this loop. An execution is claimed in the database
+(storage probes.claim_execution: one row per probe and slot, none once a later slot
+is claimed), and only the process that claimed it publishes its RunCreated (whose
+run id, probe_core.execution_run_id, is the same everywhere). Whether an execution
+changes the probe's health is decided from the rows of the executions before it
+(each keeps the probe's health after it), never from a process's own fold of past
+events, so every process judging it decides the same change under the same event
+id (derived from probe and run), and JetStream keeps one ProbeHealthChanged. The
+event is published before the execution's judgement is stored: a process dying in
+between is followed by another judging the same run again and publishing the same
+(dropped) event.
 """
 
 from __future__ import annotations
@@ -50,7 +55,6 @@ class ProbeRunner:
     def __init__(self, p: Platform) -> None:
         self.p = p
         self.health: dict[str, ProbeHealthState] = {}  # the fold of ProbeHealthChanged
-        self.last: dict[str, tuple[int, str]] = {}  # probe -> (slot, run) of its latest
         self.writes: set[asyncio.Future[None]] = set()
 
     def observe(self, event: Event) -> None:
@@ -76,13 +80,12 @@ class ProbeRunner:
             log.error("storing a probe's health: %s", task.exception())
 
     async def start(self) -> None:
-        """Read back the folded health and the latest executions (the snapshot)."""
+        """Read back the folded health (the snapshot)."""
         for found in await resources.query(self.p, rows.list_probes):
             if found["health"]:
                 self.health[found["id"]] = ProbeHealthState(
                     found["id"], Health(found["health"]), found["since"], ""
                 )
-        self.last = await resources.query(self.p, rows.last_executions)
 
     async def run(self, stop: asyncio.Event) -> None:
         tick = self.p.settings.probe_tick_s
@@ -94,13 +97,14 @@ class ProbeRunner:
             await asyncio.sleep(tick)
 
     async def tick(self) -> None:
+        # Every process's latest executions, read from the database each tick.
+        latest = await resources.query(self.p, rows.last_executions)
         for found in await resources.query(self.p, rows.list_probes):
-            for run_id, started in await resources.query(self.p, rows.unjudged, found["id"]):
-                if not await self.judge(found, run_id, started):
+            for run_id, slot, started in await resources.query(self.p, rows.unjudged, found["id"]):
+                if not await self.judge(found, run_id, slot, started):
                     break  # judged in order: a later one waits for this one
-            last = self.last.get(found["id"])
             if found["enabled"]:
-                await self.maybe_start(found, last)
+                await self.maybe_start(found, latest.get(found["id"]))
 
     def _run(self, run_id: str) -> RunState | None:
         """The run as folded (in memory), or read back from its row once settled."""
@@ -120,11 +124,16 @@ class ProbeRunner:
         with self.p.pool.connection() as conn:
             return results.outcomes(conn, run_id)
 
-    async def maybe_start(self, found: dict[str, Any], last: tuple[int, str] | None) -> None:
+    async def maybe_start(
+        self, found: dict[str, Any], last: tuple[int, str, datetime] | None
+    ) -> None:
         busy = False
         if last is not None:
             run = await asyncio.to_thread(self._run, last[1])
-            busy = run is not None and run.status not in TERMINAL_STATUSES
+            if run is None:  # claimed, and its RunCreated not folded here yet
+                busy = (datetime.now(UTC) - last[2]).total_seconds() < LOST_AFTER_S
+            else:
+                busy = run.status not in TERMINAL_STATUSES
         slot = probe_core.due(time.time(), found["interval_s"], last and last[0], busy)
         if slot is None:
             return
@@ -145,20 +154,21 @@ class ProbeRunner:
         except ApiError as exc:
             log.warning("probe %s: %s", found["id"], exc.message)
             return
-        await resources.query(self.p, rows.add_execution, found["id"], slot, run_id)
-        self.last[found["id"]] = (slot, run_id)
+        if not await resources.query(self.p, rows.claim_execution, found["id"], slot, run_id):
+            return  # another API process claimed this slot (or a later one) first
         test_id = found.get("test_id") or found["id"]
         await self.p.bus.publish(RunCreated(run_id=run_id, test_id=test_id, definition=definition))
 
-    async def judge(self, found: dict[str, Any], run_id: str, started: datetime) -> bool:
+    async def judge(self, found: dict[str, Any], run_id: str, slot: int, started: datetime) -> bool:
         """Judge an execution once its run is evaluated (or refused); False: not yet."""
         run = await asyncio.to_thread(self._run, run_id)
         if run is None:
             if (datetime.now(UTC) - started).total_seconds() < LOST_AFTER_S:
                 return False  # its RunCreated is not folded yet
             # Deleted, or never created (the process died in between): not judged.
+            stored, _ = await resources.query(self.p, rows.before, found["id"], slot, 0)
             gone = {"health": None, "reason": "its run is gone", "mos": None}
-            extra = {"post_dial_delay_ms": None, "success_pct": None}
+            extra = {"post_dial_delay_ms": None, "success_pct": None, "probe_health": stored}
             await resources.query(self.p, rows.record, run_id, gone | extra)
             return True
         refused = run.status == RunStatus.CANNOT_RUN_FOR_NOW
@@ -174,7 +184,7 @@ class ProbeRunner:
         metrics = run.evaluation.metrics if run.evaluation is not None else None
         calls = probe_core.places_calls(run.definition)
         judged = probe_core.judge(metrics, found["degraded"], found["unhealthy"], calls, not_run)
-        await self.settle(found, run_id, judged)
+        after = await self.settle(found, run_id, slot, judged)
         await resources.query(
             self.p,
             rows.record,
@@ -185,20 +195,24 @@ class ProbeRunner:
                 "mos": judged.mos,
                 "post_dial_delay_ms": judged.post_dial_delay_ms,
                 "success_pct": judged.success_pct,
+                "probe_health": after,
             },
         )
         return True
 
     async def settle(
-        self, found: dict[str, Any], run_id: str, judged: probe_core.Judgement
-    ) -> None:
-        before = await resources.query(self.p, rows.recent, found["id"], found["confirm"] - 1)
-        recent = [Health(h) if h else None for h in before] + [judged.health]
-        current = self.health.get(found["id"])
-        now = current.health if current else None
-        new = probe_core.settle(now, recent, found["confirm"])
+        self, found: dict[str, Any], run_id: str, slot: int, judged: probe_core.Judgement
+    ) -> Health | None:
+        """Publish the change this execution makes, if any; the probe's health after it."""
+        stored, recent = await resources.query(
+            self.p, rows.before, found["id"], slot, found["confirm"] - 1
+        )
+        now = Health(stored) if stored else None
+        new, after = probe_core.decide(
+            now, [Health(h) for h in recent], judged.health, found["confirm"]
+        )
         if new is None:
-            return
+            return after
         event = ProbeHealthChanged(
             run_id=run_id,
             probe_id=found["id"],
@@ -212,6 +226,4 @@ class ProbeRunner:
             success_pct=judged.success_pct,
         )
         await self.p.bus.publish(event)
-        # Folded here at once too (the fold of the published event is then a no-op): an
-        # execution judged right after this one settles against the new health.
-        self.observe(event)
+        return after

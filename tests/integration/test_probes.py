@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -30,12 +31,13 @@ from tests.support.platform import TestPlatform
 pytestmark = pytest.mark.integration
 
 USERS = accounts("probecaller", 1) | accounts("probecallee", 1)
+REPLICATED = accounts("replcaller", 1) | accounts("replcallee", 1)  # their own accounts
 SECRET = "probe-hook-secret"
 
 
 @pytest.fixture(scope="module")
 def kamailio() -> Iterator[Kamailio]:
-    with running_kamailio(USERS) as server:
+    with running_kamailio(USERS | REPLICATED) as server:
         yield server
 
 
@@ -66,8 +68,10 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def definition(registrar: dict[str, Any], caller_password: str) -> dict[str, Any]:
-    (caller, _), (callee, callee_pw) = USERS.items()
+def definition(
+    registrar: dict[str, Any], caller_password: str, users: dict[str, str] = USERS
+) -> dict[str, Any]:
+    (caller, _), (callee, callee_pw) = users.items()
     return {
         "name": "one call",
         "duration_s": 2,
@@ -245,6 +249,99 @@ def test_a_probe_goes_unhealthy_and_the_projects_webhook_is_told_signed(
         timeout=60,
     )
     assert made.returncode == 2 and "(interval_s)" in made.stderr, made
+
+
+def run_events(p: TestPlatform, run_id: str) -> list[dict[str, Any]]:
+    """A run's events as the API streams them (type and data), in order."""
+    req = urllib.request.Request(
+        f"{p.base}/api/v1/runs/{run_id}/events?follow=false",
+        headers={"Authorization": f"Bearer {p.api_key}"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_two_api_processes_run_each_execution_once_and_tell_each_change_once(
+    fast_probes: TestPlatform, kamailio: Kamailio
+) -> None:
+    """Every API process runs the probe loop; with two, each execution is one run (one
+    RunCreated), the ProbeHealthChanged events are exactly the changes of the judged
+    executions' health sequence, in order (however often a loaded machine makes it
+    change), and the webhook POSTs are those events, one each."""
+    p, hook = fast_probes, Receiver()
+    _, listed = p.request("GET", "/api/v1/probes")
+    for other in listed["items"]:  # left by another test: no calls but ours
+        p.request("DELETE", f"/api/v1/probes/{other['id']}")
+    p.start_replica("api", "api-2", CALLMETER_PORT=str(free_port()))
+    try:
+        status, _ = p.request(
+            "PUT", "/api/v1/projects/default/webhooks", {"webhooks": [{"url": hook.url}]}
+        )
+        assert status == 200
+        registrar = kamailio.registrar() | {"expires_s": 60}
+        body = {
+            "name": "replicated",
+            "interval_s": 7,  # the least for a 2 s call
+            "definition": definition(registrar, REPLICATED["replcaller1"], REPLICATED),
+        }
+        status, probe = p.request("POST", "/api/v1/probes", body)
+        assert status == 201, probe
+        deadline, judged = time.monotonic() + 60, []
+        while time.monotonic() < deadline and len(judged) < 3:
+            _, history = p.request("GET", f"/api/v1/probes/{probe['id']}/history")
+            judged = [h for h in history["items"] if h["judged_at"]]
+            time.sleep(1)
+        assert len(judged) >= 3, history
+        p.request("PUT", f"/api/v1/probes/{probe['id']}", body | {"enabled": False})
+        while time.monotonic() < deadline + 20:  # paused: the last execution judged too
+            _, history = p.request("GET", f"/api/v1/probes/{probe['id']}/history")
+            if all(h["judged_at"] for h in history["items"]):
+                break
+            time.sleep(1)
+        executions = list(reversed(history["items"]))  # oldest first
+        assert all(h["judged_at"] for h in executions), executions
+        run_ids = [h["run_id"] for h in executions]
+        assert len(set(run_ids)) == len(run_ids)
+        _, runs = p.request("GET", "/api/v1/runs?probes=true&limit=1000")
+        made = [
+            r["run_id"] for r in runs["items"] if r["definition"]["name"] == "probe: replicated"
+        ]
+        assert sorted(made) == sorted(run_ids)
+
+        # The changes the judged sequence makes (confirm 1: each health unlike the last).
+        expected, health = [], None
+        for h in executions:
+            if h["health"] is not None and h["health"] != health:
+                expected.append((h["run_id"], health, h["health"]))
+                health = h["health"]
+        assert expected, executions  # at least the first judgement sets the health
+        told, event_ids = [], []
+        for run_id in run_ids:
+            events = run_events(p, run_id)
+            assert [e["type"] for e in events].count("RunCreated") == 1, (run_id, events)
+            for e in events:
+                if e["type"] == "ProbeHealthChanged":
+                    told.append((e["run_id"], e["previous"], e["health"]))
+                    event_ids.append(e["event_id"])
+        assert told == expected, executions
+
+        # The webhook: those changes, one POST each, in order, no second POST of any.
+        def mine() -> list[tuple[dict[str, str], dict[str, Any]]]:
+            posted = [(h, json.loads(b)) for h, b in hook.posts]
+            return [(h, c) for h, c in posted if c["probe_id"] == probe["id"]]
+
+        until = time.monotonic() + 20
+        while time.monotonic() < until and len(mine()) < len(expected):
+            time.sleep(0.2)
+        time.sleep(3)  # a second POST of a change would come within the retry time
+        posts = mine()
+        assert [(c["probe_id"], c["run_id"], c["previous"], c["health"]) for _, c in posts] == [
+            (probe["id"], *change) for change in expected
+        ], posts
+        assert [h["X-CallMeter-Delivery"] for h, _ in posts] == event_ids
+    finally:
+        p.kill("api-2", signal.SIGTERM)
 
 
 async def test_users_get_at_least_30_s_and_every_bad_field_is_named(own_nats, own_db) -> None:  # type: ignore[no-untyped-def]

@@ -67,6 +67,46 @@ def test_health_changes_on_the_first_judgement_then_after_confirm_in_a_row():
     assert core.settle(U, [U, H, H], 2) == H
 
 
+def decide_from_rows(rows: dict[int, tuple[Health | None, Health | None]], slot, health, confirm):
+    """What the runner does for the execution in `slot`: read the rows strictly before
+    it (storage probes.before), decide, and store (health, probe health after)."""
+    earlier = [rows[s] for s in sorted(rows) if s < slot]
+    stored = next((after for _, after in reversed(earlier) if after is not None), None)
+    judged = [h for h, _ in earlier if h is not None]
+    recent = judged[len(judged) - (confirm - 1) :] if confirm > 1 else []
+    new, after = core.decide(stored, recent, health, confirm)
+    rows[slot] = (health, after)
+    return (stored, new) if new is not None else None
+
+
+@pytest.mark.parametrize(
+    ("confirm", "changes"),
+    [
+        (1, [(None, H), (H, D), (D, H), (H, U), (U, H)]),
+        (2, [(None, H), (H, U)]),
+    ],
+)
+def test_each_execution_decides_one_change_from_the_rows_before_it(confirm, changes):
+    """Two API processes judge an execution from the stored rows before it, not their
+    own folds of past events: the second, judging after the first stored the same
+    execution, decides exactly the same change (one event id: one fact), and the
+    changes are the transitions of the judged sequence, once each."""
+    sequence = [H, H, D, H, None, U, U, H]
+    first: dict[int, tuple[Health | None, Health | None]] = {}
+    told = []
+    for slot, health in enumerate(sequence):
+        decided = decide_from_rows(first, slot, health, confirm)
+        again = decide_from_rows(dict(first), slot, health, confirm)  # its own row stored
+        assert again == decided
+        if decided is not None:
+            told.append(decided)
+    assert told == changes
+    # Its row keeps the probe's health after it; a not-judged execution carries it over.
+    assert first[4][1] == first[3][1]
+    assert core.decide(H, [], None, 1) == (None, H)
+    assert core.decide(None, [], None, 1) == (None, None)
+
+
 def test_a_probe_is_due_once_per_interval_and_never_while_busy():
     assert core.due(1000.0, 30, None, busy=False) == 33  # first execution at once
     assert core.due(1000.0, 30, 33, busy=False) is None  # this slot is done
