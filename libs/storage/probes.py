@@ -106,15 +106,18 @@ def last_executions(conn: psycopg.Connection) -> dict[str, tuple[int, str, datet
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
-def claim_execution(conn: psycopg.Connection, probe_id: str, slot: int, run_id: str) -> bool:
-    """Add the execution unless the probe has one in this slot or a later one (another
-    API process claimed it first); True: this caller claimed it and starts it."""
+def claim_execution(
+    conn: psycopg.Connection, probe_id: str, slot: int, run_id: str, last: int | None
+) -> bool:
+    """Add the execution if the probe's latest is still the one the caller decided
+    after (`last`, its slot; None: none yet), i.e. no other API process claimed this
+    slot or any since; True: the caller claimed it and starts it."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('probe_executions:' || %s))", (probe_id,))
     cur = conn.execute(
-        "INSERT INTO probe_executions (run_id, probe_id, slot) SELECT %s, %s, %s"
-        " WHERE NOT EXISTS (SELECT 1 FROM probe_executions WHERE probe_id = %s AND slot >= %s)"
-        " ON CONFLICT DO NOTHING",
-        (run_id, probe_id, slot, probe_id, slot),
+        "INSERT INTO probe_executions (run_id, probe_id, slot) SELECT %(run)s, %(probe)s, %(slot)s"
+        " WHERE NOT EXISTS (SELECT 1 FROM probe_executions WHERE probe_id = %(probe)s"
+        " AND (%(last)s::bigint IS NULL OR slot > %(last)s)) ON CONFLICT DO NOTHING",
+        {"run": run_id, "probe": probe_id, "slot": slot, "last": last},
     )
     return cur.rowcount == 1
 

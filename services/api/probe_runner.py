@@ -8,9 +8,10 @@ and export works for it. A lighter path (a SIP OPTIONS ping, or a call placed by
 the API itself) would measure no media, or a second copy of what workers do.
 
 Every API process runs this loop. An execution is claimed in the database
-(storage probes.claim_execution: one row per probe and slot, none once a later slot
-is claimed), and only the process that claimed it publishes its RunCreated (whose
-run id, probe_core.execution_run_id, is the same everywhere). Whether an execution
+(storage probes.claim_execution: added only while the probe's latest execution is
+still the one the process decided after, under the probe's lock), and only the
+process that claimed it publishes its RunCreated. So with several processes each
+slot is one run, and none starts while another process's latest still runs. Whether an execution
 changes the probe's health is decided from the rows of the executions before it
 (each keeps the probe's health after it), never from a process's own fold of past
 events, so every process judging it decides the same change under the same event
@@ -154,7 +155,10 @@ class ProbeRunner:
         except ApiError as exc:
             log.warning("probe %s: %s", found["id"], exc.message)
             return
-        if not await resources.query(self.p, rows.claim_execution, found["id"], slot, run_id):
+        claimed = await resources.query(
+            self.p, rows.claim_execution, found["id"], slot, run_id, last and last[0]
+        )
+        if not claimed:
             return  # another API process claimed this slot (or a later one) first
         test_id = found.get("test_id") or found["id"]
         await self.p.bus.publish(RunCreated(run_id=run_id, test_id=test_id, definition=definition))

@@ -218,7 +218,7 @@ async def test_probe_retention_deletes_judged_executions_runs_and_keeps_their_hi
             "INSERT INTO probes (probe_id, project, name, doc) VALUES ('p1', 'default', 'p', '{}')"
         )
         for slot, run_id in enumerate(("r2", "r3", "r4")):
-            assert probes.claim_execution(conn, "p1", slot, run_id)
+            assert probes.claim_execution(conn, "p1", slot, run_id, slot - 1 if slot else None)
         for run_id in ("r2", "r4"):
             judged = {"health": "HEALTHY", "reason": "", "mos": 4.3, "probe_health": "HEALTHY"}
             probes.record(conn, run_id, judged | {"post_dial_delay_ms": 80.0, "success_pct": 100})

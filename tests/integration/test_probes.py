@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 import pytest
 
 from callmeter_common.procs import free_port
@@ -342,6 +343,47 @@ def test_two_api_processes_run_each_execution_once_and_tell_each_change_once(
         assert [h["X-CallMeter-Delivery"] for h, _ in posts] == event_ids
     finally:
         p.kill("api-2", signal.SIGTERM)
+
+
+def test_an_execution_is_claimed_once_and_decided_from_the_rows_before_it(own_db: str) -> None:
+    """The database side of several API processes (storage probes): one claim per slot
+    and none for a slot once a later one is claimed, also when two processes claim at
+    once; an execution's decision reads only the rows before it, so a process judging
+    it after another stored it reads what that one read."""
+    from callmeter_storage import probes
+
+    def judged(health: str | None, after: str | None) -> dict[str, Any]:
+        figures = {"mos": None, "post_dial_delay_ms": None, "success_pct": None}
+        return {"health": health, "reason": "", "probe_health": after} | figures
+
+    with psycopg.connect(own_db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO probes (probe_id, project, name, doc) VALUES ('pc', 'default', 'p', '{}')"
+        )
+        assert probes.claim_execution(conn, "pc", 5, "r5", None)
+        assert not probes.claim_execution(conn, "pc", 5, "r5", None)  # the other process's
+        assert not probes.claim_execution(conn, "pc", 6, "r6", None)  # decided on stale rows
+        assert probes.before(conn, "pc", 5, 1) == (None, [])
+        probes.record(conn, "r5", judged("UNHEALTHY", "UNHEALTHY"))
+        assert probes.before(conn, "pc", 5, 1) == (None, [])  # its own row is not before it
+        assert probes.claim_execution(conn, "pc", 6, "r6", 5)
+        probes.record(conn, "r6", judged(None, "UNHEALTHY"))  # not judged: carried over
+        assert probes.before(conn, "pc", 7, 2) == ("UNHEALTHY", ["UNHEALTHY"])
+
+    # Two processes at once: the first holds the probe's lock until it commits.
+    with psycopg.connect(own_db) as first, psycopg.connect(own_db) as second:
+        assert probes.claim_execution(first, "pc", 8, "r8", 6)  # not committed yet
+        result: list[bool] = []
+        other = threading.Thread(
+            target=lambda: result.append(probes.claim_execution(second, "pc", 9, "r9", 6))
+        )
+        other.start()
+        other.join(1.0)
+        assert other.is_alive()  # waiting for the first's lock
+        first.commit()
+        other.join(10)
+        second.commit()
+        assert result == [False]  # both decided after slot 6; the first claimed 8: no 9
 
 
 async def test_users_get_at_least_30_s_and_every_bad_field_is_named(own_nats, own_db) -> None:  # type: ignore[no-untyped-def]
