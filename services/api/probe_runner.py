@@ -160,6 +160,7 @@ class ProbeRunner:
         )
         if not claimed:
             return  # another API process claimed this slot (or a later one) first
+        log.info("probe %s: execution %s (slot %d) claimed", found["id"], run_id, slot)
         test_id = found.get("test_id") or found["id"]
         await self.p.bus.publish(RunCreated(run_id=run_id, test_id=test_id, definition=definition))
 
@@ -230,4 +231,5 @@ class ProbeRunner:
             success_pct=judged.success_pct,
         )
         await self.p.bus.publish(event)
+        log.info("probe %s: %s -> %s on execution %s", found["id"], now, new, run_id)
         return after
