@@ -383,6 +383,12 @@ def test_an_execution_is_claimed_once_and_decided_from_the_rows_before_it(own_db
         assert probes.claim_execution(conn, "pc", 6, "r6", 5)
         probes.record(conn, "r6", judged(None, "UNHEALTHY"))  # not judged: carried over
         assert probes.before(conn, "pc", 7, 2) == ("UNHEALTHY", ["UNHEALTHY"])
+        # Migration 51 on rows from before it: the latest judged one takes the fold's health.
+        conn.execute("UPDATE probe_executions SET probe_health = NULL")
+        conn.execute("UPDATE probes SET health = 'DEGRADED' WHERE probe_id = 'pc'")
+        probes.add_probe_health(conn)
+        assert probes.before(conn, "pc", 7, 2) == ("DEGRADED", ["UNHEALTHY"])
+        assert probes.before(conn, "pc", 6, 1) == (None, ["UNHEALTHY"])
 
     # Two processes at once: the first holds the probe's lock until it commits.
     with psycopg.connect(own_db) as first, psycopg.connect(own_db) as second:
