@@ -24,6 +24,12 @@ from tests.support.databases import (
 )
 
 REQUIRE_ALL = os.environ.get("CALLMETER_REQUIRE_ALL") == "1"
+# The suite's workers share two cores with NATS, PostgreSQL, Kamailio, browsers and
+# each other, so by the product's 200 ms event-loop-lag limit they are overloaded much
+# of the time, and a flagged run ends a capacity search and leaves a probe execution
+# unjudged. Their loop-lag limit is 1 s (the services the tests start inherit this
+# environment); test_overload.py and bench/overload.py test the limits themselves.
+os.environ.setdefault("CALLMETER_OVERLOAD_LOOP_LAG_MS", "1000")
 
 
 @pytest.hookimpl(hookwrapper=True)
