@@ -232,12 +232,65 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
         _, workers = platform.request("GET", "/api/v1/workers")
         for w in workers["items"]:
             print(f"  worker {w['worker_id']}: {w['status']}, last seen {w['last_seen']}")
+        heartbeats(platform.nats_url)
         for log in sorted(platform.data_dir.glob("*.log")):  # why a worker was taken for lost
             lines = log.read_text(errors="replace").splitlines()
             said = [x for x in lines if "lost" in x.lower() or "silent" in x.lower()]
             for line in said[:5]:
                 print(f"  {log.name}: {line[:200]}")
+            lag = [x for x in lines if "health:" in x]  # the worker's own slow seconds
+            for line in lag[:3] + (["  ..."] if len(lag) > 6 else []) + lag[max(3, len(lag) - 3) :]:
+                print(f"  {log.name}: {line[:240]}")
     return ok, summary["attempts"], summary["answered"], want
+
+
+def heartbeats(nats_url: str, worst: int = 6) -> None:
+    """Whether a worker taken for lost was late itself or only heard late: each
+    heartbeat's own time (stamped when the worker made it) against when JetStream
+    stored it, the longest gaps between beats, and when the dispatcher lost it."""
+    import asyncio
+
+    import nats
+    from nats.js import api
+
+    from callmeter_events import WORKERS
+    from callmeter_events.codec import decode
+
+    async def read() -> list[tuple[float, float, dict]]:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        last = (await js.stream_info(WORKERS.name)).state.last_seq
+        sub = await js.subscribe(
+            "callmeter.worker.>", ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL
+        )
+        got: list[tuple[float, float, dict]] = []
+        while True:
+            msg = await sub.next_msg(timeout=5)
+            event = decode(msg.data).model_dump(mode="json")
+            made = datetime.fromisoformat(event["occurred_at"]).timestamp()
+            got.append((made, msg.metadata.timestamp.timestamp(), event))
+            if msg.metadata.sequence.stream >= last:
+                break
+        await nc.close()
+        return got
+
+    got = asyncio.run(read())
+    beats = [(m, s, e) for m, s, e in got if e["type"] == "WorkerHeartbeat"]
+    gaps = sorted(
+        ((b[0] - a[0], a, b) for a, b in zip(beats, beats[1:], strict=False)),
+        key=lambda g: -g[0],
+    )
+    for gap, a, b in gaps[:worst]:
+        print(
+            f"  heartbeat gap {gap:.1f} s: seq {a[2]['seq']} made {a[0] % 1000:.1f}"
+            f" stored +{a[1] - a[0]:.2f} s -> seq {b[2]['seq']} made {b[0] % 1000:.1f}"
+            f" stored +{b[1] - b[0]:.2f} s ({b[2]['hosts']} hosts)"
+        )
+    late = sorted(beats, key=lambda b: b[0] - b[1])[:worst]
+    print(f"  heartbeats stored latest after made: {[round(s - m, 2) for m, s, _ in late]}")
+    for made, stored, e in got:
+        if e["type"] == "WorkerLost":
+            print(f"  WorkerLost made {made % 1000:.1f} stored {stored % 1000:.1f}: {e['reason']}")
 
 
 def run_events(platform, run_id: str, types: str) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -407,6 +460,7 @@ def main() -> None:
     ap.add_argument("--sipp", choices=("on", "off"), default="on")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--hold", type=float, default=2.0)
+    ap.add_argument("--logs", help="copy the platform's service logs to this directory")
     args = ap.parse_args()
     if shutil.which("sipp") is None or shutil.which("kamailio") is None or not PCAP.exists():
         sys.exit("needs sipp (Debian sip-tester, with its g711a.pcap) and kamailio")
@@ -473,6 +527,10 @@ def main() -> None:
                 break
     finally:
         platform.stop()
+        if args.logs:
+            Path(args.logs).mkdir(parents=True, exist_ok=True)
+            for log in platform.data_dir.glob("*.log"):
+                shutil.copy(log, args.logs)
         nats.stop()
         pg.stop()
         kamailio.stop()
