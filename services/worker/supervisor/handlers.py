@@ -116,6 +116,7 @@ class Supervisor:
                 record_dir=self.speech_dir,
                 start_s=settings.host_start_s,
                 public=settings.address(),
+                max_starting=settings.host_starts,
             )
         self.audio = AudioStore(bus, self.speech_dir)
         self.credentials = Credentials(bus, settings.worker_id)

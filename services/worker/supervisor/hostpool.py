@@ -91,6 +91,7 @@ class EndpointHost:
     last_heard: float = field(default_factory=time.monotonic)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     lost: bool = False
+    holds_start: bool = False  # one of the pool's start slots, until ready or lost
     output: HostOutput = field(default_factory=HostOutput)  # its stderr, rate-limited
     stderr_done: asyncio.Event = field(default_factory=asyncio.Event)
     # Messages read from the host, handed over in order by one task: while a publish
@@ -118,6 +119,7 @@ class HostPool:
         record_dir: str = "",
         start_s: float = 20.0,
         public: str = "",
+        max_starting: int = 0,
     ) -> None:
         self.per_host = per_host
         self.start_s = start_s
@@ -134,6 +136,13 @@ class HostPool:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        # Hosts starting at once (0: one per core). Importing pjsua2 and starting the
+        # library costs ~0.2 s of CPU per host; 56 hosts started together made ~60
+        # runnable processes on 2 cores, and this process, one of them, went 10-13 s
+        # without running its heartbeat: the dispatcher declared the worker lost
+        # (bench/cps.py at 64 calls/s). Bounded, the starts take the same CPU in all,
+        # and the supervisor and the hosts already in calls keep their share.
+        self._starting = asyncio.Semaphore(max_starting or os.cpu_count() or 1)
 
     def endpoint_count(self) -> int:
         return sum(len(h.endpoints) for h in self.hosts.values())
@@ -157,7 +166,13 @@ class HostPool:
                 None,
             )
             if host is None:
-                host = await self._start_host(profile)
+                await self._starting.acquire()  # released once it is ready or lost
+                try:
+                    host = await self._start_host(profile)
+                except BaseException:
+                    self._starting.release()
+                    raise
+                host.holds_start = True
             slot = slot_of(run_id, endpoint_id)
             host.endpoints[slot] = (run_id, endpoint_id)
             host.placed += 1
@@ -248,6 +263,7 @@ class HostPool:
                 continue
             if msg.get("ev") == "host_ready":
                 host.ready.set()
+                self._started(host)
             host.inbox.put_nowait(msg)
         code = await host.proc.wait()
         host.inbox.put_nowait(None)
@@ -255,6 +271,12 @@ class HostPool:
         with contextlib.suppress(TimeoutError):  # its last words (an assertion) come first
             await asyncio.wait_for(host.stderr_done.wait(), 2.0)
         await self._retire(host, exit_reason(host.host_id, code, host.output.assertion))
+
+    def _started(self, host: EndpointHost) -> None:
+        """The host no longer starts (ready, or lost): the next one may."""
+        if host.holds_start:
+            host.holds_start = False
+            self._starting.release()
 
     async def _deliver(self, host: EndpointHost) -> None:
         while (msg := await host.inbox.get()) is not None:
@@ -273,6 +295,7 @@ class HostPool:
             return
         host.lost = True
         host.ready.set()  # release anyone waiting to send to it
+        self._started(host)
         if host.endpoints:
             log.error(
                 "host %s lost with %d endpoints: %s", host.host_id, len(host.endpoints), reason

@@ -35,6 +35,8 @@ class WorkerSettings(CommonSettings):
     # ... or, before it is ready, this long after its start (importing pjsua2 and starting
     # the library takes seconds on a busy machine; health.py counts it late at 10 s)
     host_start_s: float = 20.0
+    # endpoint hosts starting at once (hostpool.py); 0: one per core
+    host_starts: int = 0
     trace_sip: bool = True
     # endpoint hosts' stderr (rate-limited) goes to <data_dir>/hosts-<worker_id>.log,
     # rotated at this size with this many old files kept
