@@ -21,6 +21,7 @@ rate each sustains and platform / SIPp (target >= 0.5).
 
     python bench/cps.py [--start 2] [--max 1024] [--duration 10] [--hold 2]
     python bench/cps.py --ladder 32,48,64 --sipp off    # given rates, one side only
+    python bench/cps.py ... --logs DIR    # keep the platform's service logs
 """
 
 from __future__ import annotations
