@@ -7,7 +7,6 @@ search in calls per second (1 s holds) must answer N calls/s within one step."""
 from __future__ import annotations
 
 import html
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,16 +64,16 @@ def test_the_search_finds_the_proxys_limit_and_stops_there(
         },
         "groups": groups(limited),
     }
-    began = time.monotonic()
     run_id = platform.run_test(definition)
     run = platform.wait_status(run_id, {"COMPLETED", "FAILED"}, timeout=60)
     assert run["status"] == "COMPLETED", run
     assert run["stopped"], "the search stops itself at the first failing step"
-    took = time.monotonic() - began
-    assert took < CALLERS * STEP_S, f"stopped after {took:.0f} s: it ran every step"
 
     capacity = run["capacity"]
     steps = capacity["steps"]
+    # it stopped at the first failing step, not after every step it could take (a wall
+    # clock bound failed in CI where registering took longer on a loaded machine)
+    assert len(steps) <= N + 1 < CALLERS, capacity
     assert [s["calls"] for s in steps] == list(range(1, len(steps) + 1))
     assert all(s["passed"] for s in steps[:-1]) and not steps[-1]["passed"], capacity
     assert N - 1 <= capacity["calls"] <= N, capacity  # within one step of the limit
