@@ -12,14 +12,13 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
 
-from callmeter_common.bus import TRANSIENT_PUBLISH_ERRORS, Bus
+from callmeter_common.bus import Bus
 from callmeter_common.wav import WavError
 from callmeter_events import (
     EndpointAssigned,
@@ -40,6 +39,7 @@ from callmeter_events import (
 from ..protocol import StartEndpoint, WaitUntil
 from .audio import AudioStore
 from .batcher import SampleBatcher
+from .beats import HeartbeatThread
 from .credentials import CredentialError, Credentials
 from .health import HealthMonitor
 from .hostpool import EndpointHost, HostPool, HostProfile, slot_of
@@ -425,10 +425,9 @@ class Supervisor:
         )
 
     async def heartbeats(self, stop: asyncio.Event) -> None:
-        """One heartbeat every `heartbeat_s` on a fixed clock. A beat is not held back
-        until the previous one is acknowledged: with NATS or this loop busy, waiting for
-        each ack stretched the interval from 1 s to 4.5 s and the dispatcher declared
-        healthy workers lost (bench/fleet.py, 1,000 simulated endpoints)."""
+        """WorkerOnline, then one heartbeat every `heartbeat_s` from a thread of their
+        own (beats.py: a loop starved of CPU while hosts start must not silence them),
+        while this loop says it still runs; WorkerOffline at the end."""
         s = self.settings
         await self.bus.publish(
             WorkerOnline(
@@ -438,22 +437,15 @@ class Supervisor:
                 public_key=self.credentials.public_key,
             )
         )
-        in_flight: set[asyncio.Task[None]] = set()
-        due = time.monotonic()
-        while not stop.is_set():
-            beat = asyncio.create_task(self._send_heartbeat())
-            in_flight.add(beat)
-            beat.add_done_callback(in_flight.discard)
-            due = max(due + s.heartbeat_s, time.monotonic())  # late: no burst to catch up
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=due - time.monotonic())
-            except TimeoutError:
-                pass
-        await asyncio.gather(*in_flight, return_exceptions=True)
-        await self.bus.publish(WorkerOffline(worker_id=s.worker_id))
-
-    async def _send_heartbeat(self) -> None:
+        beats = HeartbeatThread(
+            s.nats_url, f"worker-{s.worker_id}-beats", self.heartbeat, s.heartbeat_s, s.loop_stuck_s
+        )
+        beats.start()
         try:
-            await self.bus.publish(self.heartbeat(), patience_s=self.settings.heartbeat_s * 3)
-        except TRANSIENT_PUBLISH_ERRORS as exc:  # the next beat tries again
-            log.warning("heartbeat not published: %r", exc)
+            while not stop.is_set():
+                beats.touch()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=s.heartbeat_s)
+        finally:
+            await asyncio.to_thread(beats.stop)
+        await self.bus.publish(WorkerOffline(worker_id=s.worker_id))

@@ -136,16 +136,17 @@ class HostPool:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
-        # Hosts starting at once (0: one per core). Importing pjsua2 and starting the
-        # library costs ~0.2 s of CPU per host; 56 hosts started together made ~60
-        # runnable processes on 2 cores, and this process, one of them, went 10-13 s
-        # without running its heartbeat: the dispatcher declared the worker lost
-        # (bench/cps.py at 64 calls/s). Bounded, the starts take the same CPU in all,
-        # and the supervisor and the hosts already in calls keep their share.
-        self._starting = asyncio.Semaphore(max_starting or os.cpu_count() or 1)
+        # Hosts starting at once (0: no bound). Importing pjsua2 and starting the
+        # library costs ~0.2 s of CPU per host, and dozens starting together starve this
+        # process and the hosts in calls; a bound keeps their share but makes starts
+        # slower in all on a busy machine (bench/cps.py: at 32 calls/s, bounded to one
+        # per core, callers were ready too late to keep the rate; unbounded they were
+        # not). The heartbeats that starvation used to silence have their own thread.
+        self._starting = asyncio.Semaphore(max_starting) if max_starting > 0 else None
 
     def endpoint_count(self) -> int:
-        return sum(len(h.endpoints) for h in self.hosts.values())
+        # list(): the heartbeat thread (beats.py) counts while this loop changes hosts
+        return sum(len(h.endpoints) for h in list(self.hosts.values()))
 
     async def place(
         self, run_id: str, endpoint_id: str, command: proto.StartEndpoint, profile: HostProfile
@@ -166,13 +167,15 @@ class HostPool:
                 None,
             )
             if host is None:
-                await self._starting.acquire()  # released once it is ready or lost
+                if self._starting is not None:
+                    await self._starting.acquire()  # released once it is ready or lost
                 try:
                     host = await self._start_host(profile)
                 except BaseException:
-                    self._starting.release()
+                    if self._starting is not None:
+                        self._starting.release()
                     raise
-                host.holds_start = True
+                host.holds_start = self._starting is not None
             slot = slot_of(run_id, endpoint_id)
             host.endpoints[slot] = (run_id, endpoint_id)
             host.placed += 1
@@ -274,7 +277,7 @@ class HostPool:
 
     def _started(self, host: EndpointHost) -> None:
         """The host no longer starts (ready, or lost): the next one may."""
-        if host.holds_start:
+        if host.holds_start and self._starting is not None:
             host.holds_start = False
             self._starting.release()
 

@@ -31,11 +31,14 @@ class WorkerSettings(CommonSettings):
     media_ports: str = "16000-60000"  # UDP ports endpoint hosts take SIP and RTP ports from
     # CALLMETER_HEARTBEAT_S: the dispatcher reads the same name to know when beats are missed.
     heartbeat_s: float = 1.0
+    # Heartbeats come from a thread (beats.py) while the supervisor's loop has run within
+    # this long: late is not lost (starved 5-13 s while hosts started), stuck is.
+    loop_stuck_s: float = 30.0
     host_silence_s: float = 5.0  # a host that says nothing this long is declared dead
     # ... or, before it is ready, this long after its start (importing pjsua2 and starting
     # the library takes seconds on a busy machine; health.py counts it late at 10 s)
     host_start_s: float = 20.0
-    # endpoint hosts starting at once (hostpool.py); 0: one per core
+    # endpoint hosts starting at once (hostpool.py); 0: no bound
     host_starts: int = 0
     trace_sip: bool = True
     # endpoint hosts' stderr (rate-limited) goes to <data_dir>/hosts-<worker_id>.log,
