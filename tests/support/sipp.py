@@ -46,10 +46,26 @@ Content-Length: 0
 REASONS = {486: "Busy Here", 503: "Service Unavailable", 404: "Not Found", 603: "Decline"}
 
 
+_HANDED_OUT: set[int] = set()  # ports given to SIPps of this process: never twice
+
+
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free UDP port no earlier call returned (the kernel may hand a closed one out
+    again at once, and two SIPps on one port answer nothing: a caller then sees 408)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def udp_bound(port: int) -> bool:
+    """Whether some socket is bound to UDP `port` (on any address), per /proc/net/udp."""
+    with open("/proc/net/udp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return any(int(row[1].rsplit(":", 1)[1], 16) == port for row in rows if len(row) > 1)
 
 
 def _require_sipp() -> None:
@@ -79,6 +95,18 @@ class Sipp:
             *args,
         ]
         self.proc: subprocess.Popen[bytes] = spawn(argv, self.log, cwd=str(workdir))
+        self._wait_listening(10.0)
+
+    def _wait_listening(self, timeout: float) -> None:
+        """Until SIPp has bound its SIP port: a peer that failed to start says so here,
+        with its log, rather than as a caller's 408 later."""
+        deadline = time.monotonic() + timeout
+        while not udp_bound(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+                self.stop()
+                raise RuntimeError(f"SIPp did not listen on UDP {self.port}: {tail}")
+            time.sleep(0.05)
 
     @property
     def uri_host(self) -> str:
