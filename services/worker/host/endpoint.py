@@ -433,7 +433,7 @@ class Endpoint:
             self.recording.tick(call, now)
             if self.first_rtp_ms is None and now >= self.next_rtp_poll:
                 self.next_rtp_poll = now + FIRST_RTP_POLL_S
-                self._poll_first_rtp(call, now)
+                self._poll_first_rtp(call)
         if self.t_confirmed is not None and now >= self.next_sample and self.hangup_at is None:
             self.next_sample += 1.0
             if self.next_sample < now:  # the loop stalled; do not burst to catch up
@@ -454,10 +454,12 @@ class Endpoint:
             self.on_ready()
         return self.ready
 
-    def _poll_first_rtp(self, call: HostCall, now: float) -> None:
+    def _poll_first_rtp(self, call: HostCall) -> None:
         try:
             if call.getStreamStat(0).rtcp.rxStat.pkt > 0 and self.t_confirmed is not None:
-                self.first_rtp_ms = round((now - self.t_confirmed) * 1000.0, 3)
+                # the clock now, not the tick's start: a callback during this tick may have
+                # confirmed the call after it began (CI stored -7.47 ms from that)
+                self.first_rtp_ms = round((time.monotonic() - self.t_confirmed) * 1000.0, 3)
         except pj.Error:
             pass
 
