@@ -117,8 +117,8 @@ class RunFailed(_RunEvent):
 
 
 class RunSamplesStored(_RunEvent):
-    """Ingest's watermark: every sample of the finished run is stored (or dead-lettered
-    with a reason), so results read from now on are final. Once per run, after its
+    """Ingest's watermark: every sample and SIP message of the finished run is stored (or
+    dead-lettered with a reason), so results and traces read from now on are final. Once per run, after its
     RunCompleted or RunFailed; the threshold evaluator waits for it."""
 
     type: Literal["RunSamplesStored"] = "RunSamplesStored"

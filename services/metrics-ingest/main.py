@@ -11,6 +11,7 @@ import logging
 
 from callmeter_common.bus import Bus
 from callmeter_common.runtime import run_service
+from callmeter_events import METRICS, TRACES
 from callmeter_events.streams import INGEST_DURABLE
 from callmeter_storage.migrations import migrate
 from callmeter_storage.retention import sweep
@@ -20,6 +21,7 @@ from .calls import consume_call_records
 from .consumer import consume
 from .handlers import Ingest
 from .settings import IngestSettings
+from .traces import DURABLE as TRACE_DURABLE
 from .traces import consume_traces
 from .watermark import Watermarks
 
@@ -37,7 +39,9 @@ async def serve(stop: asyncio.Event) -> None:
     traces = asyncio.create_task(consume_traces(bus, settings.database_url, stop))
     records = asyncio.create_task(consume_call_records(bus, settings.database_url, stop))
     watermarks = asyncio.create_task(
-        Watermarks(bus, settings.database_url, INGEST_DURABLE).serve(stop)
+        Watermarks(
+            bus, settings.database_url, {METRICS.name: INGEST_DURABLE, TRACES.name: TRACE_DURABLE}
+        ).serve(stop)
     )
     try:
         await consume(

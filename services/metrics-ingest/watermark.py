@@ -1,4 +1,5 @@
-"""The per-run watermark: RunSamplesStored once every sample of a finished run is stored.
+"""The per-run watermark: RunSamplesStored once every sample and SIP message of a
+finished run is stored.
 
 How ingest knows "all": a worker publishes an endpoint's last samples before its
 EndpointFinished (the supervisor flushes the run's batch first and waits for
@@ -8,7 +9,12 @@ is in CALLMETER_METRICS already, at or below the stream's last sequence read
 now. Ingest acks a metrics message only once its samples are committed (or
 dead-lettered with a reason), so once the ingest consumer's ack floor (every
 message up to it acked) reaches that sequence, the run's samples are all
-stored: RunSamplesStored, with the number of receive-side samples stored.
+stored. SIP messages go the same way: the supervisor publishes an endpoint's
+messages to CALLMETER_TRACES (acked) before its EndpointFinished, and the trace
+writer acks a message once it is committed, so the mark also waits for the trace
+consumer's ack floor to reach CALLMETER_TRACES' last sequence. Then
+RunSamplesStored, with the number of receive-side samples stored: a run's results
+and its SIP ladders read from then on are complete.
 
 A run that ended by timeout (an endpoint never reported) may still get samples
 from a host that was only late; they are stored, but after the watermark.
@@ -32,7 +38,15 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from callmeter_common.bus import Bus
-from callmeter_events import EVENTS, METRICS, Event, RunCompleted, RunFailed, RunSamplesStored
+from callmeter_events import (
+    EVENTS,
+    METRICS,
+    TRACES,
+    Event,
+    RunCompleted,
+    RunFailed,
+    RunSamplesStored,
+)
 from callmeter_events.subjects import run_endings
 
 log = logging.getLogger(__name__)
@@ -44,10 +58,13 @@ _SAMPLES = (
 
 
 class Watermarks:
-    def __init__(self, bus: Bus, database_url: str, consumer: str, poll_s: float = 0.1) -> None:
+    def __init__(
+        self, bus: Bus, database_url: str, consumers: dict[str, str], poll_s: float = 0.1
+    ) -> None:
         self.bus = bus
         self.database_url = database_url
-        self.consumer = consumer  # ingest's own durable on CALLMETER_METRICS
+        # stream -> ingest's own durable on it that takes every subject (METRICS, TRACES)
+        self.consumers = consumers
         self.poll_s = poll_s
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -62,24 +79,25 @@ class Watermarks:
             await msg.ack()
 
     async def mark(self, run_id: str, msg: Msg | None = None) -> RunSamplesStored:
-        """Wait until everything in CALLMETER_METRICS now is stored, then publish the mark."""
-        through = await self.bus.last_seq(METRICS.name)
+        """Wait until everything in ingest's streams now is stored, then publish the mark."""
+        through = {stream: await self.bus.last_seq(stream) for stream in self.consumers}
         touched = time.monotonic()
-        while await self._ack_floor() < through:
-            if msg is not None and time.monotonic() - touched > 10:  # well inside ack_wait
-                touched = time.monotonic()
-                await msg.in_progress()
-            await asyncio.sleep(self.poll_s)
+        for stream, durable in self.consumers.items():
+            while await self._ack_floor(stream, durable) < through[stream]:
+                if msg is not None and time.monotonic() - touched > 10:  # inside ack_wait
+                    touched = time.monotonic()
+                    await msg.in_progress()
+                await asyncio.sleep(self.poll_s)
         samples = await asyncio.to_thread(self._samples, run_id)
-        event = RunSamplesStored(run_id=run_id, samples=samples, metrics_seq=through)
+        event = RunSamplesStored(run_id=run_id, samples=samples, metrics_seq=through[METRICS.name])
         await self.bus.publish(event)
-        log.info("run %s: %d samples stored (metrics through %d)", run_id, samples, through)
+        log.info("run %s: %d samples stored (through %s)", run_id, samples, through)
         return event
 
-    async def _ack_floor(self) -> int:
+    async def _ack_floor(self, stream: str, durable: str) -> int:
         """The stream sequence up to which ingest acked every message (0: not consuming yet)."""
         try:
-            info: Any = await self.bus.js.consumer_info(METRICS.name, self.consumer)
+            info: Any = await self.bus.js.consumer_info(stream, durable)
         except NotFoundError:
             return 0
         return int(info.ack_floor.stream_seq)

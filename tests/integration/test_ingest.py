@@ -30,6 +30,7 @@ from callmeter_events import (
     RunCompleted,
     RunFailed,
     RunSamplesStored,
+    SipMessage,
     decode,
     encode,
 )
@@ -251,19 +252,33 @@ async def test_kill_9_of_ingest_mid_run_then_restart_stores_every_sample_once(
 async def test_the_watermark_comes_once_every_sample_of_the_finished_run_is_stored(
     bus: Bus, own_nats: Server, database_url: str, tmp_path: Path
 ) -> None:
-    # The run ends while ingest is down, with 3,000 samples not stored yet: when ingest
-    # comes back, RunSamplesStored must wait for all of them (never early), and come once.
+    # The run ends while ingest is down, with 3,000 samples and 4,000 SIP messages not
+    # stored yet: when ingest comes back, RunSamplesStored must wait for all of them
+    # (never early), and come once.
     migrate(database_url)
     run_id = uuid.uuid4().hex[:8]
     batcher = SampleBatcher(bus.publish, "w-1")
     for event in [sample(run_id, i) for i in range(3000)]:
         batcher.add(run_id, sample_of(event))
     await batcher.flush()  # as the worker does before each EndpointFinished
+    start = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+    for i in range(4000):
+        text = f"OPTIONS sip:b@x SIP/2.0\r\nCSeq: {i} OPTIONS\r\n\r\n"
+        ts = start + timedelta(milliseconds=i)
+        await bus.publish(
+            SipMessage(run_id=run_id, endpoint_id="A-1", direction="out", ts=ts, text=text)
+        )
     await bus.publish(RunCompleted(run_id=run_id))
-    marks: asyncio.Queue[tuple[float, tuple[int, int], RunSamplesStored]] = asyncio.Queue()
+    marks: asyncio.Queue[tuple[float, tuple[int, int, int], RunSamplesStored]] = asyncio.Queue()
+
+    def stored_now() -> tuple[int, int, int]:
+        with psycopg.connect(database_url) as conn:
+            query = "SELECT count(*) FROM sip_messages WHERE run_id = %s"
+            messages = conn.execute(query, (run_id,)).fetchone()[0]  # type: ignore[index]
+        return (*counts(database_url, run_id), int(messages))
 
     async def on_mark(msg) -> None:  # type: ignore[no-untyped-def]
-        stored = await asyncio.to_thread(counts, database_url, run_id)  # right as it comes
+        stored = await asyncio.to_thread(stored_now)  # right as it comes
         event = decode(msg.data)
         assert isinstance(event, RunSamplesStored)
         await marks.put((time.monotonic(), stored, event))
@@ -272,7 +287,8 @@ async def test_the_watermark_comes_once_every_sample_of_the_finished_run_is_stor
     ingest = start_ingest(tmp_path, own_nats.url, database_url)
     try:
         _, stored, mark = await asyncio.wait_for(marks.get(), 60)
-        assert stored == (3000, 1500)  # rows, receive samples: all there when the mark came
+        # rows, receive samples, SIP messages: all there when the mark came
+        assert stored == (3000, 1500, 4000)
         assert (mark.run_id, mark.samples) == (run_id, 1500)
         assert mark.metrics_seq == (await bus.js.stream_info(METRICS.name)).state.last_seq
         # A second ending of the same run (a redelivery, another ingest) is marked again,
