@@ -409,17 +409,25 @@ class Supervisor:
             lag.cancel()
 
     # --- presence --------------------------------------------------------------------
-    def heartbeat(self) -> WorkerHeartbeat:
+    def heartbeat_figures(self) -> tuple[int, int]:
+        """(free slots, hosts), read on this loop: the heartbeat thread gets a copy and
+        never iterates the pool's dicts while this loop changes them."""
         s = self.settings
         busy = self.pool.endpoint_count() + len(self.delayed)
+        return max(0, s.capacity - busy), len(self.pool.hosts)
+
+    def heartbeat(self, figures: tuple[int, int]) -> WorkerHeartbeat:
+        """The next heartbeat (on the heartbeat thread) from the loop's last figures."""
+        s = self.settings
+        free_slots, hosts = figures
         self.beat += 1
         return WorkerHeartbeat(
             worker_id=s.worker_id,
             region=s.region,
             capacity=s.capacity,
-            free_slots=max(0, s.capacity - busy),
+            free_slots=free_slots,
             load=os.getloadavg()[0] / (os.cpu_count() or 1),
-            hosts=len(self.pool.hosts),
+            hosts=hosts,
             seq=self.beat,
             public_key=self.credentials.public_key,
         )
@@ -438,12 +446,17 @@ class Supervisor:
             )
         )
         beats = HeartbeatThread(
-            s.nats_url, f"worker-{s.worker_id}-beats", self.heartbeat, s.heartbeat_s, s.loop_stuck_s
+            s.nats_url,
+            f"worker-{s.worker_id}-beats",
+            self.heartbeat,
+            self.heartbeat_figures(),
+            s.heartbeat_s,
+            s.loop_stuck_s,
         )
         beats.start()
         try:
             while not stop.is_set():
-                beats.touch()
+                beats.touch(self.heartbeat_figures())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=s.heartbeat_s)
         finally:
