@@ -145,40 +145,50 @@ class HostPool:
         self._starting = asyncio.Semaphore(max_starting) if max_starting > 0 else None
 
     def endpoint_count(self) -> int:
-        # list(): the heartbeat thread (beats.py) counts while this loop changes hosts
-        return sum(len(h.endpoints) for h in list(self.hosts.values()))
+        return sum(len(h.endpoints) for h in self.hosts.values())
+
+    def _free_host(self, run_id: str, profile: HostProfile) -> EndpointHost | None:
+        return next(
+            (
+                h
+                for h in self.hosts.values()
+                if not h.lost
+                and h.placed < self.per_host
+                and h.profile == profile
+                # Not beside another run's live endpoints: direct-mode SIP users
+                # (a-1, b-1) repeat across runs, and a host routes calls by user.
+                and all(run == run_id for run, _ in h.endpoints.values())
+            ),
+            None,
+        )
 
     async def place(
         self, run_id: str, endpoint_id: str, command: proto.StartEndpoint, profile: HostProfile
     ) -> EndpointHost:
-        """Give the endpoint to a host with a free slot, starting one if needed."""
-        async with self._lock:
-            host = next(
-                (
-                    h
-                    for h in self.hosts.values()
-                    if not h.lost
-                    and h.placed < self.per_host
-                    and h.profile == profile
-                    # Not beside another run's live endpoints: direct-mode SIP users
-                    # (a-1, b-1) repeat across runs, and a host routes calls by user.
-                    and all(run == run_id for run, _ in h.endpoints.values())
-                ),
-                None,
-            )
-            if host is None:
-                if self._starting is not None:
-                    await self._starting.acquire()  # released once it is ready or lost
-                try:
-                    host = await self._start_host(profile)
-                except BaseException:
-                    if self._starting is not None:
-                        self._starting.release()
-                    raise
-                host.holds_start = self._starting is not None
-            slot = slot_of(run_id, endpoint_id)
-            host.endpoints[slot] = (run_id, endpoint_id)
-            host.placed += 1
+        """Give the endpoint to a host with a free slot, starting one if needed.
+
+        With a bound on starts, the wait for a start slot happens outside the placement
+        lock: meanwhile other endpoints still go to hosts with free slots (and this one
+        too, if such a host appears while it waits: the start slot is given back)."""
+        holding = False  # a start slot this call acquired and has not handed to a host
+        try:
+            while True:
+                async with self._lock:
+                    host = self._free_host(run_id, profile)
+                    if host is None and (self._starting is None or holding):
+                        host = await self._start_host(profile)
+                        host.holds_start, holding = holding, False
+                    if host is not None:
+                        slot = slot_of(run_id, endpoint_id)
+                        host.endpoints[slot] = (run_id, endpoint_id)
+                        host.placed += 1
+                        break
+                assert self._starting is not None
+                await self._starting.acquire()  # released once its host is ready or lost
+                holding = True
+        finally:
+            if holding and self._starting is not None:
+                self._starting.release()  # not needed after all (or failed to start)
         await host.ready.wait()
         await host.send({**command, "endpoint_id": slot})
         return host
