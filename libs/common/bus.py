@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -50,6 +51,7 @@ TRANSIENT_PUBLISH_ERRORS = (
 )
 
 FoldHandler = Callable[[int, Event], Awaitable[None]]
+T = TypeVar("T")
 BatchHandler = Callable[[list[tuple[Msg, Event]]], Awaitable[None]]
 
 
@@ -160,17 +162,23 @@ class Bus:
                 storage=api.StorageType.FILE,
                 num_replicas=replicas,
             )
-            deadline = asyncio.get_running_loop().time() + self.publish_retry_s
-            while True:
-                try:
-                    await self._ensure_stream(config)
-                    break
-                except TRANSIENT_PUBLISH_ERRORS as exc:
-                    # A cluster still electing, or busy with another service's update.
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise
-                    log.warning("stream %s: %r; trying again", sd.name, exc)
-                    await asyncio.sleep(0.5)
+            await self.patiently(
+                f"stream {sd.name}", functools.partial(self._ensure_stream, config)
+            )
+
+    async def patiently(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, tried again while NATS answers with a transient error (a cluster
+        still electing a stream's leader, busy with another service's update) for up to
+        publish_retry_s. Only for calls that change nothing when they fail."""
+        deadline = asyncio.get_running_loop().time() + self.publish_retry_s
+        while True:
+            try:
+                return await call()
+            except TRANSIENT_PUBLISH_ERRORS as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("%s: %r; trying again", what, exc)
+                await asyncio.sleep(0.5)
 
     async def _ensure_stream(self, config: api.StreamConfig) -> None:
         """Add the stream, or update it when its config differs (a cluster applies an
@@ -324,7 +332,7 @@ class Bus:
             pending_msgs_limit=1_000_000,
         )
         if caught_up is not None:
-            info = await sub.consumer_info()
+            info = await self.patiently("fold", sub.consumer_info)
             # Nothing to deliver and nothing delivered: there was nothing to fold. (If
             # something was delivered, the last one said "0 pending" and sets it.)
             if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):

@@ -7,12 +7,17 @@ own). `callmeter up --nats-nodes 3` and the cluster tests use it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import nats
+import nats.errors
 
 from .procs import free_port, spawn, stop_group, wait_for_port
 from .servers import (
@@ -117,8 +122,15 @@ class NatsCluster:
         self.procs[name] = spawn(node_argv(node, self.specs), node.log)
 
     def wait_ready(self, timeout: float = 30) -> None:
+        """Every node listens, and JetStream answers (the nodes elected a meta leader):
+        services started earlier race the election on every stream and consumer."""
         for name in self.procs:
             wait_for_port("127.0.0.1", self.spec(name).port, timeout)
+        deadline = time.monotonic() + timeout
+        while not asyncio.run(_jetstream_answers(self.url)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"JetStream of the cluster did not answer in {timeout}s")
+            time.sleep(0.2)
 
     def kill(self, name: str) -> None:
         """kill -9 one node (no shutdown: its peers see it vanish)."""
@@ -164,3 +176,17 @@ def start_nats_cluster(
         cluster.stop()
         raise
     return cluster
+
+
+async def _jetstream_answers(url: str) -> bool:
+    try:
+        nc = await nats.connect(url.split(","), connect_timeout=1, max_reconnect_attempts=0)
+    except (OSError, nats.errors.Error):
+        return False
+    try:
+        await nc.jetstream(timeout=1).account_info()
+        return True
+    except (TimeoutError, nats.errors.Error):
+        return False
+    finally:
+        await nc.close()

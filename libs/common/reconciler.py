@@ -112,7 +112,10 @@ class Reconciler:
 
     async def _resume(self) -> None:
         """Restore the last snapshot when it fits the code and the stream."""
-        data = await self.snapshots.load(self.name) if self.snapshots else None
+        store = self.snapshots
+        data = (
+            await self.bus.patiently("snapshot", lambda: store.load(self.name)) if store else None
+        )
         runs = decode_runs(data) if data else None
         if runs is None or runs.position > self._target_seq:
             log.info("no usable snapshot: folding from sequence 1")
@@ -126,12 +129,19 @@ class Reconciler:
         )
 
     async def start(self) -> None:
-        self._target_seq = await self.bus.last_seq(EVENTS.name)
+        # Each step is tried again through a cluster's elections (a fold's consumer is
+        # only created when its call succeeds: a retry never folds anything twice).
+        bus = self.bus
+        self._target_seq = await bus.patiently("events", lambda: bus.last_seq(EVENTS.name))
         await self._resume()
         start = self.world.runs.position + 1
-        await self.bus.fold(EVENTS, start, self._on_event, caught_up=self._caught_up)
-        await self.bus.fold(
-            WORKERS, 0, self._on_worker_event, deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT
+        await bus.patiently(
+            "events fold",
+            lambda: bus.fold(EVENTS, start, self._on_event, caught_up=self._caught_up),
+        )
+        await bus.patiently(
+            "workers fold",
+            lambda: bus.fold(WORKERS, 0, self._on_worker_event, api.DeliverPolicy.LAST_PER_SUBJECT),
         )
         await self._caught_up.wait()
         log.info("caught up at sequence %d", self.world.runs.position)
@@ -258,7 +268,7 @@ async def serve_reconciler(
     bus = await Bus.connect(nats_url, service)
     await bus.ensure_streams()
     try:
-        snapshots = await SnapshotStore.open(bus.js)
+        snapshots = await bus.patiently("snapshots", lambda: SnapshotStore.open(bus.js))
         await Reconciler(bus, decide, snapshots=snapshots, name=service).run(stop)
     finally:
         await bus.close()

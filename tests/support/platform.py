@@ -130,7 +130,22 @@ class TestPlatform(Platform):
             if run["status"] in statuses:
                 return run
             time.sleep(0.25)
-        raise TimeoutError(f"run {run_id} still {run.get('status')} after {timeout}s")
+        raise TimeoutError(
+            f"run {run_id} still {run.get('status')} after {timeout}s\n{self.diagnosis()}"
+        )
+
+    def diagnosis(self, lines: int = 6) -> str:
+        """Each service process: running or its exit code, and the last warnings and
+        errors of its log (what a CI failure needs, where the data dir is gone)."""
+        out = []
+        for name, proc in self.procs.items():
+            state = "running" if proc.poll() is None else f"EXITED {proc.returncode}"
+            log = self.data_dir / f"{name}.log"
+            text = log.read_text(errors="replace").splitlines() if log.exists() else []
+            marked = [t for t in text if " WARNING " in t or " ERROR " in t or "Error" in t]
+            out.append(f"-- {name}: {state}, {len(text)} log lines; last warnings/errors:")
+            out.extend("   " + t[:300] for t in marked[-lines:])
+        return "\n".join(out)
 
     def wait_samples_stored(self, run_id: str, timeout: float = 60) -> dict[str, Any]:
         """The run once ingest's watermark says every sample is stored (a run can end
