@@ -363,8 +363,11 @@ class Bus:
             filter_subjects=list(filters),
             max_ack_pending=batch * 40,
         )
-        await self.js.add_consumer(stream.name, config)
-        sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
+        # (both idempotent: tried again through a cluster's elections at start-up)
+        await self.patiently(durable, functools.partial(self.js.add_consumer, stream.name, config))
+        sub = await self.patiently(
+            durable, functools.partial(self.js.pull_subscribe_bind, durable, stream=stream.name)
+        )
         try:
             while not stop.is_set():
                 try:
