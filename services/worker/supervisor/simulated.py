@@ -194,17 +194,10 @@ class SimulatedPool:
                     post_dial_delay_ms=None if role == "receiver" else round(setup / 2, 1),
                 )
                 await self._emit("phase", slot, phase="INCALL")
-            second, started = 0, time.monotonic()
-            while second < duration:
-                if await _wait(hangup, started + second + 1 - time.monotonic()):
-                    break
-                second += 1
-                if role != "idle":
-                    for direction in ("send", "recv"):
-                        metrics = sample_metrics(direction, second, codec, self.rng)
-                        sample = make(slot, direction, second, metrics)
-                        await self._emit("sample", slot, sample=sample)
-            if role != "idle":
+            if role == "idle":
+                await _wait(hangup, duration)
+            else:
+                second = await self._held(slot, codec, duration, {"send": 1, "recv": 1})
                 await self._emit("phase", slot, phase="DISCONNECTING")
                 await self._emit(
                     "call_ended",
@@ -244,14 +237,8 @@ class SimulatedPool:
             if calls == 1:
                 await self._emit("call_established", slot, codec=codec, call_setup_ms=setup_ms)
                 await self._emit("phase", slot, phase="INCALL")
-            answered, held = time.time(), 0
-            while held < hold and not await _wait(hangup, answered + held + 1 - time.time()):
-                held += 1
-                for direction in ("send", "recv"):
-                    metrics = sample_metrics(direction, held, codec, self.rng)
-                    sample = make(slot, direction, seq[direction], metrics)
-                    seq[direction] += 1
-                    await self._emit("sample", slot, sample=sample)
+            answered = time.time()
+            await self._held(slot, codec, hold, seq)
             ended = time.time()
             quality = {"mos": 4.41, "loss_pct": 0.0, "jitter_ms": 1.0}
             await self._emit(
@@ -276,6 +263,20 @@ class SimulatedPool:
             await self._emit("phase", slot, phase="DISCONNECTING")
         reason = "stopped" if hangup.is_set() else f"{calls} calls"
         await self._finish(slot, "SUCCESS", reason)
+
+    async def _held(self, slot: str, codec: str, hold: float, seq: dict[str, int]) -> int:
+        """A call held for `hold` s or until hung up, with both directions' samples each
+        second (numbered on from `seq`); the whole seconds it was held."""
+        hangup = self.host.hangups[slot]
+        started, held = time.monotonic(), 0
+        while held < hold and not await _wait(hangup, started + held + 1 - time.monotonic()):
+            held += 1
+            for direction in ("send", "recv"):
+                metrics = sample_metrics(direction, held, codec, self.rng)
+                sample = make(slot, direction, seq[direction], metrics)
+                seq[direction] += 1
+                await self._emit("sample", slot, sample=sample)
+        return held
 
     async def _finish(self, slot: str, outcome: str, reason: str) -> None:
         await self._emit("phase", slot, phase="CLOSED")
