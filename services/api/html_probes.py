@@ -165,10 +165,12 @@ async def _probe_page(
 ) -> HTMLResponse:
     found = probes.view(await probes.probe(p, CURRENT.get(), probe_id))
     history = await query(p, rows.history, probe_id, HISTORY)
+    tests = [t for t in await _tests(p) if t["definition"]["project"] == found["project"]]
     return render(
         "probe.html",
         code,
         probe=found,
+        tests=tests,
         history=history,
         charts=history_charts(history),
         css=HEALTH_CSS,
@@ -184,10 +186,13 @@ async def probe_page(probe_id: str, p: PlatformDep) -> HTMLResponse:
 
 @router.post("/probes/{probe_id}/edit", response_class=HTMLResponse)
 async def edit_probe(probe_id: str, request: Request, p: PlatformDep) -> Any:
-    """Name, interval, confirmations and conditions; the target and project stay."""
+    """Name, interval, confirmations, conditions and the target: another saved test of
+    the project (an inline target stays unless a test is chosen); the project stays."""
     fields = await posted(request)
     found = await probes.probe(p, CURRENT.get(), probe_id)
     kept = {k: found[k] for k in ("project", "test_id", "definition", "enabled")}
+    if fields.get("test_id"):  # "" keeps the target as it is
+        kept |= {"test_id": fields["test_id"], "definition": None}
     try:
         body = ProbeIn.model_validate(
             kept

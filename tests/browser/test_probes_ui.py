@@ -83,6 +83,16 @@ def test_a_probe_page_goes_healthy_and_the_status_page_shows_it(platform, browse
     assert edited["interval_s"] == 9 and edited["test_id"] == test["id"], edited
     assert edited["unhealthy"] == ["call_success_rate >= 100", "mos_avg >= 1"], edited
     assert edited["degraded"] == ["mos_avg >= 3.5", "post_dial_delay_p95_ms <= 3000"]
+    # Its target changes to another saved test of the project, the rest kept.
+    status, other = platform.request("POST", "/api/v1/tests", ONE_CALL | {"name": "other"})
+    assert status == 201, other
+    page.reload()
+    page.locator("#edit-probe summary").click()
+    page.locator("#f-test_id").select_option(other["id"])
+    page.locator("#save-probe-edit").click()
+    expect(page.locator("#probe-live")).to_contain_text(f"test {other['id']}")
+    _, moved = platform.request("GET", f"/api/v1/probes/{probe_id}")
+    assert (moved["test_id"], moved["interval_s"]) == (other["id"], 9), moved
 
     # Publish the project's status page; a visitor without a login sees the probe.
     page.goto(platform.base + "/probes")
