@@ -12,12 +12,12 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from callmeter_events import TestDefinition
-from callmeter_events.testdef import CallOptions, RatePattern, ScenarioAction
+from callmeter_events.testdef import CallOptions, Codec, RatePattern, ScenarioAction
 from callmeter_events.thresholds import parse as parse_threshold
 
 from .errors import validation_field_and_message
 
-CODECS = ("PCMU", "PCMA", "G722", "GSM", "speex", "iLBC")
+CODECS: tuple[str, ...] = get_args(Codec)
 TRANSPORTS = ("udp", "tcp", "tls")
 _GROUP_KEY = re.compile(r"^groups\.(\d+)\.")
 _ROW_KEY = re.compile(r"^(\w+)\.(\d+)\.(\w+)$")  # scenario.0.at_s, webhooks.1.url

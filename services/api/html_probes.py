@@ -11,11 +11,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 
 from callmeter_storage import probes as rows
+from callmeter_storage import resources as resource_rows
 from callmeter_storage import results
 
 from . import probes
 from .deps import PlatformDep
 from .errors import ApiError
+from .forms import CODECS
 from .html_resources import _error, _input, _visible
 from .html_tests import posted
 from .pages import render
@@ -60,9 +62,41 @@ def conditions(fields: dict[str, str]) -> dict[str, list[str] | None]:
     return out
 
 
+# The inline target's form fields, by the place in the definition they fill
+INLINE_FIELDS = {
+    "definition.duration_s": "call_s",
+    "definition.groups.0.target_uri": "target_uri",
+    "definition.groups.0.registrar_id": "registrar_id",
+    "definition.groups.0.registrar": "registrar_id",
+    "definition.groups.0.accounts": "username",
+    "definition.groups.0.accounts.0.username": "username",
+    "definition.groups.0.accounts.0.password": "password",
+    "definition.groups.0.codecs": "codec",
+    "definition.groups.0.codecs.0": "codec",
+}
+
+
+def inline_target(fields: dict[str, str]) -> dict[str, Any] | None:
+    """The inline definition the form's own target gives: one endpoint that calls the
+    target URI (registered first when a registrar is chosen), or only registers (a
+    registrar and no URI). None: no target URI and no registrar given."""
+    uri, registrar = fields.get("target_uri", "").strip(), fields.get("registrar_id", "")
+    if not uri and not registrar:
+        return None
+    group: dict[str, Any] = {"name": "P", "endpoints": 1, "codecs": [fields.get("codec") or "PCMU"]}
+    if uri:
+        group["target_uri"] = uri
+    if registrar:
+        group["registrar_id"] = registrar
+    if user := fields.get("username", "").strip():
+        group["accounts"] = [{"username": user, "password": fields.get("password", "")}]
+    name = fields.get("name", "").strip() or "probe"
+    return {"name": name, "duration_s": fields.get("call_s", "").strip() or 10, "groups": [group]}
+
+
 def form_errors(exc: ValidationError | ApiError) -> dict[str, str]:
     """Errors by form field: a condition's error ("thresholds.unhealthy.1: ...") goes
-    beside its box, as "unhealthy: line 2: ..."."""
+    beside its box, as "unhealthy: line 2: ..."; an inline target's beside its field."""
     out = {}
     for field, message in _error(exc).items():
         parts = field.split(".")
@@ -70,6 +104,9 @@ def form_errors(exc: ValidationError | ApiError) -> dict[str, str]:
             line = f"line {int(parts[2]) + 1}: " if len(parts) > 2 and parts[2].isdigit() else ""
             field = parts[1]
             message = f"{field}: {line}{message.split(': ', 1)[-1]}"
+        elif field in INLINE_FIELDS:
+            field = INLINE_FIELDS[field]
+            message = f"{field}: {message.split(': ', 1)[-1]}"
         out[field] = message
     return out
 
@@ -81,6 +118,7 @@ async def _tests(p: PlatformDep) -> list[dict[str, Any]]:
 
 async def _list(p: PlatformDep, code: int = 200, form: Any = None, errors: Any = None) -> Any:
     found = _visible(await query(p, rows.list_probes))
+    registrars = _visible(await query(p, resource_rows.list_registrars))
     projects = sorted({f["project"] for f in found})
     pages = {pr: await query(p, rows.status_slug, pr) for pr in projects}
     hooks = {pr: await query(p, rows.project_webhooks, pr) for pr in projects}
@@ -89,6 +127,8 @@ async def _list(p: PlatformDep, code: int = 200, form: Any = None, errors: Any =
         code,
         probes=found,
         tests=await _tests(p),
+        registrars=registrars,
+        codecs=CODECS,
         status_pages=pages,
         webhooks=hooks,
         may_admin={pr: CURRENT.get().may(ADMIN, pr) for pr in projects},
@@ -106,11 +146,11 @@ async def probes_page(p: PlatformDep) -> Any:
 @router.post("/probes", response_class=HTMLResponse)
 async def create_probe(request: Request, p: PlatformDep) -> Any:
     fields = await posted(request)
+    given = _input(fields, ("name", "project", "interval_s", "test_id", "confirm"))
+    if (inline := inline_target(fields)) is not None:
+        given["definition"] = inline  # with a test too: "give either ..." names test_id
     try:
-        body = ProbeIn.model_validate(
-            _input(fields, ("name", "project", "interval_s", "test_id", "confirm"))
-            | {"thresholds": conditions(fields)}
-        )
+        body = ProbeIn.model_validate(given | {"thresholds": conditions(fields)})
         probe_id = await probes.save(p, CURRENT.get(), body)
     except (ValidationError, ApiError) as exc:
         if isinstance(exc, ApiError) and exc.status != 422:

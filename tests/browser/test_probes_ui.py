@@ -108,6 +108,7 @@ def test_a_probe_page_goes_healthy_and_the_status_page_shows_it(platform, browse
     expect(probe.locator(".bars span.st-good").first).to_be_visible()
     assert "127.0.0.1" not in visitor.content() and test["id"] not in visitor.content()
     visitor.screenshot(path=ARTIFACTS / "08-status-page.png", full_page=True)
+
     visitor.close()
 
     # The project's webhooks: a bad URL is refused beside the field, a good one listed
@@ -121,4 +122,27 @@ def test_a_probe_page_goes_healthy_and_the_status_page_shows_it(platform, browse
     hook = page.locator("#project-webhooks li", has_text="https://hooks.example/callmeter")
     expect(hook).to_contain_text("signed with its own secret")
     assert "hook-secret" not in page.content()
+
+    # A target of its own: one call to a SIP URI; a call too long for a probe comes back
+    # beside its field (passwords are never shown again), a good one is saved inline.
+    page.goto(platform.base + "/probes")
+    page.get_by_label("Name").fill("own target")
+    page.get_by_label("Target URI").fill("sip:echo@127.0.0.1:5099")
+    page.get_by_label("SIP user").fill("probe1")
+    page.get_by_label("Password").fill("pw-probe1")
+    page.get_by_label("Call length").fill("500")
+    page.get_by_role("button", name="Save probe").click()
+    expect(page.locator("#f-call_s-error")).to_contain_text("at most")
+    expect(page.get_by_label("Target URI")).to_have_value("sip:echo@127.0.0.1:5099")
+    expect(page.get_by_label("Password")).to_have_value("")
+    page.get_by_label("Password").fill("pw-probe1")
+    page.get_by_label("Call length").fill("5")
+    page.get_by_role("button", name="Save probe").click()
+    page.wait_for_url("**/probes/probe_*")
+    expect(page.locator("#probe-live")).to_contain_text("inline target")
+    page.locator("#pause-probe").click()  # nothing answers there: no executions needed
+    _, own = platform.request("GET", f"/api/v1/probes/{page.url.rsplit('/', 1)[1]}")
+    group = own["definition"]["groups"][0]
+    assert group["target_uri"] == "sip:echo@127.0.0.1:5099" and own["definition"]["duration_s"] == 5
+    assert group["accounts"][0]["password_set"] is True and "pw-probe1" not in str(own)
     page.close()
