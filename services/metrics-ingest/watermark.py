@@ -41,7 +41,6 @@ from callmeter_common.bus import Bus
 from callmeter_events import (
     EVENTS,
     METRICS,
-    TRACES,
     Event,
     RunCompleted,
     RunFailed,
