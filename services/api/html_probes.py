@@ -146,7 +146,7 @@ async def probes_page(p: PlatformDep) -> Any:
 @router.post("/probes", response_class=HTMLResponse)
 async def create_probe(request: Request, p: PlatformDep) -> Any:
     fields = await posted(request)
-    given = _input(fields, ("name", "project", "interval_s", "test_id", "confirm"))
+    given: dict[str, Any] = _input(fields, ("name", "project", "interval_s", "test_id", "confirm"))
     if (inline := inline_target(fields)) is not None:
         given["definition"] = inline  # with a test too: "give either ..." names test_id
     try:
