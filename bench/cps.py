@@ -5,6 +5,9 @@ each rate R of the ladder, in the same run and on the same footing:
   platform  a test with a `rate` group (R calls/s for --duration s, --hold s fixed
             holds) of registered pjsua2 callers calling registered receivers through
             Kamailio (G.711 both ways, real RTP); counted from the run's call records
+  platform>sipp  the same callers (PCMA) calling SIPp's UAS below at its Kamailio AOR
+            `sippuas`, no platform receivers: the far end a user's SBC or PBX would be;
+            counted from the call records and cross-checked with the UAS's own count
   sipp      SIPp's UAC (PCMA played from SIPp's g711a.pcap) calling SIPp's UAS
             (-rtp_echo) through the same Kamailio at -r R, the same number of calls
             (-m), the same hold (-d) and cap on open calls (-l); counted from SIPp's
@@ -17,10 +20,14 @@ plus 3 s, the platform's calls were attempted within the duration plus 3 s (a ca
 whose host started late shifts its calls later: all answered, but not at the rate). Each side climbs the ladder on its own until it fails: by
 default the rate doubles from --start until both sides have failed or --max is passed
 (the bound is printed; a side still passing there is said to be). Prints the highest
-rate each sustains and platform / SIPp (target >= 0.5).
+rate each sustains and platform / SIPp (target >= 0.5) for each comparison: pair
+against pair (`platform` against `sipp`) and generator against generator, both calling
+the same SIPp UAS (`platform>sipp` against `sipp`: SIPp's side is the same run in both).
+--far-end platform|sipp|both (default both) picks the platform's far end(s).
 
     python bench/cps.py [--start 2] [--max 1024] [--duration 10] [--hold 2]
     python bench/cps.py --ladder 32,48,64 --sipp off    # given rates, one side only
+    python bench/cps.py --far-end sipp    # generator comparison only
     python bench/cps.py ... --logs DIR    # keep the platform's service logs
 """
 
@@ -31,12 +38,15 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -53,6 +63,7 @@ HOST_BUDGET = 10.0  # testdef.HOST_INVITES_PER_S: the platform refuses a denser 
 # (SIPp: its whole run, the last hold included; the platform: first to last attempt)
 PACE_SLACK_S = 3.0
 CAPACITY = 4000  # endpoints the bench's one worker offers (CALLMETER_CAPACITY)
+SIPP_COMMON = ["-i", "127.0.0.1", "-nostdin"]
 
 UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="UAC with PCMA from a pcap, through a record-routing proxy">
@@ -165,7 +176,12 @@ def endpoints_for(rate: float, hold: float) -> int:
     return 4 * math.ceil(need / 4)
 
 
-def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hold: float):  # type: ignore[no-untyped-def]
+def run_platform(  # type: ignore[no-untyped-def]
+    platform, kamailio: Kamailio, rate: float, duration: float, hold: float, far_end: str
+):
+    """One rate of the platform's callers: against its own receivers (`far_end`
+    "platform", G.711 PCMU both ways) or against SIPp's UAS at its Kamailio AOR ("sipp",
+    PCMA as SIPp's UAC offers, no receivers)."""
     n = endpoints_for(rate, hold)
     reg = kamailio.registrar() | {"expires_s": 300}
 
@@ -188,6 +204,15 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
             group("B"),
         ],
     }
+    if far_end == "sipp":
+        definition["groups"] = [
+            group(
+                "A",
+                target_uri=kamailio.aor("sippuas"),
+                codecs=["PCMA"],
+                pattern={"kind": "rate", "cps": rate, "hold_s": hold},
+            )
+        ]
     run_id = platform.run_test(definition)
     run = platform.wait_status(
         run_id, {"COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"}, timeout=duration * 3 + 180
@@ -212,7 +237,11 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
             - datetime.fromisoformat(first["calls"][0]["attempted_at"])
         ).total_seconds()
     kept_pace = span <= duration + PACE_SLACK_S
-    print(f"  platform {rate:g} calls/s: calls attempted over {span:.1f} s", flush=True)
+    print(
+        f"  platform {far_end} {rate:g} calls/s: calls attempted over {span:.1f} s;"
+        f" {media(platform, run_id)}",
+        flush=True,
+    )
     ok = summary["answered"] >= PASS * want and kept_pace
     if not ok:  # why: the callers' outcomes, and when the failed calls came
         why = Counter(f"{e['outcome']} {e.get('reason') or ''}"[:120] for e in run["endpoints"])
@@ -243,6 +272,24 @@ def run_platform(platform, kamailio: Kamailio, rate: float, duration: float, hol
             for line in lag[:3] + (["  ..."] if len(lag) > 6 else []) + lag[max(3, len(lag) - 3) :]:
                 print(f"  {log.name}: {line[:240]}")
     return ok, summary["attempts"], summary["answered"], want
+
+
+def media(platform, run_id: str) -> str:  # type: ignore[no-untyped-def]
+    """Whether the answered calls carried media: how many of their records have the
+    received direction measured, and its mean loss."""
+    losses: list[float | None] = []
+    while True:
+        _, page = platform.request(
+            "GET", f"/api/v1/runs/{run_id}/calls?status=answered&limit=1000&offset={len(losses)}"
+        )
+        losses += [c["recv_loss_pct"] for c in page["calls"]]
+        if len(page["calls"]) < 1000:
+            break
+    measured = [x for x in losses if x is not None]
+    mean = sum(measured) / len(measured) if measured else float("nan")
+    return (
+        f"received RTP measured on {len(measured)}/{len(losses)} answered, mean loss {mean:.2f} %"
+    )
 
 
 def heartbeats(nats_url: str, worst: int = 6) -> None:
@@ -339,7 +386,7 @@ def timeline(platform, run_id: str) -> None:  # type: ignore[no-untyped-def]
             f"n={len(xs)} min {xs[0]:.1f} p50 {pick(0.5):.1f} p90 {pick(0.9):.1f} max {xs[-1]:.1f}"
         )
 
-    for role in ("B", "A"):
+    for role in sorted({ep.split("-")[0] for ep in assigned}, reverse=True):
         eps = [ep for ep in assigned if ep.startswith(role + "-")]
         print(f"  {role}: assigned at {spread([assigned[ep] for ep in eps])} s after RunStarted")
         print(f"  {role}: ready    at {spread([ready[ep] for ep in eps if ep in ready])}")
@@ -363,18 +410,25 @@ def timeline(platform, run_id: str) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-def run_sipp(work: Path, kamailio: Kamailio, rate: float, duration: float, hold: float):  # type: ignore[no-untyped-def]
-    want, limit = planned(rate, duration), endpoints_for(rate, hold)
-    step = work / f"sipp-{rate:g}"
+def sipp_stats(path: Path) -> dict[str, str]:
+    """The last row of a SIPp statistics file (-trace_stat), by column."""
+    rows = path.read_text().strip().splitlines()
+    return dict(zip(rows[0].split(";"), rows[-1].split(";"), strict=False))
+
+
+@contextmanager
+def sipp_uas(step: Path, kamailio: Kamailio) -> Iterator[dict[str, str]]:
+    """SIPp's UAS (-rtp_echo, 200 at once) registered in Kamailio as `sippuas`: the far
+    end of SIPp's UAC, and of the platform's callers in the generator comparison. Once
+    the block ends it is stopped (SIGTERM: it writes a last row) and the dict holds its
+    own statistics: how many calls it took and completed, a count by other eyes."""
     step.mkdir()
-    (step / "uac.xml").write_text(UAC.replace("{pcap}", str(PCAP)))
     (step / "uas.xml").write_text(UAS)
     uas_port, uas_media = free_udp_port(), free_udp_port()
-    common = ["-i", "127.0.0.1", "-nostdin"]
     uas = subprocess.Popen(
         [
             "sipp",
-            *common,
+            *SIPP_COMMON,
             "-p",
             str(uas_port),
             "-mp",
@@ -382,6 +436,11 @@ def run_sipp(work: Path, kamailio: Kamailio, rate: float, duration: float, hold:
             "-sf",
             "uas.xml",
             "-rtp_echo",
+            "-trace_stat",
+            "-stf",
+            "uas.csv",
+            "-fd",
+            "1",
             "-trace_err",
         ],
         cwd=step,
@@ -389,15 +448,40 @@ def run_sipp(work: Path, kamailio: Kamailio, rate: float, duration: float, hold:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    stats: dict[str, str] = {}
     try:
         status = kamailio.register_contact("sippuas", f"sip:sippuas@127.0.0.1:{uas_port}")
         assert " 200 " in status, status
+        yield stats
+    finally:
+        os.killpg(uas.pid, signal.SIGTERM)
+        try:
+            uas.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(uas.pid, signal.SIGKILL)
+            uas.wait()
+    stats.update(sipp_stats(step / "uas.csv"))
+
+
+def far_end_said(uas: dict[str, str]) -> str:
+    """What SIPp's UAS counted: calls it took (INVITEs) and completed (200, ACK, BYE)."""
+    return (
+        f"SIPp UAS's own count: {uas.get('SuccessfulCall(C)', '?')} completed of"
+        f" {uas.get('IncomingCall(C)', '?')} taken"
+    )
+
+
+def run_sipp(work: Path, kamailio: Kamailio, rate: float, duration: float, hold: float):  # type: ignore[no-untyped-def]
+    want, limit = planned(rate, duration), endpoints_for(rate, hold)
+    step = work / f"sipp-{rate:g}"
+    with sipp_uas(step, kamailio) as uas:
+        (step / "uac.xml").write_text(UAC.replace("{pcap}", str(PCAP)))
         t0 = time.monotonic()
         uac = subprocess.run(
             [
                 "sipp",
                 f"{kamailio.host}:{kamailio.port}",
-                *common,
+                *SIPP_COMMON,
                 "-p",
                 str(free_udp_port()),
                 "-mp",
@@ -430,18 +514,13 @@ def run_sipp(work: Path, kamailio: Kamailio, rate: float, duration: float, hold:
             stderr=subprocess.DEVNULL,
         )
         elapsed = time.monotonic() - t0
-    finally:
-        os.killpg(uas.pid, 9)
-        uas.wait()
-    rows = (step / "stat.csv").read_text().strip().splitlines()
-    head, last = rows[0].split(";"), rows[-1].split(";")
-    stat = dict(zip(head, last, strict=False))
+    stat = sipp_stats(step / "stat.csv")
     ok_calls = int(stat["SuccessfulCall(C)"])
     attempted = int(stat["OutgoingCall(C)"])
     # placing `want` calls at R/s takes `duration`; each then holds `hold` s
     kept_pace = elapsed <= duration + hold + PACE_SLACK_S
     passed = ok_calls >= PASS * want and kept_pace and uac.returncode in (0, 1)
-    return passed, attempted, ok_calls, want, elapsed
+    return passed, attempted, ok_calls, want, elapsed, uas
 
 
 def doubling(start: float, top: float) -> list[float]:
@@ -452,12 +531,38 @@ def doubling(start: float, top: float) -> list[float]:
     return rates
 
 
+def run_platform_to_sipp(  # type: ignore[no-untyped-def]
+    work: Path, platform, kamailio: Kamailio, rate: float, duration: float, hold: float
+):
+    """The generator comparison's platform side: its callers calling SIPp's UAS, which
+    counts what it took."""
+    with sipp_uas(work / f"platform-sipp-{rate:g}", kamailio) as uas:
+        result = run_platform(platform, kamailio, rate, duration, hold, "sipp")
+    return (*result, uas)
+
+
+# the comparisons: a platform side against SIPp's UAC -> UAS run (the same run for both:
+# SIPp's UAC calls SIPp's UAS in each)
+COMPARISONS = {
+    "platform": "pair against pair: platform callers -> platform receivers, SIPp UAC -> SIPp UAS",
+    "platform>sipp": "generator against generator, the same far end (SIPp UAS):"
+    " platform callers -> SIPp UAS, SIPp UAC -> SIPp UAS",
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ladder", help="comma-separated rates instead of doubling")
     ap.add_argument("--start", type=float, default=2.0, help="first rate of the doubling")
     ap.add_argument("--max", type=float, default=1024.0, help="upper bound of the doubling")
     ap.add_argument("--platform", choices=("on", "off"), default="on")
+    ap.add_argument(
+        "--far-end",
+        choices=("platform", "sipp", "both"),
+        default="both",
+        help="whom the platform's callers call: its own receivers (pair against pair),"
+        " SIPp's UAS (generator against generator), or both",
+    )
     ap.add_argument("--sipp", choices=("on", "off"), default="on")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--hold", type=float, default=2.0)
@@ -472,7 +577,11 @@ def main() -> None:
         ladder = [float(x) for x in args.ladder.split(",")]
     else:
         ladder = doubling(args.start, args.max)
-    sides = [s for s in ("platform", "sipp") if getattr(args, s) == "on"]
+    sides = []
+    if args.platform == "on":
+        far_ends = ("platform", "sipp") if args.far_end == "both" else (args.far_end,)
+        sides += ["platform" if far == "platform" else "platform>sipp" for far in far_ends]
+    sides += ["sipp"] if args.sipp == "on" else []
     print(
         f"ladder (each side until it fails): {', '.join(f'{r:g}' for r in ladder)} calls/s;"
         f" upper bound {max(ladder):g}; sides: {', '.join(sides)}; load {load()}",
@@ -480,7 +589,7 @@ def main() -> None:
     )
     # accounts for the platform's largest run it may reach (it refuses beyond capacity)
     top = endpoints_for(min(max(ladder), CAPACITY / 2 / (args.hold + 1.5)), args.hold)
-    top = top if "platform" in sides else 0
+    top = top if args.platform == "on" else 0
     work = Path(tempfile.mkdtemp(prefix="callmeter-cps-"))
     users = accounts("a", top) | accounts("b", top) | {"sippuas": "pw-sippuas"}
     kamailio = Kamailio(work / "kamailio", users)
@@ -489,41 +598,51 @@ def main() -> None:
     platform = TestPlatform(work / "platform", nats.url, pg.url)
     os.environ["CALLMETER_CAPACITY"] = str(CAPACITY)
     platform.env["CALLMETER_CAPACITY"] = str(CAPACITY)
-    best = {"platform": 0.0, "sipp": 0.0}
-    alive = {side: side in sides for side in ("platform", "sipp")}
+    best = dict.fromkeys(sides, 0.0)
+    alive = dict.fromkeys(sides, True)
     try:
-        if alive["platform"]:
+        if args.platform == "on":
             platform.start_services()
             platform.wait_for_api()
             platform.wait_workers(1)
         for rate in ladder:
-            if alive["platform"]:
-                try:
-                    ok, attempted, answered, want = run_platform(
-                        platform, kamailio, rate, args.duration, args.hold
+            for side in sides:
+                if not alive[side]:
+                    continue
+                before = load()
+                if side == "sipp":
+                    ok, attempted, answered, want, took, uas = run_sipp(
+                        work, kamailio, rate, args.duration, args.hold
                     )
-                    said = f"{answered}/{want} answered ({attempted} attempted)"
-                except RuntimeError as exc:  # refused: beyond the worker's capacity
-                    ok, said = False, str(exc)
+                    said = (
+                        f"{answered}/{want} answered ({attempted} attempted, {took:.1f} s);"
+                        f" {far_end_said(uas)}"
+                    )
+                else:
+                    try:
+                        if side == "platform":
+                            ok, attempted, answered, want = run_platform(
+                                platform, kamailio, rate, args.duration, args.hold, "platform"
+                            )
+                            said = f"{answered}/{want} answered ({attempted} attempted)"
+                        else:
+                            ok, attempted, answered, want, uas = run_platform_to_sipp(
+                                work, platform, kamailio, rate, args.duration, args.hold
+                            )
+                            said = (
+                                f"{answered}/{want} answered ({attempted} attempted);"
+                                f" {far_end_said(uas)}"
+                            )
+                    except RuntimeError as exc:  # refused: beyond the worker's capacity
+                        ok, said = False, str(exc)
                 print(
-                    f"platform {rate:6g} calls/s: {'ok  ' if ok else 'FAIL'} {said}; load {load()}",
+                    f"{side:13} {rate:6g} calls/s: {'ok  ' if ok else 'FAIL'} {said};"
+                    f" load {before} -> {load()}",
                     flush=True,
                 )
-                alive["platform"] = ok
+                alive[side] = ok
                 if ok:
-                    best["platform"] = rate
-            if alive["sipp"]:
-                ok, attempted, answered, want, took = run_sipp(
-                    work, kamailio, rate, args.duration, args.hold
-                )
-                print(
-                    f"sipp     {rate:6g} calls/s: {'ok  ' if ok else 'FAIL'} {answered}/{want}"
-                    f" answered ({attempted} attempted, {took:.1f} s); load {load()}",
-                    flush=True,
-                )
-                alive["sipp"] = ok
-                if ok:
-                    best["sipp"] = rate
+                    best[side] = rate
             if not any(alive.values()):
                 break
     finally:
@@ -536,17 +655,19 @@ def main() -> None:
         pg.stop()
         kamailio.stop()
         shutil.rmtree(work, ignore_errors=True)
-    ratio = best["platform"] / best["sipp"] if best["sipp"] else float("nan")
     still = [k for k, v in alive.items() if v]
-    if "platform" not in sides or "sipp" not in sides:
-        ratio = float("nan")
     print(
-        f"highest sustained rate (>= {PASS:.1%} answered, {args.hold:g} s holds, media):"
-        f" platform {best['platform']:g} calls/s, SIPp {best['sipp']:g} calls/s;"
-        f" platform / SIPp {ratio:.2f} (target >= 0.5)"
+        f"highest sustained rate (>= {PASS:.1%} answered, {args.hold:g} s holds, media): "
+        + "; ".join(f"{side} {best[side]:g} calls/s" for side in sides)
         + (f"; still passing at the bound {max(ladder):g}: {', '.join(still)}" if still else "")
         + f"; load {load()}"
     )
+    for side in sides[:-1] if "sipp" in sides else []:
+        ratio = best[side] / best["sipp"] if best["sipp"] else float("nan")
+        print(
+            f"{COMPARISONS[side]}: platform {best[side]:g} calls/s, SIPp {best['sipp']:g}"
+            f" calls/s; platform / SIPp {ratio:.2f} (target >= 0.5)"
+        )
 
 
 if __name__ == "__main__":
