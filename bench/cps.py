@@ -164,6 +164,29 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def cpu_busy(seconds: float = 1.0) -> float:
+    """The share of the machine's CPU time (all cores) spent busy over `seconds`."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def settle(most_s: float) -> str:
+    """Wait, up to `most_s`, until the machine is less than half busy over a second, so
+    that no step starts inside the tail of the one before (the same for every side);
+    says how busy it was when the step started."""
+    t0 = time.monotonic()
+    while (busy := cpu_busy()) >= 0.5 and time.monotonic() - t0 < most_s:
+        pass
+    return f"cpu {busy:.0%} busy at the start (settled {time.monotonic() - t0:.0f} s)"
+
+
 def planned(rate: float, duration: float) -> int:
     """Arrivals k = 0, 1, ... at k / rate before `duration` (the platform's plan)."""
     return math.ceil(rate * duration)
@@ -239,7 +262,7 @@ def run_platform(  # type: ignore[no-untyped-def]
     kept_pace = span <= duration + PACE_SLACK_S
     print(
         f"  platform {far_end} {rate:g} calls/s: calls attempted over {span:.1f} s;"
-        f" {media(platform, run_id)}",
+        f" {calls_seen(call_records(platform, run_id))}",
         flush=True,
     )
     ok = summary["answered"] >= PASS * want and kept_pace
@@ -274,22 +297,45 @@ def run_platform(  # type: ignore[no-untyped-def]
     return ok, summary["attempts"], summary["answered"], want
 
 
-def media(platform, run_id: str) -> str:  # type: ignore[no-untyped-def]
-    """Whether the answered calls carried media: how many of their records have the
-    received direction measured, and its mean loss."""
-    losses: list[float | None] = []
+def call_records(platform, run_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Every call record of a run, in attempt order."""
+    calls: list[dict] = []
     while True:
         _, page = platform.request(
-            "GET", f"/api/v1/runs/{run_id}/calls?status=answered&limit=1000&offset={len(losses)}"
+            "GET", f"/api/v1/runs/{run_id}/calls?limit=1000&offset={len(calls)}"
         )
-        losses += [c["recv_loss_pct"] for c in page["calls"]]
+        calls += page["calls"]
         if len(page["calls"]) < 1000:
-            break
-    measured = [x for x in losses if x is not None]
-    mean = sum(measured) / len(measured) if measured else float("nan")
+            return calls
+
+
+def spread(xs: list[float], unit: str = "") -> str:
+    """n, min, p50, p90, max of a list of figures."""
+    xs = sorted(xs)
+    if not xs:
+        return "none"
+    pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
     return (
-        f"received RTP measured on {len(measured)}/{len(losses)} answered, mean loss {mean:.2f} %"
+        f"n={len(xs)} min {xs[0]:.1f}{unit} p50 {pick(0.5):.1f}{unit}"
+        f" p90 {pick(0.9):.1f}{unit} max {xs[-1]:.1f}{unit}"
     )
+
+
+def calls_seen(calls: list[dict]) -> str:
+    """What the records say beyond counts: whether the answered calls carried media
+    (received RTP measured, its mean loss), their setup times, and why the others failed."""
+    answered = [c for c in calls if c["answered_at"] is not None]
+    measured = [c["recv_loss_pct"] for c in answered if c["recv_loss_pct"] is not None]
+    mean = sum(measured) / len(measured) if measured else float("nan")
+    setup = [c["call_setup_ms"] for c in answered if c["call_setup_ms"] is not None]
+    said = (
+        f"received RTP measured on {len(measured)}/{len(answered)} answered, mean loss"
+        f" {mean:.2f} %; setup {spread(setup, ' ms')}"
+    )
+    failed = Counter(
+        f"{c['outcome']} {c['reason']}"[:240] for c in calls if c["answered_at"] is None
+    )
+    return said + "".join(f"\n    {n} x {why}" for why, n in failed.most_common(5))
 
 
 def heartbeats(nats_url: str, worst: int = 6) -> None:
@@ -376,15 +422,6 @@ def timeline(platform, run_id: str) -> None:  # type: ignore[no-untyped-def]
             extended[ep] = datetime.fromisoformat(e["wait_until"]).timestamp() - t0
         elif e["type"] == "CallRecorded" and e["seq"] == 1:
             first_call[ep] = datetime.fromisoformat(e["attempted_at"]).timestamp() - t0
-
-    def spread(xs: list[float]) -> str:
-        xs = sorted(xs)
-        if not xs:
-            return "none"
-        pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
-        return (
-            f"n={len(xs)} min {xs[0]:.1f} p50 {pick(0.5):.1f} p90 {pick(0.9):.1f} max {xs[-1]:.1f}"
-        )
 
     for role in sorted({ep.split("-")[0] for ep in assigned}, reverse=True):
         eps = [ep for ep in assigned if ep.startswith(role + "-")]
@@ -567,6 +604,12 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--hold", type=float, default=2.0)
     ap.add_argument("--logs", help="copy the platform's service logs to this directory")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="before each step, wait up to this many s for the CPU to be under half busy",
+    )
     args = ap.parse_args()
     if shutil.which("sipp") is None or shutil.which("kamailio") is None or not PCAP.exists():
         sys.exit("needs sipp (Debian sip-tester, with its g711a.pcap) and kamailio")
@@ -609,6 +652,7 @@ def main() -> None:
             for side in sides:
                 if not alive[side]:
                     continue
+                settled = settle(args.settle)
                 before = load()
                 if side == "sipp":
                     ok, attempted, answered, want, took, uas = run_sipp(
@@ -637,7 +681,7 @@ def main() -> None:
                         ok, said = False, str(exc)
                 print(
                     f"{side:13} {rate:6g} calls/s: {'ok  ' if ok else 'FAIL'} {said};"
-                    f" load {before} -> {load()}",
+                    f" load {before} -> {load()}; {settled}",
                     flush=True,
                 )
                 alive[side] = ok
