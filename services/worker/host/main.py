@@ -32,6 +32,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pjsua2 as pj
@@ -281,10 +282,11 @@ class Host:
         """How long the next libHandleEvents may wait: BUSY_POLL_MS while a call is up or
         being set up (or calls wait to be rejected, listeners to open again), else up to
         IDLE_POLL_MS but never past a caller's next call (a rate keeps its spacing)."""
+        # (every loop turn: with calls up, the callers' next calls are never looked at)
         eps = self.endpoints.values()
         fine = bool(self.rejected or self.to_reject or self.listeners_closed)
         fine = fine or any(e.call is not None for e in eps)
-        return poll_wait_ms(now, fine, [e.next_call[0] for e in eps if e.next_call is not None])
+        return poll_wait_ms(now, fine, (e.next_call[0] for e in eps if e.next_call is not None))
 
     def live_calls(self) -> int:
         n = sum(1 for e in self.endpoints.values() if e.call is not None and not e.finished)
@@ -476,7 +478,7 @@ class Host:
         self.ep.libDestroy()
 
 
-def poll_wait_ms(now: float, calls_up: bool, next_calls: list[float]) -> int:
+def poll_wait_ms(now: float, calls_up: bool, next_calls: Iterable[float]) -> int:
     """BUSY_POLL_MS with calls up, else IDLE_POLL_MS but no later than the earliest of
     the callers' next calls (monotonic times; one already due: 0)."""
     if calls_up:
