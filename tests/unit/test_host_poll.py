@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 pytest.importorskip("pjsua2")
 
-from callmeter_worker.host.main import BUSY_POLL_MS, IDLE_POLL_MS, poll_wait_ms  # noqa: E402
+from callmeter_worker.host.main import MAX_POLL_MS, poll_wait_ms  # noqa: E402
 
 
-def test_calls_up_keep_the_fine_wait() -> None:
-    assert poll_wait_ms(100.0, True, [100.5]) == BUSY_POLL_MS == 10
+def test_nothing_due_waits_the_longest() -> None:
+    assert poll_wait_ms(100.0, []) == MAX_POLL_MS == 50
+    assert poll_wait_ms(100.0, [math.inf, 101.0]) == MAX_POLL_MS
 
 
-def test_an_idle_host_waits_longer_but_not_past_a_callers_next_call() -> None:
-    assert poll_wait_ms(100.0, False, []) == IDLE_POLL_MS == 50
-    assert poll_wait_ms(100.0, False, [101.0, 100.5]) == IDLE_POLL_MS
-    assert poll_wait_ms(100.0, False, [100.5, 100.0205]) == 20  # rounded down: never late
-    assert poll_wait_ms(100.0, False, [99.0]) == 0  # overdue: no wait at all
+def test_waits_until_the_earliest_wake() -> None:
+    assert poll_wait_ms(100.0, [100.5, 100.03, math.inf]) == 30
+
+
+def test_a_wake_between_milliseconds_is_rounded_up_never_to_a_spin() -> None:
+    assert poll_wait_ms(100.0, [100.0205]) == 21
+    assert poll_wait_ms(100.0, [100.0000001]) == 1
+
+
+def test_an_overdue_wake_does_not_wait() -> None:
+    assert poll_wait_ms(100.0, [99.0, 100.5]) == 0

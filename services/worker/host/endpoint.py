@@ -10,6 +10,7 @@ Call/Account) happens there, outside callbacks, as PJSUA2.md requires.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,9 @@ RECEIVER_IDLE_S = 10.0
 NEGOTIATION_CODES = (488, 606)
 TEARDOWN_TIMEOUT_S = 40.0  # BYE/CANCEL retransmissions end by 32 s (Timer F/B)
 FIRST_RTP_POLL_S = 0.02  # stat polling rate until the first RTP packet is seen
+# How soon a tick must follow while a call is set up, torn down or runs scenario steps
+# or a recording: their timing work stays close to the media (Endpoint.wake_at).
+FINE_WAIT_S = 0.01
 # PJSIP holds an ended call's slot (4 a process) until it has wound the call up; on a
 # busy host a pattern's next call can come first and makeCall refuses it (PJ_ETOOMANY,
 # 43 of 320 calls at 32 calls/s in bench/cps.py). Such a call is tried again every
@@ -368,6 +372,42 @@ class Endpoint:
             "first_rtp_ms": self.first_rtp_ms,
             "call_duration_s": now - self.t_confirmed if self.t_confirmed else None,
         }
+
+    def wake_at(self, now: float) -> float:
+        """The latest monotonic instant the next tick may come if no event comes first.
+
+        A pjsip callback ends the host's wait at once, and every endpoint is ticked
+        after it, so this names only what tick does on the clock: a caller's next call,
+        a call's hangup, samples, scenario steps and first-RTP polls, and FINE_WAIT_S
+        while a call is set up or torn down, records, or a hangup command is to be
+        carried out. inf when only an event or a timeout of seconds can move it (the
+        host caps its wait).
+        """
+        call = self.call
+        if self.finished or self.ending is not None:
+            return math.inf
+        if self.stopped:
+            return now + FINE_WAIT_S
+        if call is None:
+            if self.role == "caller" and self.ready and self.next_call is not None:
+                return self.next_call[0]
+            return math.inf
+        if (
+            call.disconnected
+            or self.hangup_at is not None
+            or self.t_confirmed is None
+            or self.answer_at
+            or not self.recording.done
+        ):
+            return now + FINE_WAIT_S
+        if self.role == "caller":
+            end = self.t_confirmed + self.hold_s
+        else:
+            end = self.t_confirmed + self.duration_s + RECEIVER_SAFETY_S
+        wake = min(end, self.next_sample, self.t_confirmed + self.scenario.next_at_s())
+        if self.first_rtp_ms is None:
+            wake = min(wake, self.next_rtp_poll)
+        return wake
 
     def tick(self, now: float) -> None:
         if self.finished:

@@ -7,8 +7,8 @@
 Commands arrive on stdin and events leave on stdout as JSON lines (see
 callmeter_worker.protocol). Logs go to stderr. pjsua2 runs with no worker threads and is
 driven by ep.libHandleEvents() in this (main) thread, as PJSUA2.md requires: waiting
-up to BUSY_POLL_MS while a call is up, up to IDLE_POLL_MS while none is (a SIP message
-or an RTP packet ends the wait at once either way; see poll_ms).
+until an endpoint's clock asks, at most MAX_POLL_MS (a SIP event ends the wait at once;
+see poll_ms).
 
 Process-wide settings (PJSIP limits, not choices): codec priorities,
 conference clock rate and RTP drop simulation belong to the library, not
@@ -26,6 +26,7 @@ import argparse
 import collections
 import gc
 import logging
+import math
 import os
 import select
 import signal
@@ -42,7 +43,7 @@ from callmeter_vocabulary import Outcome
 from .. import protocol as proto
 from .args import parse_args, pjsip_drop_pct
 from .audio import resolve_codecs, write_tone_wav
-from .endpoint import Endpoint
+from .endpoint import FINE_WAIT_S, Endpoint
 from .keybudget import KeyBudget
 from .sip import HostCall, SipLogWriter
 from .sipfilter import drop_oversized
@@ -58,12 +59,15 @@ MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
 # INVITEs 486 before any media exists, so at most MAX_CALLS calls' sockets are made per
 # hold, whatever the rate of INVITEs.
 REJECT_HOLD_S = 0.5
-# How long one libHandleEvents waits for an event. In a call, 10 ms keeps the loop's
-# timing work (scenario steps, first RTP, stats) close to the media. Without one, the
-# loop only waits for SIP, commands and timers of seconds: at 10 ms an idle host's
-# loop alone took 2 % of a core, and a worker holds a hundred hosts (bench/cps.py).
-BUSY_POLL_MS = 10
-IDLE_POLL_MS = 50
+# How long one libHandleEvents may wait for an event. A pjsip event ends the wait at
+# once; otherwise the loop wakes when an endpoint's clock asks (Endpoint.wake_at: the
+# next call, a hangup, a sample, or FINE_WAIT_S around setup, teardown and scenario
+# steps), and at least every MAX_POLL_MS for commands, timeouts of seconds and the
+# callbacks pjsua2 posts from its media threads (mainThreadOnly runs them here).
+# Ticking every 10 ms through a call took most of a busy host's Python time
+# (bench/cps.py: 0.45 s of main-thread CPU a host at 32 calls/s, 0.27 s outside pjsip).
+BUSY_POLL_MS = round(FINE_WAIT_S * 1000)
+MAX_POLL_MS = 50
 SRTP = {
     "off": pj.PJMEDIA_SRTP_DISABLED,
     "optional": pj.PJMEDIA_SRTP_OPTIONAL,
@@ -279,14 +283,12 @@ class Host:
                 log.warning("rejecting an incoming call (%d): %s", code, exc.info())
 
     def poll_ms(self, now: float) -> int:
-        """How long the next libHandleEvents may wait: BUSY_POLL_MS while a call is up or
-        being set up (or calls wait to be rejected, listeners to open again), else up to
-        IDLE_POLL_MS but never past a caller's next call (a rate keeps its spacing)."""
-        # (every loop turn: with calls up, the callers' next calls are never looked at)
-        eps = self.endpoints.values()
-        fine = bool(self.rejected or self.to_reject or self.listeners_closed)
-        fine = fine or any(e.call is not None for e in eps)
-        return poll_wait_ms(now, fine, (e.next_call[0] for e in eps if e.next_call is not None))
+        """How long the next libHandleEvents may wait: BUSY_POLL_MS while calls wait to
+        be rejected or listeners to open again, else until the earliest endpoint's
+        wake_at, at most MAX_POLL_MS."""
+        if self.rejected or self.to_reject or self.listeners_closed:
+            return BUSY_POLL_MS
+        return poll_wait_ms(now, (e.wake_at(now) for e in self.endpoints.values()))
 
     def live_calls(self) -> int:
         n = sum(1 for e in self.endpoints.values() if e.call is not None and not e.finished)
@@ -478,12 +480,14 @@ class Host:
         self.ep.libDestroy()
 
 
-def poll_wait_ms(now: float, calls_up: bool, next_calls: Iterable[float]) -> int:
-    """BUSY_POLL_MS with calls up, else IDLE_POLL_MS but no later than the earliest of
-    the callers' next calls (monotonic times; one already due: 0)."""
-    if calls_up:
-        return BUSY_POLL_MS
-    return min([IDLE_POLL_MS, *(max(0, int((t - now) * 1000)) for t in next_calls)])
+def poll_wait_ms(now: float, wakes: Iterable[float]) -> int:
+    """Milliseconds until the earliest of `wakes` (monotonic times), at most MAX_POLL_MS;
+    rounded up, so a wait ends at most 1 ms late rather than a few microseconds early
+    (an early wake would find nothing due and spin on zero-length waits)."""
+    wait_ms = (min(wakes, default=math.inf) - now) * 1000
+    if wait_ms >= MAX_POLL_MS:
+        return MAX_POLL_MS
+    return max(0, math.ceil(wait_ms - 1e-6))  # (1e-6: 30 ms is not 30.0000000001)
 
 
 def main(argv: list[str] | None = None) -> int:

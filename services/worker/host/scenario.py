@@ -9,6 +9,7 @@ scenario_action event with its result; a failure does not end the call.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pjsua2 as pj
@@ -26,6 +27,13 @@ class Scenario:
         self.pending = list(actions)  # sorted by at_s (protocol_options.scenario)
         self.received: dict[str, str] = {}  # DTMF method -> digits seen, in order
         self.info_queue: list[tuple[float, str]] = []  # (seconds in call, digit) still to send
+
+    def next_at_s(self) -> float:
+        """Seconds into the call of the next queued digit or action (inf: none)."""
+        return min(
+            self.info_queue[0][0] if self.info_queue else math.inf,
+            self.pending[0]["at_s"] if self.pending else math.inf,
+        )
 
     def tick(self, call: pj.Call, seconds_in_call: float, own_codecs: list[str]) -> None:
         """Run what is due: queued INFO digits, then actions whose time has come."""
