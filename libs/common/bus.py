@@ -286,9 +286,11 @@ class Bus:
         deliver_policy: api.DeliverPolicy = api.DeliverPolicy.BY_START_SEQUENCE,
         subject: str | None = None,
         caught_up: asyncio.Event | None = None,
+        skip: Callable[[str], bool] | None = None,
     ) -> JetStreamContext.PushSubscription:
         """Feed every event of `stream` (or only those on `subject`) from `start_seq`
-        on to `handler`, in order, live.
+        on to `handler`, in order, live; messages whose subject `skip` names are passed
+        over undecoded.
 
         Projections keep their own position (in memory or next to their rows), so an
         ordered consumer is the right tool: no acks, no server-side state to lose.
@@ -302,6 +304,10 @@ class Bus:
 
         async def on_msg(msg: Msg) -> None:
             seq = msg.metadata.sequence.stream
+            if skip is not None and skip(msg.subject):
+                if caught_up is not None and msg.metadata.num_pending == 0:
+                    caught_up.set()
+                return
             try:
                 event = decode(msg.data)
             except EventDecodeError as exc:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 import nats
 from nats.js import api
 
-from callmeter_events import EVENTS, WORKERS, Event, utcnow
+from callmeter_events import EVENTS, WORKERS, Event, is_call_record, utcnow
 from callmeter_projections import RunsProjection, WorkerState, apply_worker
 from callmeter_projections.snapshot import decode_runs, encode_runs
 
@@ -137,7 +137,9 @@ class Reconciler:
         start = self.world.runs.position + 1
         await bus.patiently(
             "events fold",
-            lambda: bus.fold(EVENTS, start, self._on_event, caught_up=self._caught_up),
+            lambda: bus.fold(
+                EVENTS, start, self._on_event, caught_up=self._caught_up, skip=is_call_record
+            ),
         )
         await bus.patiently(
             "workers fold",

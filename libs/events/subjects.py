@@ -1,5 +1,7 @@
 """Subscription filters (wildcards) matching the subjects events build."""
 
+from .endpoint_events import CallRecorded
+
 
 def run_events(run_id: str) -> str:
     """Everything that happens in one run: `callmeter.run.<id>.>`."""
@@ -33,6 +35,17 @@ def stop_signals() -> str:
 def run_endings() -> list[str]:
     """RunCompleted and RunFailed of any run (what ingest's watermark waits for)."""
     return ["callmeter.run.*.status.completed", "callmeter.run.*.status.failed"]
+
+
+def call_records() -> str:
+    """CallRecorded of every caller of every run (CallRecorded.subject())."""
+    return f"callmeter.run.*.endpoint.*.{CallRecorded.token}"
+
+
+def is_call_record(subject: str) -> bool:
+    """A CallRecorded's subject. Per-call records fold into no projection (ingest
+    stores them): the folds of the scheduler and dispatcher skip them undecoded."""
+    return subject.endswith("." + CallRecorded.token)
 
 
 def metrics_for_run(run_id: str) -> str:

@@ -9,6 +9,7 @@ from functools import singledispatch
 
 from callmeter_events import (
     TERMINAL_STATUSES,
+    CallRecorded,
     CapacityStepJudged,
     EndpointAssigned,
     EndpointPhaseChanged,
@@ -250,6 +251,8 @@ class RunsProjection:
             self.apply_outage(seq, event)
             return None, None
         self.position = max(self.position, seq)
+        if isinstance(event, CallRecorded):
+            return None, None  # one a call: stored by ingest, in no run or endpoint state
         if isinstance(event, RunCreated):
             if event.run_id in self.runs:
                 return None, None

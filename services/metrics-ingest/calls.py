@@ -9,11 +9,11 @@ import psycopg
 from nats.aio.msg import Msg
 
 from callmeter_common.bus import Bus
-from callmeter_events import EVENTS, CallRecorded, Event
+from callmeter_events import EVENTS, CallRecorded, Event, call_records
 from callmeter_storage import calls
 
 DURABLE = "call-record-ingest"
-SUBJECTS = ("callmeter.run.*.endpoint.*.call_record",)  # CallRecorded.subject()
+SUBJECTS = (call_records(),)
 
 
 class CallRecordWriter:
