@@ -176,6 +176,27 @@ def test_rate_spacing_and_repeat_sequence(platform, pattern_run):  # type: ignor
             assert 0.25 <= pause < 1.0, (prev, nxt)
 
 
+def test_a_repeating_endpoints_trace_keeps_its_first_call(platform, pattern_run):  # type: ignore[no-untyped-def]
+    """Every call succeeded: each endpoint's SIP trace holds its registration and its
+    first call only (a later call's messages are kept only if it fails), where the
+    wire carried three calls of each."""
+    run_id, _, (invites, _) = pattern_run
+    assert invites["c1"] == 3, invites
+    for ep in ("C-1", "D-1"):
+        _, detail = platform.request("GET", f"/api/v1/runs/{run_id}/endpoints/{ep}")
+        sip = [e["text"] for e in detail["me"]["timeline"] if e["kind"] == "sip"]
+        call_ids = {
+            line.split(":", 1)[1].strip()
+            for text in sip
+            if text.startswith("INVITE ") or text.split(" ", 1)[0] == "INVITE"
+            for line in text.splitlines()
+            if line.lower().startswith(("call-id:", "i:"))
+        }
+        assert len(call_ids) == 1, (ep, call_ids)
+        assert any(t.startswith("REGISTER ") for t in sip), ep
+        assert any(t.startswith("BYE ") for t in sip), ep  # the first call, to its end
+
+
 def test_summary_filters_and_exports(platform, pattern_run):  # type: ignore[no-untyped-def]
     run_id, _, _ = pattern_run
     total = RATE_CALLS + REPEAT_CALLS

@@ -98,6 +98,7 @@ class Endpoint:
         self.t_base = 0.0  # monotonic instant the plan's times count from
         self.hold_s = self.duration_s  # of the current call, from when it is answered
         self.detail = True  # phases and call events (the first call only with a pattern)
+        self.held_trace: list[tuple[str, str]] = []  # a later call's SIP messages (hold_trace)
         self.call_seq = 0
         self.results: list[tuple[str, str, int | None]] = []  # (outcome, reason, code) a call
         self.t_invite_wall = 0.0
@@ -558,6 +559,7 @@ class Endpoint:
         now = time.monotonic()
         self.t_last_call = now
         self.results.append((outcome, reason, code))
+        self.release_trace(outcome)
         if self.role == "caller":
             self._emit_record(outcome, reason, code, now)
         if not self.plan.multi or self.stopped:
@@ -572,6 +574,24 @@ class Endpoint:
         if self.role == "caller":
             started = (self.t_invite or now) - self.t_base
             self._plan_next(self.plan.after_call(started, now - self.t_base))
+
+    def hold_trace(self, direction: str, text: str) -> bool:
+        """Keep a SIP message of a call after the first (a pattern) until the call's
+        outcome is known (release_trace); False: the host emits it now. At tens of
+        calls per second every message of every call was most of what the worker
+        published and ingest stored; the first call and the failed ones say what a
+        trace is read for."""
+        if self.detail or self.call is None:
+            return False
+        self.held_trace.append((direction, text))
+        return True
+
+    def release_trace(self, outcome: str) -> None:
+        """The call's held SIP messages: emitted if it did not succeed, else dropped."""
+        held, self.held_trace = self.held_trace, []
+        if outcome != Outcome.SUCCESS:
+            for direction, text in held:
+                self.host.emit("sip_message", endpoint_id=self.id, direction=direction, text=text)
 
     def _emit_record(self, outcome: str, reason: str, code: int | None, now: float) -> None:
         timing = self.timing()

@@ -415,6 +415,8 @@ class Host:
                 eid = self.trace_owner(call_id, direction, text)
                 if eid is None and proto.is_register(text):
                     eid = self.register_owner(text)
+                elif (owner := self.endpoints.get(eid or "")) and owner.hold_trace(direction, text):
+                    continue  # a pattern's later call: emitted only if it fails
                 self.emit("sip_message", endpoint_id=eid, direction=direction, text=text)
             elif level <= self.args.log_level:
                 sys.stderr.write(msg if msg.endswith("\n") else msg + "\n")
