@@ -37,8 +37,8 @@ RECEIVER_IDLE_S = 10.0
 NEGOTIATION_CODES = (488, 606)
 TEARDOWN_TIMEOUT_S = 40.0  # BYE/CANCEL retransmissions end by 32 s (Timer F/B)
 FIRST_RTP_POLL_S = 0.02  # stat polling rate until the first RTP packet is seen
-# How soon a tick must follow while a call is set up, torn down or runs scenario steps
-# or a recording: their timing work stays close to the media (Endpoint.wake_at).
+# How soon a tick must follow while a call is set up, torn down or recorded: that
+# work has no instant of its own to wake for (Endpoint.wake_at).
 FINE_WAIT_S = 0.01
 # PJSIP holds an ended call's slot (4 a process) until it has wound the call up; on a
 # busy host a pattern's next call can come first and makeCall refuses it (PJ_ETOOMANY,

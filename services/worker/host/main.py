@@ -61,11 +61,12 @@ MAX_CALLS, MAX_ACCOUNTS = 4, 8  # PJSUA_MAX_CALLS / PJSUA_MAX_ACC of this wheel
 REJECT_HOLD_S = 0.5
 # How long one libHandleEvents may wait for an event. A pjsip event ends the wait at
 # once; otherwise the loop wakes when an endpoint's clock asks (Endpoint.wake_at: the
-# next call, a hangup, a sample, or FINE_WAIT_S around setup, teardown and scenario
-# steps), and at least every MAX_POLL_MS for commands, timeouts of seconds and the
+# next call, a hangup, a sample, a scenario step, or FINE_WAIT_S around setup and
+# teardown), and at least every MAX_POLL_MS for commands, timeouts of seconds and the
 # callbacks pjsua2 posts from its media threads (mainThreadOnly runs them here).
-# Ticking every 10 ms through a call took most of a busy host's Python time
-# (bench/cps.py: 0.45 s of main-thread CPU a host at 32 calls/s, 0.27 s outside pjsip).
+# Ticking every 10 ms through each call took most of a busy host's Python time: in
+# bench/cps.py at 32 calls/s, 28 caller hosts' main threads used 14.1 s of CPU during
+# the run with that, 9.3 s without.
 BUSY_POLL_MS = round(FINE_WAIT_S * 1000)
 MAX_POLL_MS = 50
 SRTP = {
