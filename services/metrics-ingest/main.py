@@ -17,6 +17,7 @@ from callmeter_storage.migrations import migrate
 from callmeter_storage.retention import sweep
 from callmeter_storage.settings import StorageSettings
 
+from .calls import DURABLE as CALL_DURABLE
 from .calls import consume_call_records
 from .consumer import consume
 from .handlers import Ingest
@@ -40,7 +41,10 @@ async def serve(stop: asyncio.Event) -> None:
     records = asyncio.create_task(consume_call_records(bus, settings.database_url, stop))
     watermarks = asyncio.create_task(
         Watermarks(
-            bus, settings.database_url, {METRICS.name: INGEST_DURABLE, TRACES.name: TRACE_DURABLE}
+            bus,
+            settings.database_url,
+            {METRICS.name: INGEST_DURABLE, TRACES.name: TRACE_DURABLE},
+            records=CALL_DURABLE,
         ).serve(stop)
     )
     try:

@@ -12,9 +12,13 @@ message up to it acked) reaches that sequence, the run's samples are all
 stored. SIP messages go the same way: the supervisor publishes an endpoint's
 messages to CALLMETER_TRACES (acked) before its EndpointFinished, and the trace
 writer acks a message once it is committed, so the mark also waits for the trace
-consumer's ack floor to reach CALLMETER_TRACES' last sequence. Then
-RunSamplesStored, with the number of receive-side samples stored: a run's results
-and its SIP ladders read from then on are complete.
+consumer's ack floor to reach CALLMETER_TRACES' last sequence. Call records are in
+CALLMETER_EVENTS before the run's ending (a caller's records precede its
+EndpointFinished), read by a consumer of that subject alone: its ack floor passes the
+ending's own sequence only if a later record was stored, so it is also done when it
+has nothing left to deliver or to ack. Then RunSamplesStored, with the number of
+receive-side samples stored: a run's results, SIP ladders and call records read from
+then on are complete.
 
 A run that ended by timeout (an endpoint never reported) may still get samples
 from a host that was only late; they are stored, but after the watermark.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -58,12 +63,18 @@ _SAMPLES = (
 
 class Watermarks:
     def __init__(
-        self, bus: Bus, database_url: str, consumers: dict[str, str], poll_s: float = 0.1
+        self,
+        bus: Bus,
+        database_url: str,
+        consumers: dict[str, str],
+        poll_s: float = 0.1,
+        records: str | None = None,
     ) -> None:
         self.bus = bus
         self.database_url = database_url
         # stream -> ingest's own durable on it that takes every subject (METRICS, TRACES)
         self.consumers = consumers
+        self.records = records  # ingest's durable on the call records in CALLMETER_EVENTS
         self.poll_s = poll_s
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -80,9 +91,15 @@ class Watermarks:
     async def mark(self, run_id: str, msg: Msg | None = None) -> RunSamplesStored:
         """Wait until everything in ingest's streams now is stored, then publish the mark."""
         through = {stream: await self.bus.last_seq(stream) for stream in self.consumers}
+        ending = msg.metadata.sequence.stream if msg else await self.bus.last_seq(EVENTS.name)
         touched = time.monotonic()
-        for stream, durable in self.consumers.items():
-            while await self._ack_floor(stream, durable) < through[stream]:
+        waits = [
+            self._acked_through(stream, d, through[stream]) for stream, d in self.consumers.items()
+        ]
+        if self.records is not None:
+            waits.append(self._records_stored(ending))
+        for done in waits:
+            while not await done():
                 if msg is not None and time.monotonic() - touched > 10:  # inside ack_wait
                     touched = time.monotonic()
                     await msg.in_progress()
@@ -92,6 +109,29 @@ class Watermarks:
         await self.bus.publish(event)
         log.info("run %s: %d samples stored (through %s)", run_id, samples, through)
         return event
+
+    def _acked_through(self, stream: str, durable: str, seq: int) -> Callable[[], Awaitable[bool]]:
+        async def done() -> bool:
+            return await self._ack_floor(stream, durable) >= seq
+
+        return done
+
+    def _records_stored(self, ending: int) -> Callable[[], Awaitable[bool]]:
+        """Every call record before the run's ending (at stream sequence `ending`) is
+        stored: the consumer acked past it, or has nothing left to deliver or ack."""
+        assert self.records is not None
+        durable = self.records
+
+        async def done() -> bool:
+            try:
+                info: Any = await self.bus.js.consumer_info(EVENTS.name, durable)
+            except NotFoundError:
+                return False
+            if int(info.ack_floor.stream_seq) >= ending:
+                return True
+            return int(info.num_pending) == 0 and int(info.num_ack_pending) == 0
+
+        return done
 
     async def _ack_floor(self, stream: str, durable: str) -> int:
         """The stream sequence up to which ingest acked every message (0: not consuming yet)."""

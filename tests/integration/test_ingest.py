@@ -26,6 +26,7 @@ from callmeter_events import (
     DEADLETTER,
     EVENTS,
     METRICS,
+    CallRecorded,
     MetricSample,
     RunCompleted,
     RunFailed,
@@ -44,6 +45,7 @@ from callmeter_vocabulary.sample import FIELDS, is_msgpack
 from callmeter_worker.supervisor.batcher import SampleBatcher
 
 pytestmark = pytest.mark.integration
+RECORDS = 6000  # more than the other consumers' work: they are done before the records
 
 
 def sample(run_id: str, i: int, **metrics: object) -> MetricSample:
@@ -252,9 +254,9 @@ async def test_kill_9_of_ingest_mid_run_then_restart_stores_every_sample_once(
 async def test_the_watermark_comes_once_every_sample_of_the_finished_run_is_stored(
     bus: Bus, own_nats: Server, database_url: str, tmp_path: Path
 ) -> None:
-    # The run ends while ingest is down, with 3,000 samples and 4,000 SIP messages not
-    # stored yet: when ingest comes back, RunSamplesStored must wait for all of them
-    # (never early), and come once.
+    # The run ends while ingest is down, with 3,000 samples, 4,000 SIP messages and
+    # RECORDS call records not stored yet: when ingest comes back, RunSamplesStored must
+    # wait for all of them (never early), and come once.
     migrate(database_url)
     run_id = uuid.uuid4().hex[:8]
     batcher = SampleBatcher(bus.publish, "w-1")
@@ -268,14 +270,21 @@ async def test_the_watermark_comes_once_every_sample_of_the_finished_run_is_stor
         await bus.publish(
             SipMessage(run_id=run_id, endpoint_id="A-1", direction="out", ts=ts, text=text)
         )
+    for i in range(RECORDS):  # a caller's records, before its (and the run's) end
+        record = CallRecorded(
+            run_id=run_id, endpoint_id="A-1", seq=i + 1, attempted_at=start, outcome="SUCCESS"
+        )
+        await bus.publish(record)
     await bus.publish(RunCompleted(run_id=run_id))
-    marks: asyncio.Queue[tuple[float, tuple[int, int, int], RunSamplesStored]] = asyncio.Queue()
+    marks: asyncio.Queue[tuple[float, tuple[int, ...], RunSamplesStored]] = asyncio.Queue()
 
-    def stored_now() -> tuple[int, int, int]:
+    def stored_now() -> tuple[int, int, int, int]:
         with psycopg.connect(database_url) as conn:
             query = "SELECT count(*) FROM sip_messages WHERE run_id = %s"
             messages = conn.execute(query, (run_id,)).fetchone()[0]  # type: ignore[index]
-        return (*counts(database_url, run_id), int(messages))
+            query = "SELECT count(*) FROM call_records WHERE run_id = %s"
+            records = conn.execute(query, (run_id,)).fetchone()[0]  # type: ignore[index]
+        return (*counts(database_url, run_id), int(messages), int(records))
 
     async def on_mark(msg) -> None:  # type: ignore[no-untyped-def]
         stored = await asyncio.to_thread(stored_now)  # right as it comes
@@ -287,8 +296,8 @@ async def test_the_watermark_comes_once_every_sample_of_the_finished_run_is_stor
     ingest = start_ingest(tmp_path, own_nats.url, database_url)
     try:
         _, stored, mark = await asyncio.wait_for(marks.get(), 60)
-        # rows, receive samples, SIP messages: all there when the mark came
-        assert stored == (3000, 1500, 4000)
+        # rows, receive samples, SIP messages, call records: all there when the mark came
+        assert stored == (3000, 1500, 4000, RECORDS)
         assert (mark.run_id, mark.samples) == (run_id, 1500)
         assert mark.metrics_seq == (await bus.js.stream_info(METRICS.name)).state.last_seq
         # A second ending of the same run (a redelivery, another ingest) is marked again,
