@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -67,8 +66,8 @@ class Watermarks:
         bus: Bus,
         database_url: str,
         consumers: dict[str, str],
+        records: str,
         poll_s: float = 0.1,
-        records: str | None = None,
     ) -> None:
         self.bus = bus
         self.database_url = database_url
@@ -93,45 +92,31 @@ class Watermarks:
         through = {stream: await self.bus.last_seq(stream) for stream in self.consumers}
         ending = msg.metadata.sequence.stream if msg else await self.bus.last_seq(EVENTS.name)
         touched = time.monotonic()
-        waits = [
-            self._acked_through(stream, d, through[stream]) for stream, d in self.consumers.items()
-        ]
-        if self.records is not None:
-            waits.append(self._records_stored(ending))
-        for done in waits:
-            while not await done():
-                if msg is not None and time.monotonic() - touched > 10:  # inside ack_wait
-                    touched = time.monotonic()
-                    await msg.in_progress()
-                await asyncio.sleep(self.poll_s)
+        while not await self._stored(through, ending):
+            if msg is not None and time.monotonic() - touched > 10:  # inside ack_wait
+                touched = time.monotonic()
+                await msg.in_progress()
+            await asyncio.sleep(self.poll_s)
         samples = await asyncio.to_thread(self._samples, run_id)
         event = RunSamplesStored(run_id=run_id, samples=samples, metrics_seq=through[METRICS.name])
         await self.bus.publish(event)
         log.info("run %s: %d samples stored (through %s)", run_id, samples, through)
         return event
 
-    def _acked_through(self, stream: str, durable: str, seq: int) -> Callable[[], Awaitable[bool]]:
-        async def done() -> bool:
-            return await self._ack_floor(stream, durable) >= seq
-
-        return done
-
-    def _records_stored(self, ending: int) -> Callable[[], Awaitable[bool]]:
-        """Every call record before the run's ending (at stream sequence `ending`) is
-        stored: the consumer acked past it, or has nothing left to deliver or ack."""
-        assert self.records is not None
-        durable = self.records
-
-        async def done() -> bool:
-            try:
-                info: Any = await self.bus.js.consumer_info(EVENTS.name, durable)
-            except NotFoundError:
+    async def _stored(self, through: dict[str, int], ending: int) -> bool:
+        """Each stream acked through its sequence in `through`, and every call record
+        before the run's ending (at stream sequence `ending`) stored: their consumer
+        acked past it, or has nothing left to deliver or ack."""
+        for stream, durable in self.consumers.items():
+            if await self._ack_floor(stream, durable) < through[stream]:
                 return False
-            if int(info.ack_floor.stream_seq) >= ending:
-                return True
-            return int(info.num_pending) == 0 and int(info.num_ack_pending) == 0
-
-        return done
+        try:
+            info: Any = await self.bus.js.consumer_info(EVENTS.name, self.records)
+        except NotFoundError:
+            return False
+        if int(info.ack_floor.stream_seq) >= ending:
+            return True
+        return int(info.num_pending) == 0 and int(info.num_ack_pending) == 0
 
     async def _ack_floor(self, stream: str, durable: str) -> int:
         """The stream sequence up to which ingest acked every message (0: not consuming yet)."""
