@@ -11,6 +11,7 @@ continuous aggregates (docs/architecture.md says why).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -37,10 +38,29 @@ def setup(conn: psycopg.Connection[Any]) -> None:
     )
 
 
-def drop_continuous_aggregates(conn: psycopg.Connection[Any]) -> None:
-    """Drop the continuous aggregates (and so their refresh policies) of earlier versions."""
+def drop_continuous_aggregates(conn: psycopg.Connection[Any], tries: int = 5) -> None:
+    """Drop the continuous aggregates of earlier versions, each after its refresh policy.
+
+    The scheduler may be refreshing one as it is dropped: CI once saw the drop fail with
+    "tuple concurrently deleted". Removing the policy first starts no new refresh and
+    cancels a running one (TimescaleDB signals its worker, without waiting for it), and
+    the drop is tried again, in a savepoint, while that worker winds down.
+    """
     for name in DROPPED_CAGGS:
-        conn.execute(f"DROP MATERIALIZED VIEW IF EXISTS {name}")
+        for attempt in range(1, tries + 1):
+            try:
+                with conn.transaction():  # a savepoint inside the migration's transaction
+                    if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone() != (None,):
+                        conn.execute(
+                            "SELECT remove_continuous_aggregate_policy(%s, if_exists => true)",
+                            (name,),
+                        )
+                    conn.execute(f"DROP MATERIALIZED VIEW IF EXISTS {name}")
+                break
+            except psycopg.errors.InternalError_:
+                if attempt == tries:
+                    raise
+                time.sleep(0.5)
 
 
 def apply_retention(conn: psycopg.Connection[Any], retention_days: int) -> None:
