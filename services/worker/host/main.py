@@ -436,12 +436,18 @@ class Host:
             (e.id for e in self.endpoints.values() if e.registration and e.username == user), None
         )
 
+    def handle_events(self, wait_ms: int) -> None:
+        """Let PJSIP work, then give the SIP messages it logged to their endpoints at once:
+        the next tick may finish an endpoint or release its call, and a message read after
+        that (the 200 to a de-registration, to a BYE) would have no owner left."""
+        self.ep.libHandleEvents(wait_ms)
+        if self.logq:
+            self.drain_log()
+
     def run(self) -> None:
         next_beat = 0.0
         while self.running:
-            self.ep.libHandleEvents(self.poll_ms(time.monotonic()))
-            if self.logq:  # before tick: tick may release a call and forget its Call-ID
-                self.drain_log()
+            self.handle_events(self.poll_ms(time.monotonic()))
             self.read_commands()
             now = time.monotonic()
             for endpoint in list(self.endpoints.values()):
@@ -449,7 +455,7 @@ class Host:
                 # PJSIP timestamps an RTP packet for jitter when it reads it, so a packet
                 # that waits while Python works here would count that wait as network
                 # jitter: read whatever arrived after each endpoint's share of the work
-                self.ep.libHandleEvents(0)
+                self.handle_events(0)
             self.send_rejections(now)
             if self.listeners_closed:
                 self.gate_listeners(now)
@@ -465,7 +471,7 @@ class Host:
             endpoint.stopped = True
         deadline = time.monotonic() + 3.0
         while any(not e.finished for e in self.endpoints.values()) and time.monotonic() < deadline:
-            self.ep.libHandleEvents(10)
+            self.handle_events(10)
             now = time.monotonic()
             for endpoint in self.endpoints.values():
                 endpoint.tick(now)
