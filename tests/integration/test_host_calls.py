@@ -44,6 +44,17 @@ def _readable(line: bytes) -> dict:
 
 class HostProc:
     def __init__(self, *extra: str) -> None:
+        for attempt in range(3):
+            try:
+                self._start(*extra)
+                return
+            except AssertionError as exc:
+                # a free port found here can be taken by another process before the
+                # host binds it (the library start then fails): take new ports
+                if "already in use" not in str(exc) or attempt == 2:
+                    raise
+
+    def _start(self, *extra: str) -> None:
         self.sip_port = _free_udp_port()
         args = [
             "--sip-port",
@@ -83,7 +94,8 @@ class HostProc:
         except queue.Empty:
             return None
         if ev is None:
-            raise AssertionError(f"host exited with {self.proc.wait()}")
+            said = [e.get("message") for e in self.events if e["ev"] == "error"]
+            raise AssertionError(f"host exited with {self.proc.wait()}; its errors: {said}")
         self.events.append(ev)
         return ev
 

@@ -58,7 +58,10 @@ def test_our_rtp_figures_match_tsharks_stream_by_stream(hosts, tmp_path: Path): 
         for i in range(PAIRS):
             for h, eid in ((ch, f"c{i}"), (rh, f"r{i}")):
                 assert h.wait_for(finished(eid), DURATION + 20)["outcome"] == "SUCCESS"
-    streams = {(s.src_port, s.dst_port): s for s in rtp_streams(pcap)}
+    ports = [
+        _local_rtp_port(h, f"{side}{i}") for i in range(PAIRS) for h, side in ((ch, "c"), (rh, "r"))
+    ]
+    streams = {(s.src_port, s.dst_port): s for s in rtp_streams(pcap, ports)}
     assert len(streams) == 2 * PAIRS, streams
     rows = []
     for i in range(PAIRS):
