@@ -140,7 +140,7 @@ class Host:
         # level 4 names each media transport as it is made; with simulated tx loss,
         # level 5 reports each packet dropped (SipLogWriter counts them per transport)
         level = max(a.log_level, 4 if a.trace_sip else 0, 5 if a.drop_tx_pct else 0)
-        self.writer = SipLogWriter(self.logq, level)
+        self.writer = SipLogWriter(self.logq, a.trace_sip, a.log_level)
         lc.writer, lc.level, lc.consoleLevel = self.writer, level, level
         lc.msgLogging = bool(a.trace_sip)
         lc.decor = pj.PJ_LOG_HAS_SENDER  # which media transport dropped a packet
@@ -437,9 +437,10 @@ class Host:
         )
 
     def handle_events(self, wait_ms: int) -> None:
-        """Let PJSIP work, then give the SIP messages it logged to their endpoints at once:
-        the next tick may finish an endpoint or release its call, and a message read after
-        that (the 200 to a de-registration, to a BYE) would have no owner left."""
+        """Let PJSIP work, then give the SIP messages it logged to their endpoints at once,
+        before any tick: a tick may finish an endpoint or release its call, and a message
+        read before it and given out after (the 200 to a de-registration, to a BYE) would
+        have no owner left."""
         self.ep.libHandleEvents(wait_ms)
         if self.logq:
             self.drain_log()
@@ -450,12 +451,13 @@ class Host:
             self.handle_events(self.poll_ms(time.monotonic()))
             self.read_commands()
             now = time.monotonic()
+            # RTP is read by PJSIP's media thread on its own ioqueue (MediaConfig
+            # hasIoqueue, threadCnt 1), never here, so Python's work in this loop does not
+            # delay a packet's arrival time. (Reading the SIP ioqueue again after each
+            # endpoint's tick took a busy host's loop about four libHandleEvents a turn
+            # instead of one, for nothing.)
             for endpoint in list(self.endpoints.values()):
                 endpoint.tick(now)
-                # PJSIP timestamps an RTP packet for jitter when it reads it, so a packet
-                # that waits while Python works here would count that wait as network
-                # jitter: read whatever arrived after each endpoint's share of the work
-                self.handle_events(0)
             self.send_rejections(now)
             if self.listeners_closed:
                 self.gate_listeners(now)

@@ -124,6 +124,7 @@ class HostCall(pj.Call):
 # PJSIP's loss simulation says nothing but this (level 5, sender = the media transport)
 TX_DROPPED = "TX RTP packet dropped because of pkt lost simulation"
 MEDIA_CREATED = "UDP media transport created"  # level 4, sender = the new transport
+SIP_MESSAGE_END = "--end msg--"  # closes each SIP message PJSIP logs (msgLogging)
 
 
 class SipLogWriter(pj.LogWriter):
@@ -132,11 +133,15 @@ class SipLogWriter(pj.LogWriter):
     With the sender in each line (PJ_LOG_HAS_SENDER) it also counts, per media
     transport, the RTP packets the loss simulation dropped (pjmedia counts them as
     sent), and notes each media transport created, so a call can claim its own.
+
+    It queues only what the host passes on: SIP messages when `trace` is on, and lines
+    at or below `stderr_level`. Level 4, which the trace and the media transports need,
+    says about 50 other things a call (transactions, dialogs, media), all dropped here.
     """
 
-    def __init__(self, queue: collections.deque, level: int) -> None:
+    def __init__(self, queue: collections.deque, trace: bool, stderr_level: int) -> None:
         super().__init__()
-        self.queue, self.level = queue, level
+        self.queue, self.trace, self.stderr_level = queue, trace, stderr_level
         self.tx_dropped: collections.Counter[str] = collections.Counter()
         self.created: collections.deque[str] = collections.deque(maxlen=64)
 
@@ -148,7 +153,8 @@ class SipLogWriter(pj.LogWriter):
                 return
             if MEDIA_CREATED in msg:
                 self.created.append(msg.split(None, 1)[0])
-            self.queue.append((entry.level, msg))
+            if entry.level <= self.stderr_level or (self.trace and SIP_MESSAGE_END in msg):
+                self.queue.append((entry.level, msg))
         except Exception:  # noqa: BLE001 - never raise into C++
             pass
 
