@@ -64,11 +64,15 @@ class ReadModels:
             return [(event.test_id, None, None)]
         if isinstance(event, PlatformOutage):
             return [(None, run_id, None) for run_id in self.runs.apply_outage(seq, event)]
+        before = self.runs.runs.get(getattr(event, "run_id", None) or "")
         run_id, endpoint_id = self.runs.apply(seq, event)
         if run_id and isinstance(event, RunCreated | RunDispatching):
             # These set fields on every endpoint of the run.
             return [(None, run_id, None)] + [(None, run_id, e) for e in self.runs.endpoints[run_id]]
-        return [(None, run_id, endpoint_id)]
+        touched: list[Touched] = [(None, run_id, endpoint_id)]
+        if endpoint_id and self.runs.runs.get(run_id or "") is not before:
+            touched.append((None, run_id, None))  # the endpoint's event changed its run too
+        return touched
 
     def unknown_run(self, event: Event) -> str | None:
         """The run of an event that is not in memory (settled and evicted), if any."""
@@ -101,10 +105,10 @@ class ReadModels:
         for test_id, run_id, endpoint_id in touched:
             if test_id:
                 tests.add(test_id)
-            if run_id:
+            if run_id and endpoint_id:
+                endpoints.add((run_id, endpoint_id))
+            elif run_id:  # the run's own row: only when its state changed (fold says)
                 runs.add(run_id)
-                if endpoint_id:
-                    endpoints.add((run_id, endpoint_id))
         if name == TESTS:
             # (a TestDeleted of a test whose saves were purged has no state to write)
             states = [self.tests[t] for t in sorted(tests) if t in self.tests]

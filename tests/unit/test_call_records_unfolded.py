@@ -40,3 +40,20 @@ def test_the_skip_predicate_and_the_filter_name_the_records_subject() -> None:
     assert all(p in ("*", s) for p, s in zip(pattern, parts, strict=True))
     other = ev.EndpointFinished(run_id="r1", endpoint_id="A-1", outcome="SUCCESS").subject()
     assert not ev.is_call_record(other)
+
+
+def test_an_endpoints_event_writes_its_runs_row_only_when_it_changed_the_run() -> None:
+    # A run's document was written again with each phase of each endpoint (the first
+    # calls of a rate group: hundreds a second), though only the endpoint's row changed.
+    models = ReadModels()
+    definition = ev.TestDefinition.model_validate(DEFINITION)
+    models.fold(1, ev.RunCreated(run_id="r1", test_id="t1", definition=definition))
+    phase = ev.EndpointPhaseChanged(run_id="r1", endpoint_id="A-1", phase="CALLING")
+    assert models.fold(2, phase) == [(None, "r1", "A-1")]
+    snap = models.snapshot(models.fold(3, phase), "runs")
+    assert snap.runs == [] and [e.endpoint_id for e in snap.endpoints] == ["A-1"]
+    done = ev.EndpointFinished(run_id="r1", endpoint_id="A-1", outcome="SUCCESS")
+    touched = models.fold(4, done)  # counts the run's finished endpoints
+    assert touched == [(None, "r1", "A-1"), (None, "r1", None)]
+    snap = models.snapshot(touched, "runs")
+    assert [r.finished_endpoints for r in snap.runs] == [1] and len(snap.endpoints) == 1
