@@ -238,7 +238,10 @@ def run_platform(  # type: ignore[no-untyped-def]
         ]
     run_id = platform.run_test(definition)
     run = platform.wait_status(
-        run_id, {"COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"}, timeout=duration * 3 + 180
+        run_id,
+        {"COMPLETED", "FAILED", "CANNOT_RUN_FOR_NOW"},
+        timeout=duration * 3 + 180,
+        every_s=2.0,  # SIPp's side is not watched while it runs; ours barely
     )
     if run["status"] == "CANNOT_RUN_FOR_NOW":
         raise RuntimeError(f"the platform refused the run: {run.get('reason')}")

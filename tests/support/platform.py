@@ -119,7 +119,12 @@ class TestPlatform(Platform):
         assert status == 202, body
         return str(body["id"])
 
-    def wait_status(self, run_id: str, statuses: set[str], timeout: float = 90) -> dict[str, Any]:
+    def wait_status(
+        self, run_id: str, statuses: set[str], timeout: float = 90, every_s: float = 0.25
+    ) -> dict[str, Any]:
+        """The run once its status is one of `statuses`, asked every `every_s` (each
+        answer computes the run's summary: a benchmark asks seldom, not to load what
+        it measures)."""
         deadline = time.monotonic() + timeout
         run: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -129,7 +134,7 @@ class TestPlatform(Platform):
                 continue
             if run["status"] in statuses:
                 return run
-            time.sleep(0.25)
+            time.sleep(every_s)
         raise TimeoutError(
             f"run {run_id} still {run.get('status')} after {timeout}s\n{self.diagnosis()}"
         )
