@@ -355,11 +355,14 @@ class Bus:
         batch: int = 256,
         max_deliver: int = 20,
         ack_wait_s: float = 30,
+        linger_s: float = 0.0,
     ) -> None:
         """Durable pull consumer: fetch batches, decode, hand over; the handler acks.
 
         Undecodable messages go to the dead-letter subject and are acked here, so a
-        bad payload never blocks the batch behind it.
+        bad payload never blocks the batch behind it. With `linger_s`, a batch smaller
+        than `batch` is followed by that pause, so that a trickle of messages (tens a
+        second) reaches the handler as a few batches rather than one message each.
         """
         config = api.ConsumerConfig(
             durable_name=durable,
@@ -412,6 +415,8 @@ class Bus:
                         for msg, _ in good:
                             with contextlib.suppress(Exception):
                                 await msg.nak(delay=1)
+                if linger_s and len(msgs) < batch:
+                    await asyncio.sleep(linger_s)
         finally:
             # Unsubscribed, the connection can drain at shutdown without waiting on it.
             with contextlib.suppress(Exception):

@@ -37,6 +37,10 @@ class CallRecordWriter:
             await msg.ack()
 
 
-async def consume_call_records(bus: Bus, database_url: str, stop: asyncio.Event) -> None:
+async def consume_call_records(
+    bus: Bus, database_url: str, stop: asyncio.Event, linger_s: float = 0.0
+) -> None:
     writer = CallRecordWriter(database_url)
-    await bus.pull_loop(EVENTS, DURABLE, SUBJECTS, writer.handle, stop, max_deliver=-1)
+    await bus.pull_loop(
+        EVENTS, DURABLE, SUBJECTS, writer.handle, stop, max_deliver=-1, linger_s=linger_s
+    )

@@ -37,8 +37,12 @@ async def serve(stop: asyncio.Event) -> None:
     await bus.ensure_streams()
     ingest = Ingest(bus, settings.database_url, settings.retry_s, mode, settings.fold_every_s)
     upkeep = asyncio.create_task(_hourly_upkeep(bus, settings.database_url, stop))
-    traces = asyncio.create_task(consume_traces(bus, settings.database_url, stop))
-    records = asyncio.create_task(consume_call_records(bus, settings.database_url, stop))
+    traces = asyncio.create_task(
+        consume_traces(bus, settings.database_url, stop, settings.trickle_linger_s)
+    )
+    records = asyncio.create_task(
+        consume_call_records(bus, settings.database_url, stop, settings.trickle_linger_s)
+    )
     watermarks = asyncio.create_task(
         Watermarks(
             bus,

@@ -36,6 +36,10 @@ class TraceWriter:
             await msg.ack()
 
 
-async def consume_traces(bus: Bus, database_url: str, stop: asyncio.Event) -> None:
+async def consume_traces(
+    bus: Bus, database_url: str, stop: asyncio.Event, linger_s: float = 0.0
+) -> None:
     writer = TraceWriter(database_url)
-    await bus.pull_loop(TRACES, DURABLE, TRACES.subjects, writer.handle, stop, max_deliver=-1)
+    await bus.pull_loop(
+        TRACES, DURABLE, TRACES.subjects, writer.handle, stop, max_deliver=-1, linger_s=linger_s
+    )
