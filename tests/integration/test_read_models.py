@@ -260,3 +260,56 @@ def test_posts_read_their_writes_while_a_big_run_floods_the_log(
             assert status == 201 and body["definition"]["name"] == name, body
     finally:
         platform.stop()
+
+
+def test_events_that_change_no_row_move_the_stored_position_about_once_a_second(
+    tmp_path: Path, nats_server, url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A rate group's call records change no row; each 50 ms burst of them was a write
+    (a transaction, and a NOTIFY to every API process). Now the writer stores such a
+    position at most once a second, and the last one still reaches storage."""
+    from datetime import UTC, datetime
+
+    from callmeter_events import CallRecorded
+    from callmeter_storage.readmodels import CHANNEL
+
+    run_id = f"trickle-{uuid.uuid4().hex[:6]}"
+    platform = TestPlatform(tmp_path / "api", nats_server.url, url)
+    seconds, per_s = 3.0, 40
+    try:
+        platform.start_services(("api",))
+        wait_for_port("127.0.0.1", int(platform.base.rsplit(":", 1)[1]), 60)
+        listen = psycopg.connect(url, autocommit=True)
+        listen.execute(f"LISTEN {CHANNEL}")
+
+        async def trickle() -> int:
+            bus = await Bus.connect(nats_server.url, "test-trickle")
+            try:
+                created = RunCreated(
+                    run_id=run_id, test_id="t", definition=Definition(**definition("t"))
+                )
+                await bus.publish(created)
+                at, last = datetime(2026, 12, 2, tzinfo=UTC), 0
+                for k in range(int(seconds * per_s)):
+                    record = CallRecorded(
+                        run_id=run_id, endpoint_id="A-1", seq=k, attempted_at=at, outcome="SUCCESS"
+                    )
+                    last = await bus.publish(record)
+                    await asyncio.sleep(1 / per_s)
+                return last
+            finally:
+                await bus.close()
+
+        last = asyncio.run(trickle())
+        deadline, stored = time.monotonic() + 5, 0
+        while stored < last and time.monotonic() < deadline:
+            with psycopg.connect(url) as conn:
+                stored = stored_position(conn, RUNS)
+            time.sleep(0.1)
+        assert stored >= last  # nothing held back for good
+        writes = [n.payload for n in listen.notifies(timeout=0.5) if n.payload.startswith(RUNS)]
+        listen.close()
+        # the run's creation, then position-only writes about once a second (not ~60)
+        assert 2 <= len(writes) <= seconds + 3, writes
+    finally:
+        platform.stop()
