@@ -57,8 +57,9 @@ def drop_continuous_aggregates(conn: psycopg.Connection[Any], tries: int = 5) ->
                         )
                     conn.execute(f"DROP MATERIALIZED VIEW IF EXISTS {name}")
                 break
-            except psycopg.errors.InternalError_:
-                if attempt == tries:
+            except psycopg.errors.InternalError_ as exc:
+                # only the race with a refresh ("tuple concurrently deleted/updated")
+                if "concurrently" not in str(exc) or attempt == tries:
                     raise
                 time.sleep(0.5)
 
