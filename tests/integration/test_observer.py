@@ -87,8 +87,8 @@ def test_our_rtp_figures_match_tsharks_stream_by_stream(hosts, tmp_path: Path): 
         assert abs(dropped - wire.lost) <= tol, (s_id, dropped, wire.lost)
         assert abs(recv["packets_total"] - wire.packets) <= tol, (s_id, r_id)
         assert abs(recv["packets_lost_total"] - wire.lost) <= tol, (s_id, r_id)
-    # Jitter: PJSIP stamps a packet's arrival when the host reads it, so the host's
-    # scheduling delay counts as jitter. On a machine whose cores are oversubscribed
+    # Jitter: PJSIP stamps a packet's arrival when its media thread reads it, so that
+    # thread's scheduling delay counts as jitter. On a machine whose cores are oversubscribed
     # (the load average above the core count) that delay is the scheduler's, not the
     # estimator's: measured there, ours ran 10-25 % above the wire's. The comparison
     # only means something when the hosts get the CPU when packets arrive.
@@ -108,11 +108,11 @@ def test_our_rtp_figures_match_tsharks_stream_by_stream(hosts, tmp_path: Path): 
     assert not mean_off, mean_off
     # No spike the wire did not have (one 8 kHz sample of slack: PJSIP counts samples).
     # Known not to hold yet (issue 15 stays open on it): even on an idle machine a
-    # stream's maximum runs up to ~0.3 ms above the wire's, the host's own read delay.
+    # stream's maximum runs up to ~0.3 ms above the wire's, the media thread's own read delay.
     spikes = [
         (s_id, r_id, recv["jitter_max_ms"], wire.max_jitter_ms)
         for s_id, r_id, wire, recv, _ in rows
         if recv["jitter_max_ms"] > max(1.1 * wire.max_jitter_ms, wire.max_jitter_ms + 0.125)
     ]
     if spikes:
-        pytest.xfail(f"jitter maxima above the wire's (host read delay): {spikes}")
+        pytest.xfail(f"jitter maxima above the wire's (media thread read delay): {spikes}")
