@@ -41,7 +41,7 @@ def test_a_limit_crossed_for_sustain_seconds_in_a_row_is_an_overload():
     hot = HealthFigures(host_cpu=0.97, tx_expected=1000.0, tx_sent=1000)
     assert j.observe(hot) is None and j.observe(hot) is None
     reason = j.observe(hot)
-    assert reason == ("endpoint hosts used 97% of the machine's cores (limit 90%), 3 s in a row")
+    assert reason == ("endpoint hosts used 97% of the machine's cores (limit 50%), 3 s in a row")
 
 
 def test_sustain_counts_seconds_by_the_clock_not_by_measurements():

@@ -50,7 +50,7 @@ class HealthFigures:
 
 @dataclass(frozen=True)
 class OverloadLimits:
-    host_cpu: float = 0.9  # fraction of all cores
+    host_cpu: float = 0.5  # fraction of all cores (WorkerSettings.overload_host_cpu)
     loop_lag_ms: float = 200.0
     late_hosts: int = 0  # more than this many late hosts
     tx_deficit: float = 0.05  # 5 % of due packets never sent
